@@ -1,0 +1,115 @@
+"""Graph → Graph clean-up shared by every importer: fold per-channel affine ops into the conv or
+linear before them (this is how batch norm disappears) and fuse ReLU/ReLU6 into their producer.
+
+Both rewrite only when the producer's output has no other consumer and is not a graph output,
+so the Graph computes exactly what it did before.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from edgekit.graph import Graph, Node, TensorInfo
+
+_FOLD_INTO = ("conv2d", "conv1d", "linear")
+_FUSABLE = {"relu": "relu", "relu6": "relu6"}
+
+
+def optimize(graph: Graph) -> Graph:
+    while _fold_affine_once(graph) or _fuse_activation_once(graph):
+        pass
+    _drop_unused_params(graph)
+    return graph
+
+
+def _sole_producer(graph: Graph, node: Node) -> Node | None:
+    """The node producing ``node``'s first input, if ``node`` is its only consumer."""
+    x = node.inputs[0]
+    if x in graph.outputs or len(graph.consumers().get(x, [])) != 1:
+        return None
+    return graph.producers().get(x)
+
+
+def _channel_vector(graph: Graph, producer: Node, const: str) -> np.ndarray | None:
+    """``const`` as one value per output channel of ``producer``, if it broadcasts that way."""
+    value = graph.params.get(const)
+    if value is None:
+        return None
+    out_shape = graph.tensors[producer.outputs[0]].shape
+    channels = graph.params[producer.inputs[1]].shape[0]
+    channel_axis = len(out_shape) - 1 if producer.op == "linear" else 1
+    full = np.broadcast_to(value, out_shape) if value.ndim <= len(out_shape) else None
+    if full is None or value.size not in (1, channels):
+        return None
+    padded = value.reshape((1,) * (len(out_shape) - value.ndim) + value.shape)
+    if any(d != 1 for i, d in enumerate(padded.shape) if i != channel_axis):
+        return None
+    return np.broadcast_to(padded.reshape(-1), (channels,)).astype(np.float64)
+
+
+def _fold_affine_once(graph: Graph) -> bool:
+    for node in graph.nodes:
+        if node.op not in ("mul", "add") or node.attrs.get("activation", "none") != "none":
+            continue
+        producer = _sole_producer(graph, node)
+        if producer is None or producer.op not in _FOLD_INTO:
+            continue
+        if producer.attrs["activation"] != "none":
+            continue
+        vec = _channel_vector(graph, producer, node.inputs[1])
+        if vec is None or _shared(graph, producer):
+            continue
+        w_name = producer.inputs[1]
+        w = graph.params[w_name].astype(np.float64)
+        bias = (graph.params[producer.inputs[2]].astype(np.float64) if len(producer.inputs) > 2
+                else np.zeros(w.shape[0]))
+        if node.op == "mul":
+            w = w * vec.reshape(-1, *([1] * (w.ndim - 1)))
+            bias = bias * vec
+        else:
+            bias = bias + vec
+        graph.params[w_name] = w.astype(np.float32)
+        if len(producer.inputs) == 2:
+            b_name = f"{w_name}.bias"
+            while b_name in graph.tensors:
+                b_name += "_"
+            graph.tensors[b_name] = TensorInfo((w.shape[0],))
+            producer.inputs.append(b_name)
+        graph.params[producer.inputs[2]] = bias.astype(np.float32)
+        _bypass(graph, node, producer)
+        return True
+    return False
+
+
+def _fuse_activation_once(graph: Graph) -> bool:
+    for node in graph.nodes:
+        if node.op not in _FUSABLE:
+            continue
+        producer = _sole_producer(graph, node)
+        if producer is None or producer.attrs.get("activation") != "none":
+            continue
+        producer.attrs["activation"] = _FUSABLE[node.op]
+        _bypass(graph, node, producer)
+        return True
+    return False
+
+
+def _shared(graph: Graph, producer: Node) -> bool:
+    """Whether another node also reads the producer's weight or bias (folding would change it)."""
+    users = graph.consumers()
+    return any(len(users[p]) > 1 for p in producer.inputs[1:])
+
+
+def _bypass(graph: Graph, node: Node, producer: Node) -> None:
+    """Remove ``node``; the producer now writes ``node``'s output tensor directly."""
+    old = producer.outputs[0]
+    producer.outputs = [node.outputs[0]]
+    graph.nodes.remove(node)
+    del graph.tensors[old]
+
+
+def _drop_unused_params(graph: Graph) -> None:
+    used = {name for node in graph.nodes for name in node.inputs}
+    for name in [p for p in graph.params if p not in used]:
+        del graph.params[name]
+        del graph.tensors[name]

@@ -1,0 +1,255 @@
+"""The Graph: edgekit's one hand-off between importers, quantizer, runtimes, writers and profiler.
+
+Nodes are kept in topological order over named tensors. A tensor is either an activation
+(produced by a node or fed as a graph input; its leading dimension is the batch, recorded as 1)
+or a param (a numpy array in ``Graph.params``). ``save``/``load`` use one versioned ``.ekm``
+file: a zip holding ``graph.json`` and ``params.npz``, read without pickle and validated in full.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgekit.errors import EdgekitError
+from edgekit.ops import OPS, resolve_attrs
+
+FORMAT = "edgekit-model"
+VERSION = 1
+DTYPES = ("float32", "int8", "int32")
+MAX_ELEMENTS = 1 << 31  # per tensor; guards against absurd shapes in files
+
+
+@dataclass
+class QuantParams:
+    """real = (q - zero_point) * scale; per tensor (axis None) or per channel along ``axis``."""
+
+    scale: list[float]
+    zero_point: list[int]
+    axis: int | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"scale": list(self.scale), "zero_point": list(self.zero_point), "axis": self.axis}
+
+
+@dataclass
+class TensorInfo:
+    shape: tuple[int, ...]
+    dtype: str = "float32"
+    quant: QuantParams | None = None
+
+    @property
+    def size(self) -> int:
+        return math.prod(self.shape)
+
+    @property
+    def nbytes(self) -> int:
+        return self.size * np.dtype(self.dtype).itemsize
+
+
+@dataclass
+class Node:
+    op: str
+    inputs: list[str]
+    outputs: list[str]
+    attrs: dict[str, Any] = field(default_factory=dict)
+    name: str = ""  # where it came from: module path or source node name, for messages/reports
+
+
+@dataclass
+class Graph:
+    inputs: list[str]
+    outputs: list[str]
+    tensors: dict[str, TensorInfo]
+    nodes: list[Node]
+    params: dict[str, np.ndarray] = field(default_factory=dict)
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    def validate(self) -> Graph:
+        """Check the whole Graph (ops, attrs, shapes, dtypes, order); fill default attrs."""
+        _validate(self)
+        return self
+
+    def producers(self) -> dict[str, Node]:
+        return {out: node for node in self.nodes for out in node.outputs}
+
+    def consumers(self) -> dict[str, list[Node]]:
+        users: dict[str, list[Node]] = {}
+        for node in self.nodes:
+            for name in node.inputs:
+                users.setdefault(name, []).append(node)
+        return users
+
+    def node_macs(self, node: Node) -> int:
+        spec = OPS[node.op]
+        shapes = [self.tensors[n].shape for n in node.inputs]
+        return int(spec.macs(shapes, self.tensors[node.outputs[0]].shape, node.attrs))
+
+    def save(self, path: str | Path) -> Path:
+        """Write the Graph to one ``.ekm`` file (atomically: a crash never leaves half a file)."""
+        self.validate()
+        path = Path(path)
+        doc = {
+            "format": FORMAT,
+            "version": VERSION,
+            "inputs": self.inputs,
+            "outputs": self.outputs,
+            "tensors": {
+                name: {"shape": list(t.shape), "dtype": t.dtype,
+                       "quant": t.quant.to_json() if t.quant else None}
+                for name, t in self.tensors.items()
+            },
+            "nodes": [{"op": n.op, "name": n.name, "inputs": n.inputs, "outputs": n.outputs,
+                       "attrs": n.attrs} for n in self.nodes],
+            "params": sorted(self.params),
+            "metadata": self.metadata,
+        }
+        arrays = io.BytesIO()
+        np.savez(arrays, **{f"p{i}": self.params[k] for i, k in enumerate(doc["params"])})
+        tmp = path.with_name(path.name + ".tmp")
+        with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as zf:
+            zf.writestr("graph.json", json.dumps(doc, indent=1))
+            zf.writestr("params.npz", arrays.getvalue())
+        tmp.replace(path)
+        return path
+
+
+def load(path: str | Path) -> Graph:
+    """Read and fully validate an ``.ekm`` file; any defect raises ``EdgekitError``."""
+    path = Path(path)
+    try:
+        with zipfile.ZipFile(path) as zf:
+            names = set(zf.namelist())
+            for needed in ("graph.json", "params.npz"):
+                if needed not in names:
+                    raise EdgekitError(f"{path}: not an edgekit model (no {needed} inside)")
+            doc = json.loads(zf.read("graph.json"))
+            npz_bytes = zf.read("params.npz")
+        graph = _from_doc(doc, npz_bytes)
+        graph.validate()
+        return graph
+    except EdgekitError as err:
+        raise EdgekitError(f"{path}: {err}") from None
+    except FileNotFoundError:
+        raise EdgekitError(f"{path}: no such file") from None
+    except Exception as err:  # zip, json and npz decoders raise many types on corrupt input
+        raise EdgekitError(
+            f"{path}: malformed edgekit model file ({type(err).__name__}: {err}); "
+            "re-create it with `edgekit convert` or Graph.save"
+        ) from None
+
+
+def _expect(cond: bool, msg: str) -> None:
+    if not cond:
+        raise EdgekitError(msg)
+
+
+def _from_doc(doc: Any, npz_bytes: bytes) -> Graph:
+    _expect(isinstance(doc, dict) and doc.get("format") == FORMAT, "not an edgekit model file")
+    _expect(doc.get("version") == VERSION,
+            f"model file version {doc.get('version')!r} is not supported by this edgekit "
+            f"(reads version {VERSION}); upgrade edgekit or re-convert the model")
+    for key, kind in (("inputs", list), ("outputs", list), ("tensors", dict), ("nodes", list),
+                      ("params", list), ("metadata", dict)):
+        _expect(isinstance(doc.get(key), kind), f"field {key!r} missing or not a {kind.__name__}")
+    tensors = {}
+    for name, t in doc["tensors"].items():
+        _expect(isinstance(t, dict), f"tensor {name!r} is not an object")
+        shape = t.get("shape")
+        _expect(isinstance(shape, list) and all(type(d) is int and d >= 1 for d in shape),
+                f"tensor {name!r} has invalid shape {shape!r}")
+        q = t.get("quant")
+        quant = None
+        if q is not None:
+            _expect(isinstance(q, dict) and isinstance(q.get("scale"), list)
+                    and isinstance(q.get("zero_point"), list),
+                    f"tensor {name!r} has malformed quantization parameters")
+            quant = QuantParams(q["scale"], q["zero_point"], q.get("axis"))
+        tensors[name] = TensorInfo(tuple(shape), t.get("dtype"), quant)
+    nodes = []
+    for i, n in enumerate(doc["nodes"]):
+        _expect(isinstance(n, dict) and isinstance(n.get("op"), str)
+                and isinstance(n.get("inputs"), list) and isinstance(n.get("outputs"), list)
+                and isinstance(n.get("attrs", {}), dict),
+                f"node {i} is malformed")
+        nodes.append(Node(n["op"], n["inputs"], n["outputs"], n.get("attrs", {}),
+                          str(n.get("name", ""))))
+    with np.load(io.BytesIO(npz_bytes), allow_pickle=False) as npz:
+        _expect(len(npz.files) == len(doc["params"]),
+                f"params.npz holds {len(npz.files)} arrays, graph.json lists {len(doc['params'])}")
+        params = {}
+        for i, name in enumerate(doc["params"]):
+            _expect(f"p{i}" in npz.files, f"param {name!r} is missing from params.npz")
+            params[name] = npz[f"p{i}"]
+    return Graph(doc["inputs"], doc["outputs"], tensors, nodes, params, doc["metadata"])
+
+
+def _validate(g: Graph) -> None:
+    _expect(bool(g.inputs) and bool(g.outputs), "a graph needs at least one input and output")
+    for name, t in g.tensors.items():
+        _expect(isinstance(name, str) and name != "", "tensor names must be non-empty strings")
+        _expect(t.dtype in DTYPES, f"tensor {name!r}: dtype {t.dtype!r} not one of {DTYPES}")
+        _expect(all(type(d) is int and d >= 1 for d in t.shape) and t.size < MAX_ELEMENTS,
+                f"tensor {name!r} has invalid shape {t.shape}")
+        if t.quant is not None:
+            _check_quant(name, t)
+    for name, value in g.params.items():
+        _expect(name in g.tensors, f"param {name!r} has no tensor entry")
+        info = g.tensors[name]
+        _expect(isinstance(value, np.ndarray) and value.dtype == np.dtype(info.dtype),
+                f"param {name!r} is {getattr(value, 'dtype', type(value))}, "
+                f"its tensor entry says {info.dtype}")
+        _expect(value.shape == info.shape,
+                f"param {name!r} has shape {value.shape}, its tensor entry says {info.shape}")
+    available = set(g.params)
+    for name in g.inputs:
+        _expect(name in g.tensors and name not in g.params,
+                f"graph input {name!r} is not a declared activation tensor")
+        _expect(g.tensors[name].shape[0] == 1, f"input {name!r}: batch dimension must be 1")
+        available.add(name)
+    for i, node in enumerate(g.nodes):
+        where = f"node {i} ({node.op}{' ' + node.name if node.name else ''})"
+        try:
+            node.attrs = resolve_attrs(node.op, node.attrs)
+            spec = OPS[node.op]
+            lo, hi = spec.n_inputs
+            _expect(lo <= len(node.inputs) <= hi and len(node.outputs) == 1,
+                    f"takes {lo}..{hi} inputs and 1 output, has {len(node.inputs)} and "
+                    f"{len(node.outputs)}")
+            for slot, name in enumerate(node.inputs):
+                _expect(name in available, f"input {name!r} is not defined before this node")
+                if slot in spec.weight_inputs:
+                    _expect(name in g.params, f"input {slot} ({name!r}) must be a param")
+            out = node.outputs[0]
+            _expect(isinstance(out, str) and out in g.tensors,
+                    f"output {out!r} has no tensor entry")
+            _expect(out not in available, f"output {out!r} is produced twice")
+            shape = spec.infer([g.tensors[n].shape for n in node.inputs], node.attrs)
+            _expect(tuple(shape) == g.tensors[out].shape,
+                    f"output {out!r} declared {g.tensors[out].shape}, op gives {tuple(shape)}")
+        except EdgekitError as err:
+            raise EdgekitError(f"{where}: {err}") from None
+        available.add(out)
+    for name in g.outputs:
+        _expect(name in available, f"graph output {name!r} is never produced")
+
+
+def _check_quant(name: str, t: TensorInfo) -> None:
+    q = t.quant
+    n = len(q.scale)
+    _expect(n >= 1 and len(q.zero_point) == n, f"tensor {name!r}: scale/zero_point lengths differ")
+    _expect(all(isinstance(s, (int, float)) and math.isfinite(s) and s > 0 for s in q.scale),
+            f"tensor {name!r}: quantization scales must be finite and positive")
+    _expect(all(type(z) is int for z in q.zero_point), f"tensor {name!r}: zero points must be ints")
+    if q.axis is None:
+        _expect(n == 1, f"tensor {name!r}: per-tensor quantization needs one scale")
+    else:
+        _expect(type(q.axis) is int and 0 <= q.axis < len(t.shape) and t.shape[q.axis] == n,
+                f"tensor {name!r}: per-channel axis {q.axis} does not match {n} scales")

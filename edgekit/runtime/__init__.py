@@ -1,0 +1,1 @@
+"""numba reference runtime: kernels, executor, memory planner."""

@@ -1,0 +1,1 @@
+"""Serial bridge to microcontroller firmware (arrives with the microcontroller issue)."""
