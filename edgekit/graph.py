@@ -128,22 +128,23 @@ def load(path: str | Path) -> Graph:
         with zipfile.ZipFile(path) as zf:
             names = set(zf.namelist())
             for needed in ("graph.json", "params.npz"):
-                if needed not in names:
-                    raise EdgekitError(f"{path}: not an edgekit model (no {needed} inside)")
+                _expect(needed in names, f"{path}: not an edgekit model (no {needed} inside)")
             doc = json.loads(zf.read("graph.json"))
-            npz_bytes = zf.read("params.npz")
-        graph = _from_doc(doc, npz_bytes)
-        graph.validate()
-        return graph
-    except EdgekitError as err:
-        raise EdgekitError(f"{path}: {err}") from None
+            with np.load(io.BytesIO(zf.read("params.npz")), allow_pickle=False) as npz:
+                arrays = {key: npz[key] for key in npz.files}
     except FileNotFoundError:
         raise EdgekitError(f"{path}: no such file") from None
-    except Exception as err:  # zip, json and npz decoders raise many types on corrupt input
+    except EdgekitError:
+        raise
+    except Exception as err:  # zip, json and npz decoders raise many types on corrupt bytes
         raise EdgekitError(
             f"{path}: malformed edgekit model file ({type(err).__name__}: {err}); "
             "re-create it with `edgekit convert` or Graph.save"
         ) from None
+    try:
+        return _from_doc(doc, arrays).validate()
+    except EdgekitError as err:
+        raise EdgekitError(f"{path}: {err}") from None
 
 
 def _expect(cond: bool, msg: str) -> None:
@@ -151,7 +152,11 @@ def _expect(cond: bool, msg: str) -> None:
         raise EdgekitError(msg)
 
 
-def _from_doc(doc: Any, npz_bytes: bytes) -> Graph:
+def _are_names(value: Any) -> bool:
+    return isinstance(value, list) and all(isinstance(v, str) and v for v in value)
+
+
+def _from_doc(doc: Any, arrays: dict[str, np.ndarray]) -> Graph:
     _expect(isinstance(doc, dict) and doc.get("format") == FORMAT, "not an edgekit model file")
     _expect(doc.get("version") == VERSION,
             f"model file version {doc.get('version')!r} is not supported by this edgekit "
@@ -159,6 +164,8 @@ def _from_doc(doc: Any, npz_bytes: bytes) -> Graph:
     for key, kind in (("inputs", list), ("outputs", list), ("tensors", dict), ("nodes", list),
                       ("params", list), ("metadata", dict)):
         _expect(isinstance(doc.get(key), kind), f"field {key!r} missing or not a {kind.__name__}")
+    for key in ("inputs", "outputs", "params"):
+        _expect(_are_names(doc[key]), f"field {key!r} must be a list of tensor names")
     tensors = {}
     for name, t in doc["tensors"].items():
         _expect(isinstance(t, dict), f"tensor {name!r} is not an object")
@@ -172,22 +179,25 @@ def _from_doc(doc: Any, npz_bytes: bytes) -> Graph:
                     and isinstance(q.get("zero_point"), list),
                     f"tensor {name!r} has malformed quantization parameters")
             quant = QuantParams(q["scale"], q["zero_point"], q.get("axis"))
-        tensors[name] = TensorInfo(tuple(shape), t.get("dtype"), quant)
+        _expect(isinstance(t.get("dtype"), str), f"tensor {name!r} has no dtype")
+        tensors[name] = TensorInfo(tuple(shape), t["dtype"], quant)
     nodes = []
     for i, n in enumerate(doc["nodes"]):
         _expect(isinstance(n, dict) and isinstance(n.get("op"), str)
                 and isinstance(n.get("inputs"), list) and isinstance(n.get("outputs"), list)
                 and isinstance(n.get("attrs", {}), dict),
                 f"node {i} is malformed")
+        _expect(_are_names(n["inputs"]) and _are_names(n["outputs"]),
+                f"node {i}: inputs and outputs must be lists of tensor names")
         nodes.append(Node(n["op"], n["inputs"], n["outputs"], n.get("attrs", {}),
                           str(n.get("name", ""))))
-    with np.load(io.BytesIO(npz_bytes), allow_pickle=False) as npz:
-        _expect(len(npz.files) == len(doc["params"]),
-                f"params.npz holds {len(npz.files)} arrays, graph.json lists {len(doc['params'])}")
-        params = {}
-        for i, name in enumerate(doc["params"]):
-            _expect(f"p{i}" in npz.files, f"param {name!r} is missing from params.npz")
-            params[name] = npz[f"p{i}"]
+    _expect(len(arrays) == len(doc["params"]),
+            f"params.npz holds {len(arrays)} arrays, graph.json lists {len(doc['params'])}")
+    params = {}
+    for i, name in enumerate(doc["params"]):
+        _expect(isinstance(name, str) and f"p{i}" in arrays,
+                f"param {name!r} is missing from params.npz")
+        params[name] = arrays[f"p{i}"]
     return Graph(doc["inputs"], doc["outputs"], tensors, nodes, params, doc["metadata"])
 
 
@@ -212,7 +222,7 @@ def _validate(g: Graph) -> None:
     for name in g.inputs:
         _expect(name in g.tensors and name not in g.params,
                 f"graph input {name!r} is not a declared activation tensor")
-        _expect(g.tensors[name].shape[0] == 1, f"input {name!r}: batch dimension must be 1")
+        _expect(g.tensors[name].shape[:1] == (1,), f"input {name!r}: batch dimension must be 1")
         available.add(name)
     for i, node in enumerate(g.nodes):
         where = f"node {i} ({node.op}{' ' + node.name if node.name else ''})"

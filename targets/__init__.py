@@ -1,0 +1,52 @@
+"""Hardware-abstraction layer: targets by name, from edgekit itself and from the
+``edgekit.targets`` entry-point group (a third party registers ``name = "pkg.mod:TargetClass"``).
+"""
+
+from __future__ import annotations
+
+import importlib
+from importlib.metadata import entry_points
+from pathlib import Path
+from typing import Any
+
+from edgekit.errors import EdgekitError
+from edgekit.graph import Graph, load
+from edgekit.targets.base import Session, Target
+
+_BUILTIN: dict[str, str] = {
+    "cpu": "edgekit.targets.cpu:CpuTarget",
+}
+
+__all__ = ["Session", "Target", "deploy", "get_target", "target_names"]
+
+
+def _factories() -> dict[str, str]:
+    """Target name -> "module:Class"; built-ins win over entry points of the same name."""
+    found = dict(_BUILTIN)
+    for ep in entry_points(group="edgekit.targets"):
+        found.setdefault(ep.name, ep.value)
+    return found
+
+
+def target_names() -> list[str]:
+    return sorted(_factories())
+
+
+def get_target(name: str) -> Target:
+    """The target called ``name``; unknown names list the known ones."""
+    factories = _factories()
+    if name not in factories:
+        raise EdgekitError(f"unknown target {name!r}; known targets: {', '.join(sorted(factories))}")
+    module, _, cls = factories[name].partition(":")
+    return getattr(importlib.import_module(module), cls)()
+
+
+def deploy(graph: Graph | str | Path, target: str = "cpu", **options: Any) -> Session:
+    """Compile ``graph`` (a Graph or an ``.ekm`` path) for ``target`` and return its Session."""
+    if not isinstance(graph, Graph):
+        graph = load(graph)
+    tgt = get_target(target)
+    ok, why = tgt.available()
+    if not ok:
+        raise EdgekitError(f"target {target!r} is not available here: {why}")
+    return tgt.compile(graph, **options)

@@ -1,0 +1,189 @@
+"""The ``edgekit`` command line: one subcommand per verb, each a thin layer over the Python API.
+
+Every ``EdgekitError`` ends as one line on stderr and exit code 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+import edgekit
+from edgekit.console import table
+from edgekit.errors import EdgekitError
+from edgekit.graph import Graph
+
+
+def load_model(path: str | Path) -> Graph:
+    """A Graph from ``.ekm``, ``.onnx`` or a ``torch.export`` program saved as ``.pt2``."""
+    path = Path(path)
+    if not path.exists():
+        raise EdgekitError(f"{path}: no such file")
+    suffix = path.suffix.lower()
+    if suffix == ".ekm":
+        return edgekit.load(path)
+    if suffix == ".onnx":
+        return edgekit.from_onnx(path)
+    if suffix == ".pt2":
+        try:
+            import torch
+        except ImportError:
+            raise EdgekitError("reading .pt2 needs torch: pip install 'edgekit[torch]'") from None
+        try:
+            program = torch.export.load(str(path))
+        except Exception as err:
+            raise EdgekitError(f"{path}: not a loadable torch.export program ({err})") from None
+        return edgekit.from_torch(program)
+    raise EdgekitError(f"{path}: unknown model format {suffix!r}; use .ekm, .onnx or .pt2")
+
+
+def load_array(path: str | Path) -> np.ndarray:
+    """Inputs from ``.npy`` or from the ``x`` array of an ``.npz`` data file."""
+    path = Path(path)
+    try:
+        data = np.load(path, allow_pickle=False)
+    except FileNotFoundError:
+        raise EdgekitError(f"{path}: no such file") from None
+    except Exception as err:
+        raise EdgekitError(f"{path}: not a numpy .npy/.npz file ({err})") from None
+    if isinstance(data, np.lib.npyio.NpzFile):
+        with data:
+            if "x" not in data.files:
+                raise EdgekitError(f"{path}: data files need an 'x' array, found {data.files}")
+            return data["x"]
+    return data
+
+
+def describe(graph: Graph) -> dict[str, Any]:
+    """Per-layer ops, shapes, params and MACs, plus totals: what ``inspect`` shows."""
+    from edgekit.runtime import Executor
+
+    layers = []
+    for node in graph.nodes:
+        params = sum(graph.tensors[n].size for n in node.inputs if n in graph.params)
+        layers.append({"name": node.name or node.outputs[0], "op": node.op,
+                       "activation": node.attrs.get("activation", "none"),
+                       "output_shape": list(graph.tensors[node.outputs[0]].shape),
+                       "params": params, "macs": graph.node_macs(node)})
+    return {
+        "inputs": {n: list(graph.tensors[n].shape) for n in graph.inputs},
+        "outputs": {n: list(graph.tensors[n].shape) for n in graph.outputs},
+        "layers": layers,
+        "totals": {"nodes": len(layers), "params": sum(la["params"] for la in layers),
+                   "weight_bytes": sum(graph.tensors[p].nbytes for p in graph.params),
+                   "macs": sum(la["macs"] for la in layers),
+                   "peak_activation_bytes": Executor(graph).peak_activation_bytes(1)},
+    }
+
+
+def cmd_convert(args: argparse.Namespace) -> None:
+    graph = load_model(args.model)
+    out = graph.save(args.output)
+    print(f"wrote {out} ({len(graph.nodes)} nodes, {len(graph.params)} params)")
+
+
+def cmd_inspect(args: argparse.Namespace) -> None:
+    info = describe(load_model(args.model))
+    if args.json:
+        print(json.dumps(info, indent=1))
+        return
+    print(table(["#", "layer", "op", "output", "params", "MACs"],
+                [(i, la["name"], la["op"] + ("+" + la["activation"]
+                                              if la["activation"] != "none" else ""),
+                  "x".join(map(str, la["output_shape"])), la["params"], la["macs"])
+                 for i, la in enumerate(info["layers"])]))
+    t = info["totals"]
+    print(f"\n{t['nodes']} nodes, {t['params']:,} params ({t['weight_bytes']:,} B), "
+          f"{t['macs']:,} MACs per sample, peak activations {t['peak_activation_bytes']:,} B")
+
+
+def cmd_run(args: argparse.Namespace) -> None:
+    x = load_array(args.input)
+    with edgekit.deploy(load_model(args.model), target=args.target) as session:
+        y = session.run(x)
+    if args.output:
+        np.save(args.output, y)
+    if args.json:
+        print(json.dumps({"shape": list(y.shape), "argmax": y.argmax(-1).tolist()}))
+    else:
+        print(f"output {y.shape} {y.dtype}; argmax per sample: {y.argmax(-1).tolist()[:20]}"
+              + (" ..." if len(y) > 20 else "") + (f"; saved to {args.output}" if args.output
+                                                   else ""))
+
+
+def cmd_targets(args: argparse.Namespace) -> None:
+    from edgekit.targets import get_target, target_names
+
+    rows = []
+    for name in target_names():
+        try:
+            ok, why = get_target(name).available()
+        except Exception as err:  # a broken third-party plugin must not hide the others
+            ok, why = False, f"failed to load: {err}"
+        rows.append({"target": name, "available": ok, "reason": why})
+    if args.json:
+        print(json.dumps(rows, indent=1))
+    else:
+        print(table(["target", "available", "why not"],
+                    [(r["target"], "yes" if r["available"] else "no", r["reason"]) for r in rows]))
+
+
+def cmd_demo(args: argparse.Namespace) -> None:
+    from edgekit.demo import run_demo
+
+    report = run_demo(Path(args.out))
+    if args.json:
+        print(json.dumps(report, indent=1))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="edgekit", description=__doc__.splitlines()[0])
+    p.add_argument("--version", action="version", version=f"edgekit {edgekit.__version__}")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    c = sub.add_parser("convert", help="import a .pt2/.onnx model into an .ekm Graph")
+    c.add_argument("model")
+    c.add_argument("-o", "--output", required=True, help="output .ekm path")
+    c.set_defaults(func=cmd_convert)
+
+    i = sub.add_parser("inspect", help="ops, shapes, parameters and MACs per layer")
+    i.add_argument("model")
+    i.add_argument("--json", action="store_true")
+    i.set_defaults(func=cmd_inspect)
+
+    r = sub.add_parser("run", help="run a model on inputs from .npy or .npz (x)")
+    r.add_argument("model")
+    r.add_argument("--input", required=True)
+    r.add_argument("--output")
+    r.add_argument("--target", default="cpu")
+    r.add_argument("--json", action="store_true")
+    r.set_defaults(func=cmd_run)
+
+    t = sub.add_parser("targets", help="targets on this machine, and why any is unavailable")
+    t.add_argument("--json", action="store_true")
+    t.set_defaults(func=cmd_targets)
+
+    d = sub.add_parser("demo", help="train, convert and run the digits CNN end to end")
+    d.add_argument("--out", default="edgekit-demo")
+    d.add_argument("--json", action="store_true")
+    d.set_defaults(func=cmd_demo)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except EdgekitError as err:
+        print(f"edgekit: error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

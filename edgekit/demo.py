@@ -1,0 +1,71 @@
+"""``edgekit demo``: the whole pipeline on built-in data, no arguments, no downloads.
+
+Trains the digits CNN in torch, exports it, imports it into a Graph, runs it on edgekit's
+runtime and prints how the two agree. Later stages (quantize, deploy, profile, fine-tune)
+join here as they land, so the demo always shows everything edgekit can do.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+import edgekit
+from edgekit import metrics
+from edgekit.cli import describe
+from edgekit.console import progress, table
+
+
+def run_demo(out: Path = Path("edgekit-demo"), size: int = 16, epochs: int = 15) -> dict[str, Any]:
+    import torch
+
+    from edgekit import data, models
+
+    out.mkdir(parents=True, exist_ok=True)
+    ds = data.digits(size)
+    ds.save(out / "digits_test.npz")
+    print(f"digits {size}x{size}: {len(ds.y_train)} train / {len(ds.y_test)} test images")
+
+    net = models.train(models.digits_cnn(size), ds.x_train, ds.y_train, epochs=epochs,
+                       progress=partial(progress, desc="train digits CNN (torch)"))
+    example = (torch.from_numpy(ds.x_test[:1]),)
+    program = torch.export.export(net, example)
+    torch.export.save(program, str(out / "digits_cnn.pt2"))
+
+    graph = edgekit.from_torch(program)
+    graph.save(out / "digits_cnn.ekm")
+    session = edgekit.deploy(out / "digits_cnn.ekm", target="cpu")
+    torch_logits = models.predict(net, ds.x_test)
+    start = time.perf_counter()
+    ek_logits = session.run(ds.x_test)
+    ms_per_image = (time.perf_counter() - start) * 1e3 / len(ds.y_test)
+    info = describe(graph)
+
+    report = {
+        "model": "digits_cnn",
+        "torch_accuracy": metrics.accuracy(torch_logits, ds.y_test),
+        "edgekit_accuracy": metrics.accuracy(ek_logits, ds.y_test),
+        "top1_agreement": metrics.top1_agreement(torch_logits, ek_logits),
+        "max_abs_diff": metrics.max_abs_error(torch_logits, ek_logits),
+        "macs": info["totals"]["macs"],
+        "params": info["totals"]["params"],
+        "peak_activation_bytes": info["totals"]["peak_activation_bytes"],
+        "edgekit_ms_per_image_batched": ms_per_image,
+    }
+    (out / "report.json").write_text(json.dumps(report, indent=1))
+    print()
+    print(table(["model", "torch acc", "edgekit acc", "top-1 agree", "max |diff|", "MACs",
+                 "peak act. B"],
+                [("digits CNN", f"{report['torch_accuracy']:.2%}",
+                  f"{report['edgekit_accuracy']:.2%}", f"{report['top1_agreement']:.2%}",
+                  f"{report['max_abs_diff']:.2e}", report["macs"],
+                  report["peak_activation_bytes"])]))
+    print(f"\nartefacts in {out}/: digits_cnn.pt2, digits_cnn.ekm, digits_test.npz, report.json")
+    if not np.array_equal(torch_logits.argmax(-1), ek_logits.argmax(-1)):
+        print("warning: edgekit and torch disagree on some predictions (see max |diff|)")
+    return report

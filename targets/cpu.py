@@ -1,0 +1,31 @@
+"""``cpu``: edgekit's own numba runtime, the reference every other target is checked against."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from edgekit.graph import Graph
+from edgekit.targets.base import Session, Target
+
+
+class RuntimeSession(Session):
+    def __init__(self, graph: Graph):
+        from edgekit.runtime import Executor
+
+        self.graph = graph
+        self.executor = Executor(graph)
+
+    def run(self, inputs: Any) -> Any:
+        return self.executor.run(inputs)
+
+    def run_layers(self, inputs: Any) -> dict[str, np.ndarray]:
+        return self.executor.run_layers(inputs)
+
+
+class CpuTarget(Target):
+    name = "cpu"
+
+    def compile(self, graph: Graph, **options: Any) -> Session:
+        return RuntimeSession(graph)
