@@ -1,0 +1,412 @@
+"""Import an ONNX model into the Graph.
+
+ONNX nodes are walked in their (topological) file order and translated through ``_ONNX_OPS``
+(op_type → lowering). Exporters compute reshape targets at run time (Shape → Gather →
+Unsqueeze → Concat → Cast ...); since every shape here is static except the batch, ``Shape``
+is answered from the Graph (batch read as 1) and every node whose inputs are then all
+constants is evaluated at import time with ONNX's reference evaluator, leaving only real
+layers to lower. The batch dimension of the inputs may be symbolic; any other must be fixed.
+
+onnx is imported inside the functions, so importing this module stays cheap.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgekit.errors import EdgekitError
+from edgekit.graph import Graph
+
+# framework-free helpers shared by both importers (from_torch imports torch only when called)
+from .from_torch import (
+    Act,
+    Importer,
+    Unsupported,
+    arith,
+    const_param,
+    emit_conv,
+    emit_pool,
+    same_pads,
+)
+
+
+def from_onnx(model: str | Path | Any) -> Graph:
+    """Lower an ONNX model (a file path or an ``onnx.ModelProto``) to a Graph.
+
+    Raises ``UnsupportedOpsError`` naming every node that has no Graph op, and
+    ``EdgekitError`` for a missing, unreadable or malformed file.
+    """
+    return _OnnxImporter(_load(model)).run()
+
+
+def _load(model):
+    """The ModelProto, checked: protobuf parses many byte strings, so garbage is caught by the
+    checker rather than surfacing later as a confusing lowering error."""
+    import onnx
+
+    where = "ONNX model"
+    try:
+        if not isinstance(model, onnx.ModelProto):
+            where = str(model)
+            if not Path(model).is_file():
+                raise EdgekitError(f"{where}: no such file")
+            model = onnx.load(where)
+        onnx.checker.check_model(model)
+    except EdgekitError:
+        raise
+    except Exception as err:  # protobuf, checker and OS errors all mean the same to a user
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        raise EdgekitError(f"{where}: not a readable ONNX model ({type(err).__name__}: "
+                           f"{first[:300]}); re-export it from the training framework") from None
+    if not model.graph.node:
+        raise EdgekitError(f"{where}: the ONNX graph has no nodes")
+    return model
+
+
+@dataclass
+class _Node:
+    """What a lowering sees: the builder, the Graph node name, attributes, opset, and how
+    many outputs the ONNX node declares (optional extra outputs must be unused)."""
+
+    b: Any
+    name: str
+    attrs: dict[str, Any]
+    opset: int
+    n_out: int
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self.attrs.get(key, default)
+
+    def shape(self, x: Act) -> tuple[int, ...]:
+        return self.b.shape(x.name)
+
+
+class _OnnxImporter(Importer):
+    def __init__(self, model):
+        super().__init__("ONNX")
+        import onnx.numpy_helper as nph
+
+        self.model = model
+        self.opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")),
+                          1)
+        self.env: dict[str, Any] = {t.name: nph.to_array(t) for t in model.graph.initializer}
+        self.env[""] = None  # an omitted optional input
+        self.shapes = _inferred_shapes(model)
+
+    def run(self) -> Graph:
+        for value in self.model.graph.input:
+            if value.name not in self.env:
+                self.env[value.name] = Act(self.b.input(value.name, _input_shape(value)))
+        for i, node in enumerate(self.model.graph.node):
+            self._node(node, node.name or f"{node.op_type}_{i}")
+        for value in self.model.graph.output:
+            out = self.env.get(value.name)
+            if isinstance(out, Act):
+                self.b.output(out.name)
+            elif not (self.unsupported or self.errors):
+                raise EdgekitError(f"graph output {value.name!r} is not computed from the inputs")
+        return self.finish()
+
+    def _node(self, node, name: str) -> None:
+        from onnx import helper
+
+        inputs = [self.env[i] for i in node.input]
+        attrs = {a.name: _decode(helper.get_attribute_value(a)) for a in node.attribute}
+        op = node.op_type if node.domain in ("", "ai.onnx") else f"{node.domain}.{node.op_type}"
+        if any(v is _FAILED for v in inputs):  # after a failure with no stand-in: report
+            if op not in _ONNX_OPS and op not in _SHAPE_OPS:  # what surely fails, go on
+                self.unsupported.append((op, name))
+            outs = [_FAILED] * len(node.output)
+        elif op == "Shape" and isinstance(inputs[0], Act):
+            outs = [np.array(self.b.shape(inputs[0].name), np.int64)[attrs.get("start", 0):
+                                                                      attrs.get("end")]]
+        elif not any(isinstance(v, Act) for v in inputs):
+            outs = self.attempt(op, name, lambda: self._fold(node, inputs),
+                                lambda: self._stand_ins(node, name))
+        else:
+            fn = _ONNX_OPS.get(op)
+            call = _Node(self.b, name, attrs, self.opset, len(node.output))
+            out = self.attempt(op, name, fn and (lambda: fn(call, *inputs)),
+                               lambda: self._stand_ins(node, name))
+            outs = out if isinstance(out, list) else [out]
+        for key, value in zip(node.output, outs, strict=False):  # unused optional outputs
+            self.env[key] = value
+
+    def _stand_ins(self, node, name: str) -> list:
+        """Inputs shaped like a failed node's outputs (from ONNX shape inference), so the
+        nodes after it still lower and report their own problems; _FAILED where unknown."""
+        return [Act(self.b.input(f"{name}.unsupported", self.shapes[out]))
+                if out in self.shapes else _FAILED for out in node.output]
+
+    def _fold(self, node, inputs: list) -> list:
+        """Evaluate an all-constant node now; Constant directly, the rest with onnx.reference."""
+        from onnx import helper, numpy_helper
+        from onnx.reference import ReferenceEvaluator
+
+        if node.op_type == "Constant" and node.attribute:
+            attr = node.attribute[0]
+            value = helper.get_attribute_value(attr)
+            if attr.name == "value":
+                return [numpy_helper.to_array(value)]
+            return [np.array(value, _CONSTANT_DTYPES.get(attr.name))]
+        feeds = {f"in{i}": v for i, v in enumerate(inputs) if v is not None}
+        names = [f"in{i}" if v is not None else "" for i, v in enumerate(inputs)]
+        outs = [f"out{i}" for i in range(len(node.output))]
+        folded = helper.make_node(node.op_type, names, outs, domain=node.domain)
+        folded.attribute.extend(node.attribute)
+        graph = helper.make_graph(
+            [folded], "fold",
+            [helper.make_tensor_value_info(k, helper.np_dtype_to_tensor_dtype(v.dtype), None)
+             for k, v in feeds.items()],
+            [helper.make_empty_tensor_value_info(o) for o in outs])
+        model = helper.make_model(graph, opset_imports=self.model.opset_import)
+        try:
+            return ReferenceEvaluator(model).run(None, feeds)
+        except Exception as err:
+            raise Unsupported(f"{node.op_type} (cannot evaluate: {type(err).__name__})") from None
+
+
+_FAILED = object()  # the value of a node that could not be lowered (already reported)
+_SHAPE_OPS = {"Shape", "Gather", "Unsqueeze", "Squeeze", "Cast", "Slice"}  # fold, never fail
+_CONSTANT_DTYPES = {"value_float": np.float32, "value_floats": np.float32,
+                    "value_int": np.int64, "value_ints": np.int64}
+
+
+def _inferred_shapes(model) -> dict[str, tuple[int, ...]]:
+    """Intermediate shapes from ONNX shape inference (batch read as 1), where fully known."""
+    from onnx import shape_inference
+
+    try:
+        values = shape_inference.infer_shapes(model).graph.value_info
+    except Exception:  # inference is only a help for error reporting
+        return {}
+    shapes = {}
+    for value in values:
+        dims = value.type.tensor_type.shape.dim
+        if len(dims) > 1 and all(d.HasField("dim_value") for d in dims[1:]):
+            shapes[value.name] = (1, *(d.dim_value for d in dims[1:]))
+    return shapes
+
+
+def _decode(value):
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def _input_shape(value) -> tuple[int, ...]:
+    """A graph input's shape with the batch read as 1; other dims must be fixed."""
+    ttype = value.type.tensor_type
+    if not value.type.HasField("tensor_type") or not ttype.HasField("shape"):
+        raise EdgekitError(f"input {value.name!r} has no tensor shape; edgekit needs it")
+    if ttype.elem_type != 1:
+        raise EdgekitError(f"input {value.name!r} is not float32 (ONNX elem_type "
+                           f"{ttype.elem_type}); edgekit graphs take float32 inputs")
+    dims = list(ttype.shape.dim)
+    for i, d in enumerate(dims[1:], 1):
+        if not d.HasField("dim_value") or d.dim_value < 1:
+            raise EdgekitError(f"input {value.name!r}: dimension {i} is symbolic "
+                               f"({d.dim_param or '?'}); only the batch dimension may be")
+    return (1, *(d.dim_value for d in dims[1:]))
+
+
+def _const(value, what: str):
+    if isinstance(value, Act) or value is None:
+        raise Unsupported(what)
+    return value
+
+
+# --------------------------------------------------------------------------- lowerings
+
+
+def _conv(n, x, w, bias=None):
+    w = _const(w, "Conv with a non-constant weight")
+    bias = None if bias is None else _const(bias, "Conv with a non-constant bias")
+    nd = w.ndim - 2
+    stride, dil = n.get("strides", [1] * nd), n.get("dilations", [1] * nd)
+    return emit_conv(n.b, x, w, bias, stride, _pads(n, n.shape(x)[2:], w.shape[2:], stride, dil),
+                     dil, n.get("group", 1), n.name)
+
+
+def _pads(n, sizes, kernel, stride, dilation) -> list[int]:
+    """Explicit pads (already [begins..., ends...]) or the ones auto_pad implies."""
+    auto = n.get("auto_pad", "NOTSET")
+    if auto in ("SAME_UPPER", "SAME_LOWER"):
+        return same_pads(sizes, kernel, stride, dilation, lower=auto == "SAME_LOWER")
+    if auto == "VALID":
+        return [0] * 2 * len(kernel)
+    return list(n.get("pads", [0] * 2 * len(kernel)))
+
+
+def _gemm(n, a, b, c=None):
+    if n.get("transA", 0):
+        raise Unsupported("Gemm(transA=1)")
+    if not isinstance(a, Act):
+        raise Unsupported("Gemm with a constant A")
+    b = _const(b, "Gemm with a non-constant B")
+    w = (b if n.get("transB", 0) else b.T) * n.get("alpha", 1.0)
+    out = w.shape[0]
+    inputs = [a.name, const_param(n.b, w, f"{n.name}.weight").name]
+    bias = None if c is None or isinstance(c, Act) else c * n.get("beta", 1.0)
+    if bias is not None:
+        if bias.size not in (1, out):
+            raise Unsupported("Gemm with a per-sample C")
+        inputs.append(const_param(n.b, np.broadcast_to(bias.reshape(-1), (out,)),
+                                  f"{n.name}.bias").name)
+    y = Act(n.b.node("linear", inputs, name=n.name))
+    if isinstance(c, Act):
+        c = c if n.get("beta", 1.0) == 1.0 else arith(n.b, "mul", c, n.get("beta"), n.name)
+        y = arith(n.b, "add", y, c, n.name)
+    return y
+
+
+def _matmul(n, a, b):
+    """x @ W with constant 2-D W is a linear layer without bias (a following Add becomes the
+    bias when the passes fold it)."""
+    if not isinstance(a, Act) or isinstance(b, Act) or b.ndim != 2:
+        raise Unsupported("MatMul of two activations" if isinstance(b, Act) else "MatMul")
+    return Act(n.b.node("linear", [a.name, const_param(n.b, b.T, f"{n.name}.weight").name],
+                        name=n.name))
+
+
+def _batchnorm(n, x, scale, bias, mean, var, *_):
+    if n.get("training_mode", 0) or n.n_out > 1:
+        raise Unsupported("BatchNormalization in training mode")
+    values = [_const(v, "BatchNormalization with non-constant statistics")
+              for v in (mean, var, scale, bias)]
+    return Act(n.b.batchnorm(x.name, *values, float(n.get("epsilon", 1e-5)), n.name))
+
+
+def _clip(n, x, lo=None, hi=None):
+    """Clip(0, 6) is ReLU6 and Clip(0, inf) ReLU; opset < 11 gives the bounds as attributes."""
+    lo = n.get("min") if n.opset < 11 else lo
+    hi = n.get("max") if n.opset < 11 else hi
+    lo, hi = (None if v is None else float(_const(v, "Clip with computed bounds"))
+              for v in (lo, hi))
+    op = {(0.0, 6.0): "relu6", (0.0, None): "relu", (0.0, math.inf): "relu"}.get((lo, hi))
+    if op is None:
+        raise Unsupported(f"Clip({lo}, {hi})")
+    return Act(n.b.node(op, [x.name], name=n.name))
+
+
+def _unary(op: str, **defaults):
+    def lower(n, x, *_):
+        attrs = {k: float(n.get(k, v)) for k, v in defaults.items()}
+        return Act(n.b.node(op, [x.name], attrs, name=n.name))
+
+    return lower
+
+
+def _pool(kind: str):
+    def lower(n, x):
+        if n.n_out > 1:
+            raise Unsupported(f"{kind} with an indices output")
+        kernel = n.get("kernel_shape")
+        stride, dil = n.get("strides", [1] * len(kernel)), n.get("dilations", [1] * len(kernel))
+        if len(kernel) != 2:
+            raise Unsupported(f"{kind} over {len(kernel)}-D input")
+        pads = _pads(n, n.shape(x)[2:], kernel, stride, dil)
+        spans = [size + p0 + p1 - (k - 1) * d - 1 for size, k, d, p0, p1
+                 in zip(n.shape(x)[2:], kernel, dil, pads[:2], pads[2:], strict=True)]
+        if n.get("ceil_mode", 0) and any(span % s for span, s in zip(spans, stride, strict=True)):
+            raise Unsupported(f"{kind}(ceil_mode=1)")
+        if kind == "AveragePool":
+            if dil != [1, 1]:
+                raise Unsupported("AveragePool with dilations")
+            return emit_pool(n.b, "avgpool2d", x, kernel, stride, pads, n.name,
+                             count_include_pad=bool(n.get("count_include_pad", 0)))
+        return emit_pool(n.b, "maxpool2d", x, kernel, stride, pads, n.name, dilation=dil)
+
+    return lower
+
+
+def _global_avgpool(n, x):
+    if len(n.shape(x)) != 4:
+        raise Unsupported(f"GlobalAveragePool over {len(n.shape(x)) - 2}-D input")
+    return Act(n.b.node("global_avgpool", [x.name], name=n.name))
+
+
+def _flatten(n, x):
+    shape = n.shape(x)
+    if n.get("axis", 1) % len(shape) != 1:
+        raise Unsupported(f"Flatten(axis={n.get('axis')}) across the batch dimension")
+    return _reshape_to(n, x, [math.prod(shape[1:])])
+
+
+def _reshape(n, x, shape):
+    """The target's first entry is the batch slot (0, -1 or the export's batch size, all
+    meaning 'keep the batch'); the rest is the per-sample shape, with ONNX's 0 (copy the
+    input dim, unless allowzero) and -1 (infer) resolved against the per-sample size."""
+    target = [int(d) for d in _const(shape, "Reshape with a computed shape")]
+    src = n.shape(x)
+    rest = [src[i] if d == 0 and not n.get("allowzero", 0) and i < len(src) else d
+            for i, d in enumerate(target[1:], 1)]
+    size, known = math.prod(src[1:]), math.prod(d for d in rest if d != -1)
+    if rest.count(-1) == 1 and known and size % known == 0:
+        rest = [size // known if d == -1 else d for d in rest]
+    if not target or rest.count(-1) or math.prod(rest) != size:
+        raise Unsupported(f"Reshape across the batch dimension ({list(src)} -> {target})")
+    return _reshape_to(n, x, rest)
+
+
+def _reshape_to(n, x, per_sample: list[int]):
+    if tuple(per_sample) == n.shape(x)[1:]:
+        return x
+    return Act(n.b.node("reshape", [x.name], {"shape": [int(d) for d in per_sample]},
+                        name=n.name))
+
+
+def _arith(op: str):
+    return lambda n, x, y: arith(n.b, op, x, y, n.name)
+
+
+def _concat(n, *xs):
+    rank = len(n.shape(next(x for x in xs if isinstance(x, Act))))
+    names = [x.name if isinstance(x, Act) else const_param(n.b, x, f"{n.name}.const").name
+             for x in xs]
+    return Act(n.b.node("concat", names, {"axis": n.get("axis") % rank}, name=n.name))
+
+
+def _softmax(n, x):
+    """Before opset 13 Softmax flattens from ``axis`` (default 1) on: the same as ours only
+    when that is a single (last) axis."""
+    rank = len(n.shape(x))
+    axis = n.get("axis", -1 if n.opset >= 13 else 1) % rank
+    if n.opset < 13 and axis != rank - 1:
+        raise Unsupported(f"Softmax(axis={axis}) of opset {n.opset} over several axes")
+    return Act(n.b.node("softmax", [x.name], {"axis": axis}, name=n.name))
+
+
+def _layernorm(n, x, scale, bias=None):
+    shape = n.shape(x)
+    k = len(shape) - n.get("axis", -1) % len(shape)
+    norm = shape[-k:]
+    gamma = np.broadcast_to(_const(scale, "LayerNormalization with a computed scale"), norm)
+    beta = np.zeros(norm) if bias is None else np.broadcast_to(
+        _const(bias, "LayerNormalization with a computed bias"), norm)
+    inputs = [x.name, const_param(n.b, gamma, f"{n.name}.weight").name,
+              const_param(n.b, beta, f"{n.name}.bias").name]
+    y = Act(n.b.node("layernorm", inputs,
+                     {"normalized_ndim": k, "eps": float(n.get("epsilon", 1e-5))}, name=n.name))
+    return [y] + [None] * (n.n_out - 1)
+
+
+def _alias(n, x, *_):
+    return [x] + [None] * (n.n_out - 1)
+
+
+_ONNX_OPS: dict[str, Callable[..., Any]] = {
+    "Conv": _conv, "Gemm": _gemm, "MatMul": _matmul,
+    "BatchNormalization": _batchnorm,
+    "Relu": _unary("relu"), "Clip": _clip, "LeakyRelu": _unary("leaky_relu", alpha=0.01),
+    "AveragePool": _pool("AveragePool"), "MaxPool": _pool("MaxPool"),
+    "GlobalAveragePool": _global_avgpool,
+    "Flatten": _flatten, "Reshape": _reshape,
+    "Add": _arith("add"), "Sub": _arith("sub"), "Mul": _arith("mul"), "Div": _arith("div"),
+    "Concat": _concat, "Softmax": _softmax, "LayerNormalization": _layernorm,
+    "Dropout": _alias, "Identity": _alias,
+}

@@ -1,0 +1,561 @@
+"""Import a PyTorch model into the Graph through ``torch.export``.
+
+``torch.export`` gives one flat, functional ATen graph whatever Python the model's ``forward``
+runs, with every weight lifted into a placeholder; we walk it once and translate each call
+through ``_TORCH_OPS`` (ATen op name → lowering). Calls whose inputs are all constants
+(weight transposes, buffer arithmetic) are evaluated at import time instead. Both the
+training-IR graph that ``torch.export.export`` returns and its core-ATen decomposition
+(``run_decompositions()``) are understood, so a ``.pt2`` file saved either way imports.
+
+The walk never stops at the first problem: an unsupported call is recorded and replaced by a
+stand-in input of the shape torch recorded, so one ``UnsupportedOpsError`` names them all.
+
+torch is imported inside the functions only: ``import edgekit.converters.from_torch`` must stay
+cheap on machines that never read a torch model. The helpers above ``from_torch`` are
+framework-free and shared with ``from_onnx``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from edgekit.errors import EdgekitError, UnsupportedOpsError
+from edgekit.graph import Graph
+
+from .builder import GraphBuilder
+
+# --------------------------------------------------------------------------- shared helpers
+
+
+@dataclass(frozen=True)
+class Act:
+    """An activation tensor of the Graph being built; any other value in an importer's
+    environment is a constant known at import time (numpy array, torch tensor, scalar)."""
+
+    name: str
+
+
+class Unsupported(Exception):
+    """Raised by a lowering when this use of an op has no Graph equivalent (e.g. ceil_mode)."""
+
+    def __init__(self, what: str):
+        super().__init__(what)
+        self.what = what
+
+
+class Importer:
+    """What both importers share: the builder and the collection of every problem found, so
+    the user gets all unsupported ops in one message instead of one per attempt."""
+
+    def __init__(self, source: str):
+        self.source = source
+        self.b = GraphBuilder({"source": source})
+        self.unsupported: list[tuple[str, str]] = []
+        self.errors: list[str] = []
+
+    def attempt(self, op: str, where: str, lower: Callable[[], Any] | None,
+                stand_in: Callable[[], Any]) -> Any:
+        """Run one lowering; on failure record why and return a stand-in so the walk goes on."""
+        try:
+            if lower is None:
+                raise Unsupported(op)
+            return lower()
+        except Unsupported as err:
+            self.unsupported.append((err.what, where))
+        except EdgekitError as err:
+            self.errors.append(f"{where} ({op}): {err}")
+        except Exception:
+            if not (self.unsupported or self.errors):
+                raise  # a bug here, not a consequence of an earlier failure: show it
+        return stand_in()
+
+    def finish(self) -> Graph:
+        if self.unsupported:
+            raise UnsupportedOpsError(self.source, self.unsupported)
+        if self.errors:
+            more = f" (and {len(self.errors) - 1} more)" if len(self.errors) > 1 else ""
+            raise EdgekitError(f"cannot import the {self.source} model: {self.errors[0]}{more}")
+        return self.b.build()
+
+
+def const_param(b: GraphBuilder, value: Any, hint: str) -> Act:
+    """A constant operand as a param; scalars become shape (1,) so they broadcast anywhere."""
+    arr = np.asarray(value, np.float32)
+    return Act(b.param(arr.reshape(1) if arr.ndim == 0 else arr, hint))
+
+
+def arith(b: GraphBuilder, op: str, x: Any, y: Any, name: str) -> Act:
+    """``x op y`` for add/sub/mul/div where either side may be a constant.
+
+    The Graph has add and mul only, with y broadcasting to x: sub becomes add of a negated
+    operand, div a mul by the reciprocal of a constant, and operands are swapped (both ops
+    commute) so that the activation with the full shape comes first.
+    """
+    if op == "sub":  # x + (-y)
+        y, op = _negate(b, y, name), "add"
+    elif op == "div":  # x * (1 / y)
+        if isinstance(y, Act):
+            raise Unsupported("div by a tensor")
+        y, op = 1.0 / np.asarray(y, np.float32), "mul"
+    if not isinstance(x, Act) or (isinstance(y, Act) and _bigger(b, y, x)):
+        x, y = y, x
+    if not isinstance(y, Act):
+        y = const_param(b, y, f"{name}.const")
+    return Act(b.node(op, [x.name, y.name], name=name))
+
+
+def _negate(b: GraphBuilder, y: Any, name: str) -> Any:
+    if not isinstance(y, Act):
+        return -np.asarray(y, np.float32)
+    return Act(b.node("mul", [y.name, const_param(b, -1.0, f"{name}.neg").name], name=name))
+
+
+def _bigger(b: GraphBuilder, y: Act, x: Act) -> bool:
+    sx, sy = b.shape(x.name), b.shape(y.name)
+    return (len(sy), math.prod(sy)) > (len(sx), math.prod(sx))
+
+
+def same_pads(sizes, kernel, stride, dilation, lower: bool = False) -> list[int]:
+    """'same' padding as [begins..., ends...]; the odd extra goes at the end (torch 'same',
+    ONNX SAME_UPPER) or at the beginning (ONNX SAME_LOWER)."""
+    begins, ends = [], []
+    for n, k, s, d in zip(sizes, kernel, stride, dilation, strict=True):
+        total = max((math.ceil(n / s) - 1) * s + (k - 1) * d + 1 - n, 0)
+        small = total // 2
+        begins.append(total - small if lower else small)
+        ends.append(small if lower else total - small)
+    return begins + ends
+
+
+def emit_conv(b: GraphBuilder, x: Act, w, bias, stride, pads, dilation, groups: int,
+              name: str) -> Act:
+    """conv1d/conv2d from a constant weight; ``pads`` is [begins..., ends...] per spatial dim
+    (for 2-D exactly the Graph's [top, left, bottom, right])."""
+    nd = np.ndim(w) - 2
+    if nd not in (1, 2):
+        raise Unsupported(f"conv{nd}d")
+    inputs = [x.name, const_param(b, w, f"{name}.weight").name]
+    if bias is not None:
+        inputs.append(const_param(b, bias, f"{name}.bias").name)
+    attrs = {"stride": [int(v) for v in stride], "padding": [int(v) for v in pads],
+             "dilation": [int(v) for v in dilation], "groups": int(groups)}
+    return Act(b.node(f"conv{nd}d", inputs, attrs, name=name))
+
+
+def emit_pool(b: GraphBuilder, kind: str, x: Act, kernel, stride, pads, name: str,
+              **attrs) -> Act:
+    """avgpool2d/maxpool2d over NCHW; ``pads`` is [top, left, bottom, right]."""
+    if len(b.shape(x.name)) != 4:
+        raise Unsupported(f"{kind} over {len(b.shape(x.name)) - 2}-D input")
+    attrs.update(kernel=[int(k) for k in kernel], stride=[int(s) for s in stride],
+                 padding=[int(p) for p in pads])
+    return Act(b.node(kind, [x.name], attrs, name=name))
+
+
+# --------------------------------------------------------------------------- the importer
+
+
+def from_torch(model: Any, example_inputs: Any = None) -> Graph:
+    """Lower an ``nn.Module`` (traced with ``example_inputs``: a tensor or a tuple of them)
+    or a ``torch.export.ExportedProgram`` (e.g. from ``torch.export.load``) to a Graph.
+
+    Batch norm is folded into the conv/linear before it and ReLU/ReLU6 fused into their
+    producer. Raises ``UnsupportedOpsError`` naming every call that has no Graph op, and
+    ``EdgekitError`` when ``torch.export`` cannot capture the model.
+    """
+    import torch
+
+    if isinstance(model, torch.export.ExportedProgram):
+        program = model
+    elif isinstance(model, torch.nn.Module):
+        program = _export(model, example_inputs)
+    else:
+        raise EdgekitError(f"from_torch takes an nn.Module or a torch.export.ExportedProgram, "
+                           f"got {type(model).__name__}")
+    return _TorchImporter(program).run()
+
+
+def _export(module, example_inputs):
+    """``torch.export`` in eval mode (restoring each submodule's mode afterwards)."""
+    import torch
+
+    if example_inputs is None:
+        raise EdgekitError("from_torch(module) needs example_inputs (a tensor or a tuple of "
+                           "tensors shaped like one real input batch)")
+    if isinstance(example_inputs, torch.Tensor):
+        example_inputs = (example_inputs,)
+    modes = {m: m.training for m in module.modules()}
+    module.eval()
+    try:
+        return torch.export.export(module, tuple(example_inputs))
+    except Exception as err:  # torch raises many types; users need the gist, not the trace
+        raise EdgekitError(
+            f"torch.export could not capture {type(module).__name__}: {_gist(err)}\n"
+            "Make forward() traceable (no data-dependent Python control flow, tensors in and "
+            "out) or export it yourself and pass the ExportedProgram.") from None
+    finally:
+        for m, training in modes.items():
+            m.training = training
+
+
+def _gist(err: Exception, lines: int = 3, chars: int = 500) -> str:
+    text = [ln.strip() for ln in str(err).splitlines() if ln.strip()][:lines]
+    gist = " / ".join(text) or type(err).__name__
+    return gist if len(gist) <= chars else gist[:chars] + "..."
+
+
+@dataclass
+class _Call:
+    """What a lowering sees besides its ATen arguments: the builder, the Graph node name and
+    the fx node (for the shapes torch recorded)."""
+
+    b: GraphBuilder
+    name: str
+    node: Any
+
+    def shape(self, value: Any) -> tuple:
+        return tuple(value.meta["val"].shape)
+
+
+class _TorchImporter(Importer):
+    def __init__(self, program):
+        super().__init__("PyTorch")
+        self.ep = program
+        sig = program.graph_signature
+        self.lifted = {**sig.inputs_to_parameters, **sig.inputs_to_buffers,
+                       **sig.inputs_to_lifted_tensor_constants}
+        self.env: dict[str, Any] = {}
+
+    def run(self) -> Graph:
+        for node in self.ep.graph.nodes:
+            getattr(self, f"_{node.op}")(node)
+        return self.finish()
+
+    def _placeholder(self, node) -> None:
+        if node.name in self.lifted:
+            fqn = self.lifted[node.name]
+            value = self.ep.state_dict.get(fqn)
+            self.env[node.name] = (self.ep.constants[fqn] if value is None else value).detach()
+            return
+        val = node.meta.get("val")
+        if not hasattr(val, "shape"):
+            raise EdgekitError(f"input {node.name!r} is not a tensor ({type(val).__name__}); "
+                               "edgekit graphs take tensor inputs only")
+        dims = list(val.shape)
+        if not all(isinstance(d, int) for d in dims[1:]):
+            raise EdgekitError(f"input {node.name!r} has shape {dims}: only the batch "
+                               "(first) dimension may be dynamic")
+        self.env[node.name] = Act(self.b.input(node.name, (1, *dims[1:])))
+
+    def _get_attr(self, node) -> None:
+        value = self.ep.graph_module
+        for part in node.target.split("."):
+            value = getattr(value, part)
+        self.env[node.name] = value
+
+    def _call_function(self, node) -> None:
+        import torch
+
+        args, kwargs = torch.fx.node.map_arg((node.args, node.kwargs), lambda n: self.env[n.name])
+        if not _has_act((args, kwargs)):
+            try:
+                self.env[node.name] = node.target(*args, **kwargs)
+                return
+            except Exception:  # not evaluable here (e.g. symbolic sizes): lower it instead
+                pass
+        op = _op_name(node.target)
+        fn = _TORCH_OPS.get(op)
+        call = _Call(self.b, _where(node), node)
+        self.env[node.name] = self.attempt(
+            op, call.name, fn and (lambda: fn(call, *args, **kwargs)),
+            lambda: self._stand_in(node.meta.get("val"), call.name))
+
+    def _stand_in(self, val, name):
+        """An input of the shape torch recorded, so the nodes after a failed one still lower."""
+        if isinstance(val, (tuple, list)):
+            return tuple(self._stand_in(v, name) for v in val)
+        if not hasattr(val, "shape") or val.dim() == 0:
+            return None
+        dims = [d if isinstance(d, int) else 1 for d in val.shape[1:]]  # data-dependent: any
+        return Act(self.b.input(f"{name}.unsupported", (1, *dims)))
+
+    def _output(self, node) -> None:
+        from torch.export.graph_signature import OutputKind
+
+        for arg, spec in zip(node.args[0], self.ep.graph_signature.output_specs,
+                             strict=True):
+            if spec.kind != OutputKind.USER_OUTPUT:
+                continue
+            value = self.env.get(getattr(arg, "name", None))
+            if not isinstance(value, Act):
+                if not (self.unsupported or self.errors):
+                    raise EdgekitError(f"model output {arg} is not computed from the inputs; "
+                                       "every output must depend on an input")
+                continue
+            self.b.output(value.name)
+
+
+def _op_name(target) -> str:
+    """'conv2d' for aten.conv2d.padding, 'getitem' for operator.getitem, 'cond' for HOPs."""
+    return getattr(target, "__name__", str(target)).split(".")[0]
+
+
+def _where(node) -> str:
+    """The innermost module path (e.g. 'features.0'), else the fx node name."""
+    stack = node.meta.get("nn_module_stack") or {}
+    paths = [path for path, _ in stack.values() if path]
+    return paths[-1] if paths else node.name
+
+
+def _has_act(value) -> bool:
+    if isinstance(value, Act):
+        return True
+    if isinstance(value, (list, tuple)):
+        return any(_has_act(v) for v in value)
+    if isinstance(value, dict):
+        return any(_has_act(v) for v in value.values())
+    return False
+
+
+def _np(value):
+    return None if value is None else value.detach().cpu().numpy()
+
+
+def _need_const(value, what: str):
+    if isinstance(value, Act):
+        raise Unsupported(f"{what} with a non-constant weight")
+    return value
+
+
+def _ints(value, n: int) -> list[int]:
+    """An int or a list of ints (length 1 or n) as n ints: ATen shortens repeated values."""
+    values = [int(value)] if isinstance(value, int) else [int(v) for v in value]
+    return values * n if len(values) == 1 else values
+
+
+# --------------------------------------------------------------------------- ATen lowerings
+
+
+def _conv(c, x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
+    """aten.conv1d/conv2d (.default and .padding with 'same'/'valid')."""
+    w = _np(_need_const(weight, "convolution"))
+    nd = w.ndim - 2
+    stride, dilation = _ints(stride, nd), _ints(dilation, nd)
+    if padding == "same":
+        pads = same_pads(c.b.shape(x.name)[2:], w.shape[2:], stride, dilation)
+    elif padding == "valid":
+        pads = [0] * 2 * nd
+    else:
+        pads = _ints(padding, nd) * 2
+    return emit_conv(c.b, x, w, _np(_need_const(bias, "convolution")), stride, pads, dilation,
+                     groups, c.name)
+
+
+def _convolution(c, x, weight, bias, stride, padding, dilation, transposed, output_padding,
+                 groups):
+    """core ATen aten.convolution (what conv layers decompose to)."""
+    if transposed:
+        raise Unsupported("conv_transpose")
+    return _conv(c, x, weight, bias, stride, padding, dilation, groups)
+
+
+def _linear(c, x, weight, bias=None):
+    w = _np(_need_const(weight, "linear"))
+    inputs = [x.name, const_param(c.b, w, f"{c.name}.weight").name]
+    if bias is not None:
+        inputs.append(const_param(c.b, _np(_need_const(bias, "linear")), f"{c.name}.bias").name)
+    return Act(c.b.node("linear", inputs, name=c.name))
+
+
+def _matmul(c, x, other):
+    """x @ W with a constant 2-D W is a linear layer (core ATen spells nn.Linear this way)."""
+    if not isinstance(x, Act) or isinstance(other, Act) or other.dim() != 2:
+        raise Unsupported("matmul of two activations" if isinstance(other, Act) else "matmul")
+    return _linear(c, x, other.t())
+
+
+def _addmm(c, bias, x, other, beta=1, alpha=1):
+    if any(isinstance(v, Act) for v in (bias, other)) or not isinstance(x, Act):
+        raise Unsupported("addmm with non-constant weights")
+    out = other.shape[-1]
+    if bias.numel() not in (1, out):
+        raise Unsupported("addmm with a per-sample bias")
+    return _linear(c, x, other.t() * alpha, (bias * beta).reshape(-1).expand(out))
+
+
+def _batch_norm(c, x, weight, bias, mean, var, training, momentum, eps, cudnn=None):
+    if training:
+        raise Unsupported("batch_norm in training mode (export after model.eval())")
+    return _bn_inference(c, x, weight, bias, mean, var, momentum, eps)
+
+
+def _bn_inference(c, x, weight, bias, mean, var, momentum, eps):
+    mean, var = _np(mean), _np(var)
+    gamma = np.ones_like(mean) if weight is None else _np(weight)
+    beta = np.zeros_like(mean) if bias is None else _np(bias)
+    return Act(c.b.batchnorm(x.name, mean, var, gamma, beta, float(eps), c.name))
+
+
+def _bn_no_training(c, *args):
+    """core ATen batch norm returns (out, save_mean, save_invstd); only out is ever read."""
+    return _bn_inference(c, *args), None, None
+
+
+def _unary(op: str, **attrs):
+    return lambda c, x, *_, **__: Act(c.b.node(op, [x.name], attrs, name=c.name))
+
+
+def _hardtanh(c, x, min_val=-1.0, max_val=1.0):
+    if (min_val, max_val) != (0, 6):
+        raise Unsupported(f"hardtanh({min_val}, {max_val})")
+    return Act(c.b.node("relu6", [x.name], name=c.name))
+
+
+def _leaky_relu(c, x, negative_slope=0.01):
+    return Act(c.b.node("leaky_relu", [x.name], {"alpha": float(negative_slope)}, name=c.name))
+
+
+def _pool(c, kind, x, kernel_size, stride, padding, dilation_, ceil_mode, **attrs):
+    """The Graph's pools round down; ceil_mode=True is accepted where it gives the same size
+    (torch drops a last window that would start in the right padding)."""
+    kernel, pad, dil = _ints(kernel_size, 2), _ints(padding, 2), _ints(dilation_, 2)
+    stride = _ints(stride or kernel, 2)
+    for n, k, s, p, d in zip(c.b.shape(x.name)[2:], kernel, stride, pad, dil, strict=True):
+        span = n + 2 * p - d * (k - 1) - 1
+        if ceil_mode and span >= 0 and span % s and (span // s + 1) * s < n + p:
+            raise Unsupported(f"{_op_name(c.node.target)}(ceil_mode=True)")
+    return emit_pool(c.b, kind, x, kernel, stride, pad * 2, c.name, **attrs)
+
+
+def _avg_pool2d(c, x, kernel_size, stride=(), padding=0, ceil_mode=False,
+                count_include_pad=True, divisor_override=None):
+    if divisor_override is not None:
+        raise Unsupported("avg_pool2d(divisor_override)")
+    return _pool(c, "avgpool2d", x, kernel_size, stride, padding, 1, ceil_mode,
+                 count_include_pad=bool(count_include_pad))
+
+
+def _max_pool2d(c, x, kernel_size, stride=(), padding=0, dilation=1, ceil_mode=False):
+    return _pool(c, "maxpool2d", x, kernel_size, stride, padding, dilation, ceil_mode,
+                 dilation=_ints(dilation, 2))
+
+
+def _adaptive_avg_pool2d(c, x, output_size):
+    """Output 1x1 is a global average pool; an output that divides the input evenly is a
+    plain average pool; anything else has uneven windows the Graph cannot express."""
+    size = c.b.shape(x.name)[2:]
+    out = _ints(output_size, 2)
+    if out == [1, 1]:
+        return Act(c.b.node("global_avgpool", [x.name], name=c.name))
+    if len(size) != 2 or any(n % o for n, o in zip(size, out, strict=True)):
+        raise Unsupported(f"adaptive_avg_pool2d to {out} from {list(size)}")
+    kernel = [n // o for n, o in zip(size, out, strict=True)]
+    return emit_pool(c.b, "avgpool2d", x, kernel, kernel, [0] * 4, c.name)
+
+
+def _mean(c, x, dim=None, keepdim=False, dtype=None):
+    """x.mean((2, 3)) over the spatial axes of NCHW is a global average pool."""
+    rank = len(c.b.shape(x.name))
+    if rank != 4 or sorted(d % rank for d in (dim or ())) != [2, 3]:
+        raise Unsupported("mean")
+    y = Act(c.b.node("global_avgpool", [x.name], name=c.name))
+    return y if keepdim else _reshape(c, y)
+
+
+def _reshape(c, x, *_, **__):
+    """view/reshape/flatten/squeeze/unsqueeze: the Graph keeps the batch as the free leading
+    dim, so the per-sample target is the recorded output shape without its first dim; a
+    reshape that moves data across the batch dim cannot be expressed."""
+    src, out = c.shape(c.node.args[0]), c.shape(c.node)
+    if not out or str(out[0]) != str(src[0]):
+        raise Unsupported(f"{_op_name(c.node.target)} across the batch dimension "
+                          f"({list(src)} -> {list(out)})")
+    target = [int(d) for d in out[1:]]
+    if tuple(target) == c.b.shape(x.name)[1:]:
+        return x
+    return Act(c.b.node("reshape", [x.name], {"shape": target}, name=c.name))
+
+
+def _arith(op: str):
+    def lower(c, x, y, alpha=1, rounding_mode=None):
+        if rounding_mode is not None:
+            raise Unsupported(f"div(rounding_mode={rounding_mode!r})")
+        if alpha != 1:
+            if isinstance(y, Act):
+                raise Unsupported(f"{op} with alpha")
+            y = y * alpha
+        return arith(c.b, op, _to_np(x), _to_np(y), c.name)
+
+    return lower
+
+
+def _to_np(value):
+    return value if isinstance(value, Act) or not hasattr(value, "detach") else _np(value)
+
+
+def _cat(c, tensors, dim=0):
+    names = [t.name if isinstance(t, Act) else const_param(c.b, _np(t), f"{c.name}.const").name
+             for t in tensors]
+    rank = len(c.b.shape(names[0]))
+    return Act(c.b.node("concat", names, {"axis": int(dim) % rank}, name=c.name))
+
+
+def _softmax(c, x, dim, *_, **__):
+    axis = int(dim) % len(c.b.shape(x.name))
+    return Act(c.b.node("softmax", [x.name], {"axis": axis}, name=c.name))
+
+
+def _layer_norm(c, x, normalized_shape, weight=None, bias=None, eps=1e-5, cudnn_enable=True):
+    shape = [int(d) for d in normalized_shape]
+    gamma = np.ones(shape, np.float32) if weight is None else _np(_need_const(weight, "layer_norm"))
+    beta = np.zeros(shape, np.float32) if bias is None else _np(_need_const(bias, "layer_norm"))
+    inputs = [x.name, const_param(c.b, gamma, f"{c.name}.weight").name,
+              const_param(c.b, beta, f"{c.name}.bias").name]
+    return Act(c.b.node("layernorm", inputs, {"normalized_ndim": len(shape), "eps": float(eps)},
+                        name=c.name))
+
+
+def _native_layer_norm(c, *args):
+    return _layer_norm(c, *args), None, None
+
+
+def _alias(c, x, *_, **__):
+    return x
+
+
+def _nothing(c, *_, **__):
+    return None
+
+
+_TORCH_OPS: dict[str, Callable[..., Any]] = {
+    "conv1d": _conv, "conv2d": _conv, "convolution": _convolution,
+    "linear": _linear, "matmul": _matmul, "mm": _matmul, "addmm": _addmm,
+    "batch_norm": _batch_norm, "_native_batch_norm_legit_no_training": _bn_no_training,
+    **dict.fromkeys(("_native_batch_norm_legit_functional", "_native_batch_norm_legit"),
+                    lambda c, x, w, b, mean, var, *a: _batch_norm(c, x, w, b, mean, var, True,
+                                                                  0, 0)),
+    "relu": _unary("relu"), "relu6": _unary("relu6"), "hardtanh": _hardtanh,
+    "leaky_relu": _leaky_relu,
+    "avg_pool2d": _avg_pool2d, "max_pool2d": _max_pool2d,
+    "max_pool2d_with_indices": lambda c, *a: (_max_pool2d(c, *a), None),
+    "adaptive_avg_pool2d": _adaptive_avg_pool2d, "_adaptive_avg_pool2d": _adaptive_avg_pool2d,
+    "mean": _mean,
+    **dict.fromkeys(("view", "reshape", "_unsafe_view", "flatten", "squeeze", "unsqueeze"),
+                    _reshape),
+    "add": _arith("add"), "sub": _arith("sub"), "mul": _arith("mul"), "div": _arith("div"),
+    "cat": _cat, "concat": _cat,
+    "softmax": _softmax, "_softmax": _softmax,
+    "layer_norm": _layer_norm, "native_layer_norm": _native_layer_norm,
+    **dict.fromkeys(("dropout", "feature_dropout", "alias", "clone", "contiguous", "detach",
+                     "lift_fresh_copy"), _alias),
+    "native_dropout": lambda c, x, *_: (x, None),
+    "getitem": lambda c, seq, i: seq[i],
+    "sym_size": lambda c, *_: c.node.meta["val"],
+    **dict.fromkeys(("_assert_tensor_metadata", "_assert_scalar", "sym_constrain_range_for_size",
+                     "_assert_async"), _nothing),
+}
