@@ -38,8 +38,7 @@ def _channel_vector(graph: Graph, producer: Node, const: str) -> np.ndarray | No
     out_shape = graph.tensors[producer.outputs[0]].shape
     channels = graph.params[producer.inputs[1]].shape[0]
     channel_axis = len(out_shape) - 1 if producer.op == "linear" else 1
-    full = np.broadcast_to(value, out_shape) if value.ndim <= len(out_shape) else None
-    if full is None or value.size not in (1, channels):
+    if value.ndim > len(out_shape) or value.size not in (1, channels):
         return None
     padded = value.reshape((1,) * (len(out_shape) - value.ndim) + value.shape)
     if any(d != 1 for i, d in enumerate(padded.shape) if i != channel_axis):

@@ -8,8 +8,9 @@ Shapes include the leading batch dimension; weights are in torch layout (conv: O
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 from edgekit.errors import EdgekitError
 
@@ -226,7 +227,7 @@ def resolve_attrs(op: str, attrs: dict[str, Any]) -> dict[str, Any]:
 
 
 def _check_attr_type(op, key, value, default):
-    """Attributes come from files too: a list attribute must be a list of ints of the right length."""
+    """Attributes come from files too: list attributes must be int lists of the right length."""
     if isinstance(default, list) or (default is REQUIRED and key in ("kernel", "stride", "shape")):
         ok = isinstance(value, list) and all(type(v) is int for v in value)
         if ok and isinstance(default, list):
