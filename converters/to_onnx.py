@@ -1,0 +1,213 @@
+"""Graph -> ONNX (opset 17), built with ``onnx.helper``; the batch dimension is symbolic.
+
+Float Graphs map op for op (a fused activation becomes a Relu or Clip node after its producer).
+int8 Graphs (``docs/quantized-graph.md``) become a QDQ model, the form ONNX Runtime's
+optimizer fuses into integer kernels: the model's inputs and outputs are the Graph's int8
+tensors; every int8 activation is the output of a QuantizeLinear and is read through a
+DequantizeLinear; weights are int8 initializers and biases int32 initializers, each behind a
+(per-axis) DequantizeLinear. The visitors below therefore only ever see float tensors: the
+emitter hands them float views of their inputs and quantizes their float result.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgekit.errors import EdgekitError
+from edgekit.graph import Graph, Node
+
+OPSET = 17
+IR_VERSION = 8  # the IR version that goes with opset 17; ONNX Runtime reads it everywhere
+BATCH = "batch"
+
+
+def to_onnx(graph: Graph, path: str | Path) -> Path:
+    """Write ``graph`` as an ``.onnx`` file."""
+    import onnx
+
+    path = Path(path)
+    onnx.save_model(onnx_model(graph), str(path))
+    return path
+
+
+def onnx_model(graph: Graph, extra_outputs: Sequence[str] = ()) -> Any:
+    """The Graph as an ``onnx.ModelProto``; ``extra_outputs`` names intermediate Graph tensors
+    to expose as outputs too (per-layer parity checks)."""
+    try:
+        import onnx
+        from onnx import helper
+    except ImportError:
+        raise EdgekitError("writing ONNX needs the onnx package: "
+                           "pip install 'edgekit[onnx]'") from None
+    graph.validate()
+    unsupported = [f"{n.op} ({n.name or n.outputs[0]})" for n in graph.nodes
+                   if n.op not in _VISITORS]
+    if unsupported:
+        raise EdgekitError(f"cannot write to ONNX, no ONNX mapping for: {', '.join(unsupported)}")
+    emitter = _Emitter(graph)
+    for node in graph.nodes:
+        emitter.visit(node)
+    outputs = [*graph.outputs, *(n for n in extra_outputs if n not in graph.outputs)]
+    onnx_graph = helper.make_graph(
+        emitter.nodes, graph.metadata.get("name", "edgekit"),
+        [emitter.value_info(n) for n in graph.inputs], [emitter.value_info(n) for n in outputs],
+        emitter.initializers)
+    model = helper.make_model(onnx_graph, producer_name="edgekit",
+                              opset_imports=[helper.make_opsetid("", OPSET)])
+    model.ir_version = IR_VERSION
+    onnx.checker.check_model(model, full_check=True)
+    return model
+
+
+class _Emitter:
+    """Collects ONNX nodes and initializers; owns the float view of every Graph tensor."""
+
+    def __init__(self, graph: Graph):
+        from onnx import TensorProto, helper, numpy_helper
+
+        self.helper, self.numpy_helper, self.TensorProto = helper, numpy_helper, TensorProto
+        self.graph = graph
+        self.int8 = graph.metadata.get("quantized") == "int8"
+        self.nodes: list[Any] = []
+        self.initializers: list[Any] = []
+        self.floats: dict[str, str] = {}
+        self.count = 0
+
+    def value_info(self, name: str) -> Any:
+        info = self.graph.tensors[name]
+        elem = self.helper.np_dtype_to_tensor_dtype(np.dtype(info.dtype))
+        return self.helper.make_tensor_value_info(name, elem, [BATCH, *info.shape[1:]])
+
+    def fresh(self, hint: str) -> str:
+        self.count += 1
+        return f"{hint}/{self.count}"
+
+    def add(self, op_type: str, inputs: list[str], output: str | None = None,
+            **attrs: Any) -> str:
+        """Append one ONNX node; returns its (single) output's name."""
+        output = output or self.fresh(op_type)
+        self.nodes.append(self.helper.make_node(op_type, inputs, [output],
+                                                name=self.fresh(op_type), **attrs))
+        return output
+
+    def const(self, value: np.ndarray, name: str | None = None) -> str:
+        name = name or self.fresh("const")
+        self.initializers.append(self.numpy_helper.from_array(np.ascontiguousarray(value), name))
+        return name
+
+    def float_in(self, name: str) -> str:
+        """A float tensor holding Graph tensor ``name`` (made once, on first use)."""
+        if name not in self.floats:
+            self.floats[name] = (self._param(name) if name in self.graph.params
+                                 else self._dequantize(name, self.graph.tensors[name].quant)
+                                 if self.int8 else name)
+        return self.floats[name]
+
+    def _param(self, name: str) -> str:
+        value, quant = self.graph.params[name], self.graph.tensors[name].quant
+        stored = self.const(value, name)
+        if value.dtype == np.float32:
+            return stored
+        return self._dequantize(stored, quant, quant.axis, value.dtype)
+
+    def _dequantize(self, stored: str, quant: Any, axis: int | None = None,
+                    dtype: Any = np.int8) -> str:
+        scale = self.const(np.asarray(quant.scale, np.float32) if axis is not None
+                           else np.float32(quant.scale[0]))
+        zero = (np.asarray(quant.zero_point, dtype) if axis is not None
+                else np.asarray(quant.zero_point[0], dtype))
+        attrs = {} if axis is None else {"axis": axis}
+        return self.add("DequantizeLinear", [stored, scale, self.const(zero)], f"{stored}/dq",
+                        **attrs)
+
+    def visit(self, node: Node) -> None:
+        """Run the op's visitor on float views; for int8, quantize its result to the output."""
+        out = node.outputs[0]
+        y = _VISITORS[node.op](self, node, [self.float_in(n) for n in node.inputs])
+        if not self.int8:  # every visitor ends with the node that computes its result
+            self._rename(out)
+            return
+        q = self.graph.tensors[out].quant
+        self.add("QuantizeLinear", [y, self.const(np.float32(q.scale[0])),
+                                    self.const(np.int8(q.zero_point[0]))], out)
+
+    def _rename(self, name: str) -> None:
+        """Give the last node's output (the visitor's result) the Graph tensor's name."""
+        self.nodes[-1].output[0] = name
+
+
+# --- visitors: float views in, the float result's name out -----------------------------------
+
+def _activate(e: _Emitter, y: str, activation: str) -> str:
+    if activation == "relu":
+        return e.add("Relu", [y])
+    if activation == "relu6":
+        return e.add("Clip", [y, e.const(np.float32(0)), e.const(np.float32(6))])
+    return y
+
+
+def _conv(e: _Emitter, node: Node, ins: list[str]) -> str:
+    """Conv for 1-D and 2-D: the Graph's padding order (begins, then ends) is ONNX's."""
+    a = node.attrs
+    y = e.add("Conv", ins, strides=a["stride"], pads=a["padding"], dilations=a["dilation"],
+              group=a["groups"])
+    return _activate(e, y, a["activation"])
+
+
+def _linear(e: _Emitter, node: Node, ins: list[str]) -> str:
+    """Gemm for [N, in] inputs; MatMul (on the transposed weight) + Add for higher ranks."""
+    if len(e.graph.tensors[node.inputs[0]].shape) == 2:
+        y = e.add("Gemm", ins, transB=1)
+    else:
+        y = e.add("MatMul", [ins[0], e.add("Transpose", [ins[1]], perm=[1, 0])])
+        y = e.add("Add", [y, ins[2]]) if len(ins) > 2 else y
+    return _activate(e, y, node.attrs["activation"])
+
+
+def _simple(op_type: str, **attrs: Callable[[Node], Any]) -> Callable[..., str]:
+    """An op whose ONNX form is one node; ``attrs`` compute its attributes from the Graph node,
+    and a fused ``activation`` attribute follows as its own node."""
+    def visit(e: _Emitter, node: Node, ins: list[str]) -> str:
+        y = e.add(op_type, ins, **{k: f(node) for k, f in attrs.items()})
+        return _activate(e, y, node.attrs.get("activation", "none"))
+    return visit
+
+
+def _relu6(e: _Emitter, node: Node, ins: list[str]) -> str:
+    return _activate(e, ins[0], "relu6")
+
+
+def _reshape(e: _Emitter, node: Node, ins: list[str]) -> str:
+    shape = np.asarray([-1, *node.attrs["shape"]], np.int64)
+    return e.add("Reshape", [ins[0], e.const(shape)])
+
+
+def _attr(key: str) -> Callable[[Node], Any]:
+    return lambda n: n.attrs[key]
+
+
+_VISITORS: dict[str, Callable[..., str]] = {
+    "conv2d": _conv,
+    "conv1d": _conv,
+    "linear": _linear,
+    "add": _simple("Add"),
+    "mul": _simple("Mul"),
+    "relu": _simple("Relu"),
+    "relu6": _relu6,
+    "leaky_relu": _simple("LeakyRelu", alpha=lambda n: float(n.attrs["alpha"])),
+    "maxpool2d": _simple("MaxPool", kernel_shape=_attr("kernel"), strides=_attr("stride"),
+                         pads=_attr("padding"), dilations=_attr("dilation")),
+    "avgpool2d": _simple("AveragePool", kernel_shape=_attr("kernel"), strides=_attr("stride"),
+                         pads=_attr("padding"),
+                         count_include_pad=lambda n: int(n.attrs["count_include_pad"])),
+    "global_avgpool": _simple("GlobalAveragePool"),
+    "reshape": _reshape,
+    "concat": _simple("Concat", axis=_attr("axis")),
+    "softmax": _simple("Softmax", axis=_attr("axis")),
+    "layernorm": _simple("LayerNormalization", axis=lambda n: -n.attrs["normalized_ndim"],
+                         epsilon=lambda n: float(n.attrs["eps"])),
+}
