@@ -1,0 +1,182 @@
+"""The executor: prepare a Graph once per batch size, then run it many times.
+
+For a batch size N every activation (graph inputs and outputs included) and every kernel scratch
+buffer gets a lifetime in steps; a planner places them in one arena, which is allocated as a
+single uint8 array, and each node's kernel is bound to float32 views into it. ``run`` then only
+copies the inputs in, calls the steps and copies the outputs out, so the peak it reports is the
+memory it really uses. One Executor runs one call at a time (its arenas are reused).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from edgekit.errors import EdgekitError
+from edgekit.graph import Graph
+from edgekit.runtime import float32  # noqa: F401  (registers the float32 kernels)
+from edgekit.runtime.planner import Buffer, GreedyPlanner, NaivePlanner, Plan, Planner
+from edgekit.runtime.registry import KERNELS, Kernel, Step
+
+Inputs = np.ndarray | dict[str, np.ndarray] | list[np.ndarray] | tuple[np.ndarray, ...]
+
+
+@dataclass
+class Program:
+    """A Graph bound to one batch size: its memory plan, the arena, and the steps bound to it."""
+
+    batch: int
+    plan: Plan
+    arena: np.ndarray
+    arrays: dict[str, np.ndarray]  # params, and every activation as a view into ``arena``
+    steps: list[Step]  # one per graph node, in order
+
+    def run(self) -> None:
+        for step in self.steps:
+            step()
+
+
+class Executor:
+    """Runs a Graph on the numba kernels: ``Executor(graph).run(x)``."""
+
+    def __init__(self, graph: Graph, planner: Planner | None = None):
+        self.graph = graph.validate()
+        self._kernels = _kernels_for(graph)
+        self.planner = planner or GreedyPlanner()
+        self._programs: dict[tuple[int, Planner], Program] = {}
+
+    def program(self, batch: int = 1, planner: Planner | None = None) -> Program:
+        """The graph prepared for ``batch`` (planned, allocated and bound once, then cached)."""
+        if type(batch) is not int or batch < 1:
+            raise EdgekitError(f"batch size must be a positive int, got {batch!r}")
+        key = (batch, planner or self.planner)
+        if key not in self._programs:
+            self._programs[key] = self._prepare(*key)
+        return self._programs[key]
+
+    def peak_activation_bytes(self, batch: int = 1) -> int:
+        """Bytes of the arena that holds every activation and scratch buffer at this batch."""
+        return self.program(batch).plan.size
+
+    def run(self, inputs: Inputs) -> np.ndarray | list[np.ndarray]:
+        """Outputs (copies) for ``inputs``: one array, or a list in the graph's output order."""
+        program = self._load(inputs)
+        program.run()
+        outs = [program.arrays[name].copy() for name in self.graph.outputs]
+        return outs[0] if len(outs) == 1 else outs
+
+    def run_layers(self, inputs: Inputs) -> dict[str, np.ndarray]:
+        """Every node's output (copies), by tensor name: for parity checks layer by layer."""
+        program = self._load(inputs, NaivePlanner())
+        program.run()
+        return {node.outputs[0]: program.arrays[node.outputs[0]].copy()
+                for node in self.graph.nodes}
+
+    def _load(self, inputs: Inputs, planner: Planner | None = None) -> Program:
+        feeds = self._feeds(inputs)
+        program = self.program(next(iter(feeds.values())).shape[0], planner)
+        for name, x in feeds.items():
+            np.copyto(program.arrays[name], x, casting="same_kind")
+        return program
+
+    def _feeds(self, inputs: Inputs) -> dict[str, np.ndarray]:
+        """Inputs by name, checked against the graph (any batch size, the same for all)."""
+        names = self.graph.inputs
+        if isinstance(inputs, dict):
+            if set(inputs) != set(names):
+                raise EdgekitError(f"got inputs {sorted(inputs)}, the graph takes {names}")
+            pairs = [(name, inputs[name]) for name in names]
+        elif isinstance(inputs, (list, tuple)):
+            if len(inputs) != len(names):
+                raise EdgekitError(f"got {len(inputs)} inputs, the graph takes {names}")
+            pairs = list(zip(names, inputs, strict=True))
+        elif len(names) == 1:
+            pairs = [(names[0], inputs)]
+        else:
+            raise EdgekitError(f"the graph takes {len(names)} inputs {names}: pass a dict or list")
+        feeds: dict[str, np.ndarray] = {}
+        for name, value in pairs:
+            x, info = np.asarray(value), self.graph.tensors[name]
+            expected = "(" + ", ".join(["N", *map(str, info.shape[1:])]) + ")"
+            if x.ndim != len(info.shape) or x.shape[1:] != info.shape[1:] or x.shape[0] < 1:
+                raise EdgekitError(f"input {name!r}: expected shape {expected}, got {x.shape}")
+            if not np.can_cast(x.dtype, info.dtype, "same_kind"):
+                raise EdgekitError(f"input {name!r}: expected {info.dtype} data, got {x.dtype}")
+            feeds[name] = x
+        batches = {x.shape[0] for x in feeds.values()}
+        if len(batches) > 1:
+            raise EdgekitError(f"inputs have different batch sizes {sorted(batches)}")
+        return feeds
+
+    def _prepare(self, batch: int, planner: Planner) -> Program:
+        g = self.graph
+        params = {name: np.ascontiguousarray(value) for name, value in g.params.items()}
+        shapes = {name: (batch, *info.shape[1:]) for name, info in g.tensors.items()}
+        shapes.update({name: value.shape for name, value in params.items()})
+        buffers = _activation_buffers(g, shapes)
+        n_activations = len(buffers)
+        scratch_index = {}
+        for i, (node, kernel) in enumerate(zip(g.nodes, self._kernels, strict=True)):
+            if kernel.scratch_nbytes is not None:
+                nbytes = kernel.scratch_nbytes([shapes[n] for n in node.inputs],
+                                               shapes[node.outputs[0]], **node.attrs)
+                scratch_index[i] = len(buffers)
+                buffers.append(Buffer(f"scratch of node {i}", nbytes, i, i))
+        plan = planner.plan(buffers)
+        arena = np.zeros(plan.size, np.uint8)
+
+        def view(k: int) -> np.ndarray:
+            return arena[plan.offsets[k]:plan.offsets[k] + buffers[k].nbytes]
+
+        arrays = dict(params)
+        for k, buf in enumerate(buffers[:n_activations]):
+            arrays[buf.name] = view(k).view(g.tensors[buf.name].dtype).reshape(shapes[buf.name])
+        steps = []
+        for i, (node, kernel) in enumerate(zip(g.nodes, self._kernels, strict=True)):
+            extra = {"scratch": view(scratch_index[i])} if i in scratch_index else {}
+            try:
+                steps.append(kernel.prepare([arrays[n] for n in node.inputs],
+                                            arrays[node.outputs[0]], **node.attrs, **extra))
+            except EdgekitError as err:
+                raise EdgekitError(f"node {i} ({node.op} {node.name!r}): {err}") from None
+        return Program(batch, plan, arena, arrays, steps)
+
+
+def execute(graph: Graph, inputs: Inputs) -> np.ndarray | list[np.ndarray]:
+    """One-shot convenience: ``Executor(graph).run(inputs)``."""
+    return Executor(graph).run(inputs)
+
+
+def _kernels_for(graph: Graph) -> list[Kernel]:
+    """The kernel of every node, keyed by op and input dtype; all missing ones in one error."""
+    found, missing = [], []
+    for i, node in enumerate(graph.nodes):
+        key = (node.op, graph.tensors[node.inputs[0]].dtype)
+        if key in KERNELS:
+            found.append(KERNELS[key])
+        else:
+            missing.append(f"{node.op} on {key[1]} (node {i} {node.name!r})")
+    if missing:
+        have = sorted(f"{op}/{dtype}" for op, dtype in KERNELS)
+        raise EdgekitError(f"the edgekit runtime has no kernel for {', '.join(missing)}; "
+                           f"it has kernels for: {', '.join(have)}")
+    return found
+
+
+def _activation_buffers(graph: Graph, shapes: dict[str, tuple[int, ...]]) -> list[Buffer]:
+    """Each activation with its bytes and the steps it is live in: graph inputs from step 0,
+    graph outputs to the last step, every other tensor from its producer to its last reader."""
+    span = {name: [0, 0] for name in graph.inputs}
+    for i, node in enumerate(graph.nodes):
+        for name in node.inputs:
+            if name in span:
+                span[name][1] = i
+        span[node.outputs[0]] = [i, i]
+    for name in graph.outputs:
+        if name in span:
+            span[name][1] = max(len(graph.nodes) - 1, 0)
+    itemsize = {name: np.dtype(graph.tensors[name].dtype).itemsize for name in span}
+    return [Buffer(name, math.prod(shapes[name]) * itemsize[name], first, last)
+            for name, (first, last) in span.items()]

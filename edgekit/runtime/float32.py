@@ -1,0 +1,173 @@
+"""float32 prepare functions: bind each op's kernel to its arrays once per batch size."""
+
+from __future__ import annotations
+
+import math
+from functools import partial
+
+import numpy as np
+
+from edgekit.errors import EdgekitError
+from edgekit.runtime.kernels import conv, elementwise, linear, norm, pool
+from edgekit.runtime.registry import Step, register
+
+_BOUNDS = elementwise.ACTIVATION_BOUNDS
+
+
+def _bias(ins: list[np.ndarray], n: int) -> np.ndarray:
+    return ins[2] if len(ins) > 2 else np.zeros(n, np.float32)
+
+
+def _conv_scratch(shapes, out_shape, *, groups, **_) -> int:
+    """im2row rows for one sample: (groups, output pixels, window); none for depthwise."""
+    w = shapes[1]
+    return 0 if w[1] == 1 else 4 * groups * math.prod(out_shape[2:]) * math.prod(w[1:])
+
+
+@register("conv2d", scratch=_conv_scratch)
+def _conv2d(ins, out, *, stride, padding, dilation, groups, activation, scratch) -> Step:
+    x, w = ins[0], ins[1]
+    b, bounds = _bias(ins, w.shape[0]), _BOUNDS[activation]
+    geometry = (tuple(stride), tuple(padding[:2]), tuple(dilation))
+    if w.shape[1] == 1:
+        return partial(conv.depthwise_conv2d, x, w, b, *geometry, *bounds, out)
+    window, out_w = tuple(w.shape[2:]), out.shape[3]
+    rows = scratch.view(np.float32).reshape(groups, out.shape[2] * out_w, -1)
+    weights, biases = w.reshape(groups, -1, rows.shape[2]), b.reshape(groups, -1)
+    outs = out.reshape(out.shape[0], groups, -1, rows.shape[1])
+
+    def step() -> None:
+        for n in range(x.shape[0]):
+            conv.im2row(x[n], window, *geometry, out_w, rows)
+            for g in range(groups):
+                linear.gemm_nt(weights[g], rows[g], biases[g], True, *bounds, outs[n, g])
+
+    return step
+
+
+@register("conv1d", scratch=_conv_scratch)
+def _conv1d(ins, out, *, stride, padding, dilation, groups, activation, scratch) -> Step:
+    """A conv2d of height 1."""
+    as_2d = [a.reshape(*a.shape[:2], 1, a.shape[2]) for a in (ins[0], ins[1], out)]
+    return _conv2d([as_2d[0], as_2d[1], *ins[2:]], as_2d[2], stride=[1, *stride],
+                   padding=[0, padding[0], 0, padding[1]], dilation=[1, *dilation],
+                   groups=groups, activation=activation, scratch=scratch)
+
+
+@register("linear")
+def _linear(ins, out, *, activation) -> Step:
+    x, w = ins[0], ins[1]
+    return partial(linear.gemm_nt, x.reshape(-1, x.shape[-1]), w, _bias(ins, w.shape[0]), False,
+                   *_BOUNDS[activation], out.reshape(-1, out.shape[-1]))
+
+
+def _broadcast_layout(shape, y_shape) -> tuple[np.ndarray, np.ndarray]:
+    """``binary``'s (dims, y_strides): axes merged into runs where y is broadcast or not."""
+    padded = (1,) * (len(shape) - len(y_shape)) + tuple(y_shape)
+    dims: list[int] = []
+    broadcast: list[bool] = []
+    for d, e in zip(shape, padded, strict=True):
+        if e not in (1, d):
+            raise EdgekitError(f"operand of shape {tuple(y_shape)} does not broadcast to {shape}")
+        if d > 1 and dims and broadcast[-1] == (e == 1):
+            dims[-1] *= d
+        elif d > 1:
+            dims.append(d)
+            broadcast.append(e == 1)
+    strides, step = [], 1
+    for d, b in zip(reversed(dims), reversed(broadcast), strict=True):
+        strides.append(0 if b else step)
+        step *= 1 if b else d
+    return np.array(dims or [1], np.int64), np.array(strides[::-1] or [0], np.int64)
+
+
+def _binary(ins, out, multiply: bool, activation: str) -> Step:
+    x, y = ins
+    if x.shape != out.shape:
+        raise EdgekitError(f"first operand {x.shape} must have the output's shape {out.shape} "
+                           "(only the second operand broadcasts)")
+    dims, strides = _broadcast_layout(out.shape, y.shape)
+    return partial(elementwise.binary, x.reshape(-1), y.reshape(-1), dims, strides, multiply,
+                   *_BOUNDS[activation], out.reshape(-1))
+
+
+@register("add")
+def _add(ins, out, *, activation) -> Step:
+    return _binary(ins, out, False, activation)
+
+
+@register("mul")
+def _mul(ins, out) -> Step:
+    return _binary(ins, out, True, "none")
+
+
+def _activation(name: str):
+    def prepare(ins, out) -> Step:
+        return partial(elementwise.clamp, ins[0].reshape(-1), *_BOUNDS[name], out.reshape(-1))
+
+    return prepare
+
+
+register("relu")(_activation("relu"))
+register("relu6")(_activation("relu6"))
+
+
+@register("leaky_relu")
+def _leaky_relu(ins, out, *, alpha) -> Step:
+    return partial(elementwise.leaky_relu, ins[0].reshape(-1), np.float32(alpha), out.reshape(-1))
+
+
+@register("maxpool2d")
+def _maxpool2d(ins, out, *, kernel, stride, padding, dilation) -> Step:
+    return partial(pool.pool2d, ins[0], tuple(kernel), tuple(stride), tuple(padding[:2]),
+                   tuple(dilation), True, True, out)
+
+
+@register("avgpool2d")
+def _avgpool2d(ins, out, *, kernel, stride, padding, count_include_pad) -> Step:
+    return partial(pool.pool2d, ins[0], tuple(kernel), tuple(stride), tuple(padding[:2]),
+                   (1, 1), False, count_include_pad, out)
+
+
+@register("global_avgpool")
+def _global_avgpool(ins, out) -> Step:
+    x = ins[0]
+    return partial(pool.row_mean, x.reshape(x.shape[0] * x.shape[1], -1), out.reshape(-1))
+
+
+@register("reshape")
+def _reshape(ins, out, *, shape) -> Step:
+    return partial(np.copyto, out, ins[0].reshape(out.shape))
+
+
+@register("concat")
+def _concat(ins, out, *, axis) -> Step:
+    axis %= out.ndim
+    ends = np.cumsum([x.shape[axis] for x in ins])
+    parts = [(out[(slice(None),) * axis + (slice(end - x.shape[axis], end),)], x)
+             for x, end in zip(ins, ends, strict=True)]
+
+    def step() -> None:
+        for dst, src in parts:
+            np.copyto(dst, src)
+
+    return step
+
+
+def _around_axis(a: np.ndarray, axis: int) -> np.ndarray:
+    """``a`` viewed as (before axis, axis, after axis)."""
+    axis %= a.ndim
+    return a.reshape(math.prod(a.shape[:axis]), a.shape[axis], -1)
+
+
+@register("softmax")
+def _softmax(ins, out, *, axis) -> Step:
+    return partial(elementwise.softmax, _around_axis(ins[0], axis), _around_axis(out, axis))
+
+
+@register("layernorm")
+def _layernorm(ins, out, *, normalized_ndim, eps) -> Step:
+    x, gamma, beta = ins
+    features = gamma.size
+    return partial(norm.layernorm, x.reshape(-1, features), gamma.reshape(-1), beta.reshape(-1),
+                   float(eps), out.reshape(-1, features))

@@ -1,0 +1,45 @@
+"""Pooling kernels on NCHW. Padding never enters the max; for the average it counts as zeros
+when ``count_include_pad`` and is left out of the divisor otherwise (torch's semantics)."""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+
+@njit(cache=True)
+def pool2d(x, kernel, stride, padding, dilation, is_max, count_include_pad, out):
+    """Max or average pooling; ``padding`` is (top, left), the bottom/right edge is implied by
+    ``out``'s shape (a window never reaches past the padded input)."""
+    height, width = x.shape[2], x.shape[3]
+    (kh, kw), (sh, sw), (pt, pl), (dh, dw) = kernel, stride, padding, dilation
+    for n in range(x.shape[0]):
+        for c in range(x.shape[1]):
+            src = x[n, c]
+            for oy in range(out.shape[2]):
+                for ox in range(out.shape[3]):
+                    acc = -np.inf if is_max else 0.0
+                    count = 0
+                    for ky in range(kh):
+                        iy = oy * sh - pt + ky * dh
+                        if 0 <= iy < height:
+                            for kx in range(kw):
+                                ix = ox * sw - pl + kx * dw
+                                if 0 <= ix < width:
+                                    v = src[iy, ix]
+                                    acc = max(acc, v) if is_max else acc + v
+                                    count += 1
+                    if is_max:
+                        out[n, c, oy, ox] = acc
+                    else:
+                        out[n, c, oy, ox] = acc / (kh * kw if count_include_pad else count)
+
+
+@njit(cache=True)
+def row_mean(x, out):
+    """Mean of each row of ``x`` (``(rows, n)``) into ``out`` (``(rows,)``): global average pool."""
+    for r in range(x.shape[0]):
+        total = 0.0
+        for i in range(x.shape[1]):
+            total += x[r, i]
+        out[r] = total / x.shape[1]

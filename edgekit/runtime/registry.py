@@ -1,0 +1,36 @@
+"""Kernels by (op, dtype): everything the executor knows about ops is in this table.
+
+A prepare function runs once per node and batch size. It gets the node's input arrays (params,
+or views into the arena), its output view, and the node's attributes as keyword arguments; it
+does the per-node work once (views in the shapes a kernel wants, weight layouts, constants) and
+returns the step: a callable without arguments that only calls kernels. An op that needs scratch
+memory registers a function giving its size in bytes from the runtime shapes; the planner places
+that scratch in the arena for the node's step alone and the prepare function gets it as
+``scratch`` (a uint8 array). int8 kernels register under the same op names with dtype "int8".
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+Step = Callable[[], None]
+
+
+@dataclass(frozen=True)
+class Kernel:
+    prepare: Callable[..., Step]
+    scratch_nbytes: Callable[..., int] | None = None
+
+
+KERNELS: dict[tuple[str, str], Kernel] = {}
+
+
+def register(op: str, dtype: str = "float32", *, scratch: Callable[..., int] | None = None):
+    """Decorator: ``prepare`` implements ``op`` on ``dtype`` inputs."""
+
+    def decorate(prepare: Callable[..., Step]) -> Callable[..., Step]:
+        KERNELS[(op, dtype)] = Kernel(prepare, scratch)
+        return prepare
+
+    return decorate
