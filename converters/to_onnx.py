@@ -96,7 +96,7 @@ class _Emitter:
 
     def const(self, value: np.ndarray, name: str | None = None) -> str:
         name = name or self.fresh("const")
-        self.initializers.append(self.numpy_helper.from_array(np.ascontiguousarray(value), name))
+        self.initializers.append(self.numpy_helper.from_array(np.asarray(value, order="C"), name))
         return name
 
     def float_in(self, name: str) -> str:

@@ -15,6 +15,10 @@ from edgekit.targets.base import Session, Target
 
 _BUILTIN: dict[str, str] = {
     "cpu": "edgekit.targets.cpu:CpuTarget",
+    "cpu:onnxruntime": "edgekit.targets.onnxruntime:OnnxRuntimeTarget",
+    "cpu:litert": "edgekit.targets.litert:LiteRtTarget",
+    "cpu:tflite-micro": "edgekit.targets.tflite_micro:TfliteMicroTarget",
+    "gpu": "edgekit.targets.gpu:GpuTarget",
 }
 
 __all__ = ["Session", "Target", "deploy", "get_target", "target_names"]
@@ -36,7 +40,8 @@ def get_target(name: str) -> Target:
     """The target called ``name``; unknown names list the known ones."""
     factories = _factories()
     if name not in factories:
-        raise EdgekitError(f"unknown target {name!r}; known targets: {', '.join(sorted(factories))}")
+        known = ", ".join(sorted(factories))
+        raise EdgekitError(f"unknown target {name!r}; known targets: {known}")
     module, _, cls = factories[name].partition(":")
     return getattr(importlib.import_module(module), cls)()
 

@@ -16,7 +16,10 @@ import pytest
 import edgekit
 from edgekit import EdgekitError
 from edgekit.converters.builder import GraphBuilder
-from edgekit.graph import Graph
+from edgekit.graph import Graph, QuantParams
+from edgekit.quant.arith import quantize_multipliers
+from edgekit.quant.edge import quantize_array
+from edgekit.runtime.reference import evaluate
 
 onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
@@ -282,3 +285,222 @@ def test_writers_name_every_node_without_a_mapping(module, monkeypatch):
     write = onnx_model if module == "to_onnx" else tflite_model
     with pytest.raises(EdgekitError, match=r"relu \(first\), relu \(second\)"):
         write(b.build())
+
+
+# --- int8 Graphs, quantized by hand as docs/quantized-graph.md says -------------------------
+
+_KEEPS_QUANT = {"maxpool2d", "avgpool2d", "global_avgpool", "reshape", "relu", "relu6", "concat"}
+
+
+def _activation_quant(v: np.ndarray) -> QuantParams:
+    """Asymmetric per-tensor min/max quantization (the range always holds 0)."""
+    lo, hi = min(0.0, float(v.min())), max(0.0, float(v.max()))
+    scale = (hi - lo) / 255 or 1.0
+    return QuantParams([scale], [int(np.clip(round(-128 - lo / scale), -128, 127))])
+
+
+def _set(g: Graph, name: str, value: np.ndarray, quant: QuantParams) -> None:
+    g.params[name] = value
+    g.tensors[name].dtype, g.tensors[name].quant = str(value.dtype), quant
+
+
+def _quantize_weights(g: Graph, node, s_in: float) -> None:
+    """int8 weight per output channel (zero point 0, [-127, 127]), int32 bias."""
+    w = g.params[node.inputs[1]].astype(np.float64)
+    s_w = np.maximum(np.abs(w).reshape(len(w), -1).max(axis=1), 1e-8) / 127
+    q = np.round(w / s_w.reshape(-1, *[1] * (w.ndim - 1))).astype(np.int8)
+    _set(g, node.inputs[1], q, QuantParams(list(s_w), [0] * len(w), 0))
+    if len(node.inputs) == 2:
+        node.inputs.append(f"{node.inputs[1]}.bias")
+        g.tensors[node.inputs[2]] = type(g.tensors[node.inputs[1]])((len(w),))
+        g.params[node.inputs[2]] = np.zeros(len(w), np.float32)
+    bias = np.round(g.params[node.inputs[2]] / (s_in * s_w)).astype(np.int32)
+    _set(g, node.inputs[2], bias, QuantParams(list(s_in * s_w), [0] * len(w), 0))
+
+
+def hand_quantize(graph: Graph, calibration: dict[str, np.ndarray]) -> Graph:
+    """A small stand-in for ``edgekit.quantize``: min/max calibration, the contract's layout."""
+    import copy
+
+    g = copy.deepcopy(graph)
+    values = evaluate(graph, calibration)
+    for name in g.inputs:
+        g.tensors[name].dtype, g.tensors[name].quant = "int8", _activation_quant(values[name])
+    for node in g.nodes:
+        s_in = g.tensors[node.inputs[0]].quant.scale[0]
+        if node.op in ("conv2d", "conv1d", "linear"):
+            _quantize_weights(g, node, s_in)
+        elif node.op in ("add", "mul") and node.inputs[1] in g.params:
+            p = g.params[node.inputs[1]]
+            s = max(float(np.abs(p).max()), 1e-8) / 127
+            _set(g, node.inputs[1], np.round(p / s).astype(np.int8), QuantParams([s], [0]))
+        out = g.tensors[node.outputs[0]]
+        out.dtype = "int8"
+        out.quant = (copy.deepcopy(g.tensors[node.inputs[0]].quant) if node.op in _KEEPS_QUANT
+                     else QuantParams([1 / 256], [-128]) if node.op == "softmax"
+                     else _activation_quant(values[node.outputs[0]]))
+    g.metadata["quantized"] = "int8"
+    return g.validate()
+
+
+def int8_cnn() -> Graph:
+    """conv, depthwise, residual add, param mul, leaky ReLU, pools, concat, linear, softmax."""
+    b = GraphBuilder()
+    x = b.input("x", (1, 3, 10, 10))
+    y = b.node("conv2d", [x, _p(b, (8, 3, 3, 3), "c1.w"), _p(b, (8,), "c1.b")],
+               {"padding": [1, 1, 1, 1], "activation": "relu"}, name="c1")
+    z = b.node("conv2d", [y, _p(b, (8, 1, 3, 3), "dw.w")],
+               {"padding": [1, 1, 1, 1], "groups": 8, "activation": "relu6"}, name="dw")
+    y = b.node("add", [y, z], name="res")
+    y = b.node("mul", [y, b.param(RNG.uniform(0.5, 1.5, (8, 1, 1)), "gain")], name="gain")
+    y = b.node("leaky_relu", [y], {"alpha": 0.1}, name="lrelu")
+    y = b.node("maxpool2d", [y], {"kernel": [3, 3], "stride": [2, 2], "padding": [1, 1, 1, 1]},
+               name="mp")
+    y = b.node("concat", [y, b.node("relu", [y], name="r")], {"axis": 1}, name="cat")
+    y = b.node("conv2d", [y, _p(b, (6, 16, 1, 1), "pw.w")], {"stride": [2, 2]}, name="pw")
+    y = b.node("avgpool2d", [y], {"kernel": [2, 2], "stride": [1, 1]}, name="ap")
+    y = b.node("reshape", [y], {"shape": [24]}, name="flat")
+    y = b.node("linear", [y, _p(b, (10, 24), "fc.w")], name="fc")
+    b.output(b.node("softmax", [y], name="prob"))
+    return b.build()
+
+
+def int8_conv() -> tuple[Graph, dict[str, np.ndarray]]:
+    """One strided, padded conv with ReLU; returns the int8 Graph and int8 inputs."""
+    b = GraphBuilder()
+    x = b.input("x", (1, 3, 7, 7))
+    b.output(b.node("conv2d", [x, _p(b, (5, 3, 3, 3), "w"), _p(b, (5,), "b")],
+                    {"stride": [2, 2], "padding": [0, 1, 2, 1], "activation": "relu"}))
+    calib = feeds_for(b.graph, batch=8)
+    g = hand_quantize(b.build(), calib)
+    return g, {"x": quantize_array(calib["x"], g.tensors["x"].quant)}
+
+
+def tflite_int8_conv(g: Graph, x: np.ndarray) -> np.ndarray:
+    """The TFLite int8 conv written out: int32 accumulation, fixed-point requantization."""
+    node = g.nodes[0]
+    w, bias = g.params[node.inputs[1]].astype(np.int64), g.params[node.inputs[2]]
+    (s_in,), (zp_in,) = g.tensors["x"].quant.scale, g.tensors["x"].quant.zero_point
+    out_q = g.tensors[node.outputs[0]].quant
+    t, left, bottom, right = node.attrs["padding"]
+    xp = np.pad(x.astype(np.int64) - zp_in, ((0, 0), (0, 0), (t, bottom), (left, right)))
+    (sh, sw), oh, ow = node.attrs["stride"], *g.tensors[node.outputs[0]].shape[2:]
+    acc = bias.astype(np.int64)[None, :, None, None] + sum(
+        np.einsum("nchw,oc->nohw", xp[:, :, i:i + sh * oh:sh, j:j + sw * ow:sw], w[:, :, i, j])
+        for i in range(w.shape[2]) for j in range(w.shape[3]))
+    m0, shift = quantize_multipliers(np.array(s_in * np.array(g.tensors[node.inputs[1]].quant.scale)
+                                              / out_q.scale[0]))
+    m0, shift = (v.astype(np.int64)[None, :, None, None] for v in (m0, shift))
+    ab = acc * (1 << np.maximum(shift, 0)) * m0
+    num = ab + np.where(ab >= 0, 1 << 30, 1 - (1 << 30))
+    high = np.where(num >= 0, num >> 31, -((-num) >> 31))  # C division truncates toward zero
+    right_shift = np.maximum(-shift, 0)
+    mask = (1 << right_shift) - 1
+    rounded = (high >> right_shift) + ((high & mask) > (mask >> 1) + (high < 0))
+    return np.clip(rounded + out_q.zero_point[0], max(-128, out_q.zero_point[0]), 127)
+
+
+def _differing(a: np.ndarray, b: np.ndarray) -> tuple[int, int]:
+    """(values that differ, largest difference in steps) between two int8 arrays."""
+    diff = np.abs(a.astype(np.int32) - b.astype(np.int32))
+    return int((diff > 0).sum()), int(diff.max())
+
+
+def test_int8_conv_matches_tflite_formulas():
+    """tflite-micro and LiteRT's builtin kernels are bit-exact; XNNPACK and ONNX Runtime (one
+    float rounding) are within one step."""
+    g, x = int8_conv()
+    expected = tflite_int8_conv(g, x["x"])
+    out = g.outputs[0]
+    assert run_tflm(g, x)[out].dtype == np.int8
+    assert _differing(run_tflm(g, x)[out], expected) == (0, 0)
+    assert _differing(run_litert(g, x, xnnpack=False)[out], expected) == (0, 0)
+    for got in (run_litert(g, x)[out], run_onnx(g, x)[out], run_onnx(g, x, optimize=False)[out]):
+        assert got.shape == expected.shape and _differing(got, expected)[1] <= 1
+
+
+def test_int8_onnx_is_a_qdq_model_with_int8_edges():
+    g = hand_quantize(int8_cnn(), feeds_for(int8_cnn(), batch=4))
+    model = onnx_model(g)
+    onnx.checker.check_model(model, full_check=True)
+    int8 = onnx.TensorProto.INT8
+    assert [i.type.tensor_type.elem_type for i in model.graph.input] == [int8]
+    assert [o.type.tensor_type.elem_type for o in model.graph.output] == [int8]
+    ops = [n.op_type for n in model.graph.node]
+    assert ops.count("QuantizeLinear") == len(g.nodes)
+    axes = {n.input[0]: [a.i for a in n.attribute] for n in model.graph.node
+            if n.op_type == "DequantizeLinear"}
+    assert axes["c1.w"] == [0] and axes["c1.b"] == [0]
+    stored = {t.name: t.data_type for t in model.graph.initializer}
+    assert stored["c1.w"] == int8 and stored["c1.b"] == onnx.TensorProto.INT32
+
+
+def isolate(g: Graph, node) -> Graph:
+    """One node of ``g`` as a Graph of its own: its activation inputs become graph inputs."""
+    import copy
+
+    inputs = [n for n in dict.fromkeys(node.inputs) if n not in g.params]
+    names = [*inputs, *(n for n in node.inputs if n in g.params), node.outputs[0]]
+    return Graph(inputs, [node.outputs[0]], {n: copy.deepcopy(g.tensors[n]) for n in names},
+                 [copy.deepcopy(node)], {n: g.params[n] for n in node.inputs if n in g.params},
+                 dict(g.metadata)).validate()
+
+
+INT8_RUNTIMES = {
+    "litert builtin": lambda g, x: run_litert(g, x, xnnpack=False),
+    "litert xnnpack": run_litert,
+    "onnxruntime": run_onnx,
+    "onnxruntime unoptimized": lambda g, x: run_onnx(g, x, optimize=False),
+}
+
+
+@pytest.fixture(scope="module")
+def int8_case():
+    """The int8 CNN, its int8 test inputs and tflite-micro's outputs of every layer."""
+    from edgekit.targets import deploy
+
+    graph = int8_cnn()
+    g = hand_quantize(graph, feeds_for(graph, batch=16, seed=2))
+    x = quantize_array(feeds_for(graph, batch=16, seed=3)["x"], g.tensors["x"].quant)
+    return g, x, deploy(g, "cpu:tflite-micro").run_layers(x, raw=True)
+
+
+@pytest.mark.parametrize("runtime", INT8_RUNTIMES)
+def test_int8_ops_within_one_step_of_tflite_micro(runtime, int8_case):
+    """Each layer on identical int8 inputs (tflite-micro's, as on the device): every value is
+    within one quantization step of tflite-micro's; the counts of differing values print."""
+    g, x, layers = int8_case
+    values = {"x": x, **layers}
+    report = []
+    for node in g.nodes:
+        sub = isolate(g, node)
+        got = INT8_RUNTIMES[runtime](sub, {n: values[n] for n in sub.inputs})[node.outputs[0]]
+        count, worst = _differing(got, layers[node.outputs[0]])
+        report.append(f"{node.name}:{count}/{got.size}")
+        assert worst <= 1, f"{runtime} {node.op} {node.name}: {worst} steps"
+    print(f"\n{runtime} values differing from tflite-micro per layer: {' '.join(report)}")
+
+
+def test_int8_cnn_end_to_end(int8_case):
+    """Whole-model int8 outputs: one-step differences compound through layers, so this checks
+    LiteRT's final probabilities within a step and every runtime's predicted classes."""
+    g, x, layers = int8_case
+    reference = layers["prob"]
+    for runtime, run in INT8_RUNTIMES.items():
+        got = run(g, {"x": x})["prob"]
+        count, worst = _differing(got, reference)
+        print(f"\n{runtime}: {count} of {reference.size} output values differ (max {worst})")
+        if runtime.startswith("litert"):
+            assert worst <= 1, runtime
+        assert (got.argmax(1) == reference.argmax(1)).mean() >= 0.9, runtime
+
+
+def test_int8_tflite_rejects_layernorm():
+    b = GraphBuilder()
+    x = b.input("x", (1, 2, 4))
+    b.output(b.node("layernorm", [x, b.param(np.ones(4), "g"), b.param(np.zeros(4), "b")],
+                    name="ln"))
+    graph = b.build()
+    g = hand_quantize(graph, feeds_for(graph, 4))
+    with pytest.raises(EdgekitError, match="'ln'.*no int8 TFLite form"):
+        tflite_model(g)

@@ -1,0 +1,99 @@
+"""What every Session over a peer runtime (ONNX Runtime, LiteRT, tflite-micro, GPU) shares.
+
+Each peer runs a model *written* from the Graph, so the Session must make the peer look like
+the Graph: inputs and outputs by the Graph's names and shapes (any batch size), and for int8
+Graphs the float <-> int8 conversion at the edge, done with ``edgekit.quant.edge`` exactly as the
+cpu target does it — otherwise two backends could disagree only because they rounded their
+inputs differently. Subclasses implement ``_run`` (and ``_run_layers`` where the peer exposes
+intermediate tensors) on arrays already in the Graph's dtypes.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from typing import Any
+
+import numpy as np
+
+from edgekit.errors import EdgekitError
+from edgekit.graph import Graph
+from edgekit.quant.edge import dequantize_array, quantize_array
+from edgekit.targets.base import Session
+
+
+def missing(*modules: str) -> str | None:
+    """The first of ``modules`` that cannot be imported here, without importing any."""
+    for module in modules:
+        try:
+            if importlib.util.find_spec(module) is None:
+                return module
+        except ModuleNotFoundError:
+            return module
+    return None
+
+
+def reject_options(target: str, options: dict[str, Any]) -> None:
+    if options:
+        raise EdgekitError(f"target {target!r} takes no option(s) {sorted(options)}")
+
+
+class PeerSession(Session):
+    """A Graph compiled for a peer runtime; ``notes`` says what was adjusted for this machine."""
+
+    def __init__(self, graph: Graph):
+        self.graph = graph.validate()
+        self.int8 = graph.metadata.get("quantized") == "int8"
+        self.notes: list[str] = []
+
+    def run(self, inputs: Any, raw: bool = False) -> Any:
+        """Outputs for ``inputs``: one array, or a list in the Graph's output order.
+
+        For int8 Graphs float inputs are quantized and int8 outputs dequantized at the edge;
+        ``raw=True`` exchanges the int8 tensors themselves.
+        """
+        outs = self._run(self._feeds(inputs, raw))
+        if self.int8 and not raw:
+            outs = [dequantize_array(y, self.graph.tensors[n].quant)
+                    for n, y in zip(self.graph.outputs, outs, strict=True)]
+        return outs[0] if len(outs) == 1 else outs
+
+    def run_layers(self, inputs: Any, raw: bool = False) -> dict[str, np.ndarray]:
+        """Every node's output by tensor name, as the peer computed it (int8 for int8 Graphs)."""
+        return self._run_layers(self._feeds(inputs, raw))
+
+    def _run(self, feeds: list[np.ndarray]) -> list[np.ndarray]:
+        raise NotImplementedError
+
+    def _run_layers(self, feeds: list[np.ndarray]) -> dict[str, np.ndarray]:
+        raise EdgekitError(f"{type(self).__name__} does not expose per-layer outputs")
+
+    def _feeds(self, inputs: Any, raw: bool) -> list[np.ndarray]:
+        """Inputs in Graph order, shape-checked, in the Graph's input dtypes."""
+        names = self.graph.inputs
+        if isinstance(inputs, dict):
+            if set(inputs) != set(names):
+                raise EdgekitError(f"got inputs {sorted(inputs)}, the graph takes {names}")
+            values = [inputs[n] for n in names]
+        elif isinstance(inputs, (list, tuple)):
+            if len(inputs) != len(names):
+                raise EdgekitError(f"got {len(inputs)} inputs, the graph takes {names}")
+            values = list(inputs)
+        elif len(names) == 1:
+            values = [inputs]
+        else:
+            raise EdgekitError(f"the graph takes {len(names)} inputs {names}: pass a dict or list")
+        feeds = [self._feed(n, np.asarray(v), raw) for n, v in zip(names, values, strict=True)]
+        if len({x.shape[0] for x in feeds}) > 1:
+            raise EdgekitError(f"inputs have different batch sizes {[x.shape[0] for x in feeds]}")
+        return feeds
+
+    def _feed(self, name: str, x: np.ndarray, raw: bool) -> np.ndarray:
+        info = self.graph.tensors[name]
+        if x.ndim != len(info.shape) or x.shape[1:] != info.shape[1:] or x.shape[0] < 1:
+            expected = "(" + ", ".join(["N", *map(str, info.shape[1:])]) + ")"
+            raise EdgekitError(f"input {name!r}: expected shape {expected}, got {x.shape}")
+        if info.dtype == "int8" and not raw:
+            return quantize_array(x, info.quant)
+        if info.dtype == "int8" and x.dtype != np.int8:
+            raise EdgekitError(f"input {name!r}: raw=True takes int8 data, got {x.dtype}")
+        return np.ascontiguousarray(x, dtype=info.dtype)
