@@ -67,9 +67,9 @@ class _Emitter:
     """Collects ONNX nodes and initializers; owns the float view of every Graph tensor."""
 
     def __init__(self, graph: Graph):
-        from onnx import TensorProto, helper, numpy_helper
+        from onnx import helper, numpy_helper
 
-        self.helper, self.numpy_helper, self.TensorProto = helper, numpy_helper, TensorProto
+        self.helper, self.numpy_helper = helper, numpy_helper
         self.graph = graph
         self.int8 = graph.metadata.get("quantized") == "int8"
         self.nodes: list[Any] = []
@@ -116,13 +116,13 @@ class _Emitter:
 
     def _dequantize(self, stored: str, quant: Any, axis: int | None = None,
                     dtype: Any = np.int8) -> str:
-        scale = self.const(np.asarray(quant.scale, np.float32) if axis is not None
-                           else np.float32(quant.scale[0]))
-        zero = (np.asarray(quant.zero_point, dtype) if axis is not None
-                else np.asarray(quant.zero_point[0], dtype))
-        attrs = {} if axis is None else {"axis": axis}
-        return self.add("DequantizeLinear", [stored, scale, self.const(zero)], f"{stored}/dq",
-                        **attrs)
+        """DequantizeLinear of ``stored``: per axis, or per tensor with scalar parameters."""
+        per_axis = axis is not None
+        scale = np.asarray(quant.scale if per_axis else quant.scale[0], np.float32)
+        zero = np.asarray(quant.zero_point if per_axis else quant.zero_point[0], dtype)
+        attrs = {"axis": axis} if per_axis else {}
+        return self.add("DequantizeLinear", [stored, self.const(scale), self.const(zero)],
+                        f"{stored}/dq", **attrs)
 
     def visit(self, node: Node) -> None:
         """Run the op's visitor on float views; for int8, quantize its result to the output."""

@@ -49,8 +49,7 @@ class TfliteModel:
     data: bytes
     op_nodes: list[str]  # TFLite operator index -> Graph node name (its output's if unnamed)
     tensors: dict[str, tuple[int, Layout]]  # Graph activation -> (TFLite tensor, layout)
-    inputs: list[str]
-    outputs: list[str]
+    inputs: list[str]  # the Graph's inputs, in the model's input order
 
     def layout(self, name: str) -> Layout:
         return self.tensors[name][1]
@@ -122,7 +121,7 @@ class _Writer:
         self.op_nodes: list[str] = []
         self.views: dict[tuple[str, Layout], int] = {}
         self.layout: dict[str, Layout] = {}
-        self.int32_consts: dict[tuple[int, ...], int] = {}
+        self.int32_consts: dict[tuple[tuple[int, ...], bytes], int] = {}
         self.node_name = ""
         for name in graph.inputs:
             self._add_input(name)
@@ -160,7 +159,7 @@ class _Writer:
     def int32(self, values: Any) -> int:
         """A shared int32 constant (shapes, permutations, paddings, axes)."""
         arr = np.asarray(values, np.int32)
-        key = (*arr.shape, -99, *arr.ravel())
+        key = (arr.shape, arr.tobytes())
         if key not in self.int32_consts:
             self.int32_consts[key] = self.constant(f"const{len(self.int32_consts)}", arr)
         return self.int32_consts[key]
@@ -187,13 +186,13 @@ class _Writer:
         rank = len(self.graph.tensors[name].shape)
         users = self.graph.consumers().get(name, [])
         wants_nhwc = rank in (3, 4) and any(n.op in _CHANNELS_LAST_OPS for n in users)
-        layout = channels_last(rank) if wants_nhwc else identity(rank)
-        self.layout[name] = layout
-        self.views[(name, layout)] = self._activation(name, layout, name)
+        self._declare(name, channels_last(rank) if wants_nhwc else identity(rank))
 
     def output(self, node: Node, layout: Layout) -> int:
         """Declare the node's output tensor in ``layout`` (its native layout from now on)."""
-        name = node.outputs[0]
+        return self._declare(node.outputs[0], layout)
+
+    def _declare(self, name: str, layout: Layout) -> int:
         self.layout[name] = layout
         self.views[(name, layout)] = self._activation(name, layout, name)
         return self.views[(name, layout)]
@@ -271,7 +270,7 @@ class _Writer:
         tensors = {name: (self.views[(name, layout)], layout)
                    for name, layout in self.layout.items()}
         return TfliteModel(bytes(builder.Output()), self.op_nodes, tensors,
-                           list(self.graph.inputs), list(self.graph.outputs))
+                           list(self.graph.inputs))
 
     def _opcode(self, code: str) -> Any:
         builtin = getattr(self.s.BuiltinOperator, code)
@@ -398,9 +397,9 @@ def _linear(w: _Writer, node: Node) -> None:
 
 
 def _binary(code: str) -> Callable[[_Writer, Node], None]:
-    """ADD or MUL in the first operand's layout; TFLite broadcasts the second."""
+    """ADD or MUL in the layout of its (first) activation operand; TFLite broadcasts."""
     def visit(w: _Writer, node: Node) -> None:
-        layout = w.layout[node.inputs[0]]
+        layout = w.layout[next(n for n in node.inputs if n not in w.graph.params)]
         ins = [w.value(name, layout) for name in node.inputs]
         activation = node.attrs.get("activation", "none")
         opts = w.options("Add" if code == "ADD" else "Mul",

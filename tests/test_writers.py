@@ -16,7 +16,7 @@ import pytest
 import edgekit
 from edgekit import EdgekitError
 from edgekit.converters.builder import GraphBuilder
-from edgekit.graph import Graph, QuantParams
+from edgekit.graph import Graph, QuantParams, TensorInfo
 from edgekit.quant.arith import quantize_multipliers
 from edgekit.quant.edge import quantize_array
 from edgekit.runtime.reference import evaluate
@@ -312,7 +312,7 @@ def _quantize_weights(g: Graph, node, s_in: float) -> None:
     _set(g, node.inputs[1], q, QuantParams(list(s_w), [0] * len(w), 0))
     if len(node.inputs) == 2:
         node.inputs.append(f"{node.inputs[1]}.bias")
-        g.tensors[node.inputs[2]] = type(g.tensors[node.inputs[1]])((len(w),))
+        g.tensors[node.inputs[2]] = TensorInfo((len(w),))
         g.params[node.inputs[2]] = np.zeros(len(w), np.float32)
     bias = np.round(g.params[node.inputs[2]] / (s_in * s_w)).astype(np.int32)
     _set(g, node.inputs[2], bias, QuantParams(list(s_in * s_w), [0] * len(w), 0))
@@ -361,6 +361,20 @@ def int8_cnn() -> Graph:
     y = b.node("avgpool2d", [y], {"kernel": [2, 2], "stride": [1, 1]}, name="ap")
     y = b.node("reshape", [y], {"shape": [24]}, name="flat")
     y = b.node("linear", [y, _p(b, (10, 24), "fc.w")], name="fc")
+    b.output(b.node("softmax", [y], name="prob"))
+    return b.build()
+
+
+def int8_sequence() -> Graph:
+    """1-D convs (plain, strided; depthwise, causal padding), linear over the last axis."""
+    b = GraphBuilder()
+    x = b.input("x", (1, 4, 20))
+    y = b.node("conv1d", [x, _p(b, (8, 4, 5), "c1.w"), _p(b, (8,), "c1.b")],
+               {"stride": [2], "padding": [2, 2], "activation": "relu"}, name="c1")
+    y = b.node("conv1d", [y, _p(b, (8, 1, 3), "dw.w")], {"padding": [2, 0], "groups": 8},
+               name="dw")
+    y = b.node("reshape", [y], {"shape": [8, 10]}, name="same")
+    y = b.node("linear", [y, _p(b, (5, 10), "fc.w"), _p(b, (5,), "fc.b")], name="fc")
     b.output(b.node("softmax", [y], name="prob"))
     return b.build()
 
@@ -454,12 +468,12 @@ INT8_RUNTIMES = {
 }
 
 
-@pytest.fixture(scope="module")
-def int8_case():
-    """The int8 CNN, its int8 test inputs and tflite-micro's outputs of every layer."""
+@pytest.fixture(scope="module", params=[int8_cnn, int8_sequence], ids=lambda f: f.__name__)
+def int8_case(request):
+    """An int8 model, its int8 test inputs and tflite-micro's outputs of every layer."""
     from edgekit.targets import deploy
 
-    graph = int8_cnn()
+    graph = request.param()
     g = hand_quantize(graph, feeds_for(graph, batch=16, seed=2))
     x = quantize_array(feeds_for(graph, batch=16, seed=3)["x"], g.tensors["x"].quant)
     return g, x, deploy(g, "cpu:tflite-micro").run_layers(x, raw=True)
@@ -481,13 +495,13 @@ def test_int8_ops_within_one_step_of_tflite_micro(runtime, int8_case):
     print(f"\n{runtime} values differing from tflite-micro per layer: {' '.join(report)}")
 
 
-def test_int8_cnn_end_to_end(int8_case):
+def test_int8_models_end_to_end(int8_case):
     """Whole-model int8 outputs: one-step differences compound through layers, so this checks
     LiteRT's final probabilities within a step and every runtime's predicted classes."""
     g, x, layers = int8_case
-    reference = layers["prob"]
+    reference = layers["prob"].reshape(len(x), -1)
     for runtime, run in INT8_RUNTIMES.items():
-        got = run(g, {"x": x})["prob"]
+        got = run(g, {"x": x})["prob"].reshape(len(x), -1)
         count, worst = _differing(got, reference)
         print(f"\n{runtime}: {count} of {reference.size} output values differ (max {worst})")
         if runtime.startswith("litert"):
