@@ -103,8 +103,9 @@ def cmd_inspect(args: argparse.Namespace) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> None:
+    graph = load_model(args.model)
     x = load_array(args.input)
-    with edgekit.deploy(load_model(args.model), target=args.target) as session:
+    with edgekit.deploy(graph, target=args.target) as session:
         y = session.run(x)
     if args.output:
         np.save(args.output, y)

@@ -242,6 +242,11 @@ def _validate(g: Graph) -> None:
                     f"output {out!r} has no tensor entry")
             _expect(out not in available, f"output {out!r} is produced twice")
             shape = spec.infer([g.tensors[n].shape for n in node.inputs], node.attrs)
+            if node.op in ("add", "mul") and node.inputs[1] not in g.params:
+                _expect(len(g.tensors[node.inputs[1]].shape)
+                        == len(g.tensors[node.inputs[0]].shape),
+                        "an activation as second operand needs the first operand's rank, "
+                        "so that the batch axes line up")
             _expect(tuple(shape) == g.tensors[out].shape,
                     f"output {out!r} declared {g.tensors[out].shape}, op gives {tuple(shape)}")
         except EdgekitError as err:
