@@ -7,6 +7,9 @@ tensors; every int8 activation is the output of a QuantizeLinear and is read thr
 DequantizeLinear; weights are int8 initializers and biases int32 initializers, each behind a
 (per-axis) DequantizeLinear. The visitors below therefore only ever see float tensors: the
 emitter hands them float views of their inputs and quantizes their float result.
+Measured with ONNX Runtime 1.32: it fuses the QDQ convolutions, Gemms, pools and leaky ReLUs
+inside the model into QLinear kernels, but leaves a convolution fed by a graph input or
+feeding a graph output as DequantizeLinear -> Conv -> QuantizeLinear (exact, only slower).
 """
 
 from __future__ import annotations
