@@ -18,6 +18,7 @@ _LAZY = {
     "from_torch": ("edgekit.converters.from_torch", "from_torch"),
     "from_onnx": ("edgekit.converters.from_onnx", "from_onnx"),
     "deploy": ("edgekit.targets", "deploy"),
+    "quantize": ("edgekit.quant", "quantize"),
     "runtime": ("edgekit.runtime", None),
     "data": ("edgekit.data", None),
     "models": ("edgekit.models", None),

@@ -17,11 +17,12 @@ class RuntimeSession(Session):
         self.graph = graph
         self.executor = Executor(graph)
 
-    def run(self, inputs: Any) -> Any:
-        return self.executor.run(inputs)
+    def run(self, inputs: Any, raw: bool = False) -> Any:
+        """For int8 Graphs float in and out (converted at the edge); ``raw=True``: int8."""
+        return self.executor.run(inputs, raw)
 
-    def run_layers(self, inputs: Any) -> dict[str, np.ndarray]:
-        return self.executor.run_layers(inputs)
+    def run_layers(self, inputs: Any, raw: bool = False) -> dict[str, np.ndarray]:
+        return self.executor.run_layers(inputs, raw)
 
 
 class CpuTarget(Target):

@@ -2,9 +2,12 @@
 
 For a batch size N every activation (graph inputs and outputs included) and every kernel scratch
 buffer gets a lifetime in steps; a planner places them in one arena, which is allocated as a
-single uint8 array, and each node's kernel is bound to float32 views into it. ``run`` then only
-copies the inputs in, calls the steps and copies the outputs out, so the peak it reports is the
-memory it really uses. One Executor runs one call at a time (its arenas are reused).
+single uint8 array, and each node's kernel is bound to views of the tensor's dtype into it. ``run``
+then only copies the inputs in, calls the steps and copies the outputs out, so the peak it reports
+is the memory it really uses. One Executor runs one call at a time (its arenas are reused).
+
+An int8 Graph (``docs/quantized-graph.md``) runs on the int8 kernels; its float inputs and
+outputs are converted at the edge by ``edgekit.quant.edge``, as every Session converts them.
 """
 
 from __future__ import annotations
@@ -16,7 +19,8 @@ import numpy as np
 
 from edgekit.errors import EdgekitError
 from edgekit.graph import Graph
-from edgekit.runtime import float32  # noqa: F401  (registers the float32 kernels)
+from edgekit.quant.edge import from_graph_outputs, to_graph_inputs
+from edgekit.runtime import float32, int8  # noqa: F401  (register the kernels)
 from edgekit.runtime.planner import Buffer, GreedyPlanner, NaivePlanner, Plan, Planner
 from edgekit.runtime.registry import KERNELS, Kernel, Step
 
@@ -60,29 +64,36 @@ class Executor:
         """Bytes of the arena that holds every activation and scratch buffer at this batch."""
         return self.program(batch).plan.size
 
-    def run(self, inputs: Inputs) -> np.ndarray | list[np.ndarray]:
-        """Outputs (copies) for ``inputs``: one array, or a list in the graph's output order."""
-        program = self._load(inputs)
-        program.run()
-        outs = [program.arrays[name].copy() for name in self.graph.outputs]
-        return outs[0] if len(outs) == 1 else outs
+    def run(self, inputs: Inputs, raw: bool = False) -> np.ndarray | list[np.ndarray]:
+        """Outputs (copies) for ``inputs``: one array, or a list in the graph's output order.
 
-    def run_layers(self, inputs: Inputs) -> dict[str, np.ndarray]:
-        """Every node's output (copies), by tensor name: for parity checks layer by layer."""
-        program = self._load(inputs, NaivePlanner())
+        For an int8 Graph float inputs are quantized and outputs dequantized at the edge;
+        ``raw=True`` exchanges the int8 tensors themselves.
+        """
+        program = self._load(inputs, raw)
+        program.run()
+        outs = from_graph_outputs(self.graph, {name: program.arrays[name].copy()
+                                               for name in self.graph.outputs}, raw)
+        return outs[self.graph.outputs[0]] if len(outs) == 1 else list(outs.values())
+
+    def run_layers(self, inputs: Inputs, raw: bool = False) -> dict[str, np.ndarray]:
+        """Every node's output (copies, int8 in an int8 Graph), by tensor name: for parity
+        checks layer by layer. ``raw`` is as for ``run``."""
+        program = self._load(inputs, raw, NaivePlanner())
         program.run()
         return {node.outputs[0]: program.arrays[node.outputs[0]].copy()
                 for node in self.graph.nodes}
 
-    def _load(self, inputs: Inputs, planner: Planner | None = None) -> Program:
-        feeds = self._feeds(inputs)
+    def _load(self, inputs: Inputs, raw: bool, planner: Planner | None = None) -> Program:
+        feeds = self._feeds(inputs, raw)
         program = self.program(next(iter(feeds.values())).shape[0], planner)
         for name, x in feeds.items():
             np.copyto(program.arrays[name], x, casting="same_kind")
         return program
 
-    def _feeds(self, inputs: Inputs) -> dict[str, np.ndarray]:
-        """Inputs by name, checked against the graph (any batch size, the same for all)."""
+    def _feeds(self, inputs: Inputs, raw: bool) -> dict[str, np.ndarray]:
+        """Inputs by name in the graph's dtypes, checked against the graph (any batch size, the
+        same for all)."""
         names = self.graph.inputs
         if isinstance(inputs, dict):
             if set(inputs) != set(names):
@@ -102,9 +113,12 @@ class Executor:
             expected = "(" + ", ".join(["N", *map(str, info.shape[1:])]) + ")"
             if x.ndim != len(info.shape) or x.shape[1:] != info.shape[1:] or x.shape[0] < 1:
                 raise EdgekitError(f"input {name!r}: expected shape {expected}, got {x.shape}")
-            if not np.can_cast(x.dtype, info.dtype, "same_kind"):
-                raise EdgekitError(f"input {name!r}: expected {info.dtype} data, got {x.dtype}")
             feeds[name] = x
+        feeds = to_graph_inputs(self.graph, feeds, raw)
+        for name, x in feeds.items():
+            dtype = self.graph.tensors[name].dtype
+            if not np.can_cast(x.dtype, dtype, "same_kind"):
+                raise EdgekitError(f"input {name!r}: expected {dtype} data, got {x.dtype}")
         batches = {x.shape[0] for x in feeds.values()}
         if len(batches) > 1:
             raise EdgekitError(f"inputs have different batch sizes {sorted(batches)}")
@@ -136,6 +150,8 @@ class Executor:
         steps = []
         for i, (node, kernel) in enumerate(zip(g.nodes, self._kernels, strict=True)):
             extra = {"scratch": view(scratch_index[i])} if i in scratch_index else {}
+            if kernel.dtype == "int8":
+                extra["quant"] = [g.tensors[n].quant for n in (*node.inputs, node.outputs[0])]
             try:
                 steps.append(kernel.prepare([arrays[n] for n in node.inputs],
                                             arrays[node.outputs[0]], **node.attrs, **extra))

@@ -6,7 +6,8 @@ does the per-node work once (views in the shapes a kernel wants, weight layouts,
 returns the step: a callable without arguments that only calls kernels. An op that needs scratch
 memory registers a function giving its size in bytes from the runtime shapes; the planner places
 that scratch in the arena for the node's step alone and the prepare function gets it as
-``scratch`` (a uint8 array). int8 kernels register under the same op names with dtype "int8".
+``scratch`` (a uint8 array). int8 kernels register under the same op names with dtype "int8";
+their prepare functions also get ``quant``, the QuantParams of each input then of the output.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ Step = Callable[[], None]
 class Kernel:
     prepare: Callable[..., Step]
     scratch_nbytes: Callable[..., int] | None = None
+    dtype: str = "float32"
 
 
 KERNELS: dict[tuple[str, str], Kernel] = {}
@@ -30,7 +32,7 @@ def register(op: str, dtype: str = "float32", *, scratch: Callable[..., int] | N
     """Decorator: ``prepare`` implements ``op`` on ``dtype`` inputs."""
 
     def decorate(prepare: Callable[..., Step]) -> Callable[..., Step]:
-        KERNELS[(op, dtype)] = Kernel(prepare, scratch)
+        KERNELS[(op, dtype)] = Kernel(prepare, scratch, dtype)
         return prepare
 
     return decorate

@@ -1,0 +1,253 @@
+"""``edgekit.quantize``: post-training int8 quantization of a float Graph.
+
+The result is the int8 Graph of ``docs/quantized-graph.md``, the one layout every int8 backend
+reads: activations (and constant operands of add/mul/concat) int8 per tensor and asymmetric,
+conv/linear weights int8 symmetric per output channel, biases int32. Ranges come from running
+the float Graph on calibration data (``calibrate.py``); ops that cannot requantize (pools,
+reshape, relu, concat) share one quantization between input and output, so their ranges merge.
+
+Every scale is rounded to float32 here, as a ``.tflite`` file stores it, so that the multipliers
+each backend derives from the Graph's scales are the same numbers everywhere.
+"""
+
+from __future__ import annotations
+
+import copy
+import warnings
+from typing import Any
+
+import numpy as np
+
+from edgekit.errors import EdgekitError
+from edgekit.graph import Graph, Node, QuantParams, TensorInfo
+from edgekit.ops import OPS
+from edgekit.quant.calibrate import METHODS, Range, activation_ranges
+from edgekit.quant.edge import quantize_array
+
+SCHEMES = ("int8",)
+# Ops whose output keeps the quantization of these inputs (they move values, never rescale).
+SHARES_QUANT: dict[str, slice] = {
+    **{op: slice(0, 1) for op in ("maxpool2d", "avgpool2d", "global_avgpool", "reshape", "relu",
+                                  "relu6")},
+    "concat": slice(None),
+}
+FIXED_QUANT = {"softmax": (1 / 256, -128)}  # TFLite's fixed output quantization
+# Ops whose weight slots become int8 weights and an int32 bias; layernorm's gamma and beta stay
+# float32 (it computes in float inside its int8 kernel, docs/quantized-graph.md).
+WEIGHTED = ("conv2d", "conv1d", "linear")
+BIAS_LIMIT = 2.0 ** 30  # |int32 bias| stays below this: headroom for the accumulation
+ZERO_RANGE = (0.0, 1.0)  # given to a tensor that was 0 on every calibration sample
+
+
+def quantize(graph: Graph, calibration_data: Any, scheme: str = "int8",
+             calibration: str = "minmax", per_channel: bool = True,
+             percentile: float = 99.99) -> Graph:
+    """The int8 version of ``graph`` (a new Graph; ``graph`` is left as it is).
+
+    ``calibration_data``: float samples shaped like the graph input with any batch size (a dict
+    or list for several inputs); a few hundred representative samples are plenty.
+    ``calibration``: ``"minmax"`` (observed extremes), ``"percentile"`` (each side clipped at the
+    ``percentile`` of its magnitudes) or ``"mse"`` (the clipping with the least int8 error).
+    ``per_channel=False`` gives conv/linear weights one scale per tensor instead of per channel.
+    """
+    _check_options(graph, scheme, calibration, per_channel, percentile)
+    graph.validate()
+    _check_params_finite(graph)
+    feeds = calibration_feeds(graph, calibration_data)
+    ranges = activation_ranges(graph, feeds, calibration, percentile)
+    g = copy.deepcopy(graph)
+    for name, quant in _value_quants(g, ranges).items():
+        g.tensors[name].dtype, g.tensors[name].quant = "int8", quant
+        if name in g.params:
+            g.params[name] = quantize_array(g.params[name], quant)
+    for node in g.nodes:
+        if node.op in WEIGHTED:
+            _quantize_weights(g, node, graph.params, per_channel)
+    _drop_unused_params(g)
+    g.metadata["quantized"] = "int8"
+    g.metadata["quantization"] = {"calibration": calibration, "per_channel": per_channel,
+                                  "samples": int(next(iter(feeds.values())).shape[0])}
+    return g.validate()
+
+
+def range_scale_zero_point(lo: Any, hi: Any) -> tuple[np.ndarray, np.ndarray]:
+    """Asymmetric int8 grid over [lo, hi] (arrays or floats, lo <= 0 <= hi, lo < hi):
+    ``scale = (hi - lo) / 255`` rounded to float32, ``zp = round(-128 - lo / scale)`` clamped."""
+    scale = np.asarray((np.asarray(hi, np.float64) - lo) / 255, np.float32).astype(np.float64)
+    zero_point = np.clip(np.floor(-128 - np.asarray(lo) / scale + 0.5), -128, 127)
+    return scale, zero_point
+
+
+def range_quant(lo: float, hi: float) -> QuantParams:
+    scale, zero_point = range_scale_zero_point(lo, hi)
+    return QuantParams([float(scale)], [int(zero_point)])
+
+
+# --- arguments and calibration data ----------------------------------------------------------
+
+def _check_options(graph: Graph, scheme: str, calibration: str, per_channel: bool,
+                   percentile: float) -> None:
+    if scheme not in SCHEMES:
+        raise EdgekitError(f"unknown quantization scheme {scheme!r}; known: {', '.join(SCHEMES)}")
+    if calibration not in METHODS:
+        raise EdgekitError(f"unknown calibration {calibration!r}; known: {', '.join(METHODS)}")
+    if type(per_channel) is not bool:
+        raise EdgekitError(f"per_channel must be True or False, got {per_channel!r}")
+    if not (isinstance(percentile, (int, float)) and 50 < percentile <= 100):
+        raise EdgekitError(f"percentile must be a number in (50, 100], got {percentile!r}")
+    if graph.metadata.get("quantized"):
+        raise EdgekitError(f"the graph is already quantized ({graph.metadata['quantized']}); "
+                           "quantize the float graph it came from")
+
+
+def _arrays(data: Any) -> list[Any]:
+    if isinstance(data, dict):
+        return list(data.values())
+    return list(data) if isinstance(data, (list, tuple)) else [data]
+
+
+def calibration_feeds(graph: Graph, data: Any) -> dict[str, np.ndarray]:
+    """Calibration samples by graph input, float32, checked: shape, non-empty, finite."""
+    names = graph.inputs
+    if isinstance(data, dict) and set(data) != set(names):
+        raise EdgekitError(f"calibration data has inputs {sorted(data)}, the graph takes {names}")
+    arrays = [data[n] for n in names] if isinstance(data, dict) else _arrays(data)
+    if len(arrays) != len(names):
+        raise EdgekitError(f"calibration data has {len(arrays)} arrays, the graph takes "
+                           f"{len(names)} inputs {names}")
+    feeds = {}
+    for name, value in zip(names, arrays, strict=True):
+        x, shape = np.asarray(value), graph.tensors[name].shape
+        expected = "(N, " + ", ".join(map(str, shape[1:])) + ")"
+        if x.dtype.kind not in "fiu" or x.ndim != len(shape) or x.shape[1:] != shape[1:]:
+            raise EdgekitError(f"calibration data for input {name!r}: expected real numbers "
+                               f"shaped {expected}, got {x.dtype} {x.shape}")
+        if x.shape[0] == 0:
+            raise EdgekitError(f"calibration data for input {name!r} is empty: pass at least "
+                               "one sample (a few hundred representative ones are best)")
+        if not np.isfinite(x).all():
+            raise EdgekitError(f"calibration data for input {name!r} holds NaN or infinity "
+                               f"({int((~np.isfinite(x)).sum())} values)")
+        feeds[name] = np.ascontiguousarray(x, np.float32)
+    if len({x.shape[0] for x in feeds.values()}) > 1:
+        raise EdgekitError("calibration data: the inputs have different numbers of samples "
+                           f"{[x.shape[0] for x in feeds.values()]}")
+    return feeds
+
+
+def _check_params_finite(graph: Graph) -> None:
+    bad = [name for name, v in graph.params.items() if not np.isfinite(v).all()]
+    if bad:
+        raise EdgekitError(f"cannot quantize: NaN or infinite values in weights {bad}")
+
+
+# --- activations -----------------------------------------------------------------------------
+
+def _value_quants(g: Graph, ranges: dict[str, Range]) -> dict[str, QuantParams]:
+    """The int8 quantization of every value tensor: activations, and params that ops read as
+    data (add/mul/concat operands), which take their range from their own values."""
+    ranges = dict(ranges)
+    for node in g.nodes:
+        for slot, name in enumerate(node.inputs):
+            if name in g.params and slot not in OPS[node.op].weight_inputs:
+                v = g.params[name]
+                ranges[name] = (min(0.0, float(v.min())), max(0.0, float(v.max())))
+    root = _share_groups(g, ranges)
+    merged: dict[str, Range] = {}
+    for name, (lo, hi) in ranges.items():
+        old_lo, old_hi = merged.get(root[name], (0.0, 0.0))
+        merged[root[name]] = (min(old_lo, lo), max(old_hi, hi))
+    fixed = {root[n.outputs[0]]: FIXED_QUANT[n.op] for n in g.nodes if n.op in FIXED_QUANT}
+    quants = {rep: _group_quant(rep, merged[rep], fixed.get(rep), root) for rep in merged}
+    return {name: copy.deepcopy(quants[root[name]]) for name in ranges}
+
+
+def _share_groups(g: Graph, names: dict[str, Range]) -> dict[str, str]:
+    """Each tensor's group representative: tensors that must share one quantization."""
+    parent = {name: name for name in names}
+
+    def find(name: str) -> str:
+        while parent[name] != name:
+            parent[name] = parent[parent[name]]
+            name = parent[name]
+        return name
+
+    for node in g.nodes:
+        if node.op in SHARES_QUANT:
+            for name in node.inputs[SHARES_QUANT[node.op]]:
+                parent[find(name)] = find(node.outputs[0])
+    return {name: find(name) for name in names}
+
+
+def _group_quant(rep: str, rng: Range, fixed: tuple[float, int] | None,
+                 root: dict[str, str]) -> QuantParams:
+    if fixed is not None:
+        return QuantParams([fixed[0]], [fixed[1]])
+    if rng[0] == rng[1]:
+        members = sorted(name for name, r in root.items() if r == rep)
+        warnings.warn(f"quantize: {members} were 0 on every calibration sample; gave them the "
+                      f"range {list(ZERO_RANGE)} (scale 1/255, zero point -128) so that 0 stays "
+                      "exact. Calibrate with more varied data if they should not be 0.",
+                      stacklevel=4)
+        rng = ZERO_RANGE
+    return range_quant(*rng)
+
+
+# --- weights and biases ----------------------------------------------------------------------
+
+def _quantize_weights(g: Graph, node: Node, float_params: dict[str, np.ndarray],
+                      per_channel: bool) -> None:
+    """Weight int8 symmetric per output channel (axis 0, [-127, 127]); bias int32 at scale
+    ``s_in * s_w``, created as zeros when the layer had none.
+
+    A channel whose bias would not fit the int32 headroom at ``s_in * max|w| / 127`` (weights
+    tiny next to the bias, as batch-norm folding leaves a dead channel) gets the larger weight
+    scale that fits it; a channel of zero weights and zero bias gets the tiny scale
+    ``1 / (s_in * 2^30)`` (never 0: scales must be positive).
+    """
+    s_in = g.tensors[node.inputs[0]].quant.scale[0]
+    w = float_params[node.inputs[1]].astype(np.float64)
+    channels = w.shape[0]
+    b = (float_params[node.inputs[2]].astype(np.float64) if len(node.inputs) > 2
+         else np.zeros(channels))
+    magnitude = np.abs(w).reshape(channels, -1).max(axis=1)
+    if not per_channel:
+        magnitude, b_mag = magnitude.max(keepdims=True), np.abs(b).max(keepdims=True)
+    else:
+        b_mag = np.abs(b)
+    s_w = np.maximum(magnitude / 127, b_mag / (s_in * BIAS_LIMIT))
+    s_w = np.where(s_w > 0, s_w, 1 / (s_in * BIAS_LIMIT))
+    s_w = s_w.astype(np.float32).astype(np.float64)
+    axis = 0 if per_channel else None
+    per_row = s_w.reshape(-1, *[1] * (w.ndim - 1))
+    _set(g, node.inputs[1], np.clip(np.rint(w / per_row), -127, 127).astype(np.int8),
+         QuantParams([float(s) for s in s_w], [0] * len(s_w), axis))
+    bias_scale = s_in * s_w
+    bias_name = _bias_name(g, node)
+    _set(g, bias_name, np.rint(b / bias_scale).astype(np.int32),
+         QuantParams([float(np.float32(s)) for s in bias_scale], [0] * len(s_w), axis))
+
+
+def _bias_name(g: Graph, node: Node) -> str:
+    """The node's own bias tensor: its bias if no other node reads it, else a new one."""
+    users = g.consumers()
+    if len(node.inputs) > 2 and len(users[node.inputs[2]]) == 1:
+        return node.inputs[2]
+    name = f"{node.outputs[0]}.bias"
+    while name in g.tensors:
+        name += "_"
+    g.tensors[name] = TensorInfo((g.params[node.inputs[1]].shape[0],))
+    node.inputs[2:] = [name]
+    return name
+
+
+def _set(g: Graph, name: str, value: np.ndarray, quant: QuantParams) -> None:
+    g.params[name] = value
+    g.tensors[name].dtype, g.tensors[name].quant = str(value.dtype), quant
+
+
+def _drop_unused_params(g: Graph) -> None:
+    used = {name for node in g.nodes for name in node.inputs}
+    for name in [p for p in g.params if p not in used]:
+        del g.params[name], g.tensors[name]
+

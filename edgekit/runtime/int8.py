@@ -1,0 +1,284 @@
+"""int8 prepare functions: bind each op's integer kernel to its arrays once per batch size.
+
+Everything derived from quantization parameters (per-channel multipliers and shifts, activation
+bounds, zero-point-corrected biases, int16 weight copies) is computed here once; steps only run
+kernels. The arithmetic is TFLite's (``docs/quantized-graph.md``) down to how each multiplier is
+formed from the float32 scales a ``.tflite`` file stores, so that tflite-micro and this runtime
+agree bit for bit: ``_f32`` rounds every scale as the file would, and each op builds its real
+multipliers in the precision (double or float) its tflite-micro kernel uses.
+
+Ops that only move values (maxpool2d, reshape, concat) reuse the float32 prepare functions,
+whose kernels are exact on int8; softmax and layernorm run their float32 kernels between a
+dequantize and a quantize.
+"""
+
+from __future__ import annotations
+
+import math
+from functools import partial
+
+import numpy as np
+
+from edgekit.errors import EdgekitError
+from edgekit.graph import QuantParams
+from edgekit.quant.arith import INT32_MAX, INT32_MIN, quantize_multipliers
+from edgekit.runtime import float32
+from edgekit.runtime.kernels import conv, elementwise, int8_elementwise, int8_gemm, int8_pool
+from edgekit.runtime.registry import KERNELS, Step, register
+
+ALIGN = 16
+
+
+def _f32(x) -> np.ndarray:
+    """Scales as float32 values (what a .tflite file holds), in float64 for the arithmetic."""
+    return np.asarray(x, np.float32).astype(np.float64)
+
+
+def _zp(q: QuantParams) -> int:
+    return int(q.zero_point[0])
+
+
+def _round_half_away(v: np.float32) -> int:
+    return int(np.sign(v) * np.floor(np.abs(v) + np.float32(0.5)))
+
+
+def activation_bounds(activation: str, q_out: QuantParams) -> tuple[int, int]:
+    """TFLite's CalculateActivationRangeQuantized: ``zp + round(f / scale)`` in float32."""
+    zp, scale = _zp(q_out), np.float32(q_out.scale[0])
+    lo = -128 if activation == "none" else max(-128, zp)
+    hi = 127 if activation != "relu6" else min(127, zp + _round_half_away(np.float32(6) / scale))
+    return lo, hi
+
+
+def _multipliers(reals: np.ndarray, channels: int) -> tuple[np.ndarray, np.ndarray]:
+    m, s = quantize_multipliers(reals)
+    return np.broadcast_to(m, (channels,)).copy(), np.broadcast_to(s, (channels,)).copy()
+
+
+def _check_shared(op: str, quant: list[QuantParams]) -> None:
+    """Ops that only move values need their inputs and output quantized alike."""
+    first = (quant[0].scale, quant[0].zero_point)
+    if any((q.scale, q.zero_point) != first for q in quant[1:]):
+        raise EdgekitError(f"int8 {op} needs its inputs and output to share one scale and zero "
+                           f"point (docs/quantized-graph.md), got {[q.to_json() for q in quant]}")
+
+
+def _carve(scratch: np.ndarray, *parts: tuple[tuple[int, ...], type]) -> list[np.ndarray]:
+    """Consecutive aligned arrays of the given shapes and dtypes in one scratch buffer."""
+    arrays, offset = [], 0
+    for shape, dtype in parts:
+        nbytes = math.prod(shape) * np.dtype(dtype).itemsize
+        arrays.append(scratch[offset:offset + nbytes].view(dtype).reshape(shape))
+        offset += -(-nbytes // ALIGN) * ALIGN
+    return arrays
+
+
+def _scratch_bytes(*parts: tuple[tuple[int, ...], type]) -> int:
+    return sum(-(-math.prod(s) * np.dtype(d).itemsize // ALIGN) * ALIGN for s, d in parts)
+
+
+# --- convolutions and linear -----------------------------------------------------------------
+
+def _conv_parts(x_shape, w_shape, out_shape, groups) -> list[tuple[tuple[int, ...], type]]:
+    """Per-sample scratch: the input less its zero point (int16), then depthwise int32
+    accumulators or im2row rows (int16)."""
+    shifted = ((1, *x_shape[1:]), np.int16)
+    pixels = math.prod(out_shape[2:])
+    if w_shape[1] == 1:
+        return [shifted, ((1, w_shape[0], *out_shape[2:]), np.int32)]
+    return [shifted, ((groups, pixels, math.prod(w_shape[1:])), np.int16)]
+
+
+def _conv_scratch(shapes, out_shape, *, groups, **_) -> int:
+    return _scratch_bytes(*_conv_parts(shapes[0], shapes[1], out_shape, groups))
+
+
+def _conv_multipliers(quant: list[QuantParams], channels: int, float_product: bool):
+    """TFLite's per-channel ``s_in * s_w[c] / s_out`` in double; per-tensor FULLY_CONNECTED
+    multiplies ``s_in * s_w`` in float32 first (GetQuantizedConvolutionMultipler)."""
+    s_in, s_w, s_out = _f32(quant[0].scale[0]), _f32(quant[1].scale), _f32(quant[-1].scale[0])
+    product = _f32(np.float32(s_in) * np.float32(s_w)) if float_product else s_in * s_w
+    return _multipliers(product / s_out, channels)
+
+
+def _with_bias(ins: list[np.ndarray]) -> list[np.ndarray]:
+    if len(ins) < 3:
+        raise EdgekitError("an int8 conv/linear needs its int32 bias (docs/quantized-graph.md); "
+                           "quantize the float Graph with edgekit.quantize")
+    return ins
+
+
+@register("conv2d", "int8", scratch=_conv_scratch)
+def _conv2d(ins, out, *, stride, padding, dilation, groups, activation, quant, scratch) -> Step:
+    x, w, bias = _with_bias(ins)
+    channels = w.shape[0]
+    m, shift = _conv_multipliers(quant, channels, False)
+    requant = (m, shift, _zp(quant[-1]), *activation_bounds(activation, quant[-1]))
+    geometry = (tuple(stride), tuple(padding[:2]), tuple(dilation))
+    shifted, work = _carve(scratch, *_conv_parts(x.shape, w.shape, out.shape, groups))
+    zp_in = _zp(quant[0])
+    if w.shape[1] == 1:
+        acc = work.reshape(channels, -1)
+        outs = out.reshape(out.shape[0], channels, -1)
+
+        def depthwise() -> None:
+            for n in range(x.shape[0]):
+                int8_elementwise.subtract(x[n].reshape(-1), zp_in, shifted.reshape(-1))
+                conv.depthwise_conv2d(shifted, w, bias, *geometry, INT32_MIN, INT32_MAX, work)
+                int8_gemm.requantize_channels(acc, *requant, outs[n])
+
+        return depthwise
+    weights = w.astype(np.int16).reshape(groups, -1, work.shape[2])
+    biases, ms, shifts = (v.reshape(groups, -1) for v in (bias, m, shift))
+    outs = out.reshape(out.shape[0], groups, -1, work.shape[1])
+
+    def general() -> None:
+        for n in range(x.shape[0]):
+            int8_elementwise.subtract(x[n].reshape(-1), zp_in, shifted.reshape(-1))
+            conv.im2row(shifted[0], tuple(w.shape[2:]), *geometry, out.shape[3], work)
+            for g in range(groups):
+                int8_gemm.gemm_requant(weights[g], work[g], biases[g], True, ms[g], shifts[g],
+                                       *requant[2:], outs[n, g])
+
+    return general
+
+
+@register("conv1d", "int8", scratch=_conv_scratch)
+def _conv1d(ins, out, *, stride, padding, dilation, groups, activation, quant, scratch) -> Step:
+    """A conv2d of height 1."""
+    as_2d = [a.reshape(*a.shape[:2], 1, a.shape[2]) for a in (ins[0], ins[1], out)]
+    return _conv2d([as_2d[0], as_2d[1], *ins[2:]], as_2d[2], stride=[1, *stride],
+                   padding=[0, padding[0], 0, padding[1]], dilation=[1, *dilation],
+                   groups=groups, activation=activation, quant=quant, scratch=scratch)
+
+
+@register("linear", "int8")
+def _linear(ins, out, *, activation, quant) -> Step:
+    """int8 rows times int8 weights; the input zero point is folded into the bias once:
+    ``sum((x - zp) * w) + b = sum(x * w) + (b - zp * sum(w))``."""
+    x, w, bias = ins
+    channels = w.shape[0]
+    m, shift = _conv_multipliers(quant, channels, len(quant[1].scale) == 1)
+    folded = bias.astype(np.int64) - _zp(quant[0]) * w.astype(np.int64).sum(axis=1)
+    return partial(int8_gemm.gemm_requant, x.reshape(-1, x.shape[-1]), w, folded, False, m,
+                   shift, _zp(quant[-1]), *activation_bounds(activation, quant[-1]),
+                   out.reshape(-1, out.shape[-1]))
+
+
+# --- elementwise -----------------------------------------------------------------------------
+
+def _broadcast(x, y, out) -> tuple[np.ndarray, np.ndarray]:
+    if x.shape != out.shape:
+        raise EdgekitError(f"first operand {x.shape} must have the output's shape {out.shape} "
+                           "(only the second operand broadcasts)")
+    return float32._broadcast_layout(out.shape, y.shape)
+
+
+@register("add", "int8")
+def _add(ins, out, *, activation, quant) -> Step:
+    """TFLite's ADD: both inputs onto ``2 * max(s1, s2)`` with 20 bits of headroom, then out."""
+    x, y = ins
+    s1, s2, s_out = (_f32(q.scale[0]) for q in quant)
+    twice_max = 2 * max(s1, s2)
+    m, shift = quantize_multipliers(
+        np.array([s1 / twice_max, s2 / twice_max,
+                  twice_max / ((1 << int8_elementwise.ADD_LEFT_SHIFT) * s_out)]))
+    return partial(int8_elementwise.add, x.reshape(-1), y.reshape(-1), *_broadcast(x, y, out),
+                   _zp(quant[0]), _zp(quant[1]), _zp(quant[2]), m, shift,
+                   *activation_bounds(activation, quant[2]), out.reshape(-1))
+
+
+@register("mul", "int8")
+def _mul(ins, out, *, quant) -> Step:
+    x, y = ins
+    s1, s2, s_out = (_f32(q.scale[0]) for q in quant)
+    (m,), (shift,) = quantize_multipliers(np.array([s1 * s2 / s_out]))
+    return partial(int8_elementwise.mul, x.reshape(-1), y.reshape(-1), *_broadcast(x, y, out),
+                   _zp(quant[0]), _zp(quant[1]), _zp(quant[2]), int(m), int(shift), -128, 127,
+                   out.reshape(-1))
+
+
+def _clamp(activation: str):
+    """relu/relu6 with the input's quantization: TFLite's requantization by exactly 1 is the
+    identity, so they are a clamp to the activation's bounds."""
+    def prepare(ins, out, *, quant) -> Step:
+        _check_shared(activation, quant)
+        return partial(elementwise.clamp, ins[0].reshape(-1),
+                       *activation_bounds(activation, quant[-1]), out.reshape(-1))
+
+    return prepare
+
+
+register("relu", "int8")(_clamp("relu"))
+register("relu6", "int8")(_clamp("relu6"))
+
+
+@register("leaky_relu", "int8")
+def _leaky_relu(ins, out, *, alpha, quant) -> Step:
+    """Multipliers ``s_in / s_out`` and ``alpha * s_in / s_out``, formed in float32 as
+    tflite-micro's LeakyReluPrepare does."""
+    s_in, s_out = np.float32(quant[0].scale[0]), np.float32(quant[1].scale[0])
+    reals = np.array([s_in / s_out, s_in * np.float32(alpha) / s_out], np.float32)
+    (m_id, m_alpha), (s_id, s_alpha) = quantize_multipliers(reals.astype(np.float64))
+    return partial(int8_elementwise.leaky_relu, ins[0].reshape(-1), _zp(quant[0]),
+                   _zp(quant[1]), int(m_id), int(s_id), int(m_alpha), int(s_alpha),
+                   out.reshape(-1))
+
+
+# --- pools and data movement -----------------------------------------------------------------
+
+def _value_mover(op: str):
+    """The float32 prepare function of an op that only moves values, after checking that its
+    inputs and output share one quantization."""
+    def prepare(ins, out, *, quant, **attrs) -> Step:
+        _check_shared(op, quant)
+        return KERNELS[(op, "float32")].prepare(ins, out, **attrs)
+
+    return prepare
+
+
+for _op in ("maxpool2d", "reshape", "concat"):
+    register(_op, "int8")(_value_mover(_op))
+
+
+@register("avgpool2d", "int8")
+def _avgpool2d(ins, out, *, kernel, stride, padding, count_include_pad, quant) -> Step:
+    _check_shared("avgpool2d", quant)
+    return partial(int8_pool.avg_pool2d, ins[0], tuple(kernel), tuple(stride),
+                   tuple(padding[:2]), count_include_pad, _zp(quant[0]), out)
+
+
+@register("global_avgpool", "int8")
+def _global_avgpool(ins, out, *, quant) -> Step:
+    _check_shared("global_avgpool", quant)
+    return partial(int8_pool.avg_pool2d, ins[0], tuple(ins[0].shape[2:]), (1, 1), (0, 0), False,
+                   _zp(quant[0]), out)
+
+
+# --- float inside ----------------------------------------------------------------------------
+
+def _float_scratch(shapes, out_shape, **_) -> int:
+    return _scratch_bytes((shapes[0], np.float32), (out_shape, np.float32))
+
+
+def _in_float(op: str):
+    """Dequantize the input, run the float32 kernel, quantize the output (softmax, layernorm:
+    declared in docs/quantized-graph.md; tflite-micro's LUT softmax may differ by a step)."""
+    def prepare(ins, out, *, quant, scratch, **attrs) -> Step:
+        x_f, y_f = _carve(scratch, (ins[0].shape, np.float32), (out.shape, np.float32))
+        float_step = KERNELS[(op, "float32")].prepare([x_f, *ins[1:]], y_f, **attrs)
+        edges = [(q.zero_point[0], float(_f32(q.scale[0]))) for q in (quant[0], quant[-1])]
+        x, flat_in, flat_out = ins[0].reshape(-1), x_f.reshape(-1), y_f.reshape(-1)
+
+        def step() -> None:
+            int8_elementwise.dequantize(x, edges[0][0], edges[0][1], flat_in)
+            float_step()
+            int8_elementwise.quantize(flat_out, edges[1][1], edges[1][0], out.reshape(-1))
+
+        return step
+
+    return prepare
+
+
+for _op in ("softmax", "layernorm"):
+    register(_op, "int8", scratch=_float_scratch)(_in_float(_op))
