@@ -6,6 +6,7 @@ Every ``EdgekitError`` ends as one line on stderr and exit code 2, never a trace
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import sys
 from pathlib import Path
@@ -42,8 +43,8 @@ def load_model(path: str | Path) -> Graph:
     raise EdgekitError(f"{path}: unknown model format {suffix!r}; use .ekm, .onnx or .pt2")
 
 
-def load_array(path: str | Path) -> np.ndarray:
-    """Inputs from ``.npy`` or from the ``x`` array of an ``.npz`` data file."""
+def load_data(path: str | Path) -> tuple[np.ndarray, np.ndarray | None]:
+    """Inputs and labels: a ``.npy`` array, or an ``.npz`` data file's ``x`` and ``y`` (if any)."""
     path = Path(path)
     try:
         data = np.load(path, allow_pickle=False)
@@ -51,12 +52,16 @@ def load_array(path: str | Path) -> np.ndarray:
         raise EdgekitError(f"{path}: no such file") from None
     except Exception as err:
         raise EdgekitError(f"{path}: not a numpy .npy/.npz file ({err})") from None
-    if isinstance(data, np.lib.npyio.NpzFile):
-        with data:
-            if "x" not in data.files:
-                raise EdgekitError(f"{path}: data files need an 'x' array, found {data.files}")
-            return data["x"]
-    return data
+    if not isinstance(data, np.lib.npyio.NpzFile):
+        return data, None
+    with data:
+        if "x" not in data.files:
+            raise EdgekitError(f"{path}: data files need an 'x' array, found {data.files}")
+        return data["x"], data["y"] if "y" in data.files else None
+
+
+def load_array(path: str | Path) -> np.ndarray:
+    return load_data(path)[0]
 
 
 def describe(graph: Graph) -> dict[str, Any]:
@@ -81,10 +86,80 @@ def describe(graph: Graph) -> dict[str, Any]:
     }
 
 
+WRITERS = {"ekm": None, "onnx": "to_onnx", "tflite": "to_tflite"}
+
+
 def cmd_convert(args: argparse.Namespace) -> None:
+    formats = [f.strip() for f in args.to.split(",") if f.strip()]
+    unknown = set(formats) - set(WRITERS)
+    if unknown or not formats:
+        raise EdgekitError(f"--to takes a comma-separated list of {', '.join(WRITERS)}; "
+                           f"got {args.to!r}")
     graph = load_model(args.model)
-    out = graph.save(args.output)
-    print(f"wrote {out} ({len(graph.nodes)} nodes, {len(graph.params)} params)")
+    out = Path(args.output)
+    single = formats == ["ekm"] and not args.quantize and out.suffix == ".ekm"
+    if single:
+        print(f"wrote {graph.save(out)} ({len(graph.nodes)} nodes, {len(graph.params)} params)")
+        return
+    if args.quantize and not args.calibration_data:
+        raise EdgekitError("--quantize needs --calibration-data data.npz (inputs in 'x')")
+    out.mkdir(parents=True, exist_ok=True)
+    stem = Path(args.model).stem
+    float_graph = graph
+    if args.quantize:
+        calib = load_array(args.calibration_data)
+        graph = edgekit.quantize(graph, calib, scheme=args.quantize,
+                                 calibration=args.calibration)
+        print(f"wrote {float_graph.save(out / f'{stem}.float.ekm')} (float reference)")
+    for fmt in formats:
+        path = out / f"{stem}.{fmt}"
+        if fmt == "ekm":
+            graph.save(path)
+        else:
+            getattr(importlib.import_module(f"edgekit.converters.{WRITERS[fmt]}"),
+                    WRITERS[fmt])(graph, path)
+        print(f"wrote {path}")
+    if args.report:
+        from edgekit.validate import quantization_report
+
+        if not args.quantize:
+            raise EdgekitError("--report compares float and int8 layers: add --quantize int8")
+        rows = quantization_report(float_graph, graph, load_array(args.calibration_data))
+        print(table(["layer", "op", "SQNR dB", "drop dB", ""],
+                    [(r["layer"], r["op"], r["sqnr_db"], r["drop_db"],
+                      "<- costs the most" if r["worst"] else "") for r in rows]))
+
+
+def cmd_deploy(args: argparse.Namespace) -> None:
+    from edgekit.validate import validate
+
+    graph = load_model(args.model)
+    if not args.validate:
+        with edgekit.deploy(graph, target=args.target) as session:
+            print(f"{args.target}: compiled {args.model} ({type(session).__name__})")
+        return
+    x, y = load_data(args.validate)
+    reference = load_model(args.reference) if args.reference else None
+    report = validate(graph, args.target, x, y, float_graph=reference)
+    if args.json:
+        print(json.dumps(report, indent=1))
+        return
+    print(f"validated {report['samples']} samples on {args.target}")
+    rows = [("vs edgekit runtime", report["vs_edgekit_runtime"])]
+    if "vs_float" in report:
+        rows.append(("vs float model", report["vs_float"]))
+    print(table(["comparison", "top-1 agree", "max |err|", "cosine", "SNR dB"],
+                [(k, f"{v['top1_agreement']:.2%}", v["max_abs_error"], v["cosine"],
+                  v["snr_db"]) for k, v in rows]))
+    for key in ("accuracy", "edgekit_runtime_accuracy", "float_accuracy"):
+        if key in report:
+            print(f"{key.replace('_', ' ')}: {report[key]:.2%}")
+    if report.get("layers"):
+        print(table(["layer tensor", "max |err|", "cosine", "SNR dB"],
+                    [(r["tensor"], r["max_abs_error"], r["cosine"], r["snr_db"])
+                     for r in report["layers"]]))
+    for note in report.get("notes", []):
+        print(f"note: {note}")
 
 
 def cmd_inspect(args: argparse.Namespace) -> None:
@@ -147,10 +222,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--version", action="version", version=f"edgekit {edgekit.__version__}")
     sub = p.add_subparsers(dest="command", required=True)
 
-    c = sub.add_parser("convert", help="import a .pt2/.onnx model into an .ekm Graph")
+    c = sub.add_parser("convert", help="import a .pt2/.onnx model; quantize; write formats")
     c.add_argument("model")
-    c.add_argument("-o", "--output", required=True, help="output .ekm path")
+    c.add_argument("-o", "--output", required=True,
+                   help="an .ekm path, or a folder when quantizing or writing several formats")
+    c.add_argument("--to", default="ekm", help="comma-separated formats: ekm,tflite,onnx")
+    c.add_argument("--quantize", choices=["int8"])
+    c.add_argument("--calibration-data", help=".npz with calibration inputs in 'x'")
+    c.add_argument("--calibration", default="minmax", choices=["minmax", "percentile", "mse"])
+    c.add_argument("--report", action="store_true", help="per-layer SQNR, float vs int8")
     c.set_defaults(func=cmd_convert)
+
+    dp = sub.add_parser("deploy", help="compile for a target; --validate on real data")
+    dp.add_argument("model")
+    dp.add_argument("--target", default="cpu")
+    dp.add_argument("--validate", help=".npz with 'x' (and labels 'y')")
+    dp.add_argument("--reference", help="the float model, to report agreement with it")
+    dp.add_argument("--json", action="store_true")
+    dp.set_defaults(func=cmd_deploy)
 
     i = sub.add_parser("inspect", help="ops, shapes, parameters and MACs per layer")
     i.add_argument("model")
