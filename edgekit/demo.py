@@ -1,8 +1,9 @@
 """``edgekit demo``: the whole pipeline on built-in data, no arguments, no downloads.
 
 Trains the digits CNN in torch, exports it, imports it into a Graph, runs it on edgekit's
-runtime and prints how the two agree. Later stages (quantize, deploy, profile, fine-tune)
-join here as they land, so the demo always shows everything edgekit can do.
+runtime and prints how the two agree; then quantizes it to int8 and deploys the same int8
+Graph on every CPU backend this machine has, with accuracy and agreement per backend. Later
+stages (profile, fine-tune) join here as they land, so the demo shows everything edgekit does.
 """
 
 from __future__ import annotations
@@ -57,7 +58,6 @@ def run_demo(out: Path = Path("edgekit-demo"), size: int = 16, epochs: int = 15)
         "peak_activation_bytes": info["totals"]["peak_activation_bytes"],
         "edgekit_ms_per_image_batched": ms_per_image,
     }
-    (out / "report.json").write_text(json.dumps(report, indent=1))
     print()
     print(table(["model", "torch acc", "edgekit acc", "top-1 agree", "max |diff|", "MACs",
                  "peak act. B"],
@@ -65,7 +65,44 @@ def run_demo(out: Path = Path("edgekit-demo"), size: int = 16, epochs: int = 15)
                   f"{report['edgekit_accuracy']:.2%}", f"{report['top1_agreement']:.2%}",
                   f"{report['max_abs_diff']:.2e}", report["macs"],
                   report["peak_activation_bytes"])]))
-    print(f"\nartefacts in {out}/: digits_cnn.pt2, digits_cnn.ekm, digits_test.npz, report.json")
     if not np.array_equal(torch_logits.argmax(-1), ek_logits.argmax(-1)):
         print("warning: edgekit and torch disagree on some predictions (see max |diff|)")
+
+    report["int8"] = int8_on_every_backend(graph, ds, out)
+    (out / "report.json").write_text(json.dumps(report, indent=1))
+    print(f"\nartefacts in {out}/: digits_cnn.pt2, digits_cnn.ekm, digits_cnn.int8.ekm, "
+          "digits_cnn.int8.tflite, digits_cnn.int8.onnx, digits_test.npz, report.json")
     return report
+
+
+def int8_on_every_backend(graph, ds, out: Path) -> list[dict[str, Any]]:
+    """Quantize with 500 training images, write every format, validate on each CPU backend."""
+    from edgekit.converters.to_onnx import to_onnx
+    from edgekit.converters.to_tflite import to_tflite
+    from edgekit.targets import get_target
+    from edgekit.validate import validate
+
+    qgraph = edgekit.quantize(graph, ds.x_train[:500])
+    qgraph.save(out / "digits_cnn.int8.ekm")
+    to_tflite(qgraph, out / "digits_cnn.int8.tflite")
+    to_onnx(qgraph, out / "digits_cnn.int8.onnx")
+    rows = []
+    for name in ("cpu", "cpu:onnxruntime", "cpu:litert", "cpu:tflite-micro"):
+        ok, why = get_target(name).available()
+        if not ok:
+            rows.append({"target": name, "skipped": why})
+            continue
+        r = validate(qgraph, name, ds.x_test, ds.y_test, float_graph=graph, per_layer=False)
+        rows.append({"target": name, "accuracy": r["accuracy"],
+                     "float_accuracy": r["float_accuracy"],
+                     "top1_vs_float": r["vs_float"]["top1_agreement"],
+                     "top1_vs_edgekit": r["vs_edgekit_runtime"]["top1_agreement"],
+                     "max_abs_vs_edgekit": r["vs_edgekit_runtime"]["max_abs_error"]})
+    print("\nint8 (per-channel weights, min/max calibration) on every CPU backend:")
+    print(table(["target", "float acc", "int8 acc", "top-1 vs float", "top-1 vs edgekit",
+                 "max |diff| vs edgekit"],
+                [(r["target"], "-", "skipped: " + r["skipped"], "", "", "") if "skipped" in r
+                 else (r["target"], f"{r['float_accuracy']:.2%}", f"{r['accuracy']:.2%}",
+                       f"{r['top1_vs_float']:.2%}", f"{r['top1_vs_edgekit']:.2%}",
+                       f"{r['max_abs_vs_edgekit']:.3g}") for r in rows]))
+    return rows

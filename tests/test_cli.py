@@ -65,6 +65,32 @@ def test_convert_inspect_run(trained):
     assert ran["shape"] == [len(ds.y_test), 10]
 
 
+def test_convert_quantize_and_validate_on_every_cpu_backend(trained, tmp_path):
+    root, _, _ = trained
+    out = tmp_path / "int8"
+    text = cli("convert", str(root / "cnn.pt2"), "--quantize", "int8", "--calibration-data",
+               str(root / "test.npz"), "--to", "ekm,tflite,onnx", "-o", str(out),
+               "--report").stdout
+    assert "costs the most" in text
+    for name in ("cnn.ekm", "cnn.float.ekm", "cnn.tflite", "cnn.onnx"):
+        assert (out / name).exists()
+    for target in ("cpu", "cpu:onnxruntime", "cpu:litert", "cpu:tflite-micro"):
+        report = json.loads(cli("deploy", str(out / "cnn.ekm"), "--target", target, "--validate",
+                                str(root / "test.npz"), "--reference",
+                                str(out / "cnn.float.ekm"), "--json").stdout)
+        assert abs(report["accuracy"] - report["float_accuracy"]) <= 0.01, target
+        assert report["vs_edgekit_runtime"]["top1_agreement"] >= 0.99, target
+        if target == "cpu:tflite-micro":  # same integer arithmetic: identical outputs
+            assert report["vs_edgekit_runtime"]["max_abs_error"] == 0
+
+
+def test_quantize_needs_calibration_data(trained, tmp_path):
+    root, _, _ = trained
+    proc = cli("convert", str(root / "cnn.pt2"), "--quantize", "int8", "-o", str(tmp_path),
+               ok=False)
+    assert proc.returncode == 2 and "--calibration-data" in proc.stderr
+
+
 def test_targets_lists_cpu():
     rows = json.loads(cli("targets", "--json").stdout)
     assert {"target": "cpu", "available": True, "reason": ""} in rows
@@ -97,5 +123,8 @@ def test_demo_runs_end_to_end(tmp_path):
     report = json.loads(proc.stdout[proc.stdout.index("{"):])
     assert report["edgekit_accuracy"] == report["torch_accuracy"] > 0.9
     assert report["top1_agreement"] == 1.0
+    int8 = {row["target"]: row for row in report["int8"]}
+    assert int8["cpu"]["accuracy"] >= report["edgekit_accuracy"] - 0.01
+    assert int8["cpu:tflite-micro"]["max_abs_vs_edgekit"] == 0
     for name in ("digits_cnn.pt2", "digits_cnn.ekm", "digits_test.npz", "report.json"):
         assert (tmp_path / "demo" / name).exists()
