@@ -215,7 +215,7 @@ def _quantize_weights(g: Graph, node: Node, float_params: dict[str, np.ndarray],
         magnitude, b_mag = magnitude.max(keepdims=True), np.abs(b).max(keepdims=True)
     else:
         b_mag = np.abs(b)
-    s_w = np.maximum(magnitude / 127, b_mag / (s_in * BIAS_LIMIT))
+    s_w = np.maximum(magnitude / 127, b_mag / (s_in * BIAS_LIMIT) * (1 + 2**-20))  # > float32 ulp
     s_w = np.where(s_w > 0, s_w, 1 / (s_in * BIAS_LIMIT))
     s_w = s_w.astype(np.float32).astype(np.float64)
     axis = 0 if per_channel else None

@@ -108,39 +108,46 @@ def _with_bias(ins: list[np.ndarray]) -> list[np.ndarray]:
     return ins
 
 
+def _sequence(calls: list[tuple]) -> Step:
+    """A step making kernel calls whose arguments (views included) were all bound in prepare:
+    at batch 1 slicing and reshaping per call would cost more than a small kernel."""
+    def step() -> None:
+        for kernel, *args in calls:
+            kernel(*args)
+
+    return step
+
+
 @register("conv2d", "int8", scratch=_conv_scratch)
 def _conv2d(ins, out, *, stride, padding, dilation, groups, activation, quant, scratch) -> Step:
+    """Per sample: subtract the input zero point (so padding is the real 0), then the float
+    kernels' own loops on integers (depthwise accumulation, or im2row), then requantization."""
     x, w, bias = _with_bias(ins)
     channels = w.shape[0]
     m, shift = _conv_multipliers(quant, channels, False)
-    requant = (m, shift, _zp(quant[-1]), *activation_bounds(activation, quant[-1]))
+    requant = (_zp(quant[-1]), *activation_bounds(activation, quant[-1]))
     geometry = (tuple(stride), tuple(padding[:2]), tuple(dilation))
     shifted, work = _carve(scratch, *_conv_parts(x.shape, w.shape, out.shape, groups))
-    zp_in = _zp(quant[0])
-    if w.shape[1] == 1:
-        acc = work.reshape(channels, -1)
-        outs = out.reshape(out.shape[0], channels, -1)
-
-        def depthwise() -> None:
-            for n in range(x.shape[0]):
-                int8_elementwise.subtract(x[n].reshape(-1), zp_in, shifted.reshape(-1))
-                conv.depthwise_conv2d(shifted, w, bias, *geometry, INT32_MIN, INT32_MAX, work)
-                int8_gemm.requantize_channels(acc, *requant, outs[n])
-
-        return depthwise
-    weights = w.astype(np.int16).reshape(groups, -1, work.shape[2])
-    biases, ms, shifts = (v.reshape(groups, -1) for v in (bias, m, shift))
-    outs = out.reshape(out.shape[0], groups, -1, work.shape[1])
-
-    def general() -> None:
-        for n in range(x.shape[0]):
-            int8_elementwise.subtract(x[n].reshape(-1), zp_in, shifted.reshape(-1))
-            conv.im2row(shifted[0], tuple(w.shape[2:]), *geometry, out.shape[3], work)
-            for g in range(groups):
-                int8_gemm.gemm_requant(weights[g], work[g], biases[g], True, ms[g], shifts[g],
-                                       *requant[2:], outs[n, g])
-
-    return general
+    depthwise = w.shape[1] == 1
+    if not depthwise:
+        weights = w.astype(np.int16).reshape(groups, -1, work.shape[2])
+        biases, ms, shifts = (v.reshape(groups, -1) for v in (bias, m, shift))
+    calls: list[tuple] = []
+    for n in range(x.shape[0]):
+        calls.append((int8_elementwise.subtract, x[n].reshape(-1), _zp(quant[0]),
+                      shifted.reshape(-1)))
+        if depthwise:
+            calls += [(conv.depthwise_conv2d, shifted, w, bias, *geometry, INT32_MIN, INT32_MAX,
+                       work),
+                      (int8_gemm.requantize_channels, work.reshape(channels, -1), m, shift,
+                       *requant, out[n].reshape(channels, -1))]
+        else:
+            outs = out[n].reshape(groups, -1, work.shape[1])
+            calls.append((conv.im2row, shifted[0], tuple(w.shape[2:]), *geometry, out.shape[3],
+                          work))
+            calls += [(int8_gemm.gemm_requant, weights[g], work[g], biases[g], True, ms[g],
+                       shifts[g], *requant, outs[g]) for g in range(groups)]
+    return _sequence(calls)
 
 
 @register("conv1d", "int8", scratch=_conv_scratch)
@@ -156,7 +163,7 @@ def _conv1d(ins, out, *, stride, padding, dilation, groups, activation, quant, s
 def _linear(ins, out, *, activation, quant) -> Step:
     """int8 rows times int8 weights; the input zero point is folded into the bias once:
     ``sum((x - zp) * w) + b = sum(x * w) + (b - zp * sum(w))``."""
-    x, w, bias = ins
+    x, w, bias = _with_bias(ins)
     channels = w.shape[0]
     m, shift = _conv_multipliers(quant, channels, len(quant[1].scale) == 1)
     folded = bias.astype(np.int64) - _zp(quant[0]) * w.astype(np.int64).sum(axis=1)
