@@ -15,7 +15,7 @@ import numpy as np
 from edgekit import metrics
 from edgekit.errors import EdgekitError
 from edgekit.graph import Graph
-from edgekit.quant.edge import from_graph_outputs
+from edgekit.quant.edge import dequantize_layers
 from edgekit.targets import deploy
 
 
@@ -41,7 +41,7 @@ def validate(graph: Graph, target: str, x: np.ndarray, y: np.ndarray | None = No
         if y is not None:
             report["float_accuracy"] = metrics.accuracy(float_out, y)
     if layers is not None:  # compared in real units: int8 layers dequantized
-        layers, ref_layers = (from_graph_outputs(graph, t) for t in (layers, ref_layers))
+        layers, ref_layers = (dequantize_layers(graph, t) for t in (layers, ref_layers))
         report["layers"] = [{"tensor": name, **metrics.compare(ref_layers[name], value)}
                             for name, value in layers.items() if name in ref_layers]
     notes = getattr(session, "notes", None)
@@ -54,7 +54,7 @@ def quantization_report(float_graph: Graph, quant_graph: Graph, x: np.ndarray) -
     """Per-layer SQNR of the int8 activations against the float ones, worst layer flagged: the
     layer where SQNR drops the most is where quantization costs the accuracy."""
     with deploy(float_graph, "cpu") as fs, deploy(quant_graph, "cpu") as qs:
-        ref, test = fs.run_layers(x), from_graph_outputs(quant_graph, qs.run_layers(x))
+        ref, test = fs.run_layers(x), dequantize_layers(quant_graph, qs.run_layers(x))
     producers = quant_graph.producers()
     rows, previous = [], float("inf")
     for name in (n.outputs[0] for n in quant_graph.nodes):

@@ -17,7 +17,7 @@ import numpy as np
 
 from edgekit.errors import EdgekitError
 from edgekit.graph import Graph
-from edgekit.quant.edge import dequantize_array, quantize_array
+from edgekit.quant.edge import graph_feeds, graph_results
 from edgekit.targets.base import Session
 
 
@@ -51,11 +51,7 @@ class PeerSession(Session):
         For int8 Graphs float inputs are quantized and int8 outputs dequantized at the edge;
         ``raw=True`` exchanges the int8 tensors themselves.
         """
-        outs = self._run(self._feeds(inputs, raw))
-        if self.int8 and not raw:
-            outs = [dequantize_array(y, self.graph.tensors[n].quant)
-                    for n, y in zip(self.graph.outputs, outs, strict=True)]
-        return outs[0] if len(outs) == 1 else outs
+        return graph_results(self.graph, self._run(self._feeds(inputs, raw)), raw)
 
     def run_layers(self, inputs: Any, raw: bool = False) -> dict[str, np.ndarray]:
         """Every node's output by tensor name, as the peer computed it (int8 for int8 Graphs)."""
@@ -68,32 +64,4 @@ class PeerSession(Session):
         raise EdgekitError(f"{type(self).__name__} does not expose per-layer outputs")
 
     def _feeds(self, inputs: Any, raw: bool) -> list[np.ndarray]:
-        """Inputs in Graph order, shape-checked, in the Graph's input dtypes."""
-        names = self.graph.inputs
-        if isinstance(inputs, dict):
-            if set(inputs) != set(names):
-                raise EdgekitError(f"got inputs {sorted(inputs)}, the graph takes {names}")
-            values = [inputs[n] for n in names]
-        elif isinstance(inputs, (list, tuple)):
-            if len(inputs) != len(names):
-                raise EdgekitError(f"got {len(inputs)} inputs, the graph takes {names}")
-            values = list(inputs)
-        elif len(names) == 1:
-            values = [inputs]
-        else:
-            raise EdgekitError(f"the graph takes {len(names)} inputs {names}: pass a dict or list")
-        feeds = [self._feed(n, np.asarray(v), raw) for n, v in zip(names, values, strict=True)]
-        if len({x.shape[0] for x in feeds}) > 1:
-            raise EdgekitError(f"inputs have different batch sizes {[x.shape[0] for x in feeds]}")
-        return feeds
-
-    def _feed(self, name: str, x: np.ndarray, raw: bool) -> np.ndarray:
-        info = self.graph.tensors[name]
-        if x.ndim != len(info.shape) or x.shape[1:] != info.shape[1:] or x.shape[0] < 1:
-            expected = "(" + ", ".join(["N", *map(str, info.shape[1:])]) + ")"
-            raise EdgekitError(f"input {name!r}: expected shape {expected}, got {x.shape}")
-        if info.dtype == "int8" and not raw:
-            return quantize_array(x, info.quant)
-        if info.dtype == "int8" and x.dtype != np.int8:
-            raise EdgekitError(f"input {name!r}: raw=True takes int8 data, got {x.dtype}")
-        return np.ascontiguousarray(x, dtype=info.dtype)
+        return list(graph_feeds(self.graph, inputs, raw).values())

@@ -3,11 +3,14 @@
 Every int8 Session (edgekit's runtime, ONNX Runtime, LiteRT, tflite-micro, the firmware)
 converts a float input and an int8 output with these two functions, so any difference between
 backends comes from inside the model, never from how the edges were rounded. Rounding is half
-away from zero (as TFLite's ``std::round``), not numpy's half to even. ``to_graph_inputs`` and
-``from_graph_outputs`` apply them to a Session's named inputs and outputs.
+away from zero (as TFLite's ``std::round``), not numpy's half to even. ``graph_feeds`` and
+``graph_results`` apply them, with the shape checks every Session shares, to its inputs and
+outputs.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 import numpy as np
 
@@ -28,25 +31,55 @@ def dequantize_array(q: np.ndarray, quant: QuantParams) -> np.ndarray:
     return (centred * np.float64(quant.scale[0])).astype(np.float32)
 
 
-def to_graph_inputs(graph: Graph, feeds: dict[str, np.ndarray],
-                    raw: bool = False) -> dict[str, np.ndarray]:
-    """Inputs (by name) in the dtypes the Graph takes: float data for an int8 input is quantized
-    with its quant params; with ``raw=True`` int8 inputs must already be int8 and pass as they
-    are. Float inputs of a float Graph pass unchanged."""
-    converted = {}
-    for name, x in feeds.items():
-        info = graph.tensors[name]
-        if info.dtype == "int8" and not raw:
-            x = quantize_array(x, info.quant)
-        elif info.dtype == "int8" and np.asarray(x).dtype != np.int8:
-            raise EdgekitError(f"input {name!r}: raw=True takes int8 data, got "
-                               f"{np.asarray(x).dtype}")
-        converted[name] = x
-    return converted
+def graph_feeds(graph: Graph, inputs: Any, raw: bool = False) -> dict[str, np.ndarray]:
+    """A Session's inputs (one array, a list in input order, or a dict by name) checked against
+    the Graph — shapes with any batch size, the same for all — and in the Graph's dtypes: float
+    data for an int8 input is quantized; with ``raw=True`` int8 inputs must already be int8."""
+    names = graph.inputs
+    if isinstance(inputs, dict):
+        if set(inputs) != set(names):
+            raise EdgekitError(f"got inputs {sorted(inputs)}, the graph takes {names}")
+        values = [inputs[name] for name in names]
+    elif isinstance(inputs, (list, tuple)):
+        if len(inputs) != len(names):
+            raise EdgekitError(f"got {len(inputs)} inputs, the graph takes {names}")
+        values = list(inputs)
+    elif len(names) == 1:
+        values = [inputs]
+    else:
+        raise EdgekitError(f"the graph takes {len(names)} inputs {names}: pass a dict or list")
+    feeds = {name: _feed(graph, name, np.asarray(value), raw)
+             for name, value in zip(names, values, strict=True)}
+    batches = {x.shape[0] for x in feeds.values()}
+    if len(batches) > 1:
+        raise EdgekitError(f"inputs have different batch sizes {sorted(batches)}")
+    return feeds
 
 
-def from_graph_outputs(graph: Graph, outs: dict[str, np.ndarray],
-                       raw: bool = False) -> dict[str, np.ndarray]:
-    """Outputs (by name) for the caller: int8 outputs dequantized to float32 unless ``raw``."""
-    return {name: y if raw or graph.tensors[name].dtype != "int8"
-            else dequantize_array(y, graph.tensors[name].quant) for name, y in outs.items()}
+def _feed(graph: Graph, name: str, x: np.ndarray, raw: bool) -> np.ndarray:
+    info = graph.tensors[name]
+    if x.ndim != len(info.shape) or x.shape[1:] != info.shape[1:] or x.shape[0] < 1:
+        expected = "(" + ", ".join(["N", *map(str, info.shape[1:])]) + ")"
+        raise EdgekitError(f"input {name!r}: expected shape {expected}, got {x.shape}")
+    if info.dtype == "int8" and not raw:
+        return quantize_array(x, info.quant)
+    if info.dtype == "int8" and x.dtype != np.int8:
+        raise EdgekitError(f"input {name!r}: raw=True takes int8 data, got {x.dtype}")
+    if not np.can_cast(x.dtype, info.dtype, "same_kind"):
+        raise EdgekitError(f"input {name!r}: expected {info.dtype} data, got {x.dtype}")
+    return np.ascontiguousarray(x, dtype=info.dtype)
+
+
+def graph_results(graph: Graph, outs: list[np.ndarray], raw: bool = False) -> Any:
+    """A Session's outputs (in the Graph's output order) for the caller: int8 outputs
+    dequantized unless ``raw``; one array for a one-output Graph, else the list."""
+    outs = [y if raw or graph.tensors[name].dtype != "int8"
+            else dequantize_array(y, graph.tensors[name].quant)
+            for name, y in zip(graph.outputs, outs, strict=True)]
+    return outs[0] if len(outs) == 1 else outs
+
+
+def dequantize_layers(graph: Graph, layers: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Per-layer outputs (by tensor name) in real units: int8 tensors dequantized."""
+    return {name: y if graph.tensors[name].dtype != "int8"
+            else dequantize_array(y, graph.tensors[name].quant) for name, y in layers.items()}

@@ -19,7 +19,7 @@ import numpy as np
 
 from edgekit.errors import EdgekitError
 from edgekit.graph import Graph
-from edgekit.quant.edge import from_graph_outputs, to_graph_inputs
+from edgekit.quant.edge import graph_feeds, graph_results
 from edgekit.runtime import float32, int8  # noqa: F401  (register the kernels)
 from edgekit.runtime.planner import Buffer, GreedyPlanner, NaivePlanner, Plan, Planner
 from edgekit.runtime.registry import KERNELS, Kernel, Step
@@ -72,9 +72,8 @@ class Executor:
         """
         program = self._load(inputs, raw)
         program.run()
-        outs = from_graph_outputs(self.graph, {name: program.arrays[name].copy()
-                                               for name in self.graph.outputs}, raw)
-        return outs[self.graph.outputs[0]] if len(outs) == 1 else list(outs.values())
+        return graph_results(self.graph, [program.arrays[name].copy()
+                                          for name in self.graph.outputs], raw)
 
     def run_layers(self, inputs: Inputs, raw: bool = False) -> dict[str, np.ndarray]:
         """Every node's output (copies, int8 in an int8 Graph), by tensor name: for parity
@@ -85,44 +84,11 @@ class Executor:
                 for node in self.graph.nodes}
 
     def _load(self, inputs: Inputs, raw: bool, planner: Planner | None = None) -> Program:
-        feeds = self._feeds(inputs, raw)
+        feeds = graph_feeds(self.graph, inputs, raw)
         program = self.program(next(iter(feeds.values())).shape[0], planner)
         for name, x in feeds.items():
             np.copyto(program.arrays[name], x, casting="same_kind")
         return program
-
-    def _feeds(self, inputs: Inputs, raw: bool) -> dict[str, np.ndarray]:
-        """Inputs by name in the graph's dtypes, checked against the graph (any batch size, the
-        same for all)."""
-        names = self.graph.inputs
-        if isinstance(inputs, dict):
-            if set(inputs) != set(names):
-                raise EdgekitError(f"got inputs {sorted(inputs)}, the graph takes {names}")
-            pairs = [(name, inputs[name]) for name in names]
-        elif isinstance(inputs, (list, tuple)):
-            if len(inputs) != len(names):
-                raise EdgekitError(f"got {len(inputs)} inputs, the graph takes {names}")
-            pairs = list(zip(names, inputs, strict=True))
-        elif len(names) == 1:
-            pairs = [(names[0], inputs)]
-        else:
-            raise EdgekitError(f"the graph takes {len(names)} inputs {names}: pass a dict or list")
-        feeds: dict[str, np.ndarray] = {}
-        for name, value in pairs:
-            x, info = np.asarray(value), self.graph.tensors[name]
-            expected = "(" + ", ".join(["N", *map(str, info.shape[1:])]) + ")"
-            if x.ndim != len(info.shape) or x.shape[1:] != info.shape[1:] or x.shape[0] < 1:
-                raise EdgekitError(f"input {name!r}: expected shape {expected}, got {x.shape}")
-            feeds[name] = x
-        feeds = to_graph_inputs(self.graph, feeds, raw)
-        for name, x in feeds.items():
-            dtype = self.graph.tensors[name].dtype
-            if not np.can_cast(x.dtype, dtype, "same_kind"):
-                raise EdgekitError(f"input {name!r}: expected {dtype} data, got {x.dtype}")
-        batches = {x.shape[0] for x in feeds.values()}
-        if len(batches) > 1:
-            raise EdgekitError(f"inputs have different batch sizes {sorted(batches)}")
-        return feeds
 
     def _prepare(self, batch: int, planner: Planner) -> Program:
         g = self.graph
