@@ -38,6 +38,9 @@ class Target(ABC):
     """A place a Graph can run. Constructors only store arguments; work happens in compile."""
 
     name: str
+    # Device profile (``targets/profiles/<name>.toml``) whose flash and SRAM ``deploy`` enforces;
+    # None where the target runs on the host and memory is not the limit.
+    profile: str | None = None
 
     def available(self) -> tuple[bool, str]:
         """(True, "") when usable here, else (False, why not and what would make it usable)."""
