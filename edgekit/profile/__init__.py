@@ -2,7 +2,7 @@
 percentiles and energy, per model and per layer, each figure labelled for what it is.
 
 ``edgekit.profile(graph, target="cpu")`` returns a ``Report``. The package is itself callable,
-so ``edgekit.profile`` is both the function and the package holding its parts (``counts``,
+so ``edgekit.profile`` is both this function and the package holding its parts (``counts``,
 ``latency``, ``energy``, ``fit``, ``devices``, ``report``, ``plot``, ``compare``).
 """
 
@@ -10,18 +10,159 @@ from __future__ import annotations
 
 import sys
 import types
+from pathlib import Path
 from typing import Any
 
-from edgekit.profile.fit import Limit, check_fit, require_fit
+import numpy as np
 
-__all__ = ["Limit", "check_fit", "require_fit"]
+from edgekit.graph import Graph, load
+from edgekit.profile import counts, energy, latency
+from edgekit.profile.devices import DeviceProfile, load_profile, profile_names
+from edgekit.profile.fit import Limit, check_fit, require_fit
+from edgekit.profile.report import Report
+
+__all__ = ["DeviceProfile", "Limit", "Report", "check_fit", "default_device", "load_profile",
+           "profile", "profile_names", "require_fit"]
+
+DI_NOTE = ("DI = data-type-aware arithmetic intensity (Jha & Mittal 2021, formula inferred): "
+           "MACs per element weighted by its bytes x the pJ/byte of its memory, relative to a "
+           "float32 activation access; AI = MACs / (weight + input + output elements)")
+
+
+def default_device(target: str) -> str:
+    """The profile of the hardware ``target`` runs on: its own (MCU targets), else the GPU
+    class for ``gpu`` and the detected host for CPU targets."""
+    from edgekit.targets import get_target
+
+    own = getattr(get_target(target), "profile", None)
+    return own or ("jetson-class-gpu" if target.startswith("gpu") else "host")
+
+
+def profile(graph: Graph | str | Path, target: str = "cpu", inputs: Any = None,
+            runs: int = 100, warmup: int = 10, *, device: str | Path | DeviceProfile | None = None,
+            per_layer: bool = True, name: str | None = None) -> Report:
+    """Profile ``graph`` on ``target``: counts, memory fit and modelled energy always; latency
+    from ``runs`` timed runs after ``warmup`` (per layer where the backend allows) and measured
+    energy where a counter is readable.
+
+    ``inputs`` defaults to one seeded random sample. ``device`` names a profile other than the
+    target's own hardware (``cortex-m4``): that device is not attached, so latency is estimated
+    from its clock and cycles per MAC and every such figure says so.
+    """
+    if not isinstance(graph, Graph):
+        name = name or Path(graph).stem
+        graph = load(graph)
+    graph.validate()
+    own = default_device(target)
+    dev = load_profile(device or own)
+    attached = dev.name == load_profile(own).name
+    info = counts.describe(graph, dev)
+    for layer in info["layers"]:
+        layer["energy_model_uj"] = sum(energy.layer_energy_pj(layer, dev).values()) / 1e6
+        layer["time_ms"] = None
+    totals = info["totals"]
+    weighted = sum(la["macs"] / la["dtype_aware_intensity"] for la in info["layers"]
+                   if la["dtype_aware_intensity"])
+    moved = sum(la["macs"] / la["arithmetic_intensity"] for la in info["layers"]
+                if la["arithmetic_intensity"])
+    totals["arithmetic_intensity"] = totals["macs"] / moved if moved else 0.0
+    totals["dtype_aware_intensity"] = totals["macs"] / weighted if weighted else 0.0
+    limits = check_fit(graph, dev, totals["peak_activation_bytes"])
+    breakdown = {k: sum(energy.layer_energy_pj(la, dev)[k] for la in info["layers"]) / 1e6
+                 for k in ("compute", "weights", "activations")}
+    data: dict[str, Any] = {
+        "schema": "edgekit-profile/1",
+        "model": name or graph.metadata.get("name", "model"),
+        "target": target,
+        "device": {k: v for k, v in dev.to_json().items() if k != "energy_pj"},
+        "totals": totals,
+        "fits": {lim.name: lim.to_json() for lim in limits},
+        "layers": info["layers"],
+        "backend_layers": [],
+        "energy": {"model_uj_per_inference": sum(breakdown.values()),
+                   "model_breakdown_uj": breakdown,
+                   "model_basis": f"counts x {dev.name} energy table (Horowitz 45 nm); "
+                                  "dynamic energy only",
+                   "measured_uj_per_inference": None, "measured_unavailable_reason": None,
+                   "measured_source": None},
+        "notes": [DI_NOTE],
+    }
+    if attached:
+        _measure(data, graph, target, _inputs(graph, inputs), runs, warmup, per_layer)
+    else:
+        _estimate(data, dev)
+    return Report(data)
+
+
+def _inputs(graph: Graph, inputs: Any) -> Any:
+    if inputs is not None:
+        return inputs
+    rng = np.random.default_rng(0)
+    feeds = {n: rng.standard_normal(graph.tensors[n].shape).astype(np.float32)
+             for n in graph.inputs}
+    return feeds[graph.inputs[0]] if len(feeds) == 1 else feeds
+
+
+def _measure(data: dict[str, Any], graph: Graph, target: str, x: Any, runs: int, warmup: int,
+             per_layer: bool) -> None:
+    """Timed runs of the deployed graph with the energy counter around them; per-layer times."""
+    from edgekit.profile.energy import meter_for
+    from edgekit.targets import deploy
+
+    meter = meter_for(target)
+    with deploy(graph, target=target) as session:
+        call = lambda: session.run(x)
+        latency.time_calls(call, 0, warmup)
+        if meter.available:
+            meter.start()
+        times = latency.time_calls(call, runs, 0)
+        if meter.available:
+            joules = meter.stop()
+            data["energy"].update(measured_uj_per_inference=joules * 1e6 / runs,
+                                  measured_source=meter.source)
+        else:
+            data["energy"]["measured_unavailable_reason"] = meter.reason
+        if per_layer and target == "cpu":
+            per_node = latency.time_runtime_layers(graph, x, runs, warmup)
+            for layer, t in zip(data["layers"], per_node.T, strict=True):
+                layer["time_ms"] = latency.stats(t)
+        elif per_layer and target == "cpu:onnxruntime":
+            from edgekit.quant.edge import graph_feeds
+
+            feeds = list(graph_feeds(graph, x).values())
+            data["backend_layers"] = latency.time_onnxruntime_nodes(session, feeds, runs, warmup)
+            data["notes"].append("per-node times are ONNX Runtime's profiler's, over the nodes "
+                                 "of the written ONNX model")
+    emulated = target.startswith("mcu:qemu")
+    data["latency_ms"] = {**latency.stats(times), "warmup": warmup,
+                          "source": "emulated" if emulated else "measured", "estimate_ms": None}
+    if emulated:
+        data["notes"].append("latency is the emulator's host time plus the serial round trip, "
+                             "not the device's")
+
+
+def _estimate(data: dict[str, Any], dev: DeviceProfile) -> None:
+    """Latency of a device that is not attached: MACs x cycles per MAC / clock per layer."""
+    total = 0.0
+    for layer in data["layers"]:
+        dtype = "int8" if layer["dtype"] == "int8" else "float32"
+        ms = layer["macs"] * dev.cycles_per_mac[dtype] / dev.clock_hz * 1e3
+        layer["time_ms"] = {"estimate": ms}
+        total += ms
+    data["latency_ms"] = {k: None for k in ("p50", "p90", "p99", "min", "max", "mean", "std")}
+    data["latency_ms"].update(runs=0, source="estimated", estimate_ms=total)
+    data["energy"]["measured_unavailable_reason"] = f"{dev.name} is not attached"
+    data["notes"].append(f"{dev.name} is not attached: latency is estimated as MACs x cycles per "
+                         "MAC (inferred, from the profile) / clock, ignoring memory stalls and "
+                         "non-MAC ops")
 
 
 class _CallableModule(types.ModuleType):
-    """Lets ``edgekit.profile(...)`` call the function even after the package is imported."""
+    """Lets ``edgekit.profile(...)`` call ``profile`` even once the package is imported (the
+    import binds the package, not the function, to ``edgekit.profile``)."""
 
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        return profile(*args, **kwargs)  # noqa: F821  (defined below once it lands)
+    def __call__(self, *args: Any, **kwargs: Any) -> Report:
+        return profile(*args, **kwargs)
 
 
 sys.modules[__name__].__class__ = _CallableModule

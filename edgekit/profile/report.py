@@ -1,0 +1,178 @@
+"""The profile Report: one JSON document (schema below, documented in the README) and its
+terminal rendering. Every figure says what it is: latency ``source`` is ``measured``,
+``emulated`` or ``estimated``; energy is split into ``model_*`` and ``measured_*`` fields.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from edgekit.console import table
+from edgekit.errors import EdgekitError
+
+SCHEMA_ID = "edgekit-profile/1"
+
+_NUM = {"type": "number"}
+_INT = {"type": "integer"}
+_NUM_OR_NULL = {"type": ["number", "null"]}
+_STR_OR_NULL = {"type": ["string", "null"]}
+_LATENCY = {"type": "object",
+            "required": ["p50", "p90", "p99", "min", "max", "mean", "std", "runs"],
+            "properties": {k: _NUM_OR_NULL for k in ("p50", "p90", "p99", "min", "max", "mean",
+                                                      "std")} | {"runs": _INT}}
+_LIMIT = {"type": "object",
+          "required": ["limit", "needed_bytes", "available_bytes", "fits", "overshoot_bytes"],
+          "properties": {"limit": {"type": "string"}, "needed_bytes": _INT,
+                         "available_bytes": _INT, "fits": {"type": "boolean"},
+                         "overshoot_bytes": _INT}}
+
+SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["schema", "model", "target", "device", "totals", "latency_ms", "energy",
+                 "fits", "layers", "notes"],
+    "properties": {
+        "schema": {"enum": [SCHEMA_ID]},
+        "model": {"type": "string"},
+        "target": {"type": "string"},
+        "device": {"type": "object", "required": ["name", "description", "kind", "clock_hz"]},
+        "totals": {"type": "object",
+                   "required": ["macs", "flops", "params", "weight_bytes",
+                                "peak_activation_bytes", "naive_activation_bytes",
+                                "accumulates", "synaptic_ops"],
+                   "properties": {k: _INT for k in ("macs", "flops", "params", "weight_bytes",
+                                                    "peak_activation_bytes",
+                                                    "naive_activation_bytes")}},
+        "latency_ms": _LATENCY | {"required": [*_LATENCY["required"], "source"],
+                                  "properties": _LATENCY["properties"] | {
+                                      "source": {"enum": ["measured", "emulated",
+                                                          "estimated"]},
+                                      "estimate_ms": _NUM_OR_NULL}},
+        "energy": {"type": "object",
+                   "required": ["model_uj_per_inference", "model_breakdown_uj", "model_basis",
+                                "measured_uj_per_inference", "measured_unavailable_reason"],
+                   "properties": {"model_uj_per_inference": _NUM,
+                                  "measured_uj_per_inference": _NUM_OR_NULL,
+                                  "measured_unavailable_reason": _STR_OR_NULL,
+                                  "measured_source": _STR_OR_NULL}},
+        "fits": {"type": "object", "required": ["flash", "sram"],
+                 "properties": {"flash": _LIMIT, "sram": _LIMIT}},
+        "layers": {"type": "array", "items": {
+            "type": "object",
+            "required": ["name", "op", "dtype", "macs", "flops", "params", "weight_bytes",
+                         "arithmetic_intensity", "energy_model_uj", "time_ms"],
+            "properties": {"macs": _INT, "flops": _INT, "params": _INT,
+                           "energy_model_uj": _NUM,
+                           "time_ms": {"type": ["object", "null"]}}}},
+        "backend_layers": {"type": "array"},
+        "notes": {"type": "array", "items": {"type": "string"}},
+    },
+}
+
+_TYPES = {"object": dict, "array": list, "string": str, "boolean": bool, "null": type(None),
+          "number": (int, float), "integer": int}
+
+
+def validate(doc: Any, schema: dict[str, Any] = SCHEMA, where: str = "$") -> None:
+    """Check ``doc`` against the JSON-Schema subset used above (type, enum, required,
+    properties, items); raise ``EdgekitError`` naming the first path that does not match."""
+    types = schema.get("type")
+    if types is not None:
+        allowed = [types] if isinstance(types, str) else types
+        ok = any(isinstance(doc, _TYPES[t]) and not (t in ("number", "integer")
+                                                     and isinstance(doc, bool))
+                 for t in allowed)
+        if not ok:
+            raise EdgekitError(f"{where}: expected {' or '.join(allowed)}, got {doc!r:.60}")
+    if "enum" in schema and doc not in schema["enum"]:
+        raise EdgekitError(f"{where}: {doc!r} is not one of {schema['enum']}")
+    if isinstance(doc, dict):
+        for key in schema.get("required", []):
+            if key not in doc:
+                raise EdgekitError(f"{where}: missing {key!r}")
+        for key, sub in schema.get("properties", {}).items():
+            if key in doc:
+                validate(doc[key], sub, f"{where}.{key}")
+    if isinstance(doc, list) and "items" in schema:
+        for i, item in enumerate(doc):
+            validate(item, schema["items"], f"{where}[{i}]")
+
+
+@dataclass
+class Report:
+    """A profile of one model on one target; ``data`` is the JSON document."""
+
+    data: dict[str, Any]
+
+    def __getitem__(self, key: str) -> Any:
+        return self.data[key]
+
+    def save_json(self, path: str | Path) -> Path:
+        validate(self.data)
+        path = Path(path)
+        path.write_text(json.dumps(self.data, indent=1))
+        return path
+
+    def plot(self, path: str | Path) -> Path:
+        from edgekit.profile.plot import plot_report
+
+        return plot_report(self, path)
+
+    def text(self, per_layer: bool = False) -> str:
+        d, t, lat, e = self.data, self.data["totals"], self.data["latency_ms"], self.data["energy"]
+        lines = [f"{d['model']} on {d['target']} ({d['device']['name']}: "
+                 f"{d['device']['description']})"]
+        if per_layer:
+            timed = any(la["time_ms"] for la in d["layers"])
+            lines += ["", table(
+                ["#", "layer", "op", "dtype", "MACs", "params", "weight B", "AI", "DI",
+                 "energy µJ (model)", *([f"{'p50 ' if lat['runs'] else ''}ms ({lat['source']})"]
+                                        if timed else [])],
+                [(i, la["name"], la["op"], la["dtype"], la["macs"], la["params"],
+                  la["weight_bytes"], la["arithmetic_intensity"],
+                  la.get("dtype_aware_intensity", "-"), la["energy_model_uj"],
+                  *([_layer_ms(la["time_ms"])] if timed else []))
+                 for i, la in enumerate(d["layers"])])]
+        if d.get("backend_layers"):
+            lines += ["", "per node, from the backend's own profiler:", table(
+                ["node", "op", "p50 ms", "mean ms"],
+                [(n["name"], n["op"], n["p50"], n["mean"]) for n in d["backend_layers"]])]
+        lines += ["", table(["figure", "value", "what it is"], [
+            ("MACs", t["macs"], "multiply-accumulates per inference"),
+            ("FLOPs", t["flops"], "2 x MACs"),
+            ("params", t["params"], ", ".join(f"{v:,} B {k}"
+                                             for k, v in t["weight_bytes_by_dtype"].items())),
+            ("peak activations", f"{t['peak_activation_bytes']:,} B",
+             f"planned arena (naive: {t['naive_activation_bytes']:,} B)"),
+            ("arithmetic intensity", t["arithmetic_intensity"], "MACs per element moved"),
+            ("data-type-aware int.", t["dtype_aware_intensity"],
+             "MACs per energy-weighted element (inferred formula)"),
+            *_latency_rows(lat),
+            ("energy (model)", f"{e['model_uj_per_inference']:.4g} µJ", e["model_basis"]),
+            ("energy (measured)", f"{e['measured_uj_per_inference']:.4g} µJ"
+             if e["measured_uj_per_inference"] is not None else "n/a",
+             e.get("measured_source") or e["measured_unavailable_reason"]),
+            *((f"fits {k}", "yes" if v["fits"] else f"NO (+{v['overshoot_bytes']:,} B)",
+               f"{v['needed_bytes']:,} of {v['available_bytes']:,} B")
+              for k, v in d["fits"].items()),
+        ])]
+        lines += [f"note: {n}" for n in d["notes"]]
+        return "\n".join(lines)
+
+
+def _latency_rows(lat: dict[str, Any]) -> list[tuple[str, str, str]]:
+    if lat["source"] == "estimated":
+        return [("latency (estimated)", f"{lat['estimate_ms']:.4g} ms",
+                 "MACs x cycles per MAC / clock: no device attached")]
+    return [(f"latency ({lat['source']})",
+             f"p50 {lat['p50']:.4g} / p90 {lat['p90']:.4g} / p99 {lat['p99']:.4g} ms",
+             f"min {lat['min']:.4g}, max {lat['max']:.4g}, mean {lat['mean']:.4g} "
+             f"± {lat['std']:.2g} ms over {lat['runs']} runs")]
+
+
+def _layer_ms(time_ms: dict[str, float] | None) -> float | str:
+    if not time_ms:
+        return "-"
+    return time_ms["p50"] if "p50" in time_ms else time_ms["estimate"]
