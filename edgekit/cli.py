@@ -10,7 +10,6 @@ import importlib
 import json
 import sys
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -18,6 +17,7 @@ import edgekit
 from edgekit.console import table
 from edgekit.errors import EdgekitError
 from edgekit.graph import Graph
+from edgekit.profile.counts import describe
 
 
 def load_model(path: str | Path) -> Graph:
@@ -62,28 +62,6 @@ def load_data(path: str | Path) -> tuple[np.ndarray, np.ndarray | None]:
 
 def load_array(path: str | Path) -> np.ndarray:
     return load_data(path)[0]
-
-
-def describe(graph: Graph) -> dict[str, Any]:
-    """Per-layer ops, shapes, params and MACs, plus totals: what ``inspect`` shows."""
-    from edgekit.runtime import Executor
-
-    layers = []
-    for node in graph.nodes:
-        params = sum(graph.tensors[n].size for n in node.inputs if n in graph.params)
-        layers.append({"name": node.name or node.outputs[0], "op": node.op,
-                       "activation": node.attrs.get("activation", "none"),
-                       "output_shape": list(graph.tensors[node.outputs[0]].shape),
-                       "params": params, "macs": graph.node_macs(node)})
-    return {
-        "inputs": {n: list(graph.tensors[n].shape) for n in graph.inputs},
-        "outputs": {n: list(graph.tensors[n].shape) for n in graph.outputs},
-        "layers": layers,
-        "totals": {"nodes": len(layers), "params": sum(la["params"] for la in layers),
-                   "weight_bytes": sum(graph.tensors[p].nbytes for p in graph.params),
-                   "macs": sum(la["macs"] for la in layers),
-                   "peak_activation_bytes": Executor(graph).peak_activation_bytes(1)},
-    }
 
 
 WRITERS = {"ekm": None, "onnx": "to_onnx", "tflite": "to_tflite"}
@@ -217,6 +195,44 @@ def cmd_demo(args: argparse.Namespace) -> None:
         print(json.dumps(report, indent=1))
 
 
+def cmd_profile(args: argparse.Namespace) -> None:
+    from edgekit.profile import profile
+    from edgekit.profile.compare import compare
+    from edgekit.profile.plot import plot_pareto
+
+    data = load_data(args.labels) if args.labels else None
+    models = [args.model] * bool(args.model) + (args.compare or [])
+    if not models:
+        raise EdgekitError("give a MODEL to profile, or --compare a.ekm b.ekm ...")
+    if args.compare:
+        rows = compare(models, args.target, data, args.runs, args.warmup, args.profile)
+        print(table(["model", "accuracy", f"latency ms ({rows[0]['latency_source']})",
+                     "p99 ms", "energy µJ (model)", "energy µJ (measured)", "MACs",
+                     "weight B", "peak act. B", "fits", "Pareto"],
+                    [(r["model"], "-" if r["accuracy"] is None else f"{r['accuracy']:.2%}",
+                      r["latency_ms"], "-" if r["latency_p99_ms"] is None else r["latency_p99_ms"],
+                      r["energy_model_uj"], "n/a" if r["energy_measured_uj"] is None
+                      else r["energy_measured_uj"], r["macs"], r["weight_bytes"],
+                      r["peak_activation_bytes"], "yes" if r["fits"] else "NO",
+                      ",".join(k[7:] for k in ("pareto_energy", "pareto_latency") if r.get(k))
+                      or "-") for r in rows]))
+        if args.plot:
+            print(f"wrote {plot_pareto(rows, args.plot)}")
+        if args.json:
+            Path(args.json).write_text(json.dumps(rows, indent=1))
+            print(f"wrote {args.json}")
+        return
+    graph = load_model(args.model)
+    x = data[0][:1] if data else None
+    report = profile(graph, args.target, x, args.runs, args.warmup, device=args.profile,
+                     per_layer=args.per_layer, name=Path(args.model).stem)
+    print(report.text(per_layer=args.per_layer))
+    if args.json:
+        print(f"wrote {report.save_json(args.json)}")
+    if args.plot:
+        print(f"wrote {report.plot(args.plot)}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="edgekit", description=__doc__.splitlines()[0])
     p.add_argument("--version", action="version", version=f"edgekit {edgekit.__version__}")
@@ -262,6 +278,20 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--out", default="edgekit-demo")
     d.add_argument("--json", action="store_true")
     d.set_defaults(func=cmd_demo)
+
+    pr = sub.add_parser("profile", help="latency percentiles, MACs, memory, energy, fit check")
+    pr.add_argument("model", nargs="?")
+    pr.add_argument("--target", default="cpu")
+    pr.add_argument("--runs", type=int, default=100)
+    pr.add_argument("--warmup", type=int, default=10)
+    pr.add_argument("--per-layer", action="store_true", help="table and timing per layer")
+    pr.add_argument("--json", metavar="OUT.json", help="write the report (schema: README)")
+    pr.add_argument("--plot", metavar="OUT.png", help="per-layer plot, or Pareto with --compare")
+    pr.add_argument("--compare", nargs="+", metavar="MODEL", help="models to compare")
+    pr.add_argument("--labels", help=".npz with 'x' and 'y': accuracy in --compare")
+    pr.add_argument("--profile", help="device profile (cortex-m4, ...) or a .toml; not "
+                    "attached: latency estimated")
+    pr.set_defaults(func=cmd_profile)
     return p
 
 
