@@ -392,6 +392,21 @@ def test_int8_conv2d(data):
     check_int8("conv2d", shapes, params, attrs, draw(data, 0, 2**31)[0])
 
 
+@pytest.mark.parametrize("cin, cout, groups, kernel, stride, padding, dilation", [
+    (5, 7, 1, (1, 1), (1, 1), (0, 0, 0, 0), (1, 1)),  # pointwise: no window rows
+    (3, 4, 1, (1, 1), (1, 1), (1, 0, 2, 1), (1, 1)),  # pointwise with padding
+    (4, 8, 4, (3, 3), (2, 2), (1, 1, 1, 1), (1, 1)),  # depthwise, stride 2, multiplier 2
+    (1, 6, 1, (3, 2), (1, 2), (2, 0, 1, 1), (2, 1)),  # one input channel: the depthwise path
+    (6, 4, 2, (2, 3), (2, 1), (0, 2, 1, 0), (1, 2)),  # grouped, dilated
+])
+def test_int8_conv2d_paths(cin, cout, groups, kernel, stride, padding, dilation):
+    rng = np.random.default_rng(cin * cout)
+    check_int8("conv2d", [(1, cin, 9, 8)],
+               [randn(rng, cout, cin // groups, *kernel), randn(rng, cout)],
+               {"stride": list(stride), "padding": list(padding), "dilation": list(dilation),
+                "groups": groups, "activation": "relu6"}, seed=cin + cout)
+
+
 @SETTINGS
 @given(st.data())
 def test_int8_conv1d(data):

@@ -7,9 +7,9 @@ formed from the float32 scales a ``.tflite`` file stores, so that tflite-micro a
 agree bit for bit: ``_f32`` rounds every scale as the file would, and each op builds its real
 multipliers in the precision (double or float) its tflite-micro kernel uses.
 
-Ops that only move values (maxpool2d, reshape, concat) reuse the float32 prepare functions,
-whose kernels are exact on int8; softmax and layernorm run their float32 kernels between a
-dequantize and a quantize.
+Ops that only move values (reshape, concat) reuse the float32 prepare functions, whose kernels
+are exact on int8; softmax and layernorm run their float32 kernels between a dequantize and a
+quantize.
 """
 
 from __future__ import annotations
@@ -21,9 +21,9 @@ import numpy as np
 
 from edgekit.errors import EdgekitError
 from edgekit.graph import QuantParams
-from edgekit.quant.arith import INT32_MAX, INT32_MIN, quantize_multipliers
+from edgekit.quant.arith import quantize_multipliers
 from edgekit.runtime import float32
-from edgekit.runtime.kernels import conv, elementwise, int8_elementwise, int8_gemm, int8_pool
+from edgekit.runtime.kernels import elementwise, int8_conv, int8_elementwise, int8_gemm, int8_pool
 from edgekit.runtime.registry import KERNELS, Step, register
 
 ALIGN = 16
@@ -79,18 +79,30 @@ def _scratch_bytes(*parts: tuple[tuple[int, ...], type]) -> int:
 
 # --- convolutions and linear -----------------------------------------------------------------
 
-def _conv_parts(x_shape, w_shape, out_shape, groups) -> list[tuple[tuple[int, ...], type]]:
-    """Per-sample scratch: the input less its zero point (int16), then depthwise int32
-    accumulators or im2row rows (int16)."""
-    shifted = ((1, *x_shape[1:]), np.int16)
-    pixels = math.prod(out_shape[2:])
+def _pointwise(w_shape, stride, groups) -> bool:
+    """A 1x1 stride-1 convolution: its window rows are the padded input itself."""
+    return tuple(w_shape[2:]) == (1, 1) and tuple(stride) == (1, 1) and groups == 1
+
+
+def _conv_parts(x_shape, w_shape, out_shape, groups, padding, stride) -> list[tuple]:
+    """Per-sample scratch: the padded channels-last input less its zero point (int16, each
+    channel repeated for the output channels it feeds when there is one input channel per
+    output channel), then one output row of int32 sums and its transpose, or one group's window
+    rows (int16) unless the convolution is pointwise."""
+    channels, height, width = x_shape[1:]
+    repeat = w_shape[0] // channels if w_shape[1] == 1 else 1
+    t, left, bottom, right = padding
+    padded = ((height + t + bottom, width + left + right, channels * repeat), np.int16)
     if w_shape[1] == 1:
-        return [shifted, ((1, w_shape[0], *out_shape[2:]), np.int32)]
-    return [shifted, ((groups, pixels, math.prod(w_shape[1:])), np.int16)]
+        row = out_shape[3] * w_shape[0]
+        return [padded, ((row,), np.int32), ((w_shape[0], out_shape[3]), np.int32)]
+    if _pointwise(w_shape, stride, groups):
+        return [padded]
+    return [padded, ((math.prod(out_shape[2:]), math.prod(w_shape[1:])), np.int16)]
 
 
-def _conv_scratch(shapes, out_shape, *, groups, **_) -> int:
-    return _scratch_bytes(*_conv_parts(shapes[0], shapes[1], out_shape, groups))
+def _conv_scratch(shapes, out_shape, *, groups, padding, stride, **_) -> int:
+    return _scratch_bytes(*_conv_parts(shapes[0], shapes[1], out_shape, groups, padding, stride))
 
 
 def _conv_multipliers(quant: list[QuantParams], channels: int, float_product: bool):
@@ -120,37 +132,51 @@ def _sequence(calls: list[tuple]) -> Step:
 
 @register("conv2d", "int8", scratch=_conv_scratch)
 def _conv2d(ins, out, *, stride, padding, dilation, groups, activation, quant, scratch) -> Step:
-    """Per sample: subtract the input zero point (so padding is the real 0), then the float
-    kernels' own loops on integers (depthwise accumulation, or im2row), then requantization."""
+    """Per sample: the padded channels-last copy, then either the per-pixel channel-vector
+    accumulation (one input channel per output channel) or, per group, window rows and GEMM."""
     x, w, bias = _with_bias(ins)
-    channels = w.shape[0]
+    channels, kernel = w.shape[0], tuple(w.shape[2:])
     m, shift = _conv_multipliers(quant, channels, False)
     requant = (_zp(quant[-1]), *activation_bounds(activation, quant[-1]))
-    geometry = (tuple(stride), tuple(padding[:2]), tuple(dilation))
-    shifted, work = _carve(scratch, *_conv_parts(x.shape, w.shape, out.shape, groups))
-    depthwise = w.shape[1] == 1
-    if not depthwise:
-        weights = w.astype(np.int16).reshape(groups, -1, work.shape[2])
-        biases, ms, shifts = (v.reshape(groups, -1) for v in (bias, m, shift))
+    padded, *work = _carve(scratch, *_conv_parts(x.shape, w.shape, out.shape, groups, padding,
+                                                 stride))
+    geometry = (tuple(stride), tuple(dilation))
     calls: list[tuple] = []
+    if w.shape[1] == 1:
+        out_w = out.shape[3]
+        taps = np.tile(w[:, 0].transpose(1, 2, 0).astype(np.int16), (1, 1, out_w))
+        for n in range(x.shape[0]):
+            calls += [(int8_conv.pad_channels_last, x[n], _zp(quant[0]), padding[0], padding[1],
+                       padded.shape[2] // x.shape[1], padded),
+                      (int8_conv.depthwise, padded, taps, np.tile(bias, out_w), *geometry, m,
+                       shift, *requant, *work, out[n])]
+        return _sequence(calls)
+    pointwise, per_group = _pointwise(w.shape, stride, groups), w.shape[1]
+    rows = padded.reshape(-1, per_group) if pointwise else work[0]
+    weights = np.ascontiguousarray(
+        w.reshape(groups, -1, *w.shape[1:]).transpose(0, 1, 3, 4, 2), np.int16
+    ).reshape(groups, channels // groups, -1)
+    biases, ms, shifts = (v.reshape(groups, -1) for v in (bias, m, shift))
     for n in range(x.shape[0]):
-        calls.append((int8_elementwise.subtract, x[n].reshape(-1), _zp(quant[0]),
-                      shifted.reshape(-1)))
-        if depthwise:
-            calls += [(conv.depthwise_conv2d, shifted, w, bias, *geometry, INT32_MIN, INT32_MAX,
-                       work),
-                      (int8_gemm.requantize_channels, work.reshape(channels, -1), m, shift,
-                       *requant, out[n].reshape(channels, -1))]
-        else:
-            outs = out[n].reshape(groups, -1, work.shape[1])
-            calls.append((conv.im2row, shifted[0], tuple(w.shape[2:]), *geometry, out.shape[3],
-                          work))
-            calls += [(int8_gemm.gemm_requant, weights[g], work[g], biases[g], True, ms[g],
-                       shifts[g], *requant, outs[g]) for g in range(groups)]
+        outs = out[n].reshape(groups, -1, rows.shape[0])
+        calls.append((int8_conv.pad_channels_last, x[n], _zp(quant[0]), padding[0], padding[1],
+                      1, padded))
+        for g in range(groups):
+            if not pointwise:
+                calls.append((int8_conv.window_rows, padded, kernel, *geometry, g * per_group,
+                              per_group, out.shape[3], rows))
+            calls.append((int8_gemm.gemm_requant, weights[g], rows, biases[g], True, ms[g],
+                          shifts[g], *requant, outs[g]))
     return _sequence(calls)
 
 
-@register("conv1d", "int8", scratch=_conv_scratch)
+def _conv1d_scratch(shapes, out_shape, *, groups, padding, stride, **_) -> int:
+    as_2d = [(*s[:2], 1, s[2]) for s in (*shapes[:2], out_shape)]
+    return _conv_scratch(as_2d[:2], as_2d[2], groups=groups,
+                         padding=[0, padding[0], 0, padding[1]], stride=[1, *stride])
+
+
+@register("conv1d", "int8", scratch=_conv1d_scratch)
 def _conv1d(ins, out, *, stride, padding, dilation, groups, activation, quant, scratch) -> Step:
     """A conv2d of height 1."""
     as_2d = [a.reshape(*a.shape[:2], 1, a.shape[2]) for a in (ins[0], ins[1], out)]
@@ -244,8 +270,15 @@ def _value_mover(op: str):
     return prepare
 
 
-for _op in ("maxpool2d", "reshape", "concat"):
+for _op in ("reshape", "concat"):
     register(_op, "int8")(_value_mover(_op))
+
+
+@register("maxpool2d", "int8")
+def _maxpool2d(ins, out, *, kernel, stride, padding, dilation, quant) -> Step:
+    _check_shared("maxpool2d", quant)
+    return partial(int8_pool.max_pool2d, ins[0], tuple(kernel), tuple(stride),
+                   tuple(padding[:2]), tuple(dilation), out)
 
 
 @register("avgpool2d", "int8")

@@ -38,15 +38,18 @@ def _y_offset(row, dims, y_strides):
 @njit(cache=True)
 def add(x, y, dims, y_strides, zx, zy, zo, m, shift, lo, hi, out):
     """TFLite int8 ADD: each operand ``(v - z) << 20`` rescaled by its multiplier (``m[0]``,
-    ``m[1]``), the sum by ``m[2]``, plus ``zo``, clamped to ``[lo, hi]``."""
+    ``m[1]``), the sum by ``m[2]``, plus ``zo``, clamped to ``[lo, hi]``. Rows are contiguous
+    slices and y is read through unsigned offsets, so no index check stops vectorization."""
     inner, y_step = dims[-1], y_strides[-1]
+    m0, m1, m2, s0, s1, s2 = m[0], m[1], m[2], shift[0], shift[1], shift[2]
     for row in range(x.size // inner):
         y_off = _y_offset(row, dims, y_strides)
-        for i in range(row * inner, (row + 1) * inner):
-            a = multiply_by_quantized_multiplier((x[i] - zx) << ADD_LEFT_SHIFT, m[0], shift[0])
+        xs, dst = x[row * inner:(row + 1) * inner], out[row * inner:(row + 1) * inner]
+        for i in range(inner):
+            a = multiply_by_quantized_multiplier((xs[i] - zx) << ADD_LEFT_SHIFT, m0, s0)
             b = multiply_by_quantized_multiplier(
-                (y[y_off + (i - row * inner) * y_step] - zy) << ADD_LEFT_SHIFT, m[1], shift[1])
-            out[i] = requantize(a + b, m[2], shift[2], zo, lo, hi)
+                (y[np.uint64(y_off + i * y_step)] - zy) << ADD_LEFT_SHIFT, m1, s1)
+            dst[i] = requantize(a + b, m2, s2, zo, lo, hi)
 
 
 @njit(cache=True)
@@ -55,9 +58,10 @@ def mul(x, y, dims, y_strides, zx, zy, zo, m, shift, lo, hi, out):
     inner, y_step = dims[-1], y_strides[-1]
     for row in range(x.size // inner):
         y_off = _y_offset(row, dims, y_strides)
-        for i in range(row * inner, (row + 1) * inner):
-            prod = (x[i] - zx) * (y[y_off + (i - row * inner) * y_step] - zy)
-            out[i] = requantize(prod, m, shift, zo, lo, hi)
+        xs, dst = x[row * inner:(row + 1) * inner], out[row * inner:(row + 1) * inner]
+        for i in range(inner):
+            prod = (xs[i] - zx) * (y[np.uint64(y_off + i * y_step)] - zy)
+            dst[i] = requantize(prod, m, shift, zo, lo, hi)
 
 
 @njit(cache=True)

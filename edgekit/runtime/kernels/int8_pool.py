@@ -1,9 +1,42 @@
-"""int8 average pooling (max pooling needs no integer kernel of its own: ``pool.pool2d`` is
-exact on int8 values, whose input and output share one quantization)."""
+"""int8 pooling: input and output share one quantization, so both work on the raw values.
+Padding never enters the max (as TFLite's MAX_POOL_2D); the average is TFLite's."""
 
 from __future__ import annotations
 
+import numpy as np
 from numba import njit
+
+
+@njit(cache=True)
+def _span(offset, stride, size, n_out):
+    """Outputs o in [first, last) whose input index o * stride + offset lies in [0, size)."""
+    return max(0, -(offset // stride)), min(n_out, -((offset - size) // stride))
+
+
+@njit(cache=True)
+def max_pool2d(x, kernel, stride, padding, dilation, out):
+    """Each output row is the running maximum of the input rows its windows cover, one tap at
+    a time, with the padding handled by loop bounds (unsigned indices: no negative-index
+    checks in the inner loop)."""
+    height, width = x.shape[2], x.shape[3]
+    (kh, kw), (sh, sw), (pt, pl), (dh, dw) = kernel, stride, padding, dilation
+    for n in range(x.shape[0]):
+        for c in range(x.shape[1]):
+            src, dst = x[n, c], out[n, c]
+            for oy in range(out.shape[2]):
+                best = dst[oy]
+                best[:] = -128
+                for ky in range(kh):
+                    iy = oy * sh - pt + ky * dh
+                    if 0 <= iy < height:
+                        line = src[iy]
+                        for kx in range(kw):
+                            off = kx * dw - pl
+                            x0, x1 = _span(off, sw, width, out.shape[3])
+                            for ox in range(x0, x1):
+                                v = line[np.uint64(ox * sw + off)]
+                                if v > best[ox]:
+                                    best[ox] = v
 
 
 @njit(cache=True)
