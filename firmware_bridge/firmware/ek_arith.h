@@ -1,0 +1,36 @@
+/* TFLite's int8 requantization, the C twin of edgekit/quant/arith.py (bit-exact: one shared
+ * test runs both on the same vectors). Kept in a header so every kernel inlines it. */
+#ifndef EK_ARITH_H
+#define EK_ARITH_H
+#include <stdint.h>
+
+/* SaturatingRoundingDoublingHighMul: (a * b * 2 + 2^31 rounding) >> 32, truncating division. */
+static inline int32_t ek_srdhm(int32_t a, int32_t b) {
+    if (a == INT32_MIN && b == INT32_MIN) return INT32_MAX;
+    int64_t ab = (int64_t)a * (int64_t)b;
+    int64_t nudge = ab >= 0 ? (1LL << 30) : (1 - (1LL << 30));
+    return (int32_t)((ab + nudge) / (1LL << 31));
+}
+
+/* Division by 2^n rounding half away from zero. */
+static inline int32_t ek_rdbpot(int32_t x, int n) {
+    int32_t mask = (int32_t)((1LL << n) - 1);
+    int32_t rem = x & mask;
+    int32_t thr = (mask >> 1) + (x < 0 ? 1 : 0);
+    return (x >> n) + (rem > thr ? 1 : 0);
+}
+
+static inline int32_t ek_mbqm(int32_t acc, int32_t m, int32_t shift) {
+    int left = shift > 0 ? shift : 0, right = shift < 0 ? -shift : 0;
+    return ek_rdbpot(ek_srdhm((int32_t)((uint32_t)acc << left), m), right);
+}
+
+static inline int32_t ek_clamp(int32_t v, int32_t lo, int32_t hi) {
+    return v < lo ? lo : v > hi ? hi : v;
+}
+
+static inline int8_t ek_requantize(int32_t acc, int32_t m, int32_t shift, int32_t zp,
+                                   int32_t lo, int32_t hi) {
+    return (int8_t)ek_clamp(ek_mbqm(acc, m, shift) + zp, lo, hi);
+}
+#endif

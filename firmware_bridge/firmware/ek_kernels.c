@@ -1,0 +1,239 @@
+/* int8 kernels: TFLite arithmetic (ek_arith.h), bit-exact with edgekit's numba runtime.
+ *
+ * Convolutions copy each output pixel's window into a small column (cin/groups * kh * kw bytes,
+ * padding filled with the input zero point) and take dot products with each output channel's
+ * weight row. The input zero point is folded into the bias by converters/to_c.py
+ * (b - zp * sum(w)): with padding equal to zp, sum(col * w) - zp * sum(w) = sum((col - zp) * w)
+ * exactly, so the inner loop is load, load, multiply-accumulate. */
+#include <math.h>
+#include <string.h>
+
+#include "ek_arith.h"
+#include "ek_kernels.h"
+
+/* Dot product of two int8 rows, 4 terms per pass: on a Cortex-M3 each term is two
+ * post-incrementing LDRSB and one MLA. */
+static inline int32_t ek_dot(const int8_t *a, const int8_t *b, int32_t n, int32_t acc) {
+    for (; n >= 4; n -= 4, a += 4, b += 4)
+        acc += a[0] * b[0] + a[1] * b[1] + a[2] * b[2] + a[3] * b[3];
+    for (; n > 0; n--) acc += *a++ * *b++;
+    return acc;
+}
+
+/* Two output channels over one column: each column byte is loaded once for both. */
+static inline void ek_dot2(const int8_t *col, const int8_t *w0, const int8_t *w1, int32_t n,
+                           int32_t *acc0, int32_t *acc1) {
+    int32_t s0 = *acc0, s1 = *acc1;
+    for (; n >= 2; n -= 2, col += 2, w0 += 2, w1 += 2) {
+        int32_t c0 = col[0], c1 = col[1];
+        s0 += c0 * w0[0] + c1 * w0[1];
+        s1 += c0 * w1[0] + c1 * w1[1];
+    }
+    if (n) { s0 += col[0] * w0[0]; s1 += col[0] * w1[0]; }
+    *acc0 = s0;
+    *acc1 = s1;
+}
+
+void ek_conv2d(const ek_conv_t *p, int8_t *col, const int8_t *x, int8_t *y) {
+    const int32_t per_group = p->cin / p->groups, outs = p->cout / p->groups;
+    const int32_t depth = per_group * p->kh * p->kw, pixels = p->oh * p->ow;
+    for (int32_t g = 0; g < p->groups; g++) {
+        for (int32_t oy = 0; oy < p->oh; oy++) {
+            for (int32_t ox = 0; ox < p->ow; ox++) {
+                int8_t *c = col;
+                for (int32_t ic = g * per_group; ic < (g + 1) * per_group; ic++) {
+                    const int8_t *plane = x + ic * p->h * p->w;
+                    for (int32_t ky = 0; ky < p->kh; ky++) {
+                        int32_t iy = oy * p->sh - p->pt + ky * p->dh;
+                        for (int32_t kx = 0; kx < p->kw; kx++) {
+                            int32_t ix = ox * p->sw - p->pl + kx * p->dw;
+                            *c++ = (iy >= 0 && iy < p->h && ix >= 0 && ix < p->w)
+                                       ? plane[iy * p->w + ix] : (int8_t)p->in_zp;
+                        }
+                    }
+                }
+                int32_t pixel = oy * p->ow + ox, o = g * outs;
+                for (; o + 1 < (g + 1) * outs; o += 2) {
+                    int32_t a0 = p->bias[o], a1 = p->bias[o + 1];
+                    ek_dot2(col, p->weight + o * depth, p->weight + (o + 1) * depth, depth,
+                            &a0, &a1);
+                    y[o * pixels + pixel] = ek_requantize(a0, p->mult[o], p->shift[o],
+                                                          p->out_zp, p->lo, p->hi);
+                    y[(o + 1) * pixels + pixel] = ek_requantize(
+                        a1, p->mult[o + 1], p->shift[o + 1], p->out_zp, p->lo, p->hi);
+                }
+                if (o < (g + 1) * outs) {
+                    int32_t a = ek_dot(col, p->weight + o * depth, depth, p->bias[o]);
+                    y[o * pixels + pixel] = ek_requantize(a, p->mult[o], p->shift[o],
+                                                          p->out_zp, p->lo, p->hi);
+                }
+            }
+        }
+    }
+}
+
+void ek_linear(const ek_linear_t *p, const int8_t *x, int8_t *y) {
+    for (int32_t r = 0; r < p->rows; r++, x += p->in, y += p->out) {
+        for (int32_t j = 0; j < p->out; j++) {
+            int32_t acc = ek_dot(x, p->weight + j * p->in, p->in, p->bias[j]);
+            y[j] = ek_requantize(acc, p->mult[j], p->shift[j], p->out_zp, p->lo, p->hi);
+        }
+    }
+}
+
+/* Offset into the second operand of innermost row ``row`` of the first (elementwise.binary). */
+static int32_t ek_y_offset(const ek_binary_t *p, int32_t row) {
+    int32_t offset = 0;
+    for (int32_t d = p->ndims - 2; d >= 0; d--) {
+        offset += row % p->dims[d] * p->y_strides[d];
+        row /= p->dims[d];
+    }
+    return offset;
+}
+
+#define EK_ADD_LEFT_SHIFT 20
+
+void ek_add(const ek_binary_t *p, const int8_t *x, const int8_t *y, int8_t *out) {
+    int32_t inner = p->dims[p->ndims - 1], step = p->y_strides[p->ndims - 1];
+    for (int32_t row = 0; row < p->size / inner; row++) {
+        const int8_t *yr = y + ek_y_offset(p, row);
+        for (int32_t i = 0; i < inner; i++) {
+            int32_t k = row * inner + i;
+            int32_t a = ek_mbqm((x[k] - p->zx) * (1 << EK_ADD_LEFT_SHIFT), p->mult[0],
+                                p->shift[0]);
+            int32_t b = ek_mbqm((yr[i * step] - p->zy) * (1 << EK_ADD_LEFT_SHIFT), p->mult[1],
+                                p->shift[1]);
+            out[k] = ek_requantize(a + b, p->mult[2], p->shift[2], p->zo, p->lo, p->hi);
+        }
+    }
+}
+
+void ek_mul(const ek_binary_t *p, const int8_t *x, const int8_t *y, int8_t *out) {
+    int32_t inner = p->dims[p->ndims - 1], step = p->y_strides[p->ndims - 1];
+    for (int32_t row = 0; row < p->size / inner; row++) {
+        const int8_t *yr = y + ek_y_offset(p, row);
+        for (int32_t i = 0; i < inner; i++) {
+            int32_t k = row * inner + i;
+            int32_t prod = (x[k] - p->zx) * (yr[i * step] - p->zy);
+            out[k] = ek_requantize(prod, p->mult[0], p->shift[0], p->zo, p->lo, p->hi);
+        }
+    }
+}
+
+void ek_clamp_i8(int32_t size, int32_t lo, int32_t hi, const int8_t *x, int8_t *y) {
+    for (int32_t i = 0; i < size; i++) y[i] = (int8_t)ek_clamp(x[i], lo, hi);
+}
+
+void ek_leaky_relu(const ek_leaky_t *p, const int8_t *x, int8_t *y) {
+    for (int32_t i = 0; i < p->size; i++) {
+        int32_t v = x[i] - p->zx;
+        y[i] = v >= 0 ? ek_requantize(v, p->m_id, p->s_id, p->zo, -128, 127)
+                      : ek_requantize(v, p->m_alpha, p->s_alpha, p->zo, -128, 127);
+    }
+}
+
+/* The taps k in [*k0, *k1) whose position base + k * d lies inside [0, size). */
+static void ek_taps(int32_t base, int32_t d, int32_t k, int32_t size, int32_t *k0, int32_t *k1) {
+    *k0 = base < 0 ? (-base + d - 1) / d : 0;
+    *k1 = size - 1 - base < 0 ? 0 : (size - 1 - base) / d + 1;
+    if (*k1 > k) *k1 = k;
+}
+
+void ek_maxpool2d(const ek_pool_t *p, const int8_t *x, int8_t *y) {
+    for (int32_t c = 0; c < p->c; c++, x += p->h * p->w) {
+        for (int32_t oy = 0; oy < p->oh; oy++) {
+            int32_t by = oy * p->sh - p->pt, y0, y1;
+            ek_taps(by, p->dh, p->kh, p->h, &y0, &y1);
+            for (int32_t ox = 0; ox < p->ow; ox++) {
+                int32_t bx = ox * p->sw - p->pl, x0, x1, best = -128;
+                ek_taps(bx, p->dw, p->kw, p->w, &x0, &x1);
+                for (int32_t ky = y0; ky < y1; ky++)
+                    for (int32_t kx = x0; kx < x1; kx++) {
+                        int32_t v = x[(by + ky * p->dh) * p->w + bx + kx * p->dw];
+                        if (v > best) best = v;
+                    }
+                *y++ = (int8_t)best;
+            }
+        }
+    }
+}
+
+/* TFLite's int8 average: (sum +- count/2) / count truncating; padding counts only with
+ * count_include_pad, as the zero point. */
+void ek_avgpool2d(const ek_pool_t *p, const int8_t *x, int8_t *y) {
+    for (int32_t c = 0; c < p->c; c++, x += p->h * p->w) {
+        for (int32_t oy = 0; oy < p->oh; oy++) {
+            int32_t by = oy * p->sh - p->pt, y0, y1;
+            ek_taps(by, 1, p->kh, p->h, &y0, &y1);
+            for (int32_t ox = 0; ox < p->ow; ox++) {
+                int32_t bx = ox * p->sw - p->pl, x0, x1, acc = 0;
+                ek_taps(bx, 1, p->kw, p->w, &x0, &x1);
+                for (int32_t ky = y0; ky < y1; ky++)
+                    for (int32_t kx = x0; kx < x1; kx++) acc += x[(by + ky) * p->w + bx + kx];
+                int32_t count = (y1 - y0) * (x1 - x0);
+                if (p->count_include_pad) {
+                    acc += (p->kh * p->kw - count) * p->zp;
+                    count = p->kh * p->kw;
+                }
+                int32_t half = count / 2;
+                int32_t avg = acc > 0 ? (acc + half) / count : -((-acc + half) / count);
+                *y++ = (int8_t)ek_clamp(avg, -128, 127);
+            }
+        }
+    }
+}
+
+void ek_copy(int32_t size, const int8_t *x, int8_t *y) { memcpy(y, x, (size_t)size); }
+
+void ek_concat_part(int32_t outer, int32_t inner, int32_t total_inner, int32_t offset,
+                    const int8_t *x, int8_t *y) {
+    for (int32_t o = 0; o < outer; o++) memcpy(y + o * total_inner + offset, x + o * inner,
+                                               (size_t)inner);
+}
+
+/* float -> int8 rounding half away from zero (edgekit.quant.edge). */
+static int8_t ek_quantize(float v, double scale, int32_t zp) {
+    double q = (double)v / scale;
+    double r = floor(fabs(q) + 0.5);
+    return (int8_t)ek_clamp((int32_t)(q < 0 ? -r : r) + zp, -128, 127);
+}
+
+/* Softmax in float between a dequantize and a quantize (docs/quantized-graph.md). */
+void ek_softmax(const ek_softmax_t *p, const int8_t *x, int8_t *y) {
+    for (int32_t o = 0; o < p->outer; o++) {
+        for (int32_t i = 0; i < p->inner; i++) {
+            const int8_t *xr = x + o * p->n * p->inner + i;
+            int8_t *yr = y + o * p->n * p->inner + i;
+            float peak = (float)((xr[0] - p->zx) * (double)p->sx);
+            for (int32_t a = 1; a < p->n; a++) {
+                float v = (float)((xr[a * p->inner] - p->zx) * (double)p->sx);
+                if (v > peak) peak = v;
+            }
+            double total = 0.0;
+            for (int32_t a = 0; a < p->n; a++)
+                total += expf((float)((xr[a * p->inner] - p->zx) * (double)p->sx) - peak);
+            double inv = 1.0 / total;
+            for (int32_t a = 0; a < p->n; a++) {
+                float e = expf((float)((xr[a * p->inner] - p->zx) * (double)p->sx) - peak);
+                yr[a * p->inner] = ek_quantize((float)(e * inv), p->so, p->zo);
+            }
+        }
+    }
+}
+
+void ek_layernorm(const ek_layernorm_t *p, const int8_t *x, int8_t *y) {
+    for (int32_t r = 0; r < p->rows; r++, x += p->n, y += p->n) {
+        double mean = 0.0, var = 0.0;
+        for (int32_t i = 0; i < p->n; i++) mean += (float)((x[i] - p->zx) * (double)p->sx);
+        mean /= p->n;
+        for (int32_t i = 0; i < p->n; i++) {
+            double d = (float)((x[i] - p->zx) * (double)p->sx) - mean;
+            var += d * d;
+        }
+        double inv = 1.0 / sqrt(var / p->n + p->eps);
+        for (int32_t i = 0; i < p->n; i++) {
+            double v = (float)((x[i] - p->zx) * (double)p->sx);
+            y[i] = ek_quantize((float)((v - mean) * inv * p->gamma[i] + p->beta[i]), p->so, p->zo);
+        }
+    }
+}

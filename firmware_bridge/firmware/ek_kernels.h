@@ -1,0 +1,52 @@
+/* int8 kernels of edgekit's op set on NCHW tensors (batch 1), each the twin of a numba kernel in
+ * edgekit/runtime/kernels/int8_*.py. Parameters are const structs written by converters/to_c.py,
+ * so the model is a static schedule of these calls: no interpreter, no heap. */
+#ifndef EK_KERNELS_H
+#define EK_KERNELS_H
+#include <stdint.h>
+
+typedef struct {
+    int16_t cin, h, w, cout, oh, ow, kh, kw, sh, sw, pt, pl, dh, dw, groups;
+    int32_t in_zp, out_zp, lo, hi;
+    const int8_t *weight;  /* [cout][cin / groups][kh][kw] */
+    const int32_t *bias, *mult, *shift;  /* per output channel */
+} ek_conv_t;
+
+typedef struct {
+    int32_t rows, in, out, out_zp, lo, hi;
+    const int8_t *weight;  /* [out][in] */
+    const int32_t *bias;   /* with the input zero point folded in: b - zp * sum(w) */
+    const int32_t *mult, *shift;
+} ek_linear_t;
+
+#define EK_MAX_DIMS 6
+typedef struct {
+    int32_t size, ndims, dims[EK_MAX_DIMS], y_strides[EK_MAX_DIMS];
+    int32_t zx, zy, zo, lo, hi, mult[3], shift[3];
+} ek_binary_t;
+
+typedef struct {
+    int16_t c, h, w, oh, ow, kh, kw, sh, sw, pt, pl, dh, dw, count_include_pad;
+    int32_t zp;
+} ek_pool_t;
+
+typedef struct { int32_t size, zx, zo, m_id, s_id, m_alpha, s_alpha; } ek_leaky_t;
+typedef struct { int32_t outer, n, inner, zx, zo; float sx, so; } ek_softmax_t;
+typedef struct {
+    int32_t rows, n, zx, zo; float sx, so, eps; const float *gamma, *beta;
+} ek_layernorm_t;
+
+void ek_conv2d(const ek_conv_t *p, int8_t *col, const int8_t *x, int8_t *y);
+void ek_linear(const ek_linear_t *p, const int8_t *x, int8_t *y);
+void ek_add(const ek_binary_t *p, const int8_t *x, const int8_t *y, int8_t *out);
+void ek_mul(const ek_binary_t *p, const int8_t *x, const int8_t *y, int8_t *out);
+void ek_clamp_i8(int32_t size, int32_t lo, int32_t hi, const int8_t *x, int8_t *y);
+void ek_leaky_relu(const ek_leaky_t *p, const int8_t *x, int8_t *y);
+void ek_maxpool2d(const ek_pool_t *p, const int8_t *x, int8_t *y);
+void ek_avgpool2d(const ek_pool_t *p, const int8_t *x, int8_t *y);
+void ek_copy(int32_t size, const int8_t *x, int8_t *y);
+void ek_concat_part(int32_t outer, int32_t inner, int32_t total_inner, int32_t offset,
+                    const int8_t *x, int8_t *y);
+void ek_softmax(const ek_softmax_t *p, const int8_t *x, int8_t *y);
+void ek_layernorm(const ek_layernorm_t *p, const int8_t *x, int8_t *y);
+#endif

@@ -1,0 +1,174 @@
+/* The frame protocol server: a byte-at-a-time parser (hunts for the sync bytes, checks the
+ * header CRC before trusting a length, drops a frame whose bytes stop arriving for
+ * EK_INTER_BYTE_TIMEOUT_MS) and the command handlers. */
+#include <string.h>
+
+#include "ek_board.h"
+#include "ek_model.h"
+#include "ek_protocol.h"
+
+#define EK_FIRMWARE_VERSION "edgekit-fw 0.1"
+
+static uint8_t rx[EK_MAX_PAYLOAD + 4];
+static uint8_t tx[EK_MAX_PAYLOAD];
+static uint32_t step_ticks[256];
+
+uint8_t ek_crc8(const uint8_t *data, uint32_t n) {  /* polynomial 0x07 */
+    uint8_t crc = 0;
+    while (n--) {
+        crc ^= *data++;
+        for (int i = 0; i < 8; i++) crc = (uint8_t)(crc & 0x80 ? (crc << 1) ^ 0x07 : crc << 1);
+    }
+    return crc;
+}
+
+uint32_t ek_crc32(uint32_t crc, const uint8_t *data, uint32_t n) {  /* zlib's CRC-32 */
+    crc = ~crc;
+    while (n--) {
+        crc ^= *data++;
+        for (int i = 0; i < 8; i++) crc = (crc >> 1) ^ (0xEDB88320u & (0u - (crc & 1u)));
+    }
+    return ~crc;
+}
+
+static void put16(uint8_t *p, uint32_t v) { p[0] = (uint8_t)v; p[1] = (uint8_t)(v >> 8); }
+static void put32(uint8_t *p, uint32_t v) { put16(p, v); put16(p + 2, v >> 16); }
+static uint32_t get16(const uint8_t *p) { return p[0] | (uint32_t)p[1] << 8; }
+
+static void send(uint8_t type, uint8_t seq, const uint8_t *payload, uint32_t n) {
+    uint8_t head[7] = {0xA5, 0x5A, type, seq, 0, 0, 0}, tail[4];
+    put16(head + 4, n);
+    head[6] = ek_crc8(head + 2, 4);
+    put32(tail, ek_crc32(ek_crc32(0, head + 2, 4), payload, n));
+    board_write(head, 7);
+    board_write(payload, n);
+    board_write(tail, 4);
+}
+
+static void send_error(uint8_t seq, uint8_t code, const char *why) {
+    uint32_t n = (uint32_t)strlen(why);
+    tx[0] = code;
+    memcpy(tx + 1, why, n);
+    send(EK_ERROR, seq, tx, n + 1);
+}
+
+static uint32_t io_bytes(const ek_span_t *spans, uint16_t n) {
+    uint32_t total = 0;
+    for (uint16_t i = 0; i < n; i++) total += spans[i].size;
+    return total;
+}
+
+static void hello(uint8_t type, uint8_t seq) {
+    put16(tx, EK_PROTOCOL_VERSION);
+    put16(tx + 2, EK_MAX_PAYLOAD);
+    put32(tx + 4, ek_model.arena_bytes);
+    put32(tx + 8, board_tick_hz());
+    put32(tx + 12, io_bytes(ek_model.inputs, ek_model.n_inputs));
+    put32(tx + 16, io_bytes(ek_model.outputs, ek_model.n_outputs));
+    put16(tx + 20, ek_model.n_steps);
+    memcpy(tx + 22, ek_model.hash, 16);
+    memcpy(tx + 38, EK_FIRMWARE_VERSION, sizeof EK_FIRMWARE_VERSION - 1);
+    send(type, seq, tx, 38 + sizeof EK_FIRMWARE_VERSION - 1);
+}
+
+/* Copy the inputs into the arena; false (after an error frame) when the size is wrong. */
+static int load_inputs(uint8_t seq, const uint8_t *data, uint32_t n) {
+    if (n != io_bytes(ek_model.inputs, ek_model.n_inputs)) {
+        send_error(seq, EK_ERR_SIZE, "input size differs from the model's");
+        return 0;
+    }
+    for (uint16_t i = 0; i < ek_model.n_inputs; i++) {
+        memcpy(ek_model.arena + ek_model.inputs[i].offset, data, ek_model.inputs[i].size);
+        data += ek_model.inputs[i].size;
+    }
+    return 1;
+}
+
+/* INFER reply: u32 total ticks, u32 ticks per step, then the outputs. */
+static void infer(uint8_t seq, const uint8_t *data, uint32_t n) {
+    if (!load_inputs(seq, data, n)) return;
+    uint64_t start = board_ticks(), last = start;
+    for (uint16_t s = 0; s < ek_model.n_steps; s++) {
+        ek_model.run_step(s);
+        uint64_t now = board_ticks();
+        step_ticks[s] = (uint32_t)(now - last);
+        last = now;
+    }
+    put32(tx, (uint32_t)(last - start));
+    uint8_t *p = tx + 4;
+    for (uint16_t s = 0; s < ek_model.n_steps; s++, p += 4) put32(p, step_ticks[s]);
+    for (uint16_t i = 0; i < ek_model.n_outputs; i++) {
+        memcpy(p, ek_model.arena + ek_model.outputs[i].offset, ek_model.outputs[i].size);
+        p += ek_model.outputs[i].size;
+    }
+    send(EK_INFER | EK_REPLY, seq, tx, (uint32_t)(p - tx));
+}
+
+/* INFER_LAYERS: u16 step, then the inputs; reply u16 step, then that step's output (the
+ * schedule runs up to it, so the planned arena still holds it). */
+static void infer_layers(uint8_t seq, const uint8_t *data, uint32_t n) {
+    if (n < 2) { send_error(seq, EK_ERR_SIZE, "missing step index"); return; }
+    uint16_t step = (uint16_t)get16(data);
+    if (step >= ek_model.n_steps) { send_error(seq, EK_ERR_STEP, "no such step"); return; }
+    if (!load_inputs(seq, data + 2, n - 2)) return;
+    for (uint16_t s = 0; s <= step; s++) ek_model.run_step(s);
+    put16(tx, step);
+    memcpy(tx + 2, ek_model.arena + ek_model.steps[step].offset, ek_model.steps[step].size);
+    send(EK_INFER_LAYERS | EK_REPLY, seq, tx, 2 + ek_model.steps[step].size);
+}
+
+static void dispatch(uint8_t type, uint8_t seq, const uint8_t *payload, uint32_t n) {
+    switch (type) {
+    case EK_HELLO: hello(EK_HELLO | EK_REPLY, seq); break;
+    case EK_PING: send(EK_PING | EK_REPLY, seq, payload, n); break;
+    case EK_INFER: infer(seq, payload, n); break;
+    case EK_INFER_LAYERS: infer_layers(seq, payload, n); break;
+    case EK_RESET: send(EK_RESET | EK_REPLY, seq, 0, 0); board_reset(); break;
+    case EK_SHUTDOWN: send(EK_SHUTDOWN | EK_REPLY, seq, 0, 0); board_exit(); break;
+    default: send_error(seq, EK_ERR_TYPE, "unknown command");
+    }
+}
+
+static uint32_t now_ms(void) { return (uint32_t)(board_ticks() / (board_tick_hz() / 1000)); }
+
+void ek_serve(void) {
+    uint8_t head[6];
+    uint32_t got = 0, need = 0, last = 0;  /* got: bytes of the current frame so far */
+    hello(EK_HELLO, 0);
+    for (;;) {
+        int c = board_getc();
+        if (c < 0) {
+            if (got && now_ms() - last > EK_INTER_BYTE_TIMEOUT_MS) got = 0;
+            board_idle();
+            continue;
+        }
+        last = now_ms();
+        uint8_t b = (uint8_t)c;
+        if (got < 2) {  /* hunting for A5 5A */
+            if (b == (got ? 0x5A : 0xA5)) got++;
+            else got = b == 0xA5;
+            continue;
+        }
+        if (got < 7) {
+            head[got - 2] = b;
+            if (++got < 7) continue;
+            need = get16(head + 2);
+            if (ek_crc8(head, 4) != head[4]) { got = b == 0xA5; continue; }
+            if (need > EK_MAX_PAYLOAD) {
+                send_error(head[1], EK_ERR_LENGTH, "payload longer than the maximum");
+                got = 0;
+            }
+            continue;
+        }
+        rx[got++ - 7] = b;
+        if (got < 7 + need + 4) continue;
+        got = 0;
+        const uint8_t *t = rx + need;
+        uint32_t crc = t[0] | (uint32_t)t[1] << 8 | (uint32_t)t[2] << 16 | (uint32_t)t[3] << 24;
+        if (ek_crc32(ek_crc32(0, head, 4), rx, need) != crc) {
+            send_error(head[1], EK_ERR_CRC, "payload CRC mismatch");
+            continue;
+        }
+        dispatch(head[0], head[1], rx, need);
+    }
+}

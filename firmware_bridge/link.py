@@ -1,0 +1,102 @@
+"""A request/reply link to the firmware over pyserial (a real port, or ``socket://`` to QEMU).
+
+Every request gets a fresh sequence number; only a reply with that number, the matching type and
+intact CRCs is accepted, so replies to earlier attempts, garbage and corrupted frames are
+skipped. A request that gets no acceptable reply within ``timeout`` (or gets an error frame
+saying it arrived corrupted, or sees the board reboot) is sent again, at most ``retries`` times;
+then ``LinkError`` says what happened.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from edgekit.errors import EdgekitError
+from edgekit.firmware_bridge.protocol import ERRORS, REPLY, Cmd, Decoder, Frame, Hello, encode
+
+
+class LinkError(EdgekitError):
+    """The board did not answer a request correctly after every retry."""
+
+
+class BoardError(EdgekitError):
+    """The board understood a request and refused it (wrong input size, no such step)."""
+
+
+_RETRYABLE_ERRORS = {1, 2}  # the request arrived corrupted
+
+
+class Link:
+    def __init__(self, port: Any, timeout: float = 1.0, retries: int = 8):
+        self.port, self.timeout, self.retries = port, timeout, retries
+        self.decoder = Decoder()
+        self.seq = 0
+        self.stats = {"requests": 0, "retries": 0, "dropped_frames": 0, "reboots": 0}
+        self.last_hello: Hello | None = None
+
+    def _next_seq(self) -> int:
+        self.seq = self.seq % 255 + 1  # 0 is the board's unasked HELLO
+        return self.seq
+
+    def _read_frames(self, deadline: float) -> list[Frame]:
+        self.port.timeout = max(0.0, min(0.05, deadline - time.monotonic()))
+        data = self.port.read(max(1, self.port.in_waiting))
+        frames = self.decoder.feed(data) if data else []
+        self.stats["dropped_frames"] = self.decoder.dropped
+        return frames
+
+    def wait_hello(self, timeout: float) -> Hello:
+        """The HELLO a board sends when it boots (or a reply to asking for one)."""
+        deadline = time.monotonic() + timeout
+        self.port.write(encode(Frame(Cmd.HELLO, self._next_seq())))
+        asked = self.seq
+        while time.monotonic() < deadline:
+            for frame in self._read_frames(deadline):
+                if frame.type in (Cmd.HELLO, Cmd.HELLO | REPLY):
+                    self.last_hello = Hello.parse(frame.payload)
+                    return self.last_hello
+            if time.monotonic() > deadline - timeout / 2 and asked == self.seq:
+                self.port.write(encode(Frame(Cmd.HELLO, self._next_seq())))
+        raise LinkError(f"the board sent no HELLO within {timeout:.1f} s: is the firmware "
+                        "running and the port right?")
+
+    def request(self, cmd: int, payload: bytes = b"") -> bytes:
+        """The reply payload to ``cmd``; retried on timeouts, corruption and reboots."""
+        self.stats["requests"] += 1
+        problems: list[str] = []
+        for attempt in range(self.retries + 1):
+            if attempt:
+                self.stats["retries"] += 1
+            seq = self._next_seq()
+            self.port.write(encode(Frame(cmd, seq, payload)))
+            outcome = self._await_reply(cmd, seq)
+            if isinstance(outcome, bytes):
+                return outcome
+            problems.append(outcome)
+        raise LinkError(f"command {Cmd(cmd).name} failed after {self.retries + 1} attempts "
+                        f"({'; '.join(problems[-3:])}): check the cable/port and the firmware")
+
+    def _await_reply(self, cmd: int, seq: int) -> bytes | str:
+        """The reply payload, or why this attempt failed (a string)."""
+        deadline = time.monotonic() + self.timeout
+        while time.monotonic() < deadline:
+            for frame in self._read_frames(deadline):
+                if frame.type == Cmd.HELLO:  # the board rebooted: the request was lost
+                    self.stats["reboots"] += 1
+                    self.last_hello = Hello.parse(frame.payload)
+                    return "the board rebooted"
+                if frame.seq != seq:
+                    continue
+                if frame.type == Cmd.ERROR:
+                    code = frame.payload[0] if frame.payload else 0
+                    if code in _RETRYABLE_ERRORS:
+                        return f"the board received a corrupted request ({ERRORS[code]})"
+                    raise BoardError(f"the board refused {Cmd(cmd).name}: "
+                                     f"{frame.payload[1:].decode('ascii', 'replace')}")
+                if frame.type == cmd | REPLY:
+                    return frame.payload
+        return f"no reply within {self.timeout:.2f} s"
+
+    def close(self) -> None:
+        self.port.close()

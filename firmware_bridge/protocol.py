@@ -1,0 +1,124 @@
+"""The host side of edgekit's frame protocol (the firmware side is ``firmware/ek_protocol.c``).
+
+A frame is ``A5 5A | type | seq | length (u16 LE) | CRC-8 | payload | CRC-32 (LE)``: the CRC-8
+guards the header so a corrupted length is never trusted, the CRC-32 (zlib's) covers type,
+sequence number, length and payload, so a reply is accepted only if every byte arrived intact.
+A reply has the request's seq and ``type | 0x80``; an error frame has type ``ERROR``.
+"""
+
+from __future__ import annotations
+
+import struct
+import zlib
+from dataclasses import dataclass
+from enum import IntEnum
+
+SYNC = b"\xa5\x5a"
+HEADER = 7  # sync, type, seq, length, CRC-8
+TRAILER = 4
+MAX_PAYLOAD = 4096  # EK_MAX_PAYLOAD
+REPLY = 0x80
+
+
+class Cmd(IntEnum):
+    HELLO = 0x01
+    PING = 0x02
+    INFER = 0x03
+    INFER_LAYERS = 0x04
+    RESET = 0x05
+    SHUTDOWN = 0x06  # emulator only: the firmware exits through semihosting
+    ERROR = 0x7F
+
+
+ERRORS = {1: "payload CRC mismatch", 2: "payload too long", 3: "unknown command",
+          4: "wrong input size", 5: "no such step"}
+
+
+@dataclass(frozen=True)
+class Frame:
+    type: int
+    seq: int
+    payload: bytes = b""
+
+
+def crc8(data: bytes) -> int:
+    """CRC-8, polynomial 0x07 (ek_crc8)."""
+    crc = 0
+    for b in data:
+        crc ^= b
+        for _ in range(8):
+            crc = ((crc << 1) ^ 0x07) & 0xFF if crc & 0x80 else (crc << 1) & 0xFF
+    return crc
+
+
+def encode(frame: Frame) -> bytes:
+    if len(frame.payload) > MAX_PAYLOAD:
+        raise ValueError(f"payload of {len(frame.payload)} bytes exceeds {MAX_PAYLOAD}")
+    head = struct.pack("<BBH", frame.type, frame.seq & 0xFF, len(frame.payload))
+    return (SYNC + head + bytes([crc8(head)]) + frame.payload
+            + struct.pack("<I", zlib.crc32(head + frame.payload)))
+
+
+class Decoder:
+    """Frames out of a byte stream: skips garbage, drops frames with a bad CRC and counts them,
+    and resynchronises on the next sync bytes."""
+
+    def __init__(self) -> None:
+        self.buffer = bytearray()
+        self.dropped = 0
+
+    def feed(self, data: bytes) -> list[Frame]:
+        self.buffer += data
+        frames = []
+        while True:
+            start = self.buffer.find(SYNC)
+            if start < 0:
+                del self.buffer[:-1 if self.buffer[-1:] == SYNC[:1] else len(self.buffer)]
+                return frames
+            del self.buffer[:start]
+            if len(self.buffer) < HEADER:
+                return frames
+            head = bytes(self.buffer[2:6])
+            length = struct.unpack("<H", head[2:])[0]
+            if crc8(head) != self.buffer[6] or length > MAX_PAYLOAD:
+                self.dropped += 1
+                del self.buffer[:1]
+                continue
+            end = HEADER + length + TRAILER
+            if len(self.buffer) < end:
+                return frames
+            payload = bytes(self.buffer[HEADER:HEADER + length])
+            (crc,) = struct.unpack("<I", self.buffer[end - TRAILER:end])
+            if zlib.crc32(head + payload) != crc:
+                self.dropped += 1
+                del self.buffer[:1]
+                continue
+            del self.buffer[:end]
+            frames.append(Frame(head[0], head[1], payload))
+
+
+@dataclass(frozen=True)
+class Hello:
+    """What the firmware says about itself (HELLO reply, also sent unasked at boot)."""
+
+    protocol: int
+    max_payload: int
+    arena_bytes: int
+    tick_hz: int
+    input_bytes: int
+    output_bytes: int
+    steps: int
+    model_hash: str
+    firmware: str
+
+    @classmethod
+    def parse(cls, payload: bytes) -> Hello:
+        fields = struct.unpack("<HHIIIIH", payload[:22])
+        return cls(*fields, payload[22:38].decode("ascii", "replace"),
+                   payload[38:].decode("ascii", "replace"))
+
+
+def parse_infer(payload: bytes, steps: int) -> tuple[int, list[int], bytes]:
+    """INFER reply: (total ticks, ticks per step, output bytes)."""
+    ticks = struct.unpack(f"<{steps + 1}I", payload[:4 * (steps + 1)])
+    return ticks[0], list(ticks[1:]), payload[4 * (steps + 1):]
