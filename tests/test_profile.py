@@ -1,0 +1,315 @@
+"""edgekit.profile: MAC counts against thop layer by layer, peak memory against the executor's
+real arena, latency statistics from real runs, energy labels, fit errors, JSON schema, plots,
+the CLI, and the comparison with its Pareto front."""
+
+import dataclasses
+import inspect
+import json
+from importlib import resources
+
+import numpy as np
+import pytest
+
+import edgekit
+from edgekit import cli, models
+from edgekit.profile import check_fit, load_profile, profile, profile_names, require_fit
+from edgekit.profile.compare import pareto_front
+from edgekit.profile.energy import RaplMeter, meter_for
+from edgekit.profile.report import validate
+from edgekit.runtime import Executor
+
+torch = pytest.importorskip("torch")
+thop_rules = pytest.importorskip("thop.profile").register_hooks
+nn = torch.nn
+
+INPUT_SHAPES = {"mlp": (1, 1, 8, 8)}  # builders not listed take 16x16 one-channel images
+
+
+class InvertedResidual(nn.Module):
+    """MobileNetV2's block: 1x1 expand, 3x3 depthwise, 1x1 linear projection, skip if same."""
+
+    def __init__(self, cin: int, cout: int, stride: int, expand: int):
+        super().__init__()
+        mid = cin * expand
+        layers = [nn.Conv2d(cin, mid, 1, bias=False), nn.BatchNorm2d(mid), nn.ReLU6()] \
+            if expand != 1 else []
+        self.conv = nn.Sequential(
+            *layers,
+            nn.Conv2d(mid, mid, 3, stride, 1, groups=mid, bias=False), nn.BatchNorm2d(mid),
+            nn.ReLU6(),
+            nn.Conv2d(mid, cout, 1, bias=False), nn.BatchNorm2d(cout))
+        self.skip = stride == 1 and cin == cout
+
+    def forward(self, x):
+        return x + self.conv(x) if self.skip else self.conv(x)
+
+
+def mobilenet_v2_style(classes: int = 10) -> nn.Module:
+    """A width-reduced MobileNetV2 for 3x32x32 inputs (torchvision does not import here)."""
+    return nn.Sequential(
+        nn.Conv2d(3, 16, 3, 2, 1, bias=False), nn.BatchNorm2d(16), nn.ReLU6(),
+        InvertedResidual(16, 16, 1, 1), InvertedResidual(16, 24, 2, 6),
+        InvertedResidual(24, 24, 1, 6), InvertedResidual(24, 32, 2, 6),
+        nn.Conv2d(32, 64, 1, bias=False), nn.BatchNorm2d(64), nn.ReLU6(),
+        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(0.2), nn.Linear(64, classes))
+
+
+def builders():
+    """Every model builder in edgekit.models: functions returning an nn.Module that need no
+    arguments (``train`` returns one too, but takes one)."""
+    def builds(fn):
+        sig = inspect.signature(fn)
+        return sig.return_annotation in ("nn.Module", nn.Module) and all(
+            p.default is not p.empty for p in sig.parameters.values())
+
+    found = {name: fn for name, fn in vars(models).items()
+             if inspect.isfunction(fn) and fn.__module__ == models.__name__ and builds(fn)}
+    assert {"digits_cnn", "mlp", "ds_cnn"} <= set(found)
+    return found
+
+
+NETS = {**{name: (fn, INPUT_SHAPES.get(name, (1, 1, 16, 16))) for name, fn in builders().items()},
+        "mobilenet_v2_style": (mobilenet_v2_style, (1, 3, 32, 32))}
+
+
+def thop_per_module(net: nn.Module, x) -> dict[str, int]:
+    """thop's count for every leaf module by its path, with thop's own rules (its hooks)."""
+    counts, hooks = {}, []
+    for path, module in net.named_modules():
+        rule = thop_rules.get(type(module))
+        if rule is None or list(module.children()):
+            continue
+        module.register_buffer("total_ops", torch.zeros(1, dtype=torch.float64))
+        hooks.append(module.register_forward_hook(rule))
+        counts[path] = module
+    with torch.no_grad():
+        net(x)
+    for h in hooks:
+        h.remove()
+    return {path: int(m.total_ops.item()) for path, m in counts.items()}
+
+
+def lower(net: nn.Module, shape):
+    x = torch.randn(shape)
+    return edgekit.from_torch(torch.export.export(net.eval(), (x,))), x
+
+
+@pytest.fixture(scope="module")
+def graphs():
+    torch.manual_seed(0)
+    return {name: lower(fn(), shape) + (fn,) for name, (fn, shape) in NETS.items()}
+
+
+@pytest.mark.parametrize("name", sorted(NETS))
+def test_macs_match_thop_layer_by_layer(name):
+    """Equal per layer, with two documented per-op differences: thop counts BatchNorm
+    (2 ops per element, x2 when affine) where edgekit has folded it into the convolution (0),
+    and thop adds one division per output to adaptive average pooling, which edgekit counts
+    as the additions only (one per input element)."""
+    torch.manual_seed(0)
+    fn, shape = NETS[name]
+    net = fn().eval()
+    graph, x = lower(net, shape)
+    theirs = thop_per_module(net, x)
+    modules = dict(net.named_modules())
+    covered = set()
+    for node in graph.nodes:
+        ours = graph.node_macs(node)
+        if node.name not in theirs:  # functional ops (residual add, flatten): no module
+            assert ours == 0, (node.op, node.name)
+            continue
+        covered.add(node.name)
+        expected = theirs[node.name]
+        if isinstance(modules[node.name], nn.AdaptiveAvgPool2d):
+            expected -= graph.tensors[node.outputs[0]].size  # thop's division per output
+        assert ours == expected, (node.op, node.name, ours, theirs[node.name])
+    for path, count in theirs.items():
+        if path not in covered and count:
+            assert isinstance(modules[path], nn.BatchNorm2d), (path, count)  # folded away
+
+
+@pytest.fixture(scope="module")
+def ds_graph(graphs):
+    return graphs["ds_cnn"][0]
+
+
+def test_peak_activation_bytes_is_what_the_executor_allocates(graphs):
+    for name, (graph, x, _) in graphs.items():
+        report = profile(graph, "cpu", x.numpy(), runs=3, warmup=1, per_layer=False)
+        executor = Executor(graph)
+        executor.run(x.numpy())
+        allocated = executor.program(1).arena.nbytes
+        t = report["totals"]
+        assert t["peak_activation_bytes"] == allocated, name
+        activations = sum(info.nbytes for n, info in graph.tensors.items()
+                          if n not in graph.params)
+        # naive: every activation and kernel scratch buffer (im2row) in its own bytes
+        assert activations <= t["naive_activation_bytes"], name
+        assert t["peak_activation_bytes"] < t["naive_activation_bytes"], name
+
+
+def test_counts_totals_and_labels(ds_graph):
+    r = profile(ds_graph, "cpu", runs=5, warmup=1)
+    t = r["totals"]
+    assert t["flops"] == 2 * t["macs"] == 2 * sum(la["macs"] for la in r["layers"])
+    assert t["params"] == sum(v.size for v in ds_graph.params.values())
+    assert t["weight_bytes_by_dtype"] == {"float32": t["weight_bytes"]}
+    assert len(r["layers"]) == len(ds_graph.nodes)
+    assert any("inferred" in note for note in r["notes"])  # says which intensity it is
+    q = edgekit.quantize(ds_graph, np.random.default_rng(0).standard_normal(
+        (32, 1, 16, 16)).astype(np.float32))
+    rq = profile(q, "cpu", runs=5, warmup=1, per_layer=False)
+    assert set(rq["totals"]["weight_bytes_by_dtype"]) == {"int8", "int32"}
+    assert rq["totals"]["macs"] == t["macs"]
+    assert rq["energy"]["model_uj_per_inference"] < r["energy"]["model_uj_per_inference"]
+    assert rq["totals"]["dtype_aware_intensity"] > t["dtype_aware_intensity"]
+
+
+def _consistent(s, runs):
+    assert s["runs"] == runs
+    assert s["min"] <= s["p50"] <= s["p90"] <= s["p99"] <= s["max"]
+    assert s["min"] <= s["mean"] <= s["max"] and s["std"] >= 0 and s["min"] > 0
+
+
+@pytest.mark.parametrize("target", ["cpu", "cpu:onnxruntime"])
+def test_latency_statistics_from_timed_runs(ds_graph, target):
+    r = profile(ds_graph, target, runs=20, warmup=2)
+    assert r["latency_ms"]["source"] == "measured"
+    _consistent(r["latency_ms"], 20)
+    if target == "cpu":
+        for layer in r["layers"]:
+            _consistent(layer["time_ms"], 20)
+    else:
+        assert r["backend_layers"], "ONNX Runtime's profiler gave no node times"
+        for node in r["backend_layers"]:
+            _consistent(node, 20)
+
+
+def test_energy_model_and_measurement_never_mixed(ds_graph):
+    r = profile(ds_graph, "cpu", runs=5, warmup=1, per_layer=False)
+    e = r["energy"]
+    assert e["model_uj_per_inference"] == pytest.approx(sum(e["model_breakdown_uj"].values()))
+    assert e["model_uj_per_inference"] == pytest.approx(
+        sum(la["energy_model_uj"] for la in r["layers"]))
+    meter = meter_for("cpu")
+    if meter.available:
+        assert e["measured_uj_per_inference"] > 0 and e["measured_source"]
+    else:
+        assert e["measured_uj_per_inference"] is None and e["measured_unavailable_reason"]
+
+
+def test_rapl_meter_reads_and_wraps(tmp_path):
+    assert not RaplMeter(tmp_path / "absent").available
+    dom = tmp_path / "intel-rapl:0"
+    dom.mkdir()
+    (dom / "max_energy_range_uj").write_text("1000000\n")
+    (dom / "energy_uj").write_text("999000\n")
+    meter = RaplMeter(tmp_path)
+    assert meter.available
+    meter.start()
+    (dom / "energy_uj").write_text("4000\n")  # wrapped: 1000 + 4000 uJ
+    assert meter.stop() == pytest.approx(5e-3)
+
+
+def test_absent_device_is_estimated_and_labelled(ds_graph):
+    r = profile(ds_graph, "cpu", device="cortex-m4")
+    lat = r["latency_ms"]
+    assert lat["source"] == "estimated" and lat["runs"] == 0 and lat["p50"] is None
+    assert lat["estimate_ms"] == pytest.approx(
+        r["totals"]["macs"] * 3.0 / 168e6 * 1e3)  # float32: 3 cycles/MAC at 168 MHz
+    assert r["energy"]["measured_unavailable_reason"] == "cortex-m4 is not attached"
+    assert r["fits"]["sram"]["available_bytes"] == 192 * 1024
+    validate(r.data)
+
+
+def test_every_profile_loads_with_sources():
+    names = profile_names()
+    assert {"host", "cortex-m3-qemu", "cortex-m4", "cortex-m7", "nrf52840",
+            "jetson-class-gpu"} <= set(names)
+    for name in names:
+        p = load_profile(name)
+        assert p.sources and p.clock_hz > 0 and p.sram_bytes > 0 and p.flash_bytes > 0
+        for memory in (p.weight_memory, p.activation_memory):
+            assert f"access_{memory}" in p.energy_pj
+    host = load_profile("host")
+    assert host.cores >= 1 and host.description != "host CPU (detected at run time)"
+
+
+def test_fit_errors_name_the_limit_and_overshoot(ds_graph, tmp_path, monkeypatch):
+    weights = sum(v.nbytes for v in ds_graph.params.values())
+    tiny = dataclasses.replace(load_profile("cortex-m4"), flash_bytes=weights - 100)
+    limits = {lim.name: lim for lim in check_fit(ds_graph, tiny)}
+    assert not limits["flash"].fits and limits["flash"].overshoot_bytes == 100
+    assert limits["sram"].fits
+    with pytest.raises(edgekit.EdgekitError, match=r"flash: weights .* exceeds it by 100 B"):
+        require_fit(ds_graph, tiny)
+
+    # deploy enforces the profile of a target that has one, before compiling
+    toml = tmp_path / "tiny.toml"
+    text = (resources.files("edgekit.targets") / "profiles" / "cortex-m4.toml").read_text()
+    toml.write_text(text.replace("sram_bytes = 196_608", "sram_bytes = 20_000"))
+    from edgekit import targets
+    from edgekit.targets.cpu import CpuTarget
+
+    class Tiny(CpuTarget):
+        profile = str(toml)
+
+    monkeypatch.setattr(targets, "get_target", lambda name: Tiny())
+    over = 16_384 + Executor(ds_graph).peak_activation_bytes(1) - 20_000
+    with pytest.raises(edgekit.EdgekitError, match=rf"sram: .* exceeds it by {over:,} B"):
+        edgekit.deploy(ds_graph, target="tiny")
+
+
+def test_json_validates_and_schema_catches_defects(ds_graph, tmp_path):
+    path = profile(ds_graph, "cpu", runs=5, warmup=1).save_json(tmp_path / "r.json")
+    doc = json.loads(path.read_text())
+    validate(doc)
+    for key in ("model", "target", "totals", "latency_ms", "energy", "fits", "layers"):
+        assert key in doc
+    del doc["energy"]["measured_unavailable_reason"]
+    with pytest.raises(edgekit.EdgekitError, match="measured_unavailable_reason"):
+        validate(doc)
+    doc = json.loads(path.read_text())
+    doc["latency_ms"]["p99"] = "fast"
+    with pytest.raises(edgekit.EdgekitError, match=r"\$\.latency_ms\.p99"):
+        validate(doc)
+
+
+def test_plots_are_written(ds_graph, tmp_path):
+    pytest.importorskip("matplotlib")
+    for device in (None, "nrf52840"):
+        out = profile(ds_graph, "cpu", runs=3, warmup=1, device=device).plot(tmp_path / "p.png")
+        assert out.stat().st_size > 5000
+        out.unlink()
+
+
+def test_pareto_front():
+    # (cost, accuracy): the third is beaten by the first (cheaper and as accurate)
+    assert pareto_front([1.0, 2.0, 3.0, 0.5], [0.9, 0.95, 0.9, 0.5]) == [0, 1, 3]
+    assert pareto_front([1.0, 2.0], [5.0, 1.0], maximize_y=False) == [0, 1]
+
+
+def test_cli_profile_and_compare(ds_graph, tmp_path, capsys):
+    pytest.importorskip("matplotlib")
+    rng = np.random.default_rng(0)
+    float_path = ds_graph.save(tmp_path / "f.ekm")
+    x = rng.standard_normal((40, 1, 16, 16)).astype(np.float32)
+    edgekit.quantize(ds_graph, x).save(tmp_path / "q.ekm")
+    np.savez(tmp_path / "d.npz", x=x, y=rng.integers(0, 10, 40))
+    assert cli.main(["profile", str(float_path), "--runs", "5", "--warmup", "1", "--per-layer",
+                     "--json", str(tmp_path / "r.json"), "--plot", str(tmp_path / "r.png")]) == 0
+    out = capsys.readouterr().out
+    assert "latency (measured)" in out and "energy (model)" in out and "3.pointwise.0" in out
+    validate(json.loads((tmp_path / "r.json").read_text()))
+    assert (tmp_path / "r.png").stat().st_size > 0
+    assert cli.main(["profile", "--compare", str(float_path), str(tmp_path / "q.ekm"),
+                     "--labels", str(tmp_path / "d.npz"), "--runs", "5", "--warmup", "1",
+                     "--plot", str(tmp_path / "pareto.png"),
+                     "--json", str(tmp_path / "c.json")]) == 0
+    out = capsys.readouterr().out
+    assert "accuracy" in out and "q" in out and (tmp_path / "pareto.png").stat().st_size > 0
+    rows = json.loads((tmp_path / "c.json").read_text())
+    assert [r["model"] for r in rows] == ["f", "q"]
+    assert any(r["pareto_energy"] for r in rows)
+    assert cli.main(["profile", str(float_path), "--profile", "cortex-m0"]) == 2
+    assert "unknown device profile 'cortex-m0'" in capsys.readouterr().err
