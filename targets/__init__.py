@@ -19,6 +19,7 @@ _BUILTIN: dict[str, str] = {
     "cpu:litert": "edgekit.targets.litert:LiteRtTarget",
     "cpu:tflite-micro": "edgekit.targets.tflite_micro:TfliteMicroTarget",
     "gpu": "edgekit.targets.gpu:GpuTarget",
+    "mcu:qemu": "edgekit.targets.mcu:McuTarget",
 }
 
 __all__ = ["Session", "Target", "deploy", "get_target", "target_names"]
@@ -39,6 +40,10 @@ def target_names() -> list[str]:
 def get_target(name: str) -> Target:
     """The target called ``name``; unknown names list the known ones."""
     factories = _factories()
+    if name.startswith("mcu:") and name not in factories:  # mcu:<port>, e.g. mcu:/dev/ttyACM0
+        from edgekit.targets.mcu import McuTarget
+
+        return McuTarget(name[4:])
     if name not in factories:
         known = ", ".join(sorted(factories))
         raise EdgekitError(f"unknown target {name!r}; known targets: {known}")
