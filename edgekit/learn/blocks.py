@@ -1,0 +1,280 @@
+"""A sequential float Graph seen as training blocks: conv2d or linear, one activation, one pool.
+
+That is the unit every local rule trains on its own (LLS's conv → BN → leaky ReLU → pool, with
+BN already folded into the conv at import), and the unit backprop chains. Batch norm needs no
+training-time twin here: importers fold it into the conv's weight and bias, which train
+directly, and the local losses normalise per sample (LLS's L2 norm), so nothing depends on
+batch statistics and one-sample (online) updates see the same arithmetic as mini-batches.
+
+``forward`` keeps (in a ``Tape``) only what ``backward`` needs: the block input (for the weight
+gradient), the block output, and, behind a max pool, the winning taps as uint8 — never the
+pre-pool activations. Conv blocks run one sample at a time through one-sample scratch, so the
+batch never holds im2row rows or pre-pool maps.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from edgekit.errors import EdgekitError
+from edgekit.graph import Graph
+from edgekit.learn import kernels as K
+from edgekit.runtime.kernels import conv, elementwise, linear, pool
+
+_BOUNDS = elementwise.ACTIVATION_BOUNDS
+
+
+@dataclass
+class Pool:
+    kind: str  # "max", "avg" or "global"
+    kernel: tuple[int, int] = (1, 1)
+    stride: tuple[int, int] = (1, 1)
+    padding: tuple[int, int] = (0, 0)
+    count_include_pad: bool = True
+
+
+@dataclass
+class Block:
+    """One trainable layer with what follows it up to the next one (shapes are per sample)."""
+
+    name: str
+    op: str  # "conv2d" or "linear"
+    weight: np.ndarray
+    bias: np.ndarray
+    weight_name: str
+    bias_name: str | None
+    in_shape: tuple[int, ...]
+    z_shape: tuple[int, ...]
+    out_shape: tuple[int, ...]
+    fused: str = "none"  # the activation clamp fused into the dense op
+    act: int = 0  # ACT_CODES of the block's activation (fused or standalone)
+    alpha: float = 0.0
+    stride: tuple[int, int] = (1, 1)
+    padding: tuple[int, int] = (0, 0)
+    dilation: tuple[int, int] = (1, 1)
+    pool: Pool | None = None
+    trainable: bool = True
+    grads: dict[str, np.ndarray] = field(default_factory=dict)
+
+    @property
+    def params(self) -> dict[str, np.ndarray]:
+        """Trainable arrays by graph name (a graph without a bias keeps it fixed at zero)."""
+        names = {self.weight_name: self.weight}
+        if self.bias_name:
+            names[self.bias_name] = self.bias
+        return names
+
+    @property
+    def out_size(self) -> int:
+        return math.prod(self.out_shape)
+
+
+@dataclass
+class Tape:
+    """What a block's backward needs from its forward."""
+
+    x: np.ndarray
+    y: np.ndarray
+    idx: np.ndarray | None = None  # max-pool winners
+    a: np.ndarray | None = None  # pre-pool activations, only behind avg/global pools
+
+
+def from_graph(graph: Graph) -> list[Block]:
+    """Split a chain-shaped float Graph into blocks; anything else is an ``EdgekitError``."""
+    graph.validate()
+    if len(graph.inputs) != 1 or len(graph.outputs) != 1:
+        raise EdgekitError("finetune trains graphs with one input and one output")
+    blocks: list[Block] = []
+    current = graph.inputs[0]
+    for node in graph.nodes:
+        where = f"node {node.name or node.outputs[0]!r} ({node.op})"
+        if node.inputs[0] != current or any(i not in graph.params for i in node.inputs[1:]):
+            raise EdgekitError(f"finetune trains sequential graphs only; {where} branches off")
+        if any(graph.tensors[t].dtype != "float32" for t in node.inputs + node.outputs):
+            raise EdgekitError(f"finetune trains float graphs; {where} is not float32 "
+                               "(fine-tune the float model, then quantize it again)")
+        current = node.outputs[0]
+        shape = graph.tensors[current].shape[1:]
+        if node.op in ("conv2d", "linear"):
+            blocks.append(_dense(graph, node, shape, where))
+        elif not blocks:
+            if node.op != "reshape":
+                raise EdgekitError(f"finetune needs a conv2d or linear layer first; {where}")
+        elif node.op in ("relu", "relu6", "leaky_relu"):
+            _activation(blocks[-1], node.op, node.attrs.get("alpha", 0.0), where)
+        elif node.op in ("maxpool2d", "avgpool2d", "global_avgpool"):
+            _pool(blocks[-1], node.op, node.attrs, where)
+        elif node.op != "reshape" and not (node.op == "softmax" and current in graph.outputs):
+            raise EdgekitError(f"finetune cannot train through {where}; it supports conv2d "
+                               "(groups 1), linear, relu, relu6, leaky_relu, pools and reshape")
+        if blocks and node.op != "reshape":
+            blocks[-1].out_shape = shape
+    if not blocks or blocks[-1].op != "linear" or blocks[-1].act or blocks[-1].pool:
+        raise EdgekitError("finetune needs a graph ending in a linear classifier (logits)")
+    return blocks
+
+
+def _dense(graph: Graph, node, shape, where) -> Block:
+    a = node.attrs
+    if node.op == "conv2d" and a["groups"] != 1:
+        raise EdgekitError(f"finetune trains convolutions with groups=1; {where} has "
+                           f"groups={a['groups']}")
+    weight = np.ascontiguousarray(graph.params[node.inputs[1]], np.float32).copy()
+    bias_name = node.inputs[2] if len(node.inputs) > 2 else None
+    bias = (graph.params[bias_name].astype(np.float32) if bias_name
+            else np.zeros(weight.shape[0], np.float32))
+    in_shape = graph.tensors[node.inputs[0]].shape[1:]
+    if node.op == "linear":
+        in_shape = (math.prod(in_shape),)
+    extra = {}
+    if node.op == "conv2d":
+        extra = dict(stride=tuple(a["stride"]), padding=tuple(a["padding"][:2]),
+                     dilation=tuple(a["dilation"]))
+    return Block(node.name or node.outputs[0], node.op, weight, bias, node.inputs[1], bias_name,
+                 in_shape, shape, shape, fused=a["activation"],
+                 act=K.ACT_CODES[a["activation"]], **extra)
+
+
+def _activation(block: Block, op: str, alpha: float, where: str) -> None:
+    if block.act or block.pool:
+        raise EdgekitError(f"finetune supports one activation per layer, before any pool; {where}")
+    block.act, block.alpha = K.ACT_CODES[op], float(alpha)
+
+
+def _pool(block: Block, op: str, a: dict, where: str) -> None:
+    if block.pool or block.op != "conv2d":
+        raise EdgekitError(f"finetune supports one pool per conv layer; {where}")
+    if op == "global_avgpool":
+        block.pool = Pool("global")
+        return
+    if list(a.get("dilation", [1, 1])) != [1, 1] or a["padding"][:2] != a["padding"][2:]:
+        raise EdgekitError(f"finetune supports pools without dilation and with even padding; "
+                           f"{where}")
+    block.pool = Pool("max" if op == "maxpool2d" else "avg", tuple(a["kernel"]),
+                      tuple(a["stride"]), tuple(a["padding"][:2]),
+                      bool(a.get("count_include_pad", True)))
+
+
+def to_graph(graph: Graph, blocks: list[Block]) -> Graph:
+    """A copy of ``graph`` carrying the blocks' current weights (ready to quantize or save)."""
+    params = dict(graph.params)
+    for block in blocks:
+        params.update({name: value.copy() for name, value in block.params.items()})
+    return Graph(list(graph.inputs), list(graph.outputs), dict(graph.tensors), list(graph.nodes),
+                 params, dict(graph.metadata))
+
+
+def forward(block: Block, x: np.ndarray, keep: bool = True) -> tuple[np.ndarray, Tape | None]:
+    """The block's output for a batch, and the tape for ``backward`` when ``keep``."""
+    batch = x.shape[0]
+    x = np.ascontiguousarray(x, np.float32).reshape(batch, *block.in_shape)
+    bounds = _BOUNDS[block.fused]
+    if block.op == "linear":
+        y = np.empty((batch, *block.z_shape), np.float32)
+        linear.gemm_nt(x, block.weight, block.bias, False, *bounds, y)
+        if block.act == K.ACT_CODES["leaky_relu"]:
+            elementwise.leaky_relu(y.reshape(-1), np.float32(block.alpha), y.reshape(-1))
+        return y, Tape(x, y) if keep else None
+    o, oh, ow = block.z_shape
+    w2 = block.weight.reshape(o, -1)
+    rows = np.empty((1, oh * ow, w2.shape[1]), np.float32)
+    z = np.empty((o, oh, ow), np.float32)
+    y = np.empty((batch, *block.out_shape), np.float32)
+    p = block.pool
+    idx = np.empty(y.shape if keep else (1, *y.shape[1:]), np.uint8) if (
+        p and p.kind == "max") else None
+    a = np.empty((batch, *block.z_shape), np.float32) if (
+        keep and p and p.kind != "max" and block.act) else None
+    for n in range(batch):
+        _conv_forward(block, x[n], rows, w2, bounds, z)
+        if a is not None:
+            a[n] = z
+        if p is None:
+            y[n] = z
+        elif p.kind == "max":
+            K.maxpool_argmax(z, p.kernel, p.stride, p.padding, y[n], idx[n if keep else 0])
+        elif p.kind == "avg":
+            pool.pool2d(z[None], p.kernel, p.stride, p.padding, (1, 1), False,
+                        p.count_include_pad, y[n][None])
+        else:
+            pool.row_mean(z.reshape(o, -1), y[n].reshape(-1))
+    return y, Tape(x, y, idx, a) if keep else None
+
+
+def _conv_forward(block, xn, rows, w2, bounds, z) -> None:
+    conv.im2row(xn, block.weight.shape[2:], block.stride, block.padding, block.dilation,
+                z.shape[2], rows)
+    linear.gemm_nt(w2, rows[0], block.bias, True, *bounds, z.reshape(z.shape[0], -1))
+    if block.act == K.ACT_CODES["leaky_relu"]:
+        elementwise.leaky_relu(z.reshape(-1), np.float32(block.alpha), z.reshape(-1))
+
+
+def zero_grads(block: Block) -> None:
+    """Give the block gradient buffers (kept between steps) and clear them."""
+    for name, value in block.params.items():
+        block.grads.setdefault(name, np.zeros_like(value))[...] = 0.0
+
+
+def backward(block: Block, tape: Tape, dy: np.ndarray, need_dx: bool) -> np.ndarray | None:
+    """Accumulate the weight gradients of ``dy`` (dL/d output) into ``block.grads`` (when the
+    block is trainable) and return dL/d input when ``need_dx``."""
+    batch = dy.shape[0]
+    dy = dy.reshape(batch, *block.out_shape)
+    dw = block.grads.get(block.weight_name)
+    db = block.grads.get(block.bias_name) if block.bias_name else None
+    dx = np.zeros((batch, *block.in_shape), np.float32) if need_dx else None
+    if block.op == "linear":
+        dz = np.empty_like(dy)
+        K.act_grad(tape.y.reshape(-1), dy.reshape(-1), block.act, block.alpha, dz.reshape(-1))
+        if dw is not None:
+            K.matmul_acc(dz.T, tape.x, dw)
+            if db is not None:
+                K.row_sum_acc(dz.T, db)
+        if dx is not None:
+            K.matmul_acc(dz, block.weight, dx)
+        return dx
+    o, oh, ow = block.z_shape
+    w2 = block.weight.reshape(o, -1)
+    rows = np.empty((1, oh * ow, w2.shape[1]), np.float32)
+    dz = np.empty(block.z_shape, np.float32)
+    dpool = np.empty(block.out_shape, np.float32)
+    drows = np.empty((oh * ow, w2.shape[1]), np.float32) if need_dx else None
+    for n in range(batch):
+        _to_dz(block, tape, n, dy[n], dpool, dz)
+        dz2 = dz.reshape(o, -1)
+        if dw is not None:
+            conv.im2row(tape.x[n], block.weight.shape[2:], block.stride, block.padding,
+                        block.dilation, ow, rows)
+            K.matmul_acc(dz2, rows[0], dw.reshape(o, -1))
+            if db is not None:
+                K.row_sum_acc(dz2, db)
+        if dx is not None:
+            drows[...] = 0.0
+            K.matmul_acc(dz2.T, w2, drows)
+            K.row2im(drows, block.weight.shape[2:], block.stride, block.padding,
+                     block.dilation, ow, dx[n])
+    return dx
+
+
+def _to_dz(block: Block, tape: Tape, n: int, dy, dpool, dz) -> None:
+    """dL/d pre-activation of sample ``n`` from dL/d block output."""
+    p = block.pool
+    if p is None:
+        K.act_grad(tape.y[n].reshape(-1), dy.reshape(-1), block.act, block.alpha,
+                   dz.reshape(-1))
+        return
+    if p.kind == "max":
+        K.act_grad(tape.y[n].reshape(-1), dy.reshape(-1), block.act, block.alpha,
+                   dpool.reshape(-1))
+        K.maxpool_backward(dpool, tape.idx[n], p.kernel, p.stride, p.padding, dz)
+        return
+    if p.kind == "avg":
+        K.avgpool_backward(dy, p.kernel, p.stride, p.padding, p.count_include_pad, dz)
+    else:
+        dz[...] = dy.reshape(-1, 1, 1) / (dz.shape[1] * dz.shape[2])
+    if tape.a is not None:
+        K.act_grad(tape.a[n].reshape(-1), dz.reshape(-1), block.act, block.alpha,
+                   dz.reshape(-1))

@@ -1,0 +1,32 @@
+"""Backpropagation in numba: the baseline every local rule is measured against.
+
+Every block from the first trainable one on keeps its tape until the loss is known, and the
+error travels back through each block's input gradient: the memory local rules avoid.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from edgekit.learn.blocks import Block, backward, forward
+from edgekit.learn.losses import cross_entropy
+from edgekit.learn.state import RuleState
+
+
+def setup(blocks: list[Block], classes: int, rng: np.random.Generator) -> RuleState:
+    return RuleState({})
+
+
+def step(blocks: list[Block], state: RuleState, x: np.ndarray, y: np.ndarray,
+         phase: float, rng: np.random.Generator) -> tuple[float, np.ndarray]:
+    """One update's gradients (into the blocks' and state's grads): (loss, logits)."""
+    first = next(i for i, b in enumerate(blocks) if b.trainable)
+    tapes = []
+    for i, block in enumerate(blocks):
+        x, tape = forward(block, x, keep=i >= first)
+        tapes.append(tape)
+    loss, error = cross_entropy(x, y)
+    for i in range(len(blocks) - 1, first - 1, -1):
+        error = backward(blocks[i], tapes[i], error, need_dx=i > first)
+        tapes[i] = None  # free the tape as soon as its block is done
+    return loss, x

@@ -1,0 +1,69 @@
+"""Training-memory accounting: what each rule must keep alive between forward and update.
+
+Counted from the blocks' shapes the way the rules' code holds its arrays: weights, gradients
+and optimizer state (the same for every rule but LLS-M/MxM's few extra parameters), plus the
+activation peak, which is where rules differ. Backprop and DFA keep every trainable block's
+tape (input, output, max-pool winners) until the output error exists; backprop also carries
+an error buffer back through the blocks. Local rules (LLS, FF) keep one block's tape at a time.
+``tests/test_learn.py`` checks the activation peak against tracemalloc on real steps.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from edgekit.learn.blocks import Block
+from edgekit.learn.state import RuleState
+
+F32 = 4
+
+
+def _tape(b: Block, batch: int) -> int:
+    """Bytes a block's tape adds beyond its input and output (winners, pre-pool maps)."""
+    winners = batch * b.out_size if b.pool and b.pool.kind == "max" else 0
+    pre_pool = batch * math.prod(b.z_shape) * F32 if b.pool and b.pool.kind != "max" and b.act \
+        else 0
+    return winners + pre_pool
+
+
+def _scratch(b: Block, need_dx: bool) -> int:
+    """One-sample buffers of a conv block's backward: im2row rows (and their gradient when the
+    input gradient is needed), the pre-pool map's gradient and the pooled gradient."""
+    if b.op != "conv2d":
+        return 0
+    rows = math.prod(b.z_shape[1:]) * math.prod(b.weight.shape[1:])
+    return ((2 if need_dx else 1) * rows + math.prod(b.z_shape) + b.out_size) * F32
+
+
+def activation_peak(blocks: list[Block], rule: str, batch: int) -> int:
+    """Peak bytes of activations, tapes, error buffers and scratch during one training step
+    (the input batch included: the trainer holds it for the whole step)."""
+    ins = [batch * math.prod(b.in_shape) * F32 for b in blocks]
+    outs = [batch * b.out_size * F32 for b in blocks]
+    first = next(i for i, b in enumerate(blocks) if b.trainable)
+    if rule in ("lls", "lls-m", "lls-mxm", "ff"):
+        n = 3 if rule == "ff" else 1  # ff: positive, negative and neutral copies of the batch
+        peaks = [(n * ins[i] if i else 0) + n * outs[i]
+                 + (n * (_tape(b, batch) + outs[i]) + _scratch(b, False) if b.trainable else 0)
+                 for i, b in enumerate(blocks[:-1])]
+        head = ins[-1] + 2 * outs[-1]
+        return ins[0] * (n + 1 if n > 1 else 1) + max(*peaks, head)
+    kept = ins[0] + sum(outs[i] + _tape(b, batch) for i, b in enumerate(blocks) if i >= first)
+    if rule == "dfa":
+        return kept + max(outs[i] + _scratch(b, False) for i, b in enumerate(blocks))
+    return kept + max(outs[i] + (ins[i] if i > first else 0) + _scratch(b, i > first)
+                      for i, b in enumerate(blocks) if i >= first)
+
+
+def training_memory(blocks: list[Block], rule: str, batch: int, optimizer_bytes: int,
+                    state: RuleState) -> dict[str, Any]:
+    """Bytes by kind and the total peak, for one rule at one batch size."""
+    weights = sum(v.nbytes for b in blocks for v in (b.weight, b.bias))
+    trainable = sum(v.nbytes for b in blocks if b.trainable for v in b.params.values())
+    extra = sum(v.nbytes for v in (*state.params.values(), *state.fixed.values()))
+    extra_grads = sum(v.nbytes for v in state.params.values())
+    activations = activation_peak(blocks, rule, batch)
+    parts = {"weights": weights, "rule_arrays": extra, "gradients": trainable + extra_grads,
+             "optimizer": optimizer_bytes, "activations": activations}
+    return {**parts, "batch": batch, "total": sum(parts.values())}

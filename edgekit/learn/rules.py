@@ -1,0 +1,27 @@
+"""The rule registry: a name maps to a rule's ``setup`` and ``step`` (each rule is a module of
+pure functions; the trainer owns everything stateful)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
+
+from edgekit.learn import bp, dfa, ff, lls
+
+
+@dataclass(frozen=True)
+class Rule:
+    setup: Callable  # (blocks, classes, rng, **options) -> RuleState
+    step: Callable  # (blocks, state, x, y, phase, rng) -> (loss, logits)
+    local: bool  # no error crosses blocks: a block's tape dies right after its update
+
+
+RULES = {
+    "bp": Rule(bp.setup, bp.step, local=False),
+    "lls": Rule(partial(lls.setup, mode="plain"), lls.step, local=True),
+    "lls-m": Rule(partial(lls.setup, mode="m"), lls.step, local=True),
+    "lls-mxm": Rule(partial(lls.setup, mode="mxm"), lls.step, local=True),
+    "ff": Rule(ff.setup, ff.step, local=True),
+    "dfa": Rule(dfa.setup, dfa.step, local=False),
+}

@@ -1,0 +1,176 @@
+"""The trainer around the rules: epochs of shuffled mini-batches or an online stream of single
+samples, a learning-rate schedule, seeds, and a checkpoint written atomically after every epoch.
+
+Everything random is drawn from generators seeded by (seed, purpose, epoch[, batch]), and the
+kernels are sequential, so the weights after epoch k depend only on the checkpoint of epoch
+k - 1: a run killed at any moment and resumed from its checkpoint ends with exactly the weights
+of an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import os
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgekit.errors import EdgekitError
+from edgekit.graph import Graph
+from edgekit.learn.blocks import Block, from_graph, to_graph, zero_grads
+from edgekit.learn.memory import training_memory
+from edgekit.learn.optim import Optimizer
+from edgekit.learn.rules import RULES
+
+_SHUFFLE, _SETUP, _STEP = 0, 1, 2  # purposes, so no two draws share a stream
+
+
+def mark_trainable(blocks: list[Block], layers: str | int) -> None:
+    """``"all"``, ``"head"`` (the classifier only) or N (the last N layers) train."""
+    if layers == "all":
+        n = len(blocks)
+    elif layers == "head":
+        n = 1
+    elif type(layers) is int and 1 <= layers <= len(blocks):
+        n = layers
+    else:
+        raise EdgekitError(f"layers must be 'all', 'head' or 1..{len(blocks)}, got {layers!r}")
+    for i, block in enumerate(blocks):
+        block.trainable = i >= len(blocks) - n
+
+
+def finetune(graph: Graph, x: np.ndarray, y: np.ndarray, rule: str = "lls", epochs: int = 5,
+             lr: float = 3e-3, batch_size: int = 32, layers: str | int = "all", seed: int = 0,
+             optimizer: str = "adam", weight_decay: float = 0.0, schedule: str = "cosine",
+             online: bool = False, checkpoint: str | Path | None = None, resume: bool = False,
+             progress: Callable[[Iterable[int]], Iterable[int]] = iter,
+             on_epoch: Callable[[dict[str, Any]], None] | None = None,
+             **options: Any) -> tuple[Graph, dict[str, Any]]:
+    """Train a float Graph's weights on (x, y) with a learning rule, on numpy and numba only.
+
+    Returns the updated Graph (quantize and deploy it like any other) and a history: one record
+    per epoch (loss, training accuracy, learning rate, seconds) and the rule's training memory.
+    ``online`` learns one sample at a time in the given order (a stream); ``checkpoint`` is
+    rewritten atomically after every epoch and, with ``resume``, continued from. ``options``
+    go to the rule (LLS: temperature, pool, waveform; FF: theta, greedy). A non-finite loss or
+    weight stops training with ``EdgekitError``, leaving the last good checkpoint in place.
+    """
+    if rule not in RULES:
+        raise EdgekitError(f"unknown rule {rule!r}; rules: {', '.join(RULES)}")
+    _check(epochs >= 1 and type(epochs) is int, f"epochs must be a positive int, got {epochs!r}")
+    _check(math.isfinite(lr) and lr > 0, f"lr must be a positive number, got {lr!r}")
+    _check(optimizer in ("adam", "sgd"), f"optimizer must be 'adam' or 'sgd', got {optimizer!r}")
+    _check(schedule in ("cosine", "constant"),
+           f"schedule must be 'cosine' or 'constant', got {schedule!r}")
+    batch_size = 1 if online else batch_size
+    _check(type(batch_size) is int and batch_size >= 1, "batch_size must be a positive int")
+    blocks = from_graph(graph)
+    x, y = _data(graph, blocks, x, y)
+    mark_trainable(blocks, layers)
+    classes = blocks[-1].z_shape[0]
+    try:
+        state = RULES[rule].setup(blocks, classes, np.random.default_rng([seed, _SETUP]),
+                                  **options)
+    except TypeError as err:
+        raise EdgekitError(f"rule {rule!r}: {err}") from None
+    params = {name: value for b in blocks if b.trainable for name, value in b.params.items()}
+    params.update(state.params)
+    opt = Optimizer(optimizer, weight_decay)
+    config = {"rule": rule, "seed": seed, "batch_size": batch_size, "layers": layers,
+              "online": online, "optimizer": optimizer, "samples": len(y), "options": options}
+    history: list[dict[str, Any]] = []
+    path = Path(checkpoint) if checkpoint else None
+    if resume and path and path.exists():
+        history = _load(path, config, params, opt)
+    for epoch in progress(range(len(history), epochs)):
+        start = time.perf_counter()
+        rate = lr if schedule == "constant" else lr * (1 + math.cos(math.pi * epoch / epochs)) / 2
+        order = (np.arange(len(y)) if online
+                 else np.random.default_rng([seed, _SHUFFLE, epoch]).permutation(len(y)))
+        total = correct = 0.0
+        for b, first in enumerate(range(0, len(y), batch_size)):
+            idx = order[first:first + batch_size]
+            for block in blocks:
+                if block.trainable:
+                    zero_grads(block)
+            state.zero_grads()
+            loss, logits = RULES[rule].step(blocks, state, x[idx], y[idx], epoch / epochs,
+                                            np.random.default_rng([seed, _STEP, epoch, b]))
+            if not math.isfinite(loss):
+                _diverged(f"loss became {loss} at epoch {epoch + 1}, batch {b + 1}", path)
+            opt.update(params, {**{n: v for bl in blocks for n, v in bl.grads.items()},
+                                **state.grads}, rate)
+            total += loss * len(idx)
+            correct += int((logits.argmax(1) == y[idx]).sum())
+        if not all(np.isfinite(p).all() for p in params.values()):
+            _diverged(f"weights became non-finite in epoch {epoch + 1}", path)
+        record = {"epoch": epoch + 1, "loss": total / len(y), "accuracy": correct / len(y),
+                  "lr": rate, "seconds": time.perf_counter() - start}
+        history.append(record)
+        if path:
+            _save(path, config, params, opt, history)
+        if on_epoch:
+            on_epoch(record)
+    memory = training_memory(blocks, rule, batch_size, opt.state_bytes(params), state)
+    return to_graph(graph, blocks), {"rule": rule, "epochs": history, "memory": memory}
+
+
+def _check(ok: bool, msg: str) -> None:
+    if not ok:
+        raise EdgekitError(msg)
+
+
+def _data(graph: Graph, blocks: list[Block], x, y) -> tuple[np.ndarray, np.ndarray]:
+    x, y = np.asarray(x), np.asarray(y)
+    want = graph.tensors[graph.inputs[0]].shape[1:]
+    _check(x.ndim >= 1 and x.shape[1:] == want and len(x) > 0,
+           f"inputs have shape {x.shape}, the model takes (N, {', '.join(map(str, want))})")
+    classes = blocks[-1].z_shape[0]
+    _check(y.shape == (len(x),) and np.issubdtype(y.dtype, np.integer)
+           and bool(((y >= 0) & (y < classes)).all()),
+           f"labels must be {len(x)} integers in [0, {classes}), got {y.dtype} {y.shape}")
+    _check(bool(np.isfinite(x).all()), "inputs contain NaN or inf")
+    return np.ascontiguousarray(x, np.float32), y.astype(np.int64)
+
+
+def _diverged(what: str, path: Path | None) -> None:
+    kept = f"; the last good checkpoint {path} is kept" if path and path.exists() else ""
+    raise EdgekitError(f"training diverged: {what}{kept}; lower the learning rate")
+
+
+def _save(path: Path, config: dict, params: dict, opt: Optimizer, history: list) -> None:
+    """Write the checkpoint beside its final name, flush it to disk, then rename it over."""
+    meta = {"config": config, "history": history, "opt_steps": opt.steps}
+    arrays = {f"w/{k}": v for k, v in params.items()}
+    arrays.update({f"opt/{k}": v for k, v in opt.state.items()})
+    buf = io.BytesIO()
+    np.savez(buf, meta=np.array(json.dumps(meta)), **arrays)
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as f:
+        f.write(buf.getvalue())
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def _load(path: Path, config: dict, params: dict, opt: Optimizer) -> list[dict[str, Any]]:
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            meta = json.loads(str(z["meta"]))
+            arrays = {k: z[k] for k in z.files if k != "meta"}
+    except Exception as err:
+        raise EdgekitError(f"{path}: not a readable edgekit checkpoint ({err})") from None
+    if meta["config"] != json.loads(json.dumps(config)):
+        raise EdgekitError(f"{path} was written by a different run ({meta['config']}); "
+                           "resume with the same rule, seed, batch size, layers and data, "
+                           "or delete the checkpoint")
+    for name, value in params.items():
+        value[...] = arrays[f"w/{name}"]
+    opt.state = {k[4:]: v for k, v in arrays.items() if k.startswith("opt/")}
+    opt.steps = meta["opt_steps"]
+    return meta["history"]
