@@ -233,6 +233,36 @@ def cmd_profile(args: argparse.Namespace) -> None:
         print(f"wrote {report.plot(args.plot)}")
 
 
+def cmd_finetune(args: argparse.Namespace) -> None:
+    from edgekit.console import progress
+    from edgekit.learn import finetune
+
+    graph = load_model(args.model)
+    x, y = load_data(args.data)
+    if y is None:
+        raise EdgekitError(f"{args.data}: fine-tuning needs labels ('y') beside the inputs")
+    layers = int(args.layers) if args.layers.isdigit() else args.layers
+
+    def report(r: dict) -> None:
+        if not args.json:
+            print(f"epoch {r['epoch']}: loss {r['loss']:.4f}, train accuracy {r['accuracy']:.2%}"
+                  f", lr {r['lr']:.3g}, {r['seconds']:.1f}s", flush=True)
+
+    tuned, history = finetune(
+        graph, x, y, rule=args.rule, epochs=args.epochs, lr=args.lr, batch_size=args.batch_size,
+        layers=layers, seed=args.seed, online=args.online,
+        checkpoint=args.checkpoint or f"{args.out}.ckpt", resume=args.resume,
+        progress=lambda epochs: progress(epochs, desc=f"finetune ({args.rule})"),
+        on_epoch=report)
+    tuned.save(args.out)
+    if args.json:
+        print(json.dumps({"out": str(args.out), **history}, indent=1))
+        return
+    mem = history["memory"]
+    print(f"wrote {args.out}; training memory ({args.rule}, batch {mem['batch']}): "
+          f"{mem['total']:,} B, of which activations {mem['activations']:,} B")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="edgekit", description=__doc__.splitlines()[0])
     p.add_argument("--version", action="version", version=f"edgekit {edgekit.__version__}")
@@ -292,6 +322,23 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--profile", help="device profile (cortex-m4, ...) or a .toml; not "
                     "attached: latency estimated")
     pr.set_defaults(func=cmd_profile)
+
+    ft = sub.add_parser("finetune", help="train on device with a local rule or backprop")
+    ft.add_argument("model")
+    ft.add_argument("--data", required=True, help=".npz with inputs 'x' and labels 'y'")
+    ft.add_argument("--rule", default="lls",
+                    choices=["lls", "lls-m", "lls-mxm", "ff", "dfa", "bp"])
+    ft.add_argument("--epochs", type=int, default=5)
+    ft.add_argument("--lr", type=float, default=3e-3)
+    ft.add_argument("--batch-size", type=int, default=32)
+    ft.add_argument("--layers", default="all", help="all, head, or the last N layers")
+    ft.add_argument("--seed", type=int, default=0)
+    ft.add_argument("--online", action="store_true", help="one sample at a time, in order")
+    ft.add_argument("--out", required=True, help="the fine-tuned model (.ekm)")
+    ft.add_argument("--checkpoint", help="per-epoch checkpoint (default: OUT.ckpt)")
+    ft.add_argument("--resume", action="store_true", help="continue from the checkpoint")
+    ft.add_argument("--json", action="store_true")
+    ft.set_defaults(func=cmd_finetune)
     return p
 
 
