@@ -599,6 +599,29 @@ def test_quantized_graph_follows_the_contract(calibration, tmp_path):
     assert np.abs(Executor(q).run(x) - float_out).max() < 0.05
 
 
+def test_two_inputs_and_the_remaining_ops(calibration):
+    """conv1d, leaky_relu, mul by a param, add of two inputs, layernorm (float inside), avgpool:
+    quantized from a dict of calibration arrays, close to float."""
+    rng = np.random.default_rng(5)
+    b = GraphBuilder()
+    u, v = b.input("u", (1, 4, 12)), b.input("v", (1, 6, 10))
+    y = b.node("conv1d", [u, b.param(randn(rng, 6, 4, 3) * 0.5, "w"), b.param(randn(rng, 6), "b")])
+    y = b.node("leaky_relu", [y], {"alpha": 0.1})
+    y = b.node("mul", [y, b.param(rng.uniform(0.5, 1.5, (6, 1)), "gain")])
+    y = b.node("add", [y, v], {"activation": "relu"})
+    y = b.node("layernorm", [y, b.param(np.ones(10), "gamma"), b.param(np.zeros(10), "beta")])
+    y = b.node("reshape", [y], {"shape": [6, 2, 5]})
+    b.output(b.node("avgpool2d", [y], {"kernel": [2, 2], "stride": [1, 1]}))
+    g = b.build()
+    data = {"v": rng.standard_normal((50, 6, 10)).astype(np.float32),
+            "u": rng.standard_normal((50, 4, 12)).astype(np.float32)}
+    q = edgekit.quantize(g, data, calibration="mse")
+    assert q.tensors["gamma"].dtype == "float32" and q.tensors["gain"].dtype == "int8"
+    test = {k: x[:8] for k, x in data.items()}
+    error = np.abs(Executor(q).run(test) - Executor(g).run(test))  # layernorm magnifies steps
+    assert error.mean() < 0.03 and error.max() < 0.25
+
+
 def _input_range(q: Graph) -> tuple[float, float]:
     (s,), (z,) = q.tensors["x"].quant.scale, q.tensors["x"].quant.zero_point
     return (-128 - z) * s, (127 - z) * s
