@@ -1,0 +1,143 @@
+"""The firmware's C kernels against their numba twins, compiled for this host (gcc), so every op
+is checked bit for bit without the emulator: the requantization arithmetic on the same vectors
+as ``edgekit.quant.arith``, and a model using every op through ``converters.to_c``'s schedule.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
+
+from edgekit.firmware_bridge.build import FIRMWARE
+from edgekit.quant import arith
+
+pytestmark = pytest.mark.skipif(shutil.which("gcc") is None, reason="no host C compiler (gcc)")
+
+ARITH_HARNESS = r"""
+#include "ek_arith.h"
+void requant_many(const int32_t *acc, const int32_t *m, const int32_t *s, int32_t n,
+                  int32_t zp, int32_t lo, int32_t hi, int8_t *out) {
+    for (int32_t i = 0; i < n; i++) out[i] = ek_requantize(acc[i], m[i], s[i], zp, lo, hi);
+}
+void mbqm_many(const int32_t *acc, const int32_t *m, const int32_t *s, int32_t n, int32_t *out) {
+    for (int32_t i = 0; i < n; i++) out[i] = ek_mbqm(acc[i], m[i], s[i]);
+}
+"""
+
+MODEL_HARNESS = r"""
+#include <string.h>
+#include "ek_model.h"
+/* inputs in, steps 0..last run, that step's output copied out */
+void host_run(const int8_t *in, uint16_t last, int8_t *out) {
+    for (uint16_t i = 0; i < ek_model.n_inputs; i++) {
+        memcpy(ek_model.arena + ek_model.inputs[i].offset, in, ek_model.inputs[i].size);
+        in += ek_model.inputs[i].size;
+    }
+    for (uint16_t s = 0; s <= last; s++) ek_model.run_step(s);
+    memcpy(out, ek_model.arena + ek_model.steps[last].offset, ek_model.steps[last].size);
+}
+"""
+
+
+def compile_library(tmp_path, harness: str, *sources: str) -> ctypes.CDLL:
+    (tmp_path / "harness.c").write_text(harness)
+    lib = tmp_path / "lib.so"
+    subprocess.run(["gcc", "-std=c99", "-O2", "-shared", "-fPIC", f"-I{FIRMWARE}",
+                    f"-I{tmp_path}", str(tmp_path / "harness.c"), *sources, "-lm", "-o",
+                    str(lib)], check=True, capture_output=True)
+    return ctypes.CDLL(str(lib))
+
+
+def ptr(a: np.ndarray):
+    return a.ctypes.data_as(ctypes.c_void_p)
+
+
+def test_requantization_matches_numba(tmp_path):
+    lib = compile_library(tmp_path, ARITH_HARNESS)
+    rng = np.random.default_rng(0)
+    n = 20000
+    acc = np.concatenate([rng.integers(-2**31, 2**31, n // 2),
+                          rng.integers(-5000, 5000, n // 2)]).astype(np.int32)
+    acc[:4] = [arith.INT32_MIN, arith.INT32_MAX, 0, -1]
+    reals = np.exp(rng.uniform(np.log(1e-6), np.log(2.0), n))
+    m, s = arith.quantize_multipliers(reals)
+    m[:2] = arith.INT32_MIN  # SRDHM's saturating case needs a == b == INT32_MIN
+    s[:2] = 0
+    # TFLite's precondition (as in tflite-micro): acc * 2^shift fits in int32
+    left = np.maximum(s, 0).astype(np.int64)
+    acc = np.clip(acc, arith.INT32_MIN >> left, arith.INT32_MAX >> left).astype(np.int32)
+    out = np.empty(n, np.int32)
+    lib.mbqm_many(ptr(acc), ptr(m), ptr(s), ctypes.c_int32(n), ptr(out))
+    expected = [arith.multiply_by_quantized_multiplier(int(a), int(mm), int(ss))
+                for a, mm, ss in zip(acc, m, s)]
+    np.testing.assert_array_equal(out, np.array(expected, np.int64).astype(np.int32))
+    small = (acc // 1024).astype(np.int32)
+    q = np.empty(n, np.int8)
+    lib.requant_many(ptr(small), ptr(m), ptr(s), ctypes.c_int32(n), ctypes.c_int32(-3),
+                     ctypes.c_int32(-128), ctypes.c_int32(100), ptr(q))
+    expected = [arith.requantize(int(a), int(mm), int(ss), -3, -128, 100)
+                for a, mm, ss in zip(small, m, s)]
+    np.testing.assert_array_equal(q, np.array(expected, np.int8))
+
+
+def all_ops_graph():
+    """An int8 Graph using every op the firmware has (see converters.to_c._OPS)."""
+    torch = pytest.importorskip("torch")
+    from torch import nn
+
+    import edgekit
+
+    class AllOps(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(2, 4, 3, stride=2, padding=1)
+            self.dw = nn.Conv2d(4, 8, 3, padding=2, dilation=2, groups=4)
+            self.leaky = nn.LeakyReLU(0.1)
+            self.avg = nn.AvgPool2d(3, stride=2, padding=1, count_include_pad=True)
+            self.maxp = nn.MaxPool2d(3, stride=1, padding=1)
+            self.c1 = nn.Conv1d(8, 6, 3, stride=2, padding=1)
+            self.fc = nn.Linear(6 * 9, 12)
+            self.ln = nn.LayerNorm(12)
+            self.gap = nn.AdaptiveAvgPool2d(1)
+
+        def forward(self, x):
+            a = nn.functional.relu6(self.conv(x))
+            b = self.leaky(self.dw(a))
+            c = self.avg(b) + self.maxp(self.avg(b))
+            d = torch.relu(c * c + self.gap(c))
+            e = torch.cat([d, c], dim=1).flatten(2)
+            f = torch.relu(self.c1(e.reshape(1, 8, 18)))
+            return torch.softmax(self.ln(self.fc(f.flatten(1))), -1)
+
+    torch.manual_seed(0)
+    x = torch.randn(1, 2, 12, 12)
+    graph = edgekit.from_torch(torch.export.export(AllOps().eval(), (x,)))
+    calibration = np.random.default_rng(0).standard_normal((64, 2, 12, 12)).astype(np.float32)
+    return edgekit.quantize(graph, calibration)
+
+
+def test_every_op_matches_the_runtime(tmp_path):
+    from edgekit.converters.to_c import to_c
+    from edgekit.quant.edge import quantize_array
+    from edgekit.runtime.executor import Executor
+
+    graph = all_ops_graph()
+    to_c(graph, tmp_path)
+    lib = compile_library(tmp_path, MODEL_HARNESS, str(FIRMWARE / "ek_kernels.c"),
+                          str(tmp_path / "model.c"))
+    x = np.random.default_rng(1).standard_normal((20, 2, 12, 12)).astype(np.float32) * 1.5
+    xq = quantize_array(x, graph.tensors[graph.inputs[0]].quant)
+    float_inside = {"softmax", "layernorm"}
+    for sample in xq:
+        ref = Executor(graph).run_layers(sample[None], raw=True)
+        for step, node in enumerate(graph.nodes):
+            want = ref[node.outputs[0]].reshape(-1)
+            got = np.empty(want.size, np.int8)
+            lib.host_run(ptr(np.ascontiguousarray(sample)), ctypes.c_uint16(step), ptr(got))
+            diff = np.abs(got.astype(int) - want.astype(int)).max()
+            # softmax/layernorm compute in float (the contract): a step apart at most
+            assert diff <= (1 if node.op in float_inside else 0), (node.op, step, diff)
