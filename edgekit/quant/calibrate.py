@@ -4,12 +4,14 @@ Every activation (graph inputs included) is observed over all calibration sample
 batches so memory stays bounded whatever the number of samples. ``minmax`` keeps the extremes.
 ``percentile`` and ``mse`` need the distribution, so they take a second pass that fills two
 histograms per tensor, of the positive values and of the magnitudes of the negative ones: the two
-tails are clipped separately, and zero (exactly representable) never moves.
+tails are clipped separately, and zero (exactly representable) never moves. The int8 grid a range
+maps to (``range_scale_zero_point``) is defined here too, since the mse search scores it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import numpy as np
 
@@ -47,6 +49,14 @@ def activation_ranges(graph: Graph, feeds: dict[str, np.ndarray], method: str,
     return {name: choose(hists[name], extremes[name], percentile) for name in extremes}
 
 
+def range_scale_zero_point(lo: Any, hi: Any) -> tuple[np.ndarray, np.ndarray]:
+    """Asymmetric int8 grid over [lo, hi] (arrays or floats, lo <= 0 <= hi, lo < hi):
+    ``scale = (hi - lo) / 255`` rounded to float32, ``zp = round(-128 - lo / scale)`` clamped."""
+    scale = np.asarray((np.asarray(hi, np.float64) - lo) / 255, np.float32).astype(np.float64)
+    zero_point = np.clip(np.floor(-128 - np.asarray(lo) / scale + 0.5), -128, 127)
+    return scale, zero_point
+
+
 def _batches(executor, feeds: dict[str, np.ndarray]) -> Iterator[dict[str, np.ndarray]]:
     """Every activation for each batch of the calibration samples; NaN/inf is an error."""
     n = next(iter(feeds.values())).shape[0]
@@ -79,8 +89,6 @@ def _tail(counts: np.ndarray, top: float, percentile: float) -> float:
 def _mse(hists: Histograms, extremes: Range, percentile: float) -> Range:
     """The range ``alpha * (lo, hi)`` whose int8 grid gives the least squared error over the
     histogrammed values (bin centres), for alpha on a grid of ``MSE_STEPS`` values in (0, 1]."""
-    from edgekit.quant.quantize import range_scale_zero_point
-
     lo, hi = extremes
     if lo == hi:
         return extremes

@@ -21,7 +21,7 @@ import numpy as np
 from edgekit.errors import EdgekitError
 from edgekit.graph import Graph, Node, QuantParams, TensorInfo
 from edgekit.ops import OPS
-from edgekit.quant.calibrate import METHODS, Range, activation_ranges
+from edgekit.quant.calibrate import METHODS, Range, activation_ranges, range_scale_zero_point
 from edgekit.quant.edge import quantize_array
 
 SCHEMES = ("int8",)
@@ -68,14 +68,6 @@ def quantize(graph: Graph, calibration_data: Any, scheme: str = "int8",
     g.metadata["quantization"] = {"calibration": calibration, "per_channel": per_channel,
                                   "samples": int(next(iter(feeds.values())).shape[0])}
     return g.validate()
-
-
-def range_scale_zero_point(lo: Any, hi: Any) -> tuple[np.ndarray, np.ndarray]:
-    """Asymmetric int8 grid over [lo, hi] (arrays or floats, lo <= 0 <= hi, lo < hi):
-    ``scale = (hi - lo) / 255`` rounded to float32, ``zp = round(-128 - lo / scale)`` clamped."""
-    scale = np.asarray((np.asarray(hi, np.float64) - lo) / 255, np.float32).astype(np.float64)
-    zero_point = np.clip(np.floor(-128 - np.asarray(lo) / scale + 0.5), -128, 127)
-    return scale, zero_point
 
 
 def range_quant(lo: float, hi: float) -> QuantParams:

@@ -63,18 +63,25 @@ def _check_shared(op: str, quant: list[QuantParams]) -> None:
                            f"point (docs/quantized-graph.md), got {[q.to_json() for q in quant]}")
 
 
+def _nbytes(shape: tuple[int, ...], dtype: type) -> int:
+    return math.prod(shape) * np.dtype(dtype).itemsize
+
+
+def _aligned(nbytes: int) -> int:
+    return -(-nbytes // ALIGN) * ALIGN
+
+
 def _carve(scratch: np.ndarray, *parts: tuple[tuple[int, ...], type]) -> list[np.ndarray]:
     """Consecutive aligned arrays of the given shapes and dtypes in one scratch buffer."""
     arrays, offset = [], 0
     for shape, dtype in parts:
-        nbytes = math.prod(shape) * np.dtype(dtype).itemsize
-        arrays.append(scratch[offset:offset + nbytes].view(dtype).reshape(shape))
-        offset += -(-nbytes // ALIGN) * ALIGN
+        arrays.append(scratch[offset:offset + _nbytes(shape, dtype)].view(dtype).reshape(shape))
+        offset += _aligned(_nbytes(shape, dtype))
     return arrays
 
 
 def _scratch_bytes(*parts: tuple[tuple[int, ...], type]) -> int:
-    return sum(-(-math.prod(s) * np.dtype(d).itemsize // ALIGN) * ALIGN for s, d in parts)
+    return sum(_aligned(_nbytes(shape, dtype)) for shape, dtype in parts)
 
 
 # --- convolutions and linear -----------------------------------------------------------------
