@@ -1,0 +1,136 @@
+"""The frame protocol and the link, without a board: encoding, decoding through garbage and
+corruption, and the link's retries against a scripted port."""
+
+from __future__ import annotations
+
+import random
+import struct
+import zlib
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from edgekit.errors import EdgekitError
+from edgekit.firmware_bridge.link import BoardError, Link, LinkError
+from edgekit.firmware_bridge.protocol import (
+    MAX_PAYLOAD,
+    REPLY,
+    SYNC,
+    Cmd,
+    Decoder,
+    Frame,
+    Hello,
+    crc8,
+    encode,
+    parse_infer,
+)
+
+frames = st.builds(Frame, st.integers(0, 255), st.integers(0, 255), st.binary(max_size=300))
+
+
+@given(st.lists(frames, max_size=5), st.binary(max_size=50))
+def test_frames_survive_garbage_between_them(items, garbage):
+    stream = b"".join(garbage + encode(f) for f in items)
+    assert Decoder().feed(stream) == items
+
+
+@given(frames, st.integers(0, 10**6))
+def test_bytes_in_any_chunks(frame, seed):
+    data, rng, decoder, out = encode(frame), random.Random(seed), Decoder(), []
+    i = 0
+    while i < len(data):
+        n = rng.randint(1, 7)
+        out += decoder.feed(data[i:i + n])
+        i += n
+    assert out == [frame]
+
+
+@settings(max_examples=300)
+@given(frames, st.data())
+def test_a_corrupted_frame_is_never_accepted(frame, data):
+    raw = bytearray(encode(frame))
+    position = data.draw(st.integers(0, len(raw) - 1))
+    raw[position] ^= 1 << data.draw(st.integers(0, 7))
+    # dropped, and the decoder resynchronises on the next frame
+    assert Decoder().feed(bytes(raw) + encode(Frame(1, 2, b"next"))) == [Frame(1, 2, b"next")]
+
+
+def test_layout_and_limits():
+    raw = encode(Frame(Cmd.PING, 7, b"ab"))
+    assert raw[:2] == SYNC and raw[2:6] == bytes([2, 7, 2, 0]) and raw[6] == crc8(raw[2:6])
+    assert struct.unpack("<I", raw[-4:])[0] == zlib.crc32(raw[2:6] + b"ab")
+    with pytest.raises(ValueError):
+        encode(Frame(Cmd.PING, 0, bytes(MAX_PAYLOAD + 1)))
+    head = struct.pack("<BBH", 2, 0, MAX_PAYLOAD + 1)  # a valid header with a too-long length
+    assert Decoder().feed(SYNC + head + bytes([crc8(head)]) + bytes(10)) == []
+
+
+def test_hello_and_infer_parsing():
+    payload = struct.pack("<HHIIIIH", 1, 4096, 2560, 25_000_000, 256, 10, 6) + b"0123456789abcdef"
+    hello = Hello.parse(payload + b"fw")
+    assert (hello.arena_bytes, hello.steps, hello.model_hash, hello.firmware) == (
+        2560, 6, "0123456789abcdef", "fw")
+    total, steps, out = parse_infer(struct.pack("<3I", 30, 10, 20) + b"xy", 2)
+    assert (total, steps, out) == (30, [10, 20], b"xy")
+
+
+class ScriptedPort:
+    """A fake serial port: each written request frame is answered by ``respond``."""
+
+    def __init__(self, respond):
+        self.respond, self.pending, self.timeout = respond, b"", 0.0
+        self.decoder = Decoder()
+
+    @property
+    def in_waiting(self) -> int:
+        return len(self.pending)
+
+    def write(self, data: bytes) -> None:
+        for frame in self.decoder.feed(data):
+            self.pending += self.respond(frame)
+
+    def read(self, n: int) -> bytes:
+        out, self.pending = self.pending[:n], self.pending[n:]
+        return out
+
+    def close(self) -> None:
+        pass
+
+
+def echo(frame: Frame) -> bytes:
+    return encode(Frame(frame.type | REPLY, frame.seq, frame.payload))
+
+
+def test_link_retries_until_an_intact_reply():
+    attempts = []
+
+    def flaky(frame):
+        attempts.append(frame.seq)
+        good = echo(frame)
+        if len(attempts) == 1:
+            return good[:-1] + bytes([good[-1] ^ 1])  # corrupted
+        if len(attempts) == 2:
+            return encode(Frame(Cmd.PING | REPLY, (frame.seq + 9) % 256, b"stale"))
+        return b"\x00garbage" + good
+
+    link = Link(ScriptedPort(flaky), timeout=0.05, retries=3)
+    assert link.request(Cmd.PING, b"hi") == b"hi"
+    assert len(set(attempts)) == 3 and link.stats["retries"] == 2
+
+
+def test_link_gives_up_with_a_clear_error():
+    link = Link(ScriptedPort(lambda frame: b""), timeout=0.02, retries=2)
+    with pytest.raises(LinkError, match="PING failed after 3 attempts"):
+        link.request(Cmd.PING)
+    assert issubclass(LinkError, EdgekitError)
+
+
+def test_board_refusals_are_not_retried():
+    def refuse(frame):
+        return encode(Frame(Cmd.ERROR, frame.seq, bytes([4]) + b"input size differs"))
+
+    link = Link(ScriptedPort(refuse), timeout=0.05, retries=5)
+    with pytest.raises(BoardError, match="input size differs"):
+        link.request(Cmd.INFER, b"x")
+    assert link.stats["retries"] == 0
