@@ -59,8 +59,4 @@ def deploy(graph: Graph | str | Path, target: str = "cpu", **options: Any) -> Se
     ok, why = tgt.available()
     if not ok:
         raise EdgekitError(f"target {target!r} is not available here: {why}")
-    if getattr(tgt, "profile", None):
-        from edgekit.profile.fit import require_fit
-
-        require_fit(graph, tgt.profile)
     return tgt.compile(graph, **options)

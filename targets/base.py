@@ -38,8 +38,9 @@ class Target(ABC):
     """A place a Graph can run. Constructors only store arguments; work happens in compile."""
 
     name: str
-    # Device profile (``targets/profiles/<name>.toml``) whose flash and SRAM ``deploy`` enforces;
-    # None where the target runs on the host and memory is not the limit.
+    # Device profile (``targets/profiles/<name>.toml``) whose flash and SRAM ``compile`` enforces
+    # (``edgekit.profile.fit.require_fit`` with its own runtime's arena, so ``deploy`` refuses a
+    # Graph that does not fit); None where the target runs on the host.
     profile: str | None = None
 
     def available(self) -> tuple[bool, str]:

@@ -148,7 +148,7 @@ def test_peak_activation_bytes_is_what_the_executor_allocates(graphs):
         assert t["peak_activation_bytes"] < t["naive_activation_bytes"], name
 
 
-def test_counts_totals_and_labels(ds_graph):
+def test_counts_totals_and_labels(ds_graph, int8_graph):
     r = profile(ds_graph, "cpu", runs=5, warmup=1)
     t = r["totals"]
     assert t["flops"] == 2 * t["macs"] == 2 * sum(la["macs"] for la in r["layers"])
@@ -156,9 +156,7 @@ def test_counts_totals_and_labels(ds_graph):
     assert t["weight_bytes_by_dtype"] == {"float32": t["weight_bytes"]}
     assert len(r["layers"]) == len(ds_graph.nodes)
     assert any("inferred" in note for note in r["notes"])  # says which intensity it is
-    q = edgekit.quantize(ds_graph, np.random.default_rng(0).standard_normal(
-        (32, 1, 16, 16)).astype(np.float32))
-    rq = profile(q, "cpu", runs=5, warmup=1, per_layer=False)
+    rq = profile(int8_graph, "cpu", runs=5, warmup=1, per_layer=False)
     assert set(rq["totals"]["weight_bytes_by_dtype"]) == {"int8", "int32"}
     assert rq["totals"]["macs"] == t["macs"]
     assert rq["energy"]["model_uj_per_inference"] < r["energy"]["model_uj_per_inference"]
@@ -235,7 +233,7 @@ def test_every_profile_loads_with_sources():
     assert host.cores >= 1 and host.description != "host CPU (detected at run time)"
 
 
-def test_fit_errors_name_the_limit_and_overshoot(ds_graph, tmp_path, monkeypatch):
+def test_fit_errors_name_the_limit_and_overshoot(ds_graph):
     weights = sum(v.nbytes for v in ds_graph.params.values())
     tiny = dataclasses.replace(load_profile("cortex-m4"), flash_bytes=weights - 100)
     limits = {lim.name: lim for lim in check_fit(ds_graph, tiny)}
@@ -244,20 +242,40 @@ def test_fit_errors_name_the_limit_and_overshoot(ds_graph, tmp_path, monkeypatch
     with pytest.raises(edgekit.EdgekitError, match=r"flash: weights .* exceeds it by 100 B"):
         require_fit(ds_graph, tiny)
 
-    # deploy enforces the profile of a target that has one, before compiling
-    toml = tmp_path / "tiny.toml"
+
+@pytest.fixture(scope="module")
+def int8_graph(ds_graph):
+    x = np.random.default_rng(0).standard_normal((32, 1, 16, 16)).astype(np.float32)
+    return edgekit.quantize(ds_graph, x)
+
+
+def _mcu_or_skip():
+    from edgekit.targets import get_target
+
+    ok, why = get_target("mcu:qemu").available()
+    if not ok:
+        pytest.skip(f"mcu:qemu unavailable: {why}")
+
+
+def test_deploy_refuses_a_graph_that_does_not_fit(int8_graph, tmp_path):
+    """The MCU target checks its profile (here a shrunk Cortex-M4) before building firmware."""
+    _mcu_or_skip()
     text = (resources.files("edgekit.targets") / "profiles" / "cortex-m4.toml").read_text()
-    toml.write_text(text.replace("sram_bytes = 196_608", "sram_bytes = 20_000"))
-    from edgekit import targets
-    from edgekit.targets.cpu import CpuTarget
+    toml = tmp_path / "tiny.toml"
+    toml.write_text(text.replace("sram_bytes = 196_608", "sram_bytes = 16_000"))
+    with pytest.raises(edgekit.EdgekitError, match=r"does not fit cortex-m4: sram: .* exceeds "
+                                                   r"it by [\d,]+ B"):
+        edgekit.deploy(int8_graph, target="mcu:qemu", profile=str(toml)).close()
 
-    class Tiny(CpuTarget):
-        profile = str(toml)
 
-    monkeypatch.setattr(targets, "get_target", lambda name: Tiny())
-    over = 16_384 + Executor(ds_graph).peak_activation_bytes(1) - 20_000
-    with pytest.raises(edgekit.EdgekitError, match=rf"sram: .* exceeds it by {over:,} B"):
-        edgekit.deploy(ds_graph, target="tiny")
+def test_profile_on_the_emulated_board(int8_graph):
+    _mcu_or_skip()
+    r = profile(int8_graph, "mcu:qemu", runs=5, warmup=1)
+    assert r["latency_ms"]["source"] == "emulated" and r["device"]["name"] == "cortex-m3-qemu"
+    _consistent(r["latency_ms"], 5)
+    assert all(la["time_ms"]["instructions"] >= 0 for la in r["layers"])
+    assert r["energy"]["measured_uj_per_inference"] is None
+    validate(r.data)
 
 
 def test_json_validates_and_schema_catches_defects(ds_graph, tmp_path):

@@ -88,7 +88,7 @@ def profile(graph: Graph | str | Path, target: str = "cpu", inputs: Any = None,
         "notes": [DI_NOTE],
     }
     if attached:
-        _measure(data, graph, target, _inputs(graph, inputs), runs, warmup, per_layer)
+        _measure(data, graph, target, _inputs(graph, inputs), runs, warmup, per_layer, dev)
     else:
         _estimate(data, dev)
     return Report(data)
@@ -104,7 +104,7 @@ def _inputs(graph: Graph, inputs: Any) -> Any:
 
 
 def _measure(data: dict[str, Any], graph: Graph, target: str, x: Any, runs: int, warmup: int,
-             per_layer: bool) -> None:
+             per_layer: bool, dev: DeviceProfile) -> None:
     """Timed runs of the deployed graph with the energy counter around them; per-layer times."""
     from edgekit.profile.energy import meter_for
     from edgekit.targets import deploy
@@ -133,12 +133,31 @@ def _measure(data: dict[str, Any], graph: Graph, target: str, x: Any, runs: int,
             data["backend_layers"] = latency.time_onnxruntime_nodes(session, feeds, runs, warmup)
             data["notes"].append("per-node times are ONNX Runtime's profiler's, over the nodes "
                                  "of the written ONNX model")
+        elif per_layer and hasattr(session, "device_profile"):
+            _device_layers(data, session.device_profile(x), dev)
     emulated = target.startswith("mcu:qemu")
     data["latency_ms"] = {**latency.stats(times), "warmup": warmup,
                           "source": "emulated" if emulated else "measured", "estimate_ms": None}
     if emulated:
         data["notes"].append("latency is the emulator's host time plus the serial round trip, "
                              "not the device's")
+
+
+def _device_layers(data: dict[str, Any], run: dict[str, Any], dev: DeviceProfile) -> None:
+    """Per-layer instruction counts a board reported (``McuSession.device_profile``), turned
+    into device time at one instruction per cycle of the profile's clock (an estimate)."""
+    data["device_run"] = run
+    counts = run["layer_instructions"]
+    if len(counts) != len(data["layers"]):
+        data["notes"].append(f"the board reported {len(counts)} steps for "
+                             f"{len(data['layers'])} layers: per-layer counts not matched")
+        return
+    for layer, n in zip(data["layers"], counts, strict=True):
+        layer["time_ms"] = {"instructions": n, "estimate": n / dev.clock_hz * 1e3}
+    macs = data["totals"]["macs"]
+    data["notes"].append(f"per layer: {run['source']}; device time estimated at one instruction "
+                         f"per cycle at {dev.clock_hz / 1e6:g} MHz "
+                         f"({run['instructions'] / max(macs, 1):.2f} instructions per MAC)")
 
 
 def _estimate(data: dict[str, Any], dev: DeviceProfile) -> None:

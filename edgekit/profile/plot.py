@@ -26,18 +26,19 @@ def _pyplot() -> Any:
 
 
 def plot_report(report: Report, path: str | Path) -> Path:
-    """Three bar charts over the layers: MACs, modelled energy, and time (measured p50, or the
-    estimate where the device is not attached)."""
+    """Bar charts over the layers: MACs, modelled energy, and time where there is one (measured
+    p50, or the labelled estimate where the device is not attached)."""
+    from edgekit.profile.report import layer_time, layer_time_label
+
     plt = _pyplot()
     d = report.data
     layers = d["layers"]
     names = [f"{i} {la['op']}" for i, la in enumerate(layers)]
-    source = d["latency_ms"]["source"]
-    times = [(la["time_ms"] or {}).get("p50", (la["time_ms"] or {}).get("estimate", 0.0))
-             for la in layers]
+    times = [0.0 if t == "-" else t for t in (layer_time(la["time_ms"]) for la in layers)]
     panels = [([la["macs"] for la in layers], "MACs (counted)"),
-              ([la["energy_model_uj"] for la in layers], "energy, µJ (model: counts x pJ table)"),
-              (times, f"time, ms ({source}{' p50' if source != 'estimated' else ''})")]
+              ([la["energy_model_uj"] for la in layers], "energy, µJ (model: counts x pJ table)")]
+    if layer_time_label(d):
+        panels.append((times, "time, " + layer_time_label(d)))
     fig, axes = plt.subplots(len(panels), 1, figsize=(max(6, 0.45 * len(layers) + 2), 8),
                              sharex=True)
     for ax, (values, label) in zip(axes, panels, strict=True):

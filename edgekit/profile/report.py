@@ -125,15 +125,14 @@ class Report:
         lines = [f"{d['model']} on {d['target']} ({d['device']['name']}: "
                  f"{d['device']['description']})"]
         if per_layer:
-            timed = any(la["time_ms"] for la in d["layers"])
+            timed = bool(layer_time_label(d))
             lines += ["", table(
                 ["#", "layer", "op", "dtype", "MACs", "params", "weight B", "AI", "DI",
-                 "energy µJ (model)", *([f"{'p50 ' if lat['runs'] else ''}ms ({lat['source']})"]
-                                        if timed else [])],
+                 "energy µJ (model)", *([layer_time_label(d)] if timed else [])],
                 [(i, la["name"], la["op"], la["dtype"], la["macs"], la["params"],
                   la["weight_bytes"], la["arithmetic_intensity"],
                   la.get("dtype_aware_intensity", "-"), la["energy_model_uj"],
-                  *([_layer_ms(la["time_ms"])] if timed else []))
+                  *([layer_time(la["time_ms"])] if timed else []))
                  for i, la in enumerate(d["layers"])])]
         if d.get("backend_layers"):
             lines += ["", "per node, from the backend's own profiler:", table(
@@ -172,7 +171,20 @@ def _latency_rows(lat: dict[str, Any]) -> list[tuple[str, str, str]]:
              f"± {lat['std']:.2g} ms over {lat['runs']} runs")]
 
 
-def _layer_ms(time_ms: dict[str, float] | None) -> float | str:
+def layer_time(time_ms: dict[str, float] | None) -> float | str:
+    """A layer's time in ms: measured p50, or the estimate where it was not measured."""
     if not time_ms:
         return "-"
     return time_ms["p50"] if "p50" in time_ms else time_ms["estimate"]
+
+
+def layer_time_label(data: dict[str, Any]) -> str:
+    """What the layers' times are ("" when there are none)."""
+    first = next((la["time_ms"] for la in data["layers"] if la["time_ms"]), None)
+    if first is None:
+        return ""
+    if "p50" in first:
+        return f"p50 ms ({data['latency_ms']['source']})"
+    if "instructions" in first:
+        return "ms (estimated: emulated instructions / clock)"
+    return "ms (estimated: MACs x cycles per MAC / clock)"
