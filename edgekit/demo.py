@@ -69,6 +69,7 @@ def run_demo(out: Path = Path("edgekit-demo"), size: int = 16, epochs: int = 15)
         print("warning: edgekit and torch disagree on some predictions (see max |diff|)")
 
     report["int8"] = int8_on_every_backend(graph, ds, out)
+    report["profile"] = profile_on_every_target(out, ds.x_test[:1])
     (out / "report.json").write_text(json.dumps(report, indent=1))
     print(f"\nartefacts in {out}/: digits_cnn.pt2, digits_cnn.ekm, digits_cnn.int8.ekm, "
           "digits_cnn.int8.tflite, digits_cnn.int8.onnx, digits_test.npz, report.json")
@@ -105,4 +106,50 @@ def int8_on_every_backend(graph, ds, out: Path) -> list[dict[str, Any]]:
                  else (r["target"], f"{r['float_accuracy']:.2%}", f"{r['accuracy']:.2%}",
                        f"{r['top1_vs_float']:.2%}", f"{r['top1_vs_edgekit']:.2%}",
                        f"{r['max_abs_vs_edgekit']:.3g}") for r in rows]))
+    return rows
+
+
+def profile_on_every_target(out: Path, x: np.ndarray, runs: int = 50) -> list[dict[str, Any]]:
+    """The float and int8 models profiled on every target here (50 timed runs each), plus the
+    Cortex-M4 profile as an absent device (estimated latency), in one table."""
+    from edgekit.profile import profile
+    from edgekit.targets import get_target, target_names
+
+    rows = []
+    for target in [*target_names(), "cpu (as cortex-m4)"]:
+        name, device = (("cpu", "cortex-m4") if target.endswith("(as cortex-m4)")
+                        else (target, None))
+        ok, why = get_target(name).available()
+        for model in ("digits_cnn", "digits_cnn.int8"):
+            row: dict[str, Any] = {"model": model, "target": target}
+            rows.append(row)
+            if not ok:
+                row["skipped"] = why
+                continue
+            try:
+                r = profile(out / f"{model}.ekm", name, x, runs, 5, device=device,
+                            per_layer=False)
+            except edgekit.EdgekitError as err:
+                row["skipped"] = str(err).splitlines()[0]
+                continue
+            lat, e = r["latency_ms"], r["energy"]
+            row.update(latency_source=lat["source"],
+                       p50_ms=lat["p50"] if lat["p50"] is not None else lat["estimate_ms"],
+                       p99_ms=lat["p99"], energy_model_uj=e["model_uj_per_inference"],
+                       energy_measured_uj=e["measured_uj_per_inference"],
+                       weight_bytes=r["totals"]["weight_bytes"],
+                       peak_activation_bytes=r["totals"]["peak_activation_bytes"],
+                       fits=all(f["fits"] for f in r["fits"].values()))
+    print(f"\nprofile, float vs int8 on every target ({runs} timed runs; energy: model = "
+          "Horowitz 45 nm counts, measured = RAPL/NVML where readable):")
+    print(table(["model", "target", "latency", "p50 ms", "p99 ms", "µJ (model)", "µJ (measured)",
+                 "weight B", "peak act. B", "fits"],
+                [(r["model"], r["target"], r["latency_source"], r["p50_ms"],
+                  "-" if r["p99_ms"] is None else r["p99_ms"], r["energy_model_uj"],
+                  "n/a" if r["energy_measured_uj"] is None else r["energy_measured_uj"],
+                  r["weight_bytes"], r["peak_activation_bytes"], "yes" if r["fits"] else "NO")
+                 for r in rows if "skipped" not in r]))
+    for r in rows:
+        if "skipped" in r:
+            print(f"skipped {r['model']} on {r['target']}: {r['skipped']}")
     return rows
