@@ -15,6 +15,7 @@ batch never holds im2row rows or pre-pool maps.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -218,11 +219,20 @@ def zero_grads(block: Block) -> None:
         block.grads.setdefault(name, np.zeros_like(value))[...] = 0.0
 
 
-def backward(block: Block, tape: Tape, dy: np.ndarray, need_dx: bool) -> np.ndarray | None:
+def backward(block: Block, tape: Tape, dy: np.ndarray | Callable[[int], np.ndarray],
+             need_dx: bool) -> np.ndarray | None:
     """Accumulate the weight gradients of ``dy`` (dL/d output) into ``block.grads`` (when the
-    block is trainable) and return dL/d input when ``need_dx``."""
-    batch = dy.shape[0]
-    dy = dy.reshape(batch, *block.out_shape)
+    block is trainable) and return dL/d input when ``need_dx``.
+
+    ``dy`` may be a function of the sample index instead of an array: a local rule then makes
+    each sample's error just when it is consumed and never holds a batch of them."""
+    batch = tape.x.shape[0]
+    if callable(dy):
+        per_sample = dy
+        dy = None if block.op == "conv2d" else np.stack([per_sample(n) for n in range(batch)])
+    else:
+        dy = dy.reshape(batch, *block.out_shape)
+        per_sample = dy.__getitem__
     dw = block.grads.get(block.weight_name)
     db = block.grads.get(block.bias_name) if block.bias_name else None
     dx = np.zeros((batch, *block.in_shape), np.float32) if need_dx else None
@@ -243,7 +253,7 @@ def backward(block: Block, tape: Tape, dy: np.ndarray, need_dx: bool) -> np.ndar
     dpool = np.empty(block.out_shape, np.float32)
     drows = np.empty((oh * ow, w2.shape[1]), np.float32) if need_dx else None
     for n in range(batch):
-        _to_dz(block, tape, n, dy[n], dpool, dz)
+        _to_dz(block, tape, n, per_sample(n).reshape(block.out_shape), dpool, dz)
         dz2 = dz.reshape(o, -1)
         if dw is not None:
             conv.im2row(tape.x[n], block.weight.shape[2:], block.stride, block.padding,

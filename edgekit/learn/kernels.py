@@ -183,26 +183,73 @@ def softmax_xent(logits, labels, scale, dlogits):
 
 
 @njit(cache=True)
-def l2_normalize(h, out, norms):
-    """Rows of ``h`` divided by their L2 norm (floored at 1e-12, as ``F.normalize``)."""
-    for n in range(h.shape[0]):
+def lls_sample_loss(h, label, bases, inv_t, mode, mod, weight, lat, du, scores, dh, dmod):
+    """LLS's local loss of one sample's block output ``h`` ``(planes, H, W)``; returns the loss
+    times ``weight`` and writes ``dh`` (dL/dh) and adds into ``dmod``.
+
+    ``lat`` ``(planes, P, Q)`` sets the adaptive pooling, ``du`` is scratch of the same size,
+    ``scores`` scratch ``(3, classes)``. ``mode`` 0: logits = s = (lat / |lat|) @ bases.T;
+    1 (LLS-M): s * mod[0]; 2 (LLS-MxM): s @ mod. Cross-entropy at ``inv_t`` = 1/T."""
+    classes, width = bases.shape
+    adaptive_avgpool(h, lat)
+    u, g = lat.reshape(-1), du.reshape(-1)
+    norm = 0.0
+    for d in range(width):
+        norm += u[d] * u[d]
+    norm = max(np.sqrt(norm), 1e-12)
+    for d in range(width):
+        u[d] /= norm
+    s, logits, dl = scores[0], scores[1], scores[2]
+    for k in range(classes):
         total = 0.0
-        for i in range(h.shape[1]):
-            total += h[n, i] * h[n, i]
-        norms[n] = max(np.sqrt(total), 1e-12)
-        for i in range(h.shape[1]):
-            out[n, i] = h[n, i] / norms[n]
-
-
-@njit(cache=True)
-def l2_normalize_backward(hn, norms, dhn, dh):
-    """Gradient through ``hn = h / ||h||``: ``(dhn - hn (hn . dhn)) / ||h||``."""
-    for n in range(hn.shape[0]):
-        dot = 0.0
-        for i in range(hn.shape[1]):
-            dot += hn[n, i] * dhn[n, i]
-        for i in range(hn.shape[1]):
-            dh[n, i] = (dhn[n, i] - hn[n, i] * dot) / norms[n]
+        for d in range(width):
+            total += u[d] * bases[k, d]
+        s[k] = total
+    for k in range(classes):
+        if mode == 0:
+            logits[k] = s[k]
+        elif mode == 1:
+            logits[k] = s[k] * mod[0, k]
+        else:
+            total = 0.0
+            for j in range(classes):
+                total += s[j] * mod[j, k]
+            logits[k] = total
+    peak = logits[0] * inv_t
+    for k in range(1, classes):
+        peak = max(peak, logits[k] * inv_t)
+    total = 0.0
+    for k in range(classes):
+        total += np.exp(logits[k] * inv_t - peak)
+    loss = np.log(total) + peak - logits[label] * inv_t
+    for k in range(classes):
+        p = np.exp(logits[k] * inv_t - peak) / total
+        dl[k] = (p - (1.0 if k == label else 0.0)) * inv_t * weight
+    for k in range(classes):  # dl becomes dL/ds
+        if mode == 1:
+            dmod[0, k] += dl[k] * s[k]
+            dl[k] *= mod[0, k]
+        elif mode == 2:
+            for j in range(classes):
+                dmod[j, k] += s[j] * dl[k]
+    if mode == 2:
+        for j in range(classes):
+            total = 0.0
+            for k in range(classes):
+                total += dl[k] * mod[j, k]
+            s[j] = total
+        dl[:] = s
+    dot = 0.0
+    for d in range(width):
+        total = 0.0
+        for k in range(classes):
+            total += dl[k] * bases[k, d]
+        g[d] = total
+        dot += u[d] * total
+    for d in range(width):
+        g[d] = (g[d] - u[d] * dot) / norm
+    adaptive_avgpool_backward(du, dh)
+    return loss * weight
 
 
 @njit(cache=True)

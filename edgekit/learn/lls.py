@@ -52,38 +52,30 @@ def setup(blocks: list[Block], classes: int, rng: np.random.Generator, mode: str
     return state
 
 
-def local_loss(h: np.ndarray, labels: np.ndarray, bases: np.ndarray, latent: tuple,
-               temperature: float, modulation: np.ndarray | None
-               ) -> tuple[float, np.ndarray, np.ndarray | None]:
-    """LLS's loss for one block's output ``h`` (batch first), dL/dh and dL/d modulation.
+class LocalLoss:
+    """One block's LLS error, computed one sample at a time (``error(n)``), so a batch of
+    errors is never held; ``loss`` and the modulation gradient accumulate as samples pass."""
 
-    ``modulation`` is None (LLS), a vector m (LLS-M: scores * m) or a matrix M (LLS-MxM:
-    scores @ M)."""
-    batch = h.shape[0]
-    planes, p, q = latent
-    spatial = h.reshape(batch * planes, -1, h.shape[-1]) if h.ndim == 4 else h.reshape(
-        batch, 1, -1)
-    pooled = np.empty((spatial.shape[0], p, q), np.float32)
-    K.adaptive_avgpool(spatial, pooled)
-    lat = pooled.reshape(batch, -1)
-    unit, norms = np.empty_like(lat), np.empty(batch, np.float32)
-    K.l2_normalize(lat, unit, norms)
-    scores = unit @ bases.T
-    logits = scores if modulation is None else (
-        scores * modulation if modulation.ndim == 1 else scores @ modulation)
-    loss, dlogits = cross_entropy(logits, labels, 1.0 / temperature)
-    dmod = None
-    if modulation is not None and modulation.ndim == 1:
-        dmod, dscores = (dlogits * scores).sum(0), dlogits * modulation
-    elif modulation is not None:
-        dmod, dscores = scores.T @ dlogits, dlogits @ modulation.T
-    else:
-        dscores = dlogits
-    dlat = np.empty_like(lat)
-    K.l2_normalize_backward(unit, norms, (dscores @ bases).astype(np.float32), dlat)
-    dh = np.empty(spatial.shape, np.float32)
-    K.adaptive_avgpool_backward(dlat.reshape(pooled.shape), dh)
-    return loss, dh.reshape(h.shape), dmod
+    def __init__(self, h: np.ndarray, labels: np.ndarray, bases: np.ndarray, latent: tuple,
+                 temperature: float, modulation: np.ndarray | None, dmod: np.ndarray | None):
+        self.h = h.reshape(len(h), -1, *h.shape[2:]) if h.ndim == 4 else h.reshape(
+            len(h), 1, 1, -1)
+        self.labels, self.bases, self.inv_t = labels, bases, 1.0 / temperature
+        self.mode = 0 if modulation is None else modulation.ndim
+        self.mod = np.zeros((1, 1), np.float32) if modulation is None else modulation.reshape(
+            -1 if self.mode == 2 else 1, bases.shape[0])
+        self.dmod = np.zeros_like(self.mod) if dmod is None else dmod.reshape(self.mod.shape)
+        self.lat = np.empty(latent, np.float32)
+        self.du = np.empty_like(self.lat)
+        self.scores = np.empty((3, bases.shape[0]), np.float32)
+        self.dh = np.empty(self.h.shape[1:], np.float32)
+        self.loss = 0.0
+
+    def error(self, n: int) -> np.ndarray:
+        self.loss += K.lls_sample_loss(self.h[n], self.labels[n], self.bases, self.inv_t,
+                                       self.mode, self.mod, 1.0 / len(self.h), self.lat,
+                                       self.du, self.scores, self.dh, self.dmod)
+        return self.dh
 
 
 def step(blocks: list[Block], state: RuleState, x: np.ndarray, y: np.ndarray,
@@ -95,14 +87,12 @@ def step(blocks: list[Block], state: RuleState, x: np.ndarray, y: np.ndarray,
         x, tape = forward(block, x, keep=block.trainable)
         if block.trainable:
             name = f"lls.{cfg['mode']}/{block.name}"
-            loss, dh, dmod = local_loss(x, y, state.fixed[f"lls.B/{block.name}"],
-                                        latent_shape(block, cfg["pool"]), cfg["temperature"],
-                                        state.params.get(name))
-            backward(block, tape, dh, need_dx=False)
-            tape = None  # the block is done: its tape dies before the next block runs
-            if dmod is not None:
-                state.grads[name] += dmod
-            total += loss
+            local = LocalLoss(x, y, state.fixed[f"lls.B/{block.name}"],
+                              latent_shape(block, cfg["pool"]), cfg["temperature"],
+                              state.params.get(name), state.grads.get(name))
+            backward(block, tape, local.error, need_dx=False)
+            total += local.loss
+            tape = local = None  # the block is done: nothing of it outlives this point
     logits, tape = forward(blocks[-1], x)
     loss, error = cross_entropy(logits, y)
     backward(blocks[-1], tape, error, need_dx=False)

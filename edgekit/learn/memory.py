@@ -4,7 +4,9 @@ Counted from the blocks' shapes the way the rules' code holds its arrays: weight
 and optimizer state (the same for every rule but LLS-M/MxM's few extra parameters), plus the
 activation peak, which is where rules differ. Backprop and DFA keep every trainable block's
 tape (input, output, max-pool winners) until the output error exists; backprop also carries
-an error buffer back through the blocks. Local rules (LLS, FF) keep one block's tape at a time.
+an error buffer back through the blocks. Local rules (LLS, FF) keep one block's tape at a time,
+and LLS never holds a batch of errors (its loss is per sample, made as the backward consumes
+it).
 ``tests/test_learn.py`` checks the activation peak against tracemalloc on real steps.
 """
 
@@ -44,8 +46,10 @@ def activation_peak(blocks: list[Block], rule: str, batch: int) -> int:
     first = next(i for i, b in enumerate(blocks) if b.trainable)
     if rule in ("lls", "lls-m", "lls-mxm", "ff"):
         n = 3 if rule == "ff" else 1  # ff: positive, negative and neutral copies of the batch
+        # LLS makes each sample's error as the backward consumes it; FF holds a batch of them
         peaks = [(n * ins[i] if i else 0) + n * outs[i]
-                 + (n * (_tape(b, batch) + outs[i]) + _scratch(b, False) if b.trainable else 0)
+                 + (n * _tape(b, batch) + (n * outs[i] if rule == "ff" else 0)
+                    + _scratch(b, False) if b.trainable else 0)
                  for i, b in enumerate(blocks[:-1])]
         head = ins[-1] + 2 * outs[-1]
         return ins[0] * (n + 1 if n > 1 else 1) + max(*peaks, head)
