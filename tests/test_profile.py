@@ -5,6 +5,8 @@ the CLI, and the comparison with its Pareto front."""
 import dataclasses
 import inspect
 import json
+import subprocess
+import sys
 from importlib import resources
 
 import numpy as np
@@ -331,3 +333,14 @@ def test_cli_profile_and_compare(ds_graph, tmp_path, capsys):
     assert any(r["pareto_energy"] for r in rows)
     assert cli.main(["profile", str(float_path), "--profile", "cortex-m0"]) == 2
     assert "unknown device profile 'cortex-m0'" in capsys.readouterr().err
+
+
+def test_profiling_does_not_import_torch(ds_graph, tmp_path):
+    """The device side (counts, fit, latency on the runtime, energy) needs numpy and numba only."""
+    path = ds_graph.save(tmp_path / "m.ekm")
+    code = ("import sys, edgekit; r = edgekit.profile(edgekit.load(sys.argv[1]), 'cpu', runs=2, "
+            "warmup=1); edgekit.profile.check_fit(edgekit.load(sys.argv[1]), 'nrf52840'); "
+            "assert 'torch' not in sys.modules, 'torch imported'")
+    proc = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
