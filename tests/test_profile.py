@@ -211,6 +211,27 @@ def test_rapl_meter_reads_and_wraps(tmp_path):
     assert meter.stop() == pytest.approx(5e-3)
 
 
+def test_nvml_meter_against_a_stub(monkeypatch):
+    """No GPU here: NVML's calls are stubbed to check the arithmetic (mJ counter -> J) and the
+    reasons; on hardware the same code reads nvmlDeviceGetTotalEnergyConsumption."""
+    import types
+
+    from edgekit.profile.energy import NvmlMeter
+
+    monkeypatch.setitem(sys.modules, "pynvml", None)
+    assert "pip install nvidia-ml-py" in NvmlMeter().reason
+    readings = iter([1000, 1000, 3500])
+    stub = types.SimpleNamespace(
+        NVMLError=RuntimeError, nvmlInit=lambda: None,
+        nvmlDeviceGetHandleByIndex=lambda i: "gpu0",
+        nvmlDeviceGetTotalEnergyConsumption=lambda h: next(readings))
+    monkeypatch.setitem(sys.modules, "pynvml", stub)
+    meter = NvmlMeter()
+    assert meter.available
+    meter.start()
+    assert meter.stop() == pytest.approx(2.5)
+
+
 def test_absent_device_is_estimated_and_labelled(ds_graph):
     r = profile(ds_graph, "cpu", device="cortex-m4")
     lat = r["latency_ms"]

@@ -61,12 +61,6 @@ def profile(graph: Graph | str | Path, target: str = "cpu", inputs: Any = None,
         layer["energy_model_uj"] = sum(energy.layer_energy_pj(layer, dev).values()) / 1e6
         layer["time_ms"] = None
     totals = info["totals"]
-    weighted = sum(la["macs"] / la["dtype_aware_intensity"] for la in info["layers"]
-                   if la["dtype_aware_intensity"])
-    moved = sum(la["macs"] / la["arithmetic_intensity"] for la in info["layers"]
-                if la["arithmetic_intensity"])
-    totals["arithmetic_intensity"] = totals["macs"] / moved if moved else 0.0
-    totals["dtype_aware_intensity"] = totals["macs"] / weighted if weighted else 0.0
     limits = check_fit(graph, dev, totals["peak_activation_bytes"])
     breakdown = {k: sum(energy.layer_energy_pj(la, dev)[k] for la in info["layers"]) / 1e6
                  for k in ("compute", "weights", "activations")}

@@ -36,8 +36,7 @@ def layer_counts(graph: Graph, node: Node, device: DeviceProfile | None = None) 
     for n in weights:
         by_dtype[graph.tensors[n].dtype] = by_dtype.get(graph.tensors[n].dtype, 0) \
             + graph.tensors[n].nbytes
-    elements = _elements(graph, weights) + _elements(graph, acts_in) \
-        + _elements(graph, node.outputs)
+    elements = _elements(graph, [*node.inputs, *node.outputs])
     out = {
         "name": node.name or node.outputs[0], "op": node.op,
         "activation": node.attrs.get("activation", "none"),
@@ -48,31 +47,33 @@ def layer_counts(graph: Graph, node: Node, device: DeviceProfile | None = None) 
         "params": _elements(graph, weights),
         "weight_bytes": sum(by_dtype.values()), "weight_bytes_by_dtype": by_dtype,
         "input_bytes": _nbytes(graph, acts_in), "output_bytes": _nbytes(graph, node.outputs),
-        "arithmetic_intensity": macs / elements if elements else 0.0,
+        "elements_moved": elements,
+        "arithmetic_intensity": macs / elements,
     }
     if device is not None:
-        out["dtype_aware_intensity"] = dtype_aware_intensity(graph, node, macs, device)
+        out["weighted_elements_moved"] = weighted_elements(graph, node, device)
+        out["dtype_aware_intensity"] = macs / out["weighted_elements_moved"]
     return out
 
 
-def dtype_aware_intensity(graph: Graph, node: Node, macs: int, device: DeviceProfile) -> float:
-    """MACs per energy-weighted element (Jha & Mittal, IEEE TC 2021; **inferred** formula).
+def weighted_elements(graph: Graph, node: Node, device: DeviceProfile) -> float:
+    """The elements a node moves, each weighted by what fetching it costs on ``device``: the
+    denominator of the data-type-aware intensity (Jha & Mittal, IEEE TC 2021; **inferred**).
 
-    Plain intensity divides MACs by |W| + |I| + |O|. Here each element is weighted by what
-    fetching it costs on ``device`` — its bytes times the pJ per byte of the memory it lives in
-    (weights: ``weight_memory``, activations: ``activation_memory``) — relative to a float32
-    activation access. So a float32 model whose weights and activations share one memory gets
-    its plain intensity back; int8 data, or weights in cheaper memory, raise it.
+    Plain intensity divides MACs by |W| + |I| + |O|. Here each element counts as its bytes
+    times the pJ per byte of the memory it lives in (weights: ``weight_memory``, activations:
+    ``activation_memory``), relative to a float32 activation access. So a float32 model whose
+    weights and activations share one memory gets its plain intensity back; int8 data, or
+    weights in cheaper memory, raise it.
     """
     def per_byte(memory: str) -> float:
         return device.energy_pj[f"access_{memory}"] / 8
 
     ref = ACTIVATION_REF_BYTES * per_byte(device.activation_memory)
-    cost = sum(graph.tensors[n].nbytes * per_byte(device.weight_memory)
-               for n in node.inputs if n in graph.params)
-    cost += sum(graph.tensors[n].nbytes * per_byte(device.activation_memory)
-                for n in [*node.inputs, *node.outputs] if n not in graph.params)
-    return macs * ref / cost if cost else 0.0
+    cost = sum(graph.tensors[n].nbytes * per_byte(device.weight_memory if n in graph.params
+                                                   else device.activation_memory)
+               for n in [*node.inputs, *node.outputs])
+    return cost / ref
 
 
 def memory(graph: Graph) -> dict[str, int]:
@@ -95,6 +96,10 @@ def describe(graph: Graph, device: DeviceProfile | None = None) -> dict[str, Any
         by_dtype[graph.tensors[p].dtype] = by_dtype.get(graph.tensors[p].dtype, 0) \
             + graph.tensors[p].nbytes
     macs = sum(la["macs"] for la in layers)
+    intensity = {"arithmetic_intensity": macs / sum(la["elements_moved"] for la in layers)}
+    if device is not None:
+        intensity["dtype_aware_intensity"] = macs / sum(la["weighted_elements_moved"]
+                                                        for la in layers)
     return {
         "inputs": {n: list(graph.tensors[n].shape) for n in graph.inputs},
         "outputs": {n: list(graph.tensors[n].shape) for n in graph.outputs},
@@ -104,5 +109,5 @@ def describe(graph: Graph, device: DeviceProfile | None = None) -> dict[str, Any
                    "synaptic_ops": sum(la["synaptic_ops"] for la in layers),
                    "params": sum(graph.tensors[p].size for p in graph.params),
                    "weight_bytes": sum(by_dtype.values()), "weight_bytes_by_dtype": by_dtype,
-                   **memory(graph)},
+                   **intensity, **memory(graph)},
     }
