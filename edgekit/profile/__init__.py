@@ -113,28 +113,41 @@ def _measure(data: dict[str, Any], graph: Graph, target: str, x: Any, runs: int,
         if meter.available:
             joules = meter.stop()
             data["energy"].update(measured_uj_per_inference=joules * 1e6 / runs,
-                                  measured_source=meter.source)
+                                  measured_source=meter.source,
+                                  measured_window_s=float(times.sum()) / 1e3)
+            if times.sum() < 1e3:
+                data["notes"].append("measured energy spans under 1 s of runs; the counter "
+                                     "updates about every millisecond: add --runs to steady it")
         else:
             data["energy"]["measured_unavailable_reason"] = meter.reason
-        if per_layer and target == "cpu":
-            per_node = latency.time_runtime_layers(graph, x, runs, warmup)
-            for layer, t in zip(data["layers"], per_node.T, strict=True):
-                layer["time_ms"] = latency.stats(t)
-        elif per_layer and target == "cpu:onnxruntime":
-            from edgekit.quant.edge import graph_feeds
-
-            feeds = list(graph_feeds(graph, x).values())
-            data["backend_layers"] = latency.time_onnxruntime_nodes(session, feeds, runs, warmup)
-            data["notes"].append("per-node times are ONNX Runtime's profiler's, over the nodes "
-                                 "of the written ONNX model")
-        elif per_layer and hasattr(session, "device_profile"):
-            _device_layers(data, session.device_profile(x), dev)
+        if per_layer:
+            _per_layer(data, graph, target, session, x, runs, warmup, dev)
     emulated = target.startswith("mcu:qemu")
     data["latency_ms"] = {**latency.stats(times), "warmup": warmup,
                           "source": "emulated" if emulated else "measured", "estimate_ms": None}
     if emulated:
         data["notes"].append("latency is the emulator's host time plus the serial round trip, "
                              "not the device's")
+
+
+def _per_layer(data: dict[str, Any], graph: Graph, target: str, session: Any, x: Any,
+               runs: int, warmup: int, dev: DeviceProfile) -> None:
+    """Per-layer figures from whatever the backend offers; a note where it offers none."""
+    if target == "cpu":
+        per_node = latency.time_runtime_layers(graph, x, runs, warmup)
+        for layer, t in zip(data["layers"], per_node.T, strict=True):
+            layer["time_ms"] = latency.stats(t)
+    elif target == "cpu:onnxruntime":
+        from edgekit.quant.edge import graph_feeds
+
+        feeds = list(graph_feeds(graph, x).values())
+        data["backend_layers"] = latency.time_onnxruntime_nodes(session, feeds, runs, warmup)
+        data["notes"].append("per-node times are ONNX Runtime's profiler's, over the nodes of "
+                             "the written ONNX model")
+    elif hasattr(session, "device_profile"):
+        _device_layers(data, session.device_profile(x), dev)
+    else:
+        data["notes"].append(f"{target} times the whole model only: no per-layer times")
 
 
 def _device_layers(data: dict[str, Any], run: dict[str, Any], dev: DeviceProfile) -> None:
