@@ -137,6 +137,7 @@ def profile_on_every_target(out: Path, x: np.ndarray, runs: int = 50) -> list[di
                        p50_ms=lat["p50"] if lat["p50"] is not None else lat["estimate_ms"],
                        p99_ms=lat["p99"], energy_model_uj=e["model_uj_per_inference"],
                        energy_measured_uj=e["measured_uj_per_inference"],
+                       measured_unavailable_reason=e["measured_unavailable_reason"],
                        weight_bytes=r["totals"]["weight_bytes"],
                        peak_activation_bytes=r["totals"]["peak_activation_bytes"],
                        fits=all(f["fits"] for f in r["fits"].values()))
@@ -152,4 +153,11 @@ def profile_on_every_target(out: Path, x: np.ndarray, runs: int = 50) -> list[di
     for r in rows:
         if "skipped" in r:
             print(f"skipped {r['model']} on {r['target']}: {r['skipped']}")
+    reasons: dict[str, list[str]] = {}
+    for r in rows:
+        if r.get("measured_unavailable_reason") and r["target"] not in reasons.get(
+                r["measured_unavailable_reason"], []):
+            reasons.setdefault(r["measured_unavailable_reason"], []).append(r["target"])
+    for why, targets in reasons.items():
+        print(f"no measured energy on {', '.join(targets)}: {why}")
     return rows
