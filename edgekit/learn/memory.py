@@ -39,20 +39,21 @@ def _scratch(b: Block, need_dx: bool) -> int:
 
 
 def activation_peak(blocks: list[Block], rule: str, batch: int) -> int:
-    """Peak bytes of activations, tapes, error buffers and scratch during one training step
-    (the input batch included: the trainer holds it for the whole step)."""
+    """Peak bytes of activations, tapes, error buffers and scratch during one training step,
+    the input batch included (the trainer hands it over to the rule)."""
     ins = [batch * math.prod(b.in_shape) * F32 for b in blocks]
     outs = [batch * b.out_size * F32 for b in blocks]
     first = next(i for i, b in enumerate(blocks) if b.trainable)
     if rule in ("lls", "lls-m", "lls-mxm", "ff"):
-        n = 3 if rule == "ff" else 1  # ff: positive, negative and neutral copies of the batch
-        # LLS makes each sample's error as the backward consumes it; FF holds a batch of them
-        peaks = [(n * ins[i] if i else 0) + n * outs[i]
+        # LLS makes each sample's error as the backward consumes it and lets the input batch go
+        # once the first block is done; FF holds the batch, its three label-embedded copies and
+        # a batch of errors
+        n = 3 if rule == "ff" else 1
+        peaks = [n * (ins[i] + outs[i])
                  + (n * _tape(b, batch) + (n * outs[i] if rule == "ff" else 0)
                     + _scratch(b, False) if b.trainable else 0)
                  for i, b in enumerate(blocks[:-1])]
-        head = ins[-1] + 2 * outs[-1]
-        return ins[0] * (n + 1 if n > 1 else 1) + max(*peaks, head)
+        return max(*peaks, ins[-1] + 2 * outs[-1]) + (ins[0] if rule == "ff" else 0)
     kept = ins[0] + sum(outs[i] + _tape(b, batch) for i, b in enumerate(blocks) if i >= first)
     if rule == "dfa":
         return kept + max(outs[i] + _scratch(b, False) for i, b in enumerate(blocks))

@@ -99,6 +99,7 @@ def finetune(graph: Graph, x: np.ndarray, y: np.ndarray, rule: str = "lls", epoc
                 if block.trainable:
                     zero_grads(block)
             state.zero_grads()
+            # x[idx] is handed over: a local rule frees it once its first block is done
             loss, logits = RULES[rule].step(blocks, state, x[idx], y[idx], epoch / epochs,
                                             np.random.default_rng([seed, _STEP, epoch, b]))
             if not math.isfinite(loss):
