@@ -205,7 +205,8 @@ def cmd_profile(args: argparse.Namespace) -> None:
     if not models:
         raise EdgekitError("give a MODEL to profile, or --compare a.ekm b.ekm ...")
     if args.compare:
-        rows = compare(models, args.target, data, args.runs, args.warmup, args.profile)
+        rows = compare({Path(m).stem: load_model(m) for m in models}, args.target, data,
+                       args.runs, args.warmup, args.profile)
         print(table(["model", "accuracy", f"latency ms ({rows[0]['latency_source']})",
                      "p99 ms", "energy µJ (model)", "energy µJ (measured)", "MACs",
                      "weight B", "peak act. B", "fits", "Pareto"],

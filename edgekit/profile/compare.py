@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from edgekit import metrics
-from edgekit.graph import load
+from edgekit.graph import Graph, load
 from edgekit.profile.devices import DeviceProfile
 
 
@@ -26,20 +26,21 @@ def pareto_front(costs: list[float], values: list[float], maximize_y: bool = Tru
     return [i for i in range(len(costs)) if not any(beats(j, i) for j in range(len(costs)))]
 
 
-def compare(models: list[str | Path], target: str = "cpu", data: tuple[np.ndarray, Any] | None
-            = None, runs: int = 50, warmup: int = 5,
+def compare(models: dict[str, Graph | str | Path], target: str = "cpu",
+            data: tuple[np.ndarray, Any] | None = None, runs: int = 50, warmup: int = 5,
             device: str | DeviceProfile | None = None) -> list[dict[str, Any]]:
-    """Profile every model on ``target``; ``data`` = (inputs, labels) adds accuracy, measured on
-    the target itself. Rows carry ``pareto_energy``/``pareto_latency`` flags (with accuracy)."""
+    """Profile every model (name -> Graph or ``.ekm`` path) on ``target``; ``data`` = (inputs,
+    labels) adds accuracy, measured on the target itself. Rows carry ``pareto_energy`` and
+    ``pareto_latency`` flags when every model has an accuracy."""
     from edgekit.profile import profile
     from edgekit.targets import deploy
 
     rows = []
-    for path in models:
-        graph = load(path)
+    for name, model in models.items():
+        graph = model if isinstance(model, Graph) else load(model)
         x = data[0][:1] if data is not None else None
         report = profile(graph, target, x, runs, warmup, device=device, per_layer=False,
-                         name=Path(path).stem)
+                         name=name)
         accuracy = None
         if data is not None and data[1] is not None:
             with deploy(graph, target=target) as session:
