@@ -144,7 +144,7 @@ class Report:
             ("params", t["params"], ", ".join(f"{v:,} B {k}"
                                              for k, v in t["weight_bytes_by_dtype"].items())),
             ("peak activations", f"{t['peak_activation_bytes']:,} B",
-             f"planned arena (naive: {t['naive_activation_bytes']:,} B)"),
+             f"edgekit runtime's planned arena (naive: {t['naive_activation_bytes']:,} B)"),
             ("arithmetic intensity", t["arithmetic_intensity"], "MACs per element moved"),
             ("data-type-aware int.", t["dtype_aware_intensity"],
              "MACs per energy-weighted element (inferred formula)"),
@@ -156,6 +156,9 @@ class Report:
             *((f"fits {k}", "yes" if v["fits"] else f"NO (+{v['overshoot_bytes']:,} B)",
                f"{v['needed_bytes']:,} of {v['available_bytes']:,} B")
               for k, v in d["fits"].items()),
+            *([("firmware image", f"flash {d['device_run']['flash_bytes']:,} B, RAM "
+                f"{d['device_run']['ram_bytes']:,} B", "section sizes of the built ELF")]
+              if "ram_bytes" in d.get("device_run", {}) else []),
         ])]
         lines += [f"note: {n}" for n in d["notes"]]
         return "\n".join(lines)
