@@ -26,6 +26,8 @@ from edgekit.learn import RULES, bp, ff, lls
 from edgekit.learn import kernels as K
 from edgekit.learn.blocks import from_graph, zero_grads
 from edgekit.learn.memory import activation_peak
+from edgekit.learn.norm import chain_grads
+from edgekit.learn.trainer import add_norms
 from edgekit.runtime import Executor
 
 
@@ -76,6 +78,42 @@ def test_backprop_gradients_equal_torch_autograd_on_every_layer_type():
     assert set(grads) == set(torch_grads)
     for name, g in grads.items():
         np.testing.assert_allclose(g, torch_grads[name].grad.numpy(), atol=1e-5, err_msg=name)
+
+
+def test_running_statistics_norm_gradients_equal_torch_autograd():
+    """With a norm the kernels run folded weights; the chained gradients of weight, bias, gamma
+    and beta equal autograd's through ``gamma * (z - mean) / sqrt(var + eps) + beta``."""
+    torch.manual_seed(2)
+    net = nn.Sequential(nn.Conv2d(2, 3, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+                        nn.Flatten(), nn.Linear(48, 10))
+    blocks = from_graph(_graph(net, (1, 2, 8, 8)))
+    add_norms(blocks)
+    rng = np.random.default_rng(0)
+    norm = blocks[0].norm
+    for value in (norm.mean, norm.beta):
+        value[...] = rng.standard_normal(3)
+    for value in (norm.var, norm.gamma):
+        value[...] = rng.uniform(0.5, 2, 3)
+    x, y = torch.randn(4, 2, 8, 8), torch.tensor([1, 2, 3, 4])
+    params = {n: p.detach().clone().requires_grad_() for n, p in net.named_parameters()}
+    gamma, beta = (torch.tensor(v, requires_grad=True) for v in (norm.gamma, norm.beta))
+    z = F.conv2d(x, params["0.weight"], params["0.bias"], padding=1)
+    z = (z - torch.tensor(norm.mean)[:, None, None]) / torch.sqrt(
+        torch.tensor(norm.var)[:, None, None] + norm.eps) * gamma[:, None, None] + beta[:, None,
+                                                                                       None]
+    h = F.max_pool2d(F.relu(z), 2).flatten(1)
+    F.cross_entropy(h @ params["4.weight"].T + params["4.bias"], y).backward()
+    for b in blocks:
+        zero_grads(b)
+    bp.step(blocks, bp.setup(blocks, 10, None), x.numpy(), y.numpy(), 0.0, None)
+    g = blocks[0].grads
+    chain_grads(blocks[0].weight, blocks[0].bias, norm, g["0.weight"], g["0.bias"],
+                g["norm.gamma/0"], g["norm.beta/0"])
+    expected = {"0.weight": params["0.weight"], "0.bias": params["0.bias"],
+                "norm.gamma/0": gamma, "norm.beta/0": beta, "4.weight": params["4.weight"]}
+    for name, tensor in expected.items():
+        got = g.get(name, blocks[1].grads.get(name))
+        np.testing.assert_allclose(got, tensor.grad.numpy(), atol=1e-5, err_msg=name)
 
 
 def _torch_lls(h, y, bases, temperature, pool, modulation):
@@ -149,6 +187,18 @@ def test_finetuned_graph_requantizes_and_deploys(cnn8, digits8):
     assert acc > _accuracy(tuned, digits8) - 0.05
 
 
+def test_norm_trains_from_scratch_and_folds_into_the_exported_weights(cnn8, digits8):
+    plain, _ = edgekit.finetune(cnn8, digits8.x_train, digits8.y_train, rule="lls", epochs=3,
+                                lr=1e-2)
+    normed, _ = edgekit.finetune(cnn8, digits8.x_train, digits8.y_train, rule="lls", epochs=3,
+                                 lr=1e-2, norm=True)
+    assert set(normed.params) == set(cnn8.params)  # no extra op or tensor in the Graph
+    assert _accuracy(normed, digits8) > _accuracy(plain, digits8)
+    online, _ = edgekit.finetune(cnn8, digits8.x_train[:200], digits8.y_train[:200],
+                                 rule="lls", epochs=1, online=True, norm=True)
+    assert all(np.isfinite(v).all() for v in online.params.values())
+
+
 def test_online_mode_learns_one_sample_at_a_time(cnn8, digits8):
     tuned, history = edgekit.finetune(cnn8, digits8.x_train[:300], digits8.y_train[:300],
                                       rule="lls", epochs=1, lr=1e-3, online=True,
@@ -158,9 +208,9 @@ def test_online_mode_learns_one_sample_at_a_time(cnn8, digits8):
     assert changed == {"10.weight", "10.bias"}
 
 
-@pytest.mark.parametrize("rule", ["lls-mxm", "ff", "bp"])
-def test_resume_continues_exactly(rule, cnn8, digits8, tmp_path):
-    args = dict(rule=rule, epochs=3, lr=1e-2, seed=3)
+@pytest.mark.parametrize("rule, norm", [("lls-mxm", False), ("ff", False), ("bp", True)])
+def test_resume_continues_exactly(rule, norm, cnn8, digits8, tmp_path):
+    args = dict(rule=rule, epochs=3, lr=1e-2, seed=3, norm=norm)
     whole, _ = edgekit.finetune(cnn8, digits8.x_train, digits8.y_train, **args)
     ckpt = tmp_path / "run.ckpt"  # a run stopped after its first epoch (the lr at epoch 1
     edgekit.finetune(cnn8, digits8.x_train, digits8.y_train, checkpoint=ckpt,  # is the same)

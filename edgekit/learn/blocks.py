@@ -23,6 +23,7 @@ import numpy as np
 from edgekit.errors import EdgekitError
 from edgekit.graph import Graph
 from edgekit.learn import kernels as K
+from edgekit.learn.norm import Norm, fold
 from edgekit.runtime.kernels import conv, elementwise, linear, pool
 
 _BOUNDS = elementwise.ACTIVATION_BOUNDS
@@ -58,15 +59,24 @@ class Block:
     dilation: tuple[int, int] = (1, 1)
     pool: Pool | None = None
     trainable: bool = True
+    norm: Norm | None = None
     grads: dict[str, np.ndarray] = field(default_factory=dict)
 
     @property
     def params(self) -> dict[str, np.ndarray]:
-        """Trainable arrays by graph name (a graph without a bias keeps it fixed at zero)."""
+        """Trainable arrays by name (a graph without a bias keeps it fixed at zero)."""
         names = {self.weight_name: self.weight}
         if self.bias_name:
             names[self.bias_name] = self.bias
+        if self.norm:
+            names.update({f"norm.gamma/{self.name}": self.norm.gamma,
+                          f"norm.beta/{self.name}": self.norm.beta})
         return names
+
+    def kernel_weights(self) -> tuple[np.ndarray, np.ndarray]:
+        """The weight and bias the kernels run: the block's own, or folded with its norm."""
+        return fold(self.weight, self.bias, self.norm) if self.norm else (self.weight,
+                                                                          self.bias)
 
     @property
     def out_size(self) -> int:
@@ -163,7 +173,10 @@ def to_graph(graph: Graph, blocks: list[Block]) -> Graph:
     """A copy of ``graph`` carrying the blocks' current weights (ready to quantize or save)."""
     params = dict(graph.params)
     for block in blocks:
-        params.update({name: value.copy() for name, value in block.params.items()})
+        w, b = block.kernel_weights()
+        params[block.weight_name] = w.copy()
+        if block.bias_name:
+            params[block.bias_name] = b.copy()
     return Graph(list(graph.inputs), list(graph.outputs), dict(graph.tensors), list(graph.nodes),
                  params, dict(graph.metadata))
 
@@ -172,15 +185,16 @@ def forward(block: Block, x: np.ndarray, keep: bool = True) -> tuple[np.ndarray,
     """The block's output for a batch, and the tape for ``backward`` when ``keep``."""
     batch = x.shape[0]
     x = np.ascontiguousarray(x, np.float32).reshape(batch, *block.in_shape)
-    bounds = _BOUNDS[block.fused]
+    w, b = block.kernel_weights()
+    bounds = _BOUNDS["none" if block.norm else block.fused]
+    record = block.norm if keep and block.norm else None
     if block.op == "linear":
         y = np.empty((batch, *block.z_shape), np.float32)
-        linear.gemm_nt(x, block.weight, block.bias, False, *bounds, y)
-        if block.act == K.ACT_CODES["leaky_relu"]:
-            elementwise.leaky_relu(y.reshape(-1), np.float32(block.alpha), y.reshape(-1))
+        linear.gemm_nt(x, w, b, False, *bounds, y)
+        _activate(block, y, y.T, record)
         return y, Tape(x, y) if keep else None
     o, oh, ow = block.z_shape
-    w2 = block.weight.reshape(o, -1)
+    w2 = w.reshape(o, -1)
     rows = np.empty((1, oh * ow, w2.shape[1]), np.float32)
     z = np.empty((o, oh, ow), np.float32)
     y = np.empty((batch, *block.out_shape), np.float32)
@@ -190,7 +204,10 @@ def forward(block: Block, x: np.ndarray, keep: bool = True) -> tuple[np.ndarray,
     a = np.empty((batch, *block.z_shape), np.float32) if (
         keep and p and p.kind != "max" and block.act) else None
     for n in range(batch):
-        _conv_forward(block, x[n], rows, w2, bounds, z)
+        conv.im2row(x[n], block.weight.shape[2:], block.stride, block.padding, block.dilation,
+                    ow, rows)
+        linear.gemm_nt(w2, rows[0], b, True, *bounds, z.reshape(o, -1))
+        _activate(block, z, z.reshape(o, -1), record)
         if a is not None:
             a[n] = z
         if p is None:
@@ -205,12 +222,20 @@ def forward(block: Block, x: np.ndarray, keep: bool = True) -> tuple[np.ndarray,
     return y, Tape(x, y, idx, a) if keep else None
 
 
-def _conv_forward(block, xn, rows, w2, bounds, z) -> None:
-    conv.im2row(xn, block.weight.shape[2:], block.stride, block.padding, block.dilation,
-                z.shape[2], rows)
-    linear.gemm_nt(w2, rows[0], block.bias, True, *bounds, z.reshape(z.shape[0], -1))
+def _activate(block: Block, out: np.ndarray, channels_by_row: np.ndarray,
+              record: Norm | None) -> None:
+    """After the product: note the moments for the norm, then apply the activation.
+
+    Without a norm the relu/relu6 clamp is fused into the product; with one, the moments must
+    see the pre-activations, so the clamp comes here."""
+    if record is not None:
+        K.moments_acc(channels_by_row, record.sums)
+        record.count += channels_by_row.shape[1]
+    flat = out.reshape(-1)
     if block.act == K.ACT_CODES["leaky_relu"]:
-        elementwise.leaky_relu(z.reshape(-1), np.float32(block.alpha), z.reshape(-1))
+        elementwise.leaky_relu(flat, np.float32(block.alpha), flat)
+    elif block.norm and block.fused != "none":
+        elementwise.clamp(flat, *_BOUNDS[block.fused], flat)
 
 
 def zero_grads(block: Block) -> None:
@@ -244,10 +269,10 @@ def backward(block: Block, tape: Tape, dy: np.ndarray | Callable[[int], np.ndarr
             if db is not None:
                 K.row_sum_acc(dz.T, db)
         if dx is not None:
-            K.matmul_acc(dz, block.weight, dx)
+            K.matmul_acc(dz, block.kernel_weights()[0], dx)
         return dx
     o, oh, ow = block.z_shape
-    w2 = block.weight.reshape(o, -1)
+    w2 = block.kernel_weights()[0].reshape(o, -1)
     rows = np.empty((1, oh * ow, w2.shape[1]), np.float32)
     dz = np.empty(block.z_shape, np.float32)
     dpool = np.empty(block.out_shape, np.float32)

@@ -112,6 +112,20 @@ def row_sum_acc(a, out):
 
 
 @njit(cache=True)
+def moments_acc(z, sums):
+    """``sums[0] += z.sum(axis=1)``, ``sums[1] += (z * z).sum(axis=1)`` in float64 (channels
+    are rows): the running-statistics normalisation's batch moments."""
+    for i in range(z.shape[0]):
+        s1 = s2 = 0.0
+        for j in range(z.shape[1]):
+            v = z[i, j]
+            s1 += v
+            s2 += v * v
+        sums[0, i] += s1
+        sums[1, i] += s2
+
+
+@njit(cache=True)
 def row2im(drows, kernel, stride, padding, dilation, out_w, dx):
     """The adjoint of ``im2row`` (one group): add each window row back onto the input taps."""
     height, width = dx.shape[1], dx.shape[2]

@@ -24,6 +24,7 @@ from edgekit.errors import EdgekitError
 from edgekit.graph import Graph
 from edgekit.learn.blocks import Block, from_graph, to_graph, zero_grads
 from edgekit.learn.memory import training_memory
+from edgekit.learn.norm import Norm, chain_grads, update
 from edgekit.learn.optim import Optimizer
 from edgekit.learn.rules import RULES
 
@@ -47,7 +48,8 @@ def mark_trainable(blocks: list[Block], layers: str | int) -> None:
 def finetune(graph: Graph, x: np.ndarray, y: np.ndarray, rule: str = "lls", epochs: int = 5,
              lr: float = 3e-3, batch_size: int = 32, layers: str | int = "all", seed: int = 0,
              optimizer: str = "adam", weight_decay: float = 0.0, schedule: str = "cosine",
-             online: bool = False, checkpoint: str | Path | None = None, resume: bool = False,
+             online: bool = False, norm: bool = False,
+             checkpoint: str | Path | None = None, resume: bool = False,
              progress: Callable[[Iterable[int]], Iterable[int]] = iter,
              on_epoch: Callable[[dict[str, Any]], None] | None = None,
              **options: Any) -> tuple[Graph, dict[str, Any]]:
@@ -55,7 +57,9 @@ def finetune(graph: Graph, x: np.ndarray, y: np.ndarray, rule: str = "lls", epoc
 
     Returns the updated Graph (quantize and deploy it like any other) and a history: one record
     per epoch (loss, training accuracy, learning rate, seconds) and the rule's training memory.
-    ``online`` learns one sample at a time in the given order (a stream); ``checkpoint`` is
+    ``online`` learns one sample at a time in the given order (a stream); ``norm`` gives every
+    trainable hidden layer a running-statistics normalisation (``edgekit.learn.norm``: for
+    training from scratch, folded into the weights on export); ``checkpoint`` is
     rewritten atomically after every epoch and, with ``resume``, continued from. ``options``
     go to the rule (LLS: temperature, pool, waveform; FF: theta, greedy). A non-finite loss or
     weight stops training with ``EdgekitError``, leaving the last good checkpoint in place.
@@ -72,6 +76,8 @@ def finetune(graph: Graph, x: np.ndarray, y: np.ndarray, rule: str = "lls", epoc
     blocks = from_graph(graph)
     x, y = _data(graph, blocks, x, y)
     mark_trainable(blocks, layers)
+    if norm:
+        add_norms(blocks)
     classes = blocks[-1].z_shape[0]
     try:
         state = RULES[rule].setup(blocks, classes, np.random.default_rng([seed, _SETUP]),
@@ -81,12 +87,15 @@ def finetune(graph: Graph, x: np.ndarray, y: np.ndarray, rule: str = "lls", epoc
     params = {name: value for b in blocks if b.trainable for name, value in b.params.items()}
     params.update(state.params)
     opt = Optimizer(optimizer, weight_decay)
+    buffers = {f"norm.{k}/{b.name}": getattr(b.norm, k) for b in blocks if b.norm
+               for k in ("mean", "var")}
     config = {"rule": rule, "seed": seed, "batch_size": batch_size, "layers": layers,
-              "online": online, "optimizer": optimizer, "samples": len(y), "options": options}
+              "online": online, "optimizer": optimizer, "norm": norm, "samples": len(y),
+              "options": options}
     history: list[dict[str, Any]] = []
     path = Path(checkpoint) if checkpoint else None
     if resume and path and path.exists():
-        history = _load(path, config, params, opt)
+        history = _load(path, config, params, buffers, opt)
     for epoch in progress(range(len(history), epochs)):
         start = time.perf_counter()
         rate = lr if schedule == "constant" else lr * (1 + math.cos(math.pi * epoch / epochs)) / 2
@@ -104,8 +113,17 @@ def finetune(graph: Graph, x: np.ndarray, y: np.ndarray, rule: str = "lls", epoc
                                             np.random.default_rng([seed, _STEP, epoch, b]))
             if not math.isfinite(loss):
                 _diverged(f"loss became {loss} at epoch {epoch + 1}, batch {b + 1}", path)
+            for block in blocks:
+                if block.norm:
+                    g = block.grads
+                    chain_grads(block.weight, block.bias, block.norm, g[block.weight_name],
+                                g[block.bias_name], g[f"norm.gamma/{block.name}"],
+                                g[f"norm.beta/{block.name}"])
             opt.update(params, {**{n: v for bl in blocks for n, v in bl.grads.items()},
                                 **state.grads}, rate)
+            for block in blocks:
+                if block.norm:
+                    update(block.norm)
             total += loss * len(idx)
             correct += int((logits.argmax(1) == y[idx]).sum())
         if not all(np.isfinite(p).all() for p in params.values()):
@@ -114,11 +132,21 @@ def finetune(graph: Graph, x: np.ndarray, y: np.ndarray, rule: str = "lls", epoc
                   "lr": rate, "seconds": time.perf_counter() - start}
         history.append(record)
         if path:
-            _save(path, config, params, opt, history)
+            _save(path, config, params, buffers, opt, history)
         if on_epoch:
             on_epoch(record)
     memory = training_memory(blocks, rule, batch_size, opt.state_bytes(params), state)
     return to_graph(graph, blocks), {"rule": rule, "epochs": history, "memory": memory}
+
+
+def add_norms(blocks: list[Block]) -> None:
+    """A running-statistics norm on every trainable hidden block (they need a bias to fold
+    into)."""
+    for block in blocks[:-1]:
+        if block.trainable:
+            if not block.bias_name:
+                raise EdgekitError(f"norm=True folds into biases; layer {block.name!r} has none")
+            block.norm = Norm(block.z_shape[0])
 
 
 def _check(ok: bool, msg: str) -> None:
@@ -144,10 +172,12 @@ def _diverged(what: str, path: Path | None) -> None:
     raise EdgekitError(f"training diverged: {what}{kept}; lower the learning rate")
 
 
-def _save(path: Path, config: dict, params: dict, opt: Optimizer, history: list) -> None:
+def _save(path: Path, config: dict, params: dict, buffers: dict, opt: Optimizer,
+          history: list) -> None:
     """Write the checkpoint beside its final name, flush it to disk, then rename it over."""
     meta = {"config": config, "history": history, "opt_steps": opt.steps}
     arrays = {f"w/{k}": v for k, v in params.items()}
+    arrays.update({f"b/{k}": v for k, v in buffers.items()})
     arrays.update({f"opt/{k}": v for k, v in opt.state.items()})
     buf = io.BytesIO()
     np.savez(buf, meta=np.array(json.dumps(meta)), **arrays)
@@ -159,7 +189,8 @@ def _save(path: Path, config: dict, params: dict, opt: Optimizer, history: list)
     os.replace(tmp, path)
 
 
-def _load(path: Path, config: dict, params: dict, opt: Optimizer) -> list[dict[str, Any]]:
+def _load(path: Path, config: dict, params: dict, buffers: dict,
+          opt: Optimizer) -> list[dict[str, Any]]:
     try:
         with np.load(path, allow_pickle=False) as z:
             meta = json.loads(str(z["meta"]))
@@ -172,6 +203,8 @@ def _load(path: Path, config: dict, params: dict, opt: Optimizer) -> list[dict[s
                            "or delete the checkpoint")
     for name, value in params.items():
         value[...] = arrays[f"w/{name}"]
+    for name, value in buffers.items():
+        value[...] = arrays[f"b/{name}"]
     opt.state = {k[4:]: v for k, v in arrays.items() if k.startswith("opt/")}
     opt.steps = meta["opt_steps"]
     return meta["history"]
