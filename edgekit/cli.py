@@ -251,7 +251,7 @@ def cmd_finetune(args: argparse.Namespace) -> None:
 
     tuned, history = finetune(
         graph, x, y, rule=args.rule, epochs=args.epochs, lr=args.lr, batch_size=args.batch_size,
-        layers=layers, seed=args.seed, online=args.online,
+        layers=layers, seed=args.seed, online=args.online, norm=args.norm,
         checkpoint=args.checkpoint or f"{args.out}.ckpt", resume=args.resume,
         progress=lambda epochs: progress(epochs, desc=f"finetune ({args.rule})"),
         on_epoch=report)
@@ -335,6 +335,8 @@ def build_parser() -> argparse.ArgumentParser:
     ft.add_argument("--layers", default="all", help="all, head, or the last N layers")
     ft.add_argument("--seed", type=int, default=0)
     ft.add_argument("--online", action="store_true", help="one sample at a time, in order")
+    ft.add_argument("--norm", action="store_true",
+                    help="running-statistics norm in hidden layers (training from scratch)")
     ft.add_argument("--out", required=True, help="the fine-tuned model (.ekm)")
     ft.add_argument("--checkpoint", help="per-epoch checkpoint (default: OUT.ckpt)")
     ft.add_argument("--resume", action="store_true", help="continue from the checkpoint")
