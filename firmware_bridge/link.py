@@ -2,9 +2,11 @@
 
 Every request gets a fresh sequence number; only a reply with that number, the matching type and
 intact CRCs is accepted, so replies to earlier attempts, garbage and corrupted frames are
-skipped. A request that gets no acceptable reply within ``timeout`` (or gets an error frame
-saying it arrived corrupted, or sees the board reboot) is sent again, at most ``retries`` times;
-then ``LinkError`` says what happened.
+skipped. A request that gets no acceptable reply within ``timeout`` (or sees a corrupted frame
+arrive instead, gets an error frame saying it arrived corrupted, or sees the board reboot) is
+sent again at once, at most ``retries`` times; then ``LinkError`` says what happened. Resending
+is always safe: every command is idempotent, and a late reply to an earlier attempt has an
+older sequence number and is ignored.
 """
 
 from __future__ import annotations
@@ -80,8 +82,12 @@ class Link:
     def _await_reply(self, cmd: int, seq: int) -> bytes | str:
         """The reply payload, or why this attempt failed (a string)."""
         deadline = time.monotonic() + self.timeout
+        dropped = self.decoder.dropped
         while time.monotonic() < deadline:
-            for frame in self._read_frames(deadline):
+            frames = self._read_frames(deadline)
+            if self.decoder.dropped > dropped and not frames:  # likely our reply, corrupted
+                return "a corrupted frame arrived"
+            for frame in frames:
                 if frame.type == Cmd.HELLO:  # the board rebooted: the request was lost
                     self.stats["reboots"] += 1
                     self.last_hello = Hello.parse(frame.payload)
