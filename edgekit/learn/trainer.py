@@ -15,6 +15,7 @@ import math
 import os
 import time
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +27,8 @@ from edgekit.learn.blocks import Block, from_graph, to_graph, zero_grads
 from edgekit.learn.memory import training_memory
 from edgekit.learn.norm import Norm, chain_grads, update
 from edgekit.learn.optim import Optimizer
-from edgekit.learn.rules import RULES
+from edgekit.learn.rules import RULES, Rule
+from edgekit.learn.state import RuleState
 
 _SHUFFLE, _SETUP, _STEP = 0, 1, 2  # purposes, so no two draws share a stream
 
@@ -64,8 +66,6 @@ def finetune(graph: Graph, x: np.ndarray, y: np.ndarray, rule: str = "lls", epoc
     go to the rule (LLS: temperature, pool, waveform; FF: theta, greedy). A non-finite loss or
     weight stops training with ``EdgekitError``, leaving the last good checkpoint in place.
     """
-    if rule not in RULES:
-        raise EdgekitError(f"unknown rule {rule!r}; rules: {', '.join(RULES)}")
     _check(epochs >= 1 and type(epochs) is int, f"epochs must be a positive int, got {epochs!r}")
     _check(math.isfinite(lr) and lr > 0, f"lr must be a positive number, got {lr!r}")
     _check(optimizer in ("adam", "sgd"), f"optimizer must be 'adam' or 'sgd', got {optimizer!r}")
@@ -75,18 +75,9 @@ def finetune(graph: Graph, x: np.ndarray, y: np.ndarray, rule: str = "lls", epoc
     _check(type(batch_size) is int and batch_size >= 1, "batch_size must be a positive int")
     blocks = from_graph(graph)
     x, y = _data(graph, blocks, x, y)
-    mark_trainable(blocks, layers)
-    if norm:
-        add_norms(blocks)
-    classes = blocks[-1].z_shape[0]
-    try:
-        state = RULES[rule].setup(blocks, classes, np.random.default_rng([seed, _SETUP]),
-                                  **options)
-    except TypeError as err:
-        raise EdgekitError(f"rule {rule!r}: {err}") from None
-    params = {name: value for b in blocks if b.trainable for name, value in b.params.items()}
-    params.update(state.params)
-    opt = Optimizer(optimizer, weight_decay)
+    learner = prepare(blocks, rule, layers, seed, Optimizer(optimizer, weight_decay), norm,
+                      **options)
+    params, opt = learner.params, learner.opt
     buffers = {f"norm.{k}/{b.name}": getattr(b.norm, k) for b in blocks if b.norm
                for k in ("mean", "var")}
     config = {"rule": rule, "seed": seed, "batch_size": batch_size, "layers": layers,
@@ -104,26 +95,14 @@ def finetune(graph: Graph, x: np.ndarray, y: np.ndarray, rule: str = "lls", epoc
         total = correct = 0.0
         for b, first in enumerate(range(0, len(y), batch_size)):
             idx = order[first:first + batch_size]
-            for block in blocks:
-                if block.trainable:
-                    zero_grads(block)
-            state.zero_grads()
+            learner.zero_grads()
             # x[idx] is handed over: a local rule frees it once its first block is done
-            loss, logits = RULES[rule].step(blocks, state, x[idx], y[idx], epoch / epochs,
-                                            np.random.default_rng([seed, _STEP, epoch, b]))
+            loss, logits = learner.rule.step(blocks, learner.state, x[idx], y[idx],
+                                             epoch / epochs,
+                                             np.random.default_rng([seed, _STEP, epoch, b]))
             if not math.isfinite(loss):
                 _diverged(f"loss became {loss} at epoch {epoch + 1}, batch {b + 1}", path)
-            for block in blocks:
-                if block.norm:
-                    g = block.grads
-                    chain_grads(block.weight, block.bias, block.norm, g[block.weight_name],
-                                g[block.bias_name], g[f"norm.gamma/{block.name}"],
-                                g[f"norm.beta/{block.name}"])
-            opt.update(params, {**{n: v for bl in blocks for n, v in bl.grads.items()},
-                                **state.grads}, rate)
-            for block in blocks:
-                if block.norm:
-                    update(block.norm)
+            learner.apply(rate)
             total += loss * len(idx)
             correct += int((logits.argmax(1) == y[idx]).sum())
         if not all(np.isfinite(p).all() for p in params.values()):
@@ -135,8 +114,59 @@ def finetune(graph: Graph, x: np.ndarray, y: np.ndarray, rule: str = "lls", epoc
             _save(path, config, params, buffers, opt, history)
         if on_epoch:
             on_epoch(record)
-    memory = training_memory(blocks, rule, batch_size, opt.state_bytes(params), state)
+    memory = training_memory(blocks, rule, batch_size, opt.state_bytes(params), learner.state)
     return to_graph(graph, blocks), {"rule": rule, "epochs": history, "memory": memory}
+
+
+@dataclass
+class Learner:
+    """One training setup: the blocks, the rule and its state, what trains, the optimizer."""
+
+    blocks: list[Block]
+    rule: Rule
+    state: RuleState
+    params: dict[str, np.ndarray]
+    opt: Optimizer
+
+    def zero_grads(self) -> None:
+        """Before a step (which the caller runs, handing the batch straight to ``rule.step``:
+        a reference kept here would keep the batch alive that a local rule lets go)."""
+        for block in self.blocks:
+            if block.trainable:
+                zero_grads(block)
+        self.state.zero_grads()
+
+    def apply(self, lr: float) -> None:
+        """After a step: the optimizer update, through the norms, and their statistics."""
+        for block in self.blocks:
+            if block.norm:
+                g = block.grads
+                chain_grads(block.weight, block.bias, block.norm, g[block.weight_name],
+                            g[block.bias_name], g[f"norm.gamma/{block.name}"],
+                            g[f"norm.beta/{block.name}"])
+        self.opt.update(self.params, {**{n: v for b in self.blocks for n, v in b.grads.items()},
+                                      **self.state.grads}, lr)
+        for block in self.blocks:
+            if block.norm:
+                update(block.norm)
+
+
+def prepare(blocks: list[Block], rule: str, layers: str | int = "all", seed: int = 0,
+            opt: Optimizer | None = None, norm: bool = False, **options: Any) -> Learner:
+    """Mark what trains, add norms, set the rule up (seeded): then per batch ``zero_grads``,
+    ``rule.step`` and ``apply``."""
+    if rule not in RULES:
+        raise EdgekitError(f"unknown rule {rule!r}; rules: {', '.join(RULES)}")
+    mark_trainable(blocks, layers)
+    if norm:
+        add_norms(blocks)
+    try:
+        state = RULES[rule].setup(blocks, blocks[-1].z_shape[0],
+                                  np.random.default_rng([seed, _SETUP]), **options)
+    except TypeError as err:
+        raise EdgekitError(f"rule {rule!r}: {err}") from None
+    params = {name: value for b in blocks if b.trainable for name, value in b.params.items()}
+    return Learner(blocks, RULES[rule], state, {**params, **state.params}, opt or Optimizer())
 
 
 def add_norms(blocks: list[Block]) -> None:
