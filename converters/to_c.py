@@ -103,7 +103,7 @@ def _conv(w: _Writer, i: int, node: Node, one_d: bool) -> str:
     folded = bias.astype(np.int64) - _zp(quant[0]) * weight.reshape(weight.shape[0], -1).astype(
         np.int64).sum(axis=1)
     _check_int32(node, folded)
-    w.col_bytes = max(w.col_bytes, math.prod(weight.shape[1:]))
+    w.col_bytes = max(w.col_bytes, 2 * math.prod(weight.shape[1:]))  # two columns
     fields = dict(cin=xs[1], h=xs[2], w=xs[3], cout=ys[1], oh=ys[2], ow=ys[3],
                   kh=weight.shape[2], kw=weight.shape[3], **geometry, groups=a["groups"],
                   in_zp=_zp(quant[0]), out_zp=_zp(quant[-1]), lo=lo, hi=hi,

@@ -1,8 +1,8 @@
 /* int8 kernels: TFLite arithmetic (ek_arith.h), bit-exact with edgekit's numba runtime.
  *
- * Convolutions copy each output pixel's window into a small column (cin/groups * kh * kw bytes,
- * padding filled with the input zero point) and take dot products with each output channel's
- * weight row. The input zero point is folded into the bias by converters/to_c.py
+ * Convolutions copy the windows of two output pixels into two small columns (cin/groups * kh * kw
+ * bytes each, padding filled with the input zero point) and take dot products with the weight
+ * rows of two output channels at a time. The input zero point is folded into the bias by converters/to_c.py
  * (b - zp * sum(w)): with padding equal to zp, sum(col * w) - zp * sum(w) = sum((col - zp) * w)
  * exactly, so the inner loop is load, load, multiply-accumulate. */
 #include <math.h>
@@ -20,61 +20,115 @@ static inline int32_t ek_dot(const int8_t *a, const int8_t *b, int32_t n, int32_
     return acc;
 }
 
-/* Two output channels over one column: each column byte is loaded once for both. */
-static inline void ek_dot2(const int8_t *col, const int8_t *w0, const int8_t *w1, int32_t n,
+/* a . b0 and a . b1 in one pass: each byte of a is loaded once for both. */
+static inline void ek_dot2(const int8_t *a, const int8_t *b0, const int8_t *b1, int32_t n,
                            int32_t *acc0, int32_t *acc1) {
     int32_t s0 = *acc0, s1 = *acc1;
-    for (; n >= 2; n -= 2, col += 2, w0 += 2, w1 += 2) {
-        int32_t c0 = col[0], c1 = col[1];
-        s0 += c0 * w0[0] + c1 * w0[1];
-        s1 += c0 * w1[0] + c1 * w1[1];
+    for (const int8_t *end = a + n; a < end; a++) {
+        int32_t v = *a;
+        s0 += v * *b0++;
+        s1 += v * *b1++;
     }
-    if (n) { s0 += col[0] * w0[0]; s1 += col[0] * w1[0]; }
     *acc0 = s0;
     *acc1 = s1;
 }
 
-void ek_conv2d(const ek_conv_t *p, int8_t *col, const int8_t *x, int8_t *y) {
-    const int32_t per_group = p->cin / p->groups, outs = p->cout / p->groups;
-    const int32_t depth = per_group * p->kh * p->kw, pixels = p->oh * p->ow;
-    for (int32_t g = 0; g < p->groups; g++) {
-        for (int32_t oy = 0; oy < p->oh; oy++) {
-            for (int32_t ox = 0; ox < p->ow; ox++) {
-                int8_t *c = col;
-                for (int32_t ic = g * per_group; ic < (g + 1) * per_group; ic++) {
-                    const int8_t *plane = x + ic * p->h * p->w;
-                    for (int32_t ky = 0; ky < p->kh; ky++) {
-                        int32_t iy = oy * p->sh - p->pt + ky * p->dh;
-                        for (int32_t kx = 0; kx < p->kw; kx++) {
-                            int32_t ix = ox * p->sw - p->pl + kx * p->dw;
-                            *c++ = (iy >= 0 && iy < p->h && ix >= 0 && ix < p->w)
-                                       ? plane[iy * p->w + ix] : (int8_t)p->in_zp;
-                        }
-                    }
-                }
-                int32_t pixel = oy * p->ow + ox, o = g * outs;
-                for (; o + 1 < (g + 1) * outs; o += 2) {
-                    int32_t a0 = p->bias[o], a1 = p->bias[o + 1];
-                    ek_dot2(col, p->weight + o * depth, p->weight + (o + 1) * depth, depth,
-                            &a0, &a1);
-                    y[o * pixels + pixel] = ek_requantize(a0, p->mult[o], p->shift[o],
-                                                          p->out_zp, p->lo, p->hi);
-                    y[(o + 1) * pixels + pixel] = ek_requantize(
-                        a1, p->mult[o + 1], p->shift[o + 1], p->out_zp, p->lo, p->hi);
-                }
-                if (o < (g + 1) * outs) {
-                    int32_t a = ek_dot(col, p->weight + o * depth, depth, p->bias[o]);
-                    y[o * pixels + pixel] = ek_requantize(a, p->mult[o], p->shift[o],
-                                                          p->out_zp, p->lo, p->hi);
-                }
+/* Two columns times two weight rows: four sums from four loads per step, so a multiply-add
+ * costs one load and one MLA (plus a quarter of the loop's compare and branch). */
+static inline void ek_dot2x2(const int8_t *c0, const int8_t *c1, const int8_t *w0,
+                             const int8_t *w1, int32_t n, int32_t acc[4]) {
+    int32_t s00 = acc[0], s01 = acc[1], s10 = acc[2], s11 = acc[3];
+    for (const int8_t *end = c0 + n; c0 < end;) {
+        int32_t a0 = *c0++, a1 = *c1++, b0 = *w0++, b1 = *w1++;
+        s00 += a0 * b0;
+        s01 += a0 * b1;
+        s10 += a1 * b0;
+        s11 += a1 * b1;
+    }
+    acc[0] = s00;
+    acc[1] = s01;
+    acc[2] = s10;
+    acc[3] = s11;
+}
+
+/* The window of output pixel ``pixel`` over group g's input channels, (ic, ky, kx) like the
+ * weights; taps outside the input hold the input zero point. */
+static void ek_column(const ek_conv_t *p, const int8_t *x, int32_t g, int32_t pixel,
+                      int8_t *c) {
+    const int32_t per_group = p->cin / p->groups;
+    const int32_t y0 = pixel / p->ow * p->sh - p->pt, x0 = pixel % p->ow * p->sw - p->pl;
+    const int inside = y0 >= 0 && x0 >= 0 && y0 + (p->kh - 1) * p->dh < p->h
+                       && x0 + (p->kw - 1) * p->dw < p->w;
+    for (int32_t ic = g * per_group; ic < (g + 1) * per_group; ic++) {
+        const int8_t *plane = x + ic * p->h * p->w;
+        for (int32_t ky = 0; ky < p->kh; ky++) {
+            int32_t iy = y0 + ky * p->dh;
+            const int8_t *row = plane + iy * p->w + x0;
+            if (inside) {
+                for (int32_t kx = 0; kx < p->kw; kx++) *c++ = row[kx * p->dw];
+                continue;
+            }
+            for (int32_t kx = 0; kx < p->kw; kx++) {
+                int32_t ix = x0 + kx * p->dw;
+                *c++ = (iy >= 0 && iy < p->h && ix >= 0 && ix < p->w) ? row[kx * p->dw]
+                                                                       : (int8_t)p->in_zp;
             }
         }
     }
 }
 
+static inline int8_t ek_out(const ek_conv_t *p, int32_t o, int32_t acc) {
+    return ek_requantize(acc, p->mult[o], p->shift[o], p->out_zp, p->lo, p->hi);
+}
+
+/* Output pixels two at a time (two columns in ``col``, 2 * cin/groups * kh * kw bytes), output
+ * channels two at a time over them. */
+void ek_conv2d(const ek_conv_t *p, int8_t *col, const int8_t *x, int8_t *y) {
+    const int32_t outs = p->cout / p->groups, pixels = p->oh * p->ow;
+    const int32_t depth = p->cin / p->groups * p->kh * p->kw;
+    int8_t *col1 = col + depth;
+    for (int32_t g = 0; g < p->groups; g++) {
+        for (int32_t px = 0; px < pixels; px += 2) {
+            const int two = px + 1 < pixels;
+            ek_column(p, x, g, px, col);
+            if (two) ek_column(p, x, g, px + 1, col1);
+            int32_t o = g * outs;
+            for (; o + 1 < (g + 1) * outs; o += 2) {
+                const int8_t *w0 = p->weight + o * depth, *w1 = w0 + depth;
+                int32_t acc[4] = {p->bias[o], p->bias[o + 1], p->bias[o], p->bias[o + 1]};
+                if (two) ek_dot2x2(col, col1, w0, w1, depth, acc);
+                else ek_dot2(col, w0, w1, depth, &acc[0], &acc[1]);
+                y[o * pixels + px] = ek_out(p, o, acc[0]);
+                y[(o + 1) * pixels + px] = ek_out(p, o + 1, acc[1]);
+                if (two) {
+                    y[o * pixels + px + 1] = ek_out(p, o, acc[2]);
+                    y[(o + 1) * pixels + px + 1] = ek_out(p, o + 1, acc[3]);
+                }
+            }
+            if (o < (g + 1) * outs) {  /* one channel left (depthwise: the only one) */
+                const int8_t *w = p->weight + o * depth;
+                int32_t a0 = p->bias[o], a1 = p->bias[o];
+                if (two) ek_dot2(w, col, col1, depth, &a0, &a1);
+                else a0 = ek_dot(col, w, depth, a0);
+                y[o * pixels + px] = ek_out(p, o, a0);
+                if (two) y[o * pixels + px + 1] = ek_out(p, o, a1);
+            }
+        }
+    }
+}
+
+/* Two output rows at a time over each input row. */
 void ek_linear(const ek_linear_t *p, const int8_t *x, int8_t *y) {
     for (int32_t r = 0; r < p->rows; r++, x += p->in, y += p->out) {
-        for (int32_t j = 0; j < p->out; j++) {
+        int32_t j = 0;
+        for (; j + 1 < p->out; j += 2) {
+            int32_t a0 = p->bias[j], a1 = p->bias[j + 1];
+            ek_dot2(x, p->weight + j * p->in, p->weight + (j + 1) * p->in, p->in, &a0, &a1);
+            y[j] = ek_requantize(a0, p->mult[j], p->shift[j], p->out_zp, p->lo, p->hi);
+            y[j + 1] = ek_requantize(a1, p->mult[j + 1], p->shift[j + 1], p->out_zp, p->lo,
+                                     p->hi);
+        }
+        if (j < p->out) {
             int32_t acc = ek_dot(x, p->weight + j * p->in, p->in, p->bias[j]);
             y[j] = ek_requantize(acc, p->mult[j], p->shift[j], p->out_zp, p->lo, p->hi);
         }
