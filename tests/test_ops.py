@@ -20,7 +20,9 @@ TORCH_ACT = {"none": lambda y: y, "relu": F.relu, "relu6": F.relu6}
 def check(op, acts, params=(), attrs=None, torch_fn=None):
     """Run ``op`` on activations ``acts`` (leading batch dim) and ``params`` through the executor
     and compare with ``torch_fn(*acts, *params)`` and with the reference, within rtol 1e-5 and an
-    atol of 1e-5 of the output's magnitude."""
+    atol of 1e-5 of the output's magnitude, or of 1 where outputs are smaller: inputs are of unit
+    scale, and a sum of unit-scale terms that cancels to near zero carries float32 rounding of
+    the terms, not of the result (seen: 1.5e-6 on an output of 1e-2 from 54 terms)."""
     b = GraphBuilder()
     names = [b.input(f"x{i}", a.shape) for i, a in enumerate(acts)]
     names += [b.param(p, f"p{i}") for i, p in enumerate(params)]
@@ -32,7 +34,8 @@ def check(op, acts, params=(), attrs=None, torch_fn=None):
     ref = reference.evaluate(graph, dict(zip(graph.inputs, acts, strict=True)))[graph.outputs[0]]
     for expected in (want, ref):
         assert got.shape == expected.shape and got.dtype == np.float32
-        np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5 * np.abs(expected).max())
+        atol = 1e-5 * max(float(np.abs(expected).max()), 1.0)
+        np.testing.assert_allclose(got, expected, rtol=1e-5, atol=atol)
 
 
 def randn(data, *shape, scale=1.0):
