@@ -10,6 +10,7 @@ outputs.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -21,19 +22,41 @@ from edgekit.graph import Graph, QuantParams
 def quantize_array(x: np.ndarray, quant: QuantParams) -> np.ndarray:
     """float -> int8 with the tensor's per-tensor ``scale`` and ``zero_point`` (one numba pass:
     at batch 1 the numpy version cost more than the int8 model it feeds)."""
-    from edgekit.runtime.kernels.int8_elementwise import quantize
-
     x = np.asarray(x)
     out = np.empty(x.shape, np.int8)
-    quantize(np.ascontiguousarray(x).reshape(-1), float(quant.scale[0]), int(quant.zero_point[0]),
-             out.reshape(-1))
+    quantizer(quant)(np.ascontiguousarray(x).reshape(-1), out.reshape(-1))
     return out
 
 
+def quantizer(quant: QuantParams) -> Callable[[np.ndarray, np.ndarray], None]:
+    """``quantize_array`` bound once to a tensor's parameters, writing a flat contiguous float
+    array into a flat int8 one: the edgekit runtime quantizes straight into its arena, with one
+    numba call and no per-call lookups."""
+    from edgekit.runtime.kernels.int8_elementwise import quantize
+
+    scale, zero_point = float(quant.scale[0]), int(quant.zero_point[0])
+    return lambda x, out: quantize(x, scale, zero_point, out)
+
+
 def dequantize_array(q: np.ndarray, quant: QuantParams) -> np.ndarray:
-    """int8 -> float: ``(q - zero_point) * scale``."""
-    centred = np.asarray(q, np.int32) - int(quant.zero_point[0])
-    return (centred * np.float64(quant.scale[0])).astype(np.float32)
+    """int8 -> float: ``(q - zero_point) * scale`` in float64, rounded once to float32."""
+    q = np.asarray(q)
+    return dequantizer(quant)(q if q.dtype == np.int8 else q.astype(np.int32))
+
+
+def dequantizer(quant: QuantParams) -> Callable[[np.ndarray], np.ndarray]:
+    """``dequantize_array`` bound once to a tensor's parameters (one numba pass, as
+    ``quantizer``); the result is a new array."""
+    from edgekit.runtime.kernels.int8_elementwise import dequantize
+
+    scale, zero_point = float(quant.scale[0]), int(quant.zero_point[0])
+
+    def run(q: np.ndarray) -> np.ndarray:
+        out = np.empty(q.shape, np.float32)
+        dequantize(np.ascontiguousarray(q).reshape(-1), zero_point, scale, out.reshape(-1))
+        return out
+
+    return run
 
 
 def graph_feeds(graph: Graph, inputs: Any, raw: bool = False) -> dict[str, np.ndarray]:

@@ -19,7 +19,7 @@ import numpy as np
 
 from edgekit.errors import EdgekitError
 from edgekit.graph import Graph
-from edgekit.quant.edge import graph_feeds, graph_results
+from edgekit.quant.edge import dequantizer, graph_feeds, quantizer
 from edgekit.runtime import float32, int8  # noqa: F401  (register the kernels)
 from edgekit.runtime.planner import Buffer, GreedyPlanner, NaivePlanner, Plan, Planner
 from edgekit.runtime.registry import KERNELS, Kernel, Step
@@ -50,6 +50,7 @@ class Executor:
         self._kernels = _kernels_for(graph)
         self.planner = planner or GreedyPlanner()
         self._programs: dict[tuple[int, Planner], Program] = {}
+        self._edge = _Edge(graph)
 
     def program(self, batch: int = 1, planner: Planner | None = None) -> Program:
         """The graph prepared for ``batch`` (planned, allocated and bound once, then cached)."""
@@ -70,10 +71,9 @@ class Executor:
         For an int8 Graph float inputs are quantized and outputs dequantized at the edge;
         ``raw=True`` exchanges the int8 tensors themselves.
         """
-        program = self._load(inputs, raw)
+        program = self._load_array(inputs, raw) or self._load(inputs, raw)
         program.run()
-        return graph_results(self.graph, [program.arrays[name].copy()
-                                          for name in self.graph.outputs], raw)
+        return self._edge.results(program, raw)
 
     def run_layers(self, inputs: Inputs, raw: bool = False) -> dict[str, np.ndarray]:
         """Every node's output (copies, int8 in an int8 Graph), by tensor name: for parity
@@ -82,6 +82,24 @@ class Executor:
         program.run()
         return {node.outputs[0]: program.arrays[node.outputs[0]].copy()
                 for node in self.graph.nodes}
+
+    def _load_array(self, x: Inputs, raw: bool) -> Program | None:
+        """The common call, one array already in the edge's dtype, fed straight into the arena
+        (quantized there for an int8 input); ``None`` for anything else, which ``graph_feeds``
+        checks in full. Same values, a few µs less per call at batch 1."""
+        edge = self._edge
+        if type(x) is not np.ndarray or edge.single is None:
+            return None
+        name, info, quantize = edge.single
+        if (x.dtype != (np.float32 if quantize and not raw else info.dtype)
+                or x.ndim != len(info.shape) or x.shape[1:] != info.shape[1:] or x.shape[0] < 1):
+            return None
+        program = self.program(x.shape[0])
+        if quantize and not raw:
+            quantize(x.reshape(-1), program.arrays[name].reshape(-1))
+        else:
+            np.copyto(program.arrays[name], x)
+        return program
 
     def _load(self, inputs: Inputs, raw: bool, planner: Planner | None = None) -> Program:
         feeds = graph_feeds(self.graph, inputs, raw)
@@ -124,6 +142,27 @@ class Executor:
             except EdgekitError as err:
                 raise EdgekitError(f"node {i} ({node.op} {node.name!r}): {err}") from None
         return Program(batch, plan, arena, arrays, steps)
+
+
+class _Edge:
+    """``graph_feeds`` and ``graph_results`` with their per-tensor lookups done once: the
+    quantizer of a lone graph input, the dequantizer of each int8 output."""
+
+    def __init__(self, graph: Graph):
+        self.single = None
+        if len(graph.inputs) == 1:
+            info = graph.tensors[graph.inputs[0]]
+            self.single = (graph.inputs[0], info,
+                           quantizer(info.quant) if info.dtype == "int8" else None)
+        self.outputs = [(name, dequantizer(graph.tensors[name].quant)
+                         if graph.tensors[name].dtype == "int8" else None)
+                        for name in graph.outputs]
+
+    def results(self, program: Program, raw: bool) -> np.ndarray | list[np.ndarray]:
+        """As ``graph_results`` of copies of the outputs: one array, or the list."""
+        outs = [program.arrays[name].copy() if raw or dequantize is None
+                else dequantize(program.arrays[name]) for name, dequantize in self.outputs]
+        return outs[0] if len(outs) == 1 else outs
 
 
 def execute(graph: Graph, inputs: Inputs) -> np.ndarray | list[np.ndarray]:
