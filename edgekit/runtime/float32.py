@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import math
-from functools import partial
 
 import numpy as np
 
 from edgekit.errors import EdgekitError
 from edgekit.runtime.kernels import conv, elementwise, linear, norm, pool
-from edgekit.runtime.registry import Step, register
+from edgekit.runtime.registry import Step, bind, register, sequence
 
 _BOUNDS = elementwise.ACTIVATION_BOUNDS
 
@@ -30,19 +29,17 @@ def _conv2d(ins, out, *, stride, padding, dilation, groups, activation, scratch)
     b, bounds = _bias(ins, w.shape[0]), _BOUNDS[activation]
     geometry = (tuple(stride), tuple(padding[:2]), tuple(dilation))
     if w.shape[1] == 1:
-        return partial(conv.depthwise_conv2d, x, w, b, *geometry, *bounds, out)
+        return bind(conv.depthwise_conv2d, x, w, b, *geometry, *bounds, out)
     window, out_w = tuple(w.shape[2:]), out.shape[3]
     rows = scratch.view(np.float32).reshape(groups, out.shape[2] * out_w, -1)
     weights, biases = w.reshape(groups, -1, rows.shape[2]), b.reshape(groups, -1)
     outs = out.reshape(out.shape[0], groups, -1, rows.shape[1])
-
-    def step() -> None:
-        for n in range(x.shape[0]):
-            conv.im2row(x[n], window, *geometry, out_w, rows)
-            for g in range(groups):
-                linear.gemm_nt(weights[g], rows[g], biases[g], True, *bounds, outs[n, g])
-
-    return step
+    calls: list[tuple] = []
+    for n in range(x.shape[0]):
+        calls.append((conv.im2row, x[n], window, *geometry, out_w, rows))
+        calls += [(linear.gemm_nt, weights[g], rows[g], biases[g], True, *bounds, outs[n, g])
+                  for g in range(groups)]
+    return sequence(calls)
 
 
 @register("conv1d", scratch=_conv_scratch)
@@ -57,7 +54,7 @@ def _conv1d(ins, out, *, stride, padding, dilation, groups, activation, scratch)
 @register("linear")
 def _linear(ins, out, *, activation) -> Step:
     x, w = ins[0], ins[1]
-    return partial(linear.gemm_nt, x.reshape(-1, x.shape[-1]), w, _bias(ins, w.shape[0]), False,
+    return bind(linear.gemm_nt, x.reshape(-1, x.shape[-1]), w, _bias(ins, w.shape[0]), False,
                    *_BOUNDS[activation], out.reshape(-1, out.shape[-1]))
 
 
@@ -87,7 +84,7 @@ def _binary(ins, out, multiply: bool, activation: str) -> Step:
         raise EdgekitError(f"first operand {x.shape} must have the output's shape {out.shape} "
                            "(only the second operand broadcasts)")
     dims, strides = _broadcast_layout(out.shape, y.shape)
-    return partial(elementwise.binary, x.reshape(-1), y.reshape(-1), dims, strides, multiply,
+    return bind(elementwise.binary, x.reshape(-1), y.reshape(-1), dims, strides, multiply,
                    *_BOUNDS[activation], out.reshape(-1))
 
 
@@ -103,7 +100,7 @@ def _mul(ins, out) -> Step:
 
 def _activation(name: str):
     def prepare(ins, out) -> Step:
-        return partial(elementwise.clamp, ins[0].reshape(-1), *_BOUNDS[name], out.reshape(-1))
+        return bind(elementwise.clamp, ins[0].reshape(-1), *_BOUNDS[name], out.reshape(-1))
 
     return prepare
 
@@ -114,30 +111,30 @@ register("relu6")(_activation("relu6"))
 
 @register("leaky_relu")
 def _leaky_relu(ins, out, *, alpha) -> Step:
-    return partial(elementwise.leaky_relu, ins[0].reshape(-1), np.float32(alpha), out.reshape(-1))
+    return bind(elementwise.leaky_relu, ins[0].reshape(-1), np.float32(alpha), out.reshape(-1))
 
 
 @register("maxpool2d")
 def _maxpool2d(ins, out, *, kernel, stride, padding, dilation) -> Step:
-    return partial(pool.pool2d, ins[0], tuple(kernel), tuple(stride), tuple(padding[:2]),
+    return bind(pool.pool2d, ins[0], tuple(kernel), tuple(stride), tuple(padding[:2]),
                    tuple(dilation), True, True, out)
 
 
 @register("avgpool2d")
 def _avgpool2d(ins, out, *, kernel, stride, padding, count_include_pad) -> Step:
-    return partial(pool.pool2d, ins[0], tuple(kernel), tuple(stride), tuple(padding[:2]),
+    return bind(pool.pool2d, ins[0], tuple(kernel), tuple(stride), tuple(padding[:2]),
                    (1, 1), False, count_include_pad, out)
 
 
 @register("global_avgpool")
 def _global_avgpool(ins, out) -> Step:
     x = ins[0]
-    return partial(pool.row_mean, x.reshape(x.shape[0] * x.shape[1], -1), out.reshape(-1))
+    return bind(pool.row_mean, x.reshape(x.shape[0] * x.shape[1], -1), out.reshape(-1))
 
 
 @register("reshape")
 def _reshape(ins, out, *, shape) -> Step:
-    return partial(np.copyto, out, ins[0].reshape(out.shape))
+    return bind(np.copyto, out, ins[0].reshape(out.shape))
 
 
 @register("concat")
@@ -162,12 +159,12 @@ def _around_axis(a: np.ndarray, axis: int) -> np.ndarray:
 
 @register("softmax")
 def _softmax(ins, out, *, axis) -> Step:
-    return partial(elementwise.softmax, _around_axis(ins[0], axis), _around_axis(out, axis))
+    return bind(elementwise.softmax, _around_axis(ins[0], axis), _around_axis(out, axis))
 
 
 @register("layernorm")
 def _layernorm(ins, out, *, normalized_ndim, eps) -> Step:
     x, gamma, beta = ins
     features = gamma.size
-    return partial(norm.layernorm, x.reshape(-1, features), gamma.reshape(-1), beta.reshape(-1),
+    return bind(norm.layernorm, x.reshape(-1, features), gamma.reshape(-1), beta.reshape(-1),
                    float(eps), out.reshape(-1, features))

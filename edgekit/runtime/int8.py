@@ -15,7 +15,6 @@ quantize.
 from __future__ import annotations
 
 import math
-from functools import partial
 
 import numpy as np
 
@@ -24,7 +23,7 @@ from edgekit.graph import QuantParams
 from edgekit.quant.arith import quantize_multipliers
 from edgekit.runtime import float32
 from edgekit.runtime.kernels import elementwise, int8_conv, int8_elementwise, int8_gemm, int8_pool
-from edgekit.runtime.registry import KERNELS, Step, register
+from edgekit.runtime.registry import KERNELS, Step, bind, register, sequence
 
 ALIGN = 16
 
@@ -127,16 +126,6 @@ def _with_bias(ins: list[np.ndarray]) -> list[np.ndarray]:
     return ins
 
 
-def _sequence(calls: list[tuple]) -> Step:
-    """A step making kernel calls whose arguments (views included) were all bound in prepare:
-    at batch 1 slicing and reshaping per call would cost more than a small kernel."""
-    def step() -> None:
-        for kernel, *args in calls:
-            kernel(*args)
-
-    return step
-
-
 @register("conv2d", "int8", scratch=_conv_scratch)
 def _conv2d(ins, out, *, stride, padding, dilation, groups, activation, quant, scratch) -> Step:
     """Per sample: the padded channels-last copy, then either the per-pixel channel-vector
@@ -157,7 +146,7 @@ def _conv2d(ins, out, *, stride, padding, dilation, groups, activation, quant, s
                        padded.shape[2] // x.shape[1], padded),
                       (int8_conv.depthwise, padded, taps, np.tile(bias, out_w), *geometry, m,
                        shift, *requant, *work, out[n])]
-        return _sequence(calls)
+        return sequence(calls)
     pointwise, per_group = _pointwise(w.shape, stride, groups), w.shape[1]
     rows = padded.reshape(-1, per_group) if pointwise else work[0]
     weights = np.ascontiguousarray(
@@ -174,7 +163,7 @@ def _conv2d(ins, out, *, stride, padding, dilation, groups, activation, quant, s
                               per_group, out.shape[3], rows))
             calls.append((int8_gemm.gemm_requant, weights[g], rows, biases[g], True, ms[g],
                           shifts[g], *requant, outs[g]))
-    return _sequence(calls)
+    return sequence(calls)
 
 
 def _conv1d_scratch(shapes, out_shape, *, groups, padding, stride, **_) -> int:
@@ -200,7 +189,7 @@ def _linear(ins, out, *, activation, quant) -> Step:
     channels = w.shape[0]
     m, shift = _conv_multipliers(quant, channels, len(quant[1].scale) == 1)
     folded = bias.astype(np.int64) - _zp(quant[0]) * w.astype(np.int64).sum(axis=1)
-    return partial(int8_gemm.gemm_requant, x.reshape(-1, x.shape[-1]), w, folded, False, m,
+    return bind(int8_gemm.gemm_requant, x.reshape(-1, x.shape[-1]), w, folded, False, m,
                    shift, _zp(quant[-1]), *activation_bounds(activation, quant[-1]),
                    out.reshape(-1, out.shape[-1]))
 
@@ -223,7 +212,7 @@ def _add(ins, out, *, activation, quant) -> Step:
     m, shift = quantize_multipliers(
         np.array([s1 / twice_max, s2 / twice_max,
                   twice_max / ((1 << int8_elementwise.ADD_LEFT_SHIFT) * s_out)]))
-    return partial(int8_elementwise.add, x.reshape(-1), y.reshape(-1), *_broadcast(x, y, out),
+    return bind(int8_elementwise.add, x.reshape(-1), y.reshape(-1), *_broadcast(x, y, out),
                    _zp(quant[0]), _zp(quant[1]), _zp(quant[2]), m, shift,
                    *activation_bounds(activation, quant[2]), out.reshape(-1))
 
@@ -233,7 +222,7 @@ def _mul(ins, out, *, quant) -> Step:
     x, y = ins
     s1, s2, s_out = (_f32(q.scale[0]) for q in quant)
     (m,), (shift,) = quantize_multipliers(np.array([s1 * s2 / s_out]))
-    return partial(int8_elementwise.mul, x.reshape(-1), y.reshape(-1), *_broadcast(x, y, out),
+    return bind(int8_elementwise.mul, x.reshape(-1), y.reshape(-1), *_broadcast(x, y, out),
                    _zp(quant[0]), _zp(quant[1]), _zp(quant[2]), int(m), int(shift), -128, 127,
                    out.reshape(-1))
 
@@ -243,7 +232,7 @@ def _clamp(activation: str):
     identity, so they are a clamp to the activation's bounds."""
     def prepare(ins, out, *, quant) -> Step:
         _check_shared(activation, quant)
-        return partial(elementwise.clamp, ins[0].reshape(-1),
+        return bind(elementwise.clamp, ins[0].reshape(-1),
                        *activation_bounds(activation, quant[-1]), out.reshape(-1))
 
     return prepare
@@ -260,7 +249,7 @@ def _leaky_relu(ins, out, *, alpha, quant) -> Step:
     s_in, s_out = np.float32(quant[0].scale[0]), np.float32(quant[1].scale[0])
     reals = np.array([s_in / s_out, s_in * np.float32(alpha) / s_out], np.float32)
     (m_id, m_alpha), (s_id, s_alpha) = quantize_multipliers(reals.astype(np.float64))
-    return partial(int8_elementwise.leaky_relu, ins[0].reshape(-1), _zp(quant[0]),
+    return bind(int8_elementwise.leaky_relu, ins[0].reshape(-1), _zp(quant[0]),
                    _zp(quant[1]), int(m_id), int(s_id), int(m_alpha), int(s_alpha),
                    out.reshape(-1))
 
@@ -284,21 +273,21 @@ for _op in ("reshape", "concat"):
 @register("maxpool2d", "int8")
 def _maxpool2d(ins, out, *, kernel, stride, padding, dilation, quant) -> Step:
     _check_shared("maxpool2d", quant)
-    return partial(int8_pool.max_pool2d, ins[0], tuple(kernel), tuple(stride),
+    return bind(int8_pool.max_pool2d, ins[0], tuple(kernel), tuple(stride),
                    tuple(padding[:2]), tuple(dilation), out)
 
 
 @register("avgpool2d", "int8")
 def _avgpool2d(ins, out, *, kernel, stride, padding, count_include_pad, quant) -> Step:
     _check_shared("avgpool2d", quant)
-    return partial(int8_pool.avg_pool2d, ins[0], tuple(kernel), tuple(stride),
+    return bind(int8_pool.avg_pool2d, ins[0], tuple(kernel), tuple(stride),
                    tuple(padding[:2]), count_include_pad, _zp(quant[0]), out)
 
 
 @register("global_avgpool", "int8")
 def _global_avgpool(ins, out, *, quant) -> Step:
     _check_shared("global_avgpool", quant)
-    return partial(int8_pool.avg_pool2d, ins[0], tuple(ins[0].shape[2:]), (1, 1), (0, 0), False,
+    return bind(int8_pool.avg_pool2d, ins[0], tuple(ins[0].shape[2:]), (1, 1), (0, 0), False,
                    _zp(quant[0]), out)
 
 
@@ -314,15 +303,13 @@ def _in_float(op: str):
     def prepare(ins, out, *, quant, scratch, **attrs) -> Step:
         x_f, y_f = _carve(scratch, (ins[0].shape, np.float32), (out.shape, np.float32))
         float_step = KERNELS[(op, "float32")].prepare([x_f, *ins[1:]], y_f, **attrs)
-        edges = [(q.zero_point[0], float(_f32(q.scale[0]))) for q in (quant[0], quant[-1])]
-        x, flat_in, flat_out = ins[0].reshape(-1), x_f.reshape(-1), y_f.reshape(-1)
-
-        def step() -> None:
-            int8_elementwise.dequantize(x, edges[0][0], edges[0][1], flat_in)
-            float_step()
-            int8_elementwise.quantize(flat_out, edges[1][1], edges[1][0], out.reshape(-1))
-
-        return step
+        (z_in, s_in), (z_out, s_out) = [(int(q.zero_point[0]), float(_f32(q.scale[0])))
+                                        for q in (quant[0], quant[-1])]
+        return sequence([(int8_elementwise.dequantize, ins[0].reshape(-1), z_in, s_in,
+                          x_f.reshape(-1)),
+                         (float_step,),
+                         (int8_elementwise.quantize, y_f.reshape(-1), s_out, z_out,
+                          out.reshape(-1))])
 
     return prepare
 

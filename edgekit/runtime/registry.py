@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 
 Step = Callable[[], None]
 
@@ -36,3 +37,34 @@ def register(op: str, dtype: str = "float32", *, scratch: Callable[..., int] | N
         return prepare
 
     return decorate
+
+
+def bind(kernel: Callable, *args) -> Step:
+    """``partial(kernel, *args)``, calling a numba kernel's compiled code for these arguments'
+    types directly. Through the dispatcher every call would type each argument again to pick
+    the overload: about 0.3 µs of a 13-argument call, on kernels that run for 1-5 µs at batch 1.
+    The arguments are bound for good, so their types cannot change."""
+    from numba.core.dispatcher import Dispatcher
+
+    if not isinstance(kernel, Dispatcher):
+        return partial(kernel, *args)
+    from numba import typeof
+
+    signature = tuple(typeof(a) for a in args)
+    kernel.compile(signature)
+    return partial(kernel.overloads[signature].entry_point, *args)
+
+
+def sequence(calls: list[tuple]) -> Step:
+    """A step making kernel calls ``(kernel, *args)`` whose arguments (views included) were all
+    bound in prepare: at batch 1 slicing and reshaping per call would cost more than a small
+    kernel. One call is returned as it is bound."""
+    bound = [bind(*call) for call in calls]
+    if len(bound) == 1:
+        return bound[0]
+
+    def step() -> None:
+        for call in bound:
+            call()
+
+    return step
