@@ -57,6 +57,7 @@ class Link:
             for frame in self._read_frames(deadline):
                 if frame.type in (Cmd.HELLO, Cmd.HELLO | REPLY):
                     self.last_hello = Hello.parse(frame.payload)
+                    self.decoder.max_payload = self.last_hello.max_payload
                     return self.last_hello
             if time.monotonic() > deadline - timeout / 2 and asked == self.seq:
                 self.port.write(encode(Frame(Cmd.HELLO, self._next_seq())))
@@ -66,6 +67,9 @@ class Link:
     def request(self, cmd: int, payload: bytes = b"") -> bytes:
         """The reply payload to ``cmd``; retried on timeouts, corruption and reboots."""
         self.stats["requests"] += 1
+        if self.last_hello and len(payload) > self.last_hello.max_payload:
+            raise LinkError(f"a {Cmd(cmd).name} payload of {len(payload)} B exceeds the "
+                            f"firmware's {self.last_hello.max_payload} B")
         problems: list[str] = []
         for attempt in range(self.retries + 1):
             if attempt:

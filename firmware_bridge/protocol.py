@@ -16,7 +16,7 @@ from enum import IntEnum
 SYNC = b"\xa5\x5a"
 HEADER = 7  # sync, type, seq, length, CRC-8
 TRAILER = 4
-MAX_PAYLOAD = 4096  # EK_MAX_PAYLOAD
+MAX_PAYLOAD = 65535  # the u16 length field; each firmware says its own limit in HELLO
 REPLY = 0x80
 
 
@@ -63,9 +63,10 @@ class Decoder:
     """Frames out of a byte stream: skips garbage, drops frames with a bad CRC and counts them,
     and resynchronises on the next sync bytes."""
 
-    def __init__(self) -> None:
+    def __init__(self, max_payload: int = MAX_PAYLOAD) -> None:
         self.buffer = bytearray()
         self.dropped = 0
+        self.max_payload = max_payload
 
     def feed(self, data: bytes) -> list[Frame]:
         self.buffer += data
@@ -80,7 +81,7 @@ class Decoder:
                 return frames
             head = bytes(self.buffer[2:6])
             length = struct.unpack("<H", head[2:])[0]
-            if crc8(head) != self.buffer[6] or length > MAX_PAYLOAD:
+            if crc8(head) != self.buffer[6] or length > self.max_payload:
                 self.dropped += 1
                 del self.buffer[:1]
                 continue

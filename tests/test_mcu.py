@@ -26,6 +26,22 @@ pytestmark = pytest.mark.skipif(bool(_MISSING), reason=f"MCU target unavailable:
 STARTED_PIDS: list[int] = []
 
 
+@pytest.fixture(scope="module", autouse=True)
+def no_qemu_left_behind():
+    """Set up first, so torn down last: after every board of this module was stopped, none of
+    their QEMU processes may still be running."""
+    yield
+    import os
+
+    for pid in STARTED_PIDS:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            continue
+        with open(f"/proc/{pid}/stat") as stat:
+            assert stat.read().split()[2] == "Z", f"QEMU {pid} is still running"
+
+
 @pytest.fixture(scope="module")
 def digits():
     from edgekit import data
@@ -250,16 +266,3 @@ def test_too_small_a_device_fails_before_building(monkeypatch):
     with pytest.raises(EdgekitError, match=r"does not fit tiny-m0: flash: .* exceeds it by"
                                            r"[\s\S]*sram: .* exceeds it by"):
         edgekit.deploy(graph, "mcu:qemu", profile=small)
-
-
-def test_no_qemu_process_left_behind():
-    import os
-
-    assert STARTED_PIDS, "the tests above started boards"
-    for pid in STARTED_PIDS:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            continue
-        with open(f"/proc/{pid}/stat") as stat:
-            assert stat.read().split()[2] == "Z", f"QEMU {pid} is still running"

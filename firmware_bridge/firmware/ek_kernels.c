@@ -81,12 +81,73 @@ static inline int8_t ek_out(const ek_conv_t *p, int32_t o, int32_t acc) {
     return ek_requantize(acc, p->mult[o], p->shift[o], p->out_zp, p->lo, p->hi);
 }
 
+/* The taps k in [*k0, *k1) whose position base + k * d lies inside [0, size). */
+static void ek_taps(int32_t base, int32_t d, int32_t k, int32_t size, int32_t *k0, int32_t *k1) {
+    *k0 = base < 0 ? (-base + d - 1) / d : 0;
+    *k1 = size - 1 - base < 0 ? 0 : (size - 1 - base) / d + 1;
+    if (*k1 > k) *k1 = k;
+}
+
+static int32_t ek_sum(const int8_t *v, int32_t n) {
+    int32_t total = 0;
+    while (n--) total += *v++;
+    return total;
+}
+
+/* One input channel per output channel (depthwise, multiplier 1): the window is read in place.
+ * The bias has the zero point folded in for every tap (b - zp * sum(w)), so a window that lies
+ * inside the input is bias + sum(x * w), and a border window adds back zp * (the weights of
+ * its taps outside the input, which add nothing). */
+static void ek_depthwise(const ek_conv_t *p, const int8_t *x, int8_t *y) {
+    const int32_t taps = p->kh * p->kw, w = p->w;
+    for (int32_t c = 0; c < p->cout; c++, x += p->h * w) {
+        const int8_t *wc = p->weight + c * taps;
+        const int32_t wsum = ek_sum(wc, taps);
+        for (int32_t oy = 0; oy < p->oh; oy++) {
+            const int32_t by = oy * p->sh - p->pt;
+            const int full_y = by >= 0 && by + (p->kh - 1) * p->dh < p->h;
+            int32_t ky0 = 0, ky1 = p->kh;
+            if (!full_y) ek_taps(by, p->dh, p->kh, p->h, &ky0, &ky1);
+            for (int32_t ox = 0; ox < p->ow; ox++) {
+                const int32_t bx = ox * p->sw - p->pl;
+                int32_t acc = p->bias[c];
+                if (full_y && bx >= 0 && bx + (p->kw - 1) * p->dw < w) {  /* inside */
+                    const int8_t *row = x + by * w + bx, *wr = wc;
+                    for (int32_t ky = 0; ky < p->kh; ky++, row += p->dh * w, wr += p->kw) {
+                        if (p->kw == 3 && p->dw == 1)
+                            acc += row[0] * wr[0] + row[1] * wr[1] + row[2] * wr[2];
+                        else
+                            for (int32_t kx = 0; kx < p->kw; kx++) acc += row[kx * p->dw] * wr[kx];
+                    }
+                } else {
+                    int32_t kx0, kx1, part = 0;
+                    ek_taps(bx, p->dw, p->kw, w, &kx0, &kx1);
+                    for (int32_t ky = ky0; ky < ky1; ky++) {
+                        const int8_t *row = x + (by + ky * p->dh) * w + bx;
+                        const int8_t *wr = wc + ky * p->kw;
+                        for (int32_t kx = kx0; kx < kx1; kx++) {
+                            acc += row[kx * p->dw] * wr[kx];
+                            part += wr[kx];
+                        }
+                    }
+                    acc += p->in_zp * (wsum - part);
+                }
+                *y++ = ek_out(p, c, acc);
+            }
+        }
+    }
+}
+
 /* Output pixels two at a time (two columns in ``col``, 2 * cin/groups * kh * kw bytes), output
  * channels two at a time over them. */
 void ek_conv2d(const ek_conv_t *p, int8_t *col, const int8_t *x, int8_t *y) {
     const int32_t outs = p->cout / p->groups, pixels = p->oh * p->ow;
     const int32_t depth = p->cin / p->groups * p->kh * p->kw;
     int8_t *col1 = col + depth;
+    if (depth == p->kh * p->kw && outs == 1) {
+        ek_depthwise(p, x, y);
+        return;
+    }
     for (int32_t g = 0; g < p->groups; g++) {
         for (int32_t px = 0; px < pixels; px += 2) {
             const int two = px + 1 < pixels;
@@ -184,13 +245,6 @@ void ek_leaky_relu(const ek_leaky_t *p, const int8_t *x, int8_t *y) {
         y[i] = v >= 0 ? ek_requantize(v, p->m_id, p->s_id, p->zo, -128, 127)
                       : ek_requantize(v, p->m_alpha, p->s_alpha, p->zo, -128, 127);
     }
-}
-
-/* The taps k in [*k0, *k1) whose position base + k * d lies inside [0, size). */
-static void ek_taps(int32_t base, int32_t d, int32_t k, int32_t size, int32_t *k0, int32_t *k1) {
-    *k0 = base < 0 ? (-base + d - 1) / d : 0;
-    *k1 = size - 1 - base < 0 ? 0 : (size - 1 - base) / d + 1;
-    if (*k1 > k) *k1 = k;
 }
 
 void ek_maxpool2d(const ek_pool_t *p, const int8_t *x, int8_t *y) {

@@ -11,7 +11,7 @@
 
 static uint8_t rx[EK_MAX_PAYLOAD + 4];
 static uint8_t tx[EK_MAX_PAYLOAD];
-static uint32_t step_ticks[256];
+static uint32_t step_ticks[EK_N_STEPS];
 
 uint8_t ek_crc8(const uint8_t *data, uint32_t n) {  /* polynomial 0x07 */
     uint8_t crc = 0;

@@ -6,8 +6,9 @@
 #define EK_PROTOCOL_H
 #include <stdint.h>
 
+#include "model.h"  /* EK_MAX_PAYLOAD and EK_N_STEPS: the buffers are sized for this model */
+
 #define EK_PROTOCOL_VERSION 1
-#define EK_MAX_PAYLOAD 4096
 #define EK_INTER_BYTE_TIMEOUT_MS 50
 
 enum {
