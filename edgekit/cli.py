@@ -232,6 +232,13 @@ def cmd_profile(args: argparse.Namespace) -> None:
         print(f"wrote {report.save_json(args.json)}")
     if args.plot:
         print(f"wrote {report.plot(args.plot)}")
+    if args.training:
+        from edgekit.learn import memory_for
+
+        mem = memory_for(graph, args.training)
+        print(f"training with {args.training} (batch {mem['batch']}, AdamW): "
+              + ", ".join(f"{k} {mem[k]:,} B" for k in ("weights", "rule_arrays", "gradients",
+                                                         "optimizer", "activations", "total")))
 
 
 def cmd_finetune(args: argparse.Namespace) -> None:
@@ -322,6 +329,8 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--labels", help=".npz with 'x' and 'y': accuracy in --compare")
     pr.add_argument("--profile", help="device profile (cortex-m4, ...) or a .toml; not "
                     "attached: latency estimated")
+    pr.add_argument("--training", choices=["lls", "lls-m", "lls-mxm", "ff", "dfa", "bp"],
+                    help="also the memory fine-tuning with this rule needs")
     pr.set_defaults(func=cmd_profile)
 
     ft = sub.add_parser("finetune", help="train on device with a local rule or backprop")

@@ -333,6 +333,8 @@ def test_cli_finetune_writes_a_model_and_reports_memory(cnn8, digits8, tmp_path,
     argv[3] = str(tmp_path / "nolabels.npz")
     assert main(argv) == 2
     assert "labels" in capsys.readouterr().err
+    assert main(["profile", str(model), "--runs", "2", "--warmup", "1", "--training", "lls"]) == 0
+    assert "training with lls" in capsys.readouterr().out
 
 
 def test_device_side_never_imports_torch():

@@ -6,6 +6,6 @@ Graph re-quantizes (``edgekit.quantize``) and deploys like any other.
 """
 
 from edgekit.learn.rules import RULES
-from edgekit.learn.trainer import finetune
+from edgekit.learn.trainer import finetune, memory_for
 
-__all__ = ["RULES", "finetune"]
+__all__ = ["RULES", "finetune", "memory_for"]

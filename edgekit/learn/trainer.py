@@ -179,6 +179,15 @@ def add_norms(blocks: list[Block]) -> None:
             block.norm = Norm(block.z_shape[0])
 
 
+def memory_for(graph: Graph, rule: str, batch_size: int = 32, layers: str | int = "all",
+               optimizer: str = "adam", norm: bool = False) -> dict[str, Any]:
+    """A rule's training memory on a Graph without training: what ``profile --training``
+    shows, so one can see which rule fits a device's SRAM before fine-tuning there."""
+    learner = prepare(from_graph(graph), rule, layers, 0, Optimizer(optimizer), norm)
+    return training_memory(learner.blocks, rule, batch_size,
+                           learner.opt.state_bytes(learner.params), learner.state)
+
+
 def _check(ok: bool, msg: str) -> None:
     if not ok:
         raise EdgekitError(msg)
