@@ -165,6 +165,14 @@ def test_every_rule_learns_digits_from_scratch(rule, cnn8, digits8):
     assert set(tuned.params) == set(cnn8.params)
 
 
+def test_lls_trains_an_mlp(digits8):
+    torch.manual_seed(0)
+    graph = _graph(models.mlp(64, (128, 64)), (1, 1, 8, 8))
+    tuned, _ = edgekit.finetune(graph, digits8.x_train, digits8.y_train, rule="lls", epochs=4,
+                                lr=1e-2, norm=True)
+    assert _accuracy(tuned, digits8) > 0.85
+
+
 def test_forward_forward_infers_over_labels_on_an_mlp(digits8):
     """Goodness inference needs the embedded label to reach every unit: on an MLP it does (on a
     CNN a 3x3 conv sees the label pixels only in one corner; there the classifier head infers)."""

@@ -1,10 +1,8 @@
 """A sequential float Graph seen as training blocks: conv2d or linear, one activation, one pool.
 
 That is the unit every local rule trains on its own (LLS's conv → BN → leaky ReLU → pool, with
-BN already folded into the conv at import), and the unit backprop chains. Batch norm needs no
-training-time twin here: importers fold it into the conv's weight and bias, which train
-directly, and the local losses normalise per sample (LLS's L2 norm), so nothing depends on
-batch statistics and one-sample (online) updates see the same arithmetic as mini-batches.
+BN folded into the conv at import, or stood in for by ``edgekit.learn.norm``), and the unit
+backprop chains.
 
 ``forward`` keeps (in a ``Tape``) only what ``backward`` needs: the block input (for the weight
 gradient), the block output, and, behind a max pool, the winning taps as uint8 — never the
@@ -253,8 +251,11 @@ def backward(block: Block, tape: Tape, dy: np.ndarray | Callable[[int], np.ndarr
     each sample's error just when it is consumed and never holds a batch of them."""
     batch = tape.x.shape[0]
     if callable(dy):
-        per_sample = dy
-        dy = None if block.op == "conv2d" else np.stack([per_sample(n) for n in range(batch)])
+        per_sample, dy = dy, None
+        if block.op == "linear":  # a batch product: gather the samples' errors
+            dy = np.empty((batch, *block.out_shape), np.float32)
+            for n in range(batch):
+                dy[n] = per_sample(n).reshape(block.out_shape)
     else:
         dy = dy.reshape(batch, *block.out_shape)
         per_sample = dy.__getitem__

@@ -14,14 +14,13 @@ from edgekit.learn import bp, dfa, ff, lls
 class Rule:
     setup: Callable  # (blocks, classes, rng, **options) -> RuleState
     step: Callable  # (blocks, state, x, y, phase, rng) -> (loss, logits)
-    local: bool  # no error crosses blocks: a block's tape dies right after its update
 
 
 RULES = {
-    "bp": Rule(bp.setup, bp.step, local=False),
-    "lls": Rule(partial(lls.setup, mode="plain"), lls.step, local=True),
-    "lls-m": Rule(partial(lls.setup, mode="m"), lls.step, local=True),
-    "lls-mxm": Rule(partial(lls.setup, mode="mxm"), lls.step, local=True),
-    "ff": Rule(ff.setup, ff.step, local=True),
-    "dfa": Rule(dfa.setup, dfa.step, local=False),
+    "bp": Rule(bp.setup, bp.step),
+    "lls": Rule(partial(lls.setup, mode="plain"), lls.step),
+    "lls-m": Rule(partial(lls.setup, mode="m"), lls.step),
+    "lls-mxm": Rule(partial(lls.setup, mode="mxm"), lls.step),
+    "ff": Rule(ff.setup, ff.step),
+    "dfa": Rule(dfa.setup, dfa.step),
 }
