@@ -85,16 +85,18 @@ def _scratch_bytes(*parts: tuple[tuple[int, ...], type]) -> int:
 
 # --- convolutions and linear -----------------------------------------------------------------
 
-def _pointwise(w_shape, stride, groups) -> bool:
-    """A 1x1 stride-1 convolution: its window rows are the padded input itself."""
-    return tuple(w_shape[2:]) == (1, 1) and tuple(stride) == (1, 1) and groups == 1
+def _pointwise(w_shape, stride, padding, groups) -> bool:
+    """A 1x1 stride-1 unpadded convolution of one group: a product of the weights with the
+    input's planes as they are."""
+    return (tuple(w_shape[2:]) == (1, 1) and tuple(stride) == (1, 1) and not any(padding)
+            and groups == 1)
 
 
 def _conv_parts(x_shape, w_shape, out_shape, groups, padding, stride) -> list[tuple]:
-    """Per-sample scratch: the padded channels-last input less its zero point (int16, each
-    channel repeated for the output channels it feeds when there is one input channel per
-    output channel), then one output row of int32 sums and its transpose, or one group's window
-    rows (int16) unless the convolution is pointwise."""
+    """Per-sample scratch: one plane of int32 sums for a pointwise convolution; else the padded
+    channels-last input less its zero point (int16, each channel repeated for the output
+    channels it feeds when there is one input channel per output channel), then one output row
+    of int32 sums and its transpose, or one group's window rows (int16)."""
     channels, height, width = x_shape[1:]
     repeat = w_shape[0] // channels if w_shape[1] == 1 else 1
     t, left, bottom, right = padding
@@ -102,8 +104,8 @@ def _conv_parts(x_shape, w_shape, out_shape, groups, padding, stride) -> list[tu
     if w_shape[1] == 1:
         row = out_shape[3] * w_shape[0]
         return [padded, ((row,), np.int32), ((w_shape[0], out_shape[3]), np.int32)]
-    if _pointwise(w_shape, stride, groups):
-        return [padded]
+    if _pointwise(w_shape, stride, padding, groups):
+        return [((height * width,), np.int32)]
     return [padded, ((math.prod(out_shape[2:]), math.prod(w_shape[1:])), np.int16)]
 
 
@@ -129,7 +131,8 @@ def _with_bias(ins: list[np.ndarray]) -> list[np.ndarray]:
 @register("conv2d", "int8", scratch=_conv_scratch)
 def _conv2d(ins, out, *, stride, padding, dilation, groups, activation, quant, scratch) -> Step:
     """Per sample: the padded channels-last copy, then either the per-pixel channel-vector
-    accumulation (one input channel per output channel) or, per group, window rows and GEMM."""
+    accumulation (one input channel per output channel) or, per group, window rows and GEMM;
+    a pointwise convolution skips the copy."""
     x, w, bias = _with_bias(ins)
     channels, kernel = w.shape[0], tuple(w.shape[2:])
     m, shift = _conv_multipliers(quant, channels, False)
@@ -147,8 +150,9 @@ def _conv2d(ins, out, *, stride, padding, dilation, groups, activation, quant, s
                       (int8_conv.depthwise, padded, taps, np.tile(bias, out_w), *geometry, m,
                        shift, *requant, *work, out[n])]
         return sequence(calls)
-    pointwise, per_group = _pointwise(w.shape, stride, groups), w.shape[1]
-    rows = padded.reshape(-1, per_group) if pointwise else work[0]
+    if _pointwise(w.shape, stride, padding, groups):
+        return _pointwise_conv(x, w, bias, m, shift, requant, quant, padded, out)
+    per_group, rows = w.shape[1], work[0]
     weights = np.ascontiguousarray(
         w.reshape(groups, -1, *w.shape[1:]).transpose(0, 1, 3, 4, 2), np.int16
     ).reshape(groups, channels // groups, -1)
@@ -158,12 +162,22 @@ def _conv2d(ins, out, *, stride, padding, dilation, groups, activation, quant, s
         calls.append((int8_conv.pad_channels_last, x[n], _zp(quant[0]), padding[0], padding[1],
                       1, padded))
         for g in range(groups):
-            if not pointwise:
-                calls.append((int8_conv.window_rows, padded, kernel, *geometry, g * per_group,
-                              per_group, out.shape[3], rows))
+            calls.append((int8_conv.window_rows, padded, kernel, *geometry, g * per_group,
+                          per_group, out.shape[3], rows))
             calls.append((int8_gemm.gemm_requant, weights[g], rows, biases[g], True, ms[g],
                           shifts[g], *requant, outs[g]))
     return sequence(calls)
+
+
+def _pointwise_conv(x, w, bias, m, shift, requant, quant, acc, out) -> Step:
+    """One ``int8_conv.pointwise`` call per sample on its NCHW planes, the input zero point
+    folded into the bias as for linear: no padded copy, one kernel call."""
+    weights = w.reshape(w.shape[0], w.shape[1])
+    folded = (bias.astype(np.int64) - _zp(quant[0]) * weights.astype(np.int64).sum(axis=1)
+              ).astype(np.int32)
+    return sequence([(int8_conv.pointwise, x[n].reshape(x.shape[1], -1), weights, folded, m,
+                      shift, *requant, acc, out[n].reshape(out.shape[1], -1))
+                     for n in range(x.shape[0])])
 
 
 def _conv1d_scratch(shapes, out_shape, *, groups, padding, stride, **_) -> int:

@@ -4,6 +4,8 @@ tap reads a contiguous run of channels without bounds tests.
 
 - general convolution: each output pixel's window becomes a row (``window_rows``), multiplied
   with the weight rows in ``int8_gemm.gemm_requant``;
+- pointwise (1x1, stride 1, one group): no padded copy at all; whole NCHW planes are
+  accumulated per output channel (``pointwise``), the input zero point folded into the bias;
 - one input channel per output channel (depthwise, and any convolution of a single input
   channel): the accumulation runs over the channel vector of each pixel (``depthwise``); the
   padded input repeats each channel ``multiplier`` times so output channels stay contiguous.
@@ -99,3 +101,19 @@ def depthwise(xpad, taps, bias, stride, dilation, multiplier, shift, zero_point,
             m, s, src_o, dst = multiplier[o], shift[o], acc_t[o], out[o, oy]
             for ox in range(out_w):
                 dst[ox] = requantize(src_o[ox], m, s, zero_point, lo, hi)
+
+
+@njit(cache=True)
+def pointwise(x, weights, bias, multiplier, shift, zero_point, lo, hi, acc, out):
+    """``out[o] = requantize(bias[o] + sum_c weights[o, c] * x[c])`` on one sample's planes,
+    ``x`` (C, P) and ``out`` (O, P): each weight scales a contiguous input plane into the int32
+    row ``acc`` (P), a loop LLVM vectorizes; ``bias`` already holds ``- zp_in * sum_c w[o, c]``."""
+    for o in range(out.shape[0]):
+        acc[:] = bias[o]
+        for c in range(x.shape[0]):
+            w, src = np.int32(weights[o, c]), x[c]
+            for p in range(acc.size):
+                acc[p] = np.int32(acc[p] + w * np.int32(src[p]))
+        m, s, dst = multiplier[o], shift[o], out[o]
+        for p in range(acc.size):
+            dst[p] = requantize(acc[p], m, s, zero_point, lo, hi)
