@@ -293,7 +293,7 @@ def test_memory_accounting_matches_tracemalloc_and_lls_needs_half_of_backprop():
     graph = _graph(models.digits_cnn(16), (1, 1, 16, 16))
     blocks = from_graph(graph)
     x, y = ds.x_train[:32].copy(), ds.y_train[:32]  # an owned batch, as the trainer has
-    measured = {r: _measured_peak(graph, r, x, y) for r in ("bp", "lls", "dfa")}
+    measured = {r: _measured_peak(graph, r, x, y) for r in ("bp", "lls", "dfa", "ff")}
     for rule, peak in measured.items():
         assert activation_peak(blocks, rule, 32) == pytest.approx(peak, rel=0.06), rule
     assert measured["lls"] <= 0.5 * measured["bp"]

@@ -55,6 +55,7 @@ def step(blocks: list[Block], state: RuleState, x: np.ndarray, y: np.ndarray,
             dh = np.zeros_like(flat)
             total += K.goodness_loss(flat[:2 * batch], cfg["theta"], dh[:2 * batch])
             backward(block, tape, dh, need_dx=False)
+            tape = flat = dh = None  # the block is done: nothing of it outlives this point
     logits, tape = forward(blocks[-1], h[2 * batch:])
     loss, error = cross_entropy(logits, y)
     backward(blocks[-1], tape, error, need_dx=False)
