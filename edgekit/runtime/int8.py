@@ -92,15 +92,24 @@ def _pointwise(w_shape, stride, padding, groups) -> bool:
             and groups == 1)
 
 
+def _depthwise_planes(x_shape, w_shape, stride) -> bool:
+    """A stride-1 depthwise convolution, one output channel per input channel."""
+    return w_shape[1] == 1 and w_shape[0] == x_shape[1] and tuple(stride) == (1, 1)
+
+
 def _conv_parts(x_shape, w_shape, out_shape, groups, padding, stride) -> list[tuple]:
-    """Per-sample scratch: one plane of int32 sums for a pointwise convolution; else the padded
-    channels-last input less its zero point (int16, each channel repeated for the output
+    """Per-sample scratch: for a stride-1 depthwise convolution one padded plane (int16) and its
+    sums at the padded width (int32); one plane of int32 sums for a pointwise convolution; else
+    the padded channels-last input less its zero point (int16, each channel repeated for the output
     channels it feeds when there is one input channel per output channel), then one output row
     of int32 sums and its transpose, or one group's window rows (int16)."""
     channels, height, width = x_shape[1:]
     repeat = w_shape[0] // channels if w_shape[1] == 1 else 1
     t, left, bottom, right = padding
     padded = ((height + t + bottom, width + left + right, channels * repeat), np.int16)
+    if _depthwise_planes(x_shape, w_shape, stride):
+        plane = (height + t + bottom) * (width + left + right)
+        return [((plane,), np.int16), ((out_shape[2] * (width + left + right),), np.int32)]
     if w_shape[1] == 1:
         row = out_shape[3] * w_shape[0]
         return [padded, ((row,), np.int32), ((w_shape[0], out_shape[3]), np.int32)]
@@ -141,6 +150,11 @@ def _conv2d(ins, out, *, stride, padding, dilation, groups, activation, quant, s
                                                  stride))
     geometry = (tuple(stride), tuple(dilation))
     calls: list[tuple] = []
+    if _depthwise_planes(x.shape, w.shape, stride):
+        taps = w[:, 0].astype(np.int32)
+        return sequence([(int8_conv.depthwise_planes, x[n], _zp(quant[0]), padding[0],
+                          padding[1], taps, bias, tuple(dilation), m, shift, *requant, padded,
+                          *work, out[n]) for n in range(x.shape[0])])
     if w.shape[1] == 1:
         out_w = out.shape[3]
         taps = np.tile(w[:, 0].transpose(1, 2, 0).astype(np.int16), (1, 1, out_w))
