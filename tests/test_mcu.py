@@ -266,3 +266,23 @@ def test_too_small_a_device_fails_before_building(monkeypatch):
     with pytest.raises(EdgekitError, match=r"does not fit tiny-m0: flash: .* exceeds it by"
                                            r"[\s\S]*sram: .* exceeds it by"):
         edgekit.deploy(graph, "mcu:qemu", profile=small)
+
+
+def test_a_board_on_a_port(model_on_board):
+    """``mcu:<port>`` speaks to a board already running the firmware (here the emulated one,
+    through its socket as if it were a serial port) and checks the model it runs."""
+    _, graph, session = model_on_board
+    board = QemuBoard(session.firmware.elf)
+    STARTED_PIDS.append(board.pid)
+    try:
+        url = board.link.port.portstr
+        board.link.close()  # free QEMU's socket for the port's connection
+        board.link = None
+        with edgekit.deploy(graph, f"mcu:{url}") as on_port:
+            np.testing.assert_array_equal(on_port.run(np.zeros((1, 1, 16, 16), np.float32)),
+                                          session.run(np.zeros((1, 1, 16, 16), np.float32)))
+        other = tiny_graph()
+        with pytest.raises(EdgekitError, match="runs model .* flash"):
+            edgekit.deploy(other, f"mcu:{url}")
+    finally:
+        board.stop()
