@@ -83,6 +83,17 @@ class Link:
         raise LinkError(f"command {Cmd(cmd).name} failed after {self.retries + 1} attempts "
                         f"({'; '.join(problems[-3:])}): check the cable/port and the firmware")
 
+    def reset(self, timeout: float = 10.0) -> Hello:
+        """Reboot the board (RESET) and wait for the HELLO it sends once it is up again."""
+        self.request(Cmd.RESET)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for frame in self._read_frames(deadline):
+                if frame.type == Cmd.HELLO:
+                    self.last_hello = Hello.parse(frame.payload)
+                    return self.last_hello
+        raise LinkError(f"the board did not come back within {timeout:.1f} s of a RESET")
+
     def _await_reply(self, cmd: int, seq: int) -> bytes | str:
         """The reply payload, or why this attempt failed (a string)."""
         deadline = time.monotonic() + self.timeout

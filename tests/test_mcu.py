@@ -123,6 +123,15 @@ def test_device_profile_is_repeatable(model_on_board, digits):
     assert first["ram_bytes"] >= session.hello.arena_bytes
 
 
+def test_reset_reboots_the_board(model_on_board, digits):
+    _, _, session = model_on_board
+    before = session.run(digits.x_test[:2], raw=False)
+    hello = session.board.link.reset()
+    assert hello.model_hash == session.hello.model_hash
+    np.testing.assert_array_equal(session.run(digits.x_test[:2]), before)
+    assert session.board.link.stats["reboots"] == 0  # the reboot was expected, not a fault
+
+
 class FaultyProxy:
     """A TCP proxy between host and board that corrupts the stream: each byte is, with
     probability ``rate``, dropped, bit-flipped or duplicated; some chunks are delayed; and on
