@@ -397,6 +397,7 @@ def test_int8_conv2d(data):
     (3, 4, 1, (1, 1), (1, 1), (1, 0, 2, 1), (1, 1)),  # pointwise with padding
     (4, 8, 4, (3, 3), (2, 2), (1, 1, 1, 1), (1, 1)),  # depthwise, stride 2, multiplier 2
     (4, 4, 4, (3, 2), (1, 1), (1, 0, 2, 1), (2, 1)),  # depthwise, stride 1: the plane path
+    (2, 6, 2, (3, 3), (1, 1), (1, 1, 1, 1), (1, 1)),  # planes, multiplier 3
     (1, 6, 1, (3, 2), (1, 2), (2, 0, 1, 1), (2, 1)),  # one input channel: the depthwise path
     (6, 4, 2, (2, 3), (2, 1), (0, 2, 1, 0), (1, 2)),  # grouped, dilated
 ])

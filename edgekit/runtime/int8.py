@@ -92,22 +92,23 @@ def _pointwise(w_shape, stride, padding, groups) -> bool:
             and groups == 1)
 
 
-def _depthwise_planes(x_shape, w_shape, stride) -> bool:
-    """A stride-1 depthwise convolution, one output channel per input channel."""
-    return w_shape[1] == 1 and w_shape[0] == x_shape[1] and tuple(stride) == (1, 1)
+def _depthwise_planes(w_shape, stride) -> bool:
+    """A stride-1 convolution with one input channel per output channel."""
+    return w_shape[1] == 1 and tuple(stride) == (1, 1)
 
 
 def _conv_parts(x_shape, w_shape, out_shape, groups, padding, stride) -> list[tuple]:
-    """Per-sample scratch: for a stride-1 depthwise convolution one padded plane (int16) and its
-    sums at the padded width (int32); one plane of int32 sums for a pointwise convolution; else
-    the padded channels-last input less its zero point (int16, each channel repeated for the output
-    channels it feeds when there is one input channel per output channel), then one output row
-    of int32 sums and its transpose, or one group's window rows (int16)."""
+    """Per-sample scratch: at stride 1 with one input channel per output channel, one padded
+    plane (int16) and its sums at the padded width (int32); one plane of int32 sums for a
+    pointwise convolution; else the padded channels-last input less its zero point (int16,
+    each channel repeated for the output channels it feeds when there is one input channel per
+    output channel), then one output row of int32 sums and its transpose, or one group's
+    window rows (int16)."""
     channels, height, width = x_shape[1:]
     repeat = w_shape[0] // channels if w_shape[1] == 1 else 1
     t, left, bottom, right = padding
     padded = ((height + t + bottom, width + left + right, channels * repeat), np.int16)
-    if _depthwise_planes(x_shape, w_shape, stride):
+    if _depthwise_planes(w_shape, stride):
         plane = (height + t + bottom) * (width + left + right)
         return [((plane,), np.int16), ((out_shape[2] * (width + left + right),), np.int32)]
     if w_shape[1] == 1:
@@ -150,7 +151,7 @@ def _conv2d(ins, out, *, stride, padding, dilation, groups, activation, quant, s
                                                  stride))
     geometry = (tuple(stride), tuple(dilation))
     calls: list[tuple] = []
-    if _depthwise_planes(x.shape, w.shape, stride):
+    if _depthwise_planes(w.shape, stride):
         taps = w[:, 0].astype(np.int32)
         return sequence([(int8_conv.depthwise_planes, x[n], _zp(quant[0]), padding[0],
                           padding[1], taps, bias, tuple(dilation), m, shift, *requant, padded,

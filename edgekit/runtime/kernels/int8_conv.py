@@ -6,12 +6,12 @@ tap reads a contiguous run of channels without bounds tests.
   with the weight rows in ``int8_gemm.gemm_requant``;
 - pointwise (1x1, stride 1, one group): no padded copy at all; whole NCHW planes are
   accumulated per output channel (``pointwise``), the input zero point folded into the bias;
-- depthwise at stride 1 (``depthwise_planes``): channel by channel on a padded plane, each
-  tap one long contiguous multiply-add over the plane's rows at the padded width;
-- any other convolution with one input channel per output channel (strided depthwise, and
-  any convolution of a single input channel): the accumulation runs over the channel vector
-  of each pixel (``depthwise``); the padded input repeats each channel ``multiplier`` times
-  so output channels stay contiguous.
+- one input channel per output channel at stride 1 (depthwise, and any convolution of a
+  single input channel; ``depthwise_planes``): channel by channel on a padded plane, each tap
+  one long contiguous multiply-add over the plane's rows at the padded width;
+- the same at other strides: the accumulation runs over the channel vector of each pixel
+  (``depthwise``); the padded input repeats each channel ``multiplier`` times so output
+  channels stay contiguous.
 
 numba's cache does not see edits to ``edgekit.quant.arith``: clear it after changing that file.
 """
@@ -125,28 +125,32 @@ def pointwise(x, weights, bias, multiplier, shift, zero_point, lo, hi, acc, out)
 @njit(cache=True)
 def depthwise_planes(x, zero_point_in, top, left, taps, bias, dilation, multiplier, shift,
                      zero_point, lo, hi, plane, acc, out):
-    """Stride-1 depthwise convolution of one NCHW sample, ``x`` (C, H, W) -> ``out`` (C, OH, OW),
-    ``taps`` (C, KH, KW) int32. Each channel is copied less its zero point into ``plane``, the
-    padded (PH, PW) image flattened (its border stays 0); the sums are kept at the padded width,
-    ``acc[oy * PW + ox]``, so that every tap is a single contiguous multiply-add of
-    ``OH * PW - (KW - 1) * dw`` values (the columns past OW are never read back)."""
+    """Stride-1 convolution of one NCHW sample with one input channel per output channel,
+    ``x`` (C, H, W) -> ``out`` (O, OH, OW), output channel o reading input channel
+    ``o // (O // C)``; ``taps`` (O, KH, KW) int32. Each input channel is copied less its zero
+    point into ``plane``, the padded (PH, PW) image flattened (its border stays 0); the sums
+    are kept at the padded width, ``acc[oy * PW + ox]``, so that every tap is a single
+    contiguous multiply-add of ``OH * PW - (KW - 1) * dw`` values (the columns past OW are
+    never read back)."""
     (dh, dw), pw = dilation, acc.size // out.shape[1]
     n = out.shape[1] * pw - (taps.shape[2] - 1) * dw
+    repeat = out.shape[0] // x.shape[0]
     plane[:] = 0
-    for c in range(x.shape[0]):
-        for y in range(x.shape[1]):
-            src, base = x[c, y], (top + y) * pw + left
-            for i in range(x.shape[2]):
-                plane[np.uint64(base + i)] = src[i] - zero_point_in
-        acc[:] = bias[c]
+    for o in range(out.shape[0]):
+        if o % repeat == 0:
+            for y in range(x.shape[1]):
+                src, base = x[o // repeat, y], (top + y) * pw + left
+                for i in range(x.shape[2]):
+                    plane[np.uint64(base + i)] = src[i] - zero_point_in
+        acc[:] = bias[o]
         for ky in range(taps.shape[1]):
             for kx in range(taps.shape[2]):
-                w, start = taps[c, ky, kx], ky * dh * pw + kx * dw
+                w, start = taps[o, ky, kx], ky * dh * pw + kx * dw
                 seg = plane[start:start + n]
                 for i in range(n):
                     acc[i] = np.int32(acc[i] + w * np.int32(seg[i]))
-        m, s = multiplier[c], shift[c]
+        m, s = multiplier[o], shift[o]
         for oy in range(out.shape[1]):
-            row, dst = acc[oy * pw:], out[c, oy]
+            row, dst = acc[oy * pw:], out[o, oy]
             for ox in range(out.shape[2]):
                 dst[ox] = requantize(row[ox], m, s, zero_point, lo, hi)
