@@ -59,6 +59,12 @@ static void ek_column(const ek_conv_t *p, const int8_t *x, int32_t g, int32_t pi
     const int32_t y0 = pixel / p->ow * p->sh - p->pt, x0 = pixel % p->ow * p->sw - p->pl;
     const int inside = y0 >= 0 && x0 >= 0 && y0 + (p->kh - 1) * p->dh < p->h
                        && x0 + (p->kw - 1) * p->dw < p->w;
+    if (inside && p->kh == 1 && p->kw == 1) {  /* pointwise: one tap per channel */
+        const int32_t plane_size = p->h * p->w;
+        const int8_t *src = x + g * per_group * plane_size + y0 * p->w + x0;
+        for (int32_t ic = 0; ic < per_group; ic++, src += plane_size) *c++ = *src;
+        return;
+    }
     for (int32_t ic = g * per_group; ic < (g + 1) * per_group; ic++) {
         const int8_t *plane = x + ic * p->h * p->w;
         for (int32_t ky = 0; ky < p->kh; ky++) {
