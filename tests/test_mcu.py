@@ -132,6 +132,20 @@ def test_reset_reboots_the_board(model_on_board, digits):
     assert session.board.link.stats["reboots"] == 0  # the reboot was expected, not a fault
 
 
+def test_a_frame_cut_short_is_abandoned(model_on_board):
+    """The board drops a frame whose bytes stop coming (inter-byte timeout), so the next
+    request is answered at the first attempt."""
+    from edgekit.firmware_bridge.protocol import Cmd, Frame, encode
+
+    _, _, session = model_on_board
+    link = session.board.link
+    link.port.write(encode(Frame(Cmd.PING, 200, bytes(40)))[:20])
+    time.sleep(0.2)
+    retries = link.stats["retries"]
+    assert link.request(Cmd.PING, b"next") == b"next"
+    assert link.stats["retries"] == retries
+
+
 class FaultyProxy:
     """A TCP proxy between host and board that corrupts the stream: each byte is, with
     probability ``rate``, dropped, bit-flipped or duplicated; some chunks are delayed; and on

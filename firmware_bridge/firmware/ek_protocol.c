@@ -138,11 +138,12 @@ void ek_serve(void) {
     for (;;) {
         int c = board_getc();
         if (c < 0) {
-            if (got && now_ms() - last > EK_INTER_BYTE_TIMEOUT_MS) got = 0;
             board_idle();
             continue;
         }
-        last = now_ms();
+        uint32_t now = now_ms();  /* a frame whose bytes stopped coming is abandoned */
+        if (got && now - last > EK_INTER_BYTE_TIMEOUT_MS) got = 0;
+        last = now;
         uint8_t b = (uint8_t)c;
         if (got < 2) {  /* hunting for A5 5A */
             if (b == (got ? 0x5A : 0xA5)) got++;
