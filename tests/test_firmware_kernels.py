@@ -96,6 +96,8 @@ def all_ops_graph():
             super().__init__()
             self.conv = nn.Conv2d(2, 4, 3, stride=2, padding=1)
             self.dw = nn.Conv2d(4, 8, 3, padding=2, dilation=2, groups=4)
+            self.dw2 = nn.Conv2d(8, 8, 3, stride=2, padding=2, dilation=2, groups=8)
+            self.dw3 = nn.Conv2d(8, 8, 3, padding=1, groups=8)
             self.leaky = nn.LeakyReLU(0.1)
             self.avg = nn.AvgPool2d(3, stride=2, padding=1, count_include_pad=True)
             self.maxp = nn.MaxPool2d(3, stride=1, padding=1)
@@ -107,7 +109,7 @@ def all_ops_graph():
         def forward(self, x):
             a = nn.functional.relu6(self.conv(x))
             b = self.leaky(self.dw(a))
-            c = self.avg(b) + self.maxp(self.avg(b))
+            c = self.avg(b) + self.maxp(self.avg(b)) + self.dw2(self.dw3(b))
             d = torch.relu(c * c + self.gap(c))
             e = torch.cat([d, c], dim=1).flatten(2)
             f = torch.relu(self.c1(e.reshape(1, 8, 18)))

@@ -89,6 +89,12 @@ static inline int8_t ek_out(const ek_conv_t *p, int32_t o, int32_t acc) {
 
 /* The taps k in [*k0, *k1) whose position base + k * d lies inside [0, size). */
 static void ek_taps(int32_t base, int32_t d, int32_t k, int32_t size, int32_t *k0, int32_t *k1) {
+    if (d == 1) {  /* no divisions */
+        *k0 = base < 0 ? -base : 0;
+        *k1 = size - base < k ? size - base : k;
+        if (*k1 < 0) *k1 = 0;
+        return;
+    }
     *k0 = base < 0 ? (-base + d - 1) / d : 0;
     *k1 = size - 1 - base < 0 ? 0 : (size - 1 - base) / d + 1;
     if (*k1 > k) *k1 = k;
@@ -105,40 +111,44 @@ static int32_t ek_sum(const int8_t *v, int32_t n) {
  * inside the input is bias + sum(x * w), and a border window adds back zp * (the weights of
  * its taps outside the input, which add nothing). */
 static void ek_depthwise(const ek_conv_t *p, const int8_t *x, int8_t *y) {
-    const int32_t taps = p->kh * p->kw, w = p->w;
-    for (int32_t c = 0; c < p->cout; c++, x += p->h * w) {
+    /* Locals, not p->...: a store through int8_t * may alias anything, so the compiler would
+     * reload every field after each output byte. */
+    const int32_t h = p->h, w = p->w, oh = p->oh, ow = p->ow, kh = p->kh, kw = p->kw;
+    const int32_t sh = p->sh, sw = p->sw, pt = p->pt, pl = p->pl, dh = p->dh, dw = p->dw;
+    const int32_t zp = p->in_zp, out_zp = p->out_zp, lo = p->lo, hi = p->hi, taps = kh * kw;
+    for (int32_t c = 0; c < p->cout; c++, x += h * w) {
         const int8_t *wc = p->weight + c * taps;
-        const int32_t wsum = ek_sum(wc, taps);
-        for (int32_t oy = 0; oy < p->oh; oy++) {
-            const int32_t by = oy * p->sh - p->pt;
-            const int full_y = by >= 0 && by + (p->kh - 1) * p->dh < p->h;
-            int32_t ky0 = 0, ky1 = p->kh;
-            if (!full_y) ek_taps(by, p->dh, p->kh, p->h, &ky0, &ky1);
-            for (int32_t ox = 0; ox < p->ow; ox++) {
-                const int32_t bx = ox * p->sw - p->pl;
-                int32_t acc = p->bias[c];
-                if (full_y && bx >= 0 && bx + (p->kw - 1) * p->dw < w) {  /* inside */
+        const int32_t wsum = ek_sum(wc, taps), bias = p->bias[c];
+        const int32_t mult = p->mult[c], shift = p->shift[c];
+        for (int32_t oy = 0; oy < oh; oy++) {
+            const int32_t by = oy * sh - pt;
+            const int full_y = by >= 0 && by + (kh - 1) * dh < h;
+            int32_t ky0 = 0, ky1 = kh;
+            if (!full_y) ek_taps(by, dh, kh, h, &ky0, &ky1);
+            for (int32_t ox = 0; ox < ow; ox++) {
+                const int32_t bx = ox * sw - pl;
+                int32_t acc = bias;
+                if (full_y && bx >= 0 && bx + (kw - 1) * dw < w) {  /* inside */
                     const int8_t *row = x + by * w + bx, *wr = wc;
-                    for (int32_t ky = 0; ky < p->kh; ky++, row += p->dh * w, wr += p->kw) {
-                        if (p->kw == 3 && p->dw == 1)
+                    for (int32_t ky = 0; ky < kh; ky++, row += dh * w, wr += kw) {
+                        if (kw == 3 && dw == 1)
                             acc += row[0] * wr[0] + row[1] * wr[1] + row[2] * wr[2];
                         else
-                            for (int32_t kx = 0; kx < p->kw; kx++) acc += row[kx * p->dw] * wr[kx];
+                            for (int32_t kx = 0; kx < kw; kx++) acc += row[kx * dw] * wr[kx];
                     }
                 } else {
                     int32_t kx0, kx1, part = 0;
-                    ek_taps(bx, p->dw, p->kw, w, &kx0, &kx1);
+                    ek_taps(bx, dw, kw, w, &kx0, &kx1);
                     for (int32_t ky = ky0; ky < ky1; ky++) {
-                        const int8_t *row = x + (by + ky * p->dh) * w + bx;
-                        const int8_t *wr = wc + ky * p->kw;
+                        const int8_t *row = x + (by + ky * dh) * w + bx, *wr = wc + ky * kw;
                         for (int32_t kx = kx0; kx < kx1; kx++) {
-                            acc += row[kx * p->dw] * wr[kx];
+                            acc += row[kx * dw] * wr[kx];
                             part += wr[kx];
                         }
                     }
-                    acc += p->in_zp * (wsum - part);
+                    acc += zp * (wsum - part);
                 }
-                *y++ = ek_out(p, c, acc);
+                *y++ = ek_requantize(acc, mult, shift, out_zp, lo, hi);
             }
         }
     }
