@@ -17,9 +17,24 @@ def _bias(ins: list[np.ndarray], n: int) -> np.ndarray:
     return ins[2] if len(ins) > 2 else np.zeros(n, np.float32)
 
 
-def _conv_scratch(shapes, out_shape, *, groups, **_) -> int:
-    """im2row rows for one sample: (groups, output pixels, window); none for depthwise."""
+def _planes(w_shape, stride) -> bool:
+    """A stride-1 convolution with one input channel per output channel."""
+    return w_shape[1] == 1 and tuple(stride) == (1, 1)
+
+
+def _plane_shape(w_shape, out_shape, dilation) -> tuple[int, int]:
+    """(PH, PW) of the zero-padded input plane of a stride-1 convolution."""
+    return tuple(o + (k - 1) * d for o, k, d in zip(out_shape[2:], w_shape[2:], dilation,
+                                                      strict=True))
+
+
+def _conv_scratch(shapes, out_shape, *, groups, stride, dilation, **_) -> int:
+    """im2row rows for one sample: (groups, output pixels, window); for a stride-1 depthwise
+    convolution one padded plane and its sums at the padded width; none at other strides."""
     w = shapes[1]
+    if _planes(w, stride):
+        ph, pw = _plane_shape(w, out_shape, dilation)
+        return 4 * (ph * pw + out_shape[2] * pw)
     return 0 if w[1] == 1 else 4 * groups * math.prod(out_shape[2:]) * math.prod(w[1:])
 
 
@@ -28,6 +43,12 @@ def _conv2d(ins, out, *, stride, padding, dilation, groups, activation, scratch)
     x, w = ins[0], ins[1]
     b, bounds = _bias(ins, w.shape[0]), _BOUNDS[activation]
     geometry = (tuple(stride), tuple(padding[:2]), tuple(dilation))
+    if _planes(w.shape, stride):
+        ph, pw = _plane_shape(w.shape, out.shape, dilation)
+        plane, acc = np.split(scratch.view(np.float32), [ph * pw])
+        return sequence([(conv.depthwise_planes, x[n], padding[0], padding[1],
+                          np.ascontiguousarray(w[:, 0]), b, tuple(dilation), *bounds, plane,
+                          acc, out[n]) for n in range(x.shape[0])])
     if w.shape[1] == 1:
         return bind(conv.depthwise_conv2d, x, w, b, *geometry, *bounds, out)
     window, out_w = tuple(w.shape[2:]), out.shape[3]
@@ -42,7 +63,13 @@ def _conv2d(ins, out, *, stride, padding, dilation, groups, activation, scratch)
     return sequence(calls)
 
 
-@register("conv1d", scratch=_conv_scratch)
+def _conv1d_scratch(shapes, out_shape, *, groups, stride, dilation, **_) -> int:
+    as_2d = [(*s[:2], 1, s[2]) for s in (*shapes[:2], out_shape)]
+    return _conv_scratch(as_2d[:2], as_2d[2], groups=groups, stride=[1, *stride],
+                         dilation=[1, *dilation])
+
+
+@register("conv1d", scratch=_conv1d_scratch)
 def _conv1d(ins, out, *, stride, padding, dilation, groups, activation, scratch) -> Step:
     """A conv2d of height 1."""
     as_2d = [a.reshape(*a.shape[:2], 1, a.shape[2]) for a in (ins[0], ins[1], out)]

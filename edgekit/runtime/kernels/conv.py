@@ -4,7 +4,9 @@ A general (grouped) convolution unrolls each sample's windows into rows, one per
 (``im2row``, into a scratch buffer the memory planner accounts for), and multiplies them with the
 weight rows in ``linear.gemm_nt``, whose long contiguous dot products vectorize. A depthwise
 convolution has too few taps per output for that to pay, so it accumulates whole output planes
-directly, one tap at a time, with the padding handled by loop bounds, not per-element tests.
+directly, one tap at a time: at stride 1 on a zero-padded copy of each channel, the sums kept at
+the padded width so that each tap is one long contiguous multiply-add (``depthwise_planes``),
+else with the padding handled by loop bounds, not per-element tests.
 
 Kernels here call only kernels of this module: numba's on-disk cache is invalidated by changes
 to a function's own file, not to the files of the functions it calls.
@@ -86,3 +88,32 @@ def depthwise_conv2d(x, w, bias, stride, padding, dilation, amin, amax, out):
             for oy in range(out_h):
                 for ox in range(out_w):
                     plane[oy, ox] = min(max(plane[oy, ox], amin), amax)
+
+
+@njit(cache=True)
+def depthwise_planes(x, top, left, w, bias, dilation, amin, amax, plane, acc, out):
+    """Stride-1 convolution of one CHW sample with one input channel per output channel
+    (``w`` (O, KH, KW), output channel o reading input channel ``o // (O // C)``). Each input
+    channel is copied into ``plane``, the flattened zero-padded (PH, PW) image, and the sums
+    are kept at the padded width, ``acc[oy * PW + ox]``: every tap is one contiguous
+    multiply-add of ``OH * PW - (KW - 1) * dw`` values, the columns past OW never read back."""
+    (dh, dw), pw = dilation, acc.size // out.shape[1]
+    n = out.shape[1] * pw - (w.shape[2] - 1) * dw
+    repeat = out.shape[0] // x.shape[0]
+    plane[:] = 0.0
+    for o in range(out.shape[0]):
+        if o % repeat == 0:
+            for y in range(x.shape[1]):
+                base = (top + y) * pw + left
+                plane[base:base + x.shape[2]] = x[o // repeat, y]
+        acc[:] = bias[o]
+        for ky in range(w.shape[1]):
+            for kx in range(w.shape[2]):
+                scale, start = w[o, ky, kx], ky * dh * pw + kx * dw
+                seg = plane[start:start + n]
+                for i in range(n):
+                    acc[i] += scale * seg[i]
+        for oy in range(out.shape[1]):
+            row, dst = acc[oy * pw:], out[o, oy]
+            for ox in range(out.shape[2]):
+                dst[ox] = min(max(row[ox], amin), amax)
