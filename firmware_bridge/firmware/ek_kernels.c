@@ -83,10 +83,6 @@ static void ek_column(const ek_conv_t *p, const int8_t *x, int32_t g, int32_t pi
     }
 }
 
-static inline int8_t ek_out(const ek_conv_t *p, int32_t o, int32_t acc) {
-    return ek_requantize(acc, p->mult[o], p->shift[o], p->out_zp, p->lo, p->hi);
-}
-
 /* The taps k in [*k0, *k1) whose position base + k * d lies inside [0, size). */
 static void ek_taps(int32_t base, int32_t d, int32_t k, int32_t size, int32_t *k0, int32_t *k1) {
     if (d == 1) {  /* no divisions */
@@ -155,40 +151,44 @@ static void ek_depthwise(const ek_conv_t *p, const int8_t *x, int8_t *y) {
 }
 
 /* Output pixels two at a time (two columns in ``col``, 2 * cin/groups * kh * kw bytes), output
- * channels two at a time over them. */
+ * channels two at a time over them. Fields are read into locals once (int8 stores alias). */
 void ek_conv2d(const ek_conv_t *p, int8_t *col, const int8_t *x, int8_t *y) {
-    const int32_t outs = p->cout / p->groups, pixels = p->oh * p->ow;
+    const int32_t outs = p->cout / p->groups, pixels = p->oh * p->ow, groups = p->groups;
     const int32_t depth = p->cin / p->groups * p->kh * p->kw;
+    const int32_t zp = p->out_zp, lo = p->lo, hi = p->hi;
+    const int8_t *weight = p->weight;
+    const int32_t *bias = p->bias, *mult = p->mult, *shift = p->shift;
     int8_t *col1 = col + depth;
     if (depth == p->kh * p->kw && outs == 1) {
         ek_depthwise(p, x, y);
         return;
     }
-    for (int32_t g = 0; g < p->groups; g++) {
+    for (int32_t g = 0; g < groups; g++) {
         for (int32_t px = 0; px < pixels; px += 2) {
             const int two = px + 1 < pixels;
             ek_column(p, x, g, px, col);
             if (two) ek_column(p, x, g, px + 1, col1);
             int32_t o = g * outs;
             for (; o + 1 < (g + 1) * outs; o += 2) {
-                const int8_t *w0 = p->weight + o * depth, *w1 = w0 + depth;
-                int32_t acc[4] = {p->bias[o], p->bias[o + 1], p->bias[o], p->bias[o + 1]};
+                const int8_t *w0 = weight + o * depth, *w1 = w0 + depth;
+                int32_t acc[4] = {bias[o], bias[o + 1], bias[o], bias[o + 1]};
                 if (two) ek_dot2x2(col, col1, w0, w1, depth, acc);
                 else ek_dot2(col, w0, w1, depth, &acc[0], &acc[1]);
-                y[o * pixels + px] = ek_out(p, o, acc[0]);
-                y[(o + 1) * pixels + px] = ek_out(p, o + 1, acc[1]);
+                int8_t *y0 = y + o * pixels + px, *y1 = y0 + pixels;
+                y0[0] = ek_requantize(acc[0], mult[o], shift[o], zp, lo, hi);
+                y1[0] = ek_requantize(acc[1], mult[o + 1], shift[o + 1], zp, lo, hi);
                 if (two) {
-                    y[o * pixels + px + 1] = ek_out(p, o, acc[2]);
-                    y[(o + 1) * pixels + px + 1] = ek_out(p, o + 1, acc[3]);
+                    y0[1] = ek_requantize(acc[2], mult[o], shift[o], zp, lo, hi);
+                    y1[1] = ek_requantize(acc[3], mult[o + 1], shift[o + 1], zp, lo, hi);
                 }
             }
-            if (o < (g + 1) * outs) {  /* one channel left (depthwise: the only one) */
-                const int8_t *w = p->weight + o * depth;
-                int32_t a0 = p->bias[o], a1 = p->bias[o];
+            if (o < (g + 1) * outs) {  /* one channel left */
+                const int8_t *w = weight + o * depth;
+                int32_t a0 = bias[o], a1 = bias[o];
                 if (two) ek_dot2(w, col, col1, depth, &a0, &a1);
                 else a0 = ek_dot(col, w, depth, a0);
-                y[o * pixels + px] = ek_out(p, o, a0);
-                if (two) y[o * pixels + px + 1] = ek_out(p, o, a1);
+                y[o * pixels + px] = ek_requantize(a0, mult[o], shift[o], zp, lo, hi);
+                if (two) y[o * pixels + px + 1] = ek_requantize(a1, mult[o], shift[o], zp, lo, hi);
             }
         }
     }
