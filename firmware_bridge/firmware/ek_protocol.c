@@ -1,6 +1,6 @@
-/* The frame protocol server: a byte-at-a-time parser (hunts for the sync bytes, checks the
- * header CRC before trusting a length, drops a frame whose bytes stop arriving for
- * EK_INTER_BYTE_TIMEOUT_MS) and the command handlers. */
+/* The frame protocol server: the parser (hunts for the sync bytes, checks the header CRC before
+ * trusting a length, resumes one byte after any frame that fails a check, drops a frame whose
+ * bytes stop arriving for EK_INTER_BYTE_TIMEOUT_MS) and the command handlers. */
 #include <string.h>
 
 #include "ek_board.h"
@@ -9,7 +9,7 @@
 
 #define EK_FIRMWARE_VERSION "edgekit-fw 0.1"
 
-static uint8_t rx[EK_MAX_PAYLOAD + 4];
+static uint8_t rx[7 + EK_MAX_PAYLOAD + 4];
 static uint8_t tx[EK_MAX_PAYLOAD];
 static uint32_t step_ticks[EK_N_STEPS];
 
@@ -131,9 +131,47 @@ static void dispatch(uint8_t type, uint8_t seq, const uint8_t *payload, uint32_t
 
 static uint32_t now_ms(void) { return (uint32_t)(board_ticks() / (board_tick_hz() / 1000)); }
 
+/* Received bytes not yet consumed: rx[start..end). A frame is parsed from rx[start]; when its
+ * header or payload check fails, parsing resumes one byte later over the bytes already held, so
+ * a frame that arrived inside a corrupted one (a retry after a dropped byte) is still found. */
+static uint32_t start, end;
+
+static uint32_t get32(const uint8_t *p) { return get16(p) | get16(p + 2) << 16; }
+
+/* Consume every complete frame (and all garbage) at the front of rx. */
+static void parse(void) {
+    for (;;) {
+        const uint8_t *f = rx + start;
+        uint32_t n = end - start;
+        if (n == 0) {
+            start = end = 0;
+            return;
+        }
+        if (f[0] != 0xA5 || (n >= 2 && f[1] != 0x5A)) {  /* not a frame's start */
+            start++;
+            continue;
+        }
+        if (n < 7) return;
+        uint32_t need = get16(f + 4);
+        if (ek_crc8(f + 2, 4) != f[6]) { start++; continue; }
+        if (need > EK_MAX_PAYLOAD) {
+            send_error(f[3], EK_ERR_LENGTH, "payload longer than the maximum");
+            start++;
+            continue;
+        }
+        if (n < 7 + need + 4) return;
+        if (ek_crc32(ek_crc32(0, f + 2, 4), f + 7, need) != get32(f + 7 + need)) {
+            send_error(f[3], EK_ERR_CRC, "payload CRC mismatch");
+            start++;
+            continue;
+        }
+        start += 7 + need + 4;
+        dispatch(f[2], f[3], f + 7, need);
+    }
+}
+
 void ek_serve(void) {
-    uint8_t head[6];
-    uint32_t got = 0, need = 0, last = 0;  /* got: bytes of the current frame so far */
+    uint32_t last = 0;
     hello(EK_HELLO, 0);
     for (;;) {
         int c = board_getc();
@@ -142,34 +180,14 @@ void ek_serve(void) {
             continue;
         }
         uint32_t now = now_ms();  /* a frame whose bytes stopped coming is abandoned */
-        if (got && now - last > EK_INTER_BYTE_TIMEOUT_MS) got = 0;
+        if (end > start && now - last > EK_INTER_BYTE_TIMEOUT_MS) start = end = 0;
         last = now;
-        uint8_t b = (uint8_t)c;
-        if (got < 2) {  /* hunting for A5 5A */
-            if (b == (got ? 0x5A : 0xA5)) got++;
-            else got = b == 0xA5;
-            continue;
+        if (end == sizeof rx) {  /* make room: the bytes before start are consumed */
+            memmove(rx, rx + start, end - start);
+            end -= start;
+            start = 0;
         }
-        if (got < 7) {
-            head[got - 2] = b;
-            if (++got < 7) continue;
-            need = get16(head + 2);
-            if (ek_crc8(head, 4) != head[4]) { got = b == 0xA5; continue; }
-            if (need > EK_MAX_PAYLOAD) {
-                send_error(head[1], EK_ERR_LENGTH, "payload longer than the maximum");
-                got = 0;
-            }
-            continue;
-        }
-        rx[got++ - 7] = b;
-        if (got < 7 + need + 4) continue;
-        got = 0;
-        const uint8_t *t = rx + need;
-        uint32_t crc = t[0] | (uint32_t)t[1] << 8 | (uint32_t)t[2] << 16 | (uint32_t)t[3] << 24;
-        if (ek_crc32(ek_crc32(0, head, 4), rx, need) != crc) {
-            send_error(head[1], EK_ERR_CRC, "payload CRC mismatch");
-            continue;
-        }
-        dispatch(head[0], head[1], rx, need);
+        rx[end++] = (uint8_t)c;
+        parse();
     }
 }
