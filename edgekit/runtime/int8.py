@@ -92,35 +92,33 @@ def _pointwise(w_shape, stride, padding, groups) -> bool:
             and groups == 1)
 
 
-def _depthwise_planes(w_shape, stride) -> bool:
-    """A stride-1 convolution with one input channel per output channel."""
-    return w_shape[1] == 1 and tuple(stride) == (1, 1)
+def phases_shape(w_shape, out_shape, stride, dilation) -> tuple[int, int, int]:
+    """(SH * SW, QH, QW): the padded input plane a convolution's windows cover, split by
+    stride phase (``int8_conv.strided_depthwise``; one phase at stride 1)."""
+    (qh, qw) = (-(-((o - 1) * s + (k - 1) * d + 1) // s) for o, k, s, d in zip(
+        out_shape[2:], w_shape[2:], stride, dilation, strict=True))
+    return stride[0] * stride[1], qh, qw
 
 
-def _conv_parts(x_shape, w_shape, out_shape, groups, padding, stride) -> list[tuple]:
-    """Per-sample scratch: at stride 1 with one input channel per output channel, one padded
-    plane (int16) and its sums at the padded width (int32); one plane of int32 sums for a
-    pointwise convolution; else the padded channels-last input less its zero point (int16,
-    each channel repeated for the output channels it feeds when there is one input channel per
-    output channel), then one output row of int32 sums and its transpose, or one group's
-    window rows (int16)."""
+def _conv_parts(x_shape, w_shape, out_shape, groups, padding, stride, dilation) -> list[tuple]:
+    """Per-sample scratch: with one input channel per output channel, the padded plane split
+    by stride phase (int16) and its sums at the phase width (int32); for a pointwise
+    convolution one plane of int32 sums; else the padded channels-last input less its zero
+    point (int16) and one group's window rows (int16)."""
     channels, height, width = x_shape[1:]
-    repeat = w_shape[0] // channels if w_shape[1] == 1 else 1
     t, left, bottom, right = padding
-    padded = ((height + t + bottom, width + left + right, channels * repeat), np.int16)
-    if _depthwise_planes(w_shape, stride):
-        plane = (height + t + bottom) * (width + left + right)
-        return [((plane,), np.int16), ((out_shape[2] * (width + left + right),), np.int32)]
     if w_shape[1] == 1:
-        row = out_shape[3] * w_shape[0]
-        return [padded, ((row,), np.int32), ((w_shape[0], out_shape[3]), np.int32)]
+        phases = phases_shape(w_shape, out_shape, stride, dilation)
+        return [(phases, np.int16), ((out_shape[2] * phases[2],), np.int32)]
     if _pointwise(w_shape, stride, padding, groups):
         return [((height * width,), np.int32)]
-    return [padded, ((math.prod(out_shape[2:]), math.prod(w_shape[1:])), np.int16)]
+    return [((height + t + bottom, width + left + right, channels), np.int16),
+            ((math.prod(out_shape[2:]), math.prod(w_shape[1:])), np.int16)]
 
 
-def _conv_scratch(shapes, out_shape, *, groups, padding, stride, **_) -> int:
-    return _scratch_bytes(*_conv_parts(shapes[0], shapes[1], out_shape, groups, padding, stride))
+def _conv_scratch(shapes, out_shape, *, groups, padding, stride, dilation, **_) -> int:
+    return _scratch_bytes(*_conv_parts(shapes[0], shapes[1], out_shape, groups, padding, stride,
+                                       dilation))
 
 
 def _conv_multipliers(quant: list[QuantParams], channels: int, float_product: bool):
@@ -140,31 +138,20 @@ def _with_bias(ins: list[np.ndarray]) -> list[np.ndarray]:
 
 @register("conv2d", "int8", scratch=_conv_scratch)
 def _conv2d(ins, out, *, stride, padding, dilation, groups, activation, quant, scratch) -> Step:
-    """Per sample: the padded channels-last copy, then either the per-pixel channel-vector
-    accumulation (one input channel per output channel) or, per group, window rows and GEMM;
-    a pointwise convolution skips the copy."""
+    """Per sample: padded planes when there is one input channel per output channel, one
+    product of the planes for a pointwise convolution, else the padded channels-last copy then,
+    per group, window rows and GEMM."""
     x, w, bias = _with_bias(ins)
     channels, kernel = w.shape[0], tuple(w.shape[2:])
     m, shift = _conv_multipliers(quant, channels, False)
     requant = (_zp(quant[-1]), *activation_bounds(activation, quant[-1]))
     padded, *work = _carve(scratch, *_conv_parts(x.shape, w.shape, out.shape, groups, padding,
-                                                 stride))
+                                                 stride, dilation))
     geometry = (tuple(stride), tuple(dilation))
     calls: list[tuple] = []
-    if _depthwise_planes(w.shape, stride):
-        taps = w[:, 0].astype(np.int32)
-        return sequence([(int8_conv.depthwise_planes, x[n], _zp(quant[0]), padding[0],
-                          padding[1], taps, bias, tuple(dilation), m, shift, *requant, padded,
-                          *work, out[n]) for n in range(x.shape[0])])
     if w.shape[1] == 1:
-        out_w = out.shape[3]
-        taps = np.tile(w[:, 0].transpose(1, 2, 0).astype(np.int16), (1, 1, out_w))
-        for n in range(x.shape[0]):
-            calls += [(int8_conv.pad_channels_last, x[n], _zp(quant[0]), padding[0], padding[1],
-                       padded.shape[2] // x.shape[1], padded),
-                      (int8_conv.depthwise, padded, taps, np.tile(bias, out_w), *geometry, m,
-                       shift, *requant, *work, out[n])]
-        return sequence(calls)
+        return _depthwise(x, w[:, 0].astype(np.int32), bias, m, shift, requant, quant, padding,
+                          geometry, padded, work[0], out)
     if _pointwise(w.shape, stride, padding, groups):
         return _pointwise_conv(x, w, bias, m, shift, requant, quant, padded, out)
     per_group, rows = w.shape[1], work[0]
@@ -175,13 +162,26 @@ def _conv2d(ins, out, *, stride, padding, dilation, groups, activation, quant, s
     for n in range(x.shape[0]):
         outs = out[n].reshape(groups, -1, rows.shape[0])
         calls.append((int8_conv.pad_channels_last, x[n], _zp(quant[0]), padding[0], padding[1],
-                      1, padded))
+                      padded))
         for g in range(groups):
             calls.append((int8_conv.window_rows, padded, kernel, *geometry, g * per_group,
                           per_group, out.shape[3], rows))
             calls.append((int8_gemm.gemm_requant, weights[g], rows, biases[g], True, ms[g],
                           shifts[g], *requant, outs[g]))
     return sequence(calls)
+
+
+def _depthwise(x, taps, bias, m, shift, requant, quant, padding, geometry, phases, acc,
+               out) -> Step:
+    """One call per sample on padded planes: ``int8_conv.depthwise_planes`` at stride 1 (one
+    phase, the plane itself), else ``strided_depthwise``."""
+    if geometry[0] == (1, 1):
+        kernel, geometry, plane = int8_conv.depthwise_planes, geometry[1:], phases.reshape(-1)
+    else:
+        kernel, plane = int8_conv.strided_depthwise, phases
+    return sequence([(kernel, x[n], _zp(quant[0]), padding[0], padding[1], taps, bias,
+                      *geometry, m, shift, *requant, plane, acc, out[n])
+                     for n in range(x.shape[0])])
 
 
 def _pointwise_conv(x, w, bias, m, shift, requant, quant, acc, out) -> Step:
@@ -195,10 +195,11 @@ def _pointwise_conv(x, w, bias, m, shift, requant, quant, acc, out) -> Step:
                      for n in range(x.shape[0])])
 
 
-def _conv1d_scratch(shapes, out_shape, *, groups, padding, stride, **_) -> int:
+def _conv1d_scratch(shapes, out_shape, *, groups, padding, stride, dilation, **_) -> int:
     as_2d = [(*s[:2], 1, s[2]) for s in (*shapes[:2], out_shape)]
     return _conv_scratch(as_2d[:2], as_2d[2], groups=groups,
-                         padding=[0, padding[0], 0, padding[1]], stride=[1, *stride])
+                         padding=[0, padding[0], 0, padding[1]], stride=[1, *stride],
+                         dilation=[1, *dilation])
 
 
 @register("conv1d", "int8", scratch=_conv1d_scratch)

@@ -1,17 +1,16 @@
-"""int8 convolutions, mostly channels-last inside: one sample's input is copied once into a padded
-HWC buffer holding ``x - zero_point`` (int16), so padding is the real value 0 and every window
-tap reads a contiguous run of channels without bounds tests.
+"""int8 convolutions. Inputs are copied once into padded buffers holding ``x - zero_point``
+(int16), so padding is the real value 0 and no tap needs a bounds test.
 
-- general convolution: each output pixel's window becomes a row (``window_rows``), multiplied
-  with the weight rows in ``int8_gemm.gemm_requant``;
+- general convolution: the padded copy is channels-last (HWC), each output pixel's window
+  becomes a row (``window_rows``), multiplied with the weight rows in
+  ``int8_gemm.gemm_requant``;
 - pointwise (1x1, stride 1, one group): no padded copy at all; whole NCHW planes are
   accumulated per output channel (``pointwise``), the input zero point folded into the bias;
 - one input channel per output channel at stride 1 (depthwise, and any convolution of a
   single input channel; ``depthwise_planes``): channel by channel on a padded plane, each tap
   one long contiguous multiply-add over the plane's rows at the padded width;
-- the same at other strides: the accumulation runs over the channel vector of each pixel
-  (``depthwise``); the padded input repeats each channel ``multiplier`` times so output
-  channels stay contiguous.
+- the same at other strides (``strided_depthwise``): the padded plane split by stride phase,
+  so that each tap is again one contiguous multiply-add.
 
 numba's cache does not see edits to ``edgekit.quant.arith``: clear it after changing that file.
 """
@@ -25,18 +24,16 @@ from edgekit.quant.arith import requantize
 
 
 @njit(cache=True)
-def pad_channels_last(x, zero_point, top, left, repeat, out):
-    """``out[top + y, left + x, c * repeat + r] = x[c, y, x] - zero_point``; the rest 0."""
+def pad_channels_last(x, zero_point, top, left, out):
+    """``out[top + y, left + x, c] = x[c, y, x] - zero_point``; the rest 0."""
     out[:] = 0
     channels = out.shape[2]
     row_len, dst = out.shape[1] * channels, out.reshape(-1)
     for c in range(x.shape[0]):
         for y in range(x.shape[1]):
-            src, base = x[c, y], (top + y) * row_len + left * channels + c * repeat
+            src, base = x[c, y], (top + y) * row_len + left * channels + c
             for i in range(x.shape[2]):
-                v, at = src[i] - zero_point, base + i * channels
-                for r in range(repeat):
-                    dst[np.uint64(at + r)] = v
+                dst[np.uint64(base + i * channels)] = src[i] - zero_point
 
 
 @njit(cache=True, inline="always")
@@ -66,44 +63,6 @@ def window_rows(xpad, kernel, stride, dilation, first, channels, out_w, rows):
             for kx in range(1 if whole else kw):
                 _copy(dst, k, src, base + (ox * sw + kx * dw) * width, run)
                 k += run
-
-
-@njit(cache=True)
-def depthwise(xpad, taps, bias, stride, dilation, multiplier, shift, zero_point, lo, hi,
-              acc, acc_t, out):
-    """Output channel o from padded channel o, requantized per channel into ``out``
-    (O, OH, OW). ``taps`` (KH, KW, OW * O) and ``bias`` (OW * O) are the weights and biases
-    tiled along an output row, so with stride 1 each tap is one long contiguous multiply-add
-    over the row's ``acc`` (OW * O int32); ``acc_t`` (O, OW) turns the row channel-major for a
-    per-channel requantization loop that vectorizes."""
-    kh, kw = taps.shape[0], taps.shape[1]
-    channels, out_w = out.shape[0], out.shape[2]
-    (sh, sw), (dh, dw) = stride, dilation
-    n = out_w * channels
-    for oy in range(out.shape[1]):
-        acc[:] = bias
-        for ky in range(kh):
-            src = xpad[oy * sh + ky * dh].reshape(-1)
-            for kx in range(kw):
-                tap = taps[ky, kx]
-                if sw == 1:
-                    seg = src[kx * dw * channels:kx * dw * channels + n]
-                    for i in range(n):
-                        acc[i] = np.int32(acc[i] + np.int32(tap[i]) * np.int32(seg[i]))
-                else:
-                    for ox in range(out_w):
-                        pixel = src[(ox * sw + kx * dw) * channels:]
-                        sums, weights = acc[ox * channels:], tap[ox * channels:]
-                        for o in range(channels):
-                            sums[o] = np.int32(sums[o] + np.int32(weights[o])
-                                               * np.int32(pixel[o]))
-        for ox in range(out_w):
-            for o in range(channels):
-                acc_t[o, ox] = acc[ox * channels + o]
-        for o in range(channels):
-            m, s, src_o, dst = multiplier[o], shift[o], acc_t[o], out[o, oy]
-            for ox in range(out_w):
-                dst[ox] = requantize(src_o[ox], m, s, zero_point, lo, hi)
 
 
 @njit(cache=True)
@@ -153,4 +112,50 @@ def depthwise_planes(x, zero_point_in, top, left, taps, bias, dilation, multipli
         for oy in range(out.shape[1]):
             row, dst = acc[oy * pw:], out[o, oy]
             for ox in range(out.shape[2]):
+                dst[ox] = requantize(row[ox], m, s, zero_point, lo, hi)
+
+
+@njit(cache=True)
+def strided_depthwise(x, zero_point_in, top, left, taps, bias, stride, dilation, multiplier,
+                     shift, zero_point, lo, hi, phases, acc, out):
+    """``depthwise_planes`` at any stride: ``x`` (C, H, W) -> ``out`` (O, OH, OW), output
+    channel o reading input channel ``o // (O // C)``; ``taps`` (O, KH, KW) int32.
+
+    Each input channel is copied less its zero point into ``phases`` (SH * SW, QH, QW), the
+    zero-padded plane split by stride phase: padded pixel (r, c) goes to phase
+    ``(r % SH) * SW + c % SW`` at (r // SH, c // SW), so every tap of every output reads one
+    phase at the output's own (oy, ox) plus a fixed offset. The sums are kept at the phase
+    width, ``acc[oy * QW + ox]``, making each tap a single contiguous multiply-add of
+    ``(OH - 1) * QW + OW`` values (the columns past OW are never read back)."""
+    (sh, sw), (dh, dw), (qh, qw) = stride, dilation, phases.shape[1:]
+    out_h, out_w = out.shape[1], out.shape[2]
+    n = (out_h - 1) * qw + out_w
+    repeat, flat = out.shape[0] // x.shape[0], phases.reshape(-1)
+    rows, cols = min(x.shape[1], qh * sh - top), min(x.shape[2], qw * sw - left)
+    flat[:] = 0
+    for o in range(out.shape[0]):
+        if o % repeat == 0:
+            qr, py = divmod(top, sh)
+            for y in range(rows):
+                src = x[o // repeat, y]
+                for px in range(sw):
+                    first = (px - left) % sw
+                    dst = phases[py * sw + px, qr, (left + first) // sw:]
+                    for k in range((cols - first + sw - 1) // sw):
+                        dst[k] = src[first + k * sw] - zero_point_in
+                py += 1
+                if py == sh:  # divmod(top + y, sh) without a division per row
+                    qr, py = qr + 1, 0
+        acc[:] = bias[o]
+        for ky in range(taps.shape[1]):
+            for kx in range(taps.shape[2]):
+                (qy, py), (qx, px) = divmod(ky * dh, sh), divmod(kx * dw, sw)
+                start = ((py * sw + px) * qh + qy) * qw + qx
+                w, seg = taps[o, ky, kx], flat[start:start + n]
+                for i in range(n):
+                    acc[i] = np.int32(acc[i] + w * np.int32(seg[i]))
+        m, s = multiplier[o], shift[o]
+        for oy in range(out_h):
+            row, dst = acc[oy * qw:], out[o, oy]
+            for ox in range(out_w):
                 dst[ox] = requantize(row[ox], m, s, zero_point, lo, hi)
