@@ -4,6 +4,10 @@ A frame is ``A5 5A | type | seq | length (u16 LE) | CRC-8 | payload | CRC-32 (LE
 guards the header so a corrupted length is never trusted, the CRC-32 (zlib's) covers type,
 sequence number, length and payload, so a reply is accepted only if every byte arrived intact.
 A reply has the request's seq and ``type | 0x80``; an error frame has type ``ERROR``.
+
+HELLO is also INFO: the firmware sends it unasked at boot (seq 0) and answers it any time with
+its protocol version, link buffer size, arena size, tick rate, input/output sizes, step count,
+model hash and firmware version (``Hello``).
 """
 
 from __future__ import annotations
