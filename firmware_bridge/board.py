@@ -13,7 +13,6 @@ import re
 import shutil
 import subprocess
 import threading
-import weakref
 from pathlib import Path
 
 import serial
@@ -24,7 +23,7 @@ from edgekit.firmware_bridge.protocol import Cmd, Frame, Hello, encode
 
 QEMU = "qemu-system-arm"
 ICOUNT_SHIFT = 3  # one emulated instruction = 2^3 ns of virtual time: repeatable counts
-_STARTED: weakref.WeakSet[QemuBoard] = weakref.WeakSet()
+_STARTED: set[QemuBoard] = set()  # strong references: a board is stopped even if dropped
 
 
 def qemu_missing() -> str | None:
