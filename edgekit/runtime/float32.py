@@ -17,40 +17,45 @@ def _bias(ins: list[np.ndarray], n: int) -> np.ndarray:
     return ins[2] if len(ins) > 2 else np.zeros(n, np.float32)
 
 
-def _planes(w_shape, stride) -> bool:
-    """A stride-1 convolution with one input channel per output channel."""
-    return w_shape[1] == 1 and tuple(stride) == (1, 1)
+def phases_shape(w_shape, out_shape, stride, dilation) -> tuple[int, int, int]:
+    """(SH * SW, QH, QW): the zero-padded input plane a convolution's windows cover, split by
+    stride phase (``strided_depthwise``; one phase, the plane itself, at stride 1)."""
+    qh, qw = (-(-((o - 1) * s + (k - 1) * d + 1) // s) for o, k, s, d in zip(
+        out_shape[2:], w_shape[2:], stride, dilation, strict=True))
+    return stride[0] * stride[1], qh, qw
 
 
-def _plane_shape(w_shape, out_shape, dilation) -> tuple[int, int]:
-    """(PH, PW) of the zero-padded input plane of a stride-1 convolution."""
-    return tuple(o + (k - 1) * d for o, k, d in zip(out_shape[2:], w_shape[2:], dilation,
-                                                      strict=True))
+def pointwise(w_shape, stride, padding, groups) -> bool:
+    """A 1x1 stride-1 unpadded convolution of one group: a product of the weights with the
+    input's planes as they are."""
+    return (tuple(w_shape[2:]) == (1, 1) and tuple(stride) == (1, 1) and not any(padding)
+            and groups == 1)
 
 
-def _conv_scratch(shapes, out_shape, *, groups, stride, dilation, **_) -> int:
-    """im2row rows for one sample: (groups, output pixels, window); for a stride-1 depthwise
-    convolution one padded plane and its sums at the padded width; none at other strides."""
+def _conv_scratch(shapes, out_shape, *, groups, padding, stride, dilation, **_) -> int:
+    """For one sample: with one input channel per output channel, the padded plane split by
+    stride phase and its sums at the phase width; none for a pointwise convolution; else the
+    im2row rows (groups, output pixels, window)."""
     w = shapes[1]
-    if _planes(w, stride):
-        ph, pw = _plane_shape(w, out_shape, dilation)
-        return 4 * (ph * pw + out_shape[2] * pw)
-    return 0 if w[1] == 1 else 4 * groups * math.prod(out_shape[2:]) * math.prod(w[1:])
+    if w[1] == 1:
+        phases = phases_shape(w, out_shape, stride, dilation)
+        return 4 * (math.prod(phases) + out_shape[2] * phases[2])
+    if pointwise(w, stride, padding, groups):
+        return 0
+    return 4 * groups * math.prod(out_shape[2:]) * math.prod(w[1:])
 
 
 @register("conv2d", scratch=_conv_scratch)
 def _conv2d(ins, out, *, stride, padding, dilation, groups, activation, scratch) -> Step:
     x, w = ins[0], ins[1]
     b, bounds = _bias(ins, w.shape[0]), _BOUNDS[activation]
-    geometry = (tuple(stride), tuple(padding[:2]), tuple(dilation))
-    if _planes(w.shape, stride):
-        ph, pw = _plane_shape(w.shape, out.shape, dilation)
-        plane, acc = np.split(scratch.view(np.float32), [ph * pw])
-        return sequence([(conv.depthwise_planes, x[n], padding[0], padding[1],
-                          np.ascontiguousarray(w[:, 0]), b, tuple(dilation), *bounds, plane,
-                          acc, out[n]) for n in range(x.shape[0])])
     if w.shape[1] == 1:
-        return bind(conv.depthwise_conv2d, x, w, b, *geometry, *bounds, out)
+        return _depthwise(x, w, b, bounds, tuple(stride), padding, tuple(dilation), scratch, out)
+    if pointwise(w.shape, stride, padding, groups):
+        weights = w.reshape(w.shape[0], w.shape[1])
+        return sequence([(conv.pointwise, x[n].reshape(x.shape[1], -1), weights, b, *bounds,
+                          out[n].reshape(out.shape[1], -1)) for n in range(x.shape[0])])
+    geometry = (tuple(stride), tuple(padding[:2]), tuple(dilation))
     window, out_w = tuple(w.shape[2:]), out.shape[3]
     rows = scratch.view(np.float32).reshape(groups, out.shape[2] * out_w, -1)
     weights, biases = w.reshape(groups, -1, rows.shape[2]), b.reshape(groups, -1)
@@ -63,9 +68,23 @@ def _conv2d(ins, out, *, stride, padding, dilation, groups, activation, scratch)
     return sequence(calls)
 
 
-def _conv1d_scratch(shapes, out_shape, *, groups, stride, dilation, **_) -> int:
+def _depthwise(x, w, b, bounds, stride, padding, dilation, scratch, out) -> Step:
+    """One call per sample on zero-padded planes: ``conv.depthwise_planes`` at stride 1 (one
+    phase, the plane itself), else ``conv.strided_depthwise``."""
+    shape = phases_shape(w.shape, out.shape, stride, dilation)
+    phases, acc = np.split(scratch.view(np.float32), [math.prod(shape)])
+    if stride == (1, 1):
+        kernel, geometry, plane = conv.depthwise_planes, (dilation,), phases
+    else:
+        kernel, geometry, plane = conv.strided_depthwise, (stride, dilation), phases.reshape(shape)
+    return sequence([(kernel, x[n], padding[0], padding[1], np.ascontiguousarray(w[:, 0]), b,
+                      *geometry, *bounds, plane, acc, out[n]) for n in range(x.shape[0])])
+
+
+def _conv1d_scratch(shapes, out_shape, *, groups, padding, stride, dilation, **_) -> int:
     as_2d = [(*s[:2], 1, s[2]) for s in (*shapes[:2], out_shape)]
-    return _conv_scratch(as_2d[:2], as_2d[2], groups=groups, stride=[1, *stride],
+    return _conv_scratch(as_2d[:2], as_2d[2], groups=groups,
+                         padding=[0, padding[0], 0, padding[1]], stride=[1, *stride],
                          dilation=[1, *dilation])
 
 

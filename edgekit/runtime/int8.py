@@ -85,21 +85,6 @@ def _scratch_bytes(*parts: tuple[tuple[int, ...], type]) -> int:
 
 # --- convolutions and linear -----------------------------------------------------------------
 
-def _pointwise(w_shape, stride, padding, groups) -> bool:
-    """A 1x1 stride-1 unpadded convolution of one group: a product of the weights with the
-    input's planes as they are."""
-    return (tuple(w_shape[2:]) == (1, 1) and tuple(stride) == (1, 1) and not any(padding)
-            and groups == 1)
-
-
-def phases_shape(w_shape, out_shape, stride, dilation) -> tuple[int, int, int]:
-    """(SH * SW, QH, QW): the padded input plane a convolution's windows cover, split by
-    stride phase (``int8_conv.strided_depthwise``; one phase at stride 1)."""
-    (qh, qw) = (-(-((o - 1) * s + (k - 1) * d + 1) // s) for o, k, s, d in zip(
-        out_shape[2:], w_shape[2:], stride, dilation, strict=True))
-    return stride[0] * stride[1], qh, qw
-
-
 def _conv_parts(x_shape, w_shape, out_shape, groups, padding, stride, dilation) -> list[tuple]:
     """Per-sample scratch: with one input channel per output channel, the padded plane split
     by stride phase (int16) and its sums at the phase width (int32); for a pointwise
@@ -108,9 +93,9 @@ def _conv_parts(x_shape, w_shape, out_shape, groups, padding, stride, dilation) 
     channels, height, width = x_shape[1:]
     t, left, bottom, right = padding
     if w_shape[1] == 1:
-        phases = phases_shape(w_shape, out_shape, stride, dilation)
+        phases = float32.phases_shape(w_shape, out_shape, stride, dilation)
         return [(phases, np.int16), ((out_shape[2] * phases[2],), np.int32)]
-    if _pointwise(w_shape, stride, padding, groups):
+    if float32.pointwise(w_shape, stride, padding, groups):
         return [((height * width,), np.int32)]
     return [((height + t + bottom, width + left + right, channels), np.int16),
             ((math.prod(out_shape[2:]), math.prod(w_shape[1:])), np.int16)]
@@ -152,7 +137,7 @@ def _conv2d(ins, out, *, stride, padding, dilation, groups, activation, quant, s
     if w.shape[1] == 1:
         return _depthwise(x, w[:, 0].astype(np.int32), bias, m, shift, requant, quant, padding,
                           geometry, padded, work[0], out)
-    if _pointwise(w.shape, stride, padding, groups):
+    if float32.pointwise(w.shape, stride, padding, groups):
         return _pointwise_conv(x, w, bias, m, shift, requant, quant, padded, out)
     per_group, rows = w.shape[1], work[0]
     weights = np.ascontiguousarray(

@@ -4,9 +4,11 @@ A general (grouped) convolution unrolls each sample's windows into rows, one per
 (``im2row``, into a scratch buffer the memory planner accounts for), and multiplies them with the
 weight rows in ``linear.gemm_nt``, whose long contiguous dot products vectorize. A depthwise
 convolution has too few taps per output for that to pay, so it accumulates whole output planes
-directly, one tap at a time: at stride 1 on a zero-padded copy of each channel, the sums kept at
-the padded width so that each tap is one long contiguous multiply-add (``depthwise_planes``),
-else with the padding handled by loop bounds, not per-element tests.
+directly, one tap at a time, on a zero-padded copy of each channel with the sums kept at the
+padded width so that each tap is one long contiguous multiply-add (``depthwise_planes``; at
+other strides the padded plane is split by stride phase first, ``strided_depthwise``). A
+pointwise convolution multiplies the weights with the input planes as they are
+(``pointwise``).
 
 Kernels here call only kernels of this module: numba's on-disk cache is invalidated by changes
 to a function's own file, not to the files of the functions it calls.
@@ -54,43 +56,6 @@ def im2row(x, kernel, stride, padding, dilation, out_w, rows):
 
 
 @njit(cache=True)
-def _axpy(dst, src, scale, stride):
-    """dst[i] += scale * src[i * stride]; the unit-stride loop is kept apart so it vectorizes."""
-    if stride == 1:
-        for i in range(dst.size):
-            dst[i] += scale * src[i]
-    else:
-        for i in range(dst.size):
-            dst[i] += scale * src[i * stride]
-
-
-@njit(cache=True)
-def depthwise_conv2d(x, w, bias, stride, padding, dilation, amin, amax, out):
-    """One input channel per output channel (``w`` is (O, 1, KH, KW), O a multiple of C)."""
-    height, width = x.shape[2], x.shape[3]
-    out_h, out_w = out.shape[2], out.shape[3]
-    (sh, sw), (pt, pl), (dh, dw) = stride, padding, dilation
-    multiplier = w.shape[0] // x.shape[1]
-    for n in range(x.shape[0]):
-        for oc in range(w.shape[0]):
-            src, plane = x[n, oc // multiplier], out[n, oc]
-            plane[:, :] = bias[oc]
-            for ky in range(w.shape[2]):
-                off_y = ky * dh - pt
-                y0, y1 = _span(off_y, sh, height, out_h)
-                for kx in range(w.shape[3]):
-                    off_x = kx * dw - pl
-                    x0, x1 = _span(off_x, sw, width, out_w)
-                    if x1 > x0:
-                        for oy in range(y0, y1):
-                            row = src[oy * sh + off_y]
-                            _axpy(plane[oy, x0:x1], row[x0 * sw + off_x:], w[oc, 0, ky, kx], sw)
-            for oy in range(out_h):
-                for ox in range(out_w):
-                    plane[oy, ox] = min(max(plane[oy, ox], amin), amax)
-
-
-@njit(cache=True)
 def depthwise_planes(x, top, left, w, bias, dilation, amin, amax, plane, acc, out):
     """Stride-1 convolution of one CHW sample with one input channel per output channel
     (``w`` (O, KH, KW), output channel o reading input channel ``o // (O // C)``). Each input
@@ -117,3 +82,60 @@ def depthwise_planes(x, top, left, w, bias, dilation, amin, amax, plane, acc, ou
             row, dst = acc[oy * pw:], out[o, oy]
             for ox in range(out.shape[2]):
                 dst[ox] = min(max(row[ox], amin), amax)
+
+
+@njit(cache=True)
+def strided_depthwise(x, top, left, w, bias, stride, dilation, amin, amax, phases, acc, out):
+    """``depthwise_planes`` at any stride. Each input channel is copied into ``phases``
+    (SH * SW, QH, QW), the zero-padded plane split by stride phase: padded pixel (r, c) goes to
+    phase ``(r % SH) * SW + c % SW`` at (r // SH, c // SW), so every tap of every output reads
+    one phase at the output's own (oy, ox) plus a fixed offset. The sums are kept at the phase
+    width, ``acc[oy * QW + ox]``, making each tap one contiguous multiply-add of
+    ``(OH - 1) * QW + OW`` values (the columns past OW are never read back)."""
+    (sh, sw), (dh, dw), (qh, qw) = stride, dilation, phases.shape[1:]
+    out_h, out_w = out.shape[1], out.shape[2]
+    n = (out_h - 1) * qw + out_w
+    repeat, flat = out.shape[0] // x.shape[0], phases.reshape(-1)
+    rows, cols = min(x.shape[1], qh * sh - top), min(x.shape[2], qw * sw - left)
+    flat[:] = 0.0
+    for o in range(out.shape[0]):
+        if o % repeat == 0:
+            qr, py = divmod(top, sh)
+            for y in range(rows):
+                src = x[o // repeat, y]
+                for px in range(sw):
+                    first = (px - left) % sw
+                    dst = phases[py * sw + px, qr, (left + first) // sw:]
+                    for k in range((cols - first + sw - 1) // sw):
+                        dst[k] = src[first + k * sw]
+                py += 1
+                if py == sh:  # divmod(top + y, sh) without a division per row
+                    qr, py = qr + 1, 0
+        acc[:] = bias[o]
+        for ky in range(w.shape[1]):
+            for kx in range(w.shape[2]):
+                (qy, py), (qx, px) = divmod(ky * dh, sh), divmod(kx * dw, sw)
+                start = ((py * sw + px) * qh + qy) * qw + qx
+                scale, seg = w[o, ky, kx], flat[start:start + n]
+                for i in range(n):
+                    acc[i] += scale * seg[i]
+        for oy in range(out_h):
+            row, dst = acc[oy * qw:], out[o, oy]
+            for ox in range(out_w):
+                dst[ox] = min(max(row[ox], amin), amax)
+
+
+@njit(cache=True)
+def pointwise(x, w, bias, amin, amax, out):
+    """A 1x1 stride-1 unpadded convolution of one sample, ``x`` (C, P) -> ``out`` (O, P):
+    ``out[o] = act(bias[o] + sum_c w[o, c] * x[c])``, each weight scaling a contiguous input
+    plane into the output row (a loop LLVM vectorizes), the channels summed in order."""
+    for o in range(out.shape[0]):
+        dst = out[o]
+        dst[:] = bias[o]
+        for c in range(x.shape[0]):
+            scale, src = w[o, c], x[c]
+            for p in range(dst.size):
+                dst[p] += scale * src[p]
+        for p in range(dst.size):
+            dst[p] = min(max(dst[p], amin), amax)
