@@ -7,7 +7,7 @@ import math
 import numpy as np
 
 from edgekit.errors import EdgekitError
-from edgekit.runtime.kernels import conv, elementwise, linear, norm, pool
+from edgekit.runtime.kernels import conv, elementwise, int8_conv, linear, norm, pool
 from edgekit.runtime.registry import Step, bind, register, sequence
 
 _BOUNDS = elementwise.ACTIVATION_BOUNDS
@@ -35,14 +35,22 @@ def pointwise(w_shape, stride, padding, groups) -> bool:
 def _conv_scratch(shapes, out_shape, *, groups, padding, stride, dilation, **_) -> int:
     """For one sample: with one input channel per output channel, the padded plane split by
     stride phase and its sums at the phase width; none for a pointwise convolution; else the
-    im2row rows (groups, output pixels, window)."""
+    padded channels-last sample and one group's window rows."""
     w = shapes[1]
     if w[1] == 1:
         phases = phases_shape(w, out_shape, stride, dilation)
         return 4 * (math.prod(phases) + out_shape[2] * phases[2])
     if pointwise(w, stride, padding, groups):
         return 0
-    return 4 * groups * math.prod(out_shape[2:]) * math.prod(w[1:])
+    return 4 * sum(math.prod(shape) for shape in _channels_last_parts(shapes[0], w, out_shape,
+                                                                       padding))
+
+
+def _channels_last_parts(x_shape, w_shape, out_shape, padding) -> list[tuple[int, ...]]:
+    """Shapes of the padded channels-last sample and of one group's window rows."""
+    t, left, bottom, right = padding
+    return [(x_shape[2] + t + bottom, x_shape[3] + left + right, x_shape[1]),
+            (math.prod(out_shape[2:]), math.prod(w_shape[1:]))]
 
 
 @register("conv2d", scratch=_conv_scratch)
@@ -55,16 +63,29 @@ def _conv2d(ins, out, *, stride, padding, dilation, groups, activation, scratch)
         weights = w.reshape(w.shape[0], w.shape[1])
         return sequence([(conv.pointwise, x[n].reshape(x.shape[1], -1), weights, b, *bounds,
                           out[n].reshape(out.shape[1], -1)) for n in range(x.shape[0])])
-    geometry = (tuple(stride), tuple(padding[:2]), tuple(dilation))
-    window, out_w = tuple(w.shape[2:]), out.shape[3]
-    rows = scratch.view(np.float32).reshape(groups, out.shape[2] * out_w, -1)
-    weights, biases = w.reshape(groups, -1, rows.shape[2]), b.reshape(groups, -1)
-    outs = out.reshape(out.shape[0], groups, -1, rows.shape[1])
+    return _channels_last_conv(x, w, b, bounds, stride, padding, dilation, groups, scratch, out)
+
+
+def _channels_last_conv(x, w, b, bounds, stride, padding, dilation, groups, scratch,
+                        out) -> Step:
+    """Per sample: one padded channels-last copy, then per group the window rows (each a few
+    contiguous runs of the copy, ordered (ky, kx, channel) like the reordered weights) and
+    their product with the weight rows. The int8 path's copy and rows kernels, on float32."""
+    padded_shape, rows_shape = _channels_last_parts(x.shape, w.shape, out.shape, padding)
+    padded, rows = np.split(scratch.view(np.float32), [math.prod(padded_shape)])
+    padded, rows = padded.reshape(padded_shape), rows.reshape(rows_shape)
+    per_group, channels = w.shape[1], w.shape[0]
+    weights = np.ascontiguousarray(w.reshape(groups, -1, *w.shape[1:]).transpose(0, 1, 3, 4, 2)
+                                   ).reshape(groups, channels // groups, -1)
+    biases, geometry = b.reshape(groups, -1), (tuple(stride), tuple(dilation))
     calls: list[tuple] = []
     for n in range(x.shape[0]):
-        calls.append((conv.im2row, x[n], window, *geometry, out_w, rows))
-        calls += [(linear.gemm_nt, weights[g], rows[g], biases[g], True, *bounds, outs[n, g])
-                  for g in range(groups)]
+        outs = out[n].reshape(groups, -1, rows.shape[0])
+        calls.append((int8_conv.pad_channels_last, x[n], 0, padding[0], padding[1], padded))
+        for g in range(groups):
+            calls += [(int8_conv.window_rows, padded, tuple(w.shape[2:]), *geometry,
+                       g * per_group, per_group, out.shape[3], rows),
+                      (linear.gemm_nt, weights[g], rows, biases[g], True, *bounds, outs[g])]
     return sequence(calls)
 
 

@@ -1,8 +1,10 @@
 """Convolutions on NCHW (conv1d runs as conv2d of height 1).
 
-A general (grouped) convolution unrolls each sample's windows into rows, one per output pixel
-(``im2row``, into a scratch buffer the memory planner accounts for), and multiplies them with the
-weight rows in ``linear.gemm_nt``, whose long contiguous dot products vectorize. A depthwise
+A general (grouped) convolution unrolls each sample's windows into rows, one per output pixel,
+in a scratch buffer the memory planner accounts for, and multiplies them with the weight rows in
+``linear.gemm_nt``, whose long contiguous dot products vectorize. The runtime builds the rows
+from a channels-last copy (``int8_conv.window_rows``, a few contiguous runs per row);
+``im2row`` builds them straight from NCHW for ``edgekit.learn``. A depthwise
 convolution has too few taps per output for that to pay, so it accumulates whole output planes
 directly, one tap at a time, on a zero-padded copy of each channel with the sums kept at the
 padded width so that each tap is one long contiguous multiply-add (``depthwise_planes``; at
