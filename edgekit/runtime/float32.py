@@ -122,7 +122,7 @@ def _conv1d(ins, out, *, stride, padding, dilation, groups, activation, scratch)
 def _linear(ins, out, *, activation) -> Step:
     x, w = ins[0], ins[1]
     return bind(linear.gemm_nt, x.reshape(-1, x.shape[-1]), w, _bias(ins, w.shape[0]), False,
-                   *_BOUNDS[activation], out.reshape(-1, out.shape[-1]))
+                *_BOUNDS[activation], out.reshape(-1, out.shape[-1]))
 
 
 def _broadcast_layout(shape, y_shape) -> tuple[np.ndarray, np.ndarray]:
@@ -152,7 +152,7 @@ def _binary(ins, out, multiply: bool, activation: str) -> Step:
                            "(only the second operand broadcasts)")
     dims, strides = _broadcast_layout(out.shape, y.shape)
     return bind(elementwise.binary, x.reshape(-1), y.reshape(-1), dims, strides, multiply,
-                   *_BOUNDS[activation], out.reshape(-1))
+                *_BOUNDS[activation], out.reshape(-1))
 
 
 @register("add")
@@ -184,13 +184,13 @@ def _leaky_relu(ins, out, *, alpha) -> Step:
 @register("maxpool2d")
 def _maxpool2d(ins, out, *, kernel, stride, padding, dilation) -> Step:
     return bind(pool.pool2d, ins[0], tuple(kernel), tuple(stride), tuple(padding[:2]),
-                   tuple(dilation), True, True, out)
+                tuple(dilation), True, True, out)
 
 
 @register("avgpool2d")
 def _avgpool2d(ins, out, *, kernel, stride, padding, count_include_pad) -> Step:
     return bind(pool.pool2d, ins[0], tuple(kernel), tuple(stride), tuple(padding[:2]),
-                   (1, 1), False, count_include_pad, out)
+                (1, 1), False, count_include_pad, out)
 
 
 @register("global_avgpool")
@@ -234,4 +234,4 @@ def _layernorm(ins, out, *, normalized_ndim, eps) -> Step:
     x, gamma, beta = ins
     features = gamma.size
     return bind(norm.layernorm, x.reshape(-1, features), gamma.reshape(-1), beta.reshape(-1),
-                   float(eps), out.reshape(-1, features))
+                float(eps), out.reshape(-1, features))

@@ -205,8 +205,8 @@ def _linear(ins, out, *, activation, quant) -> Step:
     m, shift = _conv_multipliers(quant, channels, len(quant[1].scale) == 1)
     folded = bias.astype(np.int64) - _zp(quant[0]) * w.astype(np.int64).sum(axis=1)
     return bind(int8_gemm.gemm_requant, x.reshape(-1, x.shape[-1]), w, folded, False, m,
-                   shift, _zp(quant[-1]), *activation_bounds(activation, quant[-1]),
-                   out.reshape(-1, out.shape[-1]))
+                shift, _zp(quant[-1]), *activation_bounds(activation, quant[-1]),
+                out.reshape(-1, out.shape[-1]))
 
 
 # --- elementwise -----------------------------------------------------------------------------
@@ -228,8 +228,8 @@ def _add(ins, out, *, activation, quant) -> Step:
         np.array([s1 / twice_max, s2 / twice_max,
                   twice_max / ((1 << int8_elementwise.ADD_LEFT_SHIFT) * s_out)]))
     return bind(int8_elementwise.add, x.reshape(-1), y.reshape(-1), *_broadcast(x, y, out),
-                   _zp(quant[0]), _zp(quant[1]), _zp(quant[2]), m, shift,
-                   *activation_bounds(activation, quant[2]), out.reshape(-1))
+                _zp(quant[0]), _zp(quant[1]), _zp(quant[2]), m, shift,
+                *activation_bounds(activation, quant[2]), out.reshape(-1))
 
 
 @register("mul", "int8")
@@ -238,8 +238,8 @@ def _mul(ins, out, *, quant) -> Step:
     s1, s2, s_out = (_f32(q.scale[0]) for q in quant)
     (m,), (shift,) = quantize_multipliers(np.array([s1 * s2 / s_out]))
     return bind(int8_elementwise.mul, x.reshape(-1), y.reshape(-1), *_broadcast(x, y, out),
-                   _zp(quant[0]), _zp(quant[1]), _zp(quant[2]), int(m), int(shift), -128, 127,
-                   out.reshape(-1))
+                _zp(quant[0]), _zp(quant[1]), _zp(quant[2]), int(m), int(shift), -128, 127,
+                out.reshape(-1))
 
 
 def _clamp(activation: str):
@@ -248,7 +248,7 @@ def _clamp(activation: str):
     def prepare(ins, out, *, quant) -> Step:
         _check_shared(activation, quant)
         return bind(elementwise.clamp, ins[0].reshape(-1),
-                       *activation_bounds(activation, quant[-1]), out.reshape(-1))
+                    *activation_bounds(activation, quant[-1]), out.reshape(-1))
 
     return prepare
 
@@ -265,8 +265,8 @@ def _leaky_relu(ins, out, *, alpha, quant) -> Step:
     reals = np.array([s_in / s_out, s_in * np.float32(alpha) / s_out], np.float32)
     (m_id, m_alpha), (s_id, s_alpha) = quantize_multipliers(reals.astype(np.float64))
     return bind(int8_elementwise.leaky_relu, ins[0].reshape(-1), _zp(quant[0]),
-                   _zp(quant[1]), int(m_id), int(s_id), int(m_alpha), int(s_alpha),
-                   out.reshape(-1))
+                _zp(quant[1]), int(m_id), int(s_id), int(m_alpha), int(s_alpha),
+                out.reshape(-1))
 
 
 # --- pools and data movement -----------------------------------------------------------------
@@ -289,21 +289,21 @@ for _op in ("reshape", "concat"):
 def _maxpool2d(ins, out, *, kernel, stride, padding, dilation, quant) -> Step:
     _check_shared("maxpool2d", quant)
     return bind(int8_pool.max_pool2d, ins[0], tuple(kernel), tuple(stride),
-                   tuple(padding[:2]), tuple(dilation), out)
+                tuple(padding[:2]), tuple(dilation), out)
 
 
 @register("avgpool2d", "int8")
 def _avgpool2d(ins, out, *, kernel, stride, padding, count_include_pad, quant) -> Step:
     _check_shared("avgpool2d", quant)
     return bind(int8_pool.avg_pool2d, ins[0], tuple(kernel), tuple(stride),
-                   tuple(padding[:2]), count_include_pad, _zp(quant[0]), out)
+                tuple(padding[:2]), count_include_pad, _zp(quant[0]), out)
 
 
 @register("global_avgpool", "int8")
 def _global_avgpool(ins, out, *, quant) -> Step:
     _check_shared("global_avgpool", quant)
-    return bind(int8_pool.avg_pool2d, ins[0], tuple(ins[0].shape[2:]), (1, 1), (0, 0), False,
-                   _zp(quant[0]), out)
+    x = ins[0]
+    return bind(int8_pool.global_avg, x.reshape(x.shape[0] * x.shape[1], -1), out.reshape(-1))
 
 
 # --- float inside ----------------------------------------------------------------------------

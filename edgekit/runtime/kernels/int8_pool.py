@@ -86,3 +86,17 @@ def avg_pool2d(x, kernel, stride, padding, count_include_pad, zero_point, out):
                     half = count // 2
                     avg = (acc + half) // count if acc > 0 else -((-acc + half) // count)
                     out[n, c, oy, ox] = min(max(avg, -128), 127)
+
+
+@njit(cache=True)
+def global_avg(x, out):
+    """``avg_pool2d`` over whole planes, ``x`` (N * C, H * W) -> ``out`` (N * C): each row's sum
+    divided as there, without the window bounds."""
+    count = x.shape[1]
+    half = count // 2
+    for r in range(x.shape[0]):
+        acc = 0
+        for v in x[r]:
+            acc += v
+        avg = (acc + half) // count if acc > 0 else -((-acc + half) // count)
+        out[r] = min(max(avg, -128), 127)
