@@ -13,11 +13,15 @@ import torch
 from torch import nn
 
 
-def digits_cnn(size: int = 16, classes: int = 10) -> nn.Module:
-    """Two conv-BN-ReLU-maxpool blocks and a linear classifier (~0.1 M MACs at 16x16)."""
+def digits_cnn(size: int = 16, classes: int = 10, pool: str = "max") -> nn.Module:
+    """Two conv-BN-ReLU-pool blocks and a linear classifier (~0.1 M MACs at 16x16).
+
+    ``pool="avg"`` trains the network an SNN conversion needs: spiking layers average-pool.
+    """
+    pooling = {"max": nn.MaxPool2d, "avg": nn.AvgPool2d}[pool]
     return nn.Sequential(
-        nn.Conv2d(1, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Conv2d(8, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(1, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), pooling(2),
+        nn.Conv2d(8, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU(), pooling(2),
         nn.Flatten(), nn.Dropout(0.1), nn.Linear(16 * (size // 4) ** 2, classes),
     )
 

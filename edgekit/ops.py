@@ -204,6 +204,32 @@ def _layernorm(s, a):
     return tuple(x)
 
 
+NEURON_RESETS = ("subtract", "zero")
+
+
+def _neuron(s, a):
+    """A spiking neuron keeps one membrane per element of its input; its threshold and optional
+    initial membrane are params of the per-sample shape (per neuron; a per-channel threshold is
+    stored expanded). Time steps are the Graph's ``metadata["timesteps"]``."""
+    if a["reset"] not in NEURON_RESETS:
+        _fail(f"reset must be one of {NEURON_RESETS}, got {a['reset']!r}")
+    if not 0.0 < a.get("leak", 1.0) <= 1.0:
+        _fail(f"leak must be in (0, 1], got {a['leak']}")
+    for p in s[1:]:
+        if tuple(p) != tuple(s[0][1:]):
+            _fail(f"neuron params must have the per-sample shape {s[0][1:]}, got {p}")
+    return tuple(s[0])
+
+
+_NEURON_DOC = ("charge V = {leak}V + x, fire s = V >= threshold, reset (subtract the threshold "
+               "or to zero); output s * threshold; inputs x, threshold[, initial membrane]")
+OPS["if_neuron"] = OpSpec("if_neuron", (2, 3), {"reset": "subtract"}, _neuron,
+                          weight_inputs=(1, 2), doc=_NEURON_DOC.format(leak=""))
+OPS["lif_neuron"] = OpSpec("lif_neuron", (2, 3), {"reset": "subtract", "leak": 0.9},
+                           _neuron, weight_inputs=(1, 2), doc=_NEURON_DOC.format(leak="leak * "))
+NEURON_OPS = ("if_neuron", "lif_neuron")
+
+
 def resolve_attrs(op: str, attrs: dict[str, Any]) -> dict[str, Any]:
     """Attributes with defaults filled in; unknown or missing attributes are an error."""
     spec = OPS.get(op)

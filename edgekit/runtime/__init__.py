@@ -4,6 +4,7 @@ them (``Executor(graph).run(x)``), plus the plain-numpy reference they are teste
 from edgekit.runtime.executor import Executor, Program, execute
 from edgekit.runtime.planner import Buffer, GreedyPlanner, NaivePlanner, Plan, Planner
 from edgekit.runtime.registry import register
+from edgekit.runtime.spiking import SpikingExecutor
 
 __all__ = ["Buffer", "Executor", "GreedyPlanner", "NaivePlanner", "Plan", "Planner", "Program",
-           "execute", "register"]
+           "SpikingExecutor", "execute", "register"]

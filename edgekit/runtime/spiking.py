@@ -1,0 +1,169 @@
+"""Running a spiking Graph: the time loop around the ordinary executor, neuron state, and
+event-driven synapses.
+
+A spiking Graph (``converters.snn``) is an ordinary Graph with ``if_neuron``/``lif_neuron``
+nodes and ``metadata["timesteps"]`` (T), ``["encoding"]`` ("direct" or "rate") and
+``["snn_output"]`` ("membrane" or "spike_count"). The design is the simplest one that reuses
+everything: ``SpikingExecutor`` is an ``Executor`` whose program is planned and bound once, then
+run T times per inference. Neuron state lives in each neuron step (allocated in prepare, reset
+to the initial membrane at the start of every inference), so the arena planner is untouched.
+Convolutions and linear layers fed by spikes are bound to event-driven kernels instead of the
+dense ones; the first layer, fed by the analog input under direct encoding, stays dense (its
+MACs are what an SNN still multiplies). The result is the time average of the output tensor:
+the output layer's membrane divided by T, or the spike count times the threshold over T.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from edgekit.errors import EdgekitError
+from edgekit.graph import Graph
+from edgekit.quant.edge import graph_feeds
+from edgekit.runtime.executor import Executor, Inputs, Program
+from edgekit.runtime.kernels import spiking
+from edgekit.runtime.planner import NaivePlanner, Planner
+from edgekit.runtime.registry import Kernel, Step, bind, register
+
+ENCODINGS = ("direct", "rate")
+OUTPUTS = ("membrane", "spike_count")
+
+
+def is_spiking(graph: Graph) -> bool:
+    return "timesteps" in graph.metadata
+
+
+class NeuronStep:
+    """A neuron layer's step with its declared state: the membrane, reset per inference."""
+
+    def __init__(self, x: np.ndarray, threshold: np.ndarray, v_init: np.ndarray, leak: float,
+                 subtract: bool, out: np.ndarray):
+        flat = (x.shape[0], -1)
+        self.v_init = v_init.reshape(-1)
+        self.v = np.zeros(x.shape, np.float32).reshape(flat)
+        self.out = out
+        self._step = bind(spiking.neuron_step, x.reshape(flat), threshold.reshape(-1), self.v,
+                          np.float32(leak), subtract, out.reshape(flat))
+
+    def reset(self) -> None:
+        self.v[:] = self.v_init
+
+    def __call__(self) -> None:
+        self._step()
+
+
+def _neuron(leaky: bool):
+    def prepare(ins, out, *, reset, leak=1.0) -> Step:
+        x, threshold = ins[0], ins[1]
+        v_init = ins[2] if len(ins) > 2 else np.zeros_like(threshold)
+        return NeuronStep(x, threshold, v_init, leak if leaky else 1.0, reset == "subtract", out)
+
+    return prepare
+
+
+register("if_neuron")(_neuron(False))
+register("lif_neuron")(_neuron(True))
+
+
+class EventStep:
+    """An event-driven synapse layer's step; ``count[0]`` sums its synaptic operations."""
+
+    def __init__(self, kernel, *args):
+        self.count = np.zeros(1, np.int64)
+        self._step = bind(kernel, *args, self.count)
+
+    def __call__(self) -> None:
+        self._step()
+
+
+def _event_conv2d(ins, out, *, stride, padding, dilation, groups, activation) -> Step:
+    x, w = ins[0], ins[1]
+    if activation != "none":
+        raise EdgekitError("an event-driven convolution takes no fused activation")
+    bias = ins[2] if len(ins) > 2 else np.zeros(w.shape[0], np.float32)
+    return EventStep(spiking.event_conv2d, x, np.ascontiguousarray(w.transpose(1, 2, 3, 0)),
+                     bias, tuple(stride), tuple(padding[:2]), tuple(dilation), out)
+
+
+def _event_linear(ins, out, *, activation) -> Step:
+    x, w = ins[0], ins[1]
+    if activation != "none":
+        raise EdgekitError("an event-driven linear layer takes no fused activation")
+    bias = ins[2] if len(ins) > 2 else np.zeros(w.shape[0], np.float32)
+    return EventStep(spiking.event_linear, x.reshape(-1, x.shape[-1]), np.ascontiguousarray(w.T),
+                     bias, out.reshape(-1, out.shape[-1]))
+
+
+EVENT_KERNELS = {"conv2d": Kernel(_event_conv2d), "linear": Kernel(_event_linear)}
+
+
+class SpikingExecutor(Executor):
+    """Runs a spiking Graph for its T time steps per inference: ``SpikingExecutor(g).run(x)``.
+
+    ``seed`` fixes the Bernoulli draws of rate encoding.
+    """
+
+    def __init__(self, graph: Graph, planner: Planner | None = None, seed: int = 0):
+        super().__init__(graph, planner)
+        meta = graph.metadata
+        self.timesteps = meta.get("timesteps")
+        self.encoding = meta.get("encoding", "direct")
+        self.output = meta.get("snn_output", "membrane")
+        if type(self.timesteps) is not int or self.timesteps < 1:
+            raise EdgekitError(f"a spiking Graph needs metadata timesteps >= 1, "
+                               f"got {self.timesteps!r}")
+        if self.encoding not in ENCODINGS or self.output not in OUTPUTS:
+            raise EdgekitError(f"encoding must be one of {ENCODINGS} and snn_output one of "
+                               f"{OUTPUTS}, got {self.encoding!r}, {self.output!r}")
+        if any(t.dtype != "float32" for t in graph.tensors.values()):
+            raise EdgekitError("spiking Graphs run on float32 weights; convert before quantizing")
+        self.rng = np.random.default_rng(seed)
+        self.event_driven = [node.op in EVENT_KERNELS
+                             and (node.inputs[0] not in graph.inputs or self.encoding == "rate")
+                             for node in graph.nodes]
+        self._kernels = [EVENT_KERNELS[node.op] if event else kernel for node, kernel, event
+                         in zip(graph.nodes, self._kernels, self.event_driven, strict=True)]
+
+    def run(self, inputs: Inputs, raw: bool = False) -> np.ndarray | list[np.ndarray]:
+        """The time-averaged outputs for ``inputs`` (one array, or a list in output order)."""
+        feeds = graph_feeds(self.graph, inputs, raw)
+        program = self.program(next(iter(feeds.values())).shape[0])
+        sums = [np.zeros_like(program.arrays[name]) for name in self.graph.outputs]
+        for _ in self._steps(program, feeds):
+            for total, name in zip(sums, self.graph.outputs, strict=True):
+                total += program.arrays[name]
+        outs = [total / np.float32(self.timesteps) for total in sums]
+        return outs[0] if len(outs) == 1 else outs
+
+    def run_layers(self, inputs: Inputs, raw: bool = False) -> dict[str, np.ndarray]:
+        """Every node's output averaged over the T steps (rates times thresholds for neurons)."""
+        return {name: trace.mean(axis=0) for name, trace in self.record(inputs)[0].items()}
+
+    def record(self, inputs: Inputs) -> tuple[dict[str, np.ndarray], list[int]]:
+        """Every node's output at every step, as (T, *shape) arrays by tensor name, and each
+        node's synaptic operations over the inference (0 where not event-driven)."""
+        feeds = graph_feeds(self.graph, inputs, False)
+        program = self.program(next(iter(feeds.values())).shape[0], NaivePlanner())
+        names = [node.outputs[0] for node in self.graph.nodes]
+        traces = {name: [] for name in names}
+        for _ in self._steps(program, feeds):
+            for name in names:
+                traces[name].append(program.arrays[name].copy())
+        sops = [int(step.count[0]) if isinstance(step, EventStep) else 0
+                for step in program.steps]
+        return {name: np.stack(t) for name, t in traces.items()}, sops
+
+    def _steps(self, program: Program, feeds: dict[str, np.ndarray]):
+        """Reset the state, then run the T steps, yielding after each."""
+        for step in program.steps:
+            if isinstance(step, NeuronStep):
+                step.reset()
+            elif isinstance(step, EventStep):
+                step.count[:] = 0
+        for _ in range(self.timesteps):
+            for name, x in feeds.items():
+                if self.encoding == "rate":
+                    x = (self.rng.random(x.shape, np.float32) < x).astype(np.float32)
+                np.copyto(program.arrays[name], x, casting="same_kind")
+            program.run()
+            yield
