@@ -12,10 +12,11 @@ from edgekit.targets.base import Session, Target
 
 class RuntimeSession(Session):
     def __init__(self, graph: Graph):
-        from edgekit.runtime import Executor
+        from edgekit.runtime import Executor, SpikingExecutor
 
         self.graph = graph
-        self.executor = Executor(graph)
+        spiking = "timesteps" in graph.metadata  # runs its T time steps per inference
+        self.executor = (SpikingExecutor if spiking else Executor)(graph)
 
     def run(self, inputs: Any, raw: bool = False) -> Any:
         """For int8 Graphs float in and out (converted at the edge); ``raw=True``: int8."""

@@ -149,3 +149,74 @@ def test_conversion_rejects_what_it_cannot_convert(ann, digits):
     snn = to_snn(ann, digits.x_train[:8], 4)
     with pytest.raises(EdgekitError, match="already spiking"):
         to_snn(snn, digits.x_train[:8], 4)
+
+
+def _independent_sops(graph, traces, node):
+    """Σ_t Σ_inputs (input != 0) × fanout, fanout counted tap by tap from the geometry alone.
+    In ``small_cnn`` every event-driven layer's input is a neuron layer's spike train."""
+    x = traces[node.inputs[0]] != 0  # (T, N, ...)
+    out_shape = graph.tensors[node.outputs[0]].shape
+    if node.op == "linear":
+        return x.sum() * out_shape[-1]
+    w = graph.params[node.inputs[1]]
+    (sh, sw), (pt, pl), (dh, dw) = (node.attrs["stride"], node.attrs["padding"][:2],
+                                    node.attrs["dilation"])
+    fanout = np.zeros(x.shape[3:], np.int64)
+    for iy in range(fanout.shape[0]):
+        for ix in range(fanout.shape[1]):
+            for ky in range(w.shape[2]):
+                for kx in range(w.shape[3]):
+                    ny, nx = iy + pt - ky * dh, ix + pl - kx * dw
+                    fanout[iy, ix] += (ny >= 0 and nx >= 0 and ny % sh == 0 and nx % sw == 0
+                                       and ny // sh < out_shape[2] and nx // sw < out_shape[3])
+    per_group = out_shape[1] // node.attrs["groups"]
+    return int((x.sum(axis=(0, 1, 2)) * fanout).sum()) * per_group
+
+
+def test_synaptic_operations_equal_an_independent_count_from_spike_trains():
+    g = small_cnn()
+    x = np.random.default_rng(4).random((2, 4, 9, 9)).astype(np.float32)
+    snn = to_snn(g, x, 6)
+    traces, _ = SpikingExecutor(snn).record(x)
+    report = edgekit.profile(snn, inputs=x, runs=2, warmup=1, per_layer=False).data
+    spiking = report["spiking"]
+    ex = SpikingExecutor(snn)
+    want = {node.name: _independent_sops(snn, traces, node) / 2
+            for node, event in zip(snn.nodes, ex.event_driven, strict=True) if event}
+    assert {s["name"]: s["synaptic_ops"] for s in spiking["synapses"]} == want
+    assert report["totals"]["synaptic_ops"] == sum(want.values()) > 0
+    for layer in spiking["neurons"]:
+        trace = traces[next(n.outputs[0] for n in snn.nodes if n.name == layer["name"]
+                            and n.op == "if_neuron")]
+        np.testing.assert_allclose(layer["spikes_per_step"],
+                                   (trace != 0).reshape(6, 2, -1).sum(2).mean(1))
+    assert spiking["first_layer_macs"] == snn.node_macs(snn.nodes[0])
+    assert spiking["energy_ratio_ann_over_snn"] > 0
+    assert report["latency_ms"]["p50"] > 0
+
+
+@pytest.mark.parametrize(("neuron", "reset"), [("if", "subtract"), ("lif", "zero")])
+def test_unrolled_onnx_matches_the_runtime(neuron, reset):
+    ort = pytest.importorskip("onnxruntime")
+    from edgekit.converters.snn_onnx import snn_onnx_model
+
+    g = small_cnn()
+    x = np.random.default_rng(5).random((4, 4, 9, 9)).astype(np.float32)
+    snn = to_snn(g, x, 6, neuron=neuron, reset=reset, v_init=0.5, output="spike_count")
+    model = snn_onnx_model(snn)
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    got = session.run(None, {snn.inputs[0]: x})[0]
+    want = SpikingExecutor(snn).run(x)
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+
+
+def test_unrolled_onnx_of_the_digits_snn(ann, digits):
+    ort = pytest.importorskip("onnxruntime")
+    from edgekit.converters.snn_onnx import snn_onnx_model
+
+    snn = to_snn(ann, digits.x_train[:64], 8, calibrate="fas")
+    session = ort.InferenceSession(snn_onnx_model(snn).SerializeToString(),
+                                   providers=["CPUExecutionProvider"])
+    x = digits.x_test[:64]
+    got, want = session.run(None, {snn.inputs[0]: x})[0], SpikingExecutor(snn).run(x)
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * np.abs(want).max())

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from edgekit.graph import Graph, load
-from edgekit.profile import counts, energy, latency
+from edgekit.profile import counts, energy, latency, spiking
 from edgekit.profile.devices import DeviceProfile, load_profile, profile_names
 from edgekit.profile.fit import Limit, check_fit, require_fit
 from edgekit.profile.report import Report
@@ -57,6 +57,8 @@ def profile(graph: Graph | str | Path, target: str = "cpu", inputs: Any = None,
     dev = load_profile(device or own)
     attached = dev.name == load_profile(own).name
     info = counts.describe(graph, dev)
+    if "timesteps" in graph.metadata:  # a spiking Graph (converters.snn)
+        spiking.add_to(info, graph, _inputs(graph, inputs), dev)
     for layer in info["layers"]:
         layer["energy_model_uj"] = sum(energy.layer_energy_pj(layer, dev).values()) / 1e6
         layer["time_ms"] = None
@@ -81,6 +83,10 @@ def profile(graph: Graph | str | Path, target: str = "cpu", inputs: Any = None,
                    "measured_source": None},
         "notes": [DI_NOTE],
     }
+    if "spiking" in info:
+        data["spiking"] = info["spiking"]
+        data["notes"].append("spiking: counts from one recorded inference on the given inputs; "
+                             "per-layer times are of one time step on the dense kernels")
     if attached:
         _measure(data, graph, target, _inputs(graph, inputs), runs, warmup, per_layer, dev)
     else:

@@ -1,0 +1,55 @@
+"""SNN accuracy against T: the digits CNN (average pooling) and the depthwise-separable residual
+CNN, converted with max and 99.9 % threshold balancing, with and without FAS-style calibration.
+
+Run: ``python benchmarks/snn_accuracy.py [--epochs 15] [--calibration 256]``. Each ANN is trained
+once (torch), imported, and converted for every T from the same calibration images (the first
+of the training split); accuracies are on the held-out test split, in percent.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+
+from edgekit import data, models
+from edgekit.console import table
+from edgekit.converters.from_torch import from_torch
+from edgekit.converters.snn import to_snn
+from edgekit.runtime import Executor, SpikingExecutor
+
+STEPS = (1, 2, 4, 8, 16, 32)
+MODELS = {"digits_cnn": lambda: models.digits_cnn(16, pool="avg"), "ds_cnn": models.ds_cnn}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--epochs", type=int, default=15)
+    ap.add_argument("--calibration", type=int, default=256)
+    args = ap.parse_args()
+    ds = data.digits(16)
+    calib = ds.x_train[:args.calibration]
+    rows = []
+    for name, build in MODELS.items():
+        net = models.train(build(), ds.x_train, ds.y_train, epochs=args.epochs)
+        ann = from_torch(net, torch.zeros(1, 1, 16, 16))
+        ann_acc = 100 * (Executor(ann).run(ds.x_test).argmax(1) == ds.y_test).mean()
+        for balancing in ("max", "p99.9"):
+            for calibrate in (None, "fas"):
+                row = [name, f"{ann_acc:.2f}", balancing, calibrate or "-"]
+                start = time.perf_counter()
+                for steps in STEPS:
+                    snn = to_snn(ann, calib, steps, balancing=balancing, calibrate=calibrate)
+                    scores = SpikingExecutor(snn).run(ds.x_test)
+                    row.append(f"{100 * (scores.argmax(1) == ds.y_test).mean():.2f}")
+                rows.append([*row, f"{time.perf_counter() - start:.1f}"])
+                print(table(["model", "ANN %", "balancing", "calibration",
+                             *[f"T={t}" for t in STEPS], "s"], rows[-1:]), flush=True)
+    print()
+    print(table(["model", "ANN %", "balancing", "calibration", *[f"T={t}" for t in STEPS],
+                 "s"], rows))
+
+
+if __name__ == "__main__":
+    main()
