@@ -74,6 +74,8 @@ def cmd_convert(args: argparse.Namespace) -> None:
         raise EdgekitError(f"--to takes a comma-separated list of {', '.join(WRITERS)}; "
                            f"got {args.to!r}")
     graph = load_model(args.model)
+    if args.to_snn:
+        graph = _to_snn(graph, args)
     out = Path(args.output)
     single = formats == ["ekm"] and not args.quantize and out.suffix == ".ekm"
     if single:
@@ -93,6 +95,10 @@ def cmd_convert(args: argparse.Namespace) -> None:
         path = out / f"{stem}.{fmt}"
         if fmt == "ekm":
             graph.save(path)
+        elif args.to_snn and fmt == "onnx":
+            from edgekit.converters.snn_onnx import snn_to_onnx
+
+            snn_to_onnx(graph, path)
         else:
             getattr(importlib.import_module(f"edgekit.converters.{WRITERS[fmt]}"),
                     WRITERS[fmt])(graph, path)
@@ -106,6 +112,21 @@ def cmd_convert(args: argparse.Namespace) -> None:
         print(table(["layer", "op", "SQNR dB", "drop dB", ""],
                     [(r["layer"], r["op"], r["sqnr_db"], r["drop_db"],
                       "<- costs the most" if r["worst"] else "") for r in rows]))
+
+
+def _to_snn(graph: edgekit.Graph, args: argparse.Namespace) -> edgekit.Graph:
+    """``convert --to-snn``: the spiking Graph, thresholds from the calibration data."""
+    from edgekit.converters.snn import to_snn
+
+    if not args.calibration_data or args.quantize:
+        raise EdgekitError("--to-snn needs --calibration-data data.npz (inputs in 'x') and "
+                           "takes no --quantize (spiking Graphs run on float weights)")
+    balancing = args.balancing if args.balancing in ("max", "p99.9") else float(args.balancing)
+    snn = to_snn(graph, load_array(args.calibration_data), args.timesteps, balancing=balancing,
+                 calibrate=args.calibrate)
+    print(f"converted to an SNN: T = {args.timesteps}, {args.balancing} balancing, "
+          f"calibration {args.calibrate or 'none'}")
+    return snn
 
 
 def cmd_deploy(args: argparse.Namespace) -> None:
@@ -285,6 +306,11 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--calibration-data", help=".npz with calibration inputs in 'x'")
     c.add_argument("--calibration", default="minmax", choices=["minmax", "percentile", "mse"])
     c.add_argument("--report", action="store_true", help="per-layer SQNR, float vs int8")
+    c.add_argument("--to-snn", action="store_true", help="convert to a spiking network")
+    c.add_argument("--timesteps", type=int, default=8, help="SNN time steps T")
+    c.add_argument("--balancing", default="p99.9",
+                   help="SNN thresholds: max, p99.9, or a fraction of the max (0.5)")
+    c.add_argument("--calibrate", choices=["fas"], help="SNN per-neuron calibration")
     c.set_defaults(func=cmd_convert)
 
     dp = sub.add_parser("deploy", help="compile for a target; --validate on real data")

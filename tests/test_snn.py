@@ -220,3 +220,32 @@ def test_unrolled_onnx_of_the_digits_snn(ann, digits):
     x = digits.x_test[:64]
     got, want = session.run(None, {snn.inputs[0]: x})[0], SpikingExecutor(snn).run(x)
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * np.abs(want).max())
+
+
+def test_cli_converts_runs_deploys_and_profiles_an_snn(tmp_path, ann, ann_accuracy, digits):
+    import json
+    import subprocess
+    import sys
+
+    def cli(*args):
+        proc = subprocess.run([sys.executable, "-m", "edgekit.cli", *args], capture_output=True,
+                              text=True, timeout=300)
+        assert proc.returncode == 0, proc.stderr
+        return proc.stdout
+
+    ann.save(tmp_path / "cnn.ekm")
+    np.savez(tmp_path / "calib.npz", x=digits.x_train[:128])
+    digits.save(tmp_path / "test.npz")
+    cli("convert", str(tmp_path / "cnn.ekm"), "--to-snn", "--timesteps", "8",
+        "--calibration-data", str(tmp_path / "calib.npz"), "--calibrate", "fas",
+        "--to", "ekm,onnx", "-o", str(tmp_path / "out"))
+    snn = tmp_path / "out" / "cnn.ekm"
+    assert edgekit.load(snn).metadata["timesteps"] == 8 and (tmp_path / "out/cnn.onnx").exists()
+    cli("run", str(snn), "--input", str(tmp_path / "test.npz"), "--output",
+        str(tmp_path / "y.npy"))
+    y = np.load(tmp_path / "y.npy")
+    assert _accuracy(y, digits.y_test) > ann_accuracy - 0.02
+    assert "accuracy" in cli("deploy", str(snn), "--validate", str(tmp_path / "test.npz"))
+    cli("profile", str(snn), "--runs", "3", "--warmup", "1", "--json", str(tmp_path / "p.json"))
+    report = json.loads((tmp_path / "p.json").read_text())
+    assert report["spiking"]["synaptic_ops"] > 0 and report["totals"]["synaptic_ops"] > 0
