@@ -17,6 +17,8 @@ from edgekit import data, models
 from edgekit.console import table
 from edgekit.converters.from_torch import from_torch
 from edgekit.converters.snn import to_snn
+from edgekit.profile.devices import load_profile
+from edgekit.profile.spiking import spiking_counts
 from edgekit.runtime import Executor, SpikingExecutor
 
 STEPS = (1, 2, 4, 8, 16, 32)
@@ -30,8 +32,9 @@ def main() -> None:
     args = ap.parse_args()
     ds = data.digits(16)
     calib = ds.x_train[:args.calibration]
-    rows = []
+    rows, energy = [], []
     for name, build in MODELS.items():
+        torch.manual_seed(0)  # the same initial weights whichever models run before
         net = models.train(build(), ds.x_train, ds.y_train, epochs=args.epochs)
         ann = from_torch(net, torch.zeros(1, 1, 16, 16))
         ann_acc = 100 * (Executor(ann).run(ds.x_test).argmax(1) == ds.y_test).mean()
@@ -46,9 +49,20 @@ def main() -> None:
                 rows.append([*row, f"{time.perf_counter() - start:.1f}"])
                 print(table(["model", "ANN %", "balancing", "calibration",
                              *[f"T={t}" for t in STEPS], "s"], rows[-1:]), flush=True)
+                if balancing == "p99.9" and calibrate == "fas":
+                    snn = to_snn(ann, calib, 8, balancing=balancing, calibrate=calibrate)
+                    c = spiking_counts(snn, ds.x_test, load_profile("host"))
+                    rates = ", ".join(f"{n['firing_rate']:.3f}" for n in c["neurons"])
+                    energy.append([name, c["ann_macs"], c["first_layer_macs"],
+                                   round(c["synaptic_ops"]), rates, f"{c['e_ann_uj']:.3f}",
+                                   f"{c['e_snn_uj']:.3f}",
+                                   f"{c['energy_ratio_ann_over_snn']:.2f}"])
     print()
     print(table(["model", "ANN %", "balancing", "calibration", *[f"T={t}" for t in STEPS],
                  "s"], rows))
+    print("\nenergy model at T = 8 (p99.9 + FAS), per test inference, Horowitz 45 nm:")
+    print(table(["model", "ANN MACs", "first-layer MACs", "SOPs", "firing rates", "E_ANN uJ",
+                 "E_SNN uJ", "E_ANN/E_SNN"], energy))
 
 
 if __name__ == "__main__":

@@ -69,6 +69,7 @@ def main() -> None:
     torch.set_num_threads(1)
     ds = data.digits(16)
     calib = ds.x_train[:args.calibration]
+    torch.manual_seed(0)
     net = models.train(models.digits_cnn(16, pool="avg"), ds.x_train, ds.y_train,
                        epochs=args.epochs)
     ann = from_torch(net, torch.zeros(1, 1, 16, 16))

@@ -11,8 +11,8 @@ Max pooling becomes average pooling (a max over spike trains is not the max of t
 ``calibrate="fas"`` then tunes, layer by layer, every neuron's threshold and initial membrane so
 that its time-averaged output over T steps matches the ANN's activation on the calibration data
 (the second stage of FAS, lc783/FAS). FAS trains them by gradient descent on that per-layer MSE;
-here each neuron picks the best pair from a grid (threshold 0.5-1.2 lambda, initial membrane
-0-0.75 of the threshold) by exact simulation of its own T steps on the inputs the already
+here each neuron picks the best pair from a grid (threshold 0.3-1.5 lambda, initial membrane
+0-1 of the threshold) by exact simulation of its own T steps on the inputs the already
 calibrated layers below it produce, which needs neither torch nor surrogate gradients.
 """
 
@@ -30,8 +30,8 @@ from edgekit.runtime.spiking import ENCODINGS, OUTPUTS, SpikingExecutor
 
 BALANCINGS = ("max", "p99.9")
 _RELUS = ("relu", "relu6")
-_THRESHOLD_GRID = np.arange(0.5, 1.21, 0.05)
-_V_INIT_GRID = np.arange(0.0, 0.76, 0.125)
+_THRESHOLD_GRID = np.arange(0.3, 1.51, 0.05)
+_V_INIT_GRID = np.arange(0.0, 1.01, 0.125)
 
 
 def to_snn(graph: Graph, calibration: np.ndarray, timesteps: int = 8, *,
