@@ -191,6 +191,8 @@ def test_synaptic_operations_equal_an_independent_count_from_spike_trains():
         np.testing.assert_allclose(layer["spikes_per_step"],
                                    (trace != 0).reshape(6, 2, -1).sum(2).mean(1))
     assert spiking["first_layer_macs"] == snn.node_macs(snn.nodes[0])
+    assert spiking["membrane_bytes"] == 4 * sum(snn.tensors[n.outputs[0]].size
+                                                for n in snn.nodes if n.op == "if_neuron")
     assert spiking["energy_ratio_ann_over_snn"] > 0
     assert report["latency_ms"]["p50"] > 0
 

@@ -49,6 +49,7 @@ def spiking_counts(graph: Graph, inputs: Any, device: DeviceProfile) -> dict[str
     e_ann = all_macs * e["mac_float32"]
     return {"timesteps": steps, "encoding": ex.encoding, "neurons": neurons,
             "synapses": synapses, "synaptic_ops": total_sops, "first_layer_macs": dense,
+            "membrane_bytes": 4 * sum(n["neurons"] for n in neurons),
             "ann_macs": all_macs, "e_snn_uj": e_snn / 1e6, "e_ann_uj": e_ann / 1e6,
             "energy_ratio_ann_over_snn": e_ann / e_snn if e_snn else float("inf"),
             "basis": f"E_SNN = {e['mac_float32']} pJ x first-layer MACs + {e['add_float32']} pJ "
@@ -57,8 +58,9 @@ def spiking_counts(graph: Graph, inputs: Any, device: DeviceProfile) -> dict[str
 
 
 def add_to(info: dict[str, Any], graph: Graph, inputs: Any, device: DeviceProfile) -> None:
-    """Put the spike counts into ``counts.describe``'s result: a ``spiking`` section, and in
-    the layer table each event-driven layer's SOPs as its accumulates, with no MACs."""
+    """Put the spike counts into ``counts.describe``'s result: a ``spiking`` section, in the
+    layer table each event-driven layer's SOPs as its accumulates, with no MACs, and the
+    neurons' membranes (float32, batch 1) in the peak memory."""
     from edgekit.runtime.spiking import EVENT_KERNELS
 
     found = info["spiking"] = spiking_counts(graph, inputs, device)
@@ -71,3 +73,4 @@ def add_to(info: dict[str, Any], graph: Graph, inputs: Any, device: DeviceProfil
     totals["macs"] = sum(la["macs"] for la in info["layers"])
     totals["flops"] = 2 * totals["macs"]
     totals["accumulates"] = totals["synaptic_ops"] = found["synaptic_ops"]
+    totals["peak_activation_bytes"] += found["membrane_bytes"]  # state kept outside the arena
