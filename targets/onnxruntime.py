@@ -60,7 +60,12 @@ class OnnxRuntimeSession(PeerSession):
             self.notes.append(f"graph optimizations off: {risk}")
         if optimize is False or risk:
             self.options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-        self.model = onnx_model(graph)
+        if "timesteps" in graph.metadata:  # a spiking Graph: its time-unrolled form
+            from edgekit.converters.snn_onnx import snn_onnx_model
+
+            self.model = snn_onnx_model(graph)
+        else:
+            self.model = onnx_model(graph)
         self.session = self._session(self.model)
         self._layers: Any = None
 

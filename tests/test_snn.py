@@ -251,3 +251,12 @@ def test_cli_converts_runs_deploys_and_profiles_an_snn(tmp_path, ann, ann_accura
     cli("profile", str(snn), "--runs", "3", "--warmup", "1", "--json", str(tmp_path / "p.json"))
     report = json.loads((tmp_path / "p.json").read_text())
     assert report["spiking"]["synaptic_ops"] > 0 and report["totals"]["synaptic_ops"] > 0
+
+
+def test_onnxruntime_target_runs_the_unrolled_snn():
+    pytest.importorskip("onnxruntime")
+    snn = to_snn(small_cnn(), np.random.default_rng(6).random((4, 4, 9, 9), np.float32), 4)
+    x = np.random.default_rng(7).random((3, 4, 9, 9)).astype(np.float32)
+    with edgekit.deploy(snn, target="cpu:onnxruntime") as ort_session, \
+            edgekit.deploy(snn, target="cpu") as cpu_session:
+        np.testing.assert_allclose(ort_session.run(x), cpu_session.run(x), rtol=1e-5, atol=1e-6)
