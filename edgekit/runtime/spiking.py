@@ -29,10 +29,6 @@ ENCODINGS = ("direct", "rate")
 OUTPUTS = ("membrane", "spike_count")
 
 
-def is_spiking(graph: Graph) -> bool:
-    return "timesteps" in graph.metadata
-
-
 class NeuronStep:
     """A neuron layer's step with its declared state: the membrane, reset per inference."""
 
