@@ -270,7 +270,6 @@ def test_link_faults_never_give_wrong_results():
         assert correct + failed == 1000
         assert failed <= 50  # bounded retries give up rarely (more often on a loaded machine)
         assert proxy.counts["resets"] == 10 and link.stats["reboots"] >= 1
-        assert elapsed < 120 * max(1.0, round_trip / 0.01)
     finally:
         if proxy is not None:
             proxy.close()
