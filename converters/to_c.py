@@ -20,8 +20,8 @@ import numpy as np
 from edgekit.errors import EdgekitError
 from edgekit.graph import Graph, Node
 from edgekit.quant.arith import quantize_multipliers
-from edgekit.runtime.float32 import _broadcast_layout
-from edgekit.runtime.int8 import _conv_multipliers, activation_bounds
+from edgekit.runtime.float32 import broadcast_layout
+from edgekit.runtime.int8 import activation_bounds, conv_multipliers
 from edgekit.runtime.planner import Buffer, GreedyPlanner, Plan
 
 MAX_DIMS = 6  # EK_MAX_DIMS in ek_kernels.h
@@ -99,7 +99,7 @@ def _conv(w: _Writer, i: int, node: Node, one_d: bool) -> str:
         geometry = dict(sh=a["stride"][0], sw=a["stride"][1], pt=a["padding"][0],
                         pl=a["padding"][1], dh=a["dilation"][0], dw=a["dilation"][1])
     quant = w.quant(node)
-    m, shift = _conv_multipliers(quant, weight.shape[0], False)
+    m, shift = conv_multipliers(quant, weight.shape[0], False)
     lo, hi = activation_bounds(a["activation"], quant[-1])
     folded = bias.astype(np.int64) - _zp(quant[0]) * weight.reshape(weight.shape[0], -1).astype(
         np.int64).sum(axis=1)
@@ -123,7 +123,7 @@ def _check_int32(node: Node, values: np.ndarray) -> None:
 def _linear(w: _Writer, i: int, node: Node) -> str:
     weight, bias = (w.graph.params[t] for t in node.inputs[1:3])
     quant = w.quant(node)
-    m, shift = _conv_multipliers(quant, weight.shape[0], len(quant[1].scale) == 1)
+    m, shift = conv_multipliers(quant, weight.shape[0], len(quant[1].scale) == 1)
     lo, hi = activation_bounds(node.attrs["activation"], quant[-1])
     folded = bias.astype(np.int64) - _zp(quant[0]) * weight.astype(np.int64).sum(axis=1)
     _check_int32(node, folded)
@@ -143,7 +143,7 @@ def _binary(w: _Writer, i: int, node: Node) -> str:
     y_shape = y_shape if y_name in w.graph.params else (1, *y_shape[1:])
     if w.shape(node.inputs[0]) != out_shape:
         raise EdgekitError(f"{node.op}: only the second operand may broadcast")
-    dims, strides = _broadcast_layout(out_shape, y_shape)
+    dims, strides = broadcast_layout(out_shape, y_shape)
     if len(dims) > MAX_DIMS:
         raise EdgekitError(f"{node.op}: broadcasting over more than {MAX_DIMS} runs of axes")
     s1, s2, s_out = (float(np.float32(q.scale[0])) for q in quant)

@@ -125,7 +125,7 @@ def _linear(ins, out, *, activation) -> Step:
                 *_BOUNDS[activation], out.reshape(-1, out.shape[-1]))
 
 
-def _broadcast_layout(shape, y_shape) -> tuple[np.ndarray, np.ndarray]:
+def broadcast_layout(shape, y_shape) -> tuple[np.ndarray, np.ndarray]:
     """``binary``'s (dims, y_strides): axes merged into runs where y is broadcast or not."""
     padded = (1,) * (len(shape) - len(y_shape)) + tuple(y_shape)
     dims: list[int] = []
@@ -150,7 +150,7 @@ def _binary(ins, out, multiply: bool, activation: str) -> Step:
     if x.shape != out.shape:
         raise EdgekitError(f"first operand {x.shape} must have the output's shape {out.shape} "
                            "(only the second operand broadcasts)")
-    dims, strides = _broadcast_layout(out.shape, y.shape)
+    dims, strides = broadcast_layout(out.shape, y.shape)
     return bind(elementwise.binary, x.reshape(-1), y.reshape(-1), dims, strides, multiply,
                 *_BOUNDS[activation], out.reshape(-1))
 

@@ -106,9 +106,10 @@ def _conv_scratch(shapes, out_shape, *, groups, padding, stride, dilation, **_) 
                                        dilation))
 
 
-def _conv_multipliers(quant: list[QuantParams], channels: int, float_product: bool):
+def conv_multipliers(quant: list[QuantParams], channels: int, float_product: bool):
     """TFLite's per-channel ``s_in * s_w[c] / s_out`` in double; per-tensor FULLY_CONNECTED
-    multiplies ``s_in * s_w`` in float32 first (GetQuantizedConvolutionMultipler)."""
+    multiplies ``s_in * s_w`` in float32 first (GetQuantizedConvolutionMultipler). Public
+    because ``converters.to_c`` must derive the firmware's multipliers exactly this way."""
     s_in, s_w, s_out = _f32(quant[0].scale[0]), _f32(quant[1].scale), _f32(quant[-1].scale[0])
     product = _f32(np.float32(s_in) * np.float32(s_w)) if float_product else s_in * s_w
     return _multipliers(product / s_out, channels)
@@ -128,7 +129,7 @@ def _conv2d(ins, out, *, stride, padding, dilation, groups, activation, quant, s
     per group, window rows and GEMM."""
     x, w, bias = _with_bias(ins)
     channels, kernel = w.shape[0], tuple(w.shape[2:])
-    m, shift = _conv_multipliers(quant, channels, False)
+    m, shift = conv_multipliers(quant, channels, False)
     requant = (_zp(quant[-1]), *activation_bounds(activation, quant[-1]))
     padded, *work = _carve(scratch, *_conv_parts(x.shape, w.shape, out.shape, groups, padding,
                                                  stride, dilation))
@@ -202,7 +203,7 @@ def _linear(ins, out, *, activation, quant) -> Step:
     ``sum((x - zp) * w) + b = sum(x * w) + (b - zp * sum(w))``."""
     x, w, bias = _with_bias(ins)
     channels = w.shape[0]
-    m, shift = _conv_multipliers(quant, channels, len(quant[1].scale) == 1)
+    m, shift = conv_multipliers(quant, channels, len(quant[1].scale) == 1)
     folded = bias.astype(np.int64) - _zp(quant[0]) * w.astype(np.int64).sum(axis=1)
     return bind(int8_gemm.gemm_requant, x.reshape(-1, x.shape[-1]), w, folded, False, m,
                 shift, _zp(quant[-1]), *activation_bounds(activation, quant[-1]),
@@ -215,7 +216,7 @@ def _broadcast(x, y, out) -> tuple[np.ndarray, np.ndarray]:
     if x.shape != out.shape:
         raise EdgekitError(f"first operand {x.shape} must have the output's shape {out.shape} "
                            "(only the second operand broadcasts)")
-    return float32._broadcast_layout(out.shape, y.shape)
+    return float32.broadcast_layout(out.shape, y.shape)
 
 
 @register("add", "int8")
