@@ -19,6 +19,7 @@ _LAZY = {
     "from_onnx": ("edgekit.converters.from_onnx", "from_onnx"),
     "deploy": ("edgekit.targets", "deploy"),
     "quantize": ("edgekit.quant", "quantize"),
+    "quant": ("edgekit.quant", None),
     "finetune": ("edgekit.learn", "finetune"),
     "profile": ("edgekit.profile", None),  # a callable package: edgekit.profile(graph)
     "runtime": ("edgekit.runtime", None),
