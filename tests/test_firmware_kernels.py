@@ -143,3 +143,52 @@ def test_every_op_matches_the_runtime(tmp_path):
             diff = np.abs(got.astype(int) - want.astype(int)).max()
             # softmax/layernorm compute in float (the contract): a step apart at most
             assert diff <= (1 if node.op in float_inside else 0), (node.op, step, diff)
+
+
+@pytest.mark.parametrize("leak,subtract", [(1.0, True), (1.0, False), (0.9, True), (0.75, False)])
+def test_neuron_step_matches_numba(tmp_path, leak, subtract):
+    """The firmware's float32 IF/LIF step against ``kernels.spiking.neuron_step``, bit for bit
+    over 8 steps of random inputs (some exactly at threshold), membranes and outputs."""
+    from edgekit.runtime.kernels import spiking
+
+    lib = compile_library(tmp_path, "", str(FIRMWARE / "ek_kernels.c"))
+    rng = np.random.default_rng(2)
+    k = 1000
+    threshold = rng.uniform(0.05, 2.0, k).astype(np.float32)
+    v_ref = rng.uniform(-1.0, 1.0, (1, k)).astype(np.float32)
+    v_c = v_ref[0].copy()
+    for _ in range(8):
+        x = rng.normal(0.3, 1.0, (1, k)).astype(np.float32)
+        x[0, :50] = threshold[:50] - np.float32(leak) * v_ref[0, :50]  # lands on the threshold
+        want = np.empty_like(x)
+        spiking.neuron_step(x, threshold, v_ref, np.float32(leak), subtract, want)
+        got = np.empty(k, np.float32)
+        lib.ek_neuron_step_f32(ctypes.c_int32(k), ptr(x), ptr(threshold), ptr(v_c),
+                               ctypes.c_float(leak), ctypes.c_int32(subtract), ptr(got))
+        np.testing.assert_array_equal(got, want[0])
+        np.testing.assert_array_equal(v_c, v_ref[0])
+    assert 0 < np.count_nonzero(got) < k
+
+
+def test_event_linear_matches_numba(tmp_path):
+    """The firmware's event-driven float32 linear against ``kernels.spiking.event_linear``: bit
+    for bit on spike vectors (amplitude = threshold, mostly zero), with the same SOP count."""
+    from edgekit.runtime.kernels import spiking
+
+    lib = compile_library(tmp_path, "", str(FIRMWARE / "ek_kernels.c"))
+    lib.ek_event_linear_f32.restype = ctypes.c_int32
+    rng = np.random.default_rng(3)
+    n_in, n_out = 64, 32
+    w_t = np.ascontiguousarray(rng.standard_normal((n_in, n_out)).astype(np.float32))
+    bias = rng.standard_normal(n_out).astype(np.float32)
+    for _ in range(20):
+        amp = rng.uniform(0.1, 2.0, n_in).astype(np.float32)
+        x = np.where(rng.random(n_in) < 0.3, amp, np.float32(0)).astype(np.float32)[None]
+        want = np.empty((1, n_out), np.float32)
+        count = np.zeros(1, np.int64)
+        spiking.event_linear(x, w_t, bias, want, count)
+        got = np.empty(n_out, np.float32)
+        ops = lib.ek_event_linear_f32(ctypes.c_int32(n_in), ctypes.c_int32(n_out), ptr(w_t),
+                                      ptr(bias), ptr(x), ptr(got))
+        np.testing.assert_array_equal(got, want[0])
+        assert ops == count[0]

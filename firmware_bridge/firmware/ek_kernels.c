@@ -361,3 +361,36 @@ void ek_layernorm(const ek_layernorm_t *p, const int8_t *x, int8_t *y) {
         }
     }
 }
+
+/* One step of IF (leak 1) or LIF neurons: u = leak * v + x; fire (output the threshold) when
+ * u >= threshold, then reset by subtraction or to zero; v keeps the membrane between steps. */
+void ek_neuron_step_f32(int32_t size, const float *x, const float *threshold, float *v,
+                        float leak, int32_t subtract, float *out) {
+    for (int32_t k = 0; k < size; k++) {
+        float u = leak * v[k];
+        u = u + x[k];
+        float th = threshold[k];
+        if (u >= th) {
+            out[k] = th;
+            u = subtract ? u - th : 0.0f;
+        } else {
+            out[k] = 0.0f;
+        }
+        v[k] = u;
+    }
+}
+
+/* y = x @ w_t + bias (w_t is [in][out]), adding one weight row per non-zero (spiking) input;
+ * returns the synaptic operations made. */
+int32_t ek_event_linear_f32(int32_t in, int32_t out_n, const float *w_t, const float *bias,
+                            const float *x, float *y) {
+    int32_t ops = 0;
+    for (int32_t o = 0; o < out_n; o++) y[o] = bias[o];
+    for (int32_t k = 0; k < in; k++, w_t += out_n) {
+        float value = x[k];
+        if (value == 0.0f) continue;
+        for (int32_t o = 0; o < out_n; o++) y[o] += value * w_t[o];
+        ops += out_n;
+    }
+    return ops;
+}

@@ -49,4 +49,10 @@ void ek_concat_part(int32_t outer, int32_t inner, int32_t total_inner, int32_t o
                     const int8_t *x, int8_t *y);
 void ek_softmax(const ek_softmax_t *p, const int8_t *x, int8_t *y);
 void ek_layernorm(const ek_layernorm_t *p, const int8_t *x, int8_t *y);
+/* float32 spiking kernels, twins of edgekit/runtime/kernels/spiking.py (same float32 operation
+ * order, so results are bit-identical; build without FMA contraction). */
+void ek_neuron_step_f32(int32_t size, const float *x, const float *threshold, float *v,
+                        float leak, int32_t subtract, float *out);
+int32_t ek_event_linear_f32(int32_t in, int32_t out_n, const float *w_t, const float *bias,
+                            const float *x, float *y);
 #endif
