@@ -31,7 +31,7 @@ def snn():
     torch.manual_seed(0)
     net = models.train(models.mlp(64, hidden=(32,)), ds.x_train, ds.y_train, epochs=3)
     graph = edgekit.from_torch(torch.export.export(net, (torch.from_numpy(ds.x_test[:1]),)))
-    return to_snn(graph, ds.x_train[:300], timesteps=TIMESTEPS), ds
+    return to_snn(graph, ds.x_train[:300], timesteps=TIMESTEPS), ds, graph
 
 
 def reference(graph, x):
@@ -42,10 +42,14 @@ def reference(graph, x):
 
 
 @pytest.mark.skipif(shutil.which("gcc") is None, reason="no host C compiler (gcc)")
-def test_time_loop_host_compiled_matches_spiking_executor(snn, tmp_path):
+@pytest.mark.parametrize("options", [{}, {"neuron": "lif", "reset": "zero", "v_init": 0.5}])
+def test_time_loop_host_compiled_matches_spiking_executor(snn, tmp_path, options):
+    from edgekit.converters.snn import to_snn
     from edgekit.converters.to_c_snn import to_c_snn
 
-    graph, ds = snn
+    graph, ds, ann = snn
+    if options:  # the same ANN as a LIF network resetting to zero from half-charged membranes
+        graph = to_snn(ann, ds.x_train[:300], timesteps=TIMESTEPS, **options)
     to_c_snn(graph, tmp_path)
     (tmp_path / "harness.c").write_text(
         '#include <string.h>\n#include "ek_model.h"\n'
@@ -77,7 +81,7 @@ def test_spiking_mlp_on_qemu_matches_spiking_executor(snn):
 
     from edgekit.converters.to_c_snn import generate
 
-    graph, ds = snn
+    graph, ds, _ = snn
     firmware = build(*generate(graph))
     x = np.ascontiguousarray(ds.x_test[:40], np.float32)
     want = reference(graph, x)
