@@ -213,8 +213,8 @@ def forward(block: Block, x: np.ndarray, keep: bool = True) -> tuple[np.ndarray,
         elif p.kind == "max":
             K.maxpool_argmax(z, p.kernel, p.stride, p.padding, y[n], idx[n if keep else 0])
         elif p.kind == "avg":
-            pool.pool2d(z[None], p.kernel, p.stride, p.padding, (1, 1), False,
-                        p.count_include_pad, y[n][None])
+            pool.avg_pool2d(z[None], p.kernel, p.stride, p.padding, p.count_include_pad,
+                            y[n][None])
         else:
             pool.row_mean(z.reshape(o, -1), y[n].reshape(-1))
     return y, Tape(x, y, idx, a) if keep else None

@@ -1,7 +1,7 @@
 """numba kernels for training: the backward passes, local losses and weight updates.
 
 Forward passes reuse the inference runtime's kernels (``im2row`` + ``gemm_nt`` for conv and
-linear, ``pool2d`` for average pooling); only max pooling is new here, because training must
+linear, ``avg_pool2d`` for average pooling); only max pooling is new here, because training must
 remember which tap won. Every kernel writes into buffers it is given and allocates nothing, so
 what a rule keeps alive is decided by its caller and can be accounted for.
 

@@ -183,14 +183,14 @@ def _leaky_relu(ins, out, *, alpha) -> Step:
 
 @register("maxpool2d")
 def _maxpool2d(ins, out, *, kernel, stride, padding, dilation) -> Step:
-    return bind(pool.pool2d, ins[0], tuple(kernel), tuple(stride), tuple(padding[:2]),
-                tuple(dilation), True, True, out)
+    return bind(pool.max_pool2d, ins[0], tuple(kernel), tuple(stride), tuple(padding[:2]),
+                tuple(dilation), np.float32(-np.inf), out)
 
 
 @register("avgpool2d")
 def _avgpool2d(ins, out, *, kernel, stride, padding, count_include_pad) -> Step:
-    return bind(pool.pool2d, ins[0], tuple(kernel), tuple(stride), tuple(padding[:2]),
-                (1, 1), False, count_include_pad, out)
+    return bind(pool.avg_pool2d, ins[0], tuple(kernel), tuple(stride), tuple(padding[:2]),
+                count_include_pad, out)
 
 
 @register("global_avgpool")

@@ -22,7 +22,14 @@ from edgekit.errors import EdgekitError
 from edgekit.graph import QuantParams
 from edgekit.quant.arith import quantize_multipliers
 from edgekit.runtime import float32
-from edgekit.runtime.kernels import elementwise, int8_conv, int8_elementwise, int8_gemm, int8_pool
+from edgekit.runtime.kernels import (
+    elementwise,
+    int8_conv,
+    int8_elementwise,
+    int8_gemm,
+    int8_pool,
+    pool,
+)
 from edgekit.runtime.registry import KERNELS, Step, bind, register, sequence
 
 ALIGN = 16
@@ -289,8 +296,8 @@ for _op in ("reshape", "concat"):
 @register("maxpool2d", "int8")
 def _maxpool2d(ins, out, *, kernel, stride, padding, dilation, quant) -> Step:
     _check_shared("maxpool2d", quant)
-    return bind(int8_pool.max_pool2d, ins[0], tuple(kernel), tuple(stride),
-                tuple(padding[:2]), tuple(dilation), out)
+    return bind(pool.max_pool2d, ins[0], tuple(kernel), tuple(stride),
+                tuple(padding[:2]), tuple(dilation), np.int8(-128), out)
 
 
 @register("avgpool2d", "int8")
