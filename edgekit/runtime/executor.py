@@ -45,6 +45,10 @@ class Program:
 class Executor:
     """Runs a Graph on the numba kernels: ``Executor(graph).run(x)``."""
 
+    # Activations whose buffers live to the last step, like the outputs: a spiking Graph's
+    # time-invariant tensors, computed once and read at every time step.
+    held: frozenset[str] = frozenset()
+
     def __init__(self, graph: Graph, planner: Planner | None = None):
         self.graph = graph.validate()
         self._kernels = _kernels_for(graph)
@@ -113,7 +117,7 @@ class Executor:
         params = {name: np.ascontiguousarray(value) for name, value in g.params.items()}
         shapes = {name: (batch, *info.shape[1:]) for name, info in g.tensors.items()}
         shapes.update({name: value.shape for name, value in params.items()})
-        buffers = _activation_buffers(g, shapes)
+        buffers = _activation_buffers(g, shapes, self.held)
         n_activations = len(buffers)
         scratch_index = {}
         for i, (node, kernel) in enumerate(zip(g.nodes, self._kernels, strict=True)):
@@ -186,16 +190,18 @@ def _kernels_for(graph: Graph) -> list[Kernel]:
     return found
 
 
-def _activation_buffers(graph: Graph, shapes: dict[str, tuple[int, ...]]) -> list[Buffer]:
+def _activation_buffers(graph: Graph, shapes: dict[str, tuple[int, ...]],
+                        held: frozenset[str]) -> list[Buffer]:
     """Each activation with its bytes and the steps it is live in: graph inputs from step 0,
-    graph outputs to the last step, every other tensor from its producer to its last reader."""
+    graph outputs and ``held`` tensors to the last step, every other tensor from its producer
+    to its last reader."""
     span = {name: [0, 0] for name in graph.inputs}
     for i, node in enumerate(graph.nodes):
         for name in node.inputs:
             if name in span:
                 span[name][1] = i
         span[node.outputs[0]] = [i, i]
-    for name in graph.outputs:
+    for name in (*graph.outputs, *held):
         if name in span:
             span[name][1] = max(len(graph.nodes) - 1, 0)
     itemsize = {name: np.dtype(graph.tensors[name].dtype).itemsize for name in span}

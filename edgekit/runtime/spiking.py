@@ -8,9 +8,11 @@ everything: ``SpikingExecutor`` is an ``Executor`` whose program is planned and 
 run T times per inference. Neuron state lives in each neuron step (allocated in prepare, reset
 to the initial membrane at the start of every inference), so the arena planner is untouched.
 Convolutions and linear layers fed by spikes are bound to event-driven kernels instead of the
-dense ones; the first layer, fed by the analog input under direct encoding, stays dense (its
-MACs are what an SNN still multiplies). The result is the time average of the output tensor:
-the output layer's membrane divided by T, or the spike count times the threshold over T.
+dense ones. Under direct encoding the layers fed only by the analog input (the first layer)
+stay dense (their MACs are what an SNN still multiplies) and, being the same at every step, run
+once per inference; their outputs are held in the arena for the other T - 1 steps. The result
+is the time average of the output tensor: the output layer's membrane divided by T, or the
+spike count times the threshold over T.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import numpy as np
 
 from edgekit.errors import EdgekitError
 from edgekit.graph import Graph
+from edgekit.ops import NEURON_OPS
 from edgekit.quant.edge import graph_feeds
 from edgekit.runtime.executor import Executor, Inputs, Program
 from edgekit.runtime.kernels import spiking
@@ -72,13 +75,16 @@ class EventStep:
         self._step()
 
 
-def _event_conv2d(ins, out, *, stride, padding, dilation, groups, activation) -> Step:
+def _event_conv2d(ins, out, *, stride, padding, dilation, groups, activation, scratch) -> Step:
     x, w = ins[0], ins[1]
     if activation != "none":
         raise EdgekitError("an event-driven convolution takes no fused activation")
     bias = ins[2] if len(ins) > 2 else np.zeros(w.shape[0], np.float32)
+    rows, cols = (spiking.tap_targets(size, taps, *geometry) for size, taps, *geometry in
+                  zip(x.shape[2:], w.shape[2:], stride, padding[:2], dilation, out.shape[2:]))
     return EventStep(spiking.event_conv2d, x, np.ascontiguousarray(w.transpose(1, 2, 3, 0)),
-                     bias, tuple(stride), tuple(padding[:2]), tuple(dilation), out)
+                     bias, rows, cols,
+                     scratch.view(np.float32).reshape(*out.shape[2:], out.shape[1]), out)
 
 
 def _event_linear(ins, out, *, activation) -> Step:
@@ -90,7 +96,13 @@ def _event_linear(ins, out, *, activation) -> Step:
                      bias, out.reshape(-1, out.shape[-1]))
 
 
-EVENT_KERNELS = {"conv2d": Kernel(_event_conv2d), "linear": Kernel(_event_linear)}
+def _event_conv2d_scratch(in_shapes, out_shape, **attrs) -> int:
+    """One sample's sums, channels last (``event_conv2d``'s ``acc``)."""
+    return 4 * int(np.prod(out_shape[1:]))
+
+
+EVENT_KERNELS = {"conv2d": Kernel(_event_conv2d, _event_conv2d_scratch),
+                 "linear": Kernel(_event_linear)}
 
 
 class SpikingExecutor(Executor):
@@ -114,9 +126,14 @@ class SpikingExecutor(Executor):
         if any(t.dtype != "float32" for t in graph.tensors.values()):
             raise EdgekitError("spiking Graphs run on float32 weights; convert before quantizing")
         self.rng = np.random.default_rng(seed)
-        self.event_driven = [node.op in EVENT_KERNELS
-                             and (node.inputs[0] not in graph.inputs or self.encoding == "rate")
-                             for node in graph.nodes]
+        self.static = _time_invariant(graph) if self.encoding == "direct" else \
+            [False] * len(graph.nodes)
+        once = set(graph.inputs) | {node.outputs[0] for node, static
+                                    in zip(graph.nodes, self.static, strict=True) if static}
+        self.held = frozenset(x for node, static in zip(graph.nodes, self.static, strict=True)
+                              if not static for x in node.inputs if x in once)
+        self.event_driven = [node.op in EVENT_KERNELS and not static
+                             for node, static in zip(graph.nodes, self.static, strict=True)]
         self._kernels = [EVENT_KERNELS[node.op] if event else kernel for node, kernel, event
                          in zip(graph.nodes, self._kernels, self.event_driven, strict=True)]
 
@@ -156,10 +173,30 @@ class SpikingExecutor(Executor):
                 step.reset()
             elif isinstance(step, EventStep):
                 step.count[:] = 0
-        for _ in range(self.timesteps):
-            for name, x in feeds.items():
-                if self.encoding == "rate":
-                    x = (self.rng.random(x.shape, np.float32) < x).astype(np.float32)
-                np.copyto(program.arrays[name], x, casting="same_kind")
-            program.run()
+        dynamic = [step for step, static in zip(program.steps, self.static, strict=True)
+                   if not static]
+        for t in range(self.timesteps):
+            if self.encoding == "rate":
+                for name, x in feeds.items():
+                    spikes = self.rng.random(x.shape, np.float32) < x
+                    np.copyto(program.arrays[name], spikes, casting="unsafe")
+            elif t == 0:
+                for name, x in feeds.items():
+                    np.copyto(program.arrays[name], x, casting="same_kind")
+            for step in program.steps if t == 0 else dynamic:
+                step()
             yield
+
+
+def _time_invariant(graph: Graph) -> list[bool]:
+    """Per node, whether its output is the same at every step under direct encoding: it reads
+    only the inputs, params and such outputs, and is no neuron (a neuron has state). These
+    run once per inference, at the first step; the rest of the network runs T times."""
+    known = set(graph.inputs) | set(graph.params)
+    static = []
+    for node in graph.nodes:
+        static.append(node.op not in NEURON_OPS and all(x in known for x in node.inputs))
+        if static[-1]:
+            known.add(node.outputs[0])
+    return static
+

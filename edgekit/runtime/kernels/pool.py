@@ -72,29 +72,6 @@ def max_pool2d(x, kernel, stride, padding, dilation, lowest, out):
 
 @njit(cache=True)
 def _max_inside(x, kh, kw, sh, sw, dh, dw, out):
-    """The common case, every window inside the input (no padding, no partial window): per
-    output row, the maximum over the window's input rows first (whole rows, a loop that
-    vectorizes), then over the taps of each window along that one row."""
-    width = x.shape[2]
-    tmp = np.empty(width, x.dtype)
-    for c in range(x.shape[0]):
-        src, dst = x[c], out[c]
-        for oy in range(out.shape[1]):
-            tmp[:] = src[oy * sh]
-            for ky in range(1, kh):
-                line = src[oy * sh + ky * dh]
-                for i in range(width):
-                    tmp[i] = max(tmp[i], line[i])
-            row = dst[oy]
-            for ox in range(out.shape[2]):
-                best = tmp[ox * sw]
-                for kx in range(1, kw):
-                    best = max(best, tmp[np.uint64(ox * sw + kx * dw)])
-                row[ox] = best
-
-
-@njit(cache=True)
-def _max_inside(x, kh, kw, sh, sw, dh, dw, out):
     """Max pooling when every window lies inside the input (no padding, no partial window): per
     output row, the maximum over the window's input rows first (whole rows, a loop that
     vectorizes), then over the taps of each window along that one row."""

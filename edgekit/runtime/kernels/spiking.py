@@ -10,6 +10,7 @@ were made.
 
 from __future__ import annotations
 
+import numpy as np
 from numba import njit
 
 
@@ -30,20 +31,24 @@ def neuron_step(x, threshold, v, leak, subtract, out):
 
 
 @njit(cache=True)
-def event_conv2d(x, w, bias, stride, padding, dilation, out, count):
+def event_conv2d(x, w, bias, rows, cols, acc, out, count):
     """Grouped convolution driven by input events: each non-zero input element scatters its
-    taps into the outputs it reaches. ``w`` is laid out (C_in_per_group, KH, KW, O) so that the
-    O // groups outputs one tap reaches are contiguous."""
+    taps into the outputs it reaches. ``w`` is laid out (C_in_per_group, KH, KW, O) and the
+    sums build up in ``acc`` (OH, OW, O), so that the O // groups outputs one tap reaches are
+    contiguous in both (a vector add); ``out`` (NCHW) gets them at the end. Each output still
+    adds its terms in input order (c, y, x, ky, kx), the order the firmware's twin uses.
+    ``rows``/``cols`` map an input row/column and a tap to the output row/column it reaches
+    (``tap_targets``), so that no event pays a division per tap."""
     height, width = x.shape[2], x.shape[3]
     out_c, out_h, out_w = out.shape[1], out.shape[2], out.shape[3]
-    (sh, sw), (pt, pl), (dh, dw) = stride, padding, dilation
     per_group = w.shape[0]
     groups = x.shape[1] // per_group
     per_out = out_c // groups
     ops = 0
     for n in range(x.shape[0]):
-        for o in range(out_c):
-            out[n, o, :, :] = bias[o]
+        for oy in range(out_h):
+            for ox in range(out_w):
+                acc[oy, ox, :] = bias
         for c in range(x.shape[1]):
             g, ci = c // per_group, c % per_group
             o0 = g * per_out
@@ -53,20 +58,34 @@ def event_conv2d(x, w, bias, stride, padding, dilation, out, count):
                     if value == 0.0:
                         continue
                     for ky in range(w.shape[1]):
-                        ny = iy + pt - ky * dh
-                        if ny < 0 or ny % sh != 0 or ny // sh >= out_h:
+                        oy = rows[iy, ky]
+                        if oy < 0:
                             continue
-                        oy = ny // sh
                         for kx in range(w.shape[2]):
-                            nx = ix + pl - kx * dw
-                            if nx < 0 or nx % sw != 0 or nx // sw >= out_w:
+                            ox = cols[ix, kx]
+                            if ox < 0:
                                 continue
-                            ox = nx // sw
-                            taps = w[ci, ky, kx]
+                            taps = w[ci, ky, kx, o0:o0 + per_out]
+                            dst = acc[oy, ox, o0:o0 + per_out]
                             for o in range(per_out):
-                                out[n, o0 + o, oy, ox] += value * taps[o0 + o]
+                                dst[o] += value * taps[o]
                             ops += per_out
+        for o in range(out_c):
+            for oy in range(out_h):
+                for ox in range(out_w):
+                    out[n, o, oy, ox] = acc[oy, ox, o]
     count[0] += ops
+
+
+def tap_targets(size, taps, stride, pad, dilation, out_size):
+    """``[i, k]``: the output position that input position i reaches through tap k, or -1."""
+    table = np.full((size, taps), -1, np.int64)
+    for i in range(size):
+        for k in range(taps):
+            j = i + pad - k * dilation
+            if j >= 0 and j % stride == 0 and j // stride < out_size:
+                table[i, k] = j // stride
+    return table
 
 
 @njit(cache=True)
