@@ -394,3 +394,72 @@ int32_t ek_event_linear_f32(int32_t in, int32_t out_n, const float *w_t, const f
     }
     return ops;
 }
+
+/* Grouped convolution driven by input events (spiking.event_conv2d): each non-zero input
+ * element scatters value * w into every output its taps reach, in the same order. */
+int32_t ek_event_conv2d_f32(const ek_conv_f32_t *p, const float *x, float *y) {
+    const int32_t h = p->h, w = p->w, oh = p->oh, ow = p->ow, kh = p->kh, kw = p->kw;
+    const int32_t sh = p->sh, sw = p->sw, pt = p->pt, pl = p->pl, dh = p->dh, dw = p->dw;
+    const int32_t cout = p->cout, plane = oh * ow, per_group = p->cin / p->groups;
+    const int32_t per_out = cout / p->groups;
+    int32_t ops = 0;
+    for (int32_t o = 0; o < cout; o++)
+        for (int32_t i = 0; i < plane; i++) y[o * plane + i] = p->bias[o];
+    for (int32_t c = 0; c < p->cin; c++) {
+        const int32_t o0 = c / per_group * per_out;
+        const float *wc = p->weight + c % per_group * kh * kw * cout + o0;
+        for (int32_t iy = 0; iy < h; iy++) {
+            for (int32_t ix = 0; ix < w; ix++) {
+                const float value = *x++;
+                if (value == 0.0f) continue;
+                for (int32_t ky = 0; ky < kh; ky++) {
+                    const int32_t ny = iy + pt - ky * dh;
+                    if (ny < 0 || ny % sh != 0 || ny / sh >= oh) continue;
+                    for (int32_t kx = 0; kx < kw; kx++) {
+                        const int32_t nx = ix + pl - kx * dw;
+                        if (nx < 0 || nx % sw != 0 || nx / sw >= ow) continue;
+                        const float *taps = wc + (ky * kw + kx) * cout;
+                        float *dst = y + o0 * plane + ny / sh * ow + nx / sw;
+                        for (int32_t o = 0; o < per_out; o++) dst[o * plane] += value * taps[o];
+                        ops += per_out;
+                    }
+                }
+            }
+        }
+    }
+    return ops;
+}
+
+/* pool.avg_pool2d: the window's sum in double (numba's float64 accumulator), divided by the
+ * window, or by its taps inside the input unless count_include_pad, then rounded to float. */
+void ek_avgpool2d_f32(const ek_pool_t *p, const float *x, float *y) {
+    for (int32_t c = 0; c < p->c; c++, x += p->h * p->w) {
+        for (int32_t oy = 0; oy < p->oh; oy++) {
+            int32_t by = oy * p->sh - p->pt, y0, y1;
+            ek_taps(by, 1, p->kh, p->h, &y0, &y1);
+            for (int32_t ox = 0; ox < p->ow; ox++) {
+                int32_t bx = ox * p->sw - p->pl, x0, x1;
+                double acc = 0.0;
+                ek_taps(bx, 1, p->kw, p->w, &x0, &x1);
+                for (int32_t ky = y0; ky < y1; ky++)
+                    for (int32_t kx = x0; kx < x1; kx++) acc += x[(by + ky) * p->w + bx + kx];
+                int32_t count = p->count_include_pad ? p->kh * p->kw : (y1 - y0) * (x1 - x0);
+                *y++ = (float)(acc / count);
+            }
+        }
+    }
+}
+
+/* pool.row_mean: each channel's sum in double, divided by its size, rounded to float. */
+void ek_global_avgpool_f32(int32_t channels, int32_t size, const float *x, float *y) {
+    for (int32_t c = 0; c < channels; c++) {
+        double total = 0.0;
+        for (int32_t i = 0; i < size; i++) total += *x++;
+        y[c] = (float)(total / size);
+    }
+}
+
+/* elementwise.binary's add of two tensors of one shape, no activation. */
+void ek_add_f32(int32_t size, const float *x, const float *y, float *out) {
+    for (int32_t i = 0; i < size; i++) out[i] = x[i] + y[i];
+}

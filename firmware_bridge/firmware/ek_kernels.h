@@ -49,10 +49,22 @@ void ek_concat_part(int32_t outer, int32_t inner, int32_t total_inner, int32_t o
                     const int8_t *x, int8_t *y);
 void ek_softmax(const ek_softmax_t *p, const int8_t *x, int8_t *y);
 void ek_layernorm(const ek_layernorm_t *p, const int8_t *x, int8_t *y);
-/* float32 spiking kernels, twins of edgekit/runtime/kernels/spiking.py (same float32 operation
- * order, so results are bit-identical; build without FMA contraction). */
+/* float32 kernels of spiking Graphs (converters/to_c_snn.py), twins of the numba kernels in
+ * edgekit/runtime/kernels/spiking.py and pool.py and of elementwise.binary (same operations in
+ * the same order, so results are bit-identical; build without FMA contraction). The event-driven
+ * layers return the synaptic operations they made. */
+typedef struct {
+    int16_t cin, h, w, cout, oh, ow, kh, kw, sh, sw, pt, pl, dh, dw, groups;
+    const float *weight;  /* [cin / groups][kh][kw][cout]: the outputs one tap reaches, together */
+    const float *bias;
+} ek_conv_f32_t;
+
 void ek_neuron_step_f32(int32_t size, const float *x, const float *threshold, float *v,
                         float leak, int32_t subtract, float *out);
 int32_t ek_event_linear_f32(int32_t in, int32_t out_n, const float *w_t, const float *bias,
                             const float *x, float *y);
+int32_t ek_event_conv2d_f32(const ek_conv_f32_t *p, const float *x, float *y);
+void ek_avgpool2d_f32(const ek_pool_t *p, const float *x, float *y);
+void ek_global_avgpool_f32(int32_t channels, int32_t size, const float *x, float *y);
+void ek_add_f32(int32_t size, const float *x, const float *y, float *out);
 #endif
