@@ -8,6 +8,10 @@ A reply has the request's seq and ``type | 0x80``; an error frame has type ``ERR
 HELLO is also INFO: the firmware sends it unasked at boot (seq 0) and answers it any time with
 its protocol version, link buffer size, arena size, tick rate, input/output sizes, step count,
 model hash and firmware version (``Hello``).
+
+STATS (protocol 2) answers with what the model counted in its last inference, u32 LE each:
+nothing for an int8 model; for a spiking one (``converters.to_c_snn``) its synaptic operations,
+then the ticks each node took over the T time steps (``parse_stats``).
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ class Cmd(IntEnum):
     INFER_LAYERS = 0x04
     RESET = 0x05
     SHUTDOWN = 0x06  # emulator only: the firmware exits through semihosting
+    STATS = 0x07  # the model's counters of the last inference
     ERROR = 0x7F
 
 
@@ -127,3 +132,8 @@ def parse_infer(payload: bytes, steps: int) -> tuple[int, list[int], bytes]:
     """INFER reply: (total ticks, ticks per step, output bytes)."""
     ticks = struct.unpack(f"<{steps + 1}I", payload[:4 * (steps + 1)])
     return ticks[0], list(ticks[1:]), payload[4 * (steps + 1):]
+
+
+def parse_stats(payload: bytes) -> list[int]:
+    """STATS reply: the model's u32 counters of its last inference."""
+    return list(struct.unpack(f"<{len(payload) // 4}I", payload))

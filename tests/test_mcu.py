@@ -312,3 +312,12 @@ def test_a_board_on_a_port(model_on_board):
             edgekit.deploy(other, f"mcu:{url}")
     finally:
         board.stop()
+
+
+def test_an_int8_model_has_no_stats(model_on_board):
+    """STATS (protocol 2) answers every model; an int8 one counts nothing."""
+    from edgekit.firmware_bridge.protocol import Cmd
+
+    _, _, session = model_on_board
+    assert session.hello.protocol == 2
+    assert session.board.link.request(Cmd.STATS) == b""

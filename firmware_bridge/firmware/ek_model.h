@@ -1,5 +1,6 @@
-/* The interface converters/to_c.py's generated model.c implements: where the inputs and
- * outputs live in the static arena, and one call per step of the static schedule. */
+/* The interface converters/to_c.py's (and to_c_snn.py's) generated model.c implements: where
+ * the inputs and outputs live in the static arena, one call per step of the static schedule,
+ * and what the model counted in its last inference (STATS). */
 #ifndef EK_MODEL_H
 #define EK_MODEL_H
 #include <stdint.h>
@@ -13,6 +14,10 @@ typedef struct {
     const ek_span_t *inputs, *outputs, *steps;  /* steps: each step's output tensor */
     int8_t *arena;
     void (*run_step)(uint16_t step);
+    const uint32_t *stats;       /* n_stats counters of the last inference (none for int8 models;
+                                  * a spiking model: its synaptic operations, then each node's
+                                  * ticks over the T time steps) */
+    uint16_t n_stats;
 } ek_model_t;
 
 extern const ek_model_t ek_model;

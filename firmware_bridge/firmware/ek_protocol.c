@@ -117,12 +117,19 @@ static void infer_layers(uint8_t seq, const uint8_t *data, uint32_t n) {
     send(EK_INFER_LAYERS | EK_REPLY, seq, tx, 2 + ek_model.steps[step].size);
 }
 
+/* STATS reply: the model's counters of the last inference, u32 each (none for int8 models). */
+static void stats(uint8_t seq) {
+    for (uint16_t i = 0; i < ek_model.n_stats; i++) put32(tx + 4 * i, ek_model.stats[i]);
+    send(EK_STATS | EK_REPLY, seq, tx, 4u * ek_model.n_stats);
+}
+
 static void dispatch(uint8_t type, uint8_t seq, const uint8_t *payload, uint32_t n) {
     switch (type) {
     case EK_HELLO: hello(EK_HELLO | EK_REPLY, seq); break;
     case EK_PING: send(EK_PING | EK_REPLY, seq, payload, n); break;
     case EK_INFER: infer(seq, payload, n); break;
     case EK_INFER_LAYERS: infer_layers(seq, payload, n); break;
+    case EK_STATS: stats(seq); break;
     case EK_RESET: send(EK_RESET | EK_REPLY, seq, 0, 0); board_reset(); break;
     case EK_SHUTDOWN: send(EK_SHUTDOWN | EK_REPLY, seq, 0, 0); board_exit(); break;
     default: send_error(seq, EK_ERR_TYPE, "unknown command");
