@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -266,12 +266,15 @@ def max_payload(graph: Graph) -> int:
     return need
 
 
-def memory_plan(graph: Graph) -> tuple[Plan, dict[str, int]]:
+def memory_plan(graph: Graph, itemsize: int = 1,
+                held: Sequence[str] = ()) -> tuple[Plan, dict[str, int]]:
     """Arena offsets of every activation at batch 1 (GreedyPlanner; no kernel needs scratch in
-    the arena: the convolution's column buffer is a separate static array)."""
+    the arena: the convolution's column buffer is a separate static array). ``itemsize``: bytes
+    per element (4 for a float32 spiking Graph); ``held``: tensors that live through the whole
+    schedule (in a spiking Graph, what the time loop reads again at every step)."""
     last = len(graph.nodes)
-    first_use = {n: 0 for n in graph.inputs}
-    last_use = {n: last for n in graph.outputs}
+    first_use = {n: 0 for n in (*graph.inputs, *held)}
+    last_use = {n: last for n in (*graph.outputs, *held)}
     for i, node in enumerate(graph.nodes):
         for t in node.inputs:
             if t not in graph.params:
@@ -280,10 +283,16 @@ def memory_plan(graph: Graph) -> tuple[Plan, dict[str, int]]:
             first_use.setdefault(t, i)
             last_use.setdefault(t, i)
     names = list(first_use)
-    buffers = [Buffer(n, _size(graph.tensors[n].shape), first_use[n], last_use[n])
+    buffers = [Buffer(n, itemsize * _size(graph.tensors[n].shape), first_use[n], last_use[n])
                for n in names]
     plan = GreedyPlanner().plan(buffers)
     return plan, dict(zip(names, plan.offsets, strict=True))
+
+
+def ram_bytes(graph: Graph) -> int:
+    """Static RAM the model's activations take on the board (its arena): what the fit check
+    counts."""
+    return memory_plan(graph)[0].size
 
 
 def generate(graph: Graph) -> tuple[str, str, str]:

@@ -2,35 +2,165 @@
 output, direct encoding): the same ``ek_model_t`` interface as ``converters.to_c``, so the
 firmware's protocol, build and boards run it unchanged.
 
-The whole inference is one step of the schedule: reset every membrane to its initial value,
-then T times run the layers in order (``ek_event_linear_f32`` adds a weight row per non-zero
-input, ``ek_neuron_step_f32`` charges, fires and resets) and add the output tensor into its
-sum, then divide by T. That is ``SpikingExecutor.run``'s float32 operation order, so the
-board's outputs equal the runtime's bit for bit. Inputs and outputs are little-endian float32
-in the arena; membranes and layer outputs are static arrays. Weights are written as hexadecimal
-float literals, exact. Supported ops: linear, if_neuron, lif_neuron, reshape/flatten.
+The whole inference is one step of the schedule, ``SpikingExecutor.run``'s: reset every
+membrane to its initial value, run the time-invariant nodes once (``SpikingExecutor.static``:
+the first layer, which sees the same analog input at every step), then T times run the other
+nodes in order and add the output tensor into its sum, then divide by T. Every kernel is the
+twin of the runtime's (``ek_kernels.h``), so the board computes what the runtime computes.
+
+Convolutions and linear layers scatter each non-zero input into the outputs it reaches
+(``ek_event_conv2d_f32``, ``ek_event_linear_f32``) and count those synaptic operations where
+the runtime does (``SpikingExecutor.event_driven``). The time-invariant first layer runs on the
+same scatter kernel, uncounted, where the runtime runs its dense kernel: for a convolution with
+one input channel per group (the usual image stem, ``conv.depthwise_planes``) or a pointwise
+one, both sum each output as bias, then the taps in order (a zero input adds nothing), so the
+board stays bit-identical; a first layer the runtime computes as a reassociated matrix product
+(``linear.gemm_nt``: a linear layer, or a convolution over several input channels per group)
+differs from it by float rounding, which changes the outputs only where it flips a spike.
+
+Activations live in one static arena planned like ``to_c``'s (four bytes an element; what the
+time loop reads again at every step, ``SpikingExecutor.held``, lives through the whole
+inference), followed by the output sum; membranes are static arrays beside it. Weights are
+written as hexadecimal float literals, exact. The model's STATS are its synaptic operations and
+each node's ticks over the inference.
 """
 
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
-from edgekit.converters.to_c import LINK_PAYLOAD_LIMIT, model_header, write_model
+from edgekit.converters.to_c import (
+    LINK_PAYLOAD_LIMIT,
+    _struct,
+    memory_plan,
+    model_header,
+    write_model,
+)
 from edgekit.errors import EdgekitError
-from edgekit.graph import Graph
-
-OPS = ("linear", "if_neuron", "lif_neuron", "reshape", "flatten")
+from edgekit.graph import Graph, Node
+from edgekit.ops import NEURON_OPS
+from edgekit.runtime.spiking import SpikingExecutor
 
 
 def _size(shape) -> int:
-    return int(np.prod(shape, dtype=np.int64))
+    """Elements of one sample (the board runs batch 1)."""
+    return int(np.prod(shape[1:], dtype=np.int64))
 
 
 def _hex(values: np.ndarray) -> str:
     return ", ".join(float(v).hex() + "f" for v in np.asarray(values, np.float32).reshape(-1))
+
+
+class _Writer:
+    """Collects declarations, membrane resets and each node's call while walking the Graph."""
+
+    def __init__(self, graph: Graph, offsets: dict[str, int]):
+        self.graph, self.offsets = graph, offsets
+        self.decls: list[str] = []
+        self.resets: list[str] = []
+
+    def at(self, tensor: str) -> str:
+        return f"((float *)(arena + {self.offsets[tensor]}))"
+
+    def const(self, name: str, values: np.ndarray) -> str:
+        self.decls.append(f"static const float {name}[{max(np.size(values), 1)}] = "
+                          f"{{{_hex(values) or '0'}}};")
+        return name
+
+    def shape(self, tensor: str) -> tuple[int, ...]:
+        return self.graph.tensors[tensor].shape
+
+    def bias(self, i: int, node: Node, n: int) -> str:
+        values = (self.graph.params[node.inputs[2]] if len(node.inputs) > 2
+                  else np.zeros(n, np.float32))
+        return self.const(f"b{i}", values)
+
+
+def _no_activation(node: Node) -> None:
+    if node.attrs.get("activation", "none") != "none":
+        raise EdgekitError(f"{node.op} {node.name or node.outputs[0]}: activation "
+                           f"{node.attrs['activation']!r} in a spiking Graph (the neurons are "
+                           "the nonlinearity): convert with converters.snn.to_snn")
+
+
+def _conv(w: _Writer, i: int, node: Node) -> str:
+    _no_activation(node)
+    a, weight = node.attrs, w.graph.params[node.inputs[1]]
+    xs, ys = w.shape(node.inputs[0]), w.shape(node.outputs[0])
+    fields = dict(cin=xs[1], h=xs[2], w=xs[3], cout=ys[1], oh=ys[2], ow=ys[3],
+                  kh=weight.shape[2], kw=weight.shape[3], sh=a["stride"][0], sw=a["stride"][1],
+                  pt=a["padding"][0], pl=a["padding"][1], dh=a["dilation"][0],
+                  dw=a["dilation"][1], groups=a["groups"],
+                  weight=w.const(f"w{i}", weight.transpose(1, 2, 3, 0)),
+                  bias=w.bias(i, node, weight.shape[0]))
+    w.decls.append(_struct("ek_conv_f32_t", f"p{i}", fields))
+    return f"ek_event_conv2d_f32(&p{i}, {w.at(node.inputs[0])}, {w.at(node.outputs[0])})"
+
+
+def _linear(w: _Writer, i: int, node: Node) -> str:
+    _no_activation(node)
+    weight = w.graph.params[node.inputs[1]]
+    if _size(w.shape(node.inputs[0])) != weight.shape[1]:
+        raise EdgekitError(f"linear {node.name or node.outputs[0]}: the firmware's spiking "
+                           "path runs linear layers on flat (N, features) inputs")
+    return (f"ek_event_linear_f32({weight.shape[1]}, {weight.shape[0]}, "
+            f"{w.const(f'w{i}', weight.T)}, {w.bias(i, node, weight.shape[0])}, "
+            f"{w.at(node.inputs[0])}, {w.at(node.outputs[0])})")
+
+
+def _neuron(w: _Writer, i: int, node: Node) -> str:
+    shape = w.shape(node.outputs[0])[1:]
+    n = _size((1, *shape))
+    params = [np.broadcast_to(w.graph.params[t], shape) for t in node.inputs[1:3]]
+    threshold, v_init = params[0], params[1] if len(params) > 1 else np.zeros(shape)
+    leak = float(np.float32(node.attrs.get("leak", 1.0) if node.op == "lif_neuron" else 1.0))
+    subtract = int(node.attrs.get("reset", "subtract") == "subtract")
+    w.decls.append(f"static float v{i}[{n}];")
+    w.resets.append(f"    memcpy(v{i}, {w.const(f'vi{i}', v_init)}, sizeof v{i});")
+    return (f"ek_neuron_step_f32({n}, {w.at(node.inputs[0])}, {w.const(f'th{i}', threshold)}, "
+            f"v{i}, {leak.hex()}f, {subtract}, {w.at(node.outputs[0])})")
+
+
+def _avgpool(w: _Writer, i: int, node: Node) -> str:
+    a, xs, ys = node.attrs, w.shape(node.inputs[0]), w.shape(node.outputs[0])
+    fields = dict(c=xs[1], h=xs[2], w=xs[3], oh=ys[2], ow=ys[3], kh=a["kernel"][0],
+                  kw=a["kernel"][1], sh=a["stride"][0], sw=a["stride"][1], pt=a["padding"][0],
+                  pl=a["padding"][1], dh=1, dw=1,
+                  count_include_pad=int(a.get("count_include_pad", False)), zp=0)
+    w.decls.append(_struct("ek_pool_t", f"p{i}", fields))
+    return f"ek_avgpool2d_f32(&p{i}, {w.at(node.inputs[0])}, {w.at(node.outputs[0])})"
+
+
+def _global_avgpool(w: _Writer, i: int, node: Node) -> str:
+    xs = w.shape(node.inputs[0])
+    return (f"ek_global_avgpool_f32({xs[1]}, {_size(xs[1:])}, {w.at(node.inputs[0])}, "
+            f"{w.at(node.outputs[0])})")
+
+
+def _add(w: _Writer, i: int, node: Node) -> str:
+    _no_activation(node)
+    x, y = node.inputs
+    if y in w.graph.params or w.shape(x) != w.shape(y):
+        raise EdgekitError(f"add {node.name or node.outputs[0]}: the firmware's spiking path "
+                           "adds two activations of one shape (a residual), no broadcasting")
+    return (f"ek_add_f32({_size(w.shape(x))}, {w.at(x)}, {w.at(y)}, "
+            f"{w.at(node.outputs[0])})")
+
+
+def _reshape(w: _Writer, i: int, node: Node) -> str:
+    return (f"memcpy({w.at(node.outputs[0])}, {w.at(node.inputs[0])}, "
+            f"{4 * _size(w.shape(node.inputs[0]))})")
+
+
+_OPS: dict[str, Callable[[_Writer, int, Node], str]] = {
+    "conv2d": _conv, "linear": _linear, "if_neuron": _neuron, "lif_neuron": _neuron,
+    "avgpool2d": _avgpool, "global_avgpool": _global_avgpool, "add": _add, "reshape": _reshape,
+}
+OPS = tuple(_OPS)
 
 
 def check_supported(graph: Graph) -> None:
@@ -40,82 +170,78 @@ def check_supported(graph: Graph) -> None:
         raise EdgekitError("not a spiking Graph: convert with converters.snn.to_snn first")
     if meta.get("encoding", "direct") != "direct":
         raise EdgekitError("the firmware runs direct-encoded spiking Graphs only (rate encoding "
-                           "draws random numbers the board cannot reproduce)")
+                           "draws random numbers the board cannot reproduce): convert with "
+                           "encoding='direct'")
     if any(t.dtype != "float32" for t in graph.tensors.values()):
         raise EdgekitError("spiking Graphs run on float32 weights; convert before quantizing")
-    missing = sorted({n.op for n in graph.nodes if n.op not in OPS})
+    missing = sorted({n.op for n in graph.nodes if n.op not in _OPS})
     if missing:
-        raise EdgekitError(f"the firmware has no spiking kernel for {missing}; it has {OPS}")
+        raise EdgekitError(f"the firmware has no spiking kernel for {missing}; it has "
+                           f"{sorted(OPS)}")
     if len(graph.inputs) != 1 or len(graph.outputs) != 1:
         raise EdgekitError("the firmware's spiking path runs one input and one output")
-    if graph.tensors[graph.inputs[0]].shape[0] != 1:
-        raise EdgekitError("the firmware runs batch 1")
+
+
+def _layout(graph: Graph, runtime: SpikingExecutor) -> tuple[dict[str, int], int, int]:
+    """Arena offsets of the activations, the arena's size (the output sum at its end) and the
+    membranes' bytes."""
+    plan, offsets = memory_plan(graph, itemsize=4, held=sorted(runtime.held))
+    arena = plan.size + 4 * _size(graph.tensors[graph.outputs[0]].shape)
+    membranes = 4 * sum(_size(graph.tensors[n.outputs[0]].shape) for n in graph.nodes
+                        if n.op in NEURON_OPS)
+    return offsets, arena, membranes
+
+
+def ram_bytes(graph: Graph) -> int:
+    """Static RAM the model takes on the board: its arena and the membranes."""
+    check_supported(graph)
+    _, arena, membranes = _layout(graph, SpikingExecutor(graph))
+    return arena + membranes
 
 
 def generate(graph: Graph) -> tuple[str, str, str]:
     """``(model.c, model.h, hash)`` for a float32 spiking Graph."""
     check_supported(graph)
-    timesteps = graph.metadata["timesteps"]
+    timesteps, nodes = graph.metadata["timesteps"], graph.nodes
+    runtime = SpikingExecutor(graph)  # which nodes run once, and whose SOPs count
+    offsets, arena_bytes, _ = _layout(graph, runtime)
     in_name, out_name = graph.inputs[0], graph.outputs[0]
     in_bytes = 4 * _size(graph.tensors[in_name].shape)
     out_bytes = 4 * _size(graph.tensors[out_name].shape)
-    arena_bytes = in_bytes + out_bytes
-    decls = [f"static int8_t arena[{arena_bytes}] __attribute__((aligned(16)));",
-             f"static float *const sum_out = (float *)(arena + {in_bytes});"]
-    where = {in_name: "((float *)arena)"}
-    calls: list[str] = []
-    resets: list[str] = []
-    for i, node in enumerate(graph.nodes):
-        x = where[node.inputs[0]]
-        y = node.outputs[0]
-        n_out = _size(graph.tensors[y].shape)
-        if node.op in ("reshape", "flatten"):
-            where[y] = x  # same float32 data, another shape
-            continue
-        decls.append(f"static float t{i}[{n_out}];")
-        where[y] = f"t{i}"
-        if node.op == "linear":
-            w = graph.params[node.inputs[1]].astype(np.float32)
-            bias = (graph.params[node.inputs[2]] if len(node.inputs) > 2
-                    else np.zeros(w.shape[0], np.float32))
-            if node.attrs.get("activation", "none") != "none":
-                raise EdgekitError(f"linear {i}: activation {node.attrs['activation']!r} in a "
-                                   "spiking Graph (the neurons are the nonlinearity)")
-            decls.append(f"static const float w{i}[{w.size}] = {{{_hex(w.T)}}};")
-            decls.append(f"static const float b{i}[{bias.size}] = {{{_hex(bias)}}};")
-            calls.append(f"        ops += ek_event_linear_f32({w.shape[1]}, {w.shape[0]}, w{i}, "
-                         f"b{i}, {x}, t{i});")
-        else:
-            threshold = np.broadcast_to(graph.params[node.inputs[1]], (n_out,))
-            v_init = (np.broadcast_to(graph.params[node.inputs[2]], (n_out,))
-                      if len(node.inputs) > 2 else np.zeros(n_out, np.float32))
-            leak = float(np.float32(node.attrs.get("leak", 1.0))) if node.op == "lif_neuron" \
-                else 1.0
-            subtract = int(node.attrs.get("reset", "subtract") == "subtract")
-            decls += [f"static const float th{i}[{n_out}] = {{{_hex(threshold)}}};",
-                      f"static const float vi{i}[{n_out}] = {{{_hex(v_init)}}};",
-                      f"static float v{i}[{n_out}];"]
-            resets.append(f"    memcpy(v{i}, vi{i}, sizeof v{i});")
-            calls.append(f"        ek_neuron_step_f32({n_out}, {x}, th{i}, v{i}, "
-                         f"{float(np.float32(leak)).hex()}f, {subtract}, t{i});")
-    n_y = out_bytes // 4
-    y = where[out_name]
+    sum_at, n_y = arena_bytes - out_bytes, out_bytes // 4
+    produced_by = next(i for i, node in enumerate(nodes) if out_name in node.outputs)
+    w = _Writer(graph, offsets)
+    once, calls = [], []
+    for i, node in enumerate(nodes):
+        call = f"{'ops += ' if runtime.event_driven[i] else ''}{_OPS[node.op](w, i, node)}"
+        (once if runtime.static[i] else calls).append(
+            f"{'    ' if runtime.static[i] else '        '}{call}; stats[{1 + i}] += lap();")
     body = "\n".join([
-        '#include <string.h>', '#include "model.h"', '#include "ek_kernels.h"', "",
-        *decls, f"static const ek_span_t inputs[1] = {{{{0, {in_bytes}}}}};",
-        f"static const ek_span_t outputs[1] = {{{{{in_bytes}, {out_bytes}}}}};",
-        f"static const ek_span_t steps[1] = {{{{{in_bytes}, {out_bytes}}}}};",
-        "uint32_t ek_snn_sops;  /* synaptic operations of the last inference */", "",
+        "#include <string.h>", '#include "model.h"', '#include "ek_board.h"',
+        '#include "ek_kernels.h"', "",
+        f"static int8_t arena[{arena_bytes}] __attribute__((aligned(16)));", *w.decls,
+        f"static const ek_span_t inputs[1] = {{{{{offsets[in_name]}, {in_bytes}}}}};",
+        f"static const ek_span_t outputs[1] = {{{{{sum_at}, {out_bytes}}}}};",
+        f"static const ek_span_t steps[1] = {{{{{sum_at}, {out_bytes}}}}};",
+        f"static uint32_t stats[{1 + len(nodes)}];  /* SOPs, then each node's ticks */",
+        "static uint64_t last;", "",
+        "static uint32_t lap(void) {  /* ticks since the previous lap */",
+        "    uint64_t now = board_ticks(), ticks = now - last;", "    last = now;",
+        "    return (uint32_t)ticks;", "}", "",
         "static void run_step(uint16_t step) {", "    if (step != 0) return;",
-        "    int32_t ops = 0;", *resets,
-        f"    for (int32_t k = 0; k < {n_y}; k++) sum_out[k] = 0.0f;",
-        f"    for (int32_t t = 0; t < {timesteps}; t++) {{", *calls,
-        f"        for (int32_t k = 0; k < {n_y}; k++) sum_out[k] += {y}[k];", "    }",
-        f"    for (int32_t k = 0; k < {n_y}; k++) sum_out[k] = sum_out[k] / {timesteps}.0f;",
-        "    ek_snn_sops = (uint32_t)ops;", "}", "",
+        f"    float *sum = (float *)(arena + {sum_at});",
+        f"    const float *y = {w.at(out_name)};", "    uint32_t ops = 0;",
+        "    memset(stats, 0, sizeof stats);", *w.resets,
+        f"    for (int32_t k = 0; k < {n_y}; k++) sum[k] = 0.0f;", "    last = board_ticks();",
+        *once, f"    for (int32_t t = 0; t < {timesteps}; t++) {{", *calls,
+        f"        for (int32_t k = 0; k < {n_y}; k++) sum[k] += y[k];",
+        f"        stats[{1 + produced_by}] += lap();  /* the output node's, with its sum */",
+        "    }",
+        f"    for (int32_t k = 0; k < {n_y}; k++) sum[k] = sum[k] / {timesteps}.0f;",
+        "    stats[0] = ops;", "}", "",
     ])
     digest = hashlib.sha256(body.encode()).hexdigest()[:16]
-    max_payload = max(2 + in_bytes, 8 + out_bytes, 2 + out_bytes, 64)
+    max_payload = max(2 + in_bytes, 8 + out_bytes, 2 + out_bytes, 4 * (1 + len(nodes)), 64)
     if max_payload > LINK_PAYLOAD_LIMIT:
         raise EdgekitError(f"the model exchanges {max_payload:,} B in one frame, more than the "
                            f"protocol's {LINK_PAYLOAD_LIMIT:,} B")
@@ -124,7 +250,8 @@ def generate(graph: Graph) -> tuple[str, str, str]:
         f'    .hash = "{digest}", .arena_bytes = {arena_bytes},',
         "    .n_inputs = 1, .n_outputs = 1, .n_steps = 1,",
         "    .inputs = inputs, .outputs = outputs, .steps = steps,",
-        "    .arena = arena, .run_step = run_step,", "};", "",
+        "    .arena = arena, .run_step = run_step,",
+        f"    .stats = stats, .n_stats = {1 + len(nodes)},", "};", "",
     ])
     header = model_header("to_c_snn", digest, arena_bytes, 1, max_payload)
     return "/* Generated by edgekit.converters.to_c_snn: do not edit. */\n" + source, header, digest

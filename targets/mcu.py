@@ -1,12 +1,15 @@
-"""``mcu:qemu`` and ``mcu:<port>``: an int8 Graph compiled to C firmware and run on a
-microcontroller over the serial link — the emulated Cortex-M3 board (QEMU mps2-an385), or a
-real board on a port such as ``/dev/ttyACM0`` flashed with the same firmware.
+"""``mcu:qemu`` and ``mcu:<port>``: an int8 Graph, or a float32 spiking Graph
+(``converters.snn``), compiled to C firmware and run on a microcontroller over the serial link —
+the emulated Cortex-M3 board (QEMU mps2-an385), or a real board on a port such as
+``/dev/ttyACM0`` flashed with the same firmware.
 
 The Session speaks to the firmware through ``firmware_bridge`` and otherwise behaves like every
-peer Session (``PeerSession``: names, shapes, the int8 edge conversion). Each inference also
-reports the board's tick count per step; under QEMU's ``-icount shift=3`` the ticks are
-emulated instruction counts (5 instructions per 25 MHz tick), repeatable run to run, not
-measured cycles. No torch here: this side runs where only the board's host does.
+peer Session (``PeerSession``: names, shapes, the int8 edge conversion; a spiking Graph
+exchanges its float32 tensors as they are). Each inference also reports the board's tick count
+per step; under QEMU's ``-icount shift=3`` the ticks are emulated instruction counts (5
+instructions per 25 MHz tick), repeatable run to run, not measured cycles. A spiking model runs
+its whole time loop as one step and keeps its synaptic operations and per-node ticks for STATS.
+No torch here: this side runs where only the board's host does.
 """
 
 from __future__ import annotations
@@ -49,6 +52,8 @@ class McuSession(PeerSession):
         super().__init__(graph)
         self.board, self.firmware = board, firmware
         self.hello = board.hello
+        self.spiking = "timesteps" in graph.metadata
+        self.dtype = np.dtype(np.int8 if self.int8 else "<f4")
         self.last_ticks: list[int] = []
         self.notes.append(f"firmware {self.hello.firmware}, model {self.hello.model_hash}, "
                           f"arena {self.hello.arena_bytes} B")
@@ -66,8 +71,8 @@ class McuSession(PeerSession):
             offset = 0
             for i, name in enumerate(self.graph.outputs):
                 info = self.graph.tensors[name]
-                n = int(np.prod(info.shape[1:]))
-                outs[i].append(np.frombuffer(data[offset:offset + n], np.int8)
+                n = int(np.prod(info.shape[1:])) * self.dtype.itemsize
+                outs[i].append(np.frombuffer(data[offset:offset + n], self.dtype)
                                .reshape(1, *info.shape[1:]))
                 offset += n
         return [np.concatenate(o) for o in outs]
@@ -76,6 +81,9 @@ class McuSession(PeerSession):
         """Every step's output through INFER_LAYERS (the board runs the schedule up to it)."""
         from edgekit.firmware_bridge.protocol import Cmd
 
+        if self.spiking:
+            raise EdgekitError("a spiking Graph runs its whole time loop as one step on the "
+                               "board: no per-layer outputs (compare them on the cpu target)")
         result: dict[str, list[np.ndarray]] = {n.outputs[0]: [] for n in self.graph.nodes}
         for b in range(feeds[0].shape[0]):
             sample = self._sample_bytes(feeds, b)
@@ -93,13 +101,29 @@ class McuSession(PeerSession):
 
         return round(ticks * 1e9 / self.hello.tick_hz / (1 << ICOUNT_SHIFT))
 
+    def stats(self) -> dict[str, Any]:
+        """What a spiking model counted in its last inference (STATS): its synaptic operations
+        (the runtime's count) and each node's ticks over the T time steps."""
+        from edgekit.firmware_bridge.protocol import Cmd, parse_stats
+
+        if not self.spiking:
+            raise EdgekitError("only a spiking Graph's firmware counts synaptic operations")
+        counters = parse_stats(self.board.link.request(Cmd.STATS))
+        return {"synaptic_ops": counters[0], "layer_ticks": counters[1:]}
+
     def device_profile(self, inputs: Any) -> dict[str, Any]:
-        """Flash/RAM of the image and per-layer instruction counts for one inference."""
+        """Flash/RAM of the image and per-layer instruction counts for one inference (and a
+        spiking model's synaptic operations)."""
         self.run(inputs[:1] if isinstance(inputs, np.ndarray) else inputs)
         per_step = [self.instructions(t) for t in self.last_ticks]
         report: dict[str, Any] = {"instructions": sum(per_step), "layer_instructions": per_step,
                                   "source": "QEMU -icount shift=3 emulated instruction counts, "
                                             "not measured cycles"}
+        if self.spiking:  # per node over the T steps; the total adds the loop's own work
+            stats = self.stats()
+            report.update(layer_instructions=[self.instructions(t)
+                                              for t in stats["layer_ticks"]],
+                          synaptic_ops=stats["synaptic_ops"])
         if self.firmware is not None:
             report.update(elf_sizes(self.firmware.elf))
         return report
@@ -129,8 +153,9 @@ class McuTarget(Target):
 
     def compile(self, graph: Graph, **options: Any) -> McuSession:
         """Options: ``profile`` (a device profile to check the fit against, before building),
-        ``timeout`` and ``retries`` of the link."""
-        from edgekit.converters.to_c import check_supported, generate, memory_plan
+        ``timeout`` and ``retries`` of the link. A Graph with ``metadata["timesteps"]`` is a
+        spiking one and goes to ``converters.to_c_snn``, every other to ``converters.to_c``."""
+        from edgekit.converters import to_c, to_c_snn
         from edgekit.firmware_bridge.board import QemuBoard, SerialBoard
         from edgekit.firmware_bridge.build import build
         from edgekit.profile.fit import require_fit
@@ -139,9 +164,10 @@ class McuTarget(Target):
         link = {k: options.pop(k) for k in ("timeout", "retries") if k in options}
         if options:
             raise EdgekitError(f"target {self.name!r} takes no option(s) {sorted(options)}")
-        check_supported(graph)
-        require_fit(graph, profile, memory_plan(graph)[0].size)
-        firmware = build(*generate(graph))
+        writer = to_c_snn if "timesteps" in graph.metadata else to_c
+        writer.check_supported(graph)
+        require_fit(graph, profile, writer.ram_bytes(graph))
+        firmware = build(*writer.generate(graph))
         if self.port == "qemu":
             board = QemuBoard(firmware.elf, **link)
         else:
