@@ -100,11 +100,27 @@ def _feed(graph: Graph, name: str, x: np.ndarray, raw: bool) -> np.ndarray:
 
 def graph_results(graph: Graph, outs: list[np.ndarray], raw: bool = False) -> Any:
     """A Session's outputs (in the Graph's output order) for the caller: int8 outputs
-    dequantized unless ``raw``; one array for a one-output Graph, else the list."""
-    outs = [y if raw or graph.tensors[name].dtype != "int8"
-            else dequantize_array(y, graph.tensors[name].quant)
-            for name, y in zip(graph.outputs, outs, strict=True)]
+    dequantized unless ``raw`` (an int8 spiking Graph's are int32 sums over its time steps:
+    ``time_average``); one array for a one-output Graph, else the list."""
+    steps = graph.metadata.get("timesteps") if graph.metadata.get("quantized") else None
+    if steps is not None and not raw:
+        outs = [time_average(y, graph.tensors[name].quant, steps)
+                for name, y in zip(graph.outputs, outs, strict=True)]
+    elif not raw:
+        outs = [y if graph.tensors[name].dtype != "int8"
+                else dequantize_array(y, graph.tensors[name].quant)
+                for name, y in zip(graph.outputs, outs, strict=True)]
     return outs[0] if len(outs) == 1 else outs
+
+
+def time_average(total: np.ndarray, quant: QuantParams, steps: int) -> np.ndarray:
+    """An int8 SNN's output: the integer sum over its ``steps`` time steps (per tensor, or per
+    channel along axis 1) times ``scale / steps``, that factor rounded once to float32 and the
+    product made in float32."""
+    factor = (np.asarray(quant.scale, np.float64) / steps).astype(np.float32)
+    if quant.axis is not None:
+        factor = factor.reshape(-1, *[1] * (total.ndim - 2))
+    return np.asarray(total, np.float32) * factor
 
 
 def dequantize_layers(graph: Graph, layers: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

@@ -42,7 +42,8 @@ ZERO_RANGE = (0.0, 1.0)  # given to a tensor that was 0 on every calibration sam
 def quantize(graph: Graph, calibration_data: Any, scheme: str = "int8",
              calibration: str = "minmax", per_channel: bool = True,
              percentile: float = 99.99) -> Graph:
-    """The int8 version of ``graph`` (a new Graph; ``graph`` is left as it is).
+    """The int8 version of ``graph`` (a new Graph; ``graph`` is left as it is); a spiking
+    Graph (``metadata["timesteps"]``) becomes an int8 SNN (``quant.spiking.quantize_snn``).
 
     ``calibration_data``: float samples shaped like the graph input with any batch size (a dict
     or list for several inputs); a few hundred representative samples are plenty.
@@ -51,6 +52,10 @@ def quantize(graph: Graph, calibration_data: Any, scheme: str = "int8",
     ``per_channel=False`` gives conv/linear weights one scale per tensor instead of per channel.
     """
     _check_options(graph, scheme, calibration, per_channel, percentile)
+    if "timesteps" in graph.metadata:
+        from edgekit.quant.spiking import quantize_snn
+
+        return quantize_snn(graph, calibration_data, calibration, per_channel, percentile)
     graph.validate()
     _check_params_finite(graph)
     feeds = calibration_feeds(graph, calibration_data)
@@ -62,7 +67,7 @@ def quantize(graph: Graph, calibration_data: Any, scheme: str = "int8",
             g.params[name] = quantize_array(g.params[name], quant)
     for node in g.nodes:
         if node.op in WEIGHTED:
-            _quantize_weights(g, node, graph.params, per_channel)
+            quantize_weights(g, node, graph.params, per_channel)
     _drop_unused_params(g)
     g.metadata["quantized"] = "int8"
     g.metadata["quantization"] = {"calibration": calibration, "per_channel": per_channel,
@@ -187,10 +192,11 @@ def _group_quant(rep: str, rng: Range, fixed: tuple[float, int] | None,
 
 # --- weights and biases ----------------------------------------------------------------------
 
-def _quantize_weights(g: Graph, node: Node, float_params: dict[str, np.ndarray],
-                      per_channel: bool) -> None:
+def quantize_weights(g: Graph, node: Node, float_params: dict[str, np.ndarray],
+                     per_channel: bool, weight_scale: float | None = None) -> None:
     """Weight int8 symmetric per output channel (axis 0, [-127, 127]); bias int32 at scale
-    ``s_in * s_w``, created as zeros when the layer had none.
+    ``s_in * s_w``, created as zeros when the layer had none. ``weight_scale`` imposes one
+    per-tensor scale instead (an int8 SNN aligns a current with a spike tensor that way).
 
     A channel whose bias would not fit the int32 headroom at ``s_in * max|w| / 127`` (weights
     tiny next to the bias, as batch-norm folding leaves a dead channel) gets the larger weight
@@ -209,6 +215,8 @@ def _quantize_weights(g: Graph, node: Node, float_params: dict[str, np.ndarray],
         b_mag = np.abs(b)
     s_w = np.maximum(magnitude / 127, b_mag / (s_in * BIAS_LIMIT) * (1 + 2**-20))  # > float32 ulp
     s_w = np.where(s_w > 0, s_w, 1 / (s_in * BIAS_LIMIT))
+    if weight_scale is not None:
+        s_w, per_channel = np.array([weight_scale]), False
     s_w = s_w.astype(np.float32).astype(np.float64)
     axis = 0 if per_channel else None
     per_row = s_w.reshape(-1, *[1] * (w.ndim - 1))
