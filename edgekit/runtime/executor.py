@@ -51,10 +51,14 @@ class Executor:
 
     def __init__(self, graph: Graph, planner: Planner | None = None):
         self.graph = graph.validate()
-        self._kernels = _kernels_for(graph)
+        self._kernels = self._select_kernels(graph)
         self.planner = planner or GreedyPlanner()
         self._programs: dict[tuple[int, Planner], Program] = {}
         self._edge = _Edge(graph)
+
+    def _select_kernels(self, graph: Graph) -> list[Kernel]:
+        """Each node's kernel; a subclass may bind others (the spiking executor does)."""
+        return _kernels_for(graph)
 
     def program(self, batch: int = 1, planner: Planner | None = None) -> Program:
         """The graph prepared for ``batch`` (planned, allocated and bound once, then cached)."""

@@ -102,3 +102,64 @@ def event_linear(x, w_t, bias, out, count):
                     out[n, o] += value * row[o]
                 ops += row.size
     count[0] += ops
+
+
+# --- int8 spiking Graphs (edgekit.quant.spiking): the event-driven layers above serve them as
+# they are, accumulating int8 weights times int8 amplitudes (or int32 pool sums) into int32.
+
+@njit(cache=True)
+def int_neuron_step(x, threshold, v, leak, subtract, amplitude, out):
+    """One time step of integer IF/LIF neurons: x, v (int32) and out (int8) are (N, K),
+    threshold (int32) and amplitude (int8) are (K,). The membrane leaks by the Q15 multiplier
+    ``leak`` (2^15 for IF: exact), the product truncated toward zero as ONNX's integer Div."""
+    for n in range(x.shape[0]):
+        for k in range(x.shape[1]):
+            product = np.int64(v[n, k]) * leak
+            kept = product // 32768
+            if product < 0 and kept * 32768 != product:
+                kept += 1
+            u = kept + x[n, k]
+            th = threshold[k]
+            if u >= th:
+                out[n, k] = amplitude[k]
+                u = u - th if subtract else 0
+            else:
+                out[n, k] = 0
+            v[n, k] = u
+
+
+@njit(cache=True)
+def sum_pool2d(x, kernel, stride, padding, out):
+    """Average pooling of an int8 SNN: the window's integer sum (padding adds 0); the output's
+    scale carries the division."""
+    height, width = x.shape[2], x.shape[3]
+    (kh, kw), (sh, sw), (pt, pl) = kernel, stride, padding
+    for n in range(x.shape[0]):
+        for c in range(x.shape[1]):
+            src = x[n, c]
+            for oy in range(out.shape[2]):
+                y0, y1 = max(oy * sh - pt, 0), min(oy * sh - pt + kh, height)
+                for ox in range(out.shape[3]):
+                    x0, x1 = max(ox * sw - pl, 0), min(ox * sw - pl + kw, width)
+                    acc = 0
+                    for iy in range(y0, y1):
+                        for ix in range(x0, x1):
+                            acc += src[iy, ix]
+                    out[n, c, oy, ox] = acc
+
+
+@njit(cache=True)
+def row_sums(x, out):
+    """Global average pooling of an int8 SNN: each row's integer sum, ``x`` (N * C, H * W)."""
+    for r in range(x.shape[0]):
+        acc = 0
+        for v in x[r]:
+            acc += v
+        out[r] = acc
+
+
+@njit(cache=True)
+def scaled_add(spikes, multiplier, current, out):
+    """A residual add of an int8 SNN, flat: ``spikes * multiplier + current`` in int32."""
+    for i in range(out.size):
+        out[i] = spikes[i] * multiplier + current[i]
