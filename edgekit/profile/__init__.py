@@ -86,7 +86,7 @@ def profile(graph: Graph | str | Path, target: str = "cpu", inputs: Any = None,
     if "spiking" in info:
         data["spiking"] = info["spiking"]
         data["notes"].append("spiking: counts from one recorded inference on the given inputs; "
-                             "per-layer times are of one time step on the dense kernels")
+                             "per-layer times are of one time step on the runtime's kernels")
     if attached:
         _measure(data, graph, target, _inputs(graph, inputs), runs, warmup, per_layer, dev)
     else:

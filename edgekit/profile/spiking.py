@@ -7,6 +7,9 @@ the outputs an input element reaches). Energy follows ALGORITHMS.md (Horowitz 45
 ``E_SNN = E_MAC · MACs(dense layers fed the analog input) + E_AC · Σ SOPs`` against
 ``E_ANN = E_MAC · Σ MACs`` of the same network run once as an ANN. The dense first layer sees
 the same input at every step under direct encoding, so its MACs count once, as in the formula.
+An int8 SNN (``edgekit.quant.spiking``) adds int8 weights into int32 sums: its SOPs cost the
+int32 accumulate (``add_int8``), its first layer and the ANN it is compared with int8 MACs
+(``mac_int8``).
 """
 
 from __future__ import annotations
@@ -45,15 +48,16 @@ def spiking_counts(graph: Graph, inputs: Any, device: DeviceProfile) -> dict[str
     all_macs = sum(graph.node_macs(node) for node in graph.nodes)
     total_sops = sum(s["synaptic_ops"] for s in synapses)
     e = device.energy_pj
-    e_snn = dense * e["mac_float32"] + total_sops * e["add_float32"]
-    e_ann = all_macs * e["mac_float32"]
+    mac, add = ("mac_int8", "add_int8") if ex.int8 else ("mac_float32", "add_float32")
+    e_snn = dense * e[mac] + total_sops * e[add]
+    e_ann = all_macs * e[mac]
     return {"timesteps": steps, "encoding": ex.encoding, "neurons": neurons,
             "synapses": synapses, "synaptic_ops": total_sops, "first_layer_macs": dense,
             "membrane_bytes": 4 * sum(n["neurons"] for n in neurons),
             "ann_macs": all_macs, "e_snn_uj": e_snn / 1e6, "e_ann_uj": e_ann / 1e6,
             "energy_ratio_ann_over_snn": e_ann / e_snn if e_snn else float("inf"),
-            "basis": f"E_SNN = {e['mac_float32']} pJ x first-layer MACs + {e['add_float32']} pJ "
-                     f"x SOPs; E_ANN = {e['mac_float32']} pJ x MACs ({device.name} table)",
+            "basis": f"E_SNN = {e[mac]} pJ x first-layer MACs + {e[add]} pJ x SOPs; "
+                     f"E_ANN = {e[mac]} pJ x MACs ({device.name} table)",
             "samples": int(batch)}
 
 
