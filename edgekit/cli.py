@@ -118,9 +118,9 @@ def _to_snn(graph: edgekit.Graph, args: argparse.Namespace) -> edgekit.Graph:
     """``convert --to-snn``: the spiking Graph, thresholds from the calibration data."""
     from edgekit.converters.snn import to_snn
 
-    if not args.calibration_data or args.quantize:
+    if not args.calibration_data or args.report:
         raise EdgekitError("--to-snn needs --calibration-data data.npz (inputs in 'x') and "
-                           "takes no --quantize (spiking Graphs run on float weights)")
+                           "takes no --report (--quantize int8 then makes an int8 SNN)")
     balancing = args.balancing if args.balancing in ("max", "p99.9") else float(args.balancing)
     snn = to_snn(graph, load_array(args.calibration_data), args.timesteps, balancing=balancing,
                  calibrate=args.calibrate)
