@@ -1,0 +1,194 @@
+"""int8 spiking networks (edgekit.quant.spiking): accuracy against the float SNN, integer
+neurons against numpy, ONNX Runtime equal to the runtime bit for bit, SOPs, files, targets."""
+
+import numpy as np
+import pytest
+from test_snn import _independent_sops, small_cnn
+
+import edgekit
+from edgekit import EdgekitError
+from edgekit.converters.builder import GraphBuilder
+from edgekit.converters.snn import to_snn
+from edgekit.quant import quantize_array
+from edgekit.quant.spiking import leak_multiplier, spike_amplitudes
+from edgekit.runtime import SpikingExecutor
+
+torch = pytest.importorskip("torch")
+
+
+def _accuracy(scores, y):
+    return float((scores.argmax(1) == y).mean())
+
+
+@pytest.fixture(scope="module")
+def digits():
+    from edgekit import data
+
+    return data.digits(16)
+
+
+@pytest.fixture(scope="module")
+def cnn(digits):
+    from edgekit import models
+    from edgekit.converters.from_torch import from_torch
+
+    net = models.train(models.digits_cnn(16, pool="avg"), digits.x_train, digits.y_train,
+                       epochs=4)
+    return from_torch(net, torch.zeros(1, 1, 16, 16))
+
+
+@pytest.fixture(scope="module")
+def mlp(digits):
+    from edgekit import models
+    from edgekit.converters.from_torch import from_torch
+
+    net = models.train(models.mlp(256, (64, 32)), digits.x_train, digits.y_train, epochs=6)
+    return from_torch(net, torch.zeros(1, 1, 16, 16))
+
+
+def _raw_input(q, x):
+    return quantize_array(x, q.tensors[q.inputs[0]].quant)
+
+
+def _ort_equal(q, x):
+    """ONNX Runtime's integer sums equal the runtime's, and so do the floats of both targets."""
+    ort = pytest.importorskip("onnxruntime")
+    from edgekit.converters.snn_onnx import snn_onnx_model
+
+    session = ort.InferenceSession(snn_onnx_model(q).SerializeToString(),
+                                   providers=["CPUExecutionProvider"])
+    xq = _raw_input(q, x)
+    got = session.run(None, {q.inputs[0]: xq})[0]
+    want = SpikingExecutor(q).run(xq, raw=True)
+    assert got.dtype == want.dtype == np.int32
+    np.testing.assert_array_equal(got, want)
+    with edgekit.deploy(q, "cpu:onnxruntime") as a, edgekit.deploy(q, "cpu") as b:
+        np.testing.assert_array_equal(a.run(x), b.run(x))
+
+
+@pytest.mark.parametrize("calibrate", [None, "fas"])
+def test_int8_accuracy_matches_the_float_snn(cnn, mlp, digits, calibrate):
+    """T = 8, 128 calibration samples; measured float / int8: the digits CNN (4 epochs)
+    95.3 / 95.0 % (max), 96.4 / 96.4 % (FAS); the MLP 85.8 / 86.1 %, 91.1 / 91.4 %."""
+    calib = digits.x_train[:128]
+    for ann in (cnn, mlp):
+        snn = to_snn(ann, calib, 8, calibrate=calibrate)
+        q = edgekit.quantize(snn, calib)
+        assert q.metadata["quantized"] == "int8" and q.metadata["timesteps"] == 8
+        acc_float = _accuracy(SpikingExecutor(snn).run(digits.x_test), digits.y_test)
+        acc_int8 = _accuracy(SpikingExecutor(q).run(digits.x_test), digits.y_test)
+        assert acc_int8 >= acc_float - 0.01, (acc_float, acc_int8)
+    _ort_equal(q, digits.x_test[:64])  # the MLP: int32 MatMul in ONNX
+
+
+def test_digits_cnn_onnx_is_exact(cnn, digits):
+    snn = to_snn(cnn, digits.x_train[:64], 8, calibrate="fas")
+    _ort_equal(edgekit.quantize(snn, digits.x_train[:64]), digits.x_test[:96])
+
+
+@pytest.mark.parametrize(("neuron", "reset", "output"),
+                         [("if", "subtract", "membrane"), ("if", "zero", "membrane"),
+                          ("lif", "subtract", "spike_count"), ("lif", "zero", "membrane")])
+def test_onnx_runtime_equals_the_runtime_exactly(neuron, reset, output):
+    """small_cnn has every synapse kind and a residual add of spikes and a current."""
+    x = np.random.default_rng(5).random((6, 4, 9, 9)).astype(np.float32)
+    snn = to_snn(small_cnn(), x, 6, neuron=neuron, reset=reset, v_init=0.5, output=output)
+    _ort_equal(edgekit.quantize(snn, x), x)
+
+
+@pytest.mark.parametrize(("neuron", "reset"), [("if", "subtract"), ("lif", "zero")])
+def test_integer_neurons_match_numpy(neuron, reset):
+    """Recorded int32 currents through a numpy integer neuron give the recorded int8 spikes;
+    the output is the edge's time average of the output layer's sum."""
+    x = np.random.default_rng(1).random((3, 4, 9, 9)).astype(np.float32)
+    q = edgekit.quantize(to_snn(small_cnn(), x, 5, neuron=neuron, reset=reset, v_init=0.25), x)
+    traces, _ = SpikingExecutor(q).record(x)
+    for node in q.nodes:
+        if node.op not in ("if_neuron", "lif_neuron"):
+            continue
+        z, th = traces[node.inputs[0]].astype(np.int64), q.params[node.inputs[1]]
+        amplitude = spike_amplitudes(th, q.tensors[node.inputs[0]].quant,
+                                     q.tensors[node.outputs[0]].quant)
+        leak = leak_multiplier(node.attrs.get("leak", 1.0))
+        v = np.broadcast_to(q.params[node.inputs[2]], z.shape[1:]).astype(np.int64)
+        for t in range(5):
+            v = np.trunc(v * leak / 2**15).astype(np.int64) + z[t]
+            fired = v >= th
+            np.testing.assert_array_equal(traces[node.outputs[0]][t], np.where(fired, amplitude, 0))
+            v = np.where(fired, v - th if reset == "subtract" else 0, v)
+    out = q.outputs[0]
+    scale = np.asarray(q.tensors[out].quant.scale, np.float32) / np.float32(5)
+    np.testing.assert_allclose(SpikingExecutor(q).run(x), traces[out].sum(0) * scale, rtol=1e-6)
+
+
+def test_synaptic_operations_follow_the_float_counting_rule():
+    x = np.random.default_rng(4).random((2, 4, 9, 9)).astype(np.float32)
+    q = edgekit.quantize(to_snn(small_cnn(), x, 6), x)
+    traces, _ = SpikingExecutor(q).record(x)
+    report = edgekit.profile(q, inputs=x, runs=2, warmup=1, per_layer=False).data
+    ex = SpikingExecutor(q)
+    want = {node.name: _independent_sops(q, traces, node) / 2
+            for node, event in zip(q.nodes, ex.event_driven, strict=True) if event}
+    spiking = report["spiking"]
+    assert {s["name"]: s["synaptic_ops"] for s in spiking["synapses"]} == want
+    assert report["totals"]["synaptic_ops"] == sum(want.values()) > 0
+    assert "0.1 pJ x SOPs" in spiking["basis"] and "0.3 pJ" in spiking["basis"]
+
+
+def test_saves_loads_and_quantizes_once(tmp_path, mlp, digits):
+    q = edgekit.quantize(to_snn(mlp, digits.x_train[:64], 4, neuron="lif", leak=0.95),
+                         digits.x_train[:64])
+    loaded = edgekit.load(q.save(tmp_path / "snn8.ekm"))
+    x = digits.x_test[:16]
+    np.testing.assert_array_equal(SpikingExecutor(loaded).run(x), SpikingExecutor(q).run(x))
+    with pytest.raises(EdgekitError, match="already quantized"):
+        edgekit.quantize(q, digits.x_train[:8])
+
+
+def _conv_pool_conv(second: np.ndarray, relu: bool = True):
+    b = GraphBuilder()
+    x = b.input("x", (1, 1, 8, 8))
+    y = b.node("conv2d", [x, b.param(np.full((32, 1, 3, 3), 0.1), "c1.w")],
+               {"padding": [1, 1, 1, 1], "activation": "relu" if relu else "none"}, name="c1")
+    y = b.node("avgpool2d", [y], {"kernel": [2, 2], "stride": [2, 2]}, name="pool")
+    y = b.node("conv2d", [y, b.param(second, "c2.w")], {"activation": "relu"}, name="c2")
+    y = b.node("reshape", [y], {"shape": [4 * 2 * 2]}, name="flat")
+    b.output(b.node("linear", [y, b.param(np.ones((3, 16)), "fc.w")], name="fc"))
+    return b.build()
+
+
+def test_what_has_no_int8_spiking_form_says_so():
+    x = np.random.default_rng(0).random((8, 1, 8, 8)).astype(np.float32)
+    rate = to_snn(small_cnn(), np.random.default_rng(0).random((4, 4, 9, 9), np.float32), 4,
+                  encoding="rate")
+    with pytest.raises(EdgekitError, match="direct encoding"):
+        edgekit.quantize(rate, np.random.default_rng(0).random((4, 4, 9, 9), np.float32))
+    no_neuron = to_snn(_conv_pool_conv(np.ones((4, 32, 3, 3)), relu=False), x, 4)
+    with pytest.raises(EdgekitError, match="no neuron between"):
+        edgekit.quantize(no_neuron, x)
+    ort = pytest.importorskip("onnx")  # noqa: F841 (the writer needs it)
+    from edgekit.converters.snn_onnx import snn_onnx_model
+
+    # 32 x 3 x 3 weights of 127 on window sums up to 4 x 127 reach 2^24 in a float32 Conv
+    wide = edgekit.quantize(to_snn(_conv_pool_conv(np.ones((4, 32, 3, 3))), x, 4), x)
+    with pytest.raises(EdgekitError, match="2\\^24"):
+        snn_onnx_model(wide)
+    assert SpikingExecutor(wide).run(x).shape == (8, 3)  # the runtime still runs it
+
+
+def test_cli_converts_to_an_int8_snn(tmp_path, mlp, digits):
+    import subprocess
+    import sys
+
+    mlp.save(tmp_path / "mlp.ekm")
+    np.savez(tmp_path / "calib.npz", x=digits.x_train[:64])
+    proc = subprocess.run([sys.executable, "-m", "edgekit.cli", "convert",
+                           str(tmp_path / "mlp.ekm"), "--to-snn", "--timesteps", "4",
+                           "--calibration-data", str(tmp_path / "calib.npz"),
+                           "--quantize", "int8", "--to", "ekm,onnx", "-o", str(tmp_path / "out")],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    q = edgekit.load(tmp_path / "out" / "mlp.ekm")
+    assert q.metadata["quantized"] == "int8" and q.metadata["timesteps"] == 4
+    assert (tmp_path / "out" / "mlp.onnx").exists()
+    assert edgekit.load(tmp_path / "out" / "mlp.float.ekm").metadata["timesteps"] == 4
