@@ -45,9 +45,10 @@ class _SeparableResidual(nn.Module):
             nn.BatchNorm2d(channels), nn.ReLU6())
         self.pointwise = nn.Sequential(
             nn.Conv2d(channels, channels, 1, bias=False), nn.BatchNorm2d(channels))
+        self.relu = nn.ReLU()  # a module, not torch.relu, so converters.qcfs can swap it
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.relu(x + self.pointwise(self.depthwise(x)))
+        return self.relu(x + self.pointwise(self.depthwise(x)))
 
 
 def ds_cnn(size: int = 16, classes: int = 10, channels: int = 16) -> nn.Module:
