@@ -6,6 +6,8 @@ producer, or standalone) becomes an integrate-and-fire neuron whose threshold is
 scale lambda from calibration activations: the maximum, the 99.9th percentile, or a fraction of
 the maximum. A neuron emits its threshold when it fires, so its rate times its threshold
 approximates the ReLU's output and no weight needs rescaling; ReLU6 caps the threshold at 6.
+``balancing="trained"`` takes the thresholds learned by QCFS fine-tuning (FAS stage 1,
+``converters.qcfs``) from ``graph.metadata["activation_thresholds"]`` instead.
 Max pooling becomes average pooling (a max over spike trains is not the max of the rates).
 
 ``calibrate="fas"`` then tunes, layer by layer, every neuron's threshold and initial membrane so
@@ -28,7 +30,7 @@ from edgekit.graph import Graph, Node, TensorInfo
 from edgekit.runtime import Executor
 from edgekit.runtime.spiking import ENCODINGS, OUTPUTS, SpikingExecutor
 
-BALANCINGS = ("max", "p99.9")
+BALANCINGS = ("max", "p99.9", "trained")
 _RELUS = ("relu", "relu6")
 _THRESHOLD_GRID = np.arange(0.3, 1.51, 0.05)
 _V_INIT_GRID = np.arange(0.0, 1.01, 0.125)
@@ -40,7 +42,11 @@ def to_snn(graph: Graph, calibration: np.ndarray, timesteps: int = 8, *,
            output: str = "membrane", calibrate: str | None = None) -> Graph:
     """The spiking Graph of ``graph`` for ``timesteps`` steps.
 
-    ``balancing``: "max", "p99.9", or a fraction of the max (a float in (0, 1]); ``neuron``:
+    ``balancing``: "max", "p99.9", a fraction of the max (a float in (0, 1]), or "trained":
+    each threshold is ``graph.metadata["activation_thresholds"][tensor]``, the theta that
+    ``converters.qcfs.qcfs_graph`` stores (a spike-count output layer, which QCFS does not
+    train, balances by its max); pass ``v_init=0.5`` with it, the initial membrane that QCFS's
+    shift of half a level stands for. ``calibrate="fas"`` then tunes from there. ``neuron``:
     "if" or "lif" (with ``leak``); ``reset``: "subtract" or "zero"; ``v_init``: the initial
     membrane as a fraction of the threshold; ``encoding``: "direct" (the analog input at every
     step) or "rate" (Bernoulli spikes, inputs in [0, 1]); ``output``: "membrane" (the output
@@ -55,8 +61,9 @@ def to_snn(graph: Graph, calibration: np.ndarray, timesteps: int = 8, *,
     op, attrs = ("if_neuron", {"reset": reset}) if neuron == "if" else \
         ("lif_neuron", {"reset": reset, "leak": float(leak)})
 
-    def add_neuron(x: str, out: str, cap: float, name: str) -> None:
-        scale = min(_balance(acts[out], balancing), cap)
+    def add_neuron(x: str, out: str, cap: float, name: str, balancing=balancing) -> None:
+        scale = min(_trained(graph, out) if balancing == "trained" else
+                    _balance(acts[out], balancing), cap)
         shape = graph.tensors[out].shape[1:]
         inputs = [x]
         for suffix, value in (("threshold", scale), ("v_init", v_init * scale)):
@@ -97,7 +104,8 @@ def to_snn(graph: Graph, calibration: np.ndarray, timesteps: int = 8, *,
             for node in snn.nodes:
                 node.outputs = [z if o == name else o for o in node.outputs]
                 node.inputs = [z if x == name else x for x in node.inputs]
-            add_neuron(z, name, np.inf, f"output {i}")
+            add_neuron(z, name, np.inf, f"output {i}",
+                       "max" if balancing == "trained" else balancing)
     snn.validate()
     if calibrate == "fas":
         fas_calibrate(snn, acts, calibration)
@@ -158,6 +166,16 @@ def _balance(values: np.ndarray, balancing: str | float) -> float:
     else:
         scale = float(balancing) * peak
     return scale if scale > 0 else 1.0
+
+
+def _trained(graph: Graph, tensor: str) -> float:
+    thresholds = graph.metadata.get("activation_thresholds", {})
+    if tensor not in thresholds:
+        raise EdgekitError(f"balancing='trained' needs a threshold for {tensor!r} in "
+                           "graph.metadata['activation_thresholds']; build the Graph with "
+                           "converters.qcfs.qcfs_graph from a qcfs_finetune'd net, or balance "
+                           "by 'max' or 'p99.9'")
+    return float(thresholds[tensor])
 
 
 def _check_options(graph, timesteps, balancing, neuron, reset, encoding, output, calibrate):
