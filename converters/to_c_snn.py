@@ -173,7 +173,9 @@ def check_supported(graph: Graph) -> None:
                            "draws random numbers the board cannot reproduce): convert with "
                            "encoding='direct'")
     if any(t.dtype != "float32" for t in graph.tensors.values()):
-        raise EdgekitError("spiking Graphs run on float32 weights; convert before quantizing")
+        raise EdgekitError("the firmware runs float32 spiking Graphs only (it has no integer "
+                           "neurons): deploy the spiking Graph from converters.snn.to_snn "
+                           "before quantizing it")
     missing = sorted({n.op for n in graph.nodes if n.op not in _OPS})
     if missing:
         raise EdgekitError(f"the firmware has no spiking kernel for {missing}; it has "
