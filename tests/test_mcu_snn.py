@@ -291,7 +291,7 @@ def test_the_fit_check_counts_membranes_and_buffers(cnn, monkeypatch):
 
 
 @on_qemu
-def test_what_the_firmware_cannot_run_is_refused(snn, cnn):
+def test_what_the_firmware_cannot_run_is_refused(snn, cnn, digits16):
     from edgekit.converters.snn import to_snn
     from edgekit.graph import Node
 
@@ -299,6 +299,8 @@ def test_what_the_firmware_cannot_run_is_refused(snn, cnn):
     rate = to_snn(ann, ds.x_train[:300], timesteps=TIMESTEPS, encoding="rate")
     with pytest.raises(EdgekitError, match="direct-encoded"):
         edgekit.deploy(rate, "mcu:qemu")
+    with pytest.raises(EdgekitError, match="no integer neurons"):
+        edgekit.deploy(edgekit.quantize(cnn, digits16.x_train[:64]), "mcu:qemu")
     maxpool = edgekit.Graph(list(cnn.inputs), list(cnn.outputs), dict(cnn.tensors),
                             [Node("maxpool2d", n.inputs, n.outputs,
                                   {"kernel": [2, 2], "stride": [2, 2], "padding": [0, 0, 0, 0],
