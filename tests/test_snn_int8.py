@@ -119,6 +119,8 @@ def test_integer_neurons_match_numpy(neuron, reset):
     out = q.outputs[0]
     scale = np.asarray(q.tensors[out].quant.scale, np.float32) / np.float32(5)
     np.testing.assert_allclose(SpikingExecutor(q).run(x), traces[out].sum(0) * scale, rtol=1e-6)
+    layers = SpikingExecutor(q).run_layers(x)  # in real units, as run's output
+    np.testing.assert_array_equal(layers[out], SpikingExecutor(q).run(x))
 
 
 def test_synaptic_operations_follow_the_float_counting_rule():

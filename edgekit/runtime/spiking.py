@@ -28,7 +28,7 @@ import numpy as np
 from edgekit.errors import EdgekitError
 from edgekit.graph import Graph
 from edgekit.ops import NEURON_OPS
-from edgekit.quant.edge import graph_feeds, graph_results
+from edgekit.quant.edge import graph_feeds, graph_results, time_average
 from edgekit.quant.spiking import add_multiplier, leak_multiplier, spike_amplitudes
 from edgekit.runtime.executor import Executor, Inputs, Program
 from edgekit.runtime.int8 import _aligned, _zp
@@ -236,13 +236,22 @@ class SpikingExecutor(Executor):
         return outs[0] if len(outs) == 1 else outs
 
     def run_layers(self, inputs: Inputs, raw: bool = False) -> dict[str, np.ndarray]:
-        """Every node's output averaged over the T steps (rates times thresholds for neurons)."""
-        return {name: trace.mean(axis=0) for name, trace in self.record(inputs)[0].items()}
+        """Every node's output averaged over the T steps (rates times thresholds for neurons);
+        for an int8 Graph in real units as ``run``'s outputs, or with ``raw=True`` (int8
+        inputs) the integer sums over the steps."""
+        traces = self.record(inputs, raw)[0]
+        if not self.int8:
+            return {name: trace.mean(axis=0) for name, trace in traces.items()}
+        return {name: trace.sum(axis=0) if raw else
+                time_average(trace.sum(axis=0), self.graph.tensors[name].quant, self.timesteps)
+                for name, trace in traces.items()}
 
-    def record(self, inputs: Inputs) -> tuple[dict[str, np.ndarray], list[int]]:
-        """Every node's output at every step, as (T, *shape) arrays by tensor name, and each
-        node's synaptic operations over the inference (0 where not event-driven)."""
-        feeds = graph_feeds(self.graph, inputs, False)
+    def record(self, inputs: Inputs, raw: bool = False) -> tuple[dict[str, np.ndarray],
+                                                                 list[int]]:
+        """Every node's output at every step, as (T, *shape) arrays by tensor name (integers
+        for an int8 Graph, whose int8 inputs ``raw=True`` takes), and each node's synaptic
+        operations over the inference (0 where not event-driven)."""
+        feeds = graph_feeds(self.graph, inputs, raw)
         program = self.program(next(iter(feeds.values())).shape[0], NaivePlanner())
         names = [node.outputs[0] for node in self.graph.nodes]
         traces = {name: [] for name in names}
