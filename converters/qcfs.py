@@ -3,8 +3,8 @@ al. ICLR 2022) so that it converts to an SNN that is accurate at few time steps.
 
 A spiking neuron with threshold theta and an initial membrane of theta/2 fires, over L steps,
 ``theta * floor(clamp(x/theta, 0, 1) * L + 0.5) / L`` on average for a constant input x. Training
-the ANN with exactly that activation, theta learned per layer, leaves nothing for conversion to
-approximate but the step-to-step order of the spikes. ``qcfs_finetune`` swaps every
+the ANN with exactly that activation, theta learned per layer, leaves conversion only the errors
+of inputs that vary from step to step and of T != L. ``qcfs_finetune`` swaps every
 ``nn.ReLU``/``nn.ReLU6`` for a ``QCFS`` and fine-tunes; ``qcfs_graph`` exports the net with
 plain ReLUs back in place (so ``from_torch`` fuses them as usual) and writes the learned thetas
 to ``graph.metadata["activation_thresholds"]`` keyed by the Graph tensor each activation
@@ -77,8 +77,8 @@ def qcfs_finetune(net: nn.Module, x: np.ndarray, y: np.ndarray, levels: int = 8,
 
 def qcfs_graph(net: nn.Module, example: torch.Tensor) -> Graph:
     """The Graph of a ``qcfs_finetune``d ``net`` with plain ReLU/ReLU6 in place of its QCFS
-    modules, and each learned theta in ``metadata["activation_thresholds"]`` under the tensor
-    that activation produces.
+    modules, and each learned theta in ``metadata["activation_thresholds"]`` (its levels in
+    ``metadata["activation_levels"]``) under the tensor that activation produces.
 
     The k-th ReLU activation of the Graph (fused or not, in node order) is the k-th QCFS call
     of a forward pass; the counts must agree and each tensor must be named after the module
@@ -111,14 +111,16 @@ def qcfs_graph(net: nn.Module, example: torch.Tensor) -> Graph:
             f"the Graph has {len(acts)} ReLU activations but the net calls QCFS {len(calls)} "
             "times, so the learned thresholds cannot be matched to tensors; write every ReLU as "
             "an nn.ReLU/nn.ReLU6 module (not torch.relu or F.relu) before qcfs_finetune")
-    thresholds = {}
+    thresholds, levels = {}, {}
     for tensor, m in zip(acts, calls, strict=True):
         if not re.fullmatch(re.escape(paths[m]) + r"(_\d+)?", tensor):
             raise EdgekitError(
                 f"Graph activation {tensor!r} is not named after QCFS module {paths[m]!r}: the "
                 "export reordered or renamed activations, so their thresholds are ambiguous")
         thresholds[tensor] = float(m.theta.detach().clamp(max=m.cap))
+        levels[tensor] = m.levels
     graph.metadata["activation_thresholds"] = thresholds
+    graph.metadata["activation_levels"] = levels
     return graph
 
 

@@ -46,7 +46,9 @@ def to_snn(graph: Graph, calibration: np.ndarray, timesteps: int = 8, *,
     each threshold is ``graph.metadata["activation_thresholds"][tensor]``, the theta that
     ``converters.qcfs.qcfs_graph`` stores (a spike-count output layer, which QCFS does not
     train, balances by its max); pass ``v_init=0.5`` with it, the initial membrane that QCFS's
-    shift of half a level stands for. ``calibrate="fas"`` then tunes from there. ``neuron``:
+    shift of half a level stands for. ``calibrate="fas"`` then tunes from there towards the
+    fine-tuned ANN's activations: each thresholded ReLU output clipped at theta and rounded
+    to ``metadata["activation_levels"][tensor]`` levels as QCFS does. ``neuron``:
     "if" or "lif" (with ``leak``); ``reset``: "subtract" or "zero"; ``v_init``: the initial
     membrane as a fraction of the threshold; ``encoding``: "direct" (the analog input at every
     step) or "rate" (Bernoulli spikes, inputs in [0, 1]); ``output``: "membrane" (the output
@@ -54,7 +56,8 @@ def to_snn(graph: Graph, calibration: np.ndarray, timesteps: int = 8, *,
     """
     _check_options(graph, timesteps, balancing, neuron, reset, encoding, output, calibrate)
     calibration = np.asarray(calibration, np.float32)
-    acts = Executor(graph).run_layers(calibration)
+    acts = (_trained_activations(graph, calibration) if balancing == "trained" else
+            Executor(graph).run_layers(calibration))
     snn = Graph(list(graph.inputs), list(graph.outputs), dict(graph.tensors), [],
                 dict(graph.params), {**copy.deepcopy(graph.metadata), "timesteps": timesteps,
                                      "encoding": encoding, "snn_output": output})
@@ -176,6 +179,28 @@ def _trained(graph: Graph, tensor: str) -> float:
                            "converters.qcfs.qcfs_graph from a qcfs_finetune'd net, or balance "
                            "by 'max' or 'p99.9'")
     return float(thresholds[tensor])
+
+
+def _trained_activations(graph: Graph, x: np.ndarray) -> dict[str, np.ndarray]:
+    """The QCFS-fine-tuned ANN's activations on ``x``: the Graph (plain ReLUs) run node by node,
+    each output with a threshold clipped and, given its levels, rounded as QCFS does. On the
+    residual ds_cnn these targets, not the plain ReLU's, are what make stage 2 help at T = 2-4."""
+    thresholds = graph.metadata.get("activation_thresholds", {})
+    levels = graph.metadata.get("activation_levels", {})
+    acts = {graph.inputs[0]: x}
+    for node in graph.nodes:
+        feeds = list(dict.fromkeys(i for i in node.inputs if i not in graph.params))
+        single = Graph(feeds, list(node.outputs),
+                       {n: graph.tensors[n] for n in (*node.inputs, *node.outputs)}, [node],
+                       {n: graph.params[n] for n in node.inputs if n in graph.params})
+        out = node.outputs[0]
+        y = Executor(single).run({n: acts[n] for n in feeds})
+        if out in thresholds:
+            theta, steps = thresholds[out], levels.get(out)
+            y = np.clip(y / theta, 0, 1)
+            y = theta * (np.floor(y * steps + 0.5) / steps if steps else y)
+        acts[out] = y.astype(np.float32)
+    return acts
 
 
 def _check_options(graph, timesteps, balancing, neuron, reset, encoding, output, calibrate):

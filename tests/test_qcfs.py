@@ -73,6 +73,29 @@ def test_thresholds_reach_the_graph_and_to_snn(build, paths):
         np.testing.assert_array_equal(snn.params[f"{tensor}.v_init"], np.float32(0.5 * theta))
 
 
+@pytest.mark.parametrize("build", [lambda: models.digits_cnn(16, pool="avg"), models.ds_cnn])
+def test_fas_on_top_targets_the_fine_tuned_anns_activations(build):
+    """Stage 2 matches the QCFS net's activations (clipped, rounded), not the plain ReLU's."""
+    from edgekit.converters.snn import _trained_activations
+
+    net = _qcfs_net(build)
+    x = np.random.default_rng(2).random((32, 1, 16, 16), np.float32)
+    graph = qcfs_graph(net, EXAMPLE)
+    outs = []
+    hooks = [m.register_forward_hook(lambda m, i, out: outs.append(out.numpy()))
+             for m in net.modules() if isinstance(m, QCFS)]
+    logits = models.predict(net, x)
+    for hook in hooks:
+        hook.remove()
+    acts = _trained_activations(graph, x)
+    for tensor, out in zip(graph.metadata["activation_thresholds"], outs, strict=True):
+        assert np.mean(np.abs(acts[tensor] - out) > 1e-4) < 1e-3  # rare rounding-edge flips
+    np.testing.assert_allclose(acts[graph.outputs[0]], logits, atol=1e-3)
+    snn = to_snn(graph, x[:8], 2, balancing="trained", v_init=0.5, calibrate="fas")
+    assert any((snn.params[f"{t}.threshold"] != np.float32(theta)).any()
+               for t, theta in graph.metadata["activation_thresholds"].items())
+
+
 def test_a_relu6_threshold_is_capped_at_6():
     net = _qcfs_net(models.ds_cnn)
     net[2].theta.data.fill_(9.0)
