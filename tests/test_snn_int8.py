@@ -165,6 +165,10 @@ def test_what_has_no_int8_spiking_form_says_so():
                   encoding="rate")
     with pytest.raises(EdgekitError, match="direct encoding"):
         edgekit.quantize(rate, np.random.default_rng(0).random((4, 4, 9, 9), np.float32))
+    broken = to_snn(_conv_pool_conv(np.ones((4, 32, 3, 3))), x, 4)
+    broken.params["c2.w"][0, 0, 0, 0] = np.nan
+    with pytest.raises(EdgekitError, match="NaN"):
+        edgekit.quantize(broken, x)
     no_neuron = to_snn(_conv_pool_conv(np.ones((4, 32, 3, 3)), relu=False), x, 4)
     with pytest.raises(EdgekitError, match="no neuron between"):
         edgekit.quantize(no_neuron, x)

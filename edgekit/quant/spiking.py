@@ -35,7 +35,13 @@ from edgekit.errors import EdgekitError
 from edgekit.graph import Graph, Node, QuantParams, TensorInfo
 from edgekit.ops import NEURON_OPS
 from edgekit.quant.calibrate import activation_ranges
-from edgekit.quant.quantize import ZERO_RANGE, calibration_feeds, quantize_weights, range_quant
+from edgekit.quant.quantize import (
+    ZERO_RANGE,
+    _check_params_finite,
+    calibration_feeds,
+    quantize_weights,
+    range_quant,
+)
 
 LEAK_BITS = 15  # LIF's leak is a Q15 multiplier
 PARAM_LIMIT = 2 ** 30  # |threshold|, |initial membrane| in current units: int32 headroom
@@ -47,7 +53,10 @@ def quantize_snn(snn: Graph, calibration_data: Any, calibration: str = "minmax",
     """The int8 version of the float spiking Graph ``snn`` (a new Graph); reached through
     ``edgekit.quantize``. Only the input's range is calibrated (``calibration`` as there):
     every other scale follows from the weights and thresholds."""
+    if "timesteps" not in snn.metadata or snn.metadata.get("quantized"):
+        raise EdgekitError("quantize_snn takes a float spiking Graph (converters.snn.to_snn)")
     snn.validate()
+    _check_params_finite(snn)
     if snn.metadata.get("encoding", "direct") != "direct":
         raise EdgekitError("int8 SNNs take direct encoding (the analog input at every step); "
                            "run a rate-encoded SNN in float32")
