@@ -96,6 +96,18 @@ def test_onnx_runtime_equals_the_runtime_exactly(neuron, reset, output):
     _ort_equal(edgekit.quantize(snn, x), x)
 
 
+def test_ds_cnn_onnx_is_exact(digits):
+    """Depthwise convolutions, ReLU6 thresholds, residual adds, global average pooling."""
+    from edgekit import models
+    from edgekit.converters.from_torch import from_torch
+
+    torch.manual_seed(0)
+    ann = from_torch(models.ds_cnn(16).eval(), torch.zeros(1, 1, 16, 16))
+    q = edgekit.quantize(to_snn(ann, digits.x_train[:64], 6), digits.x_train[:64])
+    assert {"add", "global_avgpool"} <= {node.op for node in q.nodes}
+    _ort_equal(q, digits.x_test[:32])
+
+
 @pytest.mark.parametrize(("neuron", "reset"), [("if", "subtract"), ("lif", "zero")])
 def test_integer_neurons_match_numpy(neuron, reset):
     """Recorded int32 currents through a numpy integer neuron give the recorded int8 spikes;
