@@ -85,8 +85,7 @@ def profile(graph: Graph | str | Path, target: str = "cpu", inputs: Any = None,
     }
     if "spiking" in info:
         data["spiking"] = info["spiking"]
-        data["notes"].append("spiking: counts from one recorded inference on the given inputs; "
-                             "per-layer times are of one time step on the runtime's kernels")
+        data["notes"].append("spiking: counts from one recorded inference on the given inputs")
     if attached:
         _measure(data, graph, target, _inputs(graph, inputs), runs, warmup, per_layer, dev)
     else:
@@ -143,6 +142,8 @@ def _per_layer(data: dict[str, Any], graph: Graph, target: str, session: Any, x:
         per_node = latency.time_runtime_layers(graph, x, runs, warmup)
         for layer, t in zip(data["layers"], per_node.T, strict=True):
             layer["time_ms"] = latency.stats(t)
+        if "spiking" in data:
+            data["notes"].append("per-layer times are of one time step on the runtime's kernels")
     elif target == "cpu:onnxruntime":
         from edgekit.quant.edge import graph_feeds
 
@@ -167,10 +168,12 @@ def _device_layers(data: dict[str, Any], run: dict[str, Any], dev: DeviceProfile
         return
     for layer, n in zip(data["layers"], counts, strict=True):
         layer["time_ms"] = {"instructions": n, "estimate": n / dev.clock_hz * 1e3}
-    macs = data["totals"]["macs"]
+    work, unit = data["totals"]["macs"], "MAC"
+    if "synaptic_ops" in run:  # a spiking model: most of its work is accumulates
+        work, unit = work + run["synaptic_ops"], "MAC or synaptic operation"
     data["notes"].append(f"per layer: {run['source']}; device time estimated at one instruction "
                          f"per cycle at {dev.clock_hz / 1e6:g} MHz "
-                         f"({run['instructions'] / max(macs, 1):.2f} instructions per MAC)")
+                         f"({run['instructions'] / max(work, 1):.2f} instructions per {unit})")
 
 
 def _estimate(data: dict[str, Any], dev: DeviceProfile) -> None:

@@ -156,12 +156,31 @@ class Report:
             *((f"fits {k}", "yes" if v["fits"] else f"NO (+{v['overshoot_bytes']:,} B)",
                f"{v['needed_bytes']:,} of {v['available_bytes']:,} B")
               for k, v in d["fits"].items()),
+            *_spiking_rows(d),
             *([("firmware image", f"flash {d['device_run']['flash_bytes']:,} B, RAM "
                 f"{d['device_run']['ram_bytes']:,} B", "section sizes of the built ELF")]
               if "ram_bytes" in d.get("device_run", {}) else []),
         ])]
         lines += [f"note: {n}" for n in d["notes"]]
         return "\n".join(lines)
+
+
+def _spiking_rows(d: dict[str, Any]) -> list[tuple[str, str, str]]:
+    if "spiking" not in d:
+        return []
+    s = d["spiking"]
+    rates = ", ".join(f"{n['firing_rate']:.3f}" for n in s["neurons"])
+    rows = [("time steps", s["timesteps"], f"{s['encoding']} input encoding"),
+            ("firing rates", rates, "spikes per neuron per step, by neuron layer"),
+            ("synaptic ops", f"{s['synaptic_ops']:,.0f}",
+             f"event-driven accumulates per inference (+ {s['first_layer_macs']:,} first-layer "
+             "MACs)"),
+            ("E_ANN / E_SNN", f"{s['energy_ratio_ann_over_snn']:.3g}",
+             f"{s['e_ann_uj']:.4g} / {s['e_snn_uj']:.4g} µJ: {s['basis']}")]
+    if "synaptic_ops" in d.get("device_run", {}):
+        rows.append(("synaptic ops (board)", f"{d['device_run']['synaptic_ops']:,}",
+                     "counted by the firmware on the first input, read over the link"))
+    return rows
 
 
 def _latency_rows(lat: dict[str, Any]) -> list[tuple[str, str, str]]:
