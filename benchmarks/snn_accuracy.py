@@ -1,14 +1,18 @@
 """SNN accuracy against T: the digits CNN (average pooling) and the depthwise-separable residual
-CNN, converted with max and 99.9 % threshold balancing, with and without FAS-style calibration.
+CNN, converted with max and 99.9 % threshold balancing and with the thresholds learned by QCFS
+fine-tuning (FAS stage 1, balancing "qcfs"), each with and without FAS-style calibration (stage 2).
 
-Run: ``python benchmarks/snn_accuracy.py [--epochs 15] [--calibration 256]``. Each ANN is trained
-once (torch), imported, and converted for every T from the same calibration images (the first
-of the training split); accuracies are on the held-out test split, in percent.
+Run: ``python benchmarks/snn_accuracy.py [--epochs 15] [--qcfs-epochs 3] [--calibration 256]``.
+Each ANN is trained once (torch), imported, and converted for every T from the same calibration
+images (the first of the training split); the QCFS rows convert a copy fine-tuned from it (their
+ANN % is that copy's, with its QCFS activations, in torch). Accuracies are on the held-out test
+split, in percent.
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import time
 
 import torch
@@ -16,6 +20,7 @@ import torch
 from edgekit import data, models
 from edgekit.console import table
 from edgekit.converters.from_torch import from_torch
+from edgekit.converters.qcfs import qcfs_finetune, qcfs_graph
 from edgekit.converters.snn import to_snn
 from edgekit.profile.devices import load_profile
 from edgekit.profile.spiking import spiking_counts
@@ -28,6 +33,7 @@ MODELS = {"digits_cnn": lambda: models.digits_cnn(16, pool="avg"), "ds_cnn": mod
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--epochs", type=int, default=15)
+    ap.add_argument("--qcfs-epochs", type=int, default=3)
     ap.add_argument("--calibration", type=int, default=256)
     args = ap.parse_args()
     ds = data.digits(16)
@@ -38,12 +44,19 @@ def main() -> None:
         net = models.train(build(), ds.x_train, ds.y_train, epochs=args.epochs)
         ann = from_torch(net, torch.zeros(1, 1, 16, 16))
         ann_acc = 100 * (Executor(ann).run(ds.x_test).argmax(1) == ds.y_test).mean()
-        for balancing in ("max", "p99.9"):
+        tuned = qcfs_finetune(copy.deepcopy(net), ds.x_train, ds.y_train,
+                              epochs=args.qcfs_epochs)
+        qcfs_acc = 100 * (models.predict(tuned, ds.x_test).argmax(1) == ds.y_test).mean()
+        qcfs_ann = qcfs_graph(tuned, torch.zeros(1, 1, 16, 16))
+        for balancing in ("max", "p99.9", "qcfs"):
+            graph, options = ((qcfs_ann, {"balancing": "trained", "v_init": 0.5})
+                              if balancing == "qcfs" else (ann, {"balancing": balancing}))
             for calibrate in (None, "fas"):
-                row = [name, f"{ann_acc:.2f}", balancing, calibrate or "-"]
+                acc = qcfs_acc if balancing == "qcfs" else ann_acc
+                row = [name, f"{acc:.2f}", balancing, calibrate or "-"]
                 start = time.perf_counter()
                 for steps in STEPS:
-                    snn = to_snn(ann, calib, steps, balancing=balancing, calibrate=calibrate)
+                    snn = to_snn(graph, calib, steps, calibrate=calibrate, **options)
                     scores = SpikingExecutor(snn).run(ds.x_test)
                     row.append(f"{100 * (scores.argmax(1) == ds.y_test).mean():.2f}")
                 rows.append([*row, f"{time.perf_counter() - start:.1f}"])
