@@ -116,14 +116,22 @@ def cmd_convert(args: argparse.Namespace) -> None:
 
 def _to_snn(graph: edgekit.Graph, args: argparse.Namespace) -> edgekit.Graph:
     """``convert --to-snn``: the spiking Graph, thresholds from the calibration data."""
-    from edgekit.converters.snn import to_snn
+    from edgekit.converters.snn import BALANCINGS, to_snn
 
     if not args.calibration_data or args.report:
         raise EdgekitError("--to-snn needs --calibration-data data.npz (inputs in 'x') and "
                            "takes no --report (--quantize int8 then makes an int8 SNN)")
-    balancing = args.balancing if args.balancing in ("max", "p99.9") else float(args.balancing)
+    balancing = args.balancing
+    if balancing not in BALANCINGS:
+        try:
+            balancing = float(balancing)
+        except ValueError:
+            raise EdgekitError(f"--balancing is one of {', '.join(BALANCINGS)} or a fraction "
+                               f"of the max such as 0.5, got {balancing!r}") from None
+    # QCFS's shift of half a level is an initial membrane of half the threshold
+    v_init = args.v_init if args.v_init is not None else 0.5 * (balancing == "trained")
     snn = to_snn(graph, load_array(args.calibration_data), args.timesteps, balancing=balancing,
-                 calibrate=args.calibrate)
+                 v_init=v_init, calibrate=args.calibrate)
     print(f"converted to an SNN: T = {args.timesteps}, {args.balancing} balancing, "
           f"calibration {args.calibrate or 'none'}")
     return snn
@@ -309,7 +317,10 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--to-snn", action="store_true", help="convert to a spiking network")
     c.add_argument("--timesteps", type=int, default=8, help="SNN time steps T")
     c.add_argument("--balancing", default="p99.9",
-                   help="SNN thresholds: max, p99.9, or a fraction of the max (0.5)")
+                   help="SNN thresholds: max, p99.9, a fraction of the max (0.5), or "
+                        "trained (QCFS thresholds in the model, converters.qcfs)")
+    c.add_argument("--v-init", type=float, help="SNN initial membrane, a fraction of the "
+                   "threshold (default 0, or 0.5 with --balancing trained)")
     c.add_argument("--calibrate", choices=["fas"], help="SNN per-neuron calibration")
     c.set_defaults(func=cmd_convert)
 

@@ -146,3 +146,30 @@ def test_qcfs_snn_at_t4_stays_near_its_ann_where_max_balancing_fails():
     print(f"max {acc_plain:.3f}, QCFS ANN {acc_ann:.3f}, QCFS SNN T=4 {acc_snn:.3f}")
     assert acc_snn > acc_ann - 0.03
     assert acc_snn > acc_plain + 0.3
+
+
+def test_cli_converts_with_the_trained_thresholds_and_refuses_an_unknown_balancing(tmp_path):
+    import subprocess
+    import sys
+
+    import edgekit
+
+    graph = qcfs_graph(_qcfs_net(lambda: models.digits_cnn(16, pool="avg")), EXAMPLE)
+    graph.save(tmp_path / "q.ekm")
+    np.savez(tmp_path / "calib.npz", x=np.random.default_rng(1).random((8, 1, 16, 16),
+                                                                      np.float32))
+
+    def convert(balancing):
+        return subprocess.run(
+            [sys.executable, "-m", "edgekit.cli", "convert", str(tmp_path / "q.ekm"), "--to-snn",
+             "--timesteps", "4", "--calibration-data", str(tmp_path / "calib.npz"),
+             "--balancing", balancing, "--to", "ekm", "-o", str(tmp_path / "out")],
+            capture_output=True, text=True, timeout=300)
+
+    assert convert("trained").returncode == 0
+    snn = edgekit.load(tmp_path / "out" / "q.ekm")
+    for tensor, theta in graph.metadata["activation_thresholds"].items():
+        np.testing.assert_allclose(snn.params[f"{tensor}.threshold"], theta, rtol=1e-6)
+        np.testing.assert_allclose(snn.params[f"{tensor}.v_init"], theta / 2, rtol=1e-6)
+    bad = convert("mean")
+    assert bad.returncode == 2 and "--balancing is one of" in bad.stderr
