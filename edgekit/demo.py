@@ -2,8 +2,10 @@
 
 Trains the digits CNN in torch, exports it, imports it into a Graph, runs it on edgekit's
 runtime and prints how the two agree; then quantizes it to int8 and deploys the same int8
-Graph on every CPU backend this machine has, with accuracy and agreement per backend. Later
-stages (profile, fine-tune) join here as they land, so the demo shows everything edgekit does.
+Graph on every CPU backend this machine has, with accuracy and agreement per backend; profiles
+it on every target, fine-tunes it on the device, runs it as firmware on the emulated Cortex-M3,
+and converts an average-pooling twin into a spiking network. Each feature joins here as it
+lands, so the demo shows everything edgekit does.
 """
 
 from __future__ import annotations
@@ -72,9 +74,11 @@ def run_demo(out: Path = Path("edgekit-demo"), size: int = 16, epochs: int = 15)
     report["profile"] = profile_on_every_target(out, ds.x_test[:1])
     report["finetune"] = finetune_on_device(graph, ds, out)
     report["mcu"] = on_the_microcontroller(out, ds)
+    report["spiking"] = spiking_network(out, ds, epochs)
     (out / "report.json").write_text(json.dumps(report, indent=1))
     print(f"\nartefacts in {out}/: digits_cnn.pt2, digits_cnn.ekm, digits_cnn.int8.ekm, "
-          "digits_cnn.int8.tflite, digits_cnn.int8.onnx, digits_test.npz, report.json")
+          "digits_cnn.int8.tflite, digits_cnn.int8.onnx, digits_snn.ekm, digits_snn.int8.ekm, "
+          "digits_test.npz, report.json")
     return report
 
 
@@ -238,3 +242,68 @@ def on_the_microcontroller(out: Path, ds) -> dict[str, Any]:
     print(f"instructions: {dev['source']}; firmware image {out}/digits_cnn.int8.elf "
           "(flash a real board: README, 'Microcontrollers')")
     return row
+
+
+def spiking_network(out: Path, ds, epochs: int, timesteps: int = 8,
+                    board_images: int = 20) -> dict[str, Any]:
+    """The digits CNN with average pooling as a spiking network at T = 8: converted with
+    FAS-style calibration, run event-driven with float32 and int8 weights, checked against its
+    unrolled ONNX graph in ONNX Runtime and, in float32, on the emulated Cortex-M3; then its
+    synaptic operations and modelled energy against the ANN's."""
+    import torch
+
+    from edgekit import models
+    from edgekit.converters.snn import to_snn
+    from edgekit.profile.devices import load_profile
+    from edgekit.profile.spiking import spiking_counts
+    from edgekit.targets import get_target
+    from edgekit.validate import validate
+
+    net = models.train(models.digits_cnn(ds.x_train.shape[-1], pool="avg"), ds.x_train,
+                       ds.y_train, epochs=epochs,
+                       progress=partial(progress, desc="train avg-pool digits CNN (torch)"))
+    ann = edgekit.from_torch(torch.export.export(net, (torch.from_numpy(ds.x_test[:1]),)))
+    calib = ds.x_train[:256]
+    start = time.perf_counter()
+    snn = to_snn(ann, calib, timesteps, balancing="p99.9", calibrate="fas")
+    qsnn = edgekit.quantize(snn, calib)
+    seconds = time.perf_counter() - start
+    snn.save(out / "digits_snn.ekm")
+    qsnn.save(out / "digits_snn.int8.ekm")
+    runs = [("float32", snn, "cpu", len(ds.y_test)), ("int8", qsnn, "cpu", len(ds.y_test)),
+            ("float32", snn, "cpu:onnxruntime", len(ds.y_test)),
+            ("int8", qsnn, "cpu:onnxruntime", len(ds.y_test)),
+            ("float32", snn, "mcu:qemu", board_images)]
+    rows = []
+    for weights, graph, target, n in runs:
+        ok, why = get_target(target).available()
+        if not ok:
+            print(f"spiking network on {target} skipped: {why}")
+            continue
+        r = validate(graph, target, ds.x_test[:n], ds.y_test[:n], float_graph=ann,
+                     per_layer=False)
+        rows.append({"weights": weights, "target": target, "samples": r["samples"],
+                     "accuracy": r["accuracy"],
+                     "top1_vs_edgekit": r["vs_edgekit_runtime"]["top1_agreement"],
+                     "max_abs_vs_edgekit": r["vs_edgekit_runtime"]["max_abs_error"]})
+    ann_accuracy = metrics.accuracy(edgekit.deploy(ann).run(ds.x_test), ds.y_test)
+    print(f"\nspiking digits CNN, T = {timesteps}, p99.9 thresholds + FAS calibration "
+          f"({seconds:.1f} s to convert and quantize; ANN {ann_accuracy:.2%}):")
+    print(table(["weights", "target", "images", "accuracy", "top-1 vs edgekit",
+                 "max |diff| vs edgekit"],
+                [(r["weights"], r["target"], r["samples"], f"{r['accuracy']:.2%}",
+                  f"{r['top1_vs_edgekit']:.2%}", f"{r['max_abs_vs_edgekit']:.3g}")
+                 for r in rows]))
+    device = load_profile("cortex-m4")
+    costs = [(weights, spiking_counts(graph, ds.x_test[:64], device))
+             for weights, graph in (("float32", snn), ("int8", qsnn))]
+    print(table(["weights", "firing rates", "SOPs", "first-layer MACs", "ANN MACs",
+                 "E_ANN / E_SNN (cortex-m4 table)"],
+                [(weights, ", ".join(f"{n['firing_rate']:.3f}" for n in c["neurons"]),
+                  f"{c['synaptic_ops']:,.0f}", c["first_layer_macs"], c["ann_macs"],
+                  f"{c['energy_ratio_ann_over_snn']:.2f}") for weights, c in costs]))
+    return {"timesteps": timesteps, "ann_accuracy": ann_accuracy, "convert_seconds": seconds,
+            "runs": rows, "energy": {w: {k: c[k] for k in ("synaptic_ops", "first_layer_macs",
+                                                           "e_snn_uj", "e_ann_uj",
+                                                           "energy_ratio_ann_over_snn")}
+                                     for w, c in costs}}

@@ -126,5 +126,9 @@ def test_demo_runs_end_to_end(tmp_path):
     int8 = {row["target"]: row for row in report["int8"]}
     assert int8["cpu"]["accuracy"] >= report["edgekit_accuracy"] - 0.01
     assert int8["cpu:tflite-micro"]["max_abs_vs_edgekit"] == 0
-    for name in ("digits_cnn.pt2", "digits_cnn.ekm", "digits_test.npz", "report.json"):
+    snn = {(row["weights"], row["target"]): row for row in report["spiking"]["runs"]}
+    assert snn[("float32", "cpu")]["accuracy"] >= report["spiking"]["ann_accuracy"] - 0.01
+    assert snn[("int8", "cpu:onnxruntime")]["max_abs_vs_edgekit"] == 0
+    for name in ("digits_cnn.pt2", "digits_cnn.ekm", "digits_test.npz", "report.json",
+                 "digits_snn.ekm", "digits_snn.int8.ekm"):
         assert (tmp_path / "demo" / name).exists()
