@@ -23,30 +23,6 @@ from edgekit.quant.edge import quantize_array
 _MISSING = toolchain_missing() or qemu_missing()
 pytestmark = pytest.mark.skipif(bool(_MISSING), reason=f"MCU target unavailable: {_MISSING}")
 
-STARTED_PIDS: list[int] = []
-
-
-@pytest.fixture(scope="module", autouse=True)
-def no_qemu_left_behind():
-    """Set up first, so torn down last: after every board of this module was stopped, none of
-    their QEMU processes may still be running."""
-    yield
-    import os
-
-    for pid in STARTED_PIDS:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            continue
-        with open(f"/proc/{pid}/stat") as stat:
-            assert stat.read().split()[2] == "Z", f"QEMU {pid} is still running"
-
-
-@pytest.fixture(scope="module")
-def digits():
-    from edgekit import data
-
-    return data.digits(16)
 
 
 def int8_model(ctor, ds):
@@ -58,18 +34,12 @@ def int8_model(ctor, ds):
     return edgekit.quantize(graph, ds.x_train[:300])
 
 
-def open_session(graph, **options):
-    session = edgekit.deploy(graph, "mcu:qemu", **options)
-    STARTED_PIDS.append(session.board.pid)
-    return session
-
-
 @pytest.fixture(scope="module", params=["digits_cnn", "ds_cnn"])
 def model_on_board(request, digits):
     from edgekit import models
 
     graph = int8_model(getattr(models, request.param), digits)
-    session = open_session(graph)
+    session = edgekit.deploy(graph, "mcu:qemu")
     try:
         yield request.param, graph, session
     finally:
@@ -233,7 +203,6 @@ def test_link_faults_never_give_wrong_results():
     graph = tiny_graph()
     firmware = build(*generate(graph))
     board = QemuBoard(firmware.elf)
-    STARTED_PIDS.append(board.pid)
     proxy = None
     try:
         start = time.monotonic()
@@ -299,7 +268,6 @@ def test_a_board_on_a_port(model_on_board):
     through its socket as if it were a serial port) and checks the model it runs."""
     _, graph, session = model_on_board
     board = QemuBoard(session.firmware.elf)
-    STARTED_PIDS.append(board.pid)
     try:
         url = board.link.port.portstr
         board.link.close()  # free QEMU's socket for the port's connection

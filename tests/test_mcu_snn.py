@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import ctypes
 import json
-import os
 import shutil
 import subprocess
 from dataclasses import replace
@@ -29,22 +28,8 @@ from edgekit.firmware_bridge.protocol import Cmd, parse_infer, parse_stats
 
 TIMESTEPS = 6
 CNN_TIMESTEPS = 8
-STARTED_PIDS: list[int] = []
 _MISSING = toolchain_missing() or qemu_missing()
 on_qemu = pytest.mark.skipif(bool(_MISSING), reason=f"MCU target unavailable: {_MISSING}")
-
-
-@pytest.fixture(scope="module", autouse=True)
-def no_qemu_left_behind():
-    """Set up first, so torn down last: none of the boards started here may still run."""
-    yield
-    for pid in STARTED_PIDS:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            continue
-        with open(f"/proc/{pid}/stat") as stat:
-            assert stat.read().split()[2] == "Z", f"QEMU {pid} is still running"
 
 
 def exported(net, x):
@@ -66,21 +51,14 @@ def snn():
 
 
 @pytest.fixture(scope="module")
-def digits16():
-    from edgekit import data
-
-    return data.digits(16)
-
-
-@pytest.fixture(scope="module")
-def cnn(digits16):
+def cnn(digits):
     """The digits CNN with average pooling, trained briefly, as a spiking Graph of T=8 steps
     (about 93 % on the test digits, the ANN 94 %)."""
     torch = pytest.importorskip("torch")
     from edgekit import models
     from edgekit.converters.snn import to_snn
 
-    ds = digits16
+    ds = digits
     torch.manual_seed(2)
     net = models.train(models.digits_cnn(16, pool="avg"), ds.x_train, ds.y_train, epochs=3)
     return to_snn(exported(net, ds.x_test), ds.x_train[:300], timesteps=CNN_TIMESTEPS,
@@ -88,7 +66,7 @@ def cnn(digits16):
 
 
 @pytest.fixture(scope="module")
-def ds_cnn(digits16):
+def ds_cnn(digits):
     """ds_cnn (strided stem, depthwise and pointwise convolutions, residual adds, global
     average pool) as a spiking Graph. Untrained: what is checked is that the board computes
     what the runtime computes, and training it well takes longer than this whole module."""
@@ -98,7 +76,7 @@ def ds_cnn(digits16):
 
     torch.manual_seed(0)
     net = models.ds_cnn(16).eval()
-    return to_snn(exported(net, digits16.x_test), digits16.x_train[:300], timesteps=4)
+    return to_snn(exported(net, digits.x_test), digits.x_train[:300], timesteps=4)
 
 
 def reference(graph, x):
@@ -126,12 +104,6 @@ def assert_agrees(got, want, sops, want_sops, exact: bool):
     assert all(a == b for a, b, s in zip(sops, want_sops, same) if s)
 
 
-def open_session(graph, **options):
-    session = edgekit.deploy(graph, "mcu:qemu", **options)
-    STARTED_PIDS.append(session.board.pid)
-    return session
-
-
 @pytest.mark.skipif(shutil.which("gcc") is None, reason="no host C compiler (gcc)")
 @pytest.mark.parametrize("case", ["mlp", "mlp-lif-zero-reset", "cnn", "ds_cnn"])
 def test_time_loop_host_compiled_matches_spiking_executor(request, snn, tmp_path, case):
@@ -144,7 +116,7 @@ def test_time_loop_host_compiled_matches_spiking_executor(request, snn, tmp_path
         graph = to_snn(ann, ds.x_train[:300], timesteps=TIMESTEPS, neuron="lif", reset="zero",
                        v_init=0.5)
     elif case != "mlp":
-        graph, x = request.getfixturevalue(case), request.getfixturevalue("digits16").x_test[:30]
+        graph, x = request.getfixturevalue(case), request.getfixturevalue("digits").x_test[:30]
     to_c_snn(graph, tmp_path)
     (tmp_path / "harness.c").write_text(
         '#include <string.h>\n#include "ek_model.h"\n'
@@ -179,7 +151,6 @@ def test_spiking_mlp_on_qemu_matches_spiking_executor(snn):
     x = np.ascontiguousarray(ds.x_test[:40], np.float32)
     want, want_sops = reference(graph, x)
     board = QemuBoard(firmware.elf)
-    STARTED_PIDS.append(board.pid)
     try:
         assert board.hello.model_hash == firmware.model_hash
         got, sops = [], []
@@ -197,7 +168,7 @@ def test_spiking_mlp_on_qemu_matches_spiking_executor(snn):
 
 @pytest.fixture(scope="module")
 def cnn_on_board(cnn):
-    session = open_session(cnn)
+    session = edgekit.deploy(cnn, "mcu:qemu")
     try:
         yield session
     finally:
@@ -205,8 +176,8 @@ def cnn_on_board(cnn):
 
 
 @on_qemu
-def test_spiking_cnn_deployed_on_qemu_matches_spiking_executor(cnn, cnn_on_board, digits16):
-    x, y = digits16.x_test[:30], digits16.y_test[:30]
+def test_spiking_cnn_deployed_on_qemu_matches_spiking_executor(cnn, cnn_on_board, digits):
+    x, y = digits.x_test[:30], digits.y_test[:30]
     want, want_sops = reference(cnn, x)
     got = cnn_on_board.run(x)
     assert got.dtype == np.float32 and got.shape == want.shape
@@ -221,8 +192,8 @@ def test_spiking_cnn_deployed_on_qemu_matches_spiking_executor(cnn, cnn_on_board
 
 
 @on_qemu
-def test_device_profile_reports_instructions_and_sops(cnn, cnn_on_board, digits16):
-    x = digits16.x_test[:1]
+def test_device_profile_reports_instructions_and_sops(cnn, cnn_on_board, digits):
+    x = digits.x_test[:1]
     run = cnn_on_board.device_profile(x)
     assert run["synaptic_ops"] == reference(cnn, x)[1][0]
     assert len(run["layer_instructions"]) == len(cnn.nodes)
@@ -239,11 +210,10 @@ def test_device_profile_reports_instructions_and_sops(cnn, cnn_on_board, digits1
 
 
 @on_qemu
-def test_spiking_ds_cnn_on_qemu(ds_cnn, digits16):
-    x = digits16.x_test[:20]
+def test_spiking_ds_cnn_on_qemu(ds_cnn, digits):
+    x = digits.x_test[:20]
     want, want_sops = reference(ds_cnn, x)
     with edgekit.deploy(ds_cnn, "mcu:qemu") as session:
-        STARTED_PIDS.append(session.board.pid)
         got = session.run(x)
         run = session.device_profile(x[-1:])
     np.testing.assert_array_equal(got, want)
@@ -254,19 +224,19 @@ def test_spiking_ds_cnn_on_qemu(ds_cnn, digits16):
 
 
 @on_qemu
-def test_cli_deploy_validate_run_and_profile(cnn, digits16, tmp_path, capsys):
+def test_cli_deploy_validate_run_and_profile(cnn, digits, tmp_path, capsys):
     from edgekit.cli import main
 
     model, data, out = tmp_path / "snn.ekm", tmp_path / "data.npz", tmp_path / "y.npy"
     cnn.save(model)
-    np.savez(data, x=digits16.x_test[:8], y=digits16.y_test[:8])
+    np.savez(data, x=digits.x_test[:8], y=digits.y_test[:8])
     assert main(["deploy", str(model), "--target", "mcu:qemu", "--validate", str(data),
                  "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["vs_edgekit_runtime"]["max_abs_error"] == 0.0
     assert main(["run", str(model), "--target", "mcu:qemu", "--input", str(data),
                  "--output", str(out)]) == 0
-    np.testing.assert_array_equal(np.load(out), reference(cnn, digits16.x_test[:8])[0])
+    np.testing.assert_array_equal(np.load(out), reference(cnn, digits.x_test[:8])[0])
     assert main(["profile", str(model), "--target", "mcu:qemu", "--runs", "2", "--warmup",
                  "1", "--per-layer", "--json", str(tmp_path / "p.json")]) == 0
     profile = json.loads((tmp_path / "p.json").read_text())
@@ -291,7 +261,7 @@ def test_the_fit_check_counts_membranes_and_buffers(cnn, monkeypatch):
 
 
 @on_qemu
-def test_what_the_firmware_cannot_run_is_refused(snn, cnn, digits16):
+def test_what_the_firmware_cannot_run_is_refused(snn, cnn, digits):
     from edgekit.converters.snn import to_snn
     from edgekit.graph import Node
 
@@ -300,7 +270,7 @@ def test_what_the_firmware_cannot_run_is_refused(snn, cnn, digits16):
     with pytest.raises(EdgekitError, match="direct-encoded"):
         edgekit.deploy(rate, "mcu:qemu")
     with pytest.raises(EdgekitError, match="no integer neurons"):
-        edgekit.deploy(edgekit.quantize(cnn, digits16.x_train[:64]), "mcu:qemu")
+        edgekit.deploy(edgekit.quantize(cnn, digits.x_train[:64]), "mcu:qemu")
     maxpool = edgekit.Graph(list(cnn.inputs), list(cnn.outputs), dict(cnn.tensors),
                             [Node("maxpool2d", n.inputs, n.outputs,
                                   {"kernel": [2, 2], "stride": [2, 2], "padding": [0, 0, 0, 0],

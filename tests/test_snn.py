@@ -18,13 +18,6 @@ def _accuracy(scores, y):
 
 
 @pytest.fixture(scope="module")
-def digits():
-    from edgekit import data
-
-    return data.digits(16)
-
-
-@pytest.fixture(scope="module")
 def ann(digits):
     """The digits CNN with average pooling (what conversion needs), trained briefly."""
     from edgekit import models

@@ -21,13 +21,6 @@ def _accuracy(scores, y):
 
 
 @pytest.fixture(scope="module")
-def digits():
-    from edgekit import data
-
-    return data.digits(16)
-
-
-@pytest.fixture(scope="module")
 def cnn(digits):
     from edgekit import models
     from edgekit.converters.from_torch import from_torch

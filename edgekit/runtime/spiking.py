@@ -32,7 +32,7 @@ from edgekit.quant.edge import graph_feeds, graph_results, time_average
 from edgekit.quant.spiking import add_multiplier, leak_multiplier, spike_amplitudes
 from edgekit.runtime.executor import Executor, Inputs, Program
 from edgekit.runtime.int8 import _aligned, _zp
-from edgekit.runtime.kernels import int8_elementwise, spiking
+from edgekit.runtime.kernels import int8_elementwise, int8_pool, spiking
 from edgekit.runtime.planner import NaivePlanner, Planner
 from edgekit.runtime.registry import KERNELS, Kernel, Step, bind, register, sequence
 
@@ -147,13 +147,13 @@ def _centred(event: Kernel) -> Kernel:
 
 
 def _sum_pool2d(ins, out, *, kernel, stride, padding, count_include_pad) -> Step:
-    return bind(spiking.sum_pool2d, ins[0], tuple(kernel), tuple(stride), tuple(padding[:2]),
+    return bind(int8_pool.sum_pool2d, ins[0], tuple(kernel), tuple(stride), tuple(padding[:2]),
                 out)
 
 
 def _global_sum(ins, out) -> Step:
     x = ins[0]
-    return bind(spiking.row_sums, x.reshape(x.shape[0] * x.shape[1], -1), out.reshape(-1))
+    return bind(int8_pool.row_sums, x.reshape(x.shape[0] * x.shape[1], -1), out.reshape(-1))
 
 
 def _scaled_add(ins, out, *, activation, quant) -> Step:

@@ -129,36 +129,6 @@ def int_neuron_step(x, threshold, v, leak, subtract, amplitude, out):
 
 
 @njit(cache=True)
-def sum_pool2d(x, kernel, stride, padding, out):
-    """Average pooling of an int8 SNN: the window's integer sum (padding adds 0); the output's
-    scale carries the division."""
-    height, width = x.shape[2], x.shape[3]
-    (kh, kw), (sh, sw), (pt, pl) = kernel, stride, padding
-    for n in range(x.shape[0]):
-        for c in range(x.shape[1]):
-            src = x[n, c]
-            for oy in range(out.shape[2]):
-                y0, y1 = max(oy * sh - pt, 0), min(oy * sh - pt + kh, height)
-                for ox in range(out.shape[3]):
-                    x0, x1 = max(ox * sw - pl, 0), min(ox * sw - pl + kw, width)
-                    acc = 0
-                    for iy in range(y0, y1):
-                        for ix in range(x0, x1):
-                            acc += src[iy, ix]
-                    out[n, c, oy, ox] = acc
-
-
-@njit(cache=True)
-def row_sums(x, out):
-    """Global average pooling of an int8 SNN: each row's integer sum, ``x`` (N * C, H * W)."""
-    for r in range(x.shape[0]):
-        acc = 0
-        for v in x[r]:
-            acc += v
-        out[r] = acc
-
-
-@njit(cache=True)
 def scaled_add(spikes, multiplier, current, out):
     """A residual add of an int8 SNN, flat: ``spikes * multiplier + current`` in int32."""
     for i in range(out.size):
