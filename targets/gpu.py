@@ -1,5 +1,6 @@
 """``gpu``: a CUDA GPU, through ONNX Runtime's CUDA execution provider when installed
-(``onnxruntime-gpu``; float and int8 QDQ models), else through torch on ``cuda`` (float32 Graphs).
+(``onnxruntime-gpu``; float and int8 QDQ models, spiking Graphs time-unrolled as on
+``cpu:onnxruntime``), else through torch on ``cuda`` (float32 Graphs, spiking ones included).
 
 The torch backend interprets the Graph with ``torch.nn.functional``, one function per op; it
 runs on any torch device, which is how it is tested on machines without a GPU. Nothing here
@@ -14,7 +15,8 @@ from typing import Any
 import numpy as np
 
 from edgekit.errors import EdgekitError
-from edgekit.graph import Graph
+from edgekit.graph import Graph, Node
+from edgekit.ops import NEURON_OPS
 from edgekit.targets._peer import PeerSession, missing, reject_options
 from edgekit.targets.base import Target
 
@@ -41,7 +43,10 @@ def backend() -> tuple[str | None, str]:
 
 
 class TorchSession(PeerSession):
-    """A float32 Graph run op by op with torch on ``device``."""
+    """A float32 Graph run op by op with torch on ``device``. A spiking Graph (direct
+    encoding) runs its T steps as ``SpikingExecutor`` does, batched on the device: the neurons'
+    membranes carried from step to step, the outputs (every node's, for ``run_layers``)
+    averaged over the steps."""
 
     def __init__(self, graph: Graph, device: str = "cuda"):
         import torch
@@ -50,28 +55,58 @@ class TorchSession(PeerSession):
         if self.int8:
             raise EdgekitError("the torch GPU backend runs float32 Graphs; deploy the float "
                                "Graph, or install onnxruntime-gpu to run the int8 one")
+        self.functions = _functions()
+        unsupported = sorted({n.op for n in graph.nodes} - {*self.functions, *NEURON_OPS})
+        if unsupported:
+            raise EdgekitError(f"the torch GPU backend has no kernel for {unsupported}")
+        self.timesteps = graph.metadata.get("timesteps", 1)
+        if self.timesteps > 1 and graph.metadata.get("encoding", "direct") != "direct":
+            raise EdgekitError("the torch GPU backend runs direct-encoded spiking Graphs; rate "
+                               "encoding draws its input spikes on the cpu target")
         self.torch, self.device = torch, torch.device(device)
         self.params = {k: torch.from_numpy(np.ascontiguousarray(v)).to(self.device)
                        for k, v in graph.params.items()}
-        self.functions = _functions()
 
-    def _values(self, feeds: list[np.ndarray]) -> dict[str, Any]:
+    def _values(self, feeds: list[np.ndarray], names: list[str]) -> dict[str, Any]:
+        """The tensors ``names``, each averaged over the time steps (one step if not spiking)."""
         values = dict(self.params)
         values.update({n: self.torch.from_numpy(x).to(self.device)
                        for n, x in zip(self.graph.inputs, feeds, strict=True)})
+        membranes: dict[str, Any] = {}
+        sums = dict.fromkeys(names, 0)
         with self.torch.inference_mode():
-            for node in self.graph.nodes:
-                args = [values[n] for n in node.inputs]
-                values[node.outputs[0]] = self.functions[node.op](*args, **node.attrs)
-        return values
+            for _ in range(self.timesteps):
+                for node in self.graph.nodes:
+                    args = [values[n] for n in node.inputs]
+                    if node.op in NEURON_OPS:
+                        values[node.outputs[0]] = _neuron_step(node, args, membranes)
+                    else:
+                        values[node.outputs[0]] = self.functions[node.op](*args, **node.attrs)
+                for n in names:
+                    sums[n] = sums[n] + values[n]
+        return {n: (total / self.timesteps).cpu().numpy() for n, total in sums.items()}
 
     def _run(self, feeds: list[np.ndarray]) -> list[np.ndarray]:
-        values = self._values(feeds)
-        return [values[n].cpu().numpy() for n in self.graph.outputs]
+        values = self._values(feeds, self.graph.outputs)
+        return [values[n] for n in self.graph.outputs]
 
     def _run_layers(self, feeds: list[np.ndarray]) -> dict[str, np.ndarray]:
-        values = self._values(feeds)
-        return {n.outputs[0]: values[n.outputs[0]].cpu().numpy() for n in self.graph.nodes}
+        return self._values(feeds, [n.outputs[0] for n in self.graph.nodes])
+
+
+def _neuron_step(node: Node, args: list[Any], membranes: dict[str, Any]) -> Any:
+    """One step of an IF/LIF layer: charge, fire (emitting the threshold), reset; the layer's
+    membrane, from its initial value, is kept in ``membranes`` under its output's name."""
+    x, threshold = args[0], args[1]
+    name = node.outputs[0]
+    v = membranes.get(name, args[2] if len(args) > 2 else 0.0)
+    if node.op == "lif_neuron":
+        v = node.attrs["leak"] * v
+    u = v + x
+    spikes = (u >= threshold).to(u.dtype)
+    out = spikes * threshold
+    membranes[name] = u - out if node.attrs["reset"] == "subtract" else u * (1 - spikes)
+    return out
 
 
 def _functions() -> dict[str, Callable[..., Any]]:

@@ -302,6 +302,27 @@ def test_gpu_torch_backend_agrees_with_cpu_on_the_cpu_device(build):
         close(g, e)
 
 
+def test_gpu_torch_backend_runs_a_spiking_graph_as_the_cpu_does():
+    pytest.importorskip("torch")
+    from edgekit.converters.snn import to_snn
+    from edgekit.targets.gpu import TorchSession
+
+    rng = np.random.default_rng(6)
+    for options in ({}, {"neuron": "lif", "reset": "zero", "v_init": 0.5}):
+        snn = to_snn(small_cnn(softmax=False), rng.random((8, 3, 8, 8), np.float32), 4,
+                     **options)
+        x = rng.random((3, 3, 8, 8)).astype(np.float32)
+        session = TorchSession(snn, device="cpu")
+        close(session.run(x), deploy(snn, "cpu").run(x))
+        layers, want = session.run_layers(x), deploy(snn, "cpu").run_layers(x)
+        for name in want:
+            close(layers[name], want[name])
+    rate = to_snn(small_cnn(softmax=False), rng.random((8, 3, 8, 8), np.float32), 4,
+                  encoding="rate")
+    with pytest.raises(EdgekitError, match="direct-encoded"):
+        TorchSession(rate, device="cpu")
+
+
 def test_gpu_torch_backend_refuses_int8():
     pytest.importorskip("torch")
     from edgekit.targets.gpu import TorchSession
