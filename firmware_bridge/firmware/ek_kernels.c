@@ -362,104 +362,206 @@ void ek_layernorm(const ek_layernorm_t *p, const int8_t *x, int8_t *y) {
     }
 }
 
-/* One step of IF (leak 1) or LIF neurons: u = leak * v + x; fire (output the threshold) when
- * u >= threshold, then reset by subtraction or to zero; v keeps the membrane between steps. */
+/* --- Spiking kernels (converters/to_c_snn.py): float32 and int8 spiking Graphs on one body per
+ * layout. A macro names what differs between the element types: the charge of a neuron, what
+ * it emits, and the multiply-add. Integer sums wrap modulo 2^32 (in uint32_t, as the runtime's
+ * int64 results stored into int32 arrays do), so they stay equal to the runtime's even where
+ * they would overflow, and C's signed overflow never arises. */
+
+#define EK_MAC_F32(acc, value, tap) ((acc) += (value) * (tap))
+#define EK_MAC_I32(acc, value, tap) \
+    ((acc) = (int32_t)((uint32_t)(acc) + (uint32_t)(value) * (uint32_t)(tap)))
+
+/* One neuron step over ``size`` neurons: u = CHARGE (from v[k] and x[k]); fire when
+ * u >= threshold[k], emitting SPIKE, then reset by subtraction or to zero; v keeps u. */
+#define EK_NEURON_STEP(U_T, CHARGE, SPIKE)                      \
+    for (int32_t k = 0; k < size; k++) {                        \
+        U_T u = CHARGE;                                         \
+        if (u >= threshold[k]) {                                \
+            out[k] = SPIKE;                                     \
+            u = subtract ? u - threshold[k] : 0;                \
+        } else {                                                \
+            out[k] = 0;                                         \
+        }                                                       \
+        v[k] = u;                                               \
+    }
+
+/* IF (leak 1) or LIF: u = leak * v + x; a spike is the threshold (spiking.neuron_step). */
 void ek_neuron_step_f32(int32_t size, const float *x, const float *threshold, float *v,
                         float leak, int32_t subtract, float *out) {
-    for (int32_t k = 0; k < size; k++) {
-        float u = leak * v[k];
-        u = u + x[k];
-        float th = threshold[k];
-        if (u >= th) {
-            out[k] = th;
-            u = subtract ? u - th : 0.0f;
-        } else {
-            out[k] = 0.0f;
-        }
-        v[k] = u;
+    EK_NEURON_STEP(float, leak * v[k] + x[k], threshold[k])
+}
+
+/* spiking.int_neuron_step: an int32 membrane, u = trunc(v * leak / 2^15) + x in int64 (leak a
+ * Q15 multiplier; IF's 2^15 keeps v as it is, without the multiply), a spike the neuron's int8
+ * amplitude, the new membrane stored into int32. */
+void ek_neuron_step_s32(int32_t size, const int32_t *x, const int32_t *threshold, int32_t *v,
+                        int32_t leak, int32_t subtract, const int8_t *amplitude, int8_t *out) {
+    if (leak == 32768) {
+        EK_NEURON_STEP(int64_t, (int64_t)v[k] + x[k], amplitude[k])
+    } else {  /* C's division truncates toward zero; by a constant 2^15 it is shifts */
+        EK_NEURON_STEP(int64_t, (int64_t)v[k] * leak / 32768 + x[k], amplitude[k])
     }
 }
 
-/* y = x @ w_t + bias (w_t is [in][out]), adding one weight row per non-zero (spiking) input;
- * returns the synaptic operations made. */
+/* y = bias + sum over the non-zero x[k] - ZP of (x[k] - ZP) * w_t[k] (w_t is [in][out]), one
+ * weight row per event (spiking.event_linear); evaluates to the synaptic operations made. */
+#define EK_EVENT_LINEAR(X_T, ZP, MAC)                                        \
+    do {                                                                     \
+        for (int32_t o = 0; o < out_n; o++) y[o] = bias[o];                  \
+        for (int32_t k = 0; k < in; k++, w_t += out_n) {                     \
+            const X_T value = x[k] - (ZP);                                   \
+            if (value == 0) continue;                                        \
+            for (int32_t o = 0; o < out_n; o++) MAC(y[o], value, w_t[o]);   \
+            ops += out_n;                                                    \
+        }                                                                    \
+    } while (0)
+
 int32_t ek_event_linear_f32(int32_t in, int32_t out_n, const float *w_t, const float *bias,
                             const float *x, float *y) {
     int32_t ops = 0;
-    for (int32_t o = 0; o < out_n; o++) y[o] = bias[o];
-    for (int32_t k = 0; k < in; k++, w_t += out_n) {
-        float value = x[k];
-        if (value == 0.0f) continue;
-        for (int32_t o = 0; o < out_n; o++) y[o] += value * w_t[o];
-        ops += out_n;
-    }
+    EK_EVENT_LINEAR(float, 0.0f, EK_MAC_F32);
+    return ops;
+}
+
+/* int8 input (spikes, or the int8 input less its zero point ``zp``: the time-invariant first
+ * layer, spiking._centred, where every element but the zero point is an event). */
+int32_t ek_event_linear_s8(int32_t in, int32_t out_n, const int8_t *w_t, const int32_t *bias,
+                           const int8_t *x, int32_t zp, int32_t *y) {
+    int32_t ops = 0;
+    EK_EVENT_LINEAR(int32_t, zp, EK_MAC_I32);
+    return ops;
+}
+
+/* int32 input (a pool's window sums). */
+int32_t ek_event_linear_s32(int32_t in, int32_t out_n, const int8_t *w_t, const int32_t *bias,
+                            const int32_t *x, int32_t *y) {
+    int32_t ops = 0;
+    EK_EVENT_LINEAR(int32_t, 0, EK_MAC_I32);
     return ops;
 }
 
 /* Grouped convolution driven by input events (spiking.event_conv2d): each non-zero input
- * element scatters value * w into every output its taps reach, in the same order. */
+ * element x - ZP scatters value * w into every output its taps reach, in the same order
+ * (W_T the weights' type, Y_T the sums'). */
+#define EK_EVENT_CONV2D(X_T, W_T, Y_T, ZP, MAC)                                                         \
+    do {                                                                                      \
+        const int32_t h = p->h, w = p->w, oh = p->oh, ow = p->ow, kh = p->kh, kw = p->kw;     \
+        const int32_t sh = p->sh, sw = p->sw, pt = p->pt, pl = p->pl, dh = p->dh, dw = p->dw; \
+        const int32_t cout = p->cout, plane = oh * ow, per_group = p->cin / p->groups;        \
+        const int32_t per_out = cout / p->groups;                                             \
+        for (int32_t o = 0; o < cout; o++)                                                    \
+            for (int32_t i = 0; i < plane; i++) y[o * plane + i] = p->bias[o];                \
+        for (int32_t c = 0; c < p->cin; c++) {                                                \
+            const int32_t o0 = c / per_group * per_out;                                       \
+            const W_T *wc = p->weight + c % per_group * kh * kw * cout + o0; \
+            for (int32_t iy = 0; iy < h; iy++) {                                              \
+                for (int32_t ix = 0; ix < w; ix++) {                                          \
+                    const X_T value = *x++ - (ZP);                                            \
+                    if (value == 0) continue;                                                 \
+                    for (int32_t ky = 0; ky < kh; ky++) {                                     \
+                        const int32_t ny = iy + pt - ky * dh;                                 \
+                        if (ny < 0 || ny % sh != 0 || ny / sh >= oh) continue;                \
+                        for (int32_t kx = 0; kx < kw; kx++) {                                 \
+                            const int32_t nx = ix + pl - kx * dw;                             \
+                            if (nx < 0 || nx % sw != 0 || nx / sw >= ow) continue;            \
+                            const W_T *taps = wc + (ky * kw + kx) * cout; \
+                            Y_T *dst = y + o0 * plane + ny / sh * ow + nx / sw;  \
+                            for (int32_t o = 0; o < per_out; o++)                             \
+                                MAC(dst[o * plane], value, taps[o]);                          \
+                            ops += per_out;                                                   \
+                        }                                                                     \
+                    }                                                                         \
+                }                                                                             \
+            }                                                                                 \
+        }                                                                                     \
+    } while (0)
+
 int32_t ek_event_conv2d_f32(const ek_conv_f32_t *p, const float *x, float *y) {
-    const int32_t h = p->h, w = p->w, oh = p->oh, ow = p->ow, kh = p->kh, kw = p->kw;
-    const int32_t sh = p->sh, sw = p->sw, pt = p->pt, pl = p->pl, dh = p->dh, dw = p->dw;
-    const int32_t cout = p->cout, plane = oh * ow, per_group = p->cin / p->groups;
-    const int32_t per_out = cout / p->groups;
     int32_t ops = 0;
-    for (int32_t o = 0; o < cout; o++)
-        for (int32_t i = 0; i < plane; i++) y[o * plane + i] = p->bias[o];
-    for (int32_t c = 0; c < p->cin; c++) {
-        const int32_t o0 = c / per_group * per_out;
-        const float *wc = p->weight + c % per_group * kh * kw * cout + o0;
-        for (int32_t iy = 0; iy < h; iy++) {
-            for (int32_t ix = 0; ix < w; ix++) {
-                const float value = *x++;
-                if (value == 0.0f) continue;
-                for (int32_t ky = 0; ky < kh; ky++) {
-                    const int32_t ny = iy + pt - ky * dh;
-                    if (ny < 0 || ny % sh != 0 || ny / sh >= oh) continue;
-                    for (int32_t kx = 0; kx < kw; kx++) {
-                        const int32_t nx = ix + pl - kx * dw;
-                        if (nx < 0 || nx % sw != 0 || nx / sw >= ow) continue;
-                        const float *taps = wc + (ky * kw + kx) * cout;
-                        float *dst = y + o0 * plane + ny / sh * ow + nx / sw;
-                        for (int32_t o = 0; o < per_out; o++) dst[o * plane] += value * taps[o];
-                        ops += per_out;
-                    }
-                }
-            }
-        }
-    }
+    EK_EVENT_CONV2D(float, float, float, 0.0f, EK_MAC_F32);
     return ops;
 }
+
+/* int8 input: spikes, or the int8 input less its zero point (the first layer, _centred). */
+int32_t ek_event_conv2d_s8(const ek_conv_s8_t *p, const int8_t *x, int32_t zp, int32_t *y) {
+    int32_t ops = 0;
+    EK_EVENT_CONV2D(int32_t, int8_t, int32_t, zp, EK_MAC_I32);
+    return ops;
+}
+
+/* int32 input: a pool's window sums. */
+int32_t ek_event_conv2d_s32(const ek_conv_s8_t *p, const int32_t *x, int32_t *y) {
+    int32_t ops = 0;
+    EK_EVENT_CONV2D(int32_t, int8_t, int32_t, 0, EK_MAC_I32);
+    return ops;
+}
+
+/* Each window's sum over its taps inside the input (padding adds nothing) in ACC_T, then
+ * *y = RESULT (which may read acc and count, the taps summed). */
+#define EK_POOL_WINDOWS(ACC_T, RESULT)                                                        \
+    for (int32_t c = 0; c < p->c; c++, x += p->h * p->w) {                                    \
+        for (int32_t oy = 0; oy < p->oh; oy++) {                                              \
+            int32_t by = oy * p->sh - p->pt, y0, y1;                                          \
+            ek_taps(by, 1, p->kh, p->h, &y0, &y1);                                            \
+            for (int32_t ox = 0; ox < p->ow; ox++) {                                          \
+                int32_t bx = ox * p->sw - p->pl, x0, x1;                                      \
+                ACC_T acc = 0;                                                                \
+                ek_taps(bx, 1, p->kw, p->w, &x0, &x1);                                        \
+                for (int32_t ky = y0; ky < y1; ky++)                                          \
+                    for (int32_t kx = x0; kx < x1; kx++) acc += x[(by + ky) * p->w + bx + kx]; \
+                const int32_t count = (y1 - y0) * (x1 - x0);                                  \
+                (void)count;                                                                  \
+                *y++ = RESULT;                                                                \
+            }                                                                                 \
+        }                                                                                     \
+    }
 
 /* pool.avg_pool2d: the window's sum in double (numba's float64 accumulator), divided by the
  * window, or by its taps inside the input unless count_include_pad, then rounded to float. */
 void ek_avgpool2d_f32(const ek_pool_t *p, const float *x, float *y) {
-    for (int32_t c = 0; c < p->c; c++, x += p->h * p->w) {
-        for (int32_t oy = 0; oy < p->oh; oy++) {
-            int32_t by = oy * p->sh - p->pt, y0, y1;
-            ek_taps(by, 1, p->kh, p->h, &y0, &y1);
-            for (int32_t ox = 0; ox < p->ow; ox++) {
-                int32_t bx = ox * p->sw - p->pl, x0, x1;
-                double acc = 0.0;
-                ek_taps(bx, 1, p->kw, p->w, &x0, &x1);
-                for (int32_t ky = y0; ky < y1; ky++)
-                    for (int32_t kx = x0; kx < x1; kx++) acc += x[(by + ky) * p->w + bx + kx];
-                int32_t count = p->count_include_pad ? p->kh * p->kw : (y1 - y0) * (x1 - x0);
-                *y++ = (float)(acc / count);
-            }
-        }
-    }
+    EK_POOL_WINDOWS(double, (float)(acc / (p->count_include_pad ? p->kh * p->kw : count)))
 }
+
+/* int8_pool.sum_pool2d: an int8 SNN's average pool, each window's integer sum. */
+void ek_sum_pool2d_s8(const ek_pool_t *p, const int8_t *x, int32_t *y) {
+    EK_POOL_WINDOWS(uint32_t, (int32_t)acc)
+}
+
+void ek_sum_pool2d_s32(const ek_pool_t *p, const int32_t *x, int32_t *y) {
+    EK_POOL_WINDOWS(uint32_t, (int32_t)acc)
+}
+
+/* Each of ``channels`` rows of ``size`` summed in ACC_T, then y[c] = RESULT. */
+#define EK_ROW_SUMS(ACC_T, RESULT)                                      \
+    for (int32_t c = 0; c < channels; c++) {                            \
+        ACC_T acc = 0;                                                  \
+        for (int32_t i = 0; i < size; i++) acc += *x++;                 \
+        y[c] = RESULT;                                                  \
+    }
 
 /* pool.row_mean: each channel's sum in double, divided by its size, rounded to float. */
 void ek_global_avgpool_f32(int32_t channels, int32_t size, const float *x, float *y) {
-    for (int32_t c = 0; c < channels; c++) {
-        double total = 0.0;
-        for (int32_t i = 0; i < size; i++) total += *x++;
-        y[c] = (float)(total / size);
-    }
+    EK_ROW_SUMS(double, (float)(acc / size))
+}
+
+/* int8_pool.row_sums: an int8 SNN's global average pool, each channel's integer sum. */
+void ek_global_sum_s8(int32_t channels, int32_t size, const int8_t *x, int32_t *y) {
+    EK_ROW_SUMS(uint32_t, (int32_t)acc)
+}
+
+void ek_global_sum_s32(int32_t channels, int32_t size, const int32_t *x, int32_t *y) {
+    EK_ROW_SUMS(uint32_t, (int32_t)acc)
 }
 
 /* elementwise.binary's add of two tensors of one shape, no activation. */
 void ek_add_f32(int32_t size, const float *x, const float *y, float *out) {
     for (int32_t i = 0; i < size; i++) out[i] = x[i] + y[i];
+}
+
+/* spiking.scaled_add: an int8 SNN's residual add, spikes * m + current in int32. */
+void ek_scaled_add_s32(int32_t size, const int8_t *spikes, int32_t m, const int32_t *current,
+                       int32_t *out) {
+    for (int32_t i = 0; i < size; i++)
+        out[i] = (int32_t)((uint32_t)spikes[i] * (uint32_t)m + (uint32_t)current[i]);
 }

@@ -49,15 +49,23 @@ void ek_concat_part(int32_t outer, int32_t inner, int32_t total_inner, int32_t o
                     const int8_t *x, int8_t *y);
 void ek_softmax(const ek_softmax_t *p, const int8_t *x, int8_t *y);
 void ek_layernorm(const ek_layernorm_t *p, const int8_t *x, int8_t *y);
-/* float32 kernels of spiking Graphs (converters/to_c_snn.py), twins of the numba kernels in
- * edgekit/runtime/kernels/spiking.py and pool.py and of elementwise.binary (same operations in
- * the same order, so results are bit-identical; build without FMA contraction). The event-driven
- * layers return the synaptic operations they made. */
+/* Kernels of spiking Graphs (converters/to_c_snn.py), twins of the numba kernels in
+ * edgekit/runtime/kernels/spiking.py, pool.py and int8_pool.py and of elementwise.binary.
+ * float32 (_f32): the same operations in the same order, so results are bit-identical (build
+ * without FMA contraction). int8 spiking Graphs (edgekit.quant.spiking; _s8 takes int8 inputs,
+ * _s32 int32 ones): int8 weights, int32 sums wrapping as the runtime's, so results are equal.
+ * The event-driven layers return the synaptic operations they made. */
 typedef struct {
     int16_t cin, h, w, cout, oh, ow, kh, kw, sh, sw, pt, pl, dh, dw, groups;
     const float *weight;  /* [cin / groups][kh][kw][cout]: the outputs one tap reaches, together */
     const float *bias;
 } ek_conv_f32_t;
+
+typedef struct {
+    int16_t cin, h, w, cout, oh, ow, kh, kw, sh, sw, pt, pl, dh, dw, groups;
+    const int8_t *weight;  /* [cin / groups][kh][kw][cout], as ek_conv_f32_t's */
+    const int32_t *bias;
+} ek_conv_s8_t;
 
 void ek_neuron_step_f32(int32_t size, const float *x, const float *threshold, float *v,
                         float leak, int32_t subtract, float *out);
@@ -67,4 +75,21 @@ int32_t ek_event_conv2d_f32(const ek_conv_f32_t *p, const float *x, float *y);
 void ek_avgpool2d_f32(const ek_pool_t *p, const float *x, float *y);
 void ek_global_avgpool_f32(int32_t channels, int32_t size, const float *x, float *y);
 void ek_add_f32(int32_t size, const float *x, const float *y, float *out);
+
+/* leak: Q15 (32768 for IF); amplitude: each neuron's int8 spike. */
+void ek_neuron_step_s32(int32_t size, const int32_t *x, const int32_t *threshold, int32_t *v,
+                        int32_t leak, int32_t subtract, const int8_t *amplitude, int8_t *out);
+/* zp: subtracted from every input first (the first layer's int8 input; 0 for spikes). */
+int32_t ek_event_linear_s8(int32_t in, int32_t out_n, const int8_t *w_t, const int32_t *bias,
+                           const int8_t *x, int32_t zp, int32_t *y);
+int32_t ek_event_linear_s32(int32_t in, int32_t out_n, const int8_t *w_t, const int32_t *bias,
+                            const int32_t *x, int32_t *y);
+int32_t ek_event_conv2d_s8(const ek_conv_s8_t *p, const int8_t *x, int32_t zp, int32_t *y);
+int32_t ek_event_conv2d_s32(const ek_conv_s8_t *p, const int32_t *x, int32_t *y);
+void ek_sum_pool2d_s8(const ek_pool_t *p, const int8_t *x, int32_t *y);
+void ek_sum_pool2d_s32(const ek_pool_t *p, const int32_t *x, int32_t *y);
+void ek_global_sum_s8(int32_t channels, int32_t size, const int8_t *x, int32_t *y);
+void ek_global_sum_s32(int32_t channels, int32_t size, const int32_t *x, int32_t *y);
+void ek_scaled_add_s32(int32_t size, const int8_t *spikes, int32_t m, const int32_t *current,
+                       int32_t *out);
 #endif
