@@ -266,12 +266,14 @@ def max_payload(graph: Graph) -> int:
     return need
 
 
-def memory_plan(graph: Graph, itemsize: int = 1,
+def memory_plan(graph: Graph, itemsize: int | Callable[[str], int] = 1,
                 held: Sequence[str] = ()) -> tuple[Plan, dict[str, int]]:
     """Arena offsets of every activation at batch 1 (GreedyPlanner; no kernel needs scratch in
     the arena: the convolution's column buffer is a separate static array). ``itemsize``: bytes
-    per element (4 for a float32 spiking Graph); ``held``: tensors that live through the whole
-    schedule (in a spiking Graph, what the time loop reads again at every step)."""
+    per element (4 for a float32 spiking Graph), or a function of the tensor's name (an int8
+    spiking Graph's int8 spikes and int32 currents); ``held``: tensors that live through the
+    whole schedule (in a spiking Graph, what the time loop reads again at every step)."""
+    size_of = itemsize if callable(itemsize) else lambda name: itemsize
     last = len(graph.nodes)
     first_use = {n: 0 for n in (*graph.inputs, *held)}
     last_use = {n: last for n in (*graph.outputs, *held)}
@@ -283,7 +285,7 @@ def memory_plan(graph: Graph, itemsize: int = 1,
             first_use.setdefault(t, i)
             last_use.setdefault(t, i)
     names = list(first_use)
-    buffers = [Buffer(n, itemsize * _size(graph.tensors[n].shape), first_use[n], last_use[n])
+    buffers = [Buffer(n, size_of(n) * _size(graph.tensors[n].shape), first_use[n], last_use[n])
                for n in names]
     plan = GreedyPlanner().plan(buffers)
     return plan, dict(zip(names, plan.offsets, strict=True))

@@ -1,15 +1,17 @@
-"""``mcu:qemu`` and ``mcu:<port>``: an int8 Graph, or a float32 spiking Graph
-(``converters.snn``), compiled to C firmware and run on a microcontroller over the serial link —
-the emulated Cortex-M3 board (QEMU mps2-an385), or a real board on a port such as
-``/dev/ttyACM0`` flashed with the same firmware.
+"""``mcu:qemu`` and ``mcu:<port>``: an int8 Graph, or a spiking Graph (``converters.snn``,
+float32 or quantized to int8 by ``edgekit.quantize``), compiled to C firmware and run on a
+microcontroller over the serial link — the emulated Cortex-M3 board (QEMU mps2-an385), or a real
+board on a port such as ``/dev/ttyACM0`` flashed with the same firmware.
 
 The Session speaks to the firmware through ``firmware_bridge`` and otherwise behaves like every
-peer Session (``PeerSession``: names, shapes, the int8 edge conversion; a spiking Graph
-exchanges its float32 tensors as they are). Each inference also reports the board's tick count
-per step; under QEMU's ``-icount shift=3`` the ticks are emulated instruction counts (5
-instructions per 25 MHz tick), repeatable run to run, not measured cycles. A spiking model runs
-its whole time loop as one step and keeps its synaptic operations and per-node ticks for STATS.
-No torch here: this side runs where only the board's host does.
+peer Session (``PeerSession``: names, shapes, the int8 edge conversion; a float32 spiking
+Graph exchanges its float32 tensors as they are, an int8 one its int8 input and the int32 sums
+of its output over the time steps, which the edge divides by T and dequantizes). Each
+inference also reports the board's tick count per step; under QEMU's ``-icount shift=3`` the
+ticks are emulated instruction counts (5 instructions per 25 MHz tick), repeatable run to run,
+not measured cycles. A spiking model runs its whole time loop as one step and keeps its
+synaptic operations and per-node ticks for STATS. No torch here: this side runs where only the
+board's host does.
 """
 
 from __future__ import annotations
@@ -53,7 +55,10 @@ class McuSession(PeerSession):
         self.board, self.firmware = board, firmware
         self.hello = board.hello
         self.spiking = "timesteps" in graph.metadata
-        self.dtype = np.dtype(np.int8 if self.int8 else "<f4")
+        # what the board returns: int8 outputs, float32 ones, or an int8 spiking Graph's int32
+        # sums over its time steps (the edge divides them by T and dequantizes)
+        self.dtype = np.dtype("<i4" if self.int8 and self.spiking else
+                              np.int8 if self.int8 else "<f4")
         self.last_ticks: list[int] = []
         self.notes.append(f"firmware {self.hello.firmware}, model {self.hello.model_hash}, "
                           f"arena {self.hello.arena_bytes} B")
