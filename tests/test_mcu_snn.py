@@ -6,7 +6,9 @@ sums in the runtime's dense order) both sides run the same float32 operations in
 so the outputs must be bit-identical and the synaptic operations equal. The MLP's first layer
 is the runtime's reassociated matrix product (``linear.gemm_nt``) against the board's ordered
 sum: its values differ in the last bits (up to 4.8e-7 measured), which changes the outputs only
-where it flips a spike. Every board started here is stopped, and the last teardown checks that
+where it flips a spike. int8 spiking Graphs (``edgekit.quantize`` of them) run on the integer
+kernels: the board's int32 output sums and SOPs must equal the runtime's always, and the floats
+the Session's edge makes of them the cpu target's. Every board started here is stopped, and the last teardown checks that
 no QEMU process is left behind."""
 
 from __future__ import annotations
@@ -79,13 +81,48 @@ def ds_cnn(digits):
     return to_snn(exported(net, digits.x_test), digits.x_train[:300], timesteps=4)
 
 
-def reference(graph, x):
-    """SpikingExecutor's outputs, one sample at a time, and its SOPs per sample."""
+def reference(graph, x, raw: bool = False):
+    """SpikingExecutor's outputs, one sample at a time, and its SOPs per sample; with ``raw``
+    (an int8 spiking Graph, int8 ``x``) the int32 sums over the time steps."""
     from edgekit.runtime.spiking import SpikingExecutor
 
     ex = SpikingExecutor(graph)
-    outs = np.stack([ex.run(sample[None])[0] for sample in x]).astype(np.float32)
-    return outs, [sum(ex.record(sample[None])[1]) for sample in x]
+    outs = np.stack([ex.run(sample[None], raw)[0] for sample in x])
+    return (outs if raw else outs.astype(np.float32),
+            [sum(ex.record(sample[None], raw)[1]) for sample in x])
+
+
+def raw_input(graph, x):
+    """``x`` quantized at the edge as every Session does it, for an int8 spiking Graph."""
+    from edgekit.quant import quantize_array
+
+    return quantize_array(x, graph.tensors[graph.inputs[0]].quant)
+
+
+@pytest.fixture(scope="module")
+def cnn8(cnn, digits):
+    """The digits CNN's spiking Graph quantized to int8 (int8 weights and spikes, int32
+    currents and membranes)."""
+    return edgekit.quantize(cnn, digits.x_train[:128])
+
+
+@pytest.fixture(scope="module")
+def ds_cnn8(ds_cnn, digits):
+    return edgekit.quantize(ds_cnn, digits.x_train[:128])
+
+
+@pytest.fixture(scope="module")
+def small8():
+    """test_snn's small_cnn (grouped, strided, asymmetrically padded convolutions, a residual
+    add) as an int8 SNN of LIF neurons resetting to zero, half-charged, counting spikes."""
+    from test_snn import small_cnn
+
+    from edgekit.converters.snn import to_snn
+
+    x = np.random.default_rng(5).random((8, 4, 9, 9)).astype(np.float32)
+    snn = to_snn(small_cnn(), x, 6, neuron="lif", reset="zero", v_init=0.5,
+                 output="spike_count")
+    return edgekit.quantize(snn, x), x
 
 
 def assert_agrees(got, want, sops, want_sops, exact: bool):
@@ -105,8 +142,10 @@ def assert_agrees(got, want, sops, want_sops, exact: bool):
 
 
 @pytest.mark.skipif(shutil.which("gcc") is None, reason="no host C compiler (gcc)")
-@pytest.mark.parametrize("case", ["mlp", "mlp-lif-zero-reset", "cnn", "ds_cnn"])
+@pytest.mark.parametrize("case", ["mlp", "mlp-lif-zero-reset", "cnn", "ds_cnn", "int8-mlp",
+                                  "int8-small-lif", "cnn8", "ds_cnn8"])
 def test_time_loop_host_compiled_matches_spiking_executor(request, snn, tmp_path, case):
+    """float32: bit-identical where the kernels are twins; int8: the int32 sums equal always."""
     from edgekit.converters.snn import to_snn
     from edgekit.converters.to_c_snn import to_c_snn
 
@@ -115,31 +154,40 @@ def test_time_loop_host_compiled_matches_spiking_executor(request, snn, tmp_path
     if case == "mlp-lif-zero-reset":  # a LIF network resetting to zero, half-charged at start
         graph = to_snn(ann, ds.x_train[:300], timesteps=TIMESTEPS, neuron="lif", reset="zero",
                        v_init=0.5)
+    elif case == "int8-mlp":  # the first layer a linear one on the int8 input less its zp
+        graph = edgekit.quantize(graph, ds.x_train[:128])
+    elif case == "int8-small-lif":
+        graph, x = request.getfixturevalue("small8")
     elif case != "mlp":
         graph, x = request.getfixturevalue(case), request.getfixturevalue("digits").x_test[:30]
+    int8 = graph.metadata.get("quantized") == "int8"
     to_c_snn(graph, tmp_path)
     (tmp_path / "harness.c").write_text(
         '#include <string.h>\n#include "ek_model.h"\n'
         "uint64_t board_ticks(void) { return 0; }\n"
-        "uint32_t host_run(const float *in, float *out) {\n"
+        "uint32_t host_run(const void *in, void *out) {\n"
         "    memcpy(ek_model.arena + ek_model.inputs[0].offset, in, ek_model.inputs[0].size);\n"
         "    ek_model.run_step(0);\n"
         "    memcpy(out, ek_model.arena + ek_model.outputs[0].offset, ek_model.outputs[0].size);\n"
         "    return ek_model.stats[0];\n"
         "}\n")
     lib_path = tmp_path / "lib.so"
-    subprocess.run(["gcc", "-std=c99", "-O2", "-shared", "-fPIC", f"-I{FIRMWARE}",
-                    f"-I{tmp_path}", str(tmp_path / "harness.c"), str(FIRMWARE / "ek_kernels.c"),
-                    str(tmp_path / "model.c"), "-lm", "-o", str(lib_path)], check=True)
+    subprocess.run(["gcc", "-std=c99", "-O2", "-Wall", "-Wextra", "-Werror", "-shared", "-fPIC",
+                    f"-I{FIRMWARE}", f"-I{tmp_path}", str(tmp_path / "harness.c"),
+                    str(FIRMWARE / "ek_kernels.c"), str(tmp_path / "model.c"), "-lm", "-o",
+                    str(lib_path)], check=True)
     lib = ctypes.CDLL(str(lib_path))
     lib.host_run.restype = ctypes.c_uint32
-    x = np.ascontiguousarray(x, np.float32)
-    want, want_sops = reference(graph, x)
+    x = raw_input(graph, x) if int8 else np.ascontiguousarray(x, np.float32)
+    want, want_sops = reference(graph, x, raw=int8)
     got, sops = np.empty_like(want), []
     for i, sample in enumerate(x):
+        sample = np.ascontiguousarray(sample)
         sops.append(lib.host_run(sample.ctypes.data_as(ctypes.c_void_p),
                                  got[i].ctypes.data_as(ctypes.c_void_p)))
-    assert_agrees(got, want, sops, want_sops, exact=case in ("cnn", "ds_cnn"))
+    if int8:
+        assert want.dtype == np.int32
+    assert_agrees(got, want, sops, want_sops, exact=case not in ("mlp", "mlp-lif-zero-reset"))
 
 
 @on_qemu
@@ -223,6 +271,73 @@ def test_spiking_ds_cnn_on_qemu(ds_cnn, digits):
           f"RAM {run['ram_bytes']:,} B")
 
 
+@pytest.fixture(scope="module")
+def cnn8_on_board(cnn8):
+    session = edgekit.deploy(cnn8, "mcu:qemu")
+    try:
+        yield session
+    finally:
+        session.close()
+
+
+@on_qemu
+def test_int8_spiking_cnn_on_qemu_equals_the_runtime_exactly(cnn, cnn8, cnn8_on_board, digits):
+    """The board's int32 sums over the T steps are the runtime's, so are the floats the edge
+    makes of them, and its SOPs over STATS are the runtime's count."""
+    x, y = digits.x_test[:30], digits.y_test[:30]
+    xq = raw_input(cnn8, x)
+    want, want_sops = reference(cnn8, xq, raw=True)
+    got = cnn8_on_board.run(xq, raw=True)
+    assert got.dtype == np.int32 and got.shape == want.shape
+    np.testing.assert_array_equal(got, want)
+    with edgekit.deploy(cnn8, "cpu") as cpu:
+        floats = cnn8_on_board.run(x)
+        np.testing.assert_array_equal(floats, cpu.run(x))
+    sops = []
+    for sample in xq[:3]:
+        cnn8_on_board.run(sample[None], raw=True)
+        sops.append(cnn8_on_board.stats()["synaptic_ops"])
+    assert sops == want_sops[:3] and min(sops) > 0
+    accuracy = (floats.argmax(1) == y).mean()
+    float_accuracy = (reference(cnn, x)[0].argmax(1) == y).mean()
+    print(f"\nint8 spiking digits CNN T={CNN_TIMESTEPS} on the board: accuracy {accuracy:.0%} "
+          f"(float32 {float_accuracy:.0%})")
+    assert accuracy >= float_accuracy - 0.1 and accuracy > 0.5
+
+
+@on_qemu
+def test_int8_device_profile_and_fit(cnn, cnn8, cnn8_on_board, digits):
+    from edgekit.converters.to_c_snn import ram_bytes
+
+    x = digits.x_test[:1]  # real values, quantized at the edge
+    run = cnn8_on_board.device_profile(x)
+    assert run["synaptic_ops"] == reference(cnn8, raw_input(cnn8, x), raw=True)[1][0]
+    assert len(run["layer_instructions"]) == len(cnn8.nodes)
+    assert 0 < sum(run["layer_instructions"]) <= run["instructions"]
+    weights = sum(cnn8.tensors[p].nbytes for p in cnn8.params)
+    assert weights < run["flash_bytes"] < weights + 48 * 1024
+    assert run["ram_bytes"] >= ram_bytes(cnn8) > cnn8_on_board.hello.arena_bytes
+    assert ram_bytes(cnn8) < ram_bytes(cnn)  # int8 spikes take a byte, not four
+    print(f"\nint8 spiking digits CNN T={CNN_TIMESTEPS} on the emulated Cortex-M3: "
+          f"{run['instructions']:,} instructions, {run['synaptic_ops']:,} SOPs, "
+          f"flash {run['flash_bytes']:,} B, RAM {run['ram_bytes']:,} B "
+          f"(static model RAM {ram_bytes(cnn8):,} B)")
+
+
+@on_qemu
+def test_int8_spiking_ds_cnn_on_qemu(ds_cnn8, digits):
+    x = digits.x_test[:20]
+    want, want_sops = reference(ds_cnn8, raw_input(ds_cnn8, x), raw=True)
+    with edgekit.deploy(ds_cnn8, "mcu:qemu") as session:
+        got = session.run(raw_input(ds_cnn8, x), raw=True)
+        run = session.device_profile(x[-1:])
+    np.testing.assert_array_equal(got, want)
+    assert run["synaptic_ops"] == want_sops[-1] > 0
+    print(f"\nint8 spiking ds_cnn T=4: {run['instructions']:,} instructions, "
+          f"{run['synaptic_ops']:,} SOPs, flash {run['flash_bytes']:,} B, "
+          f"RAM {run['ram_bytes']:,} B")
+
+
 @on_qemu
 def test_cli_deploy_validate_run_and_profile(cnn, digits, tmp_path, capsys):
     from edgekit.cli import main
@@ -261,7 +376,7 @@ def test_the_fit_check_counts_membranes_and_buffers(cnn, monkeypatch):
 
 
 @on_qemu
-def test_what_the_firmware_cannot_run_is_refused(snn, cnn, digits):
+def test_what_the_firmware_cannot_run_is_refused(snn, cnn, cnn8, digits):
     from edgekit.converters.snn import to_snn
     from edgekit.graph import Node
 
@@ -269,8 +384,11 @@ def test_what_the_firmware_cannot_run_is_refused(snn, cnn, digits):
     rate = to_snn(ann, ds.x_train[:300], timesteps=TIMESTEPS, encoding="rate")
     with pytest.raises(EdgekitError, match="direct-encoded"):
         edgekit.deploy(rate, "mcu:qemu")
-    with pytest.raises(EdgekitError, match="no integer neurons"):
-        edgekit.deploy(edgekit.quantize(cnn, digits.x_train[:64]), "mcu:qemu")
+    mixed = edgekit.Graph(list(cnn8.inputs), list(cnn8.outputs),
+                          {**cnn8.tensors, cnn8.outputs[0]: cnn.tensors[cnn.outputs[0]]},
+                          list(cnn8.nodes), dict(cnn8.params), dict(cnn8.metadata))
+    with pytest.raises(EdgekitError, match="float32 spiking Graphs and int8 ones"):
+        edgekit.deploy(mixed, "mcu:qemu")
     maxpool = edgekit.Graph(list(cnn.inputs), list(cnn.outputs), dict(cnn.tensors),
                             [Node("maxpool2d", n.inputs, n.outputs,
                                   {"kernel": [2, 2], "stride": [2, 2], "padding": [0, 0, 0, 0],
