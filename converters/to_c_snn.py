@@ -1,6 +1,7 @@
 """C sources for a spiking Graph on the microcontroller firmware (``converters.snn``'s output,
-direct encoding, float32 or quantized to int8 by ``edgekit.quantize``): the same ``ek_model_t`` interface as ``converters.to_c``, so the
-firmware's protocol, build and boards run it unchanged.
+direct encoding, float32 or quantized to int8 by ``edgekit.quantize``): the same ``ek_model_t``
+interface as ``converters.to_c``, so the firmware's protocol, build and boards run it
+unchanged.
 
 The whole inference is one step of the schedule, ``SpikingExecutor.run``'s: reset every
 membrane to its initial value, run the time-invariant nodes once (``SpikingExecutor.static``:
@@ -53,6 +54,7 @@ from edgekit.errors import EdgekitError
 from edgekit.graph import Graph, Node
 from edgekit.ops import NEURON_OPS
 from edgekit.quant.spiking import add_multiplier, leak_multiplier, spike_amplitudes
+from edgekit.runtime.kernels.spiking import tap_targets
 from edgekit.runtime.spiking import SpikingExecutor
 
 
@@ -132,6 +134,10 @@ def _conv(w: _Writer, i: int, node: Node) -> str:
                   dw=a["dilation"][1], groups=a["groups"],
                   weight=w.weights(f"w{i}", weight.transpose(1, 2, 3, 0)),
                   bias=w.bias(i, node, weight.shape[0]))
+    for axis, table in (("rows", 0), ("cols", 1)):  # the runtime's tap tables (_event_conv2d)
+        fields[axis] = w.const(f"{axis}{i}", tap_targets(
+            xs[2 + table], weight.shape[2 + table], a["stride"][table], a["padding"][table],
+            a["dilation"][table], ys[2 + table]), "int16_t")
     w.decls.append(_struct("ek_conv_s8_t" if w.int8 else "ek_conv_f32_t", f"p{i}", fields))
     suffix, x = w.event_input(i, node)
     return f"ek_event_conv2d_{suffix}(&p{i}, {x}, {w.at(node.outputs[0])})"

@@ -372,18 +372,35 @@ void ek_layernorm(const ek_layernorm_t *p, const int8_t *x, int8_t *y) {
 #define EK_MAC_I32(acc, value, tap) \
     ((acc) = (int32_t)((uint32_t)(acc) + (uint32_t)(value) * (uint32_t)(tap)))
 
+/* dst[o * stride] += value * taps[o] for o < n (MAC), four at a time: one event's terms, each
+ * into a different output, so the unrolling changes no output's order of additions. */
+#define EK_SCATTER(Y_T, W_T, DST, STRIDE, VALUE, TAPS, N, MAC) \
+    do {                                                       \
+        Y_T *d_ = (DST);                                       \
+        const W_T *t_ = (TAPS);                                \
+        const int32_t s_ = (STRIDE);                           \
+        int32_t n_ = (N);                                      \
+        for (; n_ >= 4; n_ -= 4, t_ += 4, d_ += 4 * s_) {      \
+            MAC(d_[0], VALUE, t_[0]);                          \
+            MAC(d_[s_], VALUE, t_[1]);                         \
+            MAC(d_[2 * s_], VALUE, t_[2]);                     \
+            MAC(d_[3 * s_], VALUE, t_[3]);                     \
+        }                                                      \
+        for (; n_ > 0; n_--, d_ += s_) MAC(*d_, VALUE, *t_++); \
+    } while (0)
+
 /* One neuron step over ``size`` neurons: u = CHARGE (from v[k] and x[k]); fire when
  * u >= threshold[k], emitting SPIKE, then reset by subtraction or to zero; v keeps u. */
-#define EK_NEURON_STEP(U_T, CHARGE, SPIKE)                      \
-    for (int32_t k = 0; k < size; k++) {                        \
-        U_T u = CHARGE;                                         \
-        if (u >= threshold[k]) {                                \
-            out[k] = SPIKE;                                     \
-            u = subtract ? u - threshold[k] : 0;                \
-        } else {                                                \
-            out[k] = 0;                                         \
-        }                                                       \
-        v[k] = u;                                               \
+#define EK_NEURON_STEP(U_T, CHARGE, SPIKE)       \
+    for (int32_t k = 0; k < size; k++) {         \
+        U_T u = CHARGE;                          \
+        if (u >= threshold[k]) {                 \
+            out[k] = SPIKE;                      \
+            u = subtract ? u - threshold[k] : 0; \
+        } else {                                 \
+            out[k] = 0;                          \
+        }                                        \
+        v[k] = u;                                \
     }
 
 /* IF (leak 1) or LIF: u = leak * v + x; a spike is the threshold (spiking.neuron_step). */
@@ -405,22 +422,22 @@ void ek_neuron_step_s32(int32_t size, const int32_t *x, const int32_t *threshold
 }
 
 /* y = bias + sum over the non-zero x[k] - ZP of (x[k] - ZP) * w_t[k] (w_t is [in][out]), one
- * weight row per event (spiking.event_linear); evaluates to the synaptic operations made. */
-#define EK_EVENT_LINEAR(X_T, ZP, MAC)                                        \
-    do {                                                                     \
-        for (int32_t o = 0; o < out_n; o++) y[o] = bias[o];                  \
-        for (int32_t k = 0; k < in; k++, w_t += out_n) {                     \
-            const X_T value = x[k] - (ZP);                                   \
-            if (value == 0) continue;                                        \
-            for (int32_t o = 0; o < out_n; o++) MAC(y[o], value, w_t[o]);   \
-            ops += out_n;                                                    \
-        }                                                                    \
+ * weight row per event (spiking.event_linear), adding the synaptic operations made to ops. */
+#define EK_EVENT_LINEAR(X_T, W_T, Y_T, ZP, MAC)                 \
+    do {                                                        \
+        for (int32_t o = 0; o < out_n; o++) y[o] = bias[o];     \
+        for (int32_t k = 0; k < in; k++, w_t += out_n) {        \
+            const X_T value = x[k] - (ZP);                      \
+            if (value == 0) continue;                           \
+            EK_SCATTER(Y_T, W_T, y, 1, value, w_t, out_n, MAC); \
+            ops += out_n;                                       \
+        }                                                       \
     } while (0)
 
 int32_t ek_event_linear_f32(int32_t in, int32_t out_n, const float *w_t, const float *bias,
                             const float *x, float *y) {
     int32_t ops = 0;
-    EK_EVENT_LINEAR(float, 0.0f, EK_MAC_F32);
+    EK_EVENT_LINEAR(float, float, float, 0.0f, EK_MAC_F32);
     return ops;
 }
 
@@ -429,7 +446,7 @@ int32_t ek_event_linear_f32(int32_t in, int32_t out_n, const float *w_t, const f
 int32_t ek_event_linear_s8(int32_t in, int32_t out_n, const int8_t *w_t, const int32_t *bias,
                            const int8_t *x, int32_t zp, int32_t *y) {
     int32_t ops = 0;
-    EK_EVENT_LINEAR(int32_t, zp, EK_MAC_I32);
+    EK_EVENT_LINEAR(int32_t, int8_t, int32_t, zp, EK_MAC_I32);
     return ops;
 }
 
@@ -437,38 +454,40 @@ int32_t ek_event_linear_s8(int32_t in, int32_t out_n, const int8_t *w_t, const i
 int32_t ek_event_linear_s32(int32_t in, int32_t out_n, const int8_t *w_t, const int32_t *bias,
                             const int32_t *x, int32_t *y) {
     int32_t ops = 0;
-    EK_EVENT_LINEAR(int32_t, 0, EK_MAC_I32);
+    EK_EVENT_LINEAR(int32_t, int8_t, int32_t, 0, EK_MAC_I32);
     return ops;
 }
 
 /* Grouped convolution driven by input events (spiking.event_conv2d): each non-zero input
- * element x - ZP scatters value * w into every output its taps reach, in the same order
- * (W_T the weights' type, Y_T the sums'). */
-#define EK_EVENT_CONV2D(X_T, W_T, Y_T, ZP, MAC)                                                         \
+ * element x - ZP scatters value * w into every output its taps reach, in the same order (W_T
+ * the weights' type, Y_T the sums'), adding the synaptic operations made to ops. The tap
+ * tables rows/cols (spiking.tap_targets) give the output row/column an input row/column
+ * reaches through each tap, or -1: no division per tap. */
+#define EK_EVENT_CONV2D(X_T, W_T, Y_T, ZP, MAC)                                               \
     do {                                                                                      \
-        const int32_t h = p->h, w = p->w, oh = p->oh, ow = p->ow, kh = p->kh, kw = p->kw;     \
-        const int32_t sh = p->sh, sw = p->sw, pt = p->pt, pl = p->pl, dh = p->dh, dw = p->dw; \
-        const int32_t cout = p->cout, plane = oh * ow, per_group = p->cin / p->groups;        \
+        const int32_t h = p->h, w = p->w, ow = p->ow, kh = p->kh, kw = p->kw;                 \
+        const int32_t cout = p->cout, plane = p->oh * ow, per_group = p->cin / p->groups;     \
         const int32_t per_out = cout / p->groups;                                             \
         for (int32_t o = 0; o < cout; o++)                                                    \
             for (int32_t i = 0; i < plane; i++) y[o * plane + i] = p->bias[o];                \
         for (int32_t c = 0; c < p->cin; c++) {                                                \
             const int32_t o0 = c / per_group * per_out;                                       \
-            const W_T *wc = p->weight + c % per_group * kh * kw * cout + o0; \
+            const W_T *wc = p->weight + c % per_group * kh * kw * cout + o0;                  \
+            Y_T *yc = y + o0 * plane;                                                         \
             for (int32_t iy = 0; iy < h; iy++) {                                              \
+                const int16_t *rows = p->rows + iy * kh;                                      \
                 for (int32_t ix = 0; ix < w; ix++) {                                          \
                     const X_T value = *x++ - (ZP);                                            \
                     if (value == 0) continue;                                                 \
+                    const int16_t *cols = p->cols + ix * kw;                                  \
                     for (int32_t ky = 0; ky < kh; ky++) {                                     \
-                        const int32_t ny = iy + pt - ky * dh;                                 \
-                        if (ny < 0 || ny % sh != 0 || ny / sh >= oh) continue;                \
-                        for (int32_t kx = 0; kx < kw; kx++) {                                 \
-                            const int32_t nx = ix + pl - kx * dw;                             \
-                            if (nx < 0 || nx % sw != 0 || nx / sw >= ow) continue;            \
-                            const W_T *taps = wc + (ky * kw + kx) * cout; \
-                            Y_T *dst = y + o0 * plane + ny / sh * ow + nx / sw;  \
-                            for (int32_t o = 0; o < per_out; o++)                             \
-                                MAC(dst[o * plane], value, taps[o]);                          \
+                        if (rows[ky] < 0) continue;                                           \
+                        Y_T *row = yc + rows[ky] * ow;                                        \
+                        const W_T *taps = wc + ky * kw * cout;                                \
+                        for (int32_t kx = 0; kx < kw; kx++, taps += cout) {                   \
+                            if (cols[kx] < 0) continue;                                       \
+                            EK_SCATTER(Y_T, W_T, row + cols[kx], plane, value, taps, per_out, \
+                                       MAC);                                                  \
                             ops += per_out;                                                   \
                         }                                                                     \
                     }                                                                         \
@@ -499,22 +518,22 @@ int32_t ek_event_conv2d_s32(const ek_conv_s8_t *p, const int32_t *x, int32_t *y)
 
 /* Each window's sum over its taps inside the input (padding adds nothing) in ACC_T, then
  * *y = RESULT (which may read acc and count, the taps summed). */
-#define EK_POOL_WINDOWS(ACC_T, RESULT)                                                        \
-    for (int32_t c = 0; c < p->c; c++, x += p->h * p->w) {                                    \
-        for (int32_t oy = 0; oy < p->oh; oy++) {                                              \
-            int32_t by = oy * p->sh - p->pt, y0, y1;                                          \
-            ek_taps(by, 1, p->kh, p->h, &y0, &y1);                                            \
-            for (int32_t ox = 0; ox < p->ow; ox++) {                                          \
-                int32_t bx = ox * p->sw - p->pl, x0, x1;                                      \
-                ACC_T acc = 0;                                                                \
-                ek_taps(bx, 1, p->kw, p->w, &x0, &x1);                                        \
-                for (int32_t ky = y0; ky < y1; ky++)                                          \
+#define EK_POOL_WINDOWS(ACC_T, RESULT)                                                         \
+    for (int32_t c = 0; c < p->c; c++, x += p->h * p->w) {                                     \
+        for (int32_t oy = 0; oy < p->oh; oy++) {                                               \
+            int32_t by = oy * p->sh - p->pt, y0, y1;                                           \
+            ek_taps(by, 1, p->kh, p->h, &y0, &y1);                                             \
+            for (int32_t ox = 0; ox < p->ow; ox++) {                                           \
+                int32_t bx = ox * p->sw - p->pl, x0, x1;                                       \
+                ACC_T acc = 0;                                                                 \
+                ek_taps(bx, 1, p->kw, p->w, &x0, &x1);                                         \
+                for (int32_t ky = y0; ky < y1; ky++)                                           \
                     for (int32_t kx = x0; kx < x1; kx++) acc += x[(by + ky) * p->w + bx + kx]; \
-                const int32_t count = (y1 - y0) * (x1 - x0);                                  \
-                (void)count;                                                                  \
-                *y++ = RESULT;                                                                \
-            }                                                                                 \
-        }                                                                                     \
+                const int32_t count = (y1 - y0) * (x1 - x0);                                   \
+                (void)count;                                                                   \
+                *y++ = RESULT;                                                                 \
+            }                                                                                  \
+        }                                                                                      \
     }
 
 /* pool.avg_pool2d: the window's sum in double (numba's float64 accumulator), divided by the
@@ -533,11 +552,11 @@ void ek_sum_pool2d_s32(const ek_pool_t *p, const int32_t *x, int32_t *y) {
 }
 
 /* Each of ``channels`` rows of ``size`` summed in ACC_T, then y[c] = RESULT. */
-#define EK_ROW_SUMS(ACC_T, RESULT)                                      \
-    for (int32_t c = 0; c < channels; c++) {                            \
-        ACC_T acc = 0;                                                  \
-        for (int32_t i = 0; i < size; i++) acc += *x++;                 \
-        y[c] = RESULT;                                                  \
+#define EK_ROW_SUMS(ACC_T, RESULT)                      \
+    for (int32_t c = 0; c < channels; c++) {            \
+        ACC_T acc = 0;                                  \
+        for (int32_t i = 0; i < size; i++) acc += *x++; \
+        y[c] = RESULT;                                  \
     }
 
 /* pool.row_mean: each channel's sum in double, divided by its size, rounded to float. */

@@ -59,12 +59,14 @@ typedef struct {
     int16_t cin, h, w, cout, oh, ow, kh, kw, sh, sw, pt, pl, dh, dw, groups;
     const float *weight;  /* [cin / groups][kh][kw][cout]: the outputs one tap reaches, together */
     const float *bias;
+    const int16_t *rows, *cols;  /* [h][kh], [w][kw]: the output row/column a tap reaches, or -1 */
 } ek_conv_f32_t;
 
 typedef struct {
     int16_t cin, h, w, cout, oh, ow, kh, kw, sh, sw, pt, pl, dh, dw, groups;
     const int8_t *weight;  /* [cin / groups][kh][kw][cout], as ek_conv_f32_t's */
     const int32_t *bias;
+    const int16_t *rows, *cols;
 } ek_conv_s8_t;
 
 void ek_neuron_step_f32(int32_t size, const float *x, const float *threshold, float *v,
