@@ -8,8 +8,8 @@ is the runtime's reassociated matrix product (``linear.gemm_nt``) against the bo
 sum: its values differ in the last bits (up to 4.8e-7 measured), which changes the outputs only
 where it flips a spike. int8 spiking Graphs (``edgekit.quantize`` of them) run on the integer
 kernels: the board's int32 output sums and SOPs must equal the runtime's always, and the floats
-the Session's edge makes of them the cpu target's. Every board started here is stopped, and the last teardown checks that
-no QEMU process is left behind."""
+the Session's edge makes of them the cpu target's. Every board started here is stopped, and
+the last teardown checks that no QEMU process is left behind."""
 
 from __future__ import annotations
 
