@@ -516,39 +516,42 @@ int32_t ek_event_conv2d_s32(const ek_conv_s8_t *p, const int32_t *x, int32_t *y)
     return ops;
 }
 
-/* Each window's sum over its taps inside the input (padding adds nothing) in ACC_T, then
- * *y = RESULT (which may read acc and count, the taps summed). */
-#define EK_POOL_WINDOWS(ACC_T, RESULT)                                                         \
-    for (int32_t c = 0; c < p->c; c++, x += p->h * p->w) {                                     \
-        for (int32_t oy = 0; oy < p->oh; oy++) {                                               \
-            int32_t by = oy * p->sh - p->pt, y0, y1;                                           \
-            ek_taps(by, 1, p->kh, p->h, &y0, &y1);                                             \
-            for (int32_t ox = 0; ox < p->ow; ox++) {                                           \
-                int32_t bx = ox * p->sw - p->pl, x0, x1;                                       \
-                ACC_T acc = 0;                                                                 \
-                ek_taps(bx, 1, p->kw, p->w, &x0, &x1);                                         \
-                for (int32_t ky = y0; ky < y1; ky++)                                           \
-                    for (int32_t kx = x0; kx < x1; kx++) acc += x[(by + ky) * p->w + bx + kx]; \
-                const int32_t count = (y1 - y0) * (x1 - x0);                                   \
-                (void)count;                                                                   \
-                *y++ = RESULT;                                                                 \
-            }                                                                                  \
-        }                                                                                      \
+/* Each window's sum over its X_T taps inside the input (padding adds nothing) in ACC_T, row
+ * by row, then *y = RESULT (which may read acc and count, the taps summed). */
+#define EK_POOL_WINDOWS(X_T, ACC_T, RESULT)                                                   \
+    const int32_t h = p->h, w = p->w, kh = p->kh, kw = p->kw, sh = p->sh, sw = p->sw;         \
+    for (int32_t c = 0; c < p->c; c++, x += h * w) {                                          \
+        for (int32_t oy = 0; oy < p->oh; oy++) {                                              \
+            int32_t by = oy * sh - p->pt, y0, y1;                                             \
+            ek_taps(by, 1, kh, h, &y0, &y1);                                                  \
+            for (int32_t ox = 0; ox < p->ow; ox++) {                                          \
+                int32_t bx = ox * sw - p->pl, x0, x1;                                         \
+                ACC_T acc = 0;                                                                \
+                ek_taps(bx, 1, kw, w, &x0, &x1);                                              \
+                const int32_t count = (y1 - y0) * (x1 - x0);                                  \
+                (void)count;                                                                  \
+                for (int32_t ky = y0; ky < y1; ky++) {                                        \
+                    const X_T *row = x + (by + ky) * w + bx + x0;                             \
+                    for (int32_t k = 0; k < x1 - x0; k++) acc += row[k];                      \
+                }                                                                             \
+                *y++ = RESULT;                                                                \
+            }                                                                                 \
+        }                                                                                     \
     }
 
 /* pool.avg_pool2d: the window's sum in double (numba's float64 accumulator), divided by the
  * window, or by its taps inside the input unless count_include_pad, then rounded to float. */
 void ek_avgpool2d_f32(const ek_pool_t *p, const float *x, float *y) {
-    EK_POOL_WINDOWS(double, (float)(acc / (p->count_include_pad ? p->kh * p->kw : count)))
+    EK_POOL_WINDOWS(float, double, (float)(acc / (p->count_include_pad ? p->kh * p->kw : count)))
 }
 
 /* int8_pool.sum_pool2d: an int8 SNN's average pool, each window's integer sum. */
 void ek_sum_pool2d_s8(const ek_pool_t *p, const int8_t *x, int32_t *y) {
-    EK_POOL_WINDOWS(uint32_t, (int32_t)acc)
+    EK_POOL_WINDOWS(int8_t, uint32_t, (int32_t)acc)
 }
 
 void ek_sum_pool2d_s32(const ek_pool_t *p, const int32_t *x, int32_t *y) {
-    EK_POOL_WINDOWS(uint32_t, (int32_t)acc)
+    EK_POOL_WINDOWS(int32_t, uint32_t, (int32_t)acc)
 }
 
 /* Each of ``channels`` rows of ``size`` summed in ACC_T, then y[c] = RESULT. */
