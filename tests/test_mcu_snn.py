@@ -125,6 +125,29 @@ def small8():
     return edgekit.quantize(snn, x), x
 
 
+def dilated8():
+    """Dilated, strided and padded convolutions around a padded 3x3 average pool (window sums
+    clipped at the border) and a global one, LIF neurons leaking 0.9: an int8 SNN."""
+    from edgekit.converters.builder import GraphBuilder
+    from edgekit.converters.snn import to_snn
+
+    rng = np.random.default_rng(0)
+    b = GraphBuilder()
+    y = b.input("x", (1, 3, 11, 11))
+    y = b.node("conv2d", [y, b.param(rng.normal(size=(6, 3, 3, 3)) * 0.4, "c1.w")],
+               {"padding": [2, 1, 2, 1], "dilation": [2, 1], "activation": "relu"}, name="c1")
+    y = b.node("avgpool2d", [y], {"kernel": [3, 3], "stride": [2, 2], "padding": [1, 1, 1, 1],
+                                  "count_include_pad": True}, name="pool")
+    y = b.node("conv2d", [y, b.param(rng.normal(size=(4, 6, 3, 3)) * 0.3, "c2.w")],
+               {"padding": [2, 2, 2, 2], "dilation": [2, 2], "stride": [1, 2],
+                "activation": "relu"}, name="c2")
+    y = b.node("global_avgpool", [y], {}, name="gap")
+    y = b.node("reshape", [y], {"shape": [4]}, name="flat")
+    b.output(b.node("linear", [y, b.param(rng.normal(size=(3, 4)), "fc.w")], name="fc"))
+    x = np.random.default_rng(1).random((6, 3, 11, 11)).astype(np.float32)
+    return edgekit.quantize(to_snn(b.build(), x, 5, neuron="lif", leak=0.9), x), x
+
+
 def assert_agrees(got, want, sops, want_sops, exact: bool):
     """Bit-identical outputs and equal SOPs where the kernels are twins; else the same top-1
     everywhere and bit-identical outputs (and equal SOPs) wherever no spike flipped, at least
@@ -143,7 +166,7 @@ def assert_agrees(got, want, sops, want_sops, exact: bool):
 
 @pytest.mark.skipif(shutil.which("gcc") is None, reason="no host C compiler (gcc)")
 @pytest.mark.parametrize("case", ["mlp", "mlp-lif-zero-reset", "cnn", "ds_cnn", "int8-mlp",
-                                  "int8-small-lif", "cnn8", "ds_cnn8"])
+                                  "int8-small-lif", "int8-dilated", "cnn8", "ds_cnn8"])
 def test_time_loop_host_compiled_matches_spiking_executor(request, snn, tmp_path, case):
     """float32: bit-identical where the kernels are twins; int8: the int32 sums equal always."""
     from edgekit.converters.snn import to_snn
@@ -158,6 +181,8 @@ def test_time_loop_host_compiled_matches_spiking_executor(request, snn, tmp_path
         graph = edgekit.quantize(graph, ds.x_train[:128])
     elif case == "int8-small-lif":
         graph, x = request.getfixturevalue("small8")
+    elif case == "int8-dilated":
+        graph, x = dilated8()
     elif case != "mlp":
         graph, x = request.getfixturevalue(case), request.getfixturevalue("digits").x_test[:30]
     int8 = graph.metadata.get("quantized") == "int8"
@@ -188,6 +213,56 @@ def test_time_loop_host_compiled_matches_spiking_executor(request, snn, tmp_path
     if int8:
         assert want.dtype == np.int32
     assert_agrees(got, want, sops, want_sops, exact=case not in ("mlp", "mlp-lif-zero-reset"))
+
+
+@pytest.mark.skipif(shutil.which("gcc") is None, reason="no host C compiler (gcc)")
+def test_integer_kernels_wrap_and_truncate_as_the_runtime(tmp_path):
+    """At the edges of int32: membranes and currents whose sums leave int32, negative membranes
+    leaking (truncation toward zero), products and residual sums that wrap: the firmware's
+    integer kernels give the numba kernels' results."""
+    from edgekit.runtime.kernels import spiking
+
+    lib_path = tmp_path / "kernels.so"
+    subprocess.run(["gcc", "-std=c99", "-O2", "-shared", "-fPIC", f"-I{FIRMWARE}",
+                    str(FIRMWARE / "ek_kernels.c"), "-lm", "-o", str(lib_path)], check=True)
+    lib = ctypes.CDLL(str(lib_path))
+    rng = np.random.default_rng(0)
+    n = 4096
+    edge = np.iinfo(np.int32)
+
+    def ptr(a):
+        return a.ctypes.data_as(ctypes.c_void_p)
+
+    def wide(size):
+        return np.concatenate([rng.integers(edge.min, edge.max, size // 2, dtype=np.int32),
+                               rng.integers(-3000, 3000, size - size // 2, dtype=np.int32)])
+
+    x, v, threshold = wide(n), wide(n), np.abs(wide(n)) + 1
+    amplitude = rng.integers(1, 128, n, dtype=np.int8)
+    for leak, subtract in [(32768, 1), (29491, 0), (29491, 1), (1, 1)]:
+        want_v, want = v.copy()[None], np.zeros((1, n), np.int8)
+        spiking.int_neuron_step(x[None], threshold, want_v, np.int64(leak), bool(subtract),
+                                amplitude, want)
+        got_v, got = v.copy(), np.zeros(n, np.int8)
+        lib.ek_neuron_step_s32(n, ptr(x), ptr(threshold), ptr(got_v), leak, subtract,
+                               ptr(amplitude), ptr(got))
+        np.testing.assert_array_equal(got_v, want_v[0])
+        np.testing.assert_array_equal(got, want[0])
+    spikes, current = rng.integers(-128, 128, n, dtype=np.int8), wide(n)
+    want, got = np.zeros(n, np.int32), np.zeros(n, np.int32)
+    spiking.scaled_add(spikes, np.int32(40_000_000), current, want)
+    lib.ek_scaled_add_s32(n, ptr(spikes), 40_000_000, ptr(current), ptr(got))
+    np.testing.assert_array_equal(got, want)
+    inputs, outputs = 64, 9
+    x, bias = wide(inputs), wide(outputs)
+    x[::3] = 0  # no event
+    w_t = rng.integers(-128, 128, (inputs, outputs), dtype=np.int8)
+    want, count, got = np.zeros((1, outputs), np.int32), np.zeros(1, np.int64), np.zeros(
+        outputs, np.int32)
+    spiking.event_linear(x[None], w_t, bias, want, count)
+    ops = lib.ek_event_linear_s32(inputs, outputs, ptr(w_t), ptr(bias), ptr(x), ptr(got))
+    np.testing.assert_array_equal(got, want[0])
+    assert ops == count[0]
 
 
 @on_qemu
