@@ -248,7 +248,7 @@ def spiking_network(out: Path, ds, epochs: int, timesteps: int = 8,
                     board_images: int = 20) -> dict[str, Any]:
     """The digits CNN with average pooling as a spiking network at T = 8: converted with
     FAS-style calibration, run event-driven with float32 and int8 weights, checked against its
-    unrolled ONNX graph in ONNX Runtime and, in float32, on the emulated Cortex-M3; then its
+    unrolled ONNX graph in ONNX Runtime and on the emulated Cortex-M3; then its
     synaptic operations and modelled energy against the ANN's."""
     import torch
 
@@ -273,7 +273,8 @@ def spiking_network(out: Path, ds, epochs: int, timesteps: int = 8,
     runs = [("float32", snn, "cpu", len(ds.y_test)), ("int8", qsnn, "cpu", len(ds.y_test)),
             ("float32", snn, "cpu:onnxruntime", len(ds.y_test)),
             ("int8", qsnn, "cpu:onnxruntime", len(ds.y_test)),
-            ("float32", snn, "mcu:qemu", board_images)]
+            ("float32", snn, "mcu:qemu", board_images),
+            ("int8", qsnn, "mcu:qemu", board_images)]
     rows = []
     for weights, graph, target, n in runs:
         ok, why = get_target(target).available()
