@@ -245,8 +245,9 @@ _OPS: dict[str, Callable[[_Writer, int, Node], str]] = {
 def check_supported(graph: Graph) -> None:
     """Raise unless the firmware can run ``graph``: int8 and every op in the kernel set."""
     if graph.metadata.get("quantized") != "int8":
-        raise EdgekitError("the microcontroller firmware runs int8 Graphs only: quantize first "
-                           "(edgekit.quantize, or `edgekit convert --quantize`)")
+        raise EdgekitError("the microcontroller firmware runs int8 Graphs and spiking Graphs, "
+                           "not float32 ones: quantize first (edgekit.quantize, or `edgekit "
+                           "convert --quantize int8`)")
     missing = sorted({n.op for n in graph.nodes if n.op not in _OPS})
     if missing:
         raise EdgekitError(f"the firmware has no kernel for {missing}; it supports {sorted(_OPS)}")
