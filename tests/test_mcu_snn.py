@@ -99,6 +99,15 @@ def raw_input(graph, x):
     return quantize_array(x, graph.tensors[graph.inputs[0]].quant)
 
 
+def is_int8(graph):
+    return graph.metadata.get("quantized") == "int8"
+
+
+def exchanged(graph, x):
+    """What a Session gives the board for real inputs ``x``: int8 for an int8 Graph."""
+    return raw_input(graph, x) if is_int8(graph) else x
+
+
 @pytest.fixture(scope="module")
 def cnn8(cnn, digits):
     """The digits CNN's spiking Graph quantized to int8 (int8 weights and spikes, int32
@@ -314,38 +323,6 @@ def test_spiking_cnn_deployed_on_qemu_matches_spiking_executor(cnn, cnn_on_board
     assert accuracy > 0.5
 
 
-@on_qemu
-def test_device_profile_reports_instructions_and_sops(cnn, cnn_on_board, digits):
-    x = digits.x_test[:1]
-    run = cnn_on_board.device_profile(x)
-    assert run["synaptic_ops"] == reference(cnn, x)[1][0]
-    assert len(run["layer_instructions"]) == len(cnn.nodes)
-    assert 0 < sum(run["layer_instructions"]) <= run["instructions"]
-    weights = sum(cnn.tensors[p].nbytes for p in cnn.params)
-    assert weights < run["flash_bytes"] < weights + 48 * 1024
-    from edgekit.converters.to_c_snn import ram_bytes
-
-    assert run["ram_bytes"] >= ram_bytes(cnn) > cnn_on_board.hello.arena_bytes
-    print(f"\nspiking digits CNN T={CNN_TIMESTEPS} on the emulated Cortex-M3: "
-          f"{run['instructions']:,} instructions, {run['synaptic_ops']:,} SOPs, "
-          f"flash {run['flash_bytes']:,} B, RAM {run['ram_bytes']:,} B "
-          f"(static model RAM {ram_bytes(cnn):,} B)")
-
-
-@on_qemu
-def test_spiking_ds_cnn_on_qemu(ds_cnn, digits):
-    x = digits.x_test[:20]
-    want, want_sops = reference(ds_cnn, x)
-    with edgekit.deploy(ds_cnn, "mcu:qemu") as session:
-        got = session.run(x)
-        run = session.device_profile(x[-1:])
-    np.testing.assert_array_equal(got, want)
-    assert run["synaptic_ops"] == want_sops[-1] > 0
-    print(f"\nspiking ds_cnn T=4: {run['instructions']:,} instructions, "
-          f"{run['synaptic_ops']:,} SOPs, flash {run['flash_bytes']:,} B, "
-          f"RAM {run['ram_bytes']:,} B")
-
-
 @pytest.fixture(scope="module")
 def cnn8_on_board(cnn8):
     session = edgekit.deploy(cnn8, "mcu:qemu")
@@ -381,36 +358,43 @@ def test_int8_spiking_cnn_on_qemu_equals_the_runtime_exactly(cnn, cnn8, cnn8_on_
 
 
 @on_qemu
-def test_int8_device_profile_and_fit(cnn, cnn8, cnn8_on_board, digits):
+@pytest.mark.parametrize("model", ["cnn", "cnn8"])
+def test_device_profile_reports_instructions_sops_and_fit(request, model, cnn, digits):
     from edgekit.converters.to_c_snn import ram_bytes
 
-    x = digits.x_test[:1]  # real values, quantized at the edge
-    run = cnn8_on_board.device_profile(x)
-    assert run["synaptic_ops"] == reference(cnn8, raw_input(cnn8, x), raw=True)[1][0]
-    assert len(run["layer_instructions"]) == len(cnn8.nodes)
+    graph, board = request.getfixturevalue(model), request.getfixturevalue(f"{model}_on_board")
+    int8 = is_int8(graph)
+    x = digits.x_test[:1]  # real values, quantized at the edge for an int8 Graph
+    run = board.device_profile(x)
+    assert run["synaptic_ops"] == reference(graph, exchanged(graph, x), raw=int8)[1][0]
+    assert len(run["layer_instructions"]) == len(graph.nodes)
     assert 0 < sum(run["layer_instructions"]) <= run["instructions"]
-    weights = sum(cnn8.tensors[p].nbytes for p in cnn8.params)
+    weights = sum(graph.tensors[p].nbytes for p in graph.params)
     assert weights < run["flash_bytes"] < weights + 48 * 1024
-    assert run["ram_bytes"] >= ram_bytes(cnn8) > cnn8_on_board.hello.arena_bytes
-    assert ram_bytes(cnn8) < ram_bytes(cnn)  # int8 spikes take a byte, not four
-    print(f"\nint8 spiking digits CNN T={CNN_TIMESTEPS} on the emulated Cortex-M3: "
-          f"{run['instructions']:,} instructions, {run['synaptic_ops']:,} SOPs, "
-          f"flash {run['flash_bytes']:,} B, RAM {run['ram_bytes']:,} B "
-          f"(static model RAM {ram_bytes(cnn8):,} B)")
+    assert run["ram_bytes"] >= ram_bytes(graph) > board.hello.arena_bytes
+    if int8:
+        assert ram_bytes(graph) < ram_bytes(cnn)  # int8 spikes take a byte, not four
+    print(f"\n{'int8' if int8 else 'float32'} spiking digits CNN T={CNN_TIMESTEPS} on the "
+          f"emulated Cortex-M3: {run['instructions']:,} instructions, "
+          f"{run['synaptic_ops']:,} SOPs, flash {run['flash_bytes']:,} B, RAM "
+          f"{run['ram_bytes']:,} B (static model RAM {ram_bytes(graph):,} B)")
 
 
 @on_qemu
-def test_int8_spiking_ds_cnn_on_qemu(ds_cnn8, digits):
-    x = digits.x_test[:20]
-    want, want_sops = reference(ds_cnn8, raw_input(ds_cnn8, x), raw=True)
-    with edgekit.deploy(ds_cnn8, "mcu:qemu") as session:
-        got = session.run(raw_input(ds_cnn8, x), raw=True)
-        run = session.device_profile(x[-1:])
+@pytest.mark.parametrize("model", ["ds_cnn", "ds_cnn8"])
+def test_spiking_ds_cnn_on_qemu(request, model, digits):
+    graph = request.getfixturevalue(model)
+    int8 = is_int8(graph)
+    x = exchanged(graph, digits.x_test[:20])
+    want, want_sops = reference(graph, x, raw=int8)
+    with edgekit.deploy(graph, "mcu:qemu") as session:
+        got = session.run(x, raw=int8)
+        run = session.device_profile(digits.x_test[19:20])
     np.testing.assert_array_equal(got, want)
     assert run["synaptic_ops"] == want_sops[-1] > 0
-    print(f"\nint8 spiking ds_cnn T=4: {run['instructions']:,} instructions, "
-          f"{run['synaptic_ops']:,} SOPs, flash {run['flash_bytes']:,} B, "
-          f"RAM {run['ram_bytes']:,} B")
+    print(f"\n{'int8' if int8 else 'float32'} spiking ds_cnn T=4: "
+          f"{run['instructions']:,} instructions, {run['synaptic_ops']:,} SOPs, "
+          f"flash {run['flash_bytes']:,} B, RAM {run['ram_bytes']:,} B")
 
 
 @on_qemu
