@@ -32,7 +32,7 @@ from edgekit.graph import Graph, Node
 from edgekit.ops import NEURON_OPS
 from edgekit.quant.spiking import add_multiplier, leak_multiplier, spike_amplitudes
 
-from .to_onnx import _VISITORS, BATCH, IR_VERSION, OPSET, _Emitter
+from .to_onnx import _VISITORS, BATCH, _Emitter
 
 
 def snn_to_onnx(graph: Graph, path: str | Path) -> Path:
@@ -93,14 +93,7 @@ def snn_onnx_model(graph: Graph) -> Any:
             total = e.add("Sum", [f"{out}@{t}" for t in range(steps)])
             e.add("Div", [total, e.const(np.float32(steps))], out)
             outputs.append(e.value_info(out))
-    onnx_graph = helper.make_graph(e.nodes, graph.metadata.get("name", "edgekit-snn"),
-                                   [e.value_info(n) for n in graph.inputs], outputs,
-                                   e.initializers)
-    model = helper.make_model(onnx_graph, producer_name="edgekit",
-                              opset_imports=[helper.make_opsetid("", OPSET)])
-    model.ir_version = IR_VERSION
-    onnx.checker.check_model(model, full_check=True)
-    return model
+    return e.model(graph.metadata.get("name", "edgekit-snn"), outputs)
 
 
 def _neuron(e: _Emitter, node: Node, ins: list[str], membranes: dict[str, str]) -> None:

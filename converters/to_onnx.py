@@ -14,6 +14,7 @@ feeding a graph output as DequantizeLinear -> Conv -> QuantizeLinear (exact, onl
 
 from __future__ import annotations
 
+import importlib.util
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -40,12 +41,8 @@ def to_onnx(graph: Graph, path: str | Path) -> Path:
 def onnx_model(graph: Graph, extra_outputs: Sequence[str] = ()) -> Any:
     """The Graph as an ``onnx.ModelProto``; ``extra_outputs`` names intermediate Graph tensors
     to expose as outputs too (per-layer parity checks)."""
-    try:
-        import onnx
-        from onnx import helper
-    except ImportError:
-        raise EdgekitError("writing ONNX needs the onnx package: "
-                           "pip install 'edgekit[onnx]'") from None
+    if importlib.util.find_spec("onnx") is None:
+        raise EdgekitError("writing ONNX needs the onnx package: pip install 'edgekit[onnx]'")
     graph.validate()
     unsupported = [f"{n.op} ({n.name or n.outputs[0]})" for n in graph.nodes
                    if n.op not in _VISITORS]
@@ -55,15 +52,8 @@ def onnx_model(graph: Graph, extra_outputs: Sequence[str] = ()) -> Any:
     for node in graph.nodes:
         emitter.visit(node)
     outputs = [*graph.outputs, *(n for n in extra_outputs if n not in graph.outputs)]
-    onnx_graph = helper.make_graph(
-        emitter.nodes, graph.metadata.get("name", "edgekit"),
-        [emitter.value_info(n) for n in graph.inputs], [emitter.value_info(n) for n in outputs],
-        emitter.initializers)
-    model = helper.make_model(onnx_graph, producer_name="edgekit",
-                              opset_imports=[helper.make_opsetid("", OPSET)])
-    model.ir_version = IR_VERSION
-    onnx.checker.check_model(model, full_check=True)
-    return model
+    return emitter.model(graph.metadata.get("name", "edgekit"),
+                         [emitter.value_info(n) for n in outputs])
 
 
 class _Emitter:
@@ -79,6 +69,21 @@ class _Emitter:
         self.initializers: list[Any] = []
         self.floats: dict[str, str] = {}
         self.count = 0
+
+    def model(self, name: str, outputs: list[Any]) -> Any:
+        """The checked ``onnx.ModelProto`` of the nodes emitted so far, the Graph's inputs in
+        and ``outputs`` (value infos) out."""
+        import onnx
+        from onnx import helper
+
+        onnx_graph = helper.make_graph(self.nodes, name,
+                                       [self.value_info(n) for n in self.graph.inputs], outputs,
+                                       self.initializers)
+        model = helper.make_model(onnx_graph, producer_name="edgekit",
+                                  opset_imports=[helper.make_opsetid("", OPSET)])
+        model.ir_version = IR_VERSION
+        onnx.checker.check_model(model, full_check=True)
+        return model
 
     def value_info(self, name: str) -> Any:
         info = self.graph.tensors[name]

@@ -46,11 +46,7 @@ def plot_report(report: Report, path: str | Path) -> Path:
         ax.set_ylabel(label, fontsize=8)
     axes[-1].set_xticks(range(len(names)), names, rotation=60, ha="right", fontsize=7)
     fig.suptitle(f"{d['model']} on {d['target']} ({d['device']['name']})")
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, path)
 
 
 def plot_pareto(rows: list[dict[str, Any]], path: str | Path) -> Path:
@@ -77,6 +73,10 @@ def plot_pareto(rows: list[dict[str, Any]], path: str | Path) -> Path:
         ax.set_ylabel("accuracy (measured on the labels)" if has_acc else lat_label)
         ax.legend(fontsize=8)
     fig.suptitle(f"models on {rows[0]['target']}")
+    return _save(plt, fig, path)
+
+
+def _save(plt: Any, fig: Any, path: str | Path) -> Path:
     fig.tight_layout()
     path = Path(path)
     fig.savefig(path, dpi=100)
