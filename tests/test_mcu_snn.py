@@ -99,6 +99,22 @@ def raw_input(graph, x):
     return quantize_array(x, graph.tensors[graph.inputs[0]].quant)
 
 
+@pytest.fixture(scope="module")
+def on_board():
+    """``on_board(graph)``: one ``mcu:qemu`` session per Graph for the whole module, all closed
+    at its end."""
+    sessions = {}
+
+    def session(graph):
+        if id(graph) not in sessions:
+            sessions[id(graph)] = edgekit.deploy(graph, "mcu:qemu")
+        return sessions[id(graph)]
+
+    yield session
+    for opened in sessions.values():
+        opened.close()
+
+
 def is_int8(graph):
     return graph.metadata.get("quantized") == "int8"
 
@@ -298,57 +314,41 @@ def test_spiking_mlp_on_qemu_matches_spiking_executor(snn):
     assert accuracy > 0.5, accuracy
 
 
-@pytest.fixture(scope="module")
-def cnn_on_board(cnn):
-    session = edgekit.deploy(cnn, "mcu:qemu")
-    try:
-        yield session
-    finally:
-        session.close()
-
-
 @on_qemu
-def test_spiking_cnn_deployed_on_qemu_matches_spiking_executor(cnn, cnn_on_board, digits):
+def test_spiking_cnn_deployed_on_qemu_matches_spiking_executor(cnn, on_board, digits):
     x, y = digits.x_test[:30], digits.y_test[:30]
     want, want_sops = reference(cnn, x)
-    got = cnn_on_board.run(x)
+    board = on_board(cnn)
+    got = board.run(x)
     assert got.dtype == np.float32 and got.shape == want.shape
     sops = []
     for sample in x[:3]:  # SOPs of the last inference, over STATS
-        cnn_on_board.run(sample[None])
-        sops.append(cnn_on_board.stats()["synaptic_ops"])
+        board.run(sample[None])
+        sops.append(board.stats()["synaptic_ops"])
     assert_agrees(got, want, sops, want_sops[:3], exact=True)  # twins, the first layer too
     accuracy = (got.argmax(1) == y).mean()
     print(f"spiking digits CNN T={CNN_TIMESTEPS} on the board: accuracy {accuracy:.0%}")
     assert accuracy > 0.5
 
 
-@pytest.fixture(scope="module")
-def cnn8_on_board(cnn8):
-    session = edgekit.deploy(cnn8, "mcu:qemu")
-    try:
-        yield session
-    finally:
-        session.close()
-
-
 @on_qemu
-def test_int8_spiking_cnn_on_qemu_equals_the_runtime_exactly(cnn, cnn8, cnn8_on_board, digits):
+def test_int8_spiking_cnn_on_qemu_equals_the_runtime_exactly(cnn, cnn8, on_board, digits):
     """The board's int32 sums over the T steps are the runtime's, so are the floats the edge
     makes of them, and its SOPs over STATS are the runtime's count."""
     x, y = digits.x_test[:30], digits.y_test[:30]
     xq = raw_input(cnn8, x)
     want, want_sops = reference(cnn8, xq, raw=True)
-    got = cnn8_on_board.run(xq, raw=True)
+    board = on_board(cnn8)
+    got = board.run(xq, raw=True)
     assert got.dtype == np.int32 and got.shape == want.shape
     np.testing.assert_array_equal(got, want)
     with edgekit.deploy(cnn8, "cpu") as cpu:
-        floats = cnn8_on_board.run(x)
+        floats = board.run(x)
         np.testing.assert_array_equal(floats, cpu.run(x))
     sops = []
     for sample in xq[:3]:
-        cnn8_on_board.run(sample[None], raw=True)
-        sops.append(cnn8_on_board.stats()["synaptic_ops"])
+        board.run(sample[None], raw=True)
+        sops.append(board.stats()["synaptic_ops"])
     assert sops == want_sops[:3] and min(sops) > 0
     accuracy = (floats.argmax(1) == y).mean()
     float_accuracy = (reference(cnn, x)[0].argmax(1) == y).mean()
@@ -359,10 +359,11 @@ def test_int8_spiking_cnn_on_qemu_equals_the_runtime_exactly(cnn, cnn8, cnn8_on_
 
 @on_qemu
 @pytest.mark.parametrize("model", ["cnn", "cnn8"])
-def test_device_profile_reports_instructions_sops_and_fit(request, model, cnn, digits):
+def test_device_profile_reports_instructions_sops_and_fit(request, model, cnn, on_board, digits):
     from edgekit.converters.to_c_snn import ram_bytes
 
-    graph, board = request.getfixturevalue(model), request.getfixturevalue(f"{model}_on_board")
+    graph = request.getfixturevalue(model)
+    board = on_board(graph)
     int8 = is_int8(graph)
     x = digits.x_test[:1]  # real values, quantized at the edge for an int8 Graph
     run = board.device_profile(x)
