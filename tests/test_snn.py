@@ -253,3 +253,33 @@ def test_onnxruntime_target_runs_the_unrolled_snn():
     with edgekit.deploy(snn, target="cpu:onnxruntime") as ort_session, \
             edgekit.deploy(snn, target="cpu") as cpu_session:
         np.testing.assert_allclose(ort_session.run(x), cpu_session.run(x), rtol=1e-5, atol=1e-6)
+
+
+def test_the_spiking_device_side_never_imports_torch(tmp_path):
+    """Converting, quantizing, running, profiling, unrolling to ONNX and writing firmware C for
+    a spiking Graph need numpy and numba (and onnx), never torch."""
+    import subprocess
+    import sys
+
+    x = np.random.default_rng(6).random((4, 4, 9, 9), np.float32)
+    small_cnn().save(tmp_path / "ann.ekm")
+    np.save(tmp_path / "x.npy", x)
+    code = (
+        "import sys, numpy as np, edgekit\n"
+        "from edgekit.converters.snn import to_snn\n"
+        "from edgekit.converters.snn_onnx import snn_onnx_model\n"
+        "from edgekit.converters.to_c_snn import generate\n"
+        "from edgekit.profile.devices import load_profile\n"
+        "from edgekit.profile.spiking import spiking_counts\n"
+        "import edgekit.targets.mcu, edgekit.firmware_bridge.board\n"
+        "x = np.load(sys.argv[2])\n"
+        "snn = to_snn(edgekit.load(sys.argv[1]), x, 4, calibrate='fas')\n"
+        "for g in (snn, edgekit.quantize(snn, x)):\n"
+        "    edgekit.deploy(g, 'cpu').run(x)\n"
+        "    spiking_counts(g, x, load_profile('cortex-m4'))\n"
+        "    snn_onnx_model(g)\n"
+        "    generate(g)\n"
+        "assert 'torch' not in sys.modules, 'torch imported'\n")
+    proc = subprocess.run([sys.executable, "-c", code, str(tmp_path / "ann.ekm"),
+                           str(tmp_path / "x.npy")], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
