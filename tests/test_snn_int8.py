@@ -180,7 +180,7 @@ def test_what_has_no_int8_spiking_form_says_so():
     no_neuron = to_snn(_conv_pool_conv(np.ones((4, 32, 3, 3)), relu=False), x, 4)
     with pytest.raises(EdgekitError, match="no neuron between"):
         edgekit.quantize(no_neuron, x)
-    ort = pytest.importorskip("onnx")  # noqa: F841 (the writer needs it)
+    pytest.importorskip("onnx")  # the writer needs it
     from edgekit.converters.snn_onnx import snn_onnx_model
 
     # 32 x 3 x 3 weights of 127 on window sums up to 4 x 127 reach 2^24 in a float32 Conv
