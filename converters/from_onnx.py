@@ -1,11 +1,12 @@
 """Import an ONNX model into the Graph.
 
-ONNX nodes are walked in their (topological) file order and translated through ``_ONNX_OPS``
-(op_type → lowering). Exporters compute reshape targets at run time (Shape → Gather →
-Unsqueeze → Concat → Cast ...); since every shape here is static except the batch, ``Shape``
-is answered from the Graph (batch read as 1) and every node whose inputs are then all
-constants is evaluated at import time with ONNX's reference evaluator, leaving only real
-layers to lower. The batch dimension of the inputs may be symbolic; any other must be fixed.
+ONNX nodes are walked in their (topological) file order and translated through the lowering
+each op module registers for its op types (composites in ``_ONNX_OPS``). Exporters compute
+reshape targets at run time (Shape → Gather → Unsqueeze → Concat → Cast ...); since every
+shape here is static except the batch, ``Shape`` is answered from the Graph (batch read as 1)
+and every node whose inputs are then all constants is evaluated at import time with ONNX's
+reference evaluator, leaving only real layers to lower. The batch dimension of the inputs may
+be symbolic; any other must be fixed.
 
 onnx is imported inside the functions, so importing this module stays cheap.
 """
@@ -22,6 +23,7 @@ import numpy as np
 
 from edgekit.errors import EdgekitError
 from edgekit.graph import Graph
+from edgekit.ops import implementations
 
 # framework-free helpers shared by both importers (from_torch imports torch only when called)
 from .from_torch import (
@@ -86,6 +88,10 @@ class _Node:
     def shape(self, x: Act) -> tuple[int, ...]:
         return self.b.shape(x.name)
 
+    def emit(self, op: str, inputs: list[Act], attrs: dict[str, Any] | None = None) -> Act:
+        """Append Graph op ``op`` on ``inputs``, named after this node."""
+        return Act(self.b.node(op, [x.name for x in inputs], attrs, name=self.name))
+
 
 class _OnnxImporter(Importer):
     def __init__(self, model):
@@ -120,7 +126,7 @@ class _OnnxImporter(Importer):
         attrs = {a.name: _decode(helper.get_attribute_value(a)) for a in node.attribute}
         op = node.op_type if node.domain in ("", "ai.onnx") else f"{node.domain}.{node.op_type}"
         if any(v is _FAILED for v in inputs):  # after a failure with no stand-in: report
-            if op not in _ONNX_OPS and op not in _SHAPE_OPS:  # what surely fails, go on
+            if _lowering(op) is None and op not in _SHAPE_OPS:  # what surely fails, go on
                 self.unsupported.append((op, name))
             outs = [_FAILED] * len(node.output)
         elif op == "Shape" and isinstance(inputs[0], Act):
@@ -130,7 +136,7 @@ class _OnnxImporter(Importer):
             outs = self.attempt(op, name, lambda: self._fold(node, inputs),
                                 lambda: self._stand_ins(node, name))
         else:
-            fn = _ONNX_OPS.get(op)
+            fn = _lowering(op)
             call = _Node(self.b, name, attrs, self.opset, len(node.output))
             out = self.attempt(op, name, fn and (lambda: fn(call, *inputs)),
                                lambda: self._stand_ins(node, name))
@@ -293,14 +299,6 @@ def _clip(n, x, lo=None, hi=None):
     return Act(n.b.node(op, [x.name], name=n.name))
 
 
-def _unary(op: str, **defaults):
-    def lower(n, x, *_):
-        attrs = {k: float(n.get(k, v)) for k, v in defaults.items()}
-        return Act(n.b.node(op, [x.name], attrs, name=n.name))
-
-    return lower
-
-
 def _pool(kind: str):
     def lower(n, x):
         if n.n_out > 1:
@@ -399,10 +397,20 @@ def _alias(n, x, *_):
     return [x] + [None] * (n.n_out - 1)
 
 
+def _lowering(op_type: str) -> Callable[..., Any] | None:
+    """The lowering of ONNX op ``op_type``: an op module's (``names`` it registered for
+    "onnx_import"), else one of the composites below."""
+    for impl in implementations("onnx_import").values():
+        if op_type in impl.options["names"]:
+            return impl.fn
+    return _ONNX_OPS.get(op_type)
+
+
+# Composite ONNX ops (no Graph op of their own) and ops not yet moved into an op module.
 _ONNX_OPS: dict[str, Callable[..., Any]] = {
     "Conv": _conv, "Gemm": _gemm, "MatMul": _matmul,
     "BatchNormalization": _batchnorm,
-    "Relu": _unary("relu"), "Clip": _clip, "LeakyRelu": _unary("leaky_relu", alpha=0.01),
+    "Clip": _clip,
     "AveragePool": _pool("AveragePool"), "MaxPool": _pool("MaxPool"),
     "GlobalAveragePool": _global_avgpool,
     "Flatten": _flatten, "Reshape": _reshape,

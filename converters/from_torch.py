@@ -2,7 +2,8 @@
 
 ``torch.export`` gives one flat, functional ATen graph whatever Python the model's ``forward``
 runs, with every weight lifted into a placeholder; we walk it once and translate each call
-through ``_TORCH_OPS`` (ATen op name → lowering). Calls whose inputs are all constants
+through the lowering each op module registers for its ATen names (composites in
+``_TORCH_OPS``). Calls whose inputs are all constants
 (weight transposes, buffer arithmetic) are evaluated at import time instead. Both the
 training-IR graph that ``torch.export.export`` returns and its core-ATen decomposition
 (``run_decompositions()``) are understood, so a ``.pt2`` file saved either way imports.
@@ -26,6 +27,7 @@ import numpy as np
 
 from edgekit.errors import EdgekitError, UnsupportedOpsError
 from edgekit.graph import Graph
+from edgekit.ops import implementations
 
 from .builder import GraphBuilder
 
@@ -221,6 +223,10 @@ class _Call:
     def shape(self, value: Any) -> tuple:
         return tuple(value.meta["val"].shape)
 
+    def emit(self, op: str, inputs: list[Act], attrs: dict[str, Any] | None = None) -> Act:
+        """Append Graph op ``op`` on ``inputs``, named after this call."""
+        return Act(self.b.node(op, [x.name for x in inputs], attrs, name=self.name))
+
 
 class _TorchImporter(Importer):
     def __init__(self, program):
@@ -269,7 +275,7 @@ class _TorchImporter(Importer):
             except Exception:  # not evaluable here (e.g. symbolic sizes): lower it instead
                 pass
         op = _op_name(node.target)
-        fn = _TORCH_OPS.get(op)
+        fn = _lowering(op)
         call = _Call(self.b, _where(node), node)
         self.env[node.name] = self.attempt(
             op, call.name, fn and (lambda: fn(call, *args, **kwargs)),
@@ -406,18 +412,10 @@ def _bn_no_training(c, *args):
     return _bn_inference(c, *args), None, None
 
 
-def _unary(op: str, **attrs):
-    return lambda c, x, *_, **__: Act(c.b.node(op, [x.name], attrs, name=c.name))
-
-
 def _hardtanh(c, x, min_val=-1.0, max_val=1.0):
     if (min_val, max_val) != (0, 6):
         raise Unsupported(f"hardtanh({min_val}, {max_val})")
     return Act(c.b.node("relu6", [x.name], name=c.name))
-
-
-def _leaky_relu(c, x, negative_slope=0.01):
-    return Act(c.b.node("leaky_relu", [x.name], {"alpha": float(negative_slope)}, name=c.name))
 
 
 def _pool(c, kind, x, kernel_size, stride, padding, dilation_, ceil_mode, **attrs):
@@ -532,6 +530,16 @@ def _nothing(c, *_, **__):
     return None
 
 
+def _lowering(aten: str) -> Callable[..., Any] | None:
+    """The lowering of ATen op ``aten``: an op module's (``names`` it registered for "torch"),
+    else one of the composites below."""
+    for impl in implementations("torch").values():
+        if aten in impl.options["names"]:
+            return impl.fn
+    return _TORCH_OPS.get(aten)
+
+
+# Composite ATen ops (no Graph op of their own) and ops not yet moved into an op module.
 _TORCH_OPS: dict[str, Callable[..., Any]] = {
     "conv1d": _conv, "conv2d": _conv, "convolution": _convolution,
     "linear": _linear, "matmul": _matmul, "mm": _matmul, "addmm": _addmm,
@@ -539,8 +547,7 @@ _TORCH_OPS: dict[str, Callable[..., Any]] = {
     **dict.fromkeys(("_native_batch_norm_legit_functional", "_native_batch_norm_legit"),
                     lambda c, x, w, b, mean, var, *a: _batch_norm(c, x, w, b, mean, var, True,
                                                                   0, 0)),
-    "relu": _unary("relu"), "relu6": _unary("relu6"), "hardtanh": _hardtanh,
-    "leaky_relu": _leaky_relu,
+    "hardtanh": _hardtanh,
     "avg_pool2d": _avg_pool2d, "max_pool2d": _max_pool2d,
     "max_pool2d_with_indices": lambda c, *a: (_max_pool2d(c, *a), None),
     "adaptive_avg_pool2d": _adaptive_avg_pool2d, "_adaptive_avg_pool2d": _adaptive_avg_pool2d,

@@ -19,9 +19,11 @@ import numpy as np
 
 from edgekit.errors import EdgekitError
 from edgekit.graph import Graph, Node
-from edgekit.quant.arith import quantize_multipliers
+from edgekit.numerics.arith import quantize_multipliers
+from edgekit.numerics.params import activation_bounds
+from edgekit.ops import implementation, implementations
 from edgekit.runtime.float32 import broadcast_layout
-from edgekit.runtime.int8 import activation_bounds, conv_multipliers
+from edgekit.runtime.int8 import conv_multipliers
 from edgekit.runtime.planner import Buffer, GreedyPlanner, Plan
 
 MAX_DIMS = 6  # EK_MAX_DIMS in ek_kernels.h
@@ -85,6 +87,15 @@ class _Writer:
 
     def quant(self, node: Node) -> list:
         return [self.graph.tensors[t].quant for t in (*node.inputs, *node.outputs)]
+
+    def size(self, tensor: str) -> int:
+        """Elements of one sample of ``tensor``."""
+        return _size(self.shape(tensor))
+
+    def struct(self, ctype: str, i: int, fields: dict[str, object]) -> str:
+        """Declare step ``i``'s const parameter struct; returns its address as C."""
+        self.decls.append(_struct(ctype, f"p{i}", fields))
+        return f"&p{i}"
 
 
 def _conv(w: _Writer, i: int, node: Node, one_d: bool) -> str:
@@ -163,24 +174,6 @@ def _binary(w: _Writer, i: int, node: Node) -> str:
     return f"ek_{node.op}(&p{i}, {w.at(node.inputs[0])}, {y}, {w.at(node.outputs[0])});"
 
 
-def _clamp(w: _Writer, i: int, node: Node) -> str:
-    lo, hi = activation_bounds(node.op, w.quant(node)[-1])
-    return (f"ek_clamp_i8({_size(w.shape(node.outputs[0]))}, {lo}, {hi}, "
-            f"{w.at(node.inputs[0])}, {w.at(node.outputs[0])});")
-
-
-def _leaky(w: _Writer, i: int, node: Node) -> str:
-    """Multipliers formed in float32, as the runtime's (and tflite-micro's) LeakyReluPrepare."""
-    q_in, q_out = w.quant(node)
-    s_in, s_out = np.float32(q_in.scale[0]), np.float32(q_out.scale[0])
-    reals = np.array([s_in / s_out, s_in * np.float32(node.attrs["alpha"]) / s_out], np.float32)
-    (m_id, m_a), (s_id, s_a) = quantize_multipliers(reals.astype(np.float64))
-    fields = dict(size=_size(w.shape(node.outputs[0])), zx=_zp(q_in), zo=_zp(q_out),
-                  m_id=m_id, s_id=s_id, m_alpha=m_a, s_alpha=s_a)
-    w.decls.append(_struct("ek_leaky_t", f"p{i}", fields))
-    return f"ek_leaky_relu(&p{i}, {w.at(node.inputs[0])}, {w.at(node.outputs[0])});"
-
-
 def _pool(w: _Writer, i: int, node: Node) -> str:
     a, xs, ys = node.attrs, w.shape(node.inputs[0]), w.shape(node.outputs[0])
     if node.op == "global_avgpool":
@@ -236,10 +229,15 @@ def _float_inside(w: _Writer, i: int, node: Node) -> str:
 _OPS: dict[str, Callable[[_Writer, int, Node], str]] = {
     "conv2d": lambda w, i, n: _conv(w, i, n, False),
     "conv1d": lambda w, i, n: _conv(w, i, n, True),
-    "linear": _linear, "add": _binary, "mul": _binary, "relu": _clamp, "relu6": _clamp,
-    "leaky_relu": _leaky, "maxpool2d": _pool, "avgpool2d": _pool, "global_avgpool": _pool,
+    "linear": _linear, "add": _binary, "mul": _binary, "maxpool2d": _pool, "avgpool2d": _pool,
+    "global_avgpool": _pool,
     "reshape": _copy, "concat": _concat, "softmax": _float_inside, "layernorm": _float_inside,
 }
+
+
+def _visitor(op: str) -> Callable[[_Writer, int, Node], str] | None:
+    impl = implementation(op, "c")
+    return impl.fn if impl else _OPS.get(op)
 
 
 def check_supported(graph: Graph) -> None:
@@ -248,9 +246,10 @@ def check_supported(graph: Graph) -> None:
         raise EdgekitError("the microcontroller firmware runs int8 Graphs and spiking Graphs, "
                            "not float32 ones: quantize first (edgekit.quantize, or `edgekit "
                            "convert --quantize int8`)")
-    missing = sorted({n.op for n in graph.nodes if n.op not in _OPS})
+    missing = sorted({n.op for n in graph.nodes if _visitor(n.op) is None})
     if missing:
-        raise EdgekitError(f"the firmware has no kernel for {missing}; it supports {sorted(_OPS)}")
+        have = sorted({*_OPS, *implementations("c")})
+        raise EdgekitError(f"the firmware has no kernel for {missing}; it supports {have}")
 
 
 def max_payload(graph: Graph) -> int:
@@ -305,7 +304,7 @@ def generate(graph: Graph) -> tuple[str, str, str]:
     plan, offsets = memory_plan(graph)
     w = _Writer(graph, plan, offsets)
     for i, node in enumerate(graph.nodes):
-        w.calls.append(f"    case {i}: {_OPS[node.op](w, i, node)} break;")
+        w.calls.append(f"    case {i}: {_visitor(node.op)(w, i, node)} break;")
     spans = {
         "inputs": [(offsets[n], _size(graph.tensors[n].shape)) for n in graph.inputs],
         "outputs": [(offsets[n], _size(graph.tensors[n].shape)) for n in graph.outputs],

@@ -23,6 +23,7 @@ import numpy as np
 
 from edgekit.errors import EdgekitError
 from edgekit.graph import Graph, Node
+from edgekit.ops import implementation
 
 OPSET = 17
 IR_VERSION = 8  # the IR version that goes with opset 17; ONNX Runtime reads it everywhere
@@ -45,7 +46,7 @@ def onnx_model(graph: Graph, extra_outputs: Sequence[str] = ()) -> Any:
         raise EdgekitError("writing ONNX needs the onnx package: pip install 'edgekit[onnx]'")
     graph.validate()
     unsupported = [f"{n.op} ({n.name or n.outputs[0]})" for n in graph.nodes
-                   if n.op not in _VISITORS]
+                   if _visitor(n.op) is None]
     if unsupported:
         raise EdgekitError(f"cannot write to ONNX, no ONNX mapping for: {', '.join(unsupported)}")
     emitter = _Emitter(graph)
@@ -132,10 +133,14 @@ class _Emitter:
         return self.add("DequantizeLinear", [stored, self.const(scale), self.const(zero)],
                         f"{stored}/dq", **attrs)
 
+    def activate(self, y: str, activation: str) -> str:
+        """``y`` through a fused activation (none, relu, relu6)."""
+        return _activate(self, y, activation)
+
     def visit(self, node: Node) -> None:
         """Run the op's visitor on float views; for int8, quantize its result to the output."""
         out = node.outputs[0]
-        y = _VISITORS[node.op](self, node, [self.float_in(n) for n in node.inputs])
+        y = _visitor(node.op)(self, node, [self.float_in(n) for n in node.inputs])
         if not self.int8:  # every visitor ends with the node that computes its result
             self._rename(out)
             return
@@ -176,6 +181,11 @@ def _linear(e: _Emitter, node: Node, ins: list[str]) -> str:
     return _activate(e, y, node.attrs["activation"])
 
 
+def _visitor(op: str) -> Callable[..., str] | None:
+    impl = implementation(op, "onnx")
+    return impl.fn if impl else _VISITORS.get(op)
+
+
 def _simple(op_type: str, **attrs: Callable[[Node], Any]) -> Callable[..., str]:
     """An op whose ONNX form is one node; ``attrs`` compute its attributes from the Graph node,
     and a fused ``activation`` attribute follows as its own node."""
@@ -183,10 +193,6 @@ def _simple(op_type: str, **attrs: Callable[[Node], Any]) -> Callable[..., str]:
         y = e.add(op_type, ins, **{k: f(node) for k, f in attrs.items()})
         return _activate(e, y, node.attrs.get("activation", "none"))
     return visit
-
-
-def _relu6(e: _Emitter, node: Node, ins: list[str]) -> str:
-    return _activate(e, ins[0], "relu6")
 
 
 def _reshape(e: _Emitter, node: Node, ins: list[str]) -> str:
@@ -204,9 +210,6 @@ _VISITORS: dict[str, Callable[..., str]] = {
     "linear": _linear,
     "add": _simple("Add"),
     "mul": _simple("Mul"),
-    "relu": _simple("Relu"),
-    "relu6": _relu6,
-    "leaky_relu": _simple("LeakyRelu", alpha=lambda n: float(n.attrs["alpha"])),
     "maxpool2d": _simple("MaxPool", kernel_shape=_attr("kernel"), strides=_attr("stride"),
                          pads=_attr("padding"), dilations=_attr("dilation")),
     "avgpool2d": _simple("AveragePool", kernel_shape=_attr("kernel"), strides=_attr("stride"),

@@ -31,6 +31,7 @@ import numpy as np
 
 from edgekit.errors import EdgekitError
 from edgekit.graph import Graph, Node, QuantParams
+from edgekit.ops import implementation
 
 Layout = tuple[int, ...]
 
@@ -79,7 +80,7 @@ def tflite_model(graph: Graph) -> TfliteModel:
     """The Graph as TFLite flatbuffer bytes; every unwritable node is named in one error."""
     graph.validate()
     unsupported = [f"{n.op} ({n.name or n.outputs[0]})" for n in graph.nodes
-                   if n.op not in _VISITORS]
+                   if _visitor(n.op) is None]
     if unsupported:
         raise EdgekitError(f"cannot write to TFLite, no TFLite mapping for: "
                            f"{', '.join(unsupported)}")
@@ -87,11 +88,16 @@ def tflite_model(graph: Graph) -> TfliteModel:
     for node in graph.nodes:
         writer.node_name = node.name or node.outputs[0]
         try:
-            _VISITORS[node.op](writer, node)
+            _visitor(node.op)(writer, node)
         except EdgekitError as err:
             raise EdgekitError(f"cannot write node {writer.node_name!r} ({node.op}) to TFLite: "
                                f"{err}") from None
     return writer.finish()
+
+
+def _visitor(op: str) -> Callable[[_Writer, Node], None] | None:
+    impl = implementation(op, "tflite")
+    return impl.fn if impl else _VISITORS.get(op)
 
 
 def channels_last(rank: int) -> Layout:
@@ -249,6 +255,11 @@ class _Writer:
 
     def fused(self, activation: str) -> int:
         return getattr(self.s.ActivationFunctionType, _FUSED[activation])
+
+    def unary(self, node: Node, code: str, options: Any = None) -> None:
+        """An elementwise op ``code`` in its input's layout."""
+        layout = self.layout[node.inputs[0]]
+        self.op(code, [self.value(node.inputs[0], layout)], [self.output(node, layout)], options)
 
     def reshape(self, src: int, dst: int) -> None:
         self.op("RESHAPE", [src, self.int32([-1, *self.shape(dst)[1:]])], [dst])
@@ -408,16 +419,6 @@ def _binary(code: str) -> Callable[[_Writer, Node], None]:
     return visit
 
 
-def _unary(code: str, kind: str | None = None,
-           **fields: Callable[[Node], Any]) -> Callable[[_Writer, Node], None]:
-    """An elementwise op in its input's layout; ``fields`` fill its options from the node."""
-    def visit(w: _Writer, node: Node) -> None:
-        layout = w.layout[node.inputs[0]]
-        opts = (w.options(kind, **{k: f(node) for k, f in fields.items()}) if kind else None)
-        w.op(code, [w.value(node.inputs[0], layout)], [w.output(node, layout)], opts)
-    return visit
-
-
 def _pool(w: _Writer, node: Node, code: str, kernel: list[int], stride: list[int],
           padding: list[int], fill: float | None = None) -> None:
     x = w.value(node.inputs[0], channels_last(4))
@@ -514,9 +515,6 @@ _VISITORS: dict[str, Callable[[_Writer, Node], None]] = {
     "linear": _linear,
     "add": _binary("ADD"),
     "mul": _binary("MUL"),
-    "relu": _unary("RELU"),
-    "relu6": _unary("RELU6"),
-    "leaky_relu": _unary("LEAKY_RELU", "LeakyRelu", alpha=lambda n: float(n.attrs["alpha"])),
     "maxpool2d": _maxpool2d,
     "avgpool2d": _avgpool2d,
     "global_avgpool": _global_avgpool,

@@ -16,7 +16,7 @@ import numpy as np
 
 from edgekit.errors import EdgekitError
 from edgekit.graph import Graph, Node
-from edgekit.ops import NEURON_OPS
+from edgekit.ops import NEURON_OPS, implementations
 from edgekit.targets._peer import PeerSession, missing, reject_options
 from edgekit.targets.base import Target
 
@@ -55,7 +55,8 @@ class TorchSession(PeerSession):
         if self.int8:
             raise EdgekitError("the torch GPU backend runs float32 Graphs; deploy the float "
                                "Graph, or install onnxruntime-gpu to run the int8 one")
-        self.functions = _functions()
+        self.functions = {**_functions(),
+                          **{op: impl.fn for op, impl in implementations("gpu").items()}}
         unsupported = sorted({n.op for n in graph.nodes} - {*self.functions, *NEURON_OPS})
         if unsupported:
             raise EdgekitError(f"the torch GPU backend has no kernel for {unsupported}")
@@ -141,9 +142,6 @@ def _functions() -> dict[str, Callable[..., Any]]:
         "linear": lambda x, w, b=None, *, activation: act[activation](F.linear(x, w, b)),
         "add": lambda x, y, *, activation: act[activation](x + y),
         "mul": lambda x, y: x * y,
-        "relu": F.relu,
-        "relu6": F.relu6,
-        "leaky_relu": lambda x, *, alpha: F.leaky_relu(x, alpha),
         "maxpool2d": lambda x, *, kernel, stride, padding, dilation: F.max_pool2d(
             pad(x, padding, float("-inf")), kernel, stride, 0, dilation),
         "avgpool2d": avgpool,

@@ -1,6 +1,6 @@
 """The firmware's C kernels against their numba twins, compiled for this host (gcc), so every op
 is checked bit for bit without the emulator: the requantization arithmetic on the same vectors
-as ``edgekit.quant.arith``, and a model using every op through ``converters.to_c``'s schedule.
+as ``edgekit.numerics.arith``, and a model using every op through ``converters.to_c``'s schedule.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from edgekit.firmware_bridge.build import FIRMWARE
-from edgekit.quant import arith
+from edgekit.numerics import arith
 
 pytestmark = pytest.mark.skipif(shutil.which("gcc") is None, reason="no host C compiler (gcc)")
 

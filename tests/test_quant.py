@@ -1,6 +1,6 @@
 """int8 quantization end to end.
 
-- TFLite's fixed-point arithmetic (``edgekit.quant.arith``) against big-int Python on random
+- TFLite's fixed-point arithmetic (``edgekit.numerics.arith``) against big-int Python on random
   values;
 - ``edgekit.quantize``: valid Graphs that save and load, each calibration method, shared and
   fixed quantization, weights and biases, and every bad input;
@@ -22,7 +22,8 @@ from edgekit import EdgekitError
 from edgekit.converters.builder import GraphBuilder
 from edgekit.graph import Graph, QuantParams
 from edgekit.ops import ACTIVATIONS
-from edgekit.quant import arith, dequantize_array, quantize_array
+from edgekit.numerics import arith
+from edgekit.quant import dequantize_array, quantize_array
 from edgekit.runtime import Executor, reference
 
 SETTINGS = settings(max_examples=12, deadline=None)

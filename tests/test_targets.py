@@ -191,10 +191,6 @@ def test_int8_peers_within_one_step_of_tflite_micro(target):
 
 
 def test_int8_tflite_micro_matches_edgekit_runtime_bit_for_bit():
-    from edgekit.runtime.registry import KERNELS
-
-    if ("conv2d", "int8") not in KERNELS:
-        pytest.skip("edgekit's int8 runtime kernels are not registered yet")
     available_or_skip("cpu:tflite-micro")
     g = int8_conv()
     x = quantize_array(inputs_for(g, 4)[0], g.tensors["x"].quant)
@@ -204,12 +200,8 @@ def test_int8_tflite_micro_matches_edgekit_runtime_bit_for_bit():
 
 def test_quantized_model_is_bit_exact_in_tflite_micro_and_within_a_step_elsewhere():
     """edgekit.quantize's Graph (no softmax: TFLM's LUT softmax is declared to differ)."""
-    import edgekit
-    from edgekit.runtime.registry import KERNELS
+    from edgekit import quantize
 
-    quantize = getattr(edgekit, "quantize", None)
-    if quantize is None or ("conv2d", "int8") not in KERNELS:
-        pytest.skip("edgekit.quantize and the int8 runtime are not there yet")
     graph = small_cnn(softmax=False)
     q = quantize(graph, inputs_for(graph, 32, seed=5)[0])
     x = quantize_array(inputs_for(graph, 16, seed=6)[0], q.tensors[q.inputs[0]].quant)

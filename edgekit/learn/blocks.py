@@ -22,6 +22,7 @@ from edgekit.errors import EdgekitError
 from edgekit.graph import Graph
 from edgekit.learn import kernels as K
 from edgekit.learn.norm import Norm, fold
+from edgekit.ops import implementation
 from edgekit.runtime.kernels import conv, elementwise, linear, pool
 
 _BOUNDS = elementwise.ACTIVATION_BOUNDS
@@ -107,13 +108,14 @@ def from_graph(graph: Graph) -> list[Block]:
                                "(fine-tune the float model, then quantize it again)")
         current = node.outputs[0]
         shape = graph.tensors[current].shape[1:]
-        if node.op in ("conv2d", "linear"):
+        impl = implementation(node.op, "learn")
+        if impl is not None:
+            impl.fn(blocks, node, where)
+        elif node.op in ("conv2d", "linear"):
             blocks.append(_dense(graph, node, shape, where))
         elif not blocks:
             if node.op != "reshape":
                 raise EdgekitError(f"finetune needs a conv2d or linear layer first; {where}")
-        elif node.op in ("relu", "relu6", "leaky_relu"):
-            _activation(blocks[-1], node.op, node.attrs.get("alpha", 0.0), where)
         elif node.op in ("maxpool2d", "avgpool2d", "global_avgpool"):
             _pool(blocks[-1], node.op, node.attrs, where)
         elif node.op != "reshape" and not (node.op == "softmax" and current in graph.outputs):
@@ -147,7 +149,16 @@ def _dense(graph: Graph, node, shape, where) -> Block:
                  act=K.ACT_CODES[a["activation"]], **extra)
 
 
-def _activation(block: Block, op: str, alpha: float, where: str) -> None:
+def last_block(blocks: list[Block], where: str) -> Block:
+    """The block a pointwise op or pool joins."""
+    if not blocks:
+        raise EdgekitError(f"finetune needs a conv2d or linear layer first; {where}")
+    return blocks[-1]
+
+
+def add_activation(blocks: list[Block], op: str, alpha: float, where: str) -> None:
+    """The last block applies activation ``op`` (slope ``alpha`` below zero for leaky_relu)."""
+    block = last_block(blocks, where)
     if block.act or block.pool:
         raise EdgekitError(f"finetune supports one activation per layer, before any pool; {where}")
     block.act, block.alpha = K.ACT_CODES[op], float(alpha)

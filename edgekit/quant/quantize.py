@@ -25,16 +25,9 @@ from edgekit.quant.calibrate import METHODS, Range, activation_ranges, range_sca
 from edgekit.quant.edge import quantize_array
 
 SCHEMES = ("int8",)
-# Ops whose output keeps the quantization of these inputs (they move values, never rescale).
-SHARES_QUANT: dict[str, slice] = {
-    **{op: slice(0, 1) for op in ("maxpool2d", "avgpool2d", "global_avgpool", "reshape", "relu",
-                                  "relu6")},
-    "concat": slice(None),
-}
-FIXED_QUANT = {"softmax": (1 / 256, -128)}  # TFLite's fixed output quantization
-# Ops whose weight slots become int8 weights and an int32 bias; layernorm's gamma and beta stay
-# float32 (it computes in float inside its int8 kernel, docs/quantized-graph.md).
-WEIGHTED = ("conv2d", "conv1d", "linear")
+# How an op's output quantization is chosen is its OpDef's ``quant``: calibrated, kept from the
+# inputs of ops that move values without rescaling, or fixed (softmax, as TFLite's).
+SHARED_INPUTS = {"first_input": slice(0, 1), "all_inputs": slice(None)}
 BIAS_LIMIT = 2.0 ** 30  # |int32 bias| stays below this: headroom for the accumulation
 ZERO_RANGE = (0.0, 1.0)  # given to a tensor that was 0 on every calibration sample
 
@@ -66,7 +59,7 @@ def quantize(graph: Graph, calibration_data: Any, scheme: str = "int8",
         if name in g.params:
             g.params[name] = quantize_array(g.params[name], quant)
     for node in g.nodes:
-        if node.op in WEIGHTED:
+        if OPS[node.op].int8_weights:
             quantize_weights(g, node, graph.params, per_channel)
     _drop_unused_params(g)
     g.metadata["quantized"] = "int8"
@@ -154,7 +147,8 @@ def _value_quants(g: Graph, ranges: dict[str, Range]) -> dict[str, QuantParams]:
     for name, (lo, hi) in ranges.items():
         old_lo, old_hi = merged.get(root[name], (0.0, 0.0))
         merged[root[name]] = (min(old_lo, lo), max(old_hi, hi))
-    fixed = {root[n.outputs[0]]: FIXED_QUANT[n.op] for n in g.nodes if n.op in FIXED_QUANT}
+    fixed = {root[n.outputs[0]]: OPS[n.op].quant for n in g.nodes
+             if isinstance(OPS[n.op].quant, tuple)}
     quants = {rep: _group_quant(rep, merged[rep], fixed.get(rep), root) for rep in merged}
     return {name: copy.deepcopy(quants[root[name]]) for name in ranges}
 
@@ -170,8 +164,8 @@ def _share_groups(g: Graph, names: dict[str, Range]) -> dict[str, str]:
         return name
 
     for node in g.nodes:
-        if node.op in SHARES_QUANT:
-            for name in node.inputs[SHARES_QUANT[node.op]]:
+        if OPS[node.op].quant in SHARED_INPUTS:
+            for name in node.inputs[SHARED_INPUTS[OPS[node.op].quant]]:
                 parent[find(name)] = find(node.outputs[0])
     return {name: find(name) for name in names}
 

@@ -19,10 +19,12 @@ import numpy as np
 
 from edgekit.errors import EdgekitError
 from edgekit.graph import Graph
+from edgekit.ops import implementations
 from edgekit.quant.edge import dequantizer, graph_feeds, quantizer
 from edgekit.runtime import float32, int8  # noqa: F401  (register the kernels)
 from edgekit.runtime.planner import Buffer, GreedyPlanner, NaivePlanner, Plan, Planner
-from edgekit.runtime.registry import KERNELS, Kernel, Step
+from edgekit.runtime.registry import Kernel, Step
+from edgekit.runtime.registry import kernel as find_kernel
 
 Inputs = np.ndarray | dict[str, np.ndarray] | list[np.ndarray] | tuple[np.ndarray, ...]
 
@@ -182,13 +184,13 @@ def _kernels_for(graph: Graph) -> list[Kernel]:
     """The kernel of every node, keyed by op and input dtype; all missing ones in one error."""
     found, missing = [], []
     for i, node in enumerate(graph.nodes):
-        key = (node.op, graph.tensors[node.inputs[0]].dtype)
-        if key in KERNELS:
-            found.append(KERNELS[key])
-        else:
-            missing.append(f"{node.op} on {key[1]} (node {i} {node.name!r})")
+        dtype = graph.tensors[node.inputs[0]].dtype
+        found.append(find_kernel(node.op, dtype))
+        if found[-1] is None:
+            missing.append(f"{node.op} on {dtype} (node {i} {node.name!r})")
     if missing:
-        have = sorted(f"{op}/{dtype}" for op, dtype in KERNELS)
+        have = sorted(f"{op}/{dtype}" for dtype in ("float32", "int8")
+                      for op in implementations(dtype))
         raise EdgekitError(f"the edgekit runtime has no kernel for {', '.join(missing)}; "
                            f"it has kernels for: {', '.join(have)}")
     return found

@@ -165,22 +165,6 @@ def _mul(ins, out) -> Step:
     return _binary(ins, out, True, "none")
 
 
-def _activation(name: str):
-    def prepare(ins, out) -> Step:
-        return bind(elementwise.clamp, ins[0].reshape(-1), *_BOUNDS[name], out.reshape(-1))
-
-    return prepare
-
-
-register("relu")(_activation("relu"))
-register("relu6")(_activation("relu6"))
-
-
-@register("leaky_relu")
-def _leaky_relu(ins, out, *, alpha) -> Step:
-    return bind(elementwise.leaky_relu, ins[0].reshape(-1), np.float32(alpha), out.reshape(-1))
-
-
 @register("maxpool2d")
 def _maxpool2d(ins, out, *, kernel, stride, padding, dilation) -> Step:
     return bind(pool.max_pool2d, ins[0], tuple(kernel), tuple(stride), tuple(padding[:2]),

@@ -4,8 +4,9 @@ Everything derived from quantization parameters (per-channel multipliers and shi
 bounds, zero-point-corrected biases, int16 weight copies) is computed here once; steps only run
 kernels. The arithmetic is TFLite's (``docs/quantized-graph.md``) down to how each multiplier is
 formed from the float32 scales a ``.tflite`` file stores, so that tflite-micro and this runtime
-agree bit for bit: ``_f32`` rounds every scale as the file would, and each op builds its real
-multipliers in the precision (double or float) its tflite-micro kernel uses.
+agree bit for bit: ``f32`` rounds every scale as the file would, and each op builds its real
+multipliers in the precision (double or float) its tflite-micro kernel uses
+(``edgekit.numerics.params``).
 
 Ops that only move values (reshape, concat) reuse the float32 prepare functions, whose kernels
 are exact on int8; softmax and layernorm run their float32 kernels between a dequantize and a
@@ -20,40 +21,20 @@ import numpy as np
 
 from edgekit.errors import EdgekitError
 from edgekit.graph import QuantParams
-from edgekit.quant.arith import quantize_multipliers
+from edgekit.numerics.arith import quantize_multipliers
+from edgekit.numerics.params import activation_bounds, f32
+from edgekit.numerics.params import zero_point as _zp
 from edgekit.runtime import float32
 from edgekit.runtime.kernels import (
-    elementwise,
     int8_conv,
     int8_elementwise,
     int8_gemm,
     int8_pool,
     pool,
 )
-from edgekit.runtime.registry import KERNELS, Step, bind, register, sequence
+from edgekit.runtime.registry import Step, bind, kernel, register, sequence
 
 ALIGN = 16
-
-
-def _f32(x) -> np.ndarray:
-    """Scales as float32 values (what a .tflite file holds), in float64 for the arithmetic."""
-    return np.asarray(x, np.float32).astype(np.float64)
-
-
-def _zp(q: QuantParams) -> int:
-    return int(q.zero_point[0])
-
-
-def _round_half_away(v: np.float32) -> int:
-    return int(np.sign(v) * np.floor(np.abs(v) + np.float32(0.5)))
-
-
-def activation_bounds(activation: str, q_out: QuantParams) -> tuple[int, int]:
-    """TFLite's CalculateActivationRangeQuantized: ``zp + round(f / scale)`` in float32."""
-    zp, scale = _zp(q_out), np.float32(q_out.scale[0])
-    lo = -128 if activation == "none" else max(-128, zp)
-    hi = 127 if activation != "relu6" else min(127, zp + _round_half_away(np.float32(6) / scale))
-    return lo, hi
 
 
 def _multipliers(reals: np.ndarray, channels: int) -> tuple[np.ndarray, np.ndarray]:
@@ -61,7 +42,7 @@ def _multipliers(reals: np.ndarray, channels: int) -> tuple[np.ndarray, np.ndarr
     return np.broadcast_to(m, (channels,)).copy(), np.broadcast_to(s, (channels,)).copy()
 
 
-def _check_shared(op: str, quant: list[QuantParams]) -> None:
+def check_shared(op: str, quant: list[QuantParams]) -> None:
     """Ops that only move values need their inputs and output quantized alike."""
     first = (quant[0].scale, quant[0].zero_point)
     if any((q.scale, q.zero_point) != first for q in quant[1:]):
@@ -117,8 +98,8 @@ def conv_multipliers(quant: list[QuantParams], channels: int, float_product: boo
     """TFLite's per-channel ``s_in * s_w[c] / s_out`` in double; per-tensor FULLY_CONNECTED
     multiplies ``s_in * s_w`` in float32 first (GetQuantizedConvolutionMultipler). Public
     because ``converters.to_c`` must derive the firmware's multipliers exactly this way."""
-    s_in, s_w, s_out = _f32(quant[0].scale[0]), _f32(quant[1].scale), _f32(quant[-1].scale[0])
-    product = _f32(np.float32(s_in) * np.float32(s_w)) if float_product else s_in * s_w
+    s_in, s_w, s_out = f32(quant[0].scale[0]), f32(quant[1].scale), f32(quant[-1].scale[0])
+    product = f32(np.float32(s_in) * np.float32(s_w)) if float_product else s_in * s_w
     return _multipliers(product / s_out, channels)
 
 
@@ -230,7 +211,7 @@ def _broadcast(x, y, out) -> tuple[np.ndarray, np.ndarray]:
 def _add(ins, out, *, activation, quant) -> Step:
     """TFLite's ADD: both inputs onto ``2 * max(s1, s2)`` with 20 bits of headroom, then out."""
     x, y = ins
-    s1, s2, s_out = (_f32(q.scale[0]) for q in quant)
+    s1, s2, s_out = (f32(q.scale[0]) for q in quant)
     twice_max = 2 * max(s1, s2)
     m, shift = quantize_multipliers(
         np.array([s1 / twice_max, s2 / twice_max,
@@ -243,37 +224,10 @@ def _add(ins, out, *, activation, quant) -> Step:
 @register("mul", "int8")
 def _mul(ins, out, *, quant) -> Step:
     x, y = ins
-    s1, s2, s_out = (_f32(q.scale[0]) for q in quant)
+    s1, s2, s_out = (f32(q.scale[0]) for q in quant)
     (m,), (shift,) = quantize_multipliers(np.array([s1 * s2 / s_out]))
     return bind(int8_elementwise.mul, x.reshape(-1), y.reshape(-1), *_broadcast(x, y, out),
                 _zp(quant[0]), _zp(quant[1]), _zp(quant[2]), int(m), int(shift), -128, 127,
-                out.reshape(-1))
-
-
-def _clamp(activation: str):
-    """relu/relu6 with the input's quantization: TFLite's requantization by exactly 1 is the
-    identity, so they are a clamp to the activation's bounds."""
-    def prepare(ins, out, *, quant) -> Step:
-        _check_shared(activation, quant)
-        return bind(elementwise.clamp, ins[0].reshape(-1),
-                    *activation_bounds(activation, quant[-1]), out.reshape(-1))
-
-    return prepare
-
-
-register("relu", "int8")(_clamp("relu"))
-register("relu6", "int8")(_clamp("relu6"))
-
-
-@register("leaky_relu", "int8")
-def _leaky_relu(ins, out, *, alpha, quant) -> Step:
-    """Multipliers ``s_in / s_out`` and ``alpha * s_in / s_out``, formed in float32 as
-    tflite-micro's LeakyReluPrepare does."""
-    s_in, s_out = np.float32(quant[0].scale[0]), np.float32(quant[1].scale[0])
-    reals = np.array([s_in / s_out, s_in * np.float32(alpha) / s_out], np.float32)
-    (m_id, m_alpha), (s_id, s_alpha) = quantize_multipliers(reals.astype(np.float64))
-    return bind(int8_elementwise.leaky_relu, ins[0].reshape(-1), _zp(quant[0]),
-                _zp(quant[1]), int(m_id), int(s_id), int(m_alpha), int(s_alpha),
                 out.reshape(-1))
 
 
@@ -283,8 +237,8 @@ def _value_mover(op: str):
     """The float32 prepare function of an op that only moves values, after checking that its
     inputs and output share one quantization."""
     def prepare(ins, out, *, quant, **attrs) -> Step:
-        _check_shared(op, quant)
-        return KERNELS[(op, "float32")].prepare(ins, out, **attrs)
+        check_shared(op, quant)
+        return kernel(op, "float32").prepare(ins, out, **attrs)
 
     return prepare
 
@@ -295,21 +249,21 @@ for _op in ("reshape", "concat"):
 
 @register("maxpool2d", "int8")
 def _maxpool2d(ins, out, *, kernel, stride, padding, dilation, quant) -> Step:
-    _check_shared("maxpool2d", quant)
+    check_shared("maxpool2d", quant)
     return bind(pool.max_pool2d, ins[0], tuple(kernel), tuple(stride),
                 tuple(padding[:2]), tuple(dilation), np.int8(-128), out)
 
 
 @register("avgpool2d", "int8")
 def _avgpool2d(ins, out, *, kernel, stride, padding, count_include_pad, quant) -> Step:
-    _check_shared("avgpool2d", quant)
+    check_shared("avgpool2d", quant)
     return bind(int8_pool.avg_pool2d, ins[0], tuple(kernel), tuple(stride),
                 tuple(padding[:2]), count_include_pad, _zp(quant[0]), out)
 
 
 @register("global_avgpool", "int8")
 def _global_avgpool(ins, out, *, quant) -> Step:
-    _check_shared("global_avgpool", quant)
+    check_shared("global_avgpool", quant)
     x = ins[0]
     return bind(int8_pool.global_avg, x.reshape(x.shape[0] * x.shape[1], -1), out.reshape(-1))
 
@@ -325,8 +279,8 @@ def _in_float(op: str):
     declared in docs/quantized-graph.md; tflite-micro's LUT softmax may differ by a step)."""
     def prepare(ins, out, *, quant, scratch, **attrs) -> Step:
         x_f, y_f = _carve(scratch, (ins[0].shape, np.float32), (out.shape, np.float32))
-        float_step = KERNELS[(op, "float32")].prepare([x_f, *ins[1:]], y_f, **attrs)
-        (z_in, s_in), (z_out, s_out) = [(int(q.zero_point[0]), float(_f32(q.scale[0])))
+        float_step = kernel(op, "float32").prepare([x_f, *ins[1:]], y_f, **attrs)
+        (z_in, s_in), (z_out, s_out) = [(int(q.zero_point[0]), float(f32(q.scale[0])))
                                         for q in (quant[0], quant[-1])]
         return sequence([(int8_elementwise.dequantize, ins[0].reshape(-1), z_in, s_in,
                           x_f.reshape(-1)),

@@ -1,4 +1,7 @@
-"""Kernels by (op, dtype): everything the executor knows about ops is in this table.
+"""What the executor needs of an op's runtime implementation: the prepare/step contract.
+
+An op registers its prepare function in its module in ``edgekit.ops`` under the backend named by
+the dtype it runs on ("float32", "int8"); ``kernel(op, dtype)`` reads it back.
 
 A prepare function runs once per node and batch size. It gets the node's input arrays (params,
 or views into the arena), its output view, and the node's attributes as keyword arguments; it
@@ -16,6 +19,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 
+from edgekit.ops import OPS, implementation
+
 Step = Callable[[], None]
 
 
@@ -26,17 +31,15 @@ class Kernel:
     dtype: str = "float32"
 
 
-KERNELS: dict[tuple[str, str], Kernel] = {}
+def kernel(op: str, dtype: str) -> Kernel | None:
+    """The runtime kernel of ``op`` on ``dtype`` inputs, or None."""
+    impl = implementation(op, dtype)
+    return None if impl is None else Kernel(impl.fn, impl.options.get("scratch"), dtype)
 
 
 def register(op: str, dtype: str = "float32", *, scratch: Callable[..., int] | None = None):
     """Decorator: ``prepare`` implements ``op`` on ``dtype`` inputs."""
-
-    def decorate(prepare: Callable[..., Step]) -> Callable[..., Step]:
-        KERNELS[(op, dtype)] = Kernel(prepare, scratch, dtype)
-        return prepare
-
-    return decorate
+    return OPS[op].implements(dtype, scratch=scratch)
 
 
 def bind(kernel: Callable, *args) -> Step:

@@ -27,14 +27,15 @@ import numpy as np
 
 from edgekit.errors import EdgekitError
 from edgekit.graph import Graph
+from edgekit.numerics.params import zero_point as _zp
 from edgekit.ops import NEURON_OPS
 from edgekit.quant.edge import graph_feeds, graph_results, time_average
 from edgekit.quant.spiking import add_multiplier, leak_multiplier, spike_amplitudes
 from edgekit.runtime.executor import Executor, Inputs, Program
-from edgekit.runtime.int8 import _aligned, _zp
+from edgekit.runtime.int8 import _aligned
 from edgekit.runtime.kernels import int8_elementwise, int8_pool, spiking
 from edgekit.runtime.planner import NaivePlanner, Planner
-from edgekit.runtime.registry import KERNELS, Kernel, Step, bind, register, sequence
+from edgekit.runtime.registry import Kernel, Step, bind, kernel, register, sequence
 
 ENCODINGS = ("direct", "rate")
 OUTPUTS = ("membrane", "spike_count")
@@ -170,7 +171,7 @@ INT8_KERNELS = {"if_neuron": Kernel(_int_neuron, dtype="int8"),
                 "lif_neuron": Kernel(_int_neuron, dtype="int8"),
                 "avgpool2d": Kernel(_sum_pool2d), "global_avgpool": Kernel(_global_sum),
                 "add": Kernel(_scaled_add, dtype="int8"),
-                "reshape": KERNELS[("reshape", "float32")]}
+                "reshape": kernel("reshape", "float32")}
 
 
 class SpikingExecutor(Executor):

@@ -12,7 +12,7 @@
 - the same at other strides (``strided_depthwise``): the padded plane split by stride phase,
   so that each tap is again one contiguous multiply-add.
 
-numba's cache does not see edits to ``edgekit.quant.arith``: clear it after changing that file.
+numba's cache does not see edits to ``edgekit.numerics.arith``: clear it after changing that file.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from edgekit.quant.arith import requantize
+from edgekit.numerics.arith import requantize
 
 
 @njit(cache=True)

@@ -3,7 +3,7 @@
 Multipliers and shifts arrive precomputed (``edgekit.runtime.int8``); ``add`` and ``mul`` take
 the second operand broadcast as ``elementwise.binary`` does (``dims``/``y_strides``). Also the
 conversions the float-inside kernels (softmax, layernorm) use at their edges, which round as
-``edgekit.quant.edge`` does. numba's cache does not see edits to ``edgekit.quant.arith``: clear
+``edgekit.quant.edge`` does. numba's cache does not see edits to ``edgekit.numerics.arith``: clear
 it after changing that file.
 """
 
@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from edgekit.quant.arith import clamp, multiply_by_quantized_multiplier, requantize
+from edgekit.numerics.arith import clamp, multiply_by_quantized_multiplier, requantize
 
 ADD_LEFT_SHIFT = 20  # TFLite's headroom for int8 ADD
 

@@ -4,7 +4,7 @@ per-channel requantization of depthwise accumulators.
 Accumulation is exact int32 as in TFLite, so the only rounding is ``requantize``'s, identical to
 tflite-micro's.
 
-The arithmetic comes from ``edgekit.quant.arith`` (inlined): numba's on-disk cache does not see
+The arithmetic comes from ``edgekit.numerics.arith`` (inlined): numba's on-disk cache does not see
 changes to that file, so clear the cache (``NUMBA_CACHE_DIR`` or ``__pycache__``) after editing it.
 """
 
@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from edgekit.quant.arith import requantize
+from edgekit.numerics.arith import requantize
 
 
 @njit(cache=True)

@@ -1,0 +1,25 @@
+"""numpy helpers the op references share (float64 inside, one rounding to float32 at the end)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+FUSED = {"none": lambda y: y, "relu": lambda y: np.maximum(y, 0),
+         "relu6": lambda y: np.clip(y, 0, 6)}
+
+
+def finish(y: np.ndarray, activation: str = "none") -> np.ndarray:
+    """``y`` through the fused activation, rounded once to float32."""
+    return FUSED[activation](y).astype(np.float32)
+
+
+def windows(x, kernel, stride, padding, dilation, fill):
+    """(N, C, OH, OW, KH*KW) view of every pooling/conv window of x padded with ``fill``."""
+    pt, pl, pb, pr = padding
+    x = np.pad(x.astype(np.float64), ((0, 0), (0, 0), (pt, pb), (pl, pr)), constant_values=fill)
+    (kh, kw), (sh, sw), (dh, dw) = kernel, stride, dilation
+    oh = (x.shape[2] - dh * (kh - 1) - 1) // sh + 1
+    ow = (x.shape[3] - dw * (kw - 1) - 1) // sw + 1
+    taps = [x[:, :, i * dh:i * dh + sh * (oh - 1) + 1:sh, j * dw:j * dw + sw * (ow - 1) + 1:sw]
+            for i in range(kh) for j in range(kw)]
+    return np.stack(taps, axis=-1)
