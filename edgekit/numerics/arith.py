@@ -1,6 +1,6 @@
 """TFLite's integer requantization arithmetic, as numba functions every int8 kernel shares.
 
-These are the exact formulas of the TFLite int8 specification (``../shared/ALGORITHMS.md``,
+These are the exact formulas of the TFLite int8 specification (``docs/algorithms.md``,
 "Integer arithmetic"): with them edgekit's runtime, the C firmware and tflite-micro produce
 bit-identical outputs. The C firmware has a twin of each function, tested on the same vectors.
 """
