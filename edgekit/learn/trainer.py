@@ -12,7 +12,6 @@ from __future__ import annotations
 import io
 import json
 import math
-import os
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -22,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from edgekit.errors import EdgekitError
+from edgekit.fileio import atomic_write_bytes
 from edgekit.graph import Graph
 from edgekit.learn.blocks import Block, from_graph, to_graph, zero_grads
 from edgekit.learn.memory import training_memory
@@ -213,19 +213,14 @@ def _diverged(what: str, path: Path | None) -> None:
 
 def _save(path: Path, config: dict, params: dict, buffers: dict, opt: Optimizer,
           history: list) -> None:
-    """Write the checkpoint beside its final name, flush it to disk, then rename it over."""
+    """Write the checkpoint atomically (``edgekit.fileio``): a kill mid-write keeps the last."""
     meta = {"config": config, "history": history, "opt_steps": opt.steps}
     arrays = {f"w/{k}": v for k, v in params.items()}
     arrays.update({f"b/{k}": v for k, v in buffers.items()})
     arrays.update({f"opt/{k}": v for k, v in opt.state.items()})
     buf = io.BytesIO()
     np.savez(buf, meta=np.array(json.dumps(meta)), **arrays)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        f.write(buf.getvalue())
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    atomic_write_bytes(path, buf.getvalue())
 
 
 def _load(path: Path, config: dict, params: dict, buffers: dict,
