@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from edgekit.errors import EdgekitError
+from edgekit.fileio import atomic_write
 from edgekit.ops import OPS, resolve_attrs
 
 FORMAT = "edgekit-model"
@@ -93,7 +94,8 @@ class Graph:
         return int(spec.macs(shapes, self.tensors[node.outputs[0]].shape, node.attrs))
 
     def save(self, path: str | Path) -> Path:
-        """Write the Graph to one ``.ekm`` file (atomically: a crash never leaves half a file)."""
+        """Write the Graph to one ``.ekm`` file, atomically (``edgekit.fileio``): a crash or a
+        full disk leaves the previous file, and concurrent saves each write a whole file."""
         self.validate()
         path = Path(path)
         doc = {
@@ -113,11 +115,9 @@ class Graph:
         }
         arrays = io.BytesIO()
         np.savez(arrays, **{f"p{i}": self.params[k] for i, k in enumerate(doc["params"])})
-        tmp = path.with_name(path.name + ".tmp")
-        with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as zf:
+        with atomic_write(path) as f, zipfile.ZipFile(f, "w", zipfile.ZIP_DEFLATED) as zf:
             zf.writestr("graph.json", json.dumps(doc, indent=1))
             zf.writestr("params.npz", arrays.getvalue())
-        tmp.replace(path)
         return path
 
 
