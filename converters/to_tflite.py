@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 
 from edgekit.errors import EdgekitError
+from edgekit.fileio import atomic_write_bytes
 from edgekit.graph import Graph, Node, QuantParams
 from edgekit.ops import implementation
 
@@ -72,7 +73,7 @@ def schema() -> ModuleType:
 def to_tflite(graph: Graph, path: str | Path) -> Path:
     """Write ``graph`` as a ``.tflite`` file; see ``tflite_model`` for the op map and layouts."""
     path = Path(path)
-    path.write_bytes(tflite_model(graph).data)
+    atomic_write_bytes(path, tflite_model(graph).data)
     return path
 
 
