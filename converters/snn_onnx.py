@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from edgekit.errors import EdgekitError
+from edgekit.fileio import atomic_write_bytes
 from edgekit.graph import Graph, Node
 from edgekit.ops import NEURON_OPS
 from edgekit.quant.spiking import add_multiplier, leak_multiplier, spike_amplitudes
@@ -37,10 +38,8 @@ from .to_onnx import _VISITORS, BATCH, _Emitter
 
 def snn_to_onnx(graph: Graph, path: str | Path) -> Path:
     """Write the spiking ``graph`` as an unrolled ``.onnx`` file."""
-    import onnx
-
     path = Path(path)
-    onnx.save_model(snn_onnx_model(graph), str(path))
+    atomic_write_bytes(path, snn_onnx_model(graph).SerializeToString())
     return path
 
 

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from edgekit.errors import EdgekitError
+from edgekit.fileio import atomic_write_bytes, check_folder
 from edgekit.graph import Graph, Node
 from edgekit.numerics.arith import quantize_multipliers
 from edgekit.numerics.params import activation_bounds
@@ -346,9 +347,10 @@ def model_header(writer: str, digest: str, arena_bytes: int, n_steps: int,
 def write_model(generated: tuple[str, str, str], outdir: str | Path) -> Path:
     """Write a generator's ``(model.c, model.h, digest)`` into ``outdir``; returns ``outdir``."""
     out = Path(outdir)
+    check_folder(out, create=True)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "model.c").write_text(generated[0])
-    (out / "model.h").write_text(generated[1])
+    atomic_write_bytes(out / "model.c", generated[0].encode())
+    atomic_write_bytes(out / "model.h", generated[1].encode())
     return out
 
 

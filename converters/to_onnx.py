@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from edgekit.errors import EdgekitError
+from edgekit.fileio import atomic_write_bytes
 from edgekit.graph import Graph, Node
 from edgekit.ops import implementation
 
@@ -32,10 +33,8 @@ BATCH = "batch"
 
 def to_onnx(graph: Graph, path: str | Path) -> Path:
     """Write ``graph`` as an ``.onnx`` file."""
-    import onnx
-
     path = Path(path)
-    onnx.save_model(onnx_model(graph), str(path))
+    atomic_write_bytes(path, onnx_model(graph).SerializeToString())
     return path
 
 
