@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from edgekit.errors import EdgekitError
 from edgekit.graph import Graph, load
 from edgekit.profile import counts, energy, latency, spiking
 from edgekit.profile.devices import DeviceProfile, load_profile, profile_names
@@ -49,6 +50,10 @@ def profile(graph: Graph | str | Path, target: str = "cpu", inputs: Any = None,
     target's own hardware (``cortex-m4``): that device is not attached, so latency is estimated
     from its clock and cycles per MAC and every such figure says so.
     """
+    if isinstance(runs, bool) or not isinstance(runs, int) or runs < 1:
+        raise EdgekitError(f"runs must be a whole number of timed runs >= 1, got {runs!r}")
+    if isinstance(warmup, bool) or not isinstance(warmup, int) or warmup < 0:
+        raise EdgekitError(f"warmup must be a whole number of runs >= 0, got {warmup!r}")
     if not isinstance(graph, Graph):
         name = name or Path(graph).stem
         graph = load(graph)
