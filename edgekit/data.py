@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from edgekit.errors import EdgekitError
+from edgekit.fileio import atomic_write
 
 
 @dataclass
@@ -20,9 +21,11 @@ class Dataset:
     y_test: np.ndarray
 
     def save(self, path: str | Path, split: str = "test") -> Path:
-        """Write one split as the CLI's data file convention: ``.npz`` with ``x`` and ``y``."""
+        """Write one split as the CLI's data file convention: ``.npz`` with ``x`` and ``y``
+        (to exactly ``path``, atomically)."""
         x, y = (self.x_test, self.y_test) if split == "test" else (self.x_train, self.y_train)
-        np.savez(path, x=x, y=y)
+        with atomic_write(path) as f:
+            np.savez(f, x=x, y=y)
         return Path(path)
 
 

@@ -22,6 +22,7 @@ import edgekit
 from edgekit import metrics
 from edgekit.cli import describe
 from edgekit.console import progress, table
+from edgekit.fileio import atomic_write, atomic_write_bytes
 
 
 def run_demo(out: Path = Path("edgekit-demo"), size: int = 16, epochs: int = 15) -> dict[str, Any]:
@@ -38,7 +39,8 @@ def run_demo(out: Path = Path("edgekit-demo"), size: int = 16, epochs: int = 15)
                        progress=partial(progress, desc="train digits CNN (torch)"))
     example = (torch.from_numpy(ds.x_test[:1]),)
     program = torch.export.export(net, example)
-    torch.export.save(program, str(out / "digits_cnn.pt2"))
+    with atomic_write(out / "digits_cnn.pt2") as f:
+        torch.export.save(program, f)
 
     graph = edgekit.from_torch(program)
     graph.save(out / "digits_cnn.ekm")
@@ -75,7 +77,7 @@ def run_demo(out: Path = Path("edgekit-demo"), size: int = 16, epochs: int = 15)
     report["finetune"] = finetune_on_device(graph, ds, out)
     report["mcu"] = on_the_microcontroller(out, ds)
     report["spiking"] = spiking_network(out, ds, epochs)
-    (out / "report.json").write_text(json.dumps(report, indent=1))
+    atomic_write_bytes(out / "report.json", json.dumps(report, indent=1).encode())
     print(f"\nartefacts in {out}/: digits_cnn.pt2, digits_cnn.ekm, digits_cnn.int8.ekm, "
           "digits_cnn.int8.tflite, digits_cnn.int8.onnx, digits_snn.ekm, digits_snn.int8.ekm, "
           "digits_test.npz, report.json")

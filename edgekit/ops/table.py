@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from edgekit.fileio import atomic_write_bytes
 from edgekit.ops import OPS
 from edgekit.ops.backends import BACKENDS
 
@@ -49,7 +50,7 @@ def write(path: Path) -> None:
     if START not in text or END not in text:
         raise SystemExit(f"{path} has no {START} ... {END} markers")
     head, rest = text.split(START, 1)
-    path.write_text(head + support_table() + rest.split(END, 1)[1])
+    atomic_write_bytes(path, (head + support_table() + rest.split(END, 1)[1]).encode())
 
 
 def main() -> None:

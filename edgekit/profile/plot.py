@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from edgekit.errors import EdgekitError
+from edgekit.fileio import atomic_write
 
 if TYPE_CHECKING:
     from edgekit.profile.report import Report
@@ -76,9 +77,29 @@ def plot_pareto(rows: list[dict[str, Any]], path: str | Path) -> Path:
     return _save(plt, fig, path)
 
 
+def plot_format(path: str | Path) -> str:
+    """The image format ``path`` asks for: its suffix, or png without one. Commands call this
+    before any work, so a suffix matplotlib cannot write fails first, not after profiling."""
+    fmt = Path(path).suffix[1:].lower() or "png"
+    _pyplot()
+    from matplotlib.backend_bases import FigureCanvasBase
+
+    known = FigureCanvasBase.get_supported_filetypes()
+    if fmt not in known:
+        raise EdgekitError(f"{path}: matplotlib cannot write .{fmt} images; use one of "
+                           f"{', '.join('.' + k for k in sorted(known))}")
+    return fmt
+
+
 def _save(plt: Any, fig: Any, path: str | Path) -> Path:
+    """Write the figure to exactly ``path``, atomically (matplotlib given a name would add
+    .png to one without a suffix)."""
     fig.tight_layout()
     path = Path(path)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    fmt = plot_format(path)
+    try:
+        with atomic_write(path) as f:
+            fig.savefig(f, format=fmt, dpi=100)
+    finally:
+        plt.close(fig)
     return path

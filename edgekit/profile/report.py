@@ -12,6 +12,7 @@ from typing import Any
 
 from edgekit.console import table
 from edgekit.errors import EdgekitError
+from edgekit.fileio import atomic_write_bytes
 
 SCHEMA_ID = "edgekit-profile/1"
 
@@ -112,7 +113,7 @@ class Report:
     def save_json(self, path: str | Path) -> Path:
         validate(self.data)
         path = Path(path)
-        path.write_text(json.dumps(self.data, indent=1))
+        atomic_write_bytes(path, json.dumps(self.data, indent=1).encode())
         return path
 
     def plot(self, path: str | Path) -> Path:
