@@ -83,16 +83,15 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
 def check_folder(folder: str | Path, create: bool = False) -> None:
     """Refuse a folder that cannot take new files: missing (unless ``create``, when its nearest
     existing parent must take the new folder), a file, or not writable by this user."""
-    folder = Path(folder)
-    probe = folder.absolute()
+    folder = probe = Path(folder)
     while create and not probe.exists() and probe.parent != probe:
         probe = probe.parent
     if not probe.exists():
         raise EdgekitError(f"{folder}: no such folder; create it first")
     if not probe.is_dir():
-        raise EdgekitError(f"{_shown(probe, folder)}: is a file, not a folder")
+        raise EdgekitError(f"{probe}: is a file, not a folder")
     if not os.access(probe, os.W_OK | os.X_OK):
-        raise EdgekitError(f"{_shown(probe, folder)}: folder is not writable")
+        raise EdgekitError(f"{probe}: the folder is not writable")
 
 
 def check_file(path: str | Path, inputs: Iterable[str | Path | None] = (),
@@ -106,7 +105,10 @@ def check_file(path: str | Path, inputs: Iterable[str | Path | None] = (),
         if source is not None and _same_file(path, Path(source)):
             raise EdgekitError(f"{path}: would overwrite {source}, an input of this command; "
                                "choose another output")
-    check_folder(path.parent, create=create_folder)
+    try:
+        check_folder(path.parent, create=create_folder)
+    except EdgekitError as err:
+        raise EdgekitError(f"cannot write {path}: {err}") from None
     _check_replaceable(path, Path(os.path.realpath(path)))
 
 
@@ -123,10 +125,6 @@ def _same_file(a: Path, b: Path) -> bool:
         return os.path.samefile(a, b)
     except OSError:  # one does not exist (yet)
         return a.resolve() == b.resolve()
-
-
-def _shown(probe: Path, given: Path) -> Path | str:
-    return given if probe == given.absolute() else probe
 
 
 def _cannot_write(path: Path, err: OSError) -> EdgekitError:
