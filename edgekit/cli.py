@@ -16,6 +16,7 @@ import numpy as np
 import edgekit
 from edgekit.console import table
 from edgekit.errors import EdgekitError
+from edgekit.fileio import atomic_write, atomic_write_bytes, check_file, check_folder
 from edgekit.graph import Graph
 from edgekit.profile.counts import describe
 
@@ -73,26 +74,26 @@ def cmd_convert(args: argparse.Namespace) -> None:
     if unknown or not formats:
         raise EdgekitError(f"--to takes a comma-separated list of {', '.join(WRITERS)}; "
                            f"got {args.to!r}")
+    out = Path(args.output)
+    single = formats == ["ekm"] and not args.quantize and out.suffix == ".ekm"
+    paths = _convert_outputs(args, formats, out, single)
     graph = load_model(args.model)
     if args.to_snn:
         graph = _to_snn(graph, args)
-    out = Path(args.output)
-    single = formats == ["ekm"] and not args.quantize and out.suffix == ".ekm"
     if single:
         print(f"wrote {graph.save(out)} ({len(graph.nodes)} nodes, {len(graph.params)} params)")
         return
     if args.quantize and not args.calibration_data:
         raise EdgekitError("--quantize needs --calibration-data data.npz (inputs in 'x')")
     out.mkdir(parents=True, exist_ok=True)
-    stem = Path(args.model).stem
     float_graph = graph
     if args.quantize:
         calib = load_array(args.calibration_data)
         graph = edgekit.quantize(graph, calib, scheme=args.quantize,
                                  calibration=args.calibration)
-        print(f"wrote {float_graph.save(out / f'{stem}.float.ekm')} (float reference)")
+        print(f"wrote {float_graph.save(paths['float'])} (float reference)")
     for fmt in formats:
-        path = out / f"{stem}.{fmt}"
+        path = paths[fmt]
         if fmt == "ekm":
             graph.save(path)
         elif args.to_snn and fmt == "onnx":
@@ -112,6 +113,26 @@ def cmd_convert(args: argparse.Namespace) -> None:
         print(table(["layer", "op", "SQNR dB", "drop dB", ""],
                     [(r["layer"], r["op"], r["sqnr_db"], r["drop_db"],
                       "<- costs the most" if r["worst"] else "") for r in rows]))
+
+
+def _convert_outputs(args: argparse.Namespace, formats: list[str], out: Path,
+                     single: bool) -> dict[str, Path]:
+    """The file ``convert`` writes per format (and ``float``, the float reference beside an
+    int8 model), each checked before any work: writable, and none an input of the command."""
+    if single:
+        paths = {"ekm": out}
+    else:
+        if out.exists() and not out.is_dir():
+            raise EdgekitError(f"{out}: is a file; -o names a folder when quantizing or writing "
+                               "more than one .ekm")
+        check_folder(out, create=True)
+        stem = Path(args.model).stem
+        paths = {fmt: out / f"{stem}.{fmt}" for fmt in formats}
+        if args.quantize:
+            paths["float"] = out / f"{stem}.float.ekm"
+    for path in paths.values():
+        check_file(path, (args.model, args.calibration_data), create_folder=not single)
+    return paths
 
 
 def _to_snn(graph: edgekit.Graph, args: argparse.Namespace) -> edgekit.Graph:
@@ -185,12 +206,21 @@ def cmd_inspect(args: argparse.Namespace) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> None:
+    if args.output:
+        if Path(args.output).suffix.lower() not in (".npy", ".npz"):
+            raise EdgekitError(f"--output {args.output}: name a .npy file, or a .npz file (the "
+                               "outputs stored as 'y')")
+        check_file(args.output, (args.model, args.input))
     graph = load_model(args.model)
     x = load_array(args.input)
     with edgekit.deploy(graph, target=args.target) as session:
         y = session.run(x)
     if args.output:
-        np.save(args.output, y)
+        with atomic_write(args.output) as f:
+            if Path(args.output).suffix.lower() == ".npz":
+                np.savez(f, y=y)
+            else:
+                np.save(f, y)
     if args.json:
         print(json.dumps({"shape": list(y.shape), "argmax": y.argmax(-1).tolist()}))
     else:
@@ -219,6 +249,7 @@ def cmd_targets(args: argparse.Namespace) -> None:
 def cmd_demo(args: argparse.Namespace) -> None:
     from edgekit.demo import run_demo
 
+    check_folder(args.out, create=True)
     report = run_demo(Path(args.out))
     if args.json:
         print(json.dumps(report, indent=1))
@@ -227,8 +258,13 @@ def cmd_demo(args: argparse.Namespace) -> None:
 def cmd_profile(args: argparse.Namespace) -> None:
     from edgekit.profile import profile
     from edgekit.profile.compare import compare
-    from edgekit.profile.plot import plot_pareto
+    from edgekit.profile.plot import plot_format, plot_pareto
 
+    for out in (args.json, args.plot):
+        if out:
+            check_file(out, [args.model, *(args.compare or []), args.labels, args.profile])
+    if args.plot:
+        plot_format(args.plot)
     data = load_data(args.labels) if args.labels else None
     models = [args.model] * bool(args.model) + (args.compare or [])
     if not models:
@@ -249,7 +285,7 @@ def cmd_profile(args: argparse.Namespace) -> None:
         if args.plot:
             print(f"wrote {plot_pareto(rows, args.plot)}")
         if args.json:
-            Path(args.json).write_text(json.dumps(rows, indent=1))
+            atomic_write_bytes(args.json, json.dumps(rows, indent=1).encode())
             print(f"wrote {args.json}")
         return
     graph = load_model(args.model)
@@ -274,6 +310,9 @@ def cmd_finetune(args: argparse.Namespace) -> None:
     from edgekit.console import progress
     from edgekit.learn import finetune
 
+    checkpoint = args.checkpoint or f"{args.out}.ckpt"
+    check_file(args.out, (args.model, args.data, checkpoint))
+    check_file(checkpoint, (args.model, args.data))
     graph = load_model(args.model)
     x, y = load_data(args.data)
     if y is None:
@@ -288,7 +327,7 @@ def cmd_finetune(args: argparse.Namespace) -> None:
     tuned, history = finetune(
         graph, x, y, rule=args.rule, epochs=args.epochs, lr=args.lr, batch_size=args.batch_size,
         layers=layers, seed=args.seed, online=args.online, norm=args.norm,
-        checkpoint=args.checkpoint or f"{args.out}.ckpt", resume=args.resume,
+        checkpoint=checkpoint, resume=args.resume,
         progress=lambda epochs: progress(epochs, desc=f"finetune ({args.rule})"),
         on_epoch=report)
     tuned.save(args.out)
