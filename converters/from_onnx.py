@@ -92,6 +92,25 @@ class _Node:
         """Append Graph op ``op`` on ``inputs``, named after this node."""
         return Act(self.b.node(op, [x.name for x in inputs], attrs, name=self.name))
 
+    def param(self, value: Any, suffix: str) -> Act:
+        """Constant ``value`` as a param of the Graph, named after this node."""
+        return const_param(self.b, value, f"{self.name}.{suffix}")
+
+    def const(self, value: Any, what: str) -> Any:
+        """An input that must be known at import time; ``what`` names the unsupported use."""
+        if isinstance(value, Act) or value is None:
+            raise Unsupported(what)
+        return value
+
+    def pads(self, sizes, kernel, stride, dilation) -> list[int]:
+        """Explicit pads (already [begins..., ends...]) or the ones auto_pad implies."""
+        auto = self.get("auto_pad", "NOTSET")
+        if auto in ("SAME_UPPER", "SAME_LOWER"):
+            return same_pads(sizes, kernel, stride, dilation, lower=auto == "SAME_LOWER")
+        if auto == "VALID":
+            return [0] * 2 * len(kernel)
+        return list(self.get("pads", [0] * 2 * len(kernel)))
+
 
 class _OnnxImporter(Importer):
     def __init__(self, model):
@@ -220,32 +239,16 @@ def _input_shape(value) -> tuple[int, ...]:
     return (1, *(d.dim_value for d in dims[1:]))
 
 
-def _const(value, what: str):
-    if isinstance(value, Act) or value is None:
-        raise Unsupported(what)
-    return value
-
-
 # --------------------------------------------------------------------------- lowerings
 
 
 def _conv(n, x, w, bias=None):
-    w = _const(w, "Conv with a non-constant weight")
-    bias = None if bias is None else _const(bias, "Conv with a non-constant bias")
+    w = n.const(w, "Conv with a non-constant weight")
+    bias = None if bias is None else n.const(bias, "Conv with a non-constant bias")
     nd = w.ndim - 2
     stride, dil = n.get("strides", [1] * nd), n.get("dilations", [1] * nd)
-    return emit_conv(n.b, x, w, bias, stride, _pads(n, n.shape(x)[2:], w.shape[2:], stride, dil),
+    return emit_conv(n.b, x, w, bias, stride, n.pads(n.shape(x)[2:], w.shape[2:], stride, dil),
                      dil, n.get("group", 1), n.name)
-
-
-def _pads(n, sizes, kernel, stride, dilation) -> list[int]:
-    """Explicit pads (already [begins..., ends...]) or the ones auto_pad implies."""
-    auto = n.get("auto_pad", "NOTSET")
-    if auto in ("SAME_UPPER", "SAME_LOWER"):
-        return same_pads(sizes, kernel, stride, dilation, lower=auto == "SAME_LOWER")
-    if auto == "VALID":
-        return [0] * 2 * len(kernel)
-    return list(n.get("pads", [0] * 2 * len(kernel)))
 
 
 def _gemm(n, a, b, c=None):
@@ -253,7 +256,7 @@ def _gemm(n, a, b, c=None):
         raise Unsupported("Gemm(transA=1)")
     if not isinstance(a, Act):
         raise Unsupported("Gemm with a constant A")
-    b = _const(b, "Gemm with a non-constant B")
+    b = n.const(b, "Gemm with a non-constant B")
     w = (b if n.get("transB", 0) else b.T) * n.get("alpha", 1.0)
     out = w.shape[0]
     inputs = [a.name, const_param(n.b, w, f"{n.name}.weight").name]
@@ -282,7 +285,7 @@ def _matmul(n, a, b):
 def _batchnorm(n, x, scale, bias, mean, var, *_):
     if n.get("training_mode", 0) or n.n_out > 1:
         raise Unsupported("BatchNormalization in training mode")
-    values = [_const(v, "BatchNormalization with non-constant statistics")
+    values = [n.const(v, "BatchNormalization with non-constant statistics")
               for v in (mean, var, scale, bias)]
     return Act(n.b.batchnorm(x.name, *values, float(n.get("epsilon", 1e-5)), n.name))
 
@@ -291,7 +294,7 @@ def _clip(n, x, lo=None, hi=None):
     """Clip(0, 6) is ReLU6 and Clip(0, inf) ReLU; opset < 11 gives the bounds as attributes."""
     lo = n.get("min") if n.opset < 11 else lo
     hi = n.get("max") if n.opset < 11 else hi
-    lo, hi = (None if v is None else float(_const(v, "Clip with computed bounds"))
+    lo, hi = (None if v is None else float(n.const(v, "Clip with computed bounds"))
               for v in (lo, hi))
     op = {(0.0, 6.0): "relu6", (0.0, None): "relu", (0.0, math.inf): "relu"}.get((lo, hi))
     if op is None:
@@ -307,7 +310,7 @@ def _pool(kind: str):
         stride, dil = n.get("strides", [1] * len(kernel)), n.get("dilations", [1] * len(kernel))
         if len(kernel) != 2:
             raise Unsupported(f"{kind} over {len(kernel)}-D input")
-        pads = _pads(n, n.shape(x)[2:], kernel, stride, dil)
+        pads = n.pads(n.shape(x)[2:], kernel, stride, dil)
         spans = [size + p0 + p1 - (k - 1) * d - 1 for size, k, d, p0, p1
                  in zip(n.shape(x)[2:], kernel, dil, pads[:2], pads[2:], strict=True)]
         if n.get("ceil_mode", 0) and any(span % s for span, s in zip(spans, stride, strict=True)):
@@ -339,7 +342,7 @@ def _reshape(n, x, shape):
     """The target's first entry is the batch slot (0, -1 or the export's batch size, all
     meaning 'keep the batch'); the rest is the per-sample shape, with ONNX's 0 (copy the
     input dim, unless allowzero) and -1 (infer) resolved against the per-sample size."""
-    target = [int(d) for d in _const(shape, "Reshape with a computed shape")]
+    target = [int(d) for d in n.const(shape, "Reshape with a computed shape")]
     src = n.shape(x)
     rest = [src[i] if d == 0 and not n.get("allowzero", 0) and i < len(src) else d
             for i, d in enumerate(target[1:], 1)]
@@ -383,9 +386,9 @@ def _layernorm(n, x, scale, bias=None):
     shape = n.shape(x)
     k = len(shape) - n.get("axis", -1) % len(shape)
     norm = shape[-k:]
-    gamma = np.broadcast_to(_const(scale, "LayerNormalization with a computed scale"), norm)
+    gamma = np.broadcast_to(n.const(scale, "LayerNormalization with a computed scale"), norm)
     beta = np.zeros(norm) if bias is None else np.broadcast_to(
-        _const(bias, "LayerNormalization with a computed bias"), norm)
+        n.const(bias, "LayerNormalization with a computed bias"), norm)
     inputs = [x.name, const_param(n.b, gamma, f"{n.name}.weight").name,
               const_param(n.b, beta, f"{n.name}.bias").name]
     y = Act(n.b.node("layernorm", inputs,

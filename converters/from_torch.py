@@ -179,7 +179,7 @@ def from_torch(model: Any, example_inputs: Any = None) -> Graph:
     else:
         raise EdgekitError(f"from_torch takes an nn.Module or a torch.export.ExportedProgram, "
                            f"got {type(model).__name__}")
-    return _TorchImporter(program).run()
+    return _TorchImporter(_functional(program)).run()
 
 
 def _export(module, example_inputs):
@@ -205,6 +205,23 @@ def _export(module, example_inputs):
             m.training = training
 
 
+def _functional(program):
+    """``program`` without in-place calls. ``torch.export``'s default IR keeps them as the
+    model's modules made them (``relu_``, ``add_``, ``hardtanh_``, ``hardswish_``,
+    ``dropout_``: torchvision's ``inplace=True`` layers and ``out += identity``); functionalizing
+    with an empty decomposition table turns each into its out-of-place op, with the aliasing
+    resolved by torch itself, and decomposes nothing else (conv2d, linear, hardswish stay;
+    batch_norm and dropout take their functional inference forms, which the walk reads)."""
+    if not any(getattr(getattr(node.target, "_schema", None), "is_mutable", False)
+               for node in program.graph.nodes if node.op == "call_function"):
+        return program
+    try:
+        return program.run_decompositions({})
+    except Exception as err:  # torch raises many types; users need the gist, not the trace
+        raise EdgekitError(f"torch could not functionalize the program's in-place ops: "
+                           f"{_gist(err)}") from None
+
+
 def _gist(err: Exception, lines: int = 3, chars: int = 500) -> str:
     text = [ln.strip() for ln in str(err).splitlines() if ln.strip()][:lines]
     gist = " / ".join(text) or type(err).__name__
@@ -226,6 +243,17 @@ class _Call:
     def emit(self, op: str, inputs: list[Act], attrs: dict[str, Any] | None = None) -> Act:
         """Append Graph op ``op`` on ``inputs``, named after this call."""
         return Act(self.b.node(op, [x.name for x in inputs], attrs, name=self.name))
+
+    def param(self, value: Any, suffix: str) -> Act:
+        """Constant ``value`` as a param of the Graph, named after this call."""
+        return const_param(self.b, value, f"{self.name}.{suffix}")
+
+    def const(self, value: Any, what: str) -> np.ndarray | None:
+        """A weight argument as a numpy array (None stays None); ``what`` names the op when
+        it is an activation instead (unsupported)."""
+        if isinstance(value, Act):
+            raise Unsupported(f"{what} with a non-constant weight")
+        return _np(value)
 
 
 class _TorchImporter(Importer):
@@ -332,13 +360,7 @@ def _np(value):
     return None if value is None else value.detach().cpu().numpy()
 
 
-def _need_const(value, what: str):
-    if isinstance(value, Act):
-        raise Unsupported(f"{what} with a non-constant weight")
-    return value
-
-
-def _ints(value, n: int) -> list[int]:
+def ints(value, n: int) -> list[int]:
     """An int or a list of ints (length 1 or n) as n ints: ATen shortens repeated values."""
     values = [int(value)] if isinstance(value, int) else [int(v) for v in value]
     return values * n if len(values) == 1 else values
@@ -349,16 +371,16 @@ def _ints(value, n: int) -> list[int]:
 
 def _conv(c, x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
     """aten.conv1d/conv2d (.default and .padding with 'same'/'valid')."""
-    w = _np(_need_const(weight, "convolution"))
+    w = c.const(weight, "convolution")
     nd = w.ndim - 2
-    stride, dilation = _ints(stride, nd), _ints(dilation, nd)
+    stride, dilation = ints(stride, nd), ints(dilation, nd)
     if padding == "same":
         pads = same_pads(c.b.shape(x.name)[2:], w.shape[2:], stride, dilation)
     elif padding == "valid":
         pads = [0] * 2 * nd
     else:
-        pads = _ints(padding, nd) * 2
-    return emit_conv(c.b, x, w, _np(_need_const(bias, "convolution")), stride, pads, dilation,
+        pads = ints(padding, nd) * 2
+    return emit_conv(c.b, x, w, c.const(bias, "convolution"), stride, pads, dilation,
                      groups, c.name)
 
 
@@ -371,10 +393,10 @@ def _convolution(c, x, weight, bias, stride, padding, dilation, transposed, outp
 
 
 def _linear(c, x, weight, bias=None):
-    w = _np(_need_const(weight, "linear"))
+    w = c.const(weight, "linear")
     inputs = [x.name, const_param(c.b, w, f"{c.name}.weight").name]
     if bias is not None:
-        inputs.append(const_param(c.b, _np(_need_const(bias, "linear")), f"{c.name}.bias").name)
+        inputs.append(const_param(c.b, c.const(bias, "linear"), f"{c.name}.bias").name)
     return Act(c.b.node("linear", inputs, name=c.name))
 
 
@@ -421,8 +443,8 @@ def _hardtanh(c, x, min_val=-1.0, max_val=1.0):
 def _pool(c, kind, x, kernel_size, stride, padding, dilation_, ceil_mode, **attrs):
     """The Graph's pools round down; ceil_mode=True is accepted where it gives the same size
     (torch drops a last window that would start in the right padding)."""
-    kernel, pad, dil = _ints(kernel_size, 2), _ints(padding, 2), _ints(dilation_, 2)
-    stride = _ints(stride or kernel, 2)
+    kernel, pad, dil = ints(kernel_size, 2), ints(padding, 2), ints(dilation_, 2)
+    stride = ints(stride or kernel, 2)
     for n, k, s, p, d in zip(c.b.shape(x.name)[2:], kernel, stride, pad, dil, strict=True):
         span = n + 2 * p - d * (k - 1) - 1
         if ceil_mode and span >= 0 and span % s and (span // s + 1) * s < n + p:
@@ -440,14 +462,14 @@ def _avg_pool2d(c, x, kernel_size, stride=(), padding=0, ceil_mode=False,
 
 def _max_pool2d(c, x, kernel_size, stride=(), padding=0, dilation=1, ceil_mode=False):
     return _pool(c, "maxpool2d", x, kernel_size, stride, padding, dilation, ceil_mode,
-                 dilation=_ints(dilation, 2))
+                 dilation=ints(dilation, 2))
 
 
 def _adaptive_avg_pool2d(c, x, output_size):
     """Output 1x1 is a global average pool; an output that divides the input evenly is a
     plain average pool; anything else has uneven windows the Graph cannot express."""
     size = c.b.shape(x.name)[2:]
-    out = _ints(output_size, 2)
+    out = ints(output_size, 2)
     if out == [1, 1]:
         return Act(c.b.node("global_avgpool", [x.name], name=c.name))
     if len(size) != 2 or any(n % o for n, o in zip(size, out, strict=True)):
@@ -510,8 +532,8 @@ def _softmax(c, x, dim, *_, **__):
 
 def _layer_norm(c, x, normalized_shape, weight=None, bias=None, eps=1e-5, cudnn_enable=True):
     shape = [int(d) for d in normalized_shape]
-    gamma = np.ones(shape, np.float32) if weight is None else _np(_need_const(weight, "layer_norm"))
-    beta = np.zeros(shape, np.float32) if bias is None else _np(_need_const(bias, "layer_norm"))
+    gamma = np.ones(shape, np.float32) if weight is None else c.const(weight, "layer_norm")
+    beta = np.zeros(shape, np.float32) if bias is None else c.const(bias, "layer_norm")
     inputs = [x.name, const_param(c.b, gamma, f"{c.name}.weight").name,
               const_param(c.b, beta, f"{c.name}.bias").name]
     return Act(c.b.node("layernorm", inputs, {"normalized_ndim": len(shape), "eps": float(eps)},

@@ -262,6 +262,45 @@ class _Writer:
         layout = self.layout[node.inputs[0]]
         self.op(code, [self.value(node.inputs[0], layout)], [self.output(node, layout)], options)
 
+    def pad(self, x: int, padding: list[int], fill: float | None = None) -> int:
+        """An explicit PAD of NHWC ``x`` by [top, left, bottom, right] (zeros, i.e. the zero
+        point for int8) or PADV2 with ``fill``."""
+        t, left, b, r = padding
+        n, h, wd, c = self.shape(x)
+        out = self.derived(x, [n, h + t + b, wd + left + r, c], "/pad")
+        pads = self.int32([[0, 0], [t, b], [left, r], [0, 0]])
+        if fill is None:
+            self.op("PAD", [x, pads], [out])
+        else:
+            value = self.constant(f"{self.tensors[x].name}/fill", np.array([fill], self.dtype(x)),
+                                  self.tensors[x].quantization)
+            self.op("PADV2", [x, pads, value], [out])
+        return out
+
+    def window_mode(self, x: int, out: int, window: list[int], stride: list[int],
+                    padding: list[int], fill: float | None = None) -> tuple[int, str]:
+        """(input, "SAME"/"VALID") for a windowed op on NHWC ``x``, padding explicitly when
+        TFLite's own padding cannot give the Graph's."""
+        mode = padding_mode(self.shape(x)[1:3], self.shape(out)[1:3], window, stride, padding)
+        if mode is None:
+            return self.pad(x, padding, fill), "VALID"
+        return x, mode
+
+    def weight(self, node: Node, data: np.ndarray, axis: int) -> int:
+        """The node's weight (input 1) as ``data`` (in TFLite's layout), its per-channel
+        quantization moved to TFLite's ``axis``."""
+        info = self.graph.tensors[node.inputs[1]]
+        return self.constant(node.inputs[1], np.ascontiguousarray(data),
+                             self.quant(info.quant, axis))
+
+    def bias(self, node: Node, channels: int) -> int:
+        """The node's bias (input 2), or zeros for a float Graph; int8 kernels need one."""
+        if len(node.inputs) > 2:
+            return self.value(node.inputs[2], (0,))
+        if self.int8:
+            raise EdgekitError("int8 conv/linear needs an int32 bias (docs/quantized-graph.md)")
+        return self.constant(f"{node.outputs[0]}/bias", np.zeros(channels, np.float32))
+
     def reshape(self, src: int, dst: int) -> None:
         self.op("RESHAPE", [src, self.int32([-1, *self.shape(dst)[1:]])], [dst])
 
@@ -294,7 +333,7 @@ class _Writer:
 
 # --- visitors: one per Graph op ---------------------------------------------------------------
 
-def _padding_mode(in_hw: list[int], out_hw: list[int], window: list[int], stride: list[int],
+def padding_mode(in_hw: list[int], out_hw: list[int], window: list[int], stride: list[int],
                   padding: list[int]) -> str | None:
     """"VALID" or "SAME" when TFLite's own padding gives the Graph's, else None.
 
@@ -310,65 +349,27 @@ def _padding_mode(in_hw: list[int], out_hw: list[int], window: list[int], stride
     return "SAME"
 
 
-def _pad(w: _Writer, x: int, padding: list[int], fill: float | None = None) -> int:
-    """An explicit PAD (zeros, i.e. the zero point for int8) or PADV2 with ``fill``."""
-    t, left, b, r = padding
-    n, h, wd, c = w.shape(x)
-    out = w.derived(x, [n, h + t + b, wd + left + r, c], "/pad")
-    pads = w.int32([[0, 0], [t, b], [left, r], [0, 0]])
-    if fill is None:
-        w.op("PAD", [x, pads], [out])
-    else:
-        value = w.constant(f"{w.tensors[x].name}/fill", np.array([fill], w.dtype(x)),
-                           w.tensors[x].quantization)
-        w.op("PADV2", [x, pads, value], [out])
-    return out
-
-
-def _window_mode(w: _Writer, x: int, out: int, window: list[int], stride: list[int],
-                 padding: list[int], fill: float | None = None) -> tuple[int, str]:
-    """(input, "SAME"/"VALID") for a windowed op, padding explicitly when TFLite cannot."""
-    mode = _padding_mode(w.shape(x)[1:3], w.shape(out)[1:3], window, stride, padding)
-    if mode is None:
-        return _pad(w, x, padding, fill), "VALID"
-    return x, mode
-
-
-def _bias(w: _Writer, node: Node, channels: int) -> int:
-    if len(node.inputs) > 2:
-        return w.value(node.inputs[2], (0,))
-    if w.int8:
-        raise EdgekitError("int8 conv/linear needs an int32 bias (docs/quantized-graph.md)")
-    return w.constant(f"{node.outputs[0]}/bias", np.zeros(channels, np.float32))
-
-
-def _weight(w: _Writer, node: Node, data: np.ndarray, axis: int) -> int:
-    """A weight constant, its per-channel quantization moved to TFLite's ``axis``."""
-    info = w.graph.tensors[node.inputs[1]]
-    return w.constant(node.inputs[1], np.ascontiguousarray(data), w.quant(info.quant, axis))
-
-
 def _conv(w: _Writer, node: Node, x: int, weight: np.ndarray, stride: list[int],
           padding: list[int], dilation: list[int], out: int) -> None:
     """CONV_2D or DEPTHWISE_CONV_2D on NHWC tensors from an OIHW weight."""
     groups, cin, cout = node.attrs["groups"], w.shape(x)[3], weight.shape[0]
     if groups == 1:
         code, opts = "CONV_2D", w.options("Conv2D")
-        filt = _weight(w, node, weight.transpose(0, 2, 3, 1), 0)
+        filt = w.weight(node, weight.transpose(0, 2, 3, 1), 0)
     elif groups == cin:
         code, opts = "DEPTHWISE_CONV_2D", w.options("DepthwiseConv2D",
                                                      depthMultiplier=cout // cin)
-        filt = _weight(w, node, weight.transpose(1, 2, 3, 0), 3)
+        filt = w.weight(node, weight.transpose(1, 2, 3, 0), 3)
     else:
         raise EdgekitError(f"grouped convolution (groups={groups} of {cin} channels) has no "
                            "TFLite kernel; split it into groups=1 convolutions and a concat")
     window = [dilation[i] * (weight.shape[2 + i] - 1) + 1 for i in range(2)]
-    x, mode = _window_mode(w, x, out, window, stride, padding)
+    x, mode = w.window_mode(x, out, window, stride, padding)
     opts.padding = getattr(w.s.Padding, mode)
     opts.strideH, opts.strideW = stride
     opts.dilationHFactor, opts.dilationWFactor = dilation
     opts.fusedActivationFunction = w.fused(node.attrs["activation"])
-    w.op(code, [x, filt, _bias(w, node, cout)], [out], opts)
+    w.op(code, [x, filt, w.bias(node, cout)], [out], opts)
 
 
 def _conv2d(w: _Writer, node: Node) -> None:
@@ -402,7 +403,7 @@ def _linear(w: _Writer, node: Node) -> None:
     flat = out if rank == 2 else w.derived(out, [math.prod(shape[:-1]), shape[-1]], "/2d")
     weight = w.graph.params[node.inputs[1]]
     opts = w.options("FullyConnected", fusedActivationFunction=w.fused(node.attrs["activation"]))
-    w.op("FULLY_CONNECTED", [x, _weight(w, node, weight, 0), _bias(w, node, weight.shape[0])],
+    w.op("FULLY_CONNECTED", [x, w.weight(node, weight, 0), w.bias(node, weight.shape[0])],
          [flat], opts)
     if flat != out:
         w.reshape(flat, out)
@@ -424,7 +425,7 @@ def _pool(w: _Writer, node: Node, code: str, kernel: list[int], stride: list[int
           padding: list[int], fill: float | None = None) -> None:
     x = w.value(node.inputs[0], channels_last(4))
     out = w.output(node, channels_last(4))
-    x, mode = _window_mode(w, x, out, kernel, stride, padding, fill)
+    x, mode = w.window_mode(x, out, kernel, stride, padding, fill)
     opts = w.options("Pool2D", padding=getattr(w.s.Padding, mode), strideH=stride[0],
                      strideW=stride[1], filterHeight=kernel[0], filterWidth=kernel[1])
     w.op(code, [x], [out], opts)
@@ -449,7 +450,7 @@ def _avgpool2d(w: _Writer, node: Node) -> None:
         if a["count_include_pad"]:
             raise EdgekitError("avgpool2d with padding and count_include_pad=True cannot be "
                                "written: TFLite never counts padded taps")
-        if _padding_mode(list(shape), list(out), a["kernel"], a["stride"], a["padding"]) is None:
+        if padding_mode(list(shape), list(out), a["kernel"], a["stride"], a["padding"]) is None:
             raise EdgekitError(f"avgpool2d padding {a['padding']} is not TFLite's SAME padding")
     _pool(w, node, "AVERAGE_POOL_2D", a["kernel"], a["stride"], a["padding"])
 

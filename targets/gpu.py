@@ -110,22 +110,30 @@ def _neuron_step(node: Node, args: list[Any], membranes: dict[str, Any]) -> Any:
     return out
 
 
+def activate(y: Any, activation: str) -> Any:
+    """Torch tensor ``y`` through a fused activation (none, relu, relu6)."""
+    import torch.nn.functional as F
+
+    return y if activation == "none" else getattr(F, activation)(y)
+
+
+def pad(x: Any, padding: list[int], value: float = 0.0) -> Any:
+    """The Graph's [begins..., ends...] padding as F.pad's last-axis-first pairs."""
+    import torch.nn.functional as F
+
+    half = len(padding) // 2
+    pairs = [(padding[i], padding[i + half]) for i in reversed(range(half))]
+    return F.pad(x, [p for pair in pairs for p in pair], value=value)
+
+
 def _functions() -> dict[str, Callable[..., Any]]:
     """Op name -> torch function of (inputs..., **attrs), mirroring the numpy reference."""
     import torch
     import torch.nn.functional as F
 
-    act = {"none": lambda y: y, "relu": F.relu, "relu6": F.relu6}
-
-    def pad(x, padding, value=0.0):
-        """The Graph's [begins..., ends...] padding as F.pad's last-axis-first pairs."""
-        half = len(padding) // 2
-        pairs = [(padding[i], padding[i + half]) for i in reversed(range(half))]
-        return F.pad(x, [p for pair in pairs for p in pair], value=value)
-
     def conv(fn):
         def run(x, w, b=None, *, stride, padding, dilation, groups, activation):
-            return act[activation](fn(pad(x, padding), w, b, stride, 0, dilation, groups))
+            return activate(fn(pad(x, padding), w, b, stride, 0, dilation, groups), activation)
         return run
 
     def avgpool(x, *, kernel, stride, padding, count_include_pad):
@@ -139,8 +147,8 @@ def _functions() -> dict[str, Callable[..., Any]]:
     return {
         "conv2d": conv(F.conv2d),
         "conv1d": conv(F.conv1d),
-        "linear": lambda x, w, b=None, *, activation: act[activation](F.linear(x, w, b)),
-        "add": lambda x, y, *, activation: act[activation](x + y),
+        "linear": lambda x, w, b=None, *, activation: activate(F.linear(x, w, b), activation),
+        "add": lambda x, y, *, activation: activate(x + y, activation),
         "mul": lambda x, y: x * y,
         "maxpool2d": lambda x, *, kernel, stride, padding, dilation: F.max_pool2d(
             pad(x, padding, float("-inf")), kernel, stride, 0, dilation),

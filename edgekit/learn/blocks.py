@@ -110,7 +110,7 @@ def from_graph(graph: Graph) -> list[Block]:
         shape = graph.tensors[current].shape[1:]
         impl = implementation(node.op, "learn")
         if impl is not None:
-            impl.fn(blocks, node, where)
+            impl.fn(blocks, graph, node, where)
         elif node.op in ("conv2d", "linear"):
             blocks.append(_dense(graph, node, shape, where))
         elif not blocks:

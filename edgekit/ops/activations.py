@@ -80,7 +80,7 @@ def _clamp(op: OpDef, onnx_type: str) -> None:
         return getattr(F, name)(x)
 
     @op.implements("learn")
-    def _(blocks, node, where):
+    def _(blocks, graph, node, where):
         from edgekit.learn.blocks import add_activation
 
         add_activation(blocks, name, 0.0, where)
@@ -157,7 +157,7 @@ def _leaky_gpu(x, *, alpha):
 
 
 @leaky_relu.implements("learn")
-def _leaky_learn(blocks, node, where):
+def _leaky_learn(blocks, graph, node, where):
     from edgekit.learn.blocks import add_activation
 
     add_activation(blocks, "leaky_relu", node.attrs["alpha"], where)

@@ -24,5 +24,6 @@ BACKENDS: dict[str, str] = {
     # other consumers
     "gpu": "gpu target's torch backend: fn(*inputs, **attrs) on torch tensors",
     "quant_spiking": "int8 quantizer of spiking Graphs: quantize(graph, node, params, ...)",
-    "learn": "on-device learning (edgekit.learn): how the op joins a trainable block",
+    "learn": "on-device learning (edgekit.learn): how the op joins the chain of trainable "
+             "blocks: join(blocks, graph, node, where) appends a block or changes the last one",
 }

@@ -58,8 +58,9 @@ def _aligned(nbytes: int) -> int:
     return -(-nbytes // ALIGN) * ALIGN
 
 
-def _carve(scratch: np.ndarray, *parts: tuple[tuple[int, ...], type]) -> list[np.ndarray]:
-    """Consecutive aligned arrays of the given shapes and dtypes in one scratch buffer."""
+def carve(scratch: np.ndarray, *parts: tuple[tuple[int, ...], type]) -> list[np.ndarray]:
+    """Consecutive aligned arrays of the given shapes and dtypes in one scratch buffer (an int8
+    prepare function's ``scratch``, sized by ``scratch_bytes`` of the same parts)."""
     arrays, offset = [], 0
     for shape, dtype in parts:
         arrays.append(scratch[offset:offset + _nbytes(shape, dtype)].view(dtype).reshape(shape))
@@ -67,7 +68,7 @@ def _carve(scratch: np.ndarray, *parts: tuple[tuple[int, ...], type]) -> list[np
     return arrays
 
 
-def _scratch_bytes(*parts: tuple[tuple[int, ...], type]) -> int:
+def scratch_bytes(*parts: tuple[tuple[int, ...], type]) -> int:
     return sum(_aligned(_nbytes(shape, dtype)) for shape, dtype in parts)
 
 
@@ -90,7 +91,7 @@ def _conv_parts(x_shape, w_shape, out_shape, groups, padding, stride, dilation) 
 
 
 def _conv_scratch(shapes, out_shape, *, groups, padding, stride, dilation, **_) -> int:
-    return _scratch_bytes(*_conv_parts(shapes[0], shapes[1], out_shape, groups, padding, stride,
+    return scratch_bytes(*_conv_parts(shapes[0], shapes[1], out_shape, groups, padding, stride,
                                        dilation))
 
 
@@ -119,7 +120,7 @@ def _conv2d(ins, out, *, stride, padding, dilation, groups, activation, quant, s
     channels, kernel = w.shape[0], tuple(w.shape[2:])
     m, shift = conv_multipliers(quant, channels, False)
     requant = (_zp(quant[-1]), *activation_bounds(activation, quant[-1]))
-    padded, *work = _carve(scratch, *_conv_parts(x.shape, w.shape, out.shape, groups, padding,
+    padded, *work = carve(scratch, *_conv_parts(x.shape, w.shape, out.shape, groups, padding,
                                                  stride, dilation))
     geometry = (tuple(stride), tuple(dilation))
     calls: list[tuple] = []
@@ -271,14 +272,14 @@ def _global_avgpool(ins, out, *, quant) -> Step:
 # --- float inside ----------------------------------------------------------------------------
 
 def _float_scratch(shapes, out_shape, **_) -> int:
-    return _scratch_bytes((shapes[0], np.float32), (out_shape, np.float32))
+    return scratch_bytes((shapes[0], np.float32), (out_shape, np.float32))
 
 
 def _in_float(op: str):
     """Dequantize the input, run the float32 kernel, quantize the output (softmax, layernorm:
     declared in docs/quantized-graph.md; tflite-micro's LUT softmax may differ by a step)."""
     def prepare(ins, out, *, quant, scratch, **attrs) -> Step:
-        x_f, y_f = _carve(scratch, (ins[0].shape, np.float32), (out.shape, np.float32))
+        x_f, y_f = carve(scratch, (ins[0].shape, np.float32), (out.shape, np.float32))
         float_step = kernel(op, "float32").prepare([x_f, *ins[1:]], y_f, **attrs)
         (z_in, s_in), (z_out, s_out) = [(int(q.zero_point[0]), float(f32(q.scale[0])))
                                         for q in (quant[0], quant[-1])]
