@@ -45,17 +45,20 @@ class PeerSession(Session):
         self.int8 = graph.metadata.get("quantized") == "int8"
         self.notes: list[str] = []
 
-    def run(self, inputs: Any, raw: bool = False) -> Any:
+    def run(self, inputs: Any, raw: bool = False, *, allow_nonfinite: bool = False) -> Any:
         """Outputs for ``inputs``: one array, or a list in the Graph's output order.
 
         For int8 Graphs float inputs are quantized and int8 outputs dequantized at the edge;
-        ``raw=True`` exchanges the int8 tensors themselves.
+        ``raw=True`` exchanges the int8 tensors themselves. NaN or inf inputs are refused
+        unless ``allow_nonfinite`` (float32 Graphs only).
         """
-        return graph_results(self.graph, self._run(self._feeds(inputs, raw)), raw)
+        feeds = self._feeds(inputs, raw, allow_nonfinite)
+        return graph_results(self.graph, self._run(feeds), raw)
 
-    def run_layers(self, inputs: Any, raw: bool = False) -> dict[str, np.ndarray]:
+    def run_layers(self, inputs: Any, raw: bool = False, *,
+                   allow_nonfinite: bool = False) -> dict[str, np.ndarray]:
         """Every node's output by tensor name, as the peer computed it (int8 for int8 Graphs)."""
-        return self._run_layers(self._feeds(inputs, raw))
+        return self._run_layers(self._feeds(inputs, raw, allow_nonfinite))
 
     def _run(self, feeds: list[np.ndarray]) -> list[np.ndarray]:
         raise NotImplementedError
@@ -63,5 +66,5 @@ class PeerSession(Session):
     def _run_layers(self, feeds: list[np.ndarray]) -> dict[str, np.ndarray]:
         raise EdgekitError(f"{type(self).__name__} does not expose per-layer outputs")
 
-    def _feeds(self, inputs: Any, raw: bool) -> list[np.ndarray]:
-        return list(graph_feeds(self.graph, inputs, raw).values())
+    def _feeds(self, inputs: Any, raw: bool, allow_nonfinite: bool) -> list[np.ndarray]:
+        return list(graph_feeds(self.graph, inputs, raw, allow_nonfinite).values())

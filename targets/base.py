@@ -18,7 +18,11 @@ class Session(ABC):
 
     @abstractmethod
     def run(self, inputs: Any) -> Any:
-        """One array (or a list/dict for several inputs) in; one array (or a list) out."""
+        """One array (or a list/dict for several inputs) in; one array (or a list) out.
+
+        Inputs pass ``edgekit.quant.edge.graph_feeds`` first, the same checks on every target:
+        real numbers of the Graph's per-sample shape, and no NaN or inf unless the caller
+        passes ``allow_nonfinite=True`` (float32 Graphs only)."""
 
     def run_layers(self, inputs: Any) -> dict[str, np.ndarray]:
         """Every node's output by tensor name, where the backend exposes intermediates."""

@@ -18,12 +18,13 @@ class RuntimeSession(Session):
         spiking = "timesteps" in graph.metadata  # runs its T time steps per inference
         self.executor = (SpikingExecutor if spiking else Executor)(graph)
 
-    def run(self, inputs: Any, raw: bool = False) -> Any:
+    def run(self, inputs: Any, raw: bool = False, *, allow_nonfinite: bool = False) -> Any:
         """For int8 Graphs float in and out (converted at the edge); ``raw=True``: int8."""
-        return self.executor.run(inputs, raw)
+        return self.executor.run(inputs, raw, allow_nonfinite=allow_nonfinite)
 
-    def run_layers(self, inputs: Any, raw: bool = False) -> dict[str, np.ndarray]:
-        return self.executor.run_layers(inputs, raw)
+    def run_layers(self, inputs: Any, raw: bool = False, *,
+                   allow_nonfinite: bool = False) -> dict[str, np.ndarray]:
+        return self.executor.run_layers(inputs, raw, allow_nonfinite=allow_nonfinite)
 
 
 class CpuTarget(Target):

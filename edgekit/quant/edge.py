@@ -4,8 +4,13 @@ Every int8 Session (edgekit's runtime, ONNX Runtime, LiteRT, tflite-micro, the f
 converts a float input and an int8 output with these two functions, so any difference between
 backends comes from inside the model, never from how the edges were rounded. Rounding is half
 away from zero (as TFLite's ``std::round``), not numpy's half to even. ``graph_feeds`` and
-``graph_results`` apply them, with the shape checks every Session shares, to its inputs and
-outputs.
+``graph_results`` apply them, with the checks every Session shares, to its inputs and outputs.
+
+Those checks are the edge of every Session: real numbers only (no bool, complex, strings or
+objects), the Graph's per-sample shape, and finite values. A NaN or inf reaching an int8 model
+is worst of all: the quantizer clamps it to an ordinary int8 value and the model answers with
+confidence; a float32 model propagates it. So both refuse non-finite inputs by default, and a
+float32 Graph runs them only when the caller says ``allow_nonfinite=True``.
 """
 
 from __future__ import annotations
@@ -59,10 +64,13 @@ def dequantizer(quant: QuantParams) -> Callable[[np.ndarray], np.ndarray]:
     return run
 
 
-def graph_feeds(graph: Graph, inputs: Any, raw: bool = False) -> dict[str, np.ndarray]:
+def graph_feeds(graph: Graph, inputs: Any, raw: bool = False,
+                allow_nonfinite: bool = False) -> dict[str, np.ndarray]:
     """A Session's inputs (one array, a list in input order, or a dict by name) checked against
-    the Graph — shapes with any batch size, the same for all — and in the Graph's dtypes: float
-    data for an int8 input is quantized; with ``raw=True`` int8 inputs must already be int8."""
+    the Graph — real numbers, shapes with any batch size, the same for all, finite values unless
+    ``allow_nonfinite`` (float32 inputs only: an int8 one cannot hold NaN or inf) — and in the
+    Graph's dtypes: float data for an int8 input is quantized; with ``raw=True`` int8 inputs
+    must already be int8."""
     names = graph.inputs
     if isinstance(inputs, dict):
         if set(inputs) != set(names):
@@ -76,7 +84,7 @@ def graph_feeds(graph: Graph, inputs: Any, raw: bool = False) -> dict[str, np.nd
         values = [inputs]
     else:
         raise EdgekitError(f"the graph takes {len(names)} inputs {names}: pass a dict or list")
-    feeds = {name: _feed(graph, name, np.asarray(value), raw)
+    feeds = {name: _feed(graph, name, _array(name, value), raw, allow_nonfinite)
              for name, value in zip(names, values, strict=True)}
     batches = {x.shape[0] for x in feeds.values()}
     if len(batches) > 1:
@@ -84,18 +92,55 @@ def graph_feeds(graph: Graph, inputs: Any, raw: bool = False) -> dict[str, np.nd
     return feeds
 
 
-def _feed(graph: Graph, name: str, x: np.ndarray, raw: bool) -> np.ndarray:
+def _array(name: str, value: Any) -> np.ndarray:
+    try:
+        return np.asarray(value)
+    except (ValueError, TypeError) as err:  # ragged nested lists
+        raise EdgekitError(f"input {name!r}: not an array of numbers ({err})") from None
+
+
+# dtype kinds a Session refuses, named for the user; everything else is a real number
+_NOT_REAL = {"b": "booleans", "c": "complex numbers", "O": "Python objects", "U": "strings",
+             "S": "bytes", "V": "structured records", "M": "dates", "m": "time spans"}
+
+
+def _feed(graph: Graph, name: str, x: np.ndarray, raw: bool,
+          allow_nonfinite: bool) -> np.ndarray:
     info = graph.tensors[name]
+    if x.dtype.kind in _NOT_REAL:
+        raise EdgekitError(f"input {name!r}: got {x.dtype} data ({_NOT_REAL[x.dtype.kind]}); "
+                           f"the model takes real numbers ({info.dtype})")
     if x.ndim != len(info.shape) or x.shape[1:] != info.shape[1:] or x.shape[0] < 1:
         expected = "(" + ", ".join(["N", *map(str, info.shape[1:])]) + ")"
-        raise EdgekitError(f"input {name!r}: expected shape {expected}, got {x.shape}")
+        hint = "; one sample needs a batch axis: x[None]" if x.shape == info.shape[1:] else ""
+        raise EdgekitError(f"input {name!r}: expected shape {expected}, got {x.shape}{hint}")
     if info.dtype == "int8" and not raw:
+        _require_finite(name, x, False, "an int8 model cannot represent them: quantized, they "
+                                       "would become ordinary values and give a confident output")
         return quantize_array(x, info.quant)
     if info.dtype == "int8" and x.dtype != np.int8:
         raise EdgekitError(f"input {name!r}: raw=True takes int8 data, got {x.dtype}")
     if not np.can_cast(x.dtype, info.dtype, "same_kind"):
         raise EdgekitError(f"input {name!r}: expected {info.dtype} data, got {x.dtype}")
-    return np.ascontiguousarray(x, dtype=info.dtype)
+    given = x.dtype
+    with np.errstate(over="ignore"):  # float64 beyond float32's range becomes inf: refused below
+        x = np.ascontiguousarray(x, dtype=info.dtype)
+    _require_finite(name, x, allow_nonfinite, ("" if given == x.dtype else
+                                               f"as {info.dtype}, from {given}; ")
+                    + "pass allow_nonfinite=True to run them anyway")
+    return x
+
+
+def _require_finite(name: str, x: np.ndarray, allow: bool, advice: str) -> None:
+    """Raise, naming input ``name``, if float ``x`` holds a NaN or inf (unless ``allow``): one
+    ``np.isfinite`` pass, a few µs at batch 1."""
+    if allow or x.dtype.kind != "f":
+        return
+    finite = np.isfinite(x)
+    if not finite.all():
+        first = tuple(int(i) for i in np.argwhere(~finite)[0])
+        raise EdgekitError(f"input {name!r} holds {x.size - int(finite.sum())} NaN or inf "
+                           f"value(s) (the first at index {first}); {advice}")
 
 
 def graph_results(graph: Graph, outs: list[np.ndarray], raw: bool = False) -> Any:

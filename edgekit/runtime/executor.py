@@ -75,34 +75,42 @@ class Executor:
         """Bytes of the arena that holds every activation and scratch buffer at this batch."""
         return self.program(batch).plan.size
 
-    def run(self, inputs: Inputs, raw: bool = False) -> np.ndarray | list[np.ndarray]:
+    def run(self, inputs: Inputs, raw: bool = False, *,
+            allow_nonfinite: bool = False) -> np.ndarray | list[np.ndarray]:
         """Outputs (copies) for ``inputs``: one array, or a list in the graph's output order.
 
         For an int8 Graph float inputs are quantized and outputs dequantized at the edge;
-        ``raw=True`` exchanges the int8 tensors themselves.
+        ``raw=True`` exchanges the int8 tensors themselves. NaN or inf inputs are refused
+        unless ``allow_nonfinite`` (float32 Graphs only; ``edgekit.quant.edge.graph_feeds``).
         """
-        program = self._load_array(inputs, raw) or self._load(inputs, raw)
+        program = self._load_array(inputs, raw) or self._load(inputs, raw, None, allow_nonfinite)
         program.run()
         return self._edge.results(program, raw)
 
-    def run_layers(self, inputs: Inputs, raw: bool = False) -> dict[str, np.ndarray]:
+    def run_layers(self, inputs: Inputs, raw: bool = False, *,
+                   allow_nonfinite: bool = False) -> dict[str, np.ndarray]:
         """Every node's output (copies, int8 in an int8 Graph), by tensor name: for parity
-        checks layer by layer. ``raw`` is as for ``run``."""
-        program = self._load(inputs, raw, NaivePlanner())
+        checks layer by layer. ``raw`` and ``allow_nonfinite`` are as for ``run``."""
+        program = self._load(inputs, raw, NaivePlanner(), allow_nonfinite)
         program.run()
         return {node.outputs[0]: program.arrays[node.outputs[0]].copy()
                 for node in self.graph.nodes}
 
     def _load_array(self, x: Inputs, raw: bool) -> Program | None:
         """The common call, one array already in the edge's dtype, fed straight into the arena
-        (quantized there for an int8 input); ``None`` for anything else, which ``graph_feeds``
-        checks in full. Same values, a few µs less per call at batch 1."""
+        (quantized there for an int8 input); ``None`` for anything else — a NaN or inf
+        included — which ``graph_feeds`` checks in full. Same values, a few µs less per call
+        at batch 1."""
         edge = self._edge
         if type(x) is not np.ndarray or edge.single is None:
             return None
         name, info, quantize = edge.single
         if (x.dtype != (np.float32 if quantize and not raw else info.dtype)
-                or x.ndim != len(info.shape) or x.shape[1:] != info.shape[1:] or x.shape[0] < 1):
+                or x.ndim != len(info.shape) or x.shape[1:] != info.shape[1:] or x.shape[0] < 1
+                or x.dtype.kind == "f" and not math.isfinite(np.vdot(x, x))):
+            # x·x is finite only if every value is (squares cannot cancel): a NaN/inf screen
+            # at half np.isfinite's cost; a finite x above 1e19 also fails it, and passes the
+            # full check
             return None
         program = self.program(x.shape[0])
         if quantize and not raw:
@@ -111,8 +119,9 @@ class Executor:
             np.copyto(program.arrays[name], x)
         return program
 
-    def _load(self, inputs: Inputs, raw: bool, planner: Planner | None = None) -> Program:
-        feeds = graph_feeds(self.graph, inputs, raw)
+    def _load(self, inputs: Inputs, raw: bool, planner: Planner | None = None,
+              allow_nonfinite: bool = False) -> Program:
+        feeds = graph_feeds(self.graph, inputs, raw, allow_nonfinite)
         program = self.program(next(iter(feeds.values())).shape[0], planner)
         for name, x in feeds.items():
             np.copyto(program.arrays[name], x, casting="same_kind")

@@ -220,11 +220,13 @@ class SpikingExecutor(Executor):
                 in zip(graph.nodes, super()._select_kernels(graph), self.event_driven,
                        strict=True)]
 
-    def run(self, inputs: Inputs, raw: bool = False) -> np.ndarray | list[np.ndarray]:
+    def run(self, inputs: Inputs, raw: bool = False, *,
+            allow_nonfinite: bool = False) -> np.ndarray | list[np.ndarray]:
         """The time-averaged outputs for ``inputs`` (one array, or a list in output order).
         For an int8 Graph ``raw=True`` takes int8 inputs and gives the int32 sums over the T
-        steps (``edgekit.quant.edge.time_average`` makes the floats)."""
-        feeds = graph_feeds(self.graph, inputs, raw)
+        steps (``edgekit.quant.edge.time_average`` makes the floats). ``allow_nonfinite`` is
+        as for ``Executor.run``."""
+        feeds = graph_feeds(self.graph, inputs, raw, allow_nonfinite)
         program = self.program(next(iter(feeds.values())).shape[0])
         sums = [np.zeros(program.arrays[name].shape, np.int32 if self.int8 else np.float32)
                 for name in self.graph.outputs]
@@ -236,23 +238,24 @@ class SpikingExecutor(Executor):
         outs = [total / np.float32(self.timesteps) for total in sums]
         return outs[0] if len(outs) == 1 else outs
 
-    def run_layers(self, inputs: Inputs, raw: bool = False) -> dict[str, np.ndarray]:
+    def run_layers(self, inputs: Inputs, raw: bool = False, *,
+                   allow_nonfinite: bool = False) -> dict[str, np.ndarray]:
         """Every node's output averaged over the T steps (rates times thresholds for neurons);
         for an int8 Graph in real units as ``run``'s outputs, or with ``raw=True`` (int8
         inputs) the integer sums over the steps."""
-        traces = self.record(inputs, raw)[0]
+        traces = self.record(inputs, raw, allow_nonfinite=allow_nonfinite)[0]
         if not self.int8:
             return {name: trace.mean(axis=0) for name, trace in traces.items()}
         return {name: trace.sum(axis=0) if raw else
                 time_average(trace.sum(axis=0), self.graph.tensors[name].quant, self.timesteps)
                 for name, trace in traces.items()}
 
-    def record(self, inputs: Inputs, raw: bool = False) -> tuple[dict[str, np.ndarray],
-                                                                 list[int]]:
+    def record(self, inputs: Inputs, raw: bool = False, *, allow_nonfinite: bool = False
+               ) -> tuple[dict[str, np.ndarray], list[int]]:
         """Every node's output at every step, as (T, *shape) arrays by tensor name (integers
         for an int8 Graph, whose int8 inputs ``raw=True`` takes), and each node's synaptic
         operations over the inference (0 where not event-driven)."""
-        feeds = graph_feeds(self.graph, inputs, raw)
+        feeds = graph_feeds(self.graph, inputs, raw, allow_nonfinite)
         program = self.program(next(iter(feeds.values())).shape[0], NaivePlanner())
         names = [node.outputs[0] for node in self.graph.nodes]
         traces = {name: [] for name in names}
