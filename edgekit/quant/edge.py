@@ -108,8 +108,9 @@ def _feed(graph: Graph, name: str, x: np.ndarray, raw: bool,
           allow_nonfinite: bool) -> np.ndarray:
     info = graph.tensors[name]
     if x.dtype.kind in _NOT_REAL:
+        takes = info.dtype if raw or info.dtype != "int8" else "floats, quantized to int8"
         raise EdgekitError(f"input {name!r}: got {x.dtype} data ({_NOT_REAL[x.dtype.kind]}); "
-                           f"the model takes real numbers ({info.dtype})")
+                           f"the model takes real numbers ({takes})")
     if x.ndim != len(info.shape) or x.shape[1:] != info.shape[1:] or x.shape[0] < 1:
         expected = "(" + ", ".join(["N", *map(str, info.shape[1:])]) + ")"
         hint = "; one sample needs a batch axis: x[None]" if x.shape == info.shape[1:] else ""
