@@ -196,14 +196,17 @@ NETWORKS: dict[str, Network] = {n.name: n for n in [
 def sample_inputs(name: str, n: int, seed: int = 0) -> np.ndarray:
     """``n`` seeded inputs for network ``name``: images and MFCCs are smooth random fields
     (noise on a grid 4x coarser, upsampled bilinearly, plus a little fine noise), so that
-    neighbouring pixels correlate as in real data; feature vectors are standard normal."""
+    neighbouring pixels correlate as in real data, each with its own contrast and per-channel
+    offset (as photos differ in exposure and colour); feature vectors are standard normal."""
     shape = NETWORKS[name].input_shape
     gen = torch.Generator().manual_seed(seed)
     if len(shape) != 4:
         return torch.randn((n, *shape[1:]), generator=gen).numpy()
     coarse = torch.randn((n, shape[1], *(max(1, d // 4) for d in shape[2:])), generator=gen)
     smooth = F.interpolate(coarse, size=shape[2:], mode="bilinear", align_corners=False)
-    return (smooth + 0.1 * torch.randn((n, *shape[1:]), generator=gen)).numpy()
+    field = smooth + 0.1 * torch.randn((n, *shape[1:]), generator=gen)
+    contrast = 2 * torch.rand((n, 1, 1, 1), generator=gen)
+    return (field * contrast + torch.randn((n, shape[1], 1, 1), generator=gen)).numpy()
 
 
 @torch.no_grad()
