@@ -11,6 +11,7 @@ from typing import Any
 
 from edgekit.errors import EdgekitError
 from edgekit.graph import Graph, load
+from edgekit.limits import Limits
 
 __version__ = "0.1.0"
 
@@ -27,7 +28,7 @@ _LAZY = {
     "models": ("edgekit.models", None),
 }
 
-__all__ = ["EdgekitError", "Graph", "load", "__version__", *_LAZY]
+__all__ = ["EdgekitError", "Graph", "Limits", "load", "__version__", *_LAZY]
 
 
 def __getattr__(name: str) -> Any:

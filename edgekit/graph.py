@@ -20,12 +20,14 @@ import numpy as np
 
 from edgekit.errors import EdgekitError
 from edgekit.fileio import atomic_write
+from edgekit.limits import DEFAULT_LIMITS, Limits, inflate, zip_members
 from edgekit.ops import OPS, resolve_attrs
 
 FORMAT = "edgekit-model"
 VERSION = 1
 DTYPES = ("float32", "int8", "int32")
 MAX_ELEMENTS = 1 << 31  # per tensor; guards against absurd shapes in files
+_F32_TINY, _F32_MAX = float(np.finfo(np.float32).tiny), float(np.finfo(np.float32).max)
 
 
 @dataclass
@@ -121,30 +123,81 @@ class Graph:
         return path
 
 
-def load(path: str | Path) -> Graph:
-    """Read and fully validate an ``.ekm`` file; any defect raises ``EdgekitError``."""
+def load(path: str | Path, limits: Limits = DEFAULT_LIMITS) -> Graph:
+    """Read and fully validate an ``.ekm`` file; any defect raises ``EdgekitError``.
+
+    The file is untrusted: what it may ask for (inflated bytes, tensor sizes, activation
+    memory, spiking time steps) is bounded by ``limits`` (``edgekit.limits.Limits``)."""
     path = Path(path)
     try:
         with zipfile.ZipFile(path) as zf:
-            names = set(zf.namelist())
+            members = zip_members(zf, limits, "the file")
             for needed in ("graph.json", "params.npz"):
-                _expect(needed in names, f"{path}: not an edgekit model (no {needed} inside)")
-            doc = json.loads(zf.read("graph.json"))
-            with np.load(io.BytesIO(zf.read("params.npz")), allow_pickle=False) as npz:
-                arrays = {key: npz[key] for key in npz.files}
+                _expect(needed in members, f"not an edgekit model (no {needed} inside)")
+            doc = json.loads(inflate(zf, members["graph.json"], "the file"),
+                             object_pairs_hook=_unique_keys, parse_constant=_no_nan)
+            arrays = _read_npz(inflate(zf, members["params.npz"], "the file"), limits)
     except FileNotFoundError:
         raise EdgekitError(f"{path}: no such file") from None
-    except EdgekitError:
-        raise
-    except Exception as err:  # zip, json and npz decoders raise many types on corrupt bytes
+    except EdgekitError as err:
+        raise EdgekitError(f"{path}: {err}") from None
+    except Exception as err:  # zip, json and npy decoders raise many types on corrupt bytes
         raise EdgekitError(
             f"{path}: malformed edgekit model file ({type(err).__name__}: {err}); "
             "re-create it with `edgekit convert` or Graph.save"
         ) from None
     try:
-        return _from_doc(doc, arrays).validate()
+        graph = _from_doc(doc, arrays)
+        _check_limits(graph, limits)
+        return graph.validate()
     except EdgekitError as err:
         raise EdgekitError(f"{path}: {err}") from None
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A JSON object; a key given twice is refused (``json`` would keep the last silently)."""
+    obj = dict(pairs)
+    if len(obj) != len(pairs):
+        key = next(k for i, (k, _) in enumerate(pairs) if k in dict(pairs[:i]))
+        raise EdgekitError(f"graph.json gives the key {key!r} twice in one object")
+    return obj
+
+
+def _no_nan(literal: str) -> float:
+    if literal == "NaN":
+        raise EdgekitError("graph.json holds a NaN; no field of a model may be NaN")
+    return float(literal)
+
+
+def _read_npz(blob: bytearray, limits: Limits) -> dict[str, np.ndarray]:
+    """The arrays of ``params.npz`` (a zip of ``.npy`` members), inflated within ``limits``
+    and each checked against its header before it is built (numpy's own reader allocates
+    what the header declares first)."""
+    arrays = {}
+    with zipfile.ZipFile(io.BytesIO(blob)) as npz:
+        for name, info in zip_members(npz, limits, "params.npz").items():
+            _expect(name.endswith(".npy"), f"params.npz member {name!r} is not an .npy array")
+            arrays[name[:-4]] = _read_npy(name, inflate(npz, info, "params.npz"), limits)
+    return arrays
+
+
+def _read_npy(name: str, data: bytearray, limits: Limits) -> np.ndarray:
+    f = io.BytesIO(data)
+    version = np.lib.format.read_magic(f)
+    _expect(version in ((1, 0), (2, 0)), f"{name}: .npy format version {version} not read")
+    read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                   else np.lib.format.read_array_header_2_0)
+    shape, fortran, dtype = read_header(f)
+    _expect(not dtype.hasobject, f"{name}: holds Python objects (a pickle), refused")
+    count = math.prod(shape)
+    if count > limits.max_tensor_elements:
+        raise limits.exceeded(f"params.npz array {name!r} has {count:,} elements",
+                              "max_tensor_elements")
+    _expect(count * dtype.itemsize == len(data) - f.tell(),
+            f"{name}: {len(data) - f.tell()} bytes of data for {count} x {dtype}")
+    array = np.frombuffer(data, dtype, count, f.tell())  # a view: no second copy in memory
+    array = array if array.flags.aligned else array.copy()  # (savez aligns; a crafted file may not)
+    return array.reshape(shape, order="F" if fortran else "C")
 
 
 def _expect(cond: bool, msg: str) -> None:
@@ -191,6 +244,7 @@ def _from_doc(doc: Any, arrays: dict[str, np.ndarray]) -> Graph:
                 f"node {i}: inputs and outputs must be lists of tensor names")
         nodes.append(Node(n["op"], n["inputs"], n["outputs"], n.get("attrs", {}),
                           str(n.get("name", ""))))
+    _expect(len(set(doc["params"])) == len(doc["params"]), "field 'params' names a param twice")
     _expect(len(arrays) == len(doc["params"]),
             f"params.npz holds {len(arrays)} arrays, graph.json lists {len(doc['params'])}")
     params = {}
@@ -210,6 +264,9 @@ def _validate(g: Graph) -> None:
                 f"tensor {name!r} has invalid shape {t.shape}")
         if t.quant is not None:
             _check_quant(name, t)
+        else:
+            _expect(t.dtype == "float32", f"tensor {name!r} is {t.dtype} without quantization "
+                    "parameters (scale, zero point), so its values mean nothing")
     for name, value in g.params.items():
         _expect(name in g.tensors, f"param {name!r} has no tensor entry")
         info = g.tensors[name]
@@ -218,6 +275,13 @@ def _validate(g: Graph) -> None:
                 f"its tensor entry says {info.dtype}")
         _expect(value.shape == info.shape,
                 f"param {name!r} has shape {value.shape}, its tensor entry says {info.shape}")
+        if value.dtype.kind == "f":
+            bad = value.size - int(np.isfinite(value).sum())
+            _expect(bad == 0, f"param {name!r} holds {bad} NaN or infinite value(s)")
+    if "timesteps" in g.metadata:
+        steps = g.metadata["timesteps"]
+        _expect(type(steps) is int and steps >= 1,
+                f"a spiking Graph's metadata timesteps must be a positive int, got {steps!r}")
     available = set(g.params)
     for name in g.inputs:
         _expect(name in g.tensors and name not in g.params,
@@ -237,6 +301,10 @@ def _validate(g: Graph) -> None:
                 _expect(name in available, f"input {name!r} is not defined before this node")
                 if slot in spec.weight_inputs:
                     _expect(name in g.params, f"input {slot} ({name!r}) must be a param")
+                    for z in g.tensors[name].quant.zero_point if g.tensors[name].quant else ():
+                        _expect(z == 0, f"weight {name!r} has zero point {z}; weights are "
+                                "quantized symmetrically (zero point 0), runtimes differ on "
+                                "any other")
             out = node.outputs[0]
             _expect(isinstance(out, str) and out in g.tensors,
                     f"output {out!r} has no tensor entry")
@@ -253,16 +321,44 @@ def _validate(g: Graph) -> None:
             raise EdgekitError(f"{where}: {err}") from None
         available.add(out)
     for name in g.outputs:
+        _expect(name not in g.params, f"graph output {name!r} is a param, not computed from "
+                "the inputs")
         _expect(name in available, f"graph output {name!r} is never produced")
+
+
+def _check_limits(g: Graph, limits: Limits) -> None:
+    """What a Graph read from a file asks for, against ``limits``: before validation runs shape
+    inference on it, and long before a runtime allocates its arena or loops over time steps."""
+    for name, t in g.tensors.items():
+        if t.size > limits.max_tensor_elements:
+            raise limits.exceeded(f"tensor {name!r} has {t.size:,} elements",
+                                  "max_tensor_elements")
+    acts = {name: t.size for name, t in g.tensors.items() if name not in g.params}
+    total = sum(acts.values())
+    if total > limits.max_activation_elements:
+        largest = max(acts, key=acts.__getitem__)
+        raise limits.exceeded(f"the activations need {total:,} elements per sample (the "
+                              f"largest, tensor {largest!r}, {acts[largest]:,})",
+                              "max_activation_elements")
+    steps = g.metadata.get("timesteps")
+    if type(steps) is int and steps > limits.max_timesteps:
+        raise limits.exceeded(f"the spiking Graph runs {steps:,} time steps", "max_timesteps")
 
 
 def _check_quant(name: str, t: TensorInfo) -> None:
     q = t.quant
     n = len(q.scale)
     _expect(n >= 1 and len(q.zero_point) == n, f"tensor {name!r}: scale/zero_point lengths differ")
-    _expect(all(isinstance(s, (int, float)) and math.isfinite(s) and s > 0 for s in q.scale),
-            f"tensor {name!r}: quantization scales must be finite and positive")
+    for s in q.scale:
+        _expect(not isinstance(s, bool) and isinstance(s, (int, float))
+                and _F32_TINY <= s <= _F32_MAX,
+                f"tensor {name!r}: quantization scales must be positive and finite in float32 "
+                f"([{_F32_TINY:.3g}, {_F32_MAX:.3g}], else they round to 0 or inf), got {s!r}")
     _expect(all(type(z) is int for z in q.zero_point), f"tensor {name!r}: zero points must be ints")
+    lo, hi = (-128, 127) if t.dtype == "int8" else (-(1 << 31), (1 << 31) - 1)
+    for z in q.zero_point:
+        _expect(lo <= z <= hi,
+                f"tensor {name!r}: {t.dtype} zero points must lie in [{lo}, {hi}], got {z}")
     if q.axis is None:
         _expect(n == 1, f"tensor {name!r}: per-tensor quantization needs one scale")
     else:
