@@ -32,15 +32,9 @@ def load_model(path: str | Path) -> Graph:
     if suffix == ".onnx":
         return edgekit.from_onnx(path)
     if suffix == ".pt2":
-        try:
-            import torch
-        except ImportError:
-            raise EdgekitError("reading .pt2 needs torch: pip install 'edgekit[torch]'") from None
-        try:
-            program = torch.export.load(str(path))
-        except Exception as err:
-            raise EdgekitError(f"{path}: not a loadable torch.export program ({err})") from None
-        return edgekit.from_torch(program)
+        from edgekit.converters.pt2 import load_pt2
+
+        return edgekit.from_torch(load_pt2(path))
     raise EdgekitError(f"{path}: unknown model format {suffix!r}; use .ekm, .onnx or .pt2")
 
 
