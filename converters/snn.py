@@ -21,6 +21,7 @@ calibrated layers below it produce, which needs neither torch nor surrogate grad
 from __future__ import annotations
 
 import copy
+import math
 
 import numpy as np
 from numba import njit
@@ -54,7 +55,8 @@ def to_snn(graph: Graph, calibration: np.ndarray, timesteps: int = 8, *,
     step) or "rate" (Bernoulli spikes, inputs in [0, 1]); ``output``: "membrane" (the output
     layer integrates, no spikes) or "spike_count"; ``calibrate``: None or "fas".
     """
-    _check_options(graph, timesteps, balancing, neuron, reset, encoding, output, calibrate)
+    _check_options(graph, timesteps, balancing, neuron, reset, encoding, output, calibrate,
+                   v_init, leak)
     calibration = np.asarray(calibration, np.float32)
     acts = (_trained_activations(graph, calibration) if balancing == "trained" else
             Executor(graph).run_layers(calibration))
@@ -203,9 +205,13 @@ def _trained_activations(graph: Graph, x: np.ndarray) -> dict[str, np.ndarray]:
     return acts
 
 
-def _check_options(graph, timesteps, balancing, neuron, reset, encoding, output, calibrate):
+def _check_options(graph, timesteps, balancing, neuron, reset, encoding, output, calibrate,
+                   v_init, leak):
     if type(timesteps) is not int or timesteps < 1:
         raise EdgekitError(f"timesteps must be a positive int, got {timesteps!r}")
+    for what, value in (("v_init", v_init), ("leak", leak)):
+        if not (isinstance(value, (int, float)) and math.isfinite(value)):
+            raise EdgekitError(f"{what} must be a finite number, got {value!r}")
     if not (balancing in BALANCINGS or (isinstance(balancing, float) and 0 < balancing <= 1)):
         raise EdgekitError(f"balancing must be one of {BALANCINGS} or a fraction of the max in "
                            f"(0, 1], got {balancing!r}")
