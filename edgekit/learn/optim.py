@@ -31,6 +31,13 @@ class Optimizer:
             K.adam(p.reshape(-1), g, m, v, lr, *self.betas, self.eps, self.weight_decay,
                    self.steps)
 
+    def state_shapes(self, params: dict[str, np.ndarray]) -> dict[str, tuple[int, ...]]:
+        """The float32 arrays ``update`` keeps once it has stepped: a checkpoint's optimizer
+        state must be exactly these before it is handed to the kernels."""
+        if self.kind == "sgd" or self.steps == 0:
+            return {}
+        return {f"{moment}/{name}": (p.size,) for name, p in params.items() for moment in "mv"}
+
     def state_bytes(self, params: dict[str, np.ndarray]) -> int:
         """What the optimizer keeps between steps (two moments per weight for Adam)."""
         return 0 if self.kind == "sgd" else 2 * sum(p.nbytes for p in params.values())

@@ -9,6 +9,7 @@ of an uninterrupted run.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import math
@@ -80,9 +81,9 @@ def finetune(graph: Graph, x: np.ndarray, y: np.ndarray, rule: str = "lls", epoc
     params, opt = learner.params, learner.opt
     buffers = {f"norm.{k}/{b.name}": getattr(b.norm, k) for b in blocks if b.norm
                for k in ("mean", "var")}
-    config = {"rule": rule, "seed": seed, "batch_size": batch_size, "layers": layers,
-              "online": online, "optimizer": optimizer, "norm": norm, "samples": len(y),
-              "options": options}
+    config = {"model": structure_id(graph), "rule": rule, "seed": seed,
+              "batch_size": batch_size, "layers": layers, "online": online,
+              "optimizer": optimizer, "norm": norm, "samples": len(y), "options": options}
     history: list[dict[str, Any]] = []
     path = Path(checkpoint) if checkpoint else None
     if resume and path and path.exists():
@@ -223,18 +224,32 @@ def _save(path: Path, config: dict, params: dict, buffers: dict, opt: Optimizer,
     atomic_write_bytes(path, buf.getvalue())
 
 
+def structure_id(graph: Graph) -> str:
+    """A hash of what makes ``graph`` the model it is, weights aside: inputs, outputs, tensor
+    names, shapes and dtypes, ops and their attrs. A checkpoint carries it, so that resuming
+    onto another model is refused even when its weights would happen to fit."""
+    doc = {"inputs": graph.inputs, "outputs": graph.outputs,
+           "tensors": {name: [list(t.shape), t.dtype] for name, t in graph.tensors.items()},
+           "nodes": [[n.op, n.inputs, n.outputs, n.attrs] for n in graph.nodes]}
+    text = json.dumps(doc, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
 def _load(path: Path, config: dict, params: dict, buffers: dict,
           opt: Optimizer) -> list[dict[str, Any]]:
+    """Continue from the checkpoint at ``path``: checked in full (model, run, every array's
+    name, shape, dtype and values) before anything is copied, since numpy would broadcast a
+    wrong shape into a weight and the kernels write wherever a wrong optimizer state says."""
     try:
         with np.load(path, allow_pickle=False) as z:
             meta = json.loads(str(z["meta"]))
             arrays = {k: z[k] for k in z.files if k != "meta"}
     except Exception as err:
         raise EdgekitError(f"{path}: not a readable edgekit checkpoint ({err})") from None
-    if meta["config"] != json.loads(json.dumps(config)):
-        raise EdgekitError(f"{path} was written by a different run ({meta['config']}); "
-                           "resume with the same rule, seed, batch size, layers and data, "
-                           "or delete the checkpoint")
+    try:
+        _check_checkpoint(meta, arrays, config, params, buffers, opt)
+    except EdgekitError as err:
+        raise EdgekitError(f"{path}: {err}; delete it or run without --resume") from None
     for name, value in params.items():
         value[...] = arrays[f"w/{name}"]
     for name, value in buffers.items():
@@ -242,3 +257,34 @@ def _load(path: Path, config: dict, params: dict, buffers: dict,
     opt.state = {k[4:]: v for k, v in arrays.items() if k.startswith("opt/")}
     opt.steps = meta["opt_steps"]
     return meta["history"]
+
+
+def _check_checkpoint(meta: Any, arrays: dict[str, np.ndarray], config: dict, params: dict,
+                      buffers: dict, opt: Optimizer) -> None:
+    _check(isinstance(meta, dict) and isinstance(meta.get("config"), dict)
+           and isinstance(meta["config"].get("model"), str)
+           and isinstance(meta.get("history"), list)
+           and all(isinstance(r, dict) for r in meta["history"])
+           and type(meta.get("opt_steps")) is int and meta["opt_steps"] >= 0,
+           "not an edgekit checkpoint of this version (its model, config, history or "
+           "opt_steps is missing or malformed)")
+    theirs = meta["config"].get("model")
+    _check(theirs == config["model"], f"a checkpoint of another model (structure {theirs}, "
+           f"this model's is {config['model']})")
+    _check(meta["config"] == json.loads(json.dumps(config)),
+           f"written by a different run ({meta['config']}); resume with the same rule, seed, "
+           "batch size, layers and data")
+    stepped = Optimizer(opt.kind, steps=meta["opt_steps"])
+    expected = {**{f"w/{k}": v.shape for k, v in params.items()},
+                **{f"b/{k}": v.shape for k, v in buffers.items()},
+                **{f"opt/{k}": shape for k, shape in stepped.state_shapes(params).items()}}
+    missing, extra = sorted(set(expected) - set(arrays)), sorted(set(arrays) - set(expected))
+    if missing:
+        raise EdgekitError(f"has no array {missing[0]!r} ({len(missing)} missing)")
+    if extra:
+        raise EdgekitError(f"holds arrays this run does not have: {', '.join(extra[:3])}")
+    for key, shape in expected.items():
+        value = arrays[key]
+        _check(value.dtype == np.float32 and value.shape == shape,
+               f"array {key!r} is {value.dtype} {value.shape}, this model needs float32 {shape}")
+        _check(bool(np.isfinite(value).all()), f"array {key!r} holds NaN or inf")
