@@ -4,9 +4,51 @@ from __future__ import annotations
 
 import numpy as np
 
+from edgekit.errors import EdgekitError
+
 
 def accuracy(logits: np.ndarray, labels: np.ndarray) -> float:
-    return float((np.asarray(logits).argmax(-1) == np.asarray(labels)).mean())
+    """Top-1 accuracy of ``logits`` (N, classes) against class labels (``class_labels``)."""
+    logits = np.asarray(logits)
+    y = class_labels(labels, len(logits), logits.shape[-1])
+    return float((logits.argmax(-1) == y).mean())
+
+
+def class_labels(labels: np.ndarray, n: int, classes: int | None = None) -> np.ndarray:
+    """``labels`` as ``n`` class indices, shape (n,), int64, each in ``[0, classes)`` when
+    ``classes`` is given; anything else raises.
+
+    numpy compares whatever it is given by broadcasting, so a column (n, 1) against n
+    predictions, a single label, or one-hot rows all gave an accuracy, and a wrong one. Taken
+    as they are meant: a column (n, 1) is squeezed, one-hot rows (one 1 per row, the rest 0)
+    become the index of their 1, float labels must be whole numbers; every other shape, a
+    different length, bool or text labels, negative or too large indices are refused."""
+    y = np.asarray(labels)
+    if y.dtype.kind not in "iuf":
+        raise EdgekitError(f"labels: got {y.dtype} data; labels are class indices (integers)")
+    if y.ndim == 2 and y.shape[1] == 1:
+        y = y[:, 0]
+    elif y.ndim == 2 and np.isin(y, (0, 1)).all() and (y.sum(axis=1) == 1).all() and (
+            classes is None or y.shape[1] == classes):
+        y = y.argmax(axis=1)
+    if y.ndim != 1:
+        raise EdgekitError(f"labels: got shape {y.shape}; pass class indices of shape ({n},) "
+                           "(a column (N, 1) and one-hot rows (N, classes) are taken too)")
+    if len(y) != n:
+        raise EdgekitError(f"labels: got {len(y)} label(s) for {n} sample(s)")
+    if y.dtype.kind == "f":
+        whole = np.isfinite(y) & (y == np.round(y))
+        if not whole.all():
+            i = int(np.argmin(whole))
+            raise EdgekitError(f"labels: class indices are whole numbers; label {i} is {y[i]}")
+    y = y.astype(np.int64)
+    bad = (y < 0) | (y >= classes) if classes is not None else y < 0
+    if bad.any():
+        i = int(np.argmax(bad))
+        where = (f"outside [0, {classes - 1}] (the model has {classes} outputs)"
+                 if classes is not None else "negative")
+        raise EdgekitError(f"labels: {int(bad.sum())} label(s) {where}; label {i} is {y[i]}")
+    return y
 
 
 def top1_agreement(a: np.ndarray, b: np.ndarray) -> float:

@@ -21,9 +21,13 @@ from edgekit.targets import deploy
 
 def validate(graph: Graph, target: str, x: np.ndarray, y: np.ndarray | None = None,
              float_graph: Graph | None = None, per_layer: bool = True) -> dict[str, Any]:
-    """Run ``graph`` on ``target`` and on edgekit's runtime (and ``float_graph``, if given)."""
+    """Run ``graph`` on ``target`` and on edgekit's runtime (and ``float_graph``, if given).
+    Labels ``y`` are class indices, one per sample (``metrics.class_labels``: checked before
+    anything is deployed, their range against the model's outputs)."""
     if len(x) == 0:
         raise EdgekitError("validation data is empty")
+    if y is not None:
+        y = metrics.class_labels(y, len(x))
     with deploy(graph, target) as session:
         out = session.run(x)
         layers = _layers(session, x) if per_layer else None
