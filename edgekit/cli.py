@@ -39,24 +39,51 @@ def load_model(path: str | Path) -> Graph:
 
 
 def load_data(path: str | Path) -> tuple[np.ndarray, np.ndarray | None]:
-    """Inputs and labels: a ``.npy`` array, or an ``.npz`` data file's ``x`` and ``y`` (if any)."""
-    path = Path(path)
+    """Inputs and labels: a ``.npy`` array, or an ``.npz`` data file's ``x`` and ``y`` (if any).
+    The labels are class indices, one per input (``metrics.class_labels``: a column (N, 1) or
+    one-hot rows are taken as such; any other shape, length or type is refused here)."""
+    from edgekit.metrics import class_labels
+
+    x, y = _read_data(Path(path))
+    if y is None:
+        return x, None
     try:
-        data = np.load(path, allow_pickle=False)
-    except FileNotFoundError:
-        raise EdgekitError(f"{path}: no such file") from None
-    except Exception as err:
-        raise EdgekitError(f"{path}: not a numpy .npy/.npz file ({err})") from None
-    if not isinstance(data, np.lib.npyio.NpzFile):
-        return data, None
-    with data:
-        if "x" not in data.files:
-            raise EdgekitError(f"{path}: data files need an 'x' array, found {data.files}")
-        return data["x"], data["y"] if "y" in data.files else None
+        return x, class_labels(y, len(x))
+    except EdgekitError as err:
+        raise EdgekitError(f"{path}: {err}") from None
 
 
 def load_array(path: str | Path) -> np.ndarray:
-    return load_data(path)[0]
+    return _read_data(Path(path))[0]
+
+
+def _read_data(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
+    """``x`` (real numbers with a batch axis) and ``y`` as stored; never unpickles."""
+    try:
+        data = np.load(path, allow_pickle=False)
+        if isinstance(data, np.lib.npyio.NpzFile):
+            with data:
+                if "x" not in data.files:
+                    raise EdgekitError(f"{path}: data files need an 'x' array, found "
+                                       f"{data.files}")
+                x, y = data["x"], data["y"] if "y" in data.files else None
+        else:
+            x, y = data, None
+    except EdgekitError:
+        raise
+    except FileNotFoundError:
+        raise EdgekitError(f"{path}: no such file") from None
+    except ValueError as err:
+        if "allow_pickle" in str(err):  # numpy's refusal to build an object array
+            raise EdgekitError(f"{path}: holds Python objects (a pickle); edgekit reads only "
+                               "numeric arrays") from None
+        raise EdgekitError(f"{path}: not a numpy .npy/.npz file ({err})") from None
+    except Exception as err:
+        raise EdgekitError(f"{path}: not a numpy .npy/.npz file ({err})") from None
+    if x.dtype.kind not in "fiu" or x.ndim == 0:
+        raise EdgekitError(f"{path}: inputs 'x' must be real numbers with a batch axis, got "
+                           f"{x.dtype} of shape {x.shape}")
+    return x, y
 
 
 WRITERS = {"ekm": None, "onnx": "to_onnx", "tflite": "to_tflite"}
@@ -185,6 +212,10 @@ def cmd_deploy(args: argparse.Namespace) -> None:
 
 
 def cmd_inspect(args: argparse.Namespace) -> None:
+    if args.ops:
+        return _list_ops(args)
+    if not args.model:
+        raise EdgekitError("give a MODEL to inspect, or --ops for the operators edgekit supports")
     info = describe(load_model(args.model))
     if args.json:
         print(json.dumps(info, indent=1))
@@ -199,6 +230,26 @@ def cmd_inspect(args: argparse.Namespace) -> None:
           f"{t['macs']:,} MACs per sample, peak activations {t['peak_activation_bytes']:,} B")
 
 
+def _list_ops(args: argparse.Namespace) -> None:
+    """``inspect --ops``: the Graph's op set (``edgekit.ops.OPS``), what an unsupported-op error
+    points to; which backend runs each op is the README's op table."""
+    from edgekit.ops import OPS, REQUIRED
+
+    if args.model:
+        raise EdgekitError("inspect --ops lists the op set and takes no MODEL")
+    ops = [{"op": name, "inputs": list(spec.n_inputs),
+            "attrs": {k: "required" if v is REQUIRED else v for k, v in spec.attrs.items()},
+            "doc": spec.doc} for name, spec in sorted(OPS.items())]
+    if args.json:
+        print(json.dumps(ops, indent=1))
+        return
+    print(table(["op", "inputs", "attributes (default)", "computes"],
+                [(o["op"], "-".join(map(str, sorted(set(o["inputs"])))),
+                  ", ".join(f"{k}={v}" for k, v in o["attrs"].items()), o["doc"])
+                 for o in ops]))
+    print(f"\n{len(ops)} ops; which backend runs each: README, 'What runs where'")
+
+
 def cmd_run(args: argparse.Namespace) -> None:
     if args.output:
         if Path(args.output).suffix.lower() not in (".npy", ".npz"):
@@ -206,21 +257,35 @@ def cmd_run(args: argparse.Namespace) -> None:
                                "outputs stored as 'y')")
         check_file(args.output, (args.model, args.input))
     graph = load_model(args.model)
+    npz = bool(args.output) and Path(args.output).suffix.lower() == ".npz"
+    if args.output and len(graph.outputs) > 1 and not npz:
+        raise EdgekitError(f"--output {args.output}: this model has {len(graph.outputs)} outputs "
+                           f"({', '.join(graph.outputs)}); a .npy file holds one: name a .npz")
     x = load_array(args.input)
     with edgekit.deploy(graph, target=args.target) as session:
         y = session.run(x)
+    outputs = dict(zip(graph.outputs, y if len(graph.outputs) > 1 else [y], strict=True))
     if args.output:
         with atomic_write(args.output) as f:
-            if Path(args.output).suffix.lower() == ".npz":
-                np.savez(f, y=y)
+            if npz:  # one output as 'y'; several by their names in the Graph
+                np.savez(f, **(outputs if len(outputs) > 1 else {"y": y}))
             else:
                 np.save(f, y)
-    if args.json:
-        print(json.dumps({"shape": list(y.shape), "argmax": y.argmax(-1).tolist()}))
-    else:
-        print(f"output {y.shape} {y.dtype}; argmax per sample: {y.argmax(-1).tolist()[:20]}"
-              + (" ..." if len(y) > 20 else "") + (f"; saved to {args.output}" if args.output
-                                                   else ""))
+    # per output: its shape and the argmax per sample (none for one value per sample)
+    summaries = [{"name": name, "shape": list(v.shape),
+                  "argmax": v.argmax(-1).tolist() if v.ndim > 1 else None}
+                 for name, v in outputs.items()]
+    if args.json:  # one output as it always was; several as a list, by name
+        print(json.dumps({k: summaries[0][k] for k in ("shape", "argmax")}
+                         if len(summaries) == 1 else {"outputs": summaries}))
+        return
+    for out in summaries:
+        argmax = out["argmax"]
+        print(f"output {out['name']} {tuple(out['shape'])} {outputs[out['name']].dtype}"
+              + ("" if argmax is None else f"; argmax per sample: {argmax[:20]}"
+                 + (" ..." if len(argmax) > 20 else "")))
+    if args.output:
+        print(f"saved to {args.output}")
 
 
 def cmd_targets(args: argparse.Namespace) -> None:
@@ -366,7 +431,8 @@ def build_parser() -> argparse.ArgumentParser:
     dp.set_defaults(func=cmd_deploy)
 
     i = sub.add_parser("inspect", help="ops, shapes, parameters and MACs per layer")
-    i.add_argument("model")
+    i.add_argument("model", nargs="?")
+    i.add_argument("--ops", action="store_true", help="list the operators edgekit supports")
     i.add_argument("--json", action="store_true")
     i.set_defaults(func=cmd_inspect)
 
