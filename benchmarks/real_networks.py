@@ -1,0 +1,203 @@
+"""Nine real networks through every stage, in one table (issue 19, "Real networks go through").
+
+    python benchmarks/real_networks.py [--only NAME ...] [--samples 32] [--board-samples 2]
+                                       [--json out.json]
+
+The networks are ``edgekit.zoo``'s: torchvision's mobilenet_v2, mobilenet_v3_small, resnet18,
+squeezenet1_1 and shufflenet_v2_x0_5 at 64x64, and the four MLPerf Tiny reference models,
+seeded random weights with batch-norm statistics calibrated on smooth random inputs (nothing
+is downloaded, so there is no labelled task: int8 is judged by its top-1 agreement with the
+float torch model, and by the SNR of its outputs against torch's). Each goes through the public
+API as a user would: ``edgekit.from_torch`` of the stock ``torch.export`` program, the float
+Graph against torch, ``edgekit.quantize`` on 64 calibration inputs, the int8 Graph on every
+CPU backend against the edgekit runtime (raw int8 outputs: ``=`` is bit-exact, else the
+largest difference in output steps and the share of outputs that differ), the three writers,
+``edgekit.profile`` against every device profile (the fit, or the limit and its overshoot),
+and the emulated Cortex-M3 (``mcu:qemu``) against the runtime where it fits, or the
+does-not-fit error. A stage that cannot run says why (an unsupported op names the op);
+later stages that need its result show ``-``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import tempfile
+import time
+from importlib.metadata import version
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+import edgekit
+from edgekit import zoo
+from edgekit.converters.to_c import to_c
+from edgekit.converters.to_onnx import to_onnx
+from edgekit.converters.to_tflite import to_tflite
+from edgekit.errors import EdgekitError, UnsupportedOpsError
+from edgekit.profile import profile_names
+from edgekit.quant import quantize_array
+from edgekit.targets import get_target
+
+BACKENDS = {"cpu:onnxruntime": "ort", "cpu:litert": "litert", "cpu:tflite-micro": "tfm"}
+CALIBRATION = 64
+
+
+def gist(err: Exception, chars: int = 90) -> str:
+    """An error in one short cell: the ops an import lacks, a fit's overshoot, else the message's
+    first line."""
+    if isinstance(err, UnsupportedOpsError):
+        return "missing " + ", ".join(sorted({op for op, _ in err.ops}))
+    text = str(err).splitlines()[0]
+    over = re.findall(r"(flash|sram): .*? exceeds it by ([\d,]+) B", text)
+    if over:
+        return "does not fit: " + ", ".join(f"{lim} +{mb(int(b.replace(',', '')))}"
+                                            for lim, b in over)
+    return text if len(text) <= chars else text[:chars] + "..."
+
+
+def mb(n: int) -> str:
+    return f"{n / 2**20:.2f} MiB" if n >= 2**20 else f"{n / 2**10:.1f} KiB"
+
+
+def snr_db(ref: np.ndarray, got: np.ndarray) -> float:
+    noise = float(np.sum((ref - got) ** 2))
+    return float("inf") if noise == 0 else 10 * np.log10(float(np.sum(ref**2)) / noise)
+
+
+def agreement(ref: np.ndarray, got: np.ndarray, task: str) -> str:
+    """Top-1 agreement (classifiers) and output SNR against ``ref``."""
+    snr = f"SNR {snr_db(ref, got):.1f} dB"
+    if task != "classify":
+        return snr
+    same = int(np.sum(ref.argmax(1) == got.argmax(1)))
+    return f"top-1 {same}/{len(ref)}, {snr}"
+
+
+def steps(ref: np.ndarray, got: np.ndarray) -> str:
+    """Raw int8 outputs against the runtime's: '=' when identical, else the largest difference
+    in quantization steps and the share of outputs that differ."""
+    diff = np.abs(ref.astype(np.int32) - got.astype(np.int32))
+    if not diff.any():
+        return "="
+    return f"≤{diff.max()} ({100 * np.mean(diff > 0):.1f}%)"
+
+
+def run_network(name: str, samples: int, board_samples: int, out: Path) -> dict[str, Any]:
+    net = zoo.NETWORKS[name]
+    row: dict[str, Any] = {"network": name, "source": net.source}
+    start = time.perf_counter()
+    model = zoo.network(name)
+    x_cal = zoo.sample_inputs(name, CALIBRATION, seed=2)
+    x = zoo.sample_inputs(name, samples, seed=3)
+    with torch.no_grad():
+        ref = model(torch.from_numpy(x)).numpy()
+    program = torch.export.export(model, (torch.from_numpy(x[:1]),))
+    try:
+        graph = edgekit.from_torch(program)
+    except EdgekitError as err:
+        row["import"] = gist(err)
+        return row
+    row["import"] = f"ok ({len(graph.nodes)} nodes)"
+    if net.task == "classify":  # how many classes torch's top-1 spreads over: agreement on one
+        row["classes"] = len(np.unique(ref.argmax(1)))  # class says less than on many
+    row["float"] = agreement(ref, edgekit.deploy(graph, "cpu").run(x), net.task)
+    try:
+        q = edgekit.quantize(graph, x_cal)
+    except EdgekitError as err:
+        row["int8"] = gist(err)
+        return row
+    runtime = edgekit.deploy(q, "cpu")
+    row["int8"] = agreement(ref, runtime.run(x), net.task)
+    xq = quantize_array(x, q.tensors[q.inputs[0]].quant)
+    raw = runtime.run(xq, raw=True)
+    cells = []
+    for target, short in BACKENDS.items():
+        ok, why = get_target(target).available()
+        if not ok:
+            cells.append(f"{short} n/a ({why})")
+            continue
+        try:
+            with edgekit.deploy(q, target) as session:
+                cells.append(f"{short} {steps(raw, session.run(xq, raw=True))}")
+        except EdgekitError as err:
+            cells.append(f"{short} {gist(err)}")
+    row["backends"] = ", ".join(cells)
+    writers = []
+    for short, write, path in [("tflite", to_tflite, out / f"{name}.tflite"),
+                               ("onnx", to_onnx, out / f"{name}.onnx"),
+                               ("c", to_c, out / f"{name}_c")]:
+        try:
+            written = write(q, path)
+            size = sum(f.stat().st_size for f in written.rglob("*")) if written.is_dir() \
+                else written.stat().st_size
+            writers.append(f"{short} {mb(size)}")
+        except EdgekitError as err:
+            writers.append(f"{short}: {gist(err)}")
+    row["writers"] = ", ".join(writers)
+    for device in profile_names():
+        try:
+            report = edgekit.profile(q, "cpu", x[:1], runs=3, warmup=1, device=device,
+                                     per_layer=False)
+        except EdgekitError as err:
+            row[device] = gist(err)
+            continue
+        over = [f"{f['limit']} +{mb(f['overshoot_bytes'])}" for f in report["fits"].values()
+                if not f["fits"]]
+        row[device] = "✗ " + ", ".join(over) if over else "fits"
+    row["board"] = board(q, xq[:board_samples], raw[:board_samples])
+    row["seconds"] = round(time.perf_counter() - start, 1)
+    return row
+
+
+def board(q, xq: np.ndarray, raw: np.ndarray) -> str:
+    ok, why = get_target("mcu:qemu").available()
+    if not ok:
+        return f"n/a ({why})"
+    try:
+        with edgekit.deploy(q, "mcu:qemu", timeout=120.0) as session:
+            got = np.concatenate([session.run(xq[i:i + 1], raw=True) for i in range(len(xq))])
+    except EdgekitError as err:
+        return gist(err)
+    result = steps(raw, got)
+    return f"bit-exact ({len(xq)}/{len(xq)})" if result == "=" else result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--only", nargs="+", choices=list(zoo.NETWORKS), metavar="NAME")
+    parser.add_argument("--samples", type=int, default=32)
+    parser.add_argument("--board-samples", type=int, default=2)
+    parser.add_argument("--json")
+    args = parser.parse_args()
+
+    try:
+        zoo.torchvision_models()
+        print(f"torch {torch.__version__}, torchvision {version('torchvision')}")
+    except ImportError as err:
+        print(f"torchvision not installed ({err}): its five networks will say so")
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in args.only or zoo.NETWORKS:
+            try:
+                row = run_network(name, args.samples, args.board_samples, Path(tmp))
+            except ImportError as err:
+                row = {"network": name, "import": f"needs {err.name}"}
+            rows.append(row)
+            print(json.dumps(row, ensure_ascii=False), flush=True)
+    columns = ["network", "import", "classes", "float", "int8", "backends", "writers", *profile_names(),
+               "board"]
+    print()
+    print("| " + " | ".join(columns) + " |")
+    print("|" + "---|" * len(columns))
+    for row in rows:
+        print("| " + " | ".join(str(row.get(c, "-")) for c in columns) + " |")
+    if args.json:
+        Path(args.json).write_text(json.dumps(rows, indent=1, ensure_ascii=False))
+
+
+if __name__ == "__main__":
+    main()

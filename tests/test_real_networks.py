@@ -1,0 +1,157 @@
+"""The real networks of issue 19 (``edgekit.zoo``: five stock torchvision classifiers and the
+four MLPerf Tiny reference models) through the public API: the stock ``torch.export`` program
+imports and agrees with torch in float, and the int8 Graph agrees across the CPU backends;
+on the emulated board, one that fits runs bit-exact and one that does not is refused with the
+overshoot. ``benchmarks/real_networks.py`` prints the same stages as a table.
+
+A network whose ops edgekit lacks is a strict xfail naming them: when the ops land, the test
+passes, the xfail fails, and the entry in ``MISSING`` goes.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+import edgekit
+from edgekit import zoo
+from edgekit.errors import EdgekitError, UnsupportedOpsError
+from edgekit.quant import quantize_array
+from edgekit.targets import get_target
+
+MISSING = {  # network -> the ops it waits for
+    "mobilenet_v3_small": "hardswish, hardsigmoid",
+    "shufflenet_v2_x0_5": "transpose, split",
+    "kws_ds_cnn": "pad (TF 'same' padding of a stride-2 conv)",
+    "vww_mobilenet_v1": "pad (TF 'same' padding of a stride-2 conv)",
+    "ic_resnet8": "pad (TF 'same' padding of a stride-2 conv)",
+}
+SAMPLES = 4
+
+
+def networks(*marks: pytest.MarkDecorator) -> list:
+    """Every zoo network as a parameter; the ones waiting for ops as strict xfails."""
+    params = []
+    for name in zoo.NETWORKS:
+        waits = [pytest.mark.xfail(raises=UnsupportedOpsError, strict=True,
+                                   reason=f"edgekit lacks {MISSING[name]}")] \
+            if name in MISSING else []
+        params.append(pytest.param(name, marks=[*marks, *waits], id=name))
+    return params
+
+
+@functools.cache
+def _imported(name: str):
+    """(torch outputs on the sample inputs, the sample inputs, the imported float Graph)."""
+    model = zoo.network(name)
+    x = zoo.sample_inputs(name, SAMPLES, seed=3)
+    with torch.no_grad():
+        ref = model(torch.from_numpy(x)).numpy()
+    program = torch.export.export(model, (torch.from_numpy(x[:1]),))  # as users save it
+    return ref, x, edgekit.from_torch(program)
+
+
+def imported(name: str):
+    try:
+        return _imported(name)
+    except ImportError as err:  # torchvision, from the dev extra
+        pytest.skip(f"{name} needs {err.name or err}: pip install -e '.[dev]'")
+
+
+@functools.cache
+def _quantized(name: str):
+    return edgekit.quantize(imported(name)[2], zoo.sample_inputs(name, 16, seed=2))
+
+
+@pytest.mark.parametrize("name", networks())
+def test_imports_and_agrees_with_torch_in_float(name):
+    ref, x, graph = imported(name)
+    got = edgekit.deploy(graph, "cpu").run(x)
+    np.testing.assert_allclose(got, ref, rtol=0, atol=1e-4 * np.abs(ref).max())
+    if zoo.NETWORKS[name].task == "classify":
+        np.testing.assert_array_equal(got.argmax(1), ref.argmax(1))
+
+
+@pytest.mark.parametrize("name", networks(pytest.mark.slow))
+def test_int8_agrees_across_cpu_backends(name):
+    """tflite-micro is the runtime's arithmetic, so bit-exact; ONNX Runtime and LiteRT round
+    differently inside (QDQ in float, XNNPACK) and drift a step or two through a deep net;
+    int8 stays close to torch's float outputs."""
+    ref, x, _ = imported(name)
+    q = _quantized(name)
+    runtime = edgekit.deploy(q, "cpu")
+    xq = quantize_array(x, q.tensors[q.inputs[0]].quant)
+    raw = runtime.run(xq, raw=True).astype(np.int32)
+    for target in ("cpu:tflite-micro", "cpu:onnxruntime", "cpu:litert"):
+        ok, why = get_target(target).available()
+        if not ok:
+            pytest.skip(f"{target}: {why}")
+        with edgekit.deploy(q, target) as session:
+            steps = np.abs(session.run(xq, raw=True).astype(np.int32) - raw)
+        assert steps.max() <= (0 if target == "cpu:tflite-micro" else 3), target
+    noise = np.sum((runtime.run(x) - ref) ** 2)
+    assert 10 * np.log10(np.sum(ref**2) / noise) > 15  # dB, int8 against torch's float
+
+
+def _board_missing() -> str:
+    return get_target("mcu:qemu").available()[1]
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(bool(_board_missing()), reason=f"MCU target unavailable: {_board_missing()}")
+def test_autoencoder_on_the_board_is_bit_exact():
+    _, x, _ = imported("ad_autoencoder")
+    q = _quantized("ad_autoencoder")
+    xq = quantize_array(x[:2], q.tensors[q.inputs[0]].quant)
+    with edgekit.deploy(q, "mcu:qemu") as board:
+        got = np.concatenate([board.run(xq[i:i + 1], raw=True) for i in range(len(xq))])
+    np.testing.assert_array_equal(got, edgekit.deploy(q, "cpu").run(xq, raw=True))
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(bool(_board_missing()), reason=f"MCU target unavailable: {_board_missing()}")
+def test_resnet18_does_not_fit_the_board():
+    """11.7 M int8 weights against the emulated M3's 4 MiB of flash: refused before any build,
+    naming the limit and the overshoot."""
+    q = edgekit.quantize(imported("resnet18")[2], zoo.sample_inputs("resnet18", 2, seed=2))
+    with pytest.raises(EdgekitError, match=r"does not fit cortex-m3-qemu: flash: weights need "
+                                           r"[\d,]+ B of 4,194,304 B, exceeds it by [\d,]+ B"):
+        edgekit.deploy(q, "mcu:qemu")
+
+
+class _InPlace(nn.Module):
+    """What torchvision's layers record: ``relu_``, ``out += identity``, ``hardtanh_``
+    (``ReLU6(inplace=True)``), ``dropout_``; and a view taken before the in-place ReLU, which
+    must see it (so renaming ``relu_`` to ``relu`` would not be enough)."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 3, padding=1)
+        self.conv2 = nn.Conv2d(8, 8, 1)
+        self.relu6 = nn.ReLU6(inplace=True)
+        self.drop = nn.Dropout(inplace=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.conv(x)
+        alias = y.view(y.shape)
+        y.relu_()
+        z = self.conv2(alias)
+        z += y
+        return self.drop(self.relu6(z))
+
+
+def test_in_place_ops_import_as_torch_computes_them():
+    torch.manual_seed(0)
+    model = _InPlace().eval()
+    x = torch.randn(2, 3, 8, 8)
+    program = torch.export.export(model, (x[:1],))
+    assert {"relu_", "add_", "hardtanh_", "dropout_"} <= {
+        str(n.target).split(".")[1] for n in program.graph.nodes if n.op == "call_function"}
+    graph = edgekit.from_torch(program)
+    with torch.no_grad():
+        ref = model(x).numpy()
+    np.testing.assert_allclose(edgekit.deploy(graph, "cpu").run(x.numpy()), ref, atol=1e-5)
