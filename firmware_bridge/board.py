@@ -3,17 +3,27 @@ and stopped here) and ``SerialBoard`` (a real board flashed with the same firmwa
 
 Both open a ``Link`` and wait for the firmware's HELLO. QEMU does not exit when the host
 disconnects, so ``QemuBoard.stop`` asks the firmware to exit (semihosting), then kills the
-process by its PID; every started board is also stopped at interpreter exit.
+process by its PID; every started board is also stopped at interpreter exit. A host that dies
+without either (``kill -9``, a crash) takes its boards with it on Linux: QEMU is started with
+the kernel's parent-death signal (``die_with_host``), so no emulator is left running alone.
 """
 
 from __future__ import annotations
 
 import atexit
+import ctypes
+import os
+import queue
 import re
 import shutil
+import signal
 import subprocess
+import sys
 import threading
+from collections.abc import Callable
+from concurrent.futures import Future
 from pathlib import Path
+from typing import Any
 
 import serial
 
@@ -24,6 +34,54 @@ from edgekit.firmware_bridge.protocol import Cmd, Frame, Hello, encode
 QEMU = "qemu-system-arm"
 ICOUNT_SHIFT = 3  # one emulated instruction = 2^3 ns of virtual time: repeatable counts
 _STARTED: set[QemuBoard] = set()  # strong references: a board is stopped even if dropped
+
+
+PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+
+
+def die_with_host() -> Callable[[], None] | None:
+    """A ``preexec_fn`` that has the kernel SIGKILL the child when the thread that started it
+    ends (``prctl(PR_SET_PDEATHSIG)``), or None off Linux. ``prctl`` is looked up here, before
+    the fork, so the child only makes the call; if the host died before it, the child exits."""
+    if not sys.platform.startswith("linux"):
+        return None
+    prctl = ctypes.CDLL(None, use_errno=True).prctl
+    host = os.getpid()
+
+    def preexec() -> None:
+        prctl(PR_SET_PDEATHSIG, int(signal.SIGKILL))
+        if os.getppid() != host:
+            os._exit(1)
+
+    return preexec
+
+
+_SPAWNER: queue.SimpleQueue | None = None
+_SPAWNER_LOCK = threading.Lock()
+
+
+def spawn(args: list[str], **popen: Any) -> subprocess.Popen:
+    """``subprocess.Popen(args, preexec_fn=die_with_host(), **popen)``, run on one daemon thread
+    that lives as long as the process: the parent-death signal follows the *thread* that
+    forked, so a board opened from a short-lived thread would otherwise die with that thread."""
+    global _SPAWNER
+    with _SPAWNER_LOCK:
+        if _SPAWNER is None:
+            _SPAWNER = queue.SimpleQueue()
+            threading.Thread(target=_serve, args=(_SPAWNER,), name="edgekit-board-spawner",
+                             daemon=True).start()
+    future: Future = Future()
+    _SPAWNER.put((future, lambda: subprocess.Popen(args, preexec_fn=die_with_host(), **popen)))
+    return future.result()
+
+
+def _serve(requests: queue.SimpleQueue) -> None:
+    while True:
+        future, call = requests.get()
+        try:
+            future.set_result(call())
+        except BaseException as err:  # handed to the caller, raised there
+            future.set_exception(err)
 
 
 def qemu_missing() -> str | None:
@@ -71,7 +129,7 @@ class QemuBoard(Board):
         why = qemu_missing()
         if why:
             raise EdgekitError(why)
-        self.process = subprocess.Popen(
+        self.process = spawn(
             [QEMU, "-M", "mps2-an385", "-nodefaults", "-display", "none", "-monitor", "none",
              "-icount", f"shift={ICOUNT_SHIFT}", "-semihosting-config", "enable=on,target=native",
              "-kernel", str(elf), "-chardev",
