@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from edgekit.errors import EdgekitError
 from edgekit.numerics.arith import quantize_multipliers
 
 
@@ -38,6 +39,52 @@ def activation_bounds(activation: str, q_out) -> tuple[int, int]:
     return lo, hi
 
 
+@dataclass(frozen=True, eq=False)
+class ConvParams:
+    """int8 conv2d, conv1d and linear: the int32 sums of ``(x - in_zp) * w`` plus the bias,
+    requantized per output channel by ``(mult[c], shift[c])`` onto ``out_zp`` and clamped to the
+    fused activation's ``[lo, hi]``. ``folded`` is the bias with the input zero point folded in,
+    ``bias[c] - in_zp * sum(w[c])``, for kernels that sum ``x * w`` directly (int64: exact)."""
+
+    in_zp: int
+    out_zp: int
+    lo: int
+    hi: int
+    mult: np.ndarray
+    shift: np.ndarray
+    folded: np.ndarray
+
+    def folded_int32(self, where: str) -> np.ndarray:
+        """``folded`` as the int32 a C kernel adds, or an EdgekitError naming ``where``."""
+        if np.abs(self.folded).max(initial=0) >= 2**31:
+            raise EdgekitError(f"{where}: folded bias overflows int32; quantize with "
+                               "edgekit.quantize (it keeps biases under 2^30)")
+        return self.folded.astype(np.int32)
+
+
+def conv_params(quant, weight: np.ndarray, bias: np.ndarray | None, activation: str, *,
+                fully_connected: bool = False) -> ConvParams:
+    """From the QuantParams of input, weight (per channel or per tensor) and output, the int8
+    OI... weight and its int32 bias. The multipliers are TFLite's ``s_in * s_w[c] / s_out`` in
+    double; a per-tensor FULLY_CONNECTED multiplies ``s_in * s_w`` in float32 first
+    (GetQuantizedConvolutionMultipler)."""
+    if bias is None:
+        raise EdgekitError("an int8 conv/linear needs its int32 bias (docs/quantized-graph.md); "
+                           "quantize the float Graph with edgekit.quantize")
+    channels = weight.shape[0]
+    s_in, s_w, s_out = f32(quant[0].scale[0]), f32(quant[1].scale), f32(quant[-1].scale[0])
+    if fully_connected and len(quant[1].scale) == 1:
+        product = f32(np.float32(s_in) * np.float32(s_w))
+    else:
+        product = s_in * s_w
+    m, s = quantize_multipliers(product / s_out)
+    in_zp = zero_point(quant[0])
+    folded = bias.astype(np.int64) - in_zp * weight.reshape(channels, -1).astype(np.int64).sum(1)
+    return ConvParams(in_zp, zero_point(quant[-1]), *activation_bounds(activation, quant[-1]),
+                      np.broadcast_to(m, (channels,)).copy(),
+                      np.broadcast_to(s, (channels,)).copy(), folded)
+
+
 @dataclass(frozen=True)
 class LeakyParams:
     """int8 leaky ReLU: ``zo + x' * (m_id, s_id)`` for x' = x - zx >= 0, else with alpha's."""
@@ -58,3 +105,161 @@ def leaky_params(q_in, q_out, alpha: float) -> LeakyParams:
     (m_id, m_alpha), (s_id, s_alpha) = quantize_multipliers(reals.astype(np.float64))
     return LeakyParams(zero_point(q_in), zero_point(q_out), int(m_id), int(s_id), int(m_alpha),
                        int(s_alpha))
+
+
+# TFLite's headroom for int8 ADD: both operands are shifted up this far before their rescaling
+# (the numba kernel reads it from here; the firmware's EK_ADD_LEFT_SHIFT is its twin).
+ADD_LEFT_SHIFT = 20
+
+
+@dataclass(frozen=True)
+class AddParams:
+    """int8 add (TFLite's ADD): each operand ``(v - z) << ADD_LEFT_SHIFT`` rescaled by its
+    multiplier (``mult[0]``, ``mult[1]``) onto twice the larger input scale, the sum by
+    ``mult[2]`` onto the output's, plus ``zo``, clamped to the fused activation's ``[lo, hi]``."""
+
+    zx: int
+    zy: int
+    zo: int
+    lo: int
+    hi: int
+    mult: tuple[int, int, int]
+    shift: tuple[int, int, int]
+
+
+def add_params(quant, activation: str) -> AddParams:
+    """From the QuantParams of both inputs then the output; multipliers formed in double as
+    tflite-micro's ADD prepare does."""
+    s1, s2, s_out = (f32(q.scale[0]) for q in quant)
+    twice_max = 2 * max(s1, s2)
+    m, shift = quantize_multipliers(np.array([s1 / twice_max, s2 / twice_max,
+                                              twice_max / ((1 << ADD_LEFT_SHIFT) * s_out)]))
+    return AddParams(zero_point(quant[0]), zero_point(quant[1]), zero_point(quant[2]),
+                     *activation_bounds(activation, quant[2]), tuple(int(v) for v in m),
+                     tuple(int(v) for v in shift))
+
+
+@dataclass(frozen=True)
+class MulParams:
+    """int8 mul (TFLite's MUL): ``(x - zx) * (y - zy)`` requantized by ``(mult, shift)``."""
+
+    zx: int
+    zy: int
+    zo: int
+    lo: int
+    hi: int
+    mult: int
+    shift: int
+
+
+def mul_params(quant) -> MulParams:
+    """From the QuantParams of both inputs then the output: ``s1 * s2 / s_out`` in double."""
+    s1, s2, s_out = (f32(q.scale[0]) for q in quant)
+    (m,), (shift,) = quantize_multipliers(np.array([s1 * s2 / s_out]))
+    return MulParams(zero_point(quant[0]), zero_point(quant[1]), zero_point(quant[2]),
+                     *activation_bounds("none", quant[2]), int(m), int(shift))
+
+
+@dataclass(frozen=True)
+class FloatEdges:
+    """The edges of an int8 op computed in float (softmax, layernorm): the input dequantized
+    with ``(zx, sx)``, the float result quantized with ``(so, zo)``; scales as float32 holds
+    them."""
+
+    zx: int
+    zo: int
+    sx: float
+    so: float
+
+
+def float_edges(q_in, q_out) -> FloatEdges:
+    return FloatEdges(zero_point(q_in), zero_point(q_out), float(f32(q_in.scale[0])),
+                      float(f32(q_out.scale[0])))
+
+
+@dataclass(frozen=True, eq=False)
+class LutParams:
+    """An int8 pointwise nonlinearity as TFLite computes its int8 LUT ops: ``y = table[x + 128]``
+    (``table``: 256 int8 values, read-only)."""
+
+    table: np.ndarray
+
+
+def lut_params(q_in, q_out, fn) -> LutParams:
+    """The table of ``fn`` (a numpy function, float64 in and out) from the input's and output's
+    quantization: ``y_q = clamp(round(fn((x_q - zx) * sx) / so) + zo)`` for every int8 ``x_q``,
+    in float64 from the float32 scales, rounding half away from zero. Where ``fn`` is NaN (log or
+    sqrt below zero) the entry is -128, as for -inf."""
+    x = np.arange(-128, 128, dtype=np.float64)
+    with np.errstate(all="ignore"):
+        y = np.asarray(fn((x - zero_point(q_in)) * f32(q_in.scale[0])), np.float64)
+        y = np.where(np.isnan(y), -np.inf, y / f32(q_out.scale[0]))
+        q = np.sign(y) * np.floor(np.abs(y) + 0.5) + zero_point(q_out)
+    table = np.clip(q, -128, 127).astype(np.int8)
+    table.setflags(write=False)
+    return LutParams(table)
+
+
+# --- int8 spiking Graphs (edgekit.quant.spiking): integer neurons and the scaled add ----------
+
+LEAK_BITS = 15  # LIF's leak is a Q15 multiplier
+
+
+def leak_multiplier(leak: float) -> int:
+    """LIF's leak as a Q15 integer: ``v <- trunc(v * L / 2^15)`` (IF: ``L = 2^15``)."""
+    return int(round(leak * (1 << LEAK_BITS)))
+
+
+def current_scales(quant, sample_shape: tuple[int, ...]) -> np.ndarray:
+    """Per element of one sample, the scale of an activation quantized per tensor or per
+    channel (axis 1 of the batched tensor)."""
+    scale = np.asarray(quant.scale, np.float64)
+    if quant.axis is None:
+        return np.full(sample_shape, scale[0])
+    return np.broadcast_to(scale.reshape(-1, *[1] * (len(sample_shape) - 1)), sample_shape)
+
+
+def spike_amplitudes(threshold: np.ndarray, current, spikes) -> np.ndarray:
+    """Each neuron's int8 spike: its int32 ``threshold`` (in the scale of its input
+    ``current``) in the ``spikes`` tensor's scale, at least 1 (a spike is never 0). Derived
+    here wherever it is needed, so it is never stored twice."""
+    real = threshold.astype(np.float64) * current_scales(current, threshold.shape)
+    return np.clip(np.rint(real / spikes.scale[0]), 1, 127).astype(np.int8)
+
+
+@dataclass(frozen=True, eq=False)
+class NeuronParams:
+    """An integer IF/LIF layer, per neuron (the per-sample shape): ``v = trunc(v * leak /
+    2^15) + x``; where ``v >= threshold`` it emits ``amplitude`` and subtracts its threshold
+    (``subtract``) or resets to 0. ``v_init``: the int32 membrane every inference starts from."""
+
+    threshold: np.ndarray
+    v_init: np.ndarray
+    leak: int
+    subtract: bool
+    amplitude: np.ndarray
+
+
+def neuron_params(threshold: np.ndarray, v_init: np.ndarray | None, current, spikes, *,
+                  reset: str, leak: float = 1.0) -> NeuronParams:
+    """From the int32 threshold and initial membrane params (``v_init`` None: zeros), the
+    QuantParams of the input ``current`` and the output ``spikes``, and the neuron's
+    attributes (an IF neuron has no leak: ``leak`` 1)."""
+    v_init = np.zeros_like(threshold) if v_init is None else v_init
+    return NeuronParams(threshold, v_init, leak_multiplier(leak), reset == "subtract",
+                        spike_amplitudes(threshold, current, spikes))
+
+
+@dataclass(frozen=True)
+class ScaledAddParams:
+    """A residual add of spikes and a layer's current in an int8 spiking Graph: ``spikes *
+    multiplier + current``, int32, in the current's scale."""
+
+    multiplier: int
+
+
+def scaled_add_params(spikes, current) -> ScaledAddParams:
+    """The integer ratio of the spike scale to the current's, which the spiking quantizer makes
+    an integer when it picks the current's weight scale (up to float32 rounding of the stored
+    scales). ``edgekit.quant.spiking`` stores it as ``scaled_add``'s ``multiplier``."""
+    return ScaledAddParams(int(round(spikes.scale[0] / current.scale[0])))

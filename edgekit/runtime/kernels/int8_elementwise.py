@@ -1,6 +1,6 @@
 """int8 elementwise kernels on flat C-contiguous arrays, each TFLite's reference arithmetic.
 
-Multipliers and shifts arrive precomputed (``edgekit.runtime.int8``); ``add`` and ``mul`` take
+Multipliers and shifts arrive precomputed (``edgekit.numerics.params``); ``add`` and ``mul`` take
 the second operand broadcast as ``elementwise.binary`` does (``dims``/``y_strides``). Also the
 conversions the float-inside kernels (softmax, layernorm) use at their edges, which round as
 ``edgekit.quant.edge`` does. numba's cache does not see edits to ``edgekit.numerics.arith``: clear
@@ -13,8 +13,7 @@ import numpy as np
 from numba import njit
 
 from edgekit.numerics.arith import clamp, multiply_by_quantized_multiplier, requantize
-
-ADD_LEFT_SHIFT = 20  # TFLite's headroom for int8 ADD
+from edgekit.numerics.params import ADD_LEFT_SHIFT
 
 
 @njit(cache=True)
@@ -88,3 +87,11 @@ def quantize(x, scale, zero_point, out):
         v = np.float64(x[i]) / scale
         r = np.floor(abs(v) + 0.5)
         out[i] = clamp(np.int64(-r if v < 0 else r) + zero_point, -128, 127)
+
+
+@njit(cache=True)
+def lut_i8(x, table, out):
+    """int8 pointwise nonlinearities: ``out = table[x + 128]`` (``numerics.params.lut_params``;
+    the firmware's ``ek_lut_i8`` is its twin)."""
+    for i in range(x.size):
+        out[i] = table[x[i] + 128]
