@@ -30,10 +30,7 @@ from .from_torch import (
     Act,
     Importer,
     Unsupported,
-    arith,
     const_param,
-    emit_conv,
-    emit_pool,
     same_pads,
 )
 
@@ -73,11 +70,13 @@ def _load(model):
 
 @dataclass
 class _Node:
-    """What a lowering sees: the builder, the Graph node name, attributes, opset, and how
-    many outputs the ONNX node declares (optional extra outputs must be unused)."""
+    """What a lowering sees: the builder, the Graph node name, the ONNX op type (one
+    lowering may serve several), attributes, opset, and how many outputs the ONNX node
+    declares (optional extra outputs must be unused)."""
 
     b: Any
     name: str
+    op: str
     attrs: dict[str, Any]
     opset: int
     n_out: int
@@ -156,7 +155,7 @@ class _OnnxImporter(Importer):
                                 lambda: self._stand_ins(node, name))
         else:
             fn = _lowering(op)
-            call = _Node(self.b, name, attrs, self.opset, len(node.output))
+            call = _Node(self.b, name, op, attrs, self.opset, len(node.output))
             out = self.attempt(op, name, fn and (lambda: fn(call, *inputs)),
                                lambda: self._stand_ins(node, name))
             outs = out if isinstance(out, list) else [out]
@@ -242,46 +241,6 @@ def _input_shape(value) -> tuple[int, ...]:
 # --------------------------------------------------------------------------- lowerings
 
 
-def _conv(n, x, w, bias=None):
-    w = n.const(w, "Conv with a non-constant weight")
-    bias = None if bias is None else n.const(bias, "Conv with a non-constant bias")
-    nd = w.ndim - 2
-    stride, dil = n.get("strides", [1] * nd), n.get("dilations", [1] * nd)
-    return emit_conv(n.b, x, w, bias, stride, n.pads(n.shape(x)[2:], w.shape[2:], stride, dil),
-                     dil, n.get("group", 1), n.name)
-
-
-def _gemm(n, a, b, c=None):
-    if n.get("transA", 0):
-        raise Unsupported("Gemm(transA=1)")
-    if not isinstance(a, Act):
-        raise Unsupported("Gemm with a constant A")
-    b = n.const(b, "Gemm with a non-constant B")
-    w = (b if n.get("transB", 0) else b.T) * n.get("alpha", 1.0)
-    out = w.shape[0]
-    inputs = [a.name, const_param(n.b, w, f"{n.name}.weight").name]
-    bias = None if c is None or isinstance(c, Act) else c * n.get("beta", 1.0)
-    if bias is not None:
-        if bias.size not in (1, out):
-            raise Unsupported("Gemm with a per-sample C")
-        inputs.append(const_param(n.b, np.broadcast_to(bias.reshape(-1), (out,)),
-                                  f"{n.name}.bias").name)
-    y = Act(n.b.node("linear", inputs, name=n.name))
-    if isinstance(c, Act):
-        c = c if n.get("beta", 1.0) == 1.0 else arith(n.b, "mul", c, n.get("beta"), n.name)
-        y = arith(n.b, "add", y, c, n.name)
-    return y
-
-
-def _matmul(n, a, b):
-    """x @ W with constant 2-D W is a linear layer without bias (a following Add becomes the
-    bias when the passes fold it)."""
-    if not isinstance(a, Act) or isinstance(b, Act) or b.ndim != 2:
-        raise Unsupported("MatMul of two activations" if isinstance(b, Act) else "MatMul")
-    return Act(n.b.node("linear", [a.name, const_param(n.b, b.T, f"{n.name}.weight").name],
-                        name=n.name))
-
-
 def _batchnorm(n, x, scale, bias, mean, var, *_):
     if n.get("training_mode", 0) or n.n_out > 1:
         raise Unsupported("BatchNormalization in training mode")
@@ -302,100 +261,6 @@ def _clip(n, x, lo=None, hi=None):
     return Act(n.b.node(op, [x.name], name=n.name))
 
 
-def _pool(kind: str):
-    def lower(n, x):
-        if n.n_out > 1:
-            raise Unsupported(f"{kind} with an indices output")
-        kernel = n.get("kernel_shape")
-        stride, dil = n.get("strides", [1] * len(kernel)), n.get("dilations", [1] * len(kernel))
-        if len(kernel) != 2:
-            raise Unsupported(f"{kind} over {len(kernel)}-D input")
-        pads = n.pads(n.shape(x)[2:], kernel, stride, dil)
-        spans = [size + p0 + p1 - (k - 1) * d - 1 for size, k, d, p0, p1
-                 in zip(n.shape(x)[2:], kernel, dil, pads[:2], pads[2:], strict=True)]
-        if n.get("ceil_mode", 0) and any(span % s for span, s in zip(spans, stride, strict=True)):
-            raise Unsupported(f"{kind}(ceil_mode=1)")
-        if kind == "AveragePool":
-            if dil != [1, 1]:
-                raise Unsupported("AveragePool with dilations")
-            return emit_pool(n.b, "avgpool2d", x, kernel, stride, pads, n.name,
-                             count_include_pad=bool(n.get("count_include_pad", 0)))
-        return emit_pool(n.b, "maxpool2d", x, kernel, stride, pads, n.name, dilation=dil)
-
-    return lower
-
-
-def _global_avgpool(n, x):
-    if len(n.shape(x)) != 4:
-        raise Unsupported(f"GlobalAveragePool over {len(n.shape(x)) - 2}-D input")
-    return Act(n.b.node("global_avgpool", [x.name], name=n.name))
-
-
-def _flatten(n, x):
-    shape = n.shape(x)
-    if n.get("axis", 1) % len(shape) != 1:
-        raise Unsupported(f"Flatten(axis={n.get('axis')}) across the batch dimension")
-    return _reshape_to(n, x, [math.prod(shape[1:])])
-
-
-def _reshape(n, x, shape):
-    """The target's first entry is the batch slot (0, -1 or the export's batch size, all
-    meaning 'keep the batch'); the rest is the per-sample shape, with ONNX's 0 (copy the
-    input dim, unless allowzero) and -1 (infer) resolved against the per-sample size."""
-    target = [int(d) for d in n.const(shape, "Reshape with a computed shape")]
-    src = n.shape(x)
-    rest = [src[i] if d == 0 and not n.get("allowzero", 0) and i < len(src) else d
-            for i, d in enumerate(target[1:], 1)]
-    size, known = math.prod(src[1:]), math.prod(d for d in rest if d != -1)
-    if rest.count(-1) == 1 and known and size % known == 0:
-        rest = [size // known if d == -1 else d for d in rest]
-    if not target or rest.count(-1) or math.prod(rest) != size:
-        raise Unsupported(f"Reshape across the batch dimension ({list(src)} -> {target})")
-    return _reshape_to(n, x, rest)
-
-
-def _reshape_to(n, x, per_sample: list[int]):
-    if tuple(per_sample) == n.shape(x)[1:]:
-        return x
-    return Act(n.b.node("reshape", [x.name], {"shape": [int(d) for d in per_sample]},
-                        name=n.name))
-
-
-def _arith(op: str):
-    return lambda n, x, y: arith(n.b, op, x, y, n.name)
-
-
-def _concat(n, *xs):
-    rank = len(n.shape(next(x for x in xs if isinstance(x, Act))))
-    names = [x.name if isinstance(x, Act) else const_param(n.b, x, f"{n.name}.const").name
-             for x in xs]
-    return Act(n.b.node("concat", names, {"axis": n.get("axis") % rank}, name=n.name))
-
-
-def _softmax(n, x):
-    """Before opset 13 Softmax flattens from ``axis`` (default 1) on: the same as ours only
-    when that is a single (last) axis."""
-    rank = len(n.shape(x))
-    axis = n.get("axis", -1 if n.opset >= 13 else 1) % rank
-    if n.opset < 13 and axis != rank - 1:
-        raise Unsupported(f"Softmax(axis={axis}) of opset {n.opset} over several axes")
-    return Act(n.b.node("softmax", [x.name], {"axis": axis}, name=n.name))
-
-
-def _layernorm(n, x, scale, bias=None):
-    shape = n.shape(x)
-    k = len(shape) - n.get("axis", -1) % len(shape)
-    norm = shape[-k:]
-    gamma = np.broadcast_to(n.const(scale, "LayerNormalization with a computed scale"), norm)
-    beta = np.zeros(norm) if bias is None else np.broadcast_to(
-        n.const(bias, "LayerNormalization with a computed bias"), norm)
-    inputs = [x.name, const_param(n.b, gamma, f"{n.name}.weight").name,
-              const_param(n.b, beta, f"{n.name}.bias").name]
-    y = Act(n.b.node("layernorm", inputs,
-                     {"normalized_ndim": k, "eps": float(n.get("epsilon", 1e-5))}, name=n.name))
-    return [y] + [None] * (n.n_out - 1)
-
-
 def _alias(n, x, *_):
     return [x] + [None] * (n.n_out - 1)
 
@@ -411,13 +276,7 @@ def _lowering(op_type: str) -> Callable[..., Any] | None:
 
 # Composite ONNX ops (no Graph op of their own) and ops not yet moved into an op module.
 _ONNX_OPS: dict[str, Callable[..., Any]] = {
-    "Conv": _conv, "Gemm": _gemm, "MatMul": _matmul,
     "BatchNormalization": _batchnorm,
     "Clip": _clip,
-    "AveragePool": _pool("AveragePool"), "MaxPool": _pool("MaxPool"),
-    "GlobalAveragePool": _global_avgpool,
-    "Flatten": _flatten, "Reshape": _reshape,
-    "Add": _arith("add"), "Sub": _arith("sub"), "Mul": _arith("mul"), "Div": _arith("div"),
-    "Concat": _concat, "Softmax": _softmax, "LayerNormalization": _layernorm,
     "Dropout": _alias, "Identity": _alias,
 }

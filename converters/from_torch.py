@@ -134,31 +134,6 @@ def same_pads(sizes, kernel, stride, dilation, lower: bool = False) -> list[int]
     return begins + ends
 
 
-def emit_conv(b: GraphBuilder, x: Act, w, bias, stride, pads, dilation, groups: int,
-              name: str) -> Act:
-    """conv1d/conv2d from a constant weight; ``pads`` is [begins..., ends...] per spatial dim
-    (for 2-D exactly the Graph's [top, left, bottom, right])."""
-    nd = np.ndim(w) - 2
-    if nd not in (1, 2):
-        raise Unsupported(f"conv{nd}d")
-    inputs = [x.name, const_param(b, w, f"{name}.weight").name]
-    if bias is not None:
-        inputs.append(const_param(b, bias, f"{name}.bias").name)
-    attrs = {"stride": [int(v) for v in stride], "padding": [int(v) for v in pads],
-             "dilation": [int(v) for v in dilation], "groups": int(groups)}
-    return Act(b.node(f"conv{nd}d", inputs, attrs, name=name))
-
-
-def emit_pool(b: GraphBuilder, kind: str, x: Act, kernel, stride, pads, name: str,
-              **attrs) -> Act:
-    """avgpool2d/maxpool2d over NCHW; ``pads`` is [top, left, bottom, right]."""
-    if len(b.shape(x.name)) != 4:
-        raise Unsupported(f"{kind} over {len(b.shape(x.name)) - 2}-D input")
-    attrs.update(kernel=[int(k) for k in kernel], stride=[int(s) for s in stride],
-                 padding=[int(p) for p in pads])
-    return Act(b.node(kind, [x.name], attrs, name=name))
-
-
 # --------------------------------------------------------------------------- the importer
 
 
@@ -239,6 +214,12 @@ class _Call:
 
     def shape(self, value: Any) -> tuple:
         return tuple(value.meta["val"].shape)
+
+    @property
+    def aten(self) -> str:
+        """The ATen op this call is (one lowering may serve several, e.g. max_pool2d and
+        max_pool2d_with_indices)."""
+        return _op_name(self.node.target)
 
     def emit(self, op: str, inputs: list[Act], attrs: dict[str, Any] | None = None) -> Act:
         """Append Graph op ``op`` on ``inputs``, named after this call."""
@@ -369,51 +350,17 @@ def ints(value, n: int) -> list[int]:
 # --------------------------------------------------------------------------- ATen lowerings
 
 
-def _conv(c, x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
-    """aten.conv1d/conv2d (.default and .padding with 'same'/'valid')."""
-    w = c.const(weight, "convolution")
-    nd = w.ndim - 2
-    stride, dilation = ints(stride, nd), ints(dilation, nd)
-    if padding == "same":
-        pads = same_pads(c.b.shape(x.name)[2:], w.shape[2:], stride, dilation)
-    elif padding == "valid":
-        pads = [0] * 2 * nd
-    else:
-        pads = ints(padding, nd) * 2
-    return emit_conv(c.b, x, w, c.const(bias, "convolution"), stride, pads, dilation,
-                     groups, c.name)
-
-
 def _convolution(c, x, weight, bias, stride, padding, dilation, transposed, output_padding,
                  groups):
-    """core ATen aten.convolution (what conv layers decompose to)."""
+    """core ATen aten.convolution (what conv layers decompose to): aten.conv1d or aten.conv2d,
+    by the weight's rank, with the same arguments."""
     if transposed:
         raise Unsupported("conv_transpose")
-    return _conv(c, x, weight, bias, stride, padding, dilation, groups)
-
-
-def _linear(c, x, weight, bias=None):
-    w = c.const(weight, "linear")
-    inputs = [x.name, const_param(c.b, w, f"{c.name}.weight").name]
-    if bias is not None:
-        inputs.append(const_param(c.b, c.const(bias, "linear"), f"{c.name}.bias").name)
-    return Act(c.b.node("linear", inputs, name=c.name))
-
-
-def _matmul(c, x, other):
-    """x @ W with a constant 2-D W is a linear layer (core ATen spells nn.Linear this way)."""
-    if not isinstance(x, Act) or isinstance(other, Act) or other.dim() != 2:
-        raise Unsupported("matmul of two activations" if isinstance(other, Act) else "matmul")
-    return _linear(c, x, other.t())
-
-
-def _addmm(c, bias, x, other, beta=1, alpha=1):
-    if any(isinstance(v, Act) for v in (bias, other)) or not isinstance(x, Act):
-        raise Unsupported("addmm with non-constant weights")
-    out = other.shape[-1]
-    if bias.numel() not in (1, out):
-        raise Unsupported("addmm with a per-sample bias")
-    return _linear(c, x, other.t() * alpha, (bias * beta).reshape(-1).expand(out))
+    rank = len(c.shape(c.node.args[1]))
+    lower = _lowering(f"conv{rank - 2}d")
+    if lower is None:
+        raise Unsupported(f"convolution with a rank-{rank} weight")
+    return lower(c, x, weight, bias, stride, padding, dilation, groups)
 
 
 def _batch_norm(c, x, weight, bias, mean, var, training, momentum, eps, cudnn=None):
@@ -440,110 +387,6 @@ def _hardtanh(c, x, min_val=-1.0, max_val=1.0):
     return Act(c.b.node("relu6", [x.name], name=c.name))
 
 
-def _pool(c, kind, x, kernel_size, stride, padding, dilation_, ceil_mode, **attrs):
-    """The Graph's pools round down; ceil_mode=True is accepted where it gives the same size
-    (torch drops a last window that would start in the right padding)."""
-    kernel, pad, dil = ints(kernel_size, 2), ints(padding, 2), ints(dilation_, 2)
-    stride = ints(stride or kernel, 2)
-    for n, k, s, p, d in zip(c.b.shape(x.name)[2:], kernel, stride, pad, dil, strict=True):
-        span = n + 2 * p - d * (k - 1) - 1
-        if ceil_mode and span >= 0 and span % s and (span // s + 1) * s < n + p:
-            raise Unsupported(f"{_op_name(c.node.target)}(ceil_mode=True)")
-    return emit_pool(c.b, kind, x, kernel, stride, pad * 2, c.name, **attrs)
-
-
-def _avg_pool2d(c, x, kernel_size, stride=(), padding=0, ceil_mode=False,
-                count_include_pad=True, divisor_override=None):
-    if divisor_override is not None:
-        raise Unsupported("avg_pool2d(divisor_override)")
-    return _pool(c, "avgpool2d", x, kernel_size, stride, padding, 1, ceil_mode,
-                 count_include_pad=bool(count_include_pad))
-
-
-def _max_pool2d(c, x, kernel_size, stride=(), padding=0, dilation=1, ceil_mode=False):
-    return _pool(c, "maxpool2d", x, kernel_size, stride, padding, dilation, ceil_mode,
-                 dilation=ints(dilation, 2))
-
-
-def _adaptive_avg_pool2d(c, x, output_size):
-    """Output 1x1 is a global average pool; an output that divides the input evenly is a
-    plain average pool; anything else has uneven windows the Graph cannot express."""
-    size = c.b.shape(x.name)[2:]
-    out = ints(output_size, 2)
-    if out == [1, 1]:
-        return Act(c.b.node("global_avgpool", [x.name], name=c.name))
-    if len(size) != 2 or any(n % o for n, o in zip(size, out, strict=True)):
-        raise Unsupported(f"adaptive_avg_pool2d to {out} from {list(size)}")
-    kernel = [n // o for n, o in zip(size, out, strict=True)]
-    return emit_pool(c.b, "avgpool2d", x, kernel, kernel, [0] * 4, c.name)
-
-
-def _mean(c, x, dim=None, keepdim=False, dtype=None):
-    """x.mean((2, 3)) over the spatial axes of NCHW is a global average pool."""
-    rank = len(c.b.shape(x.name))
-    if rank != 4 or sorted(d % rank for d in (dim or ())) != [2, 3]:
-        raise Unsupported("mean")
-    y = Act(c.b.node("global_avgpool", [x.name], name=c.name))
-    return y if keepdim else _reshape(c, y)
-
-
-def _reshape(c, x, *_, **__):
-    """view/reshape/flatten/squeeze/unsqueeze: the Graph keeps the batch as the free leading
-    dim, so the per-sample target is the recorded output shape without its first dim; a
-    reshape that moves data across the batch dim cannot be expressed."""
-    src, out = c.shape(c.node.args[0]), c.shape(c.node)
-    if not out or str(out[0]) != str(src[0]):
-        raise Unsupported(f"{_op_name(c.node.target)} across the batch dimension "
-                          f"({list(src)} -> {list(out)})")
-    target = [int(d) for d in out[1:]]
-    if tuple(target) == c.b.shape(x.name)[1:]:
-        return x
-    return Act(c.b.node("reshape", [x.name], {"shape": target}, name=c.name))
-
-
-def _arith(op: str):
-    def lower(c, x, y, alpha=1, rounding_mode=None):
-        if rounding_mode is not None:
-            raise Unsupported(f"div(rounding_mode={rounding_mode!r})")
-        if alpha != 1:
-            if isinstance(y, Act):
-                raise Unsupported(f"{op} with alpha")
-            y = y * alpha
-        return arith(c.b, op, _to_np(x), _to_np(y), c.name)
-
-    return lower
-
-
-def _to_np(value):
-    return value if isinstance(value, Act) or not hasattr(value, "detach") else _np(value)
-
-
-def _cat(c, tensors, dim=0):
-    names = [t.name if isinstance(t, Act) else const_param(c.b, _np(t), f"{c.name}.const").name
-             for t in tensors]
-    rank = len(c.b.shape(names[0]))
-    return Act(c.b.node("concat", names, {"axis": int(dim) % rank}, name=c.name))
-
-
-def _softmax(c, x, dim, *_, **__):
-    axis = int(dim) % len(c.b.shape(x.name))
-    return Act(c.b.node("softmax", [x.name], {"axis": axis}, name=c.name))
-
-
-def _layer_norm(c, x, normalized_shape, weight=None, bias=None, eps=1e-5, cudnn_enable=True):
-    shape = [int(d) for d in normalized_shape]
-    gamma = np.ones(shape, np.float32) if weight is None else c.const(weight, "layer_norm")
-    beta = np.zeros(shape, np.float32) if bias is None else c.const(bias, "layer_norm")
-    inputs = [x.name, const_param(c.b, gamma, f"{c.name}.weight").name,
-              const_param(c.b, beta, f"{c.name}.bias").name]
-    return Act(c.b.node("layernorm", inputs, {"normalized_ndim": len(shape), "eps": float(eps)},
-                        name=c.name))
-
-
-def _native_layer_norm(c, *args):
-    return _layer_norm(c, *args), None, None
-
-
 def _alias(c, x, *_, **__):
     return x
 
@@ -563,23 +406,12 @@ def _lowering(aten: str) -> Callable[..., Any] | None:
 
 # Composite ATen ops (no Graph op of their own) and ops not yet moved into an op module.
 _TORCH_OPS: dict[str, Callable[..., Any]] = {
-    "conv1d": _conv, "conv2d": _conv, "convolution": _convolution,
-    "linear": _linear, "matmul": _matmul, "mm": _matmul, "addmm": _addmm,
+    "convolution": _convolution,
     "batch_norm": _batch_norm, "_native_batch_norm_legit_no_training": _bn_no_training,
     **dict.fromkeys(("_native_batch_norm_legit_functional", "_native_batch_norm_legit"),
                     lambda c, x, w, b, mean, var, *a: _batch_norm(c, x, w, b, mean, var, True,
                                                                   0, 0)),
     "hardtanh": _hardtanh,
-    "avg_pool2d": _avg_pool2d, "max_pool2d": _max_pool2d,
-    "max_pool2d_with_indices": lambda c, *a: (_max_pool2d(c, *a), None),
-    "adaptive_avg_pool2d": _adaptive_avg_pool2d, "_adaptive_avg_pool2d": _adaptive_avg_pool2d,
-    "mean": _mean,
-    **dict.fromkeys(("view", "reshape", "_unsafe_view", "flatten", "squeeze", "unsqueeze"),
-                    _reshape),
-    "add": _arith("add"), "sub": _arith("sub"), "mul": _arith("mul"), "div": _arith("div"),
-    "cat": _cat, "concat": _cat,
-    "softmax": _softmax, "_softmax": _softmax,
-    "layer_norm": _layer_norm, "native_layer_norm": _native_layer_norm,
     **dict.fromkeys(("dropout", "feature_dropout", "alias", "clone", "contiguous", "detach",
                      "lift_fresh_copy"), _alias),
     "native_dropout": lambda c, x, *_: (x, None),

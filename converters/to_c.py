@@ -3,9 +3,9 @@
 The model becomes ``model.c``/``model.h``: weights as const arrays (they stay in flash), one
 const parameter struct per node, a static schedule of kernel calls (``run_step``, a switch: no
 interpreter) and one static arena whose offsets come from edgekit's memory planner, so the
-board uses exactly the peak activation memory edgekit reports. Every multiplier, shift and
-activation bound is derived by the numba runtime's own functions (``edgekit.runtime.int8``), so
-the firmware computes what the runtime computes, bit for bit.
+board uses exactly the peak activation memory edgekit reports. Every multiplier, shift,
+activation bound and folded bias comes from the builders the int8 runtime reads too
+(``edgekit.numerics.params``), so the firmware computes what the runtime computes, bit for bit.
 """
 
 from __future__ import annotations
@@ -20,11 +20,7 @@ import numpy as np
 from edgekit.errors import EdgekitError
 from edgekit.fileio import atomic_write_bytes, check_folder
 from edgekit.graph import Graph, Node
-from edgekit.numerics.arith import quantize_multipliers
-from edgekit.numerics.params import activation_bounds
 from edgekit.ops import implementation, implementations
-from edgekit.runtime.float32 import broadcast_layout
-from edgekit.runtime.int8 import conv_multipliers
 from edgekit.runtime.planner import Buffer, GreedyPlanner, Plan
 
 MAX_DIMS = 6  # EK_MAX_DIMS in ek_kernels.h
@@ -34,14 +30,6 @@ LINK_PAYLOAD_LIMIT = 65535  # the frame's u16 length field
 def _size(shape) -> int:
     """Elements of one sample (the board runs batch 1)."""
     return math.prod(shape[1:])
-
-
-def _zp(q) -> int:
-    return int(q.zero_point[0])
-
-
-def _f32(x) -> float:
-    return float(np.float32(x))
 
 
 def _c_array(ctype: str, name: str, values: np.ndarray) -> str:
@@ -99,146 +87,9 @@ class _Writer:
         return f"&p{i}"
 
 
-def _conv(w: _Writer, i: int, node: Node, one_d: bool) -> str:
-    a, graph = node.attrs, w.graph
-    x, weight, bias = (graph.params.get(t) for t in node.inputs[:3])
-    xs, ys = w.shape(node.inputs[0]), w.shape(node.outputs[0])
-    if one_d:
-        xs, ys, weight = (*xs[:2], 1, xs[2]), (*ys[:2], 1, ys[2]), weight[:, :, None, :]
-        geometry = dict(sh=1, sw=a["stride"][0], pt=0, pl=a["padding"][0], dh=1,
-                        dw=a["dilation"][0])
-    else:
-        geometry = dict(sh=a["stride"][0], sw=a["stride"][1], pt=a["padding"][0],
-                        pl=a["padding"][1], dh=a["dilation"][0], dw=a["dilation"][1])
-    quant = w.quant(node)
-    m, shift = conv_multipliers(quant, weight.shape[0], False)
-    lo, hi = activation_bounds(a["activation"], quant[-1])
-    folded = bias.astype(np.int64) - _zp(quant[0]) * weight.reshape(weight.shape[0], -1).astype(
-        np.int64).sum(axis=1)
-    _check_int32(node, folded)
-    w.col_bytes = max(w.col_bytes, 2 * math.prod(weight.shape[1:]))  # two columns
-    fields = dict(cin=xs[1], h=xs[2], w=xs[3], cout=ys[1], oh=ys[2], ow=ys[3],
-                  kh=weight.shape[2], kw=weight.shape[3], **geometry, groups=a["groups"],
-                  in_zp=_zp(quant[0]), out_zp=_zp(quant[-1]), lo=lo, hi=hi,
-                  weight=w.array("int8_t", weight), bias=w.array("int32_t", folded),
-                  mult=w.array("int32_t", m), shift=w.array("int32_t", shift))
-    w.decls.append(_struct("ek_conv_t", f"p{i}", fields))
-    return f"ek_conv2d(&p{i}, col, {w.at(node.inputs[0])}, {w.at(node.outputs[0])});"
-
-
-def _check_int32(node: Node, values: np.ndarray) -> None:
-    if np.abs(values).max(initial=0) >= 2**31:
-        raise EdgekitError(f"node {node.name or node.op}: folded bias overflows int32; "
-                           "quantize with edgekit.quantize (it keeps biases under 2^30)")
-
-
-def _linear(w: _Writer, i: int, node: Node) -> str:
-    weight, bias = (w.graph.params[t] for t in node.inputs[1:3])
-    quant = w.quant(node)
-    m, shift = conv_multipliers(quant, weight.shape[0], len(quant[1].scale) == 1)
-    lo, hi = activation_bounds(node.attrs["activation"], quant[-1])
-    folded = bias.astype(np.int64) - _zp(quant[0]) * weight.astype(np.int64).sum(axis=1)
-    _check_int32(node, folded)
-    xs = w.shape(node.inputs[0])
-    fields = dict(rows=_size(xs) // xs[-1], **{"in": xs[-1]}, out=weight.shape[0],
-                  out_zp=_zp(quant[-1]), lo=lo, hi=hi, weight=w.array("int8_t", weight),
-                  bias=w.array("int32_t", folded), mult=w.array("int32_t", m),
-                  shift=w.array("int32_t", shift))
-    w.decls.append(_struct("ek_linear_t", f"p{i}", fields))
-    return f"ek_linear(&p{i}, {w.at(node.inputs[0])}, {w.at(node.outputs[0])});"
-
-
-def _binary(w: _Writer, i: int, node: Node) -> str:
-    quant = w.quant(node)
-    out_shape, y_name = w.shape(node.outputs[0]), node.inputs[1]
-    y_shape = w.graph.tensors[y_name].shape
-    y_shape = y_shape if y_name in w.graph.params else (1, *y_shape[1:])
-    if w.shape(node.inputs[0]) != out_shape:
-        raise EdgekitError(f"{node.op}: only the second operand may broadcast")
-    dims, strides = broadcast_layout(out_shape, y_shape)
-    if len(dims) > MAX_DIMS:
-        raise EdgekitError(f"{node.op}: broadcasting over more than {MAX_DIMS} runs of axes")
-    s1, s2, s_out = (float(np.float32(q.scale[0])) for q in quant)
-    if node.op == "add":
-        twice = 2 * max(s1, s2)
-        reals = [s1 / twice, s2 / twice, twice / ((1 << 20) * s_out)]
-        lo, hi = activation_bounds(node.attrs["activation"], quant[2])
-    else:
-        reals, (lo, hi) = [s1 * s2 / s_out, 0.0, 0.0], (-128, 127)
-    m, shift = quantize_multipliers(np.array(reals))
-    pad = [1] * (MAX_DIMS - len(dims))
-    fields = dict(size=_size(out_shape), ndims=len(dims), dims=[*dims, *pad],
-                  y_strides=[*strides, *pad], zx=_zp(quant[0]), zy=_zp(quant[1]),
-                  zo=_zp(quant[2]), lo=lo, hi=hi, mult=m, shift=shift)
-    w.decls.append(_struct("ek_binary_t", f"p{i}", fields))
-    y = w.array("int8_t", w.graph.params[y_name]) if y_name in w.graph.params else w.at(y_name)
-    return f"ek_{node.op}(&p{i}, {w.at(node.inputs[0])}, {y}, {w.at(node.outputs[0])});"
-
-
-def _pool(w: _Writer, i: int, node: Node) -> str:
-    a, xs, ys = node.attrs, w.shape(node.inputs[0]), w.shape(node.outputs[0])
-    if node.op == "global_avgpool":
-        kernel, stride, padding, dilation, include = xs[2:], (1, 1), (0, 0), (1, 1), 0
-    else:
-        kernel, stride, padding = a["kernel"], a["stride"], a["padding"]
-        dilation, include = a.get("dilation", (1, 1)), int(a.get("count_include_pad", False))
-    fields = dict(c=xs[1], h=xs[2], w=xs[3], oh=ys[2], ow=ys[3], kh=kernel[0], kw=kernel[1],
-                  sh=stride[0], sw=stride[1], pt=padding[0], pl=padding[1], dh=dilation[0],
-                  dw=dilation[1], count_include_pad=include, zp=_zp(w.quant(node)[0]))
-    w.decls.append(_struct("ek_pool_t", f"p{i}", fields))
-    kernel_fn = "ek_maxpool2d" if node.op == "maxpool2d" else "ek_avgpool2d"
-    return f"{kernel_fn}(&p{i}, {w.at(node.inputs[0])}, {w.at(node.outputs[0])});"
-
-
-def _copy(w: _Writer, i: int, node: Node) -> str:
-    return (f"ek_copy({_size(w.shape(node.outputs[0]))}, {w.at(node.inputs[0])}, "
-            f"{w.at(node.outputs[0])});")
-
-
-def _concat(w: _Writer, i: int, node: Node) -> str:
-    ys = w.shape(node.outputs[0])
-    axis = node.attrs["axis"] % len(ys)
-    outer, total, offset, calls = math.prod(ys[:axis]), math.prod(ys[axis:]), 0, []
-    for name in node.inputs:
-        inner = math.prod(w.shape(name)[axis:])
-        calls.append(f"ek_concat_part({outer}, {inner}, {total}, {offset}, {w.at(name)}, "
-                     f"{w.at(node.outputs[0])});")
-        offset += inner
-    return " ".join(calls)
-
-
-def _float_inside(w: _Writer, i: int, node: Node) -> str:
-    """softmax/layernorm compute in float between a dequantize and a quantize (the contract)."""
-    q_in, q_out = w.quant(node)[0], w.quant(node)[-1]
-    edges = dict(zx=_zp(q_in), zo=_zp(q_out), sx=_f32(q_in.scale[0]), so=_f32(q_out.scale[0]))
-    xs = w.shape(node.inputs[0])
-    if node.op == "softmax":
-        axis = node.attrs["axis"] % len(xs)
-        fields = dict(outer=math.prod(xs[:axis]), n=xs[axis], inner=math.prod(xs[axis + 1:]),
-                      **edges)
-        ctype = "ek_softmax_t"
-    else:
-        gamma, beta = (w.graph.params[t].astype(np.float32) for t in node.inputs[1:3])
-        fields = dict(rows=_size(xs) // gamma.size, n=gamma.size, **edges,
-                      eps=float(node.attrs["eps"]), gamma=w.array("float", gamma),
-                      beta=w.array("float", beta))
-        ctype = "ek_layernorm_t"
-    w.decls.append(_struct(ctype, f"p{i}", fields))
-    return f"ek_{node.op}(&p{i}, {w.at(node.inputs[0])}, {w.at(node.outputs[0])});"
-
-
-_OPS: dict[str, Callable[[_Writer, int, Node], str]] = {
-    "conv2d": lambda w, i, n: _conv(w, i, n, False),
-    "conv1d": lambda w, i, n: _conv(w, i, n, True),
-    "linear": _linear, "add": _binary, "mul": _binary, "maxpool2d": _pool, "avgpool2d": _pool,
-    "global_avgpool": _pool,
-    "reshape": _copy, "concat": _concat, "softmax": _float_inside, "layernorm": _float_inside,
-}
-
-
 def _visitor(op: str) -> Callable[[_Writer, int, Node], str] | None:
     impl = implementation(op, "c")
-    return impl.fn if impl else _OPS.get(op)
+    return impl.fn if impl else None
 
 
 def check_supported(graph: Graph) -> None:
@@ -249,7 +100,7 @@ def check_supported(graph: Graph) -> None:
                            "convert --quantize int8`)")
     missing = sorted({n.op for n in graph.nodes if _visitor(n.op) is None})
     if missing:
-        have = sorted({*_OPS, *implementations("c")})
+        have = sorted(implementations("c"))
         raise EdgekitError(f"the firmware has no kernel for {missing}; it supports {have}")
 
 

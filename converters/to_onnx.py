@@ -25,6 +25,7 @@ from edgekit.errors import EdgekitError
 from edgekit.fileio import atomic_write_bytes
 from edgekit.graph import Graph, Node
 from edgekit.ops import implementation
+from edgekit.ops.backends import ONNX_DOMAIN
 
 OPSET = 17
 IR_VERSION = 8  # the IR version that goes with opset 17; ONNX Runtime reads it everywhere
@@ -68,6 +69,7 @@ class _Emitter:
         self.nodes: list[Any] = []
         self.initializers: list[Any] = []
         self.floats: dict[str, str] = {}
+        self.functions: dict[str, Any] = {}
         self.count = 0
 
     def model(self, name: str, outputs: list[Any]) -> Any:
@@ -79,8 +81,11 @@ class _Emitter:
         onnx_graph = helper.make_graph(self.nodes, name,
                                        [self.value_info(n) for n in self.graph.inputs], outputs,
                                        self.initializers)
-        model = helper.make_model(onnx_graph, producer_name="edgekit",
-                                  opset_imports=[helper.make_opsetid("", OPSET)])
+        opsets = [helper.make_opsetid("", OPSET)]
+        if self.functions:
+            opsets.append(helper.make_opsetid(ONNX_DOMAIN, 1))
+        model = helper.make_model(onnx_graph, producer_name="edgekit", opset_imports=opsets,
+                                  functions=list(self.functions.values()))
         model.ir_version = IR_VERSION
         onnx.checker.check_model(model, full_check=True)
         return model
@@ -99,6 +104,23 @@ class _Emitter:
         """Append one ONNX node; returns its (single) output's name."""
         output = output or self.fresh(op_type)
         self.nodes.append(self.helper.make_node(op_type, inputs, [output],
+                                                name=self.fresh(op_type), **attrs))
+        return output
+
+    def function(self, op_type: str, inputs: list[str], body: Callable[[FunctionBody, str], str],
+                 **attrs: Any) -> str:
+        """A node of op type ``op_type`` in edgekit's domain (``ONNX_DOMAIN``), for an op ONNX
+        lacks: the model defines it once as a function whose nodes ``body(f, x)`` makes and
+        returns the result of; the node carries ``attrs``, which the body reads with ``f.attr``
+        (so an importer reads the op back whole, and ONNX Runtime inlines the body)."""
+        if op_type not in self.functions:
+            f = FunctionBody(self.helper)
+            f.result(body(f, "x"))
+            self.functions[op_type] = self.helper.make_function(
+                ONNX_DOMAIN, op_type, ["x"], ["y"], f.nodes,
+                [self.helper.make_opsetid("", OPSET)], attributes=sorted(attrs))
+        output = self.fresh(op_type)
+        self.nodes.append(self.helper.make_node(op_type, inputs, [output], domain=ONNX_DOMAIN,
                                                 name=self.fresh(op_type), **attrs))
         return output
 
@@ -152,6 +174,51 @@ class _Emitter:
         self.nodes[-1].output[0] = name
 
 
+class FunctionBody:
+    """The nodes of a function ``_Emitter.function`` defines: ``add`` appends one (inputs are
+    names or Python floats, which become scalar constants), ``attr`` is a float attribute of
+    the calling node, and the body returns the name of its result."""
+
+    def __init__(self, helper: Any):
+        self.helper, self.nodes = helper, []
+        self.names: dict[Any, str] = {}
+
+    def add(self, op_type: str, *inputs: str | float, **attrs: Any) -> str:
+        output = f"t{len(self.nodes)}"
+        names = [v if isinstance(v, str) else self.const(v) for v in inputs]
+        self.nodes.append(self.helper.make_node(op_type, names, [output], **attrs))
+        return output
+
+    def const(self, value: float) -> str:
+        from onnx import TensorProto
+
+        if ("const", value) not in self.names:
+            tensor = self.helper.make_tensor("", TensorProto.FLOAT, [], [value])
+            node = self.helper.make_node("Constant", [], [f"c{len(self.names)}"], value=tensor)
+            self.nodes.append(node)
+            self.names[("const", value)] = node.output[0]
+        return self.names[("const", value)]
+
+    def attr(self, key: str) -> str:
+        """The calling node's float attribute ``key``, as a scalar."""
+        from onnx import AttributeProto
+
+        if ("attr", key) not in self.names:
+            node = self.helper.make_node("Constant", [], [f"a_{key}"])
+            ref = self.helper.make_attribute_ref("value_float", AttributeProto.FLOAT)
+            ref.ref_attr_name = key
+            node.attribute.append(ref)
+            self.nodes.append(node)
+            self.names[("attr", key)] = node.output[0]
+        return self.names[("attr", key)]
+
+    def result(self, name: str) -> None:
+        """Rename the result to the function's output "y"."""
+        for node in self.nodes:
+            node.input[:] = ["y" if i == name else i for i in node.input]
+            node.output[:] = ["y" if o == name else o for o in node.output]
+
+
 # --- visitors: float views in, the float result's name out -----------------------------------
 
 def _activate(e: _Emitter, y: str, activation: str) -> str:
@@ -162,62 +229,20 @@ def _activate(e: _Emitter, y: str, activation: str) -> str:
     return y
 
 
-def _conv(e: _Emitter, node: Node, ins: list[str]) -> str:
-    """Conv for 1-D and 2-D: the Graph's padding order (begins, then ends) is ONNX's."""
-    a = node.attrs
-    y = e.add("Conv", ins, strides=a["stride"], pads=a["padding"], dilations=a["dilation"],
-              group=a["groups"])
-    return _activate(e, y, a["activation"])
-
-
-def _linear(e: _Emitter, node: Node, ins: list[str]) -> str:
-    """Gemm for [N, in] inputs; MatMul (on the transposed weight) + Add for higher ranks."""
-    if len(e.graph.tensors[node.inputs[0]].shape) == 2:
-        y = e.add("Gemm", ins, transB=1)
-    else:
-        y = e.add("MatMul", [ins[0], e.add("Transpose", [ins[1]], perm=[1, 0])])
-        y = e.add("Add", [y, ins[2]]) if len(ins) > 2 else y
-    return _activate(e, y, node.attrs["activation"])
-
-
 def _visitor(op: str) -> Callable[..., str] | None:
     impl = implementation(op, "onnx")
-    return impl.fn if impl else _VISITORS.get(op)
+    return impl.fn if impl else None
 
 
-def _simple(op_type: str, **attrs: Callable[[Node], Any]) -> Callable[..., str]:
-    """An op whose ONNX form is one node; ``attrs`` compute its attributes from the Graph node,
-    and a fused ``activation`` attribute follows as its own node."""
-    def visit(e: _Emitter, node: Node, ins: list[str]) -> str:
-        y = e.add(op_type, ins, **{k: f(node) for k, f in attrs.items()})
-        return _activate(e, y, node.attrs.get("activation", "none"))
-    return visit
+class _Visitors(dict):
+    """Every op module's visitor by op name: ``converters.snn_onnx`` indexes this table
+    directly until the spiking writer moves onto the registry."""
+
+    def __missing__(self, op: str) -> Callable[..., str]:
+        impl = implementation(op, "onnx")
+        if impl is None:
+            raise KeyError(op)
+        return impl.fn
 
 
-def _reshape(e: _Emitter, node: Node, ins: list[str]) -> str:
-    shape = np.asarray([-1, *node.attrs["shape"]], np.int64)
-    return e.add("Reshape", [ins[0], e.const(shape)])
-
-
-def _attr(key: str) -> Callable[[Node], Any]:
-    return lambda n: n.attrs[key]
-
-
-_VISITORS: dict[str, Callable[..., str]] = {
-    "conv2d": _conv,
-    "conv1d": _conv,
-    "linear": _linear,
-    "add": _simple("Add"),
-    "mul": _simple("Mul"),
-    "maxpool2d": _simple("MaxPool", kernel_shape=_attr("kernel"), strides=_attr("stride"),
-                         pads=_attr("padding"), dilations=_attr("dilation")),
-    "avgpool2d": _simple("AveragePool", kernel_shape=_attr("kernel"), strides=_attr("stride"),
-                         pads=_attr("padding"),
-                         count_include_pad=lambda n: int(n.attrs["count_include_pad"])),
-    "global_avgpool": _simple("GlobalAveragePool"),
-    "reshape": _reshape,
-    "concat": _simple("Concat", axis=_attr("axis")),
-    "softmax": _simple("Softmax", axis=_attr("axis")),
-    "layernorm": _simple("LayerNormalization", axis=lambda n: -n.attrs["normalized_ndim"],
-                         epsilon=lambda n: float(n.attrs["eps"])),
-}
+_VISITORS: dict[str, Callable[..., str]] = _Visitors()

@@ -20,7 +20,6 @@ input's zero point (TFLite's PAD does so for int8), max-pool padding with the lo
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,9 +38,8 @@ Layout = tuple[int, ...]
 # Operator versions every runtime here accepts (tflite-runtime 2.14 rejects FULLY_CONNECTED 12);
 # ops not listed are written as version 1, which every op resolver registers.
 _VERSIONS = {"CONV_2D": 3, "DEPTHWISE_CONV_2D": 3, "FULLY_CONNECTED": 4}
-_TYPES = {"float32": "FLOAT32", "int8": "INT8", "int32": "INT32"}
+_TYPES = {"float32": "FLOAT32", "int8": "INT8", "int32": "INT32", "bool": "BOOL"}
 _FUSED = {"none": "NONE", "relu": "RELU", "relu6": "RELU6"}
-_CHANNELS_LAST_OPS = {"conv2d", "conv1d", "maxpool2d", "avgpool2d", "global_avgpool"}
 
 
 @dataclass
@@ -98,7 +96,14 @@ def tflite_model(graph: Graph) -> TfliteModel:
 
 def _visitor(op: str) -> Callable[[_Writer, Node], None] | None:
     impl = implementation(op, "tflite")
-    return impl.fn if impl else _VISITORS.get(op)
+    return impl.fn if impl else None
+
+
+def _channels_last_op(op: str) -> bool:
+    """Whether ``op``'s TFLite form reads its input channels-last (its visitor registered with
+    ``channels_last=True``), so a Graph input it reads is declared NHWC/NLC."""
+    impl = implementation(op, "tflite")
+    return bool(impl and impl.options.get("channels_last"))
 
 
 def channels_last(rank: int) -> Layout:
@@ -192,7 +197,7 @@ class _Writer:
     def _add_input(self, name: str) -> None:
         rank = len(self.graph.tensors[name].shape)
         users = self.graph.consumers().get(name, [])
-        wants_nhwc = rank in (3, 4) and any(n.op in _CHANNELS_LAST_OPS for n in users)
+        wants_nhwc = rank in (3, 4) and any(_channels_last_op(n.op) for n in users)
         self._declare(name, channels_last(rank) if wants_nhwc else identity(rank))
 
     def output(self, node: Node, layout: Layout) -> int:
@@ -261,6 +266,30 @@ class _Writer:
         """An elementwise op ``code`` in its input's layout."""
         layout = self.layout[node.inputs[0]]
         self.op(code, [self.value(node.inputs[0], layout)], [self.output(node, layout)], options)
+
+    def composed(self, node: Node, build: Callable[[Composer, int], None]) -> None:
+        """A float elementwise op made of several builtins in its input's layout: ``build(c, x)``
+        makes them with ``c.op`` and ends with ``c.result``, which writes the node's output."""
+        layout = self.layout[node.inputs[0]]
+        build(Composer(self, node, layout), self.value(node.inputs[0], layout))
+
+    def lut(self, node: Node, table: np.ndarray) -> None:
+        """int8 ``y = table[x + 128]`` in the input's layout (``numerics.params.lut_params``): a
+        GATHER from the 256-entry table at the input CAST to int32 plus 128. CAST, int32 ADD and
+        GATHER are kernels tflite-micro and LiteRT both register, and a lookup is exact, so both
+        agree with edgekit's runtime bit for bit."""
+        layout = self.layout[node.inputs[0]]
+        x = self.value(node.inputs[0], layout)
+        name, types = self.tensors[x].name, self.s.TensorType
+        wide = self.tensor(f"{name}/int32", self.shape(x), "int32")
+        self.op("CAST", [x], [wide], self.options("Cast", inDataType=types.INT8,
+                                                  outDataType=types.INT32))
+        index = self.tensor(f"{name}/index", self.shape(x), "int32")
+        self.op("ADD", [wide, self.int32([128])], [index], self.options("Add"))
+        values = self.constant(f"{node.outputs[0]}/table", np.asarray(table, np.int8),
+                               self.quant(self.graph.tensors[node.outputs[0]].quant))
+        self.op("GATHER", [values, index], [self.output(node, layout)],
+                self.options("Gather", axis=0))
 
     def pad(self, x: int, padding: list[int], fill: float | None = None) -> int:
         """An explicit PAD of NHWC ``x`` by [top, left, bottom, right] (zeros, i.e. the zero
@@ -331,7 +360,41 @@ class _Writer:
         return oc
 
 
-# --- visitors: one per Graph op ---------------------------------------------------------------
+class Composer:
+    """What a composition's builder (``_Writer.composed``) makes its builtins with: each op's
+    result is a new float32 tensor (``dtype`` for comparisons: "bool") shaped like the input;
+    inputs are tensors or Python floats, which become scalar constants."""
+
+    def __init__(self, w: _Writer, node: Node, layout: Layout):
+        self.w, self.node, self.layout = w, node, layout
+        self.shape = w.shape(w.value(node.inputs[0], layout))
+        self.consts: dict[float, int] = {}
+
+    def options(self, kind: str, **fields: Any) -> Any:
+        return self.w.options(kind, **fields)
+
+    def op(self, code: str, *inputs: int | float, options: Any = None,
+           dtype: str = "float32") -> int:
+        out = self.w.tensor(f"{self.node.outputs[0]}/{code.lower()}{len(self.w.tensors)}",
+                            self.shape, dtype)
+        self.w.op(code, self._tensors(inputs), [out], options)
+        return out
+
+    def result(self, code: str, *inputs: int | float, options: Any = None) -> None:
+        """The last op: it writes the node's output."""
+        self.w.op(code, self._tensors(inputs), [self.w.output(self.node, self.layout)], options)
+
+    def _tensors(self, inputs: tuple[int | float, ...]) -> list[int]:
+        return [self._const(v) if isinstance(v, float) else v for v in inputs]
+
+    def _const(self, value: float) -> int:
+        if value not in self.consts:
+            self.consts[value] = self.w.constant(f"{self.node.outputs[0]}/c{len(self.consts)}",
+                                                 np.array([value], np.float32))
+        return self.consts[value]
+
+
+# --- for the op modules' visitors (edgekit.ops, backend "tflite") ----------------------------
 
 def padding_mode(in_hw: list[int], out_hw: list[int], window: list[int], stride: list[int],
                   padding: list[int]) -> str | None:
@@ -347,181 +410,3 @@ def padding_mode(in_hw: list[int], out_hw: list[int], window: list[int], stride:
         if out_hw[i] != -(-in_hw[i] // stride[i]) or before != total // 2:
             return None
     return "SAME"
-
-
-def _conv(w: _Writer, node: Node, x: int, weight: np.ndarray, stride: list[int],
-          padding: list[int], dilation: list[int], out: int) -> None:
-    """CONV_2D or DEPTHWISE_CONV_2D on NHWC tensors from an OIHW weight."""
-    groups, cin, cout = node.attrs["groups"], w.shape(x)[3], weight.shape[0]
-    if groups == 1:
-        code, opts = "CONV_2D", w.options("Conv2D")
-        filt = w.weight(node, weight.transpose(0, 2, 3, 1), 0)
-    elif groups == cin:
-        code, opts = "DEPTHWISE_CONV_2D", w.options("DepthwiseConv2D",
-                                                     depthMultiplier=cout // cin)
-        filt = w.weight(node, weight.transpose(1, 2, 3, 0), 3)
-    else:
-        raise EdgekitError(f"grouped convolution (groups={groups} of {cin} channels) has no "
-                           "TFLite kernel; split it into groups=1 convolutions and a concat")
-    window = [dilation[i] * (weight.shape[2 + i] - 1) + 1 for i in range(2)]
-    x, mode = w.window_mode(x, out, window, stride, padding)
-    opts.padding = getattr(w.s.Padding, mode)
-    opts.strideH, opts.strideW = stride
-    opts.dilationHFactor, opts.dilationWFactor = dilation
-    opts.fusedActivationFunction = w.fused(node.attrs["activation"])
-    w.op(code, [x, filt, w.bias(node, cout)], [out], opts)
-
-
-def _conv2d(w: _Writer, node: Node) -> None:
-    a = node.attrs
-    x = w.value(node.inputs[0], channels_last(4))
-    out = w.output(node, channels_last(4))
-    _conv(w, node, x, w.graph.params[node.inputs[1]], a["stride"], a["padding"], a["dilation"],
-          out)
-
-
-def _conv1d(w: _Writer, node: Node) -> None:
-    """A CONV_2D of height 1 between RESHAPEs of the NLC tensors to N1LC."""
-    a = node.attrs
-    x = w.value(node.inputs[0], channels_last(3))
-    x4 = w.derived(x, [w.shape(x)[0], 1, *w.shape(x)[1:]], "/n1lc")
-    w.reshape(x, x4)
-    out = w.output(node, channels_last(3))
-    out4 = w.derived(out, [w.shape(out)[0], 1, *w.shape(out)[1:]], "/n1lc")
-    weight = w.graph.params[node.inputs[1]][:, :, None, :]
-    _conv(w, node, x4, weight, [1, *a["stride"]], [0, a["padding"][0], 0, a["padding"][1]],
-          [1, *a["dilation"]], out4)
-    w.reshape(out4, out)
-
-
-def _linear(w: _Writer, node: Node) -> None:
-    """FULLY_CONNECTED over the last axis; inputs of rank > 2 reshape back afterwards."""
-    rank = len(w.graph.tensors[node.inputs[0]].shape)
-    x = w.value(node.inputs[0], identity(rank))
-    out = w.output(node, identity(rank))
-    shape = w.shape(out)
-    flat = out if rank == 2 else w.derived(out, [math.prod(shape[:-1]), shape[-1]], "/2d")
-    weight = w.graph.params[node.inputs[1]]
-    opts = w.options("FullyConnected", fusedActivationFunction=w.fused(node.attrs["activation"]))
-    w.op("FULLY_CONNECTED", [x, w.weight(node, weight, 0), w.bias(node, weight.shape[0])],
-         [flat], opts)
-    if flat != out:
-        w.reshape(flat, out)
-
-
-def _binary(code: str) -> Callable[[_Writer, Node], None]:
-    """ADD or MUL in the layout of its (first) activation operand; TFLite broadcasts."""
-    def visit(w: _Writer, node: Node) -> None:
-        layout = w.layout[next(n for n in node.inputs if n not in w.graph.params)]
-        ins = [w.value(name, layout) for name in node.inputs]
-        activation = node.attrs.get("activation", "none")
-        opts = w.options("Add" if code == "ADD" else "Mul",
-                         fusedActivationFunction=w.fused(activation))
-        w.op(code, ins, [w.output(node, layout)], opts)
-    return visit
-
-
-def _pool(w: _Writer, node: Node, code: str, kernel: list[int], stride: list[int],
-          padding: list[int], fill: float | None = None) -> None:
-    x = w.value(node.inputs[0], channels_last(4))
-    out = w.output(node, channels_last(4))
-    x, mode = w.window_mode(x, out, kernel, stride, padding, fill)
-    opts = w.options("Pool2D", padding=getattr(w.s.Padding, mode), strideH=stride[0],
-                     strideW=stride[1], filterHeight=kernel[0], filterWidth=kernel[1])
-    w.op(code, [x], [out], opts)
-
-
-def _maxpool2d(w: _Writer, node: Node) -> None:
-    """MAX_POOL_2D; padding SAME cannot express goes through PADV2 with the lowest value."""
-    a = node.attrs
-    if a["dilation"] != [1, 1]:
-        raise EdgekitError(f"TFLite's MAX_POOL_2D has no dilation (got {a['dilation']})")
-    lowest = -128 if w.int8 else float(np.finfo(np.float32).min)
-    _pool(w, node, "MAX_POOL_2D", a["kernel"], a["stride"], a["padding"], lowest)
-
-
-def _avgpool2d(w: _Writer, node: Node) -> None:
-    """AVERAGE_POOL_2D: TFLite divides by the taps inside the input, so padding is writable
-    only as SAME with count_include_pad=False."""
-    a = node.attrs
-    if any(a["padding"]):
-        shape = w.graph.tensors[node.inputs[0]].shape[2:]
-        out = w.graph.tensors[node.outputs[0]].shape[2:]
-        if a["count_include_pad"]:
-            raise EdgekitError("avgpool2d with padding and count_include_pad=True cannot be "
-                               "written: TFLite never counts padded taps")
-        if padding_mode(list(shape), list(out), a["kernel"], a["stride"], a["padding"]) is None:
-            raise EdgekitError(f"avgpool2d padding {a['padding']} is not TFLite's SAME padding")
-    _pool(w, node, "AVERAGE_POOL_2D", a["kernel"], a["stride"], a["padding"])
-
-
-def _global_avgpool(w: _Writer, node: Node) -> None:
-    h, wd = w.graph.tensors[node.inputs[0]].shape[2:]
-    _pool(w, node, "AVERAGE_POOL_2D", [h, wd], [1, 1], [0, 0, 0, 0])
-
-
-def _reshape(w: _Writer, node: Node) -> None:
-    """RESHAPE on the Graph's (channels-first) order, so flatten after a conv stays NCHW."""
-    rank = len(w.graph.tensors[node.inputs[0]].shape)
-    x = w.value(node.inputs[0], identity(rank))
-    w.reshape(x, w.output(node, identity(len(node.attrs["shape"]) + 1)))
-
-
-def _concat(w: _Writer, node: Node) -> None:
-    layout = w.layout[node.inputs[0]]
-    axis = layout.index(node.attrs["axis"] % len(layout))
-    ins = [w.value(name, layout) for name in node.inputs]
-    w.op("CONCATENATION", ins, [w.output(node, layout)], w.options("Concatenation", axis=axis))
-
-
-def _softmax(w: _Writer, node: Node) -> None:
-    """SOFTMAX works on the last TFLite axis: use a layout that puts the Graph's axis there."""
-    layout = w.layout[node.inputs[0]]
-    axis = node.attrs["axis"] % len(layout)
-    if layout[-1] != axis:
-        layout = (*(d for d in range(len(layout)) if d != axis), axis)
-    x = w.value(node.inputs[0], layout)
-    w.op("SOFTMAX", [x], [w.output(node, layout)], w.options("Softmax", beta=1.0))
-
-
-def _layernorm(w: _Writer, node: Node) -> None:
-    """float32 only, as MEAN/SQUARED_DIFFERENCE/RSQRT arithmetic: TFLite has no layer-norm
-    builtin, and an int8 version would need quantization ranges the Graph does not carry."""
-    if w.int8:
-        raise EdgekitError("layernorm has no int8 TFLite form; keep it in a float32 Graph")
-    rank = len(w.graph.tensors[node.inputs[0]].shape)
-    k, layout = node.attrs["normalized_ndim"], identity(rank)
-    x = w.value(node.inputs[0], layout)
-    axes = w.int32(list(range(rank - k, rank)))
-    reduced = [1 if i >= rank - k else d for i, d in enumerate(w.shape(x))]
-
-    def step(code: str, ins: list[int], shape: list[int], suffix: str, opts: Any = None) -> int:
-        out = w.derived(x, shape, f"/{suffix}")
-        w.op(code, ins, [out], opts)
-        return out
-
-    mean = step("MEAN", [x, axes], reduced, "mean", w.options("Reducer", keepDims=True))
-    sq = step("SQUARED_DIFFERENCE", [x, mean], w.shape(x), "sq")
-    var = step("MEAN", [sq, axes], reduced, "var", w.options("Reducer", keepDims=True))
-    eps = w.constant(f"{node.outputs[0]}/eps", np.array([node.attrs["eps"]], np.float32))
-    inv = step("RSQRT", [step("ADD", [var, eps], reduced, "var_eps")], reduced, "rstd")
-    centred = step("SUB", [x, mean], w.shape(x), "centred")
-    normed = step("MUL", [centred, inv], w.shape(x), "normed")
-    scaled = step("MUL", [normed, w.value(node.inputs[1], layout)], w.shape(x), "scaled")
-    w.op("ADD", [scaled, w.value(node.inputs[2], layout)], [w.output(node, layout)])
-
-
-_VISITORS: dict[str, Callable[[_Writer, Node], None]] = {
-    "conv2d": _conv2d,
-    "conv1d": _conv1d,
-    "linear": _linear,
-    "add": _binary("ADD"),
-    "mul": _binary("MUL"),
-    "maxpool2d": _maxpool2d,
-    "avgpool2d": _avgpool2d,
-    "global_avgpool": _global_avgpool,
-    "reshape": _reshape,
-    "concat": _concat,
-    "softmax": _softmax,
-    "layernorm": _layernorm,
-}

@@ -22,7 +22,7 @@ from edgekit.errors import EdgekitError
 from edgekit.graph import Graph
 from edgekit.learn import kernels as K
 from edgekit.learn.norm import Norm, fold
-from edgekit.ops import implementation
+from edgekit.ops import OPS, implementation
 from edgekit.runtime.kernels import conv, elementwise, linear, pool
 
 _BOUNDS = elementwise.ACTIVATION_BOUNDS
@@ -35,6 +35,18 @@ class Pool:
     stride: tuple[int, int] = (1, 1)
     padding: tuple[int, int] = (0, 0)
     count_include_pad: bool = True
+
+
+POINTWISE = -1  # Block.act of a pointwise op's activation (its Pointwise computes it)
+
+
+@dataclass(frozen=True)
+class Pointwise:
+    """A pointwise op's activation (``edgekit.ops.pointwise``): ``forward(x, out)``, and
+    ``backward(y, dy, out)``: ``dy * f'`` with f' read from the activation's output ``y``."""
+
+    forward: Callable[[np.ndarray, np.ndarray], None]
+    backward: Callable[[np.ndarray, np.ndarray, np.ndarray], None]
 
 
 @dataclass
@@ -51,8 +63,9 @@ class Block:
     z_shape: tuple[int, ...]
     out_shape: tuple[int, ...]
     fused: str = "none"  # the activation clamp fused into the dense op
-    act: int = 0  # ACT_CODES of the block's activation (fused or standalone)
+    act: int = 0  # ACT_CODES of the block's activation (fused or standalone), or POINTWISE
     alpha: float = 0.0
+    pointwise: Pointwise | None = None
     stride: tuple[int, int] = (1, 1)
     padding: tuple[int, int] = (0, 0)
     dilation: tuple[int, int] = (1, 1)
@@ -109,27 +122,20 @@ def from_graph(graph: Graph) -> list[Block]:
         current = node.outputs[0]
         shape = graph.tensors[current].shape[1:]
         impl = implementation(node.op, "learn")
-        if impl is not None:
-            impl.fn(blocks, graph, node, where)
-        elif node.op in ("conv2d", "linear"):
-            blocks.append(_dense(graph, node, shape, where))
-        elif not blocks:
-            if node.op != "reshape":
-                raise EdgekitError(f"finetune needs a conv2d or linear layer first; {where}")
-        elif node.op in ("maxpool2d", "avgpool2d", "global_avgpool"):
-            _pool(blocks[-1], node.op, node.attrs, where)
-        elif node.op != "reshape" and not (node.op == "softmax" and current in graph.outputs):
-            raise EdgekitError(f"finetune cannot train through {where}; it supports conv2d "
-                               "(groups 1), linear, relu, relu6, leaky_relu, pools and reshape")
-        if blocks and node.op != "reshape":
+        if impl is None:
+            why = OPS[node.op].reasons.get("learn", "no learning rule is declared for it")
+            raise EdgekitError(f"finetune cannot train through {where}: {why}")
+        impl.fn(blocks, graph, node, where)
+        if blocks and not impl.options.get("keeps_block_shape"):
             blocks[-1].out_shape = shape
     if not blocks or blocks[-1].op != "linear" or blocks[-1].act or blocks[-1].pool:
         raise EdgekitError("finetune needs a graph ending in a linear classifier (logits)")
     return blocks
 
 
-def _dense(graph: Graph, node, shape, where) -> Block:
-    a = node.attrs
+def add_dense(blocks: list[Block], graph: Graph, node, where: str) -> None:
+    """A conv2d (groups 1) or linear node starts a new block with its weight and bias."""
+    a, shape = node.attrs, graph.tensors[node.outputs[0]].shape[1:]
     if node.op == "conv2d" and a["groups"] != 1:
         raise EdgekitError(f"finetune trains convolutions with groups=1; {where} has "
                            f"groups={a['groups']}")
@@ -144,9 +150,9 @@ def _dense(graph: Graph, node, shape, where) -> Block:
     if node.op == "conv2d":
         extra = dict(stride=tuple(a["stride"]), padding=tuple(a["padding"][:2]),
                      dilation=tuple(a["dilation"]))
-    return Block(node.name or node.outputs[0], node.op, weight, bias, node.inputs[1], bias_name,
-                 in_shape, shape, shape, fused=a["activation"],
-                 act=K.ACT_CODES[a["activation"]], **extra)
+    blocks.append(Block(node.name or node.outputs[0], node.op, weight, bias, node.inputs[1],
+                        bias_name, in_shape, shape, shape, fused=a["activation"],
+                        act=K.ACT_CODES[a["activation"]], **extra))
 
 
 def last_block(blocks: list[Block], where: str) -> Block:
@@ -164,7 +170,15 @@ def add_activation(blocks: list[Block], op: str, alpha: float, where: str) -> No
     block.act, block.alpha = K.ACT_CODES[op], float(alpha)
 
 
-def _pool(block: Block, op: str, a: dict, where: str) -> None:
+def add_pointwise(blocks: list[Block], activation: Pointwise, where: str) -> None:
+    """The last block applies a pointwise op's ``activation`` (checked as any activation)."""
+    add_activation(blocks, "none", 0.0, where)
+    blocks[-1].act, blocks[-1].pointwise = POINTWISE, activation
+
+
+def add_pool(blocks: list[Block], op: str, a: dict, where: str) -> None:
+    """The last block, a conv, pools its output with pool op ``op`` of attributes ``a``."""
+    block = last_block(blocks, where)
     if block.pool or block.op != "conv2d":
         raise EdgekitError(f"finetune supports one pool per conv layer; {where}")
     if op == "global_avgpool":
@@ -241,10 +255,20 @@ def _activate(block: Block, out: np.ndarray, channels_by_row: np.ndarray,
         K.moments_acc(channels_by_row, record.sums)
         record.count += channels_by_row.shape[1]
     flat = out.reshape(-1)
-    if block.act == K.ACT_CODES["leaky_relu"]:
+    if block.pointwise:
+        block.pointwise.forward(flat, flat)
+    elif block.act == K.ACT_CODES["leaky_relu"]:
         elementwise.leaky_relu(flat, np.float32(block.alpha), flat)
     elif block.norm and block.fused != "none":
         elementwise.clamp(flat, *_BOUNDS[block.fused], flat)
+
+
+def _act_grad(block: Block, y: np.ndarray, dy: np.ndarray, out: np.ndarray) -> None:
+    """``out = dy * f'`` of the block's activation, f' read from its output ``y`` (flat)."""
+    if block.pointwise:
+        block.pointwise.backward(y, dy, out)
+    else:
+        K.act_grad(y, dy, block.act, block.alpha, out)
 
 
 def zero_grads(block: Block) -> None:
@@ -275,7 +299,7 @@ def backward(block: Block, tape: Tape, dy: np.ndarray | Callable[[int], np.ndarr
     dx = np.zeros((batch, *block.in_shape), np.float32) if need_dx else None
     if block.op == "linear":
         dz = np.empty_like(dy)
-        K.act_grad(tape.y.reshape(-1), dy.reshape(-1), block.act, block.alpha, dz.reshape(-1))
+        _act_grad(block, tape.y.reshape(-1), dy.reshape(-1), dz.reshape(-1))
         if dw is not None:
             K.matmul_acc(dz.T, tape.x, dw)
             if db is not None:
@@ -310,12 +334,10 @@ def _to_dz(block: Block, tape: Tape, n: int, dy, dpool, dz) -> None:
     """dL/d pre-activation of sample ``n`` from dL/d block output."""
     p = block.pool
     if p is None:
-        K.act_grad(tape.y[n].reshape(-1), dy.reshape(-1), block.act, block.alpha,
-                   dz.reshape(-1))
+        _act_grad(block, tape.y[n].reshape(-1), dy.reshape(-1), dz.reshape(-1))
         return
     if p.kind == "max":
-        K.act_grad(tape.y[n].reshape(-1), dy.reshape(-1), block.act, block.alpha,
-                   dpool.reshape(-1))
+        _act_grad(block, tape.y[n].reshape(-1), dy.reshape(-1), dpool.reshape(-1))
         K.maxpool_backward(dpool, tape.idx[n], p.kernel, p.stride, p.padding, dz)
         return
     if p.kind == "avg":
@@ -323,5 +345,4 @@ def _to_dz(block: Block, tape: Tape, n: int, dy, dpool, dz) -> None:
     else:
         dz[...] = dy.reshape(-1, 1, 1) / (dz.shape[1] * dz.shape[2])
     if tape.a is not None:
-        K.act_grad(tape.a[n].reshape(-1), dz.reshape(-1), block.act, block.alpha,
-                   dz.reshape(-1))
+        _act_grad(block, tape.a[n].reshape(-1), dz.reshape(-1), dz.reshape(-1))

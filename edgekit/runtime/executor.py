@@ -21,7 +21,6 @@ from edgekit.errors import EdgekitError
 from edgekit.graph import Graph
 from edgekit.ops import implementations
 from edgekit.quant.edge import dequantizer, graph_feeds, quantizer
-from edgekit.runtime import float32, int8  # noqa: F401  (register the kernels)
 from edgekit.runtime.planner import Buffer, GreedyPlanner, NaivePlanner, Plan, Planner
 from edgekit.runtime.registry import Kernel, Step
 from edgekit.runtime.registry import kernel as find_kernel
