@@ -10,6 +10,7 @@ regenerated (``python -m edgekit.ops.table --write README.md``).
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,12 +35,19 @@ class Case:
     attrs: dict[str, Any] = field(default_factory=dict)
     torch_fn: Any = None
     positive_params: bool = False
+    positive_inputs: bool = False  # the op's domain (log, sqrt)
 
 
 def _F():
     import torch.nn.functional as F
 
     return F
+
+
+def _torch():
+    import torch
+
+    return torch
 
 
 CASES: dict[str, Case] = {
@@ -69,6 +77,20 @@ CASES: dict[str, Case] = {
     "softmax": Case([(3, 10)], attrs={"axis": -1}, torch_fn=lambda x: _F().softmax(x, -1)),
     "layernorm": Case([(2, 6, 8)], [(8,), (8,)], {"normalized_ndim": 1},
                       lambda x, g, b: _F().layer_norm(x, (8,), g, b)),
+    "sigmoid": Case([(2, 3, 5, 5)], torch_fn=lambda x: _torch().sigmoid(x)),
+    "tanh": Case([(2, 3, 5, 5)], torch_fn=lambda x: _torch().tanh(x)),
+    "hardswish": Case([(2, 3, 5, 5)], torch_fn=lambda x: _F().hardswish(x)),
+    "hardsigmoid": Case([(2, 3, 5, 5)], torch_fn=lambda x: _F().hardsigmoid(x)),
+    "silu": Case([(2, 3, 5, 5)], torch_fn=lambda x: _F().silu(x)),
+    "gelu": Case([(2, 3, 5, 5)], torch_fn=lambda x: _F().gelu(x)),
+    "elu": Case([(2, 3, 5, 5)], attrs={"alpha": 0.5}, torch_fn=lambda x: _F().elu(x, 0.5)),
+    "selu": Case([(2, 3, 5, 5)], torch_fn=lambda x: _F().selu(x)),
+    "softplus": Case([(2, 3, 5, 5)], attrs={"beta": 2.0, "threshold": 1.5},
+                     torch_fn=lambda x: _F().softplus(x, 2.0, 1.5)),
+    "exp": Case([(2, 3, 5, 5)], torch_fn=lambda x: _torch().exp(x)),
+    "log": Case([(2, 3, 5, 5)], torch_fn=lambda x: _torch().log(x), positive_inputs=True),
+    "sqrt": Case([(2, 3, 5, 5)], torch_fn=lambda x: _torch().sqrt(x), positive_inputs=True),
+    "square": Case([(2, 3, 5, 5)], torch_fn=lambda x: _torch().square(x)),
     "if_neuron": Case([(2, 6)], [(6,)], {"reset": "subtract"}, positive_params=True),
     "lif_neuron": Case([(2, 6)], [(6,)], {"reset": "zero", "leak": 0.8}, positive_params=True),
 }
@@ -77,6 +99,8 @@ CASES: dict[str, Case] = {
 def _arrays(case: Case, seed: int = 0) -> tuple[list[np.ndarray], list[np.ndarray]]:
     rng = np.random.default_rng(seed)
     xs = [rng.standard_normal(s).astype(np.float32) for s in case.inputs]
+    if case.positive_inputs:
+        xs = [np.abs(x) + np.float32(0.1) for x in xs]
     ps = [rng.standard_normal(s).astype(np.float32) * 0.5 for s in case.params]
     if case.positive_params:
         ps = [np.abs(p) + 0.5 for p in ps]
@@ -191,6 +215,14 @@ def check_tflite(op, case):
     _close(deploy(graph, "cpu:litert").run(xs), _expected(graph, xs))
     _target_or_skip("cpu:tflite-micro")
     q = _int8(graph, xs)
+    no_int8 = OPS[op].impls["tflite"].options.get("no_int8")
+    if no_int8:  # a float32-only TFLite form: the writer refuses int8 with the declared reason
+        from edgekit.converters.to_tflite import tflite_model
+        from edgekit.errors import EdgekitError
+
+        with pytest.raises(EdgekitError, match=re.escape(no_int8)):
+            tflite_model(q)
+        return
     raw, ours = _edgekit_int8(q, xs)
     theirs = deploy(q, "cpu:tflite-micro").run(raw if len(raw) > 1 else raw[0], raw=True)
     if op == "softmax":  # TFLM's LUT softmax: declared within a step (README)
@@ -265,6 +297,8 @@ def check_learn(op, case):
     """The op inside a trainable chain: the learning forward pass equals the reference."""
     from edgekit.learn import blocks as L
 
+    if op == "softmax":
+        return _check_learn_as_output(op, case)
     xs, _ = _arrays(case, 1)
     rng = np.random.default_rng(2)
     b = GraphBuilder()
@@ -273,6 +307,7 @@ def check_learn(op, case):
         c = case.inputs[0][1]
         first = "conv2d" if len(case.inputs[0]) == 4 else "linear"
         w = rng.standard_normal((c, c, 1, 1) if first == "conv2d" else (c, c)) * 0.5
+        w = np.abs(w) if case.positive_inputs else w  # keeps the op's input in its domain
         x = b.node(first, [x, b.param(w, "w0"), b.param(np.zeros(c), "b0")])
     _, ps = _arrays(case)
     y = b.node(op, [x, *(b.param(p, f"p{i}") for i, p in enumerate(ps))], case.attrs)
@@ -284,6 +319,33 @@ def check_learn(op, case):
     for block in L.from_graph(graph):
         h, _ = L.forward(block, h, keep=False)
     _close(h, _expected(graph, xs[:1]))
+
+
+def _check_learn_as_output(op, case):
+    """An op trained only as the graph's output, where training reads the logits before it:
+    there the chain's forward pass gives the logits; anywhere else the chain is refused."""
+    from edgekit.errors import EdgekitError
+    from edgekit.learn import blocks as L
+
+    xs, _ = _arrays(case, 1)
+    c = case.inputs[0][1]
+    w = np.random.default_rng(2).standard_normal((c, c)).astype(np.float32)
+
+    def chain(head: bool):
+        b = GraphBuilder()
+        x = b.input("x", (1, c))
+        logits = b.node("linear", [x, b.param(w, "w"), b.param(np.zeros(c), "b")])
+        y = b.node(op, [logits], case.attrs)
+        b.output(b.node("linear", [y, b.param(w, "wh"), b.param(np.zeros(c), "bh")]) if head else y)
+        return b.build(), logits
+
+    graph, logits = chain(head=False)
+    h = xs[0]
+    for block in L.from_graph(graph):
+        h, _ = L.forward(block, h, keep=False)
+    _close(h, reference.evaluate(graph, {"x": xs[0]})[logits])
+    with pytest.raises(EdgekitError, match="graph's output"):
+        L.from_graph(chain(head=True)[0])
 
 
 CHECKS = {"float32": check_float32, "int8": check_int8, "onnx": check_onnx,
