@@ -145,6 +145,26 @@ def test_every_op_matches_the_runtime(tmp_path):
             assert diff <= (1 if node.op in float_inside else 0), (node.op, step, diff)
 
 
+def test_lut_matches_numba(tmp_path):
+    """The firmware's ``ek_lut_i8`` against ``int8_elementwise.lut_i8`` on every int8 input,
+    with a table built as the int8 pointwise ops build theirs (sigmoid here, an asymmetric
+    input quantization so that both ends of the table are used)."""
+    from edgekit.graph import QuantParams
+    from edgekit.numerics.params import lut_params
+    from edgekit.runtime.kernels.int8_elementwise import lut_i8
+
+    lib = compile_library(tmp_path, "", str(FIRMWARE / "ek_kernels.c"))
+    table = lut_params(QuantParams([0.1], [-20]), QuantParams([1 / 256], [-128]),
+                       lambda v: 1 / (1 + np.exp(-v))).table
+    x = np.concatenate([np.arange(-128, 128), np.random.default_rng(4).integers(-128, 128, 999)])
+    x = x.astype(np.int8)
+    want, got = np.empty_like(x), np.empty_like(x)
+    lut_i8(x, table, want)
+    lib.ek_lut_i8(ctypes.c_int32(x.size), ptr(np.ascontiguousarray(table)), ptr(x), ptr(got))
+    np.testing.assert_array_equal(got, want)
+    assert want[0] == -128 and want[255] == 127 and len(np.unique(want)) > 64
+
+
 @pytest.mark.parametrize("leak,subtract", [(1.0, True), (1.0, False), (0.9, True), (0.75, False)])
 def test_neuron_step_matches_numba(tmp_path, leak, subtract):
     """The firmware's float32 IF/LIF step against ``kernels.spiking.neuron_step``, bit for bit

@@ -20,7 +20,7 @@ from edgekit.ops.schema import ACTIVATIONS, QUANT_RULES, REQUIRED, Impl, OpDef, 
 from edgekit.ops.schema import resolve_attrs as _resolve
 
 OPS: dict[str, OpDef] = {}
-_INFRASTRUCTURE = {"backends", "schema", "table", "util"}
+_INFRASTRUCTURE = {"backends", "pointwise", "schema", "table", "util"}
 
 
 def declare(spec: OpDef) -> OpDef:

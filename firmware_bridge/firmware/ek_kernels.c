@@ -255,6 +255,10 @@ void ek_clamp_i8(int32_t size, int32_t lo, int32_t hi, const int8_t *x, int8_t *
     for (int32_t i = 0; i < size; i++) y[i] = (int8_t)ek_clamp(x[i], lo, hi);
 }
 
+void ek_lut_i8(int32_t size, const int8_t *table, const int8_t *x, int8_t *y) {
+    for (int32_t i = 0; i < size; i++) y[i] = table[x[i] + 128];
+}
+
 void ek_leaky_relu(const ek_leaky_t *p, const int8_t *x, int8_t *y) {
     for (int32_t i = 0; i < p->size; i++) {
         int32_t v = x[i] - p->zx;

@@ -41,6 +41,9 @@ void ek_linear(const ek_linear_t *p, const int8_t *x, int8_t *y);
 void ek_add(const ek_binary_t *p, const int8_t *x, const int8_t *y, int8_t *out);
 void ek_mul(const ek_binary_t *p, const int8_t *x, const int8_t *y, int8_t *out);
 void ek_clamp_i8(int32_t size, int32_t lo, int32_t hi, const int8_t *x, int8_t *y);
+/* int8 pointwise nonlinearities (sigmoid, tanh, GELU, ...): y = table[x + 128], the 256-entry
+ * table written by converters/to_c.py from edgekit.numerics.params.lut_params. */
+void ek_lut_i8(int32_t size, const int8_t *table, const int8_t *x, int8_t *y);
 void ek_leaky_relu(const ek_leaky_t *p, const int8_t *x, int8_t *y);
 void ek_maxpool2d(const ek_pool_t *p, const int8_t *x, int8_t *y);
 void ek_avgpool2d(const ek_pool_t *p, const int8_t *x, int8_t *y);
