@@ -77,6 +77,7 @@ CASES: dict[str, Case] = {
     "softmax": Case([(3, 10)], attrs={"axis": -1}, torch_fn=lambda x: _F().softmax(x, -1)),
     "layernorm": Case([(2, 6, 8)], [(8,), (8,)], {"normalized_ndim": 1},
                       lambda x, g, b: _F().layer_norm(x, (8,), g, b)),
+    "hardswish": Case([(2, 3, 5, 5)], torch_fn=lambda x: _F().hardswish(x)),
     "if_neuron": Case([(2, 6)], [(6,)], {"reset": "subtract"}, positive_params=True),
     "lif_neuron": Case([(2, 6)], [(6,)], {"reset": "zero", "leak": 0.8}, positive_params=True),
 }
