@@ -78,6 +78,8 @@ CASES: dict[str, Case] = {
     "layernorm": Case([(2, 6, 8)], [(8,), (8,)], {"normalized_ndim": 1},
                       lambda x, g, b: _F().layer_norm(x, (8,), g, b)),
     "hardswish": Case([(2, 3, 5, 5)], torch_fn=lambda x: _F().hardswish(x)),
+    "sigmoid": Case([(2, 3, 5, 5)], torch_fn=lambda x: _torch().sigmoid(x)),
+    "tanh": Case([(2, 3, 5, 5)], torch_fn=lambda x: _torch().tanh(x)),
     "if_neuron": Case([(2, 6)], [(6,)], {"reset": "subtract"}, positive_params=True),
     "lif_neuron": Case([(2, 6)], [(6,)], {"reset": "zero", "leak": 0.8}, positive_params=True),
 }
