@@ -80,6 +80,9 @@ CASES: dict[str, Case] = {
     "hardswish": Case([(2, 3, 5, 5)], torch_fn=lambda x: _F().hardswish(x)),
     "sigmoid": Case([(2, 3, 5, 5)], torch_fn=lambda x: _torch().sigmoid(x)),
     "tanh": Case([(2, 3, 5, 5)], torch_fn=lambda x: _torch().tanh(x)),
+    "hardsigmoid": Case([(2, 3, 5, 5)], torch_fn=lambda x: _F().hardsigmoid(x)),
+    "silu": Case([(2, 3, 5, 5)], torch_fn=lambda x: _F().silu(x)),
+    "gelu": Case([(2, 3, 5, 5)], torch_fn=lambda x: _F().gelu(x)),
     "if_neuron": Case([(2, 6)], [(6,)], {"reset": "subtract"}, positive_params=True),
     "lif_neuron": Case([(2, 6)], [(6,)], {"reset": "zero", "leak": 0.8}, positive_params=True),
 }
