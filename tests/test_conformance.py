@@ -83,6 +83,10 @@ CASES: dict[str, Case] = {
     "hardsigmoid": Case([(2, 3, 5, 5)], torch_fn=lambda x: _F().hardsigmoid(x)),
     "silu": Case([(2, 3, 5, 5)], torch_fn=lambda x: _F().silu(x)),
     "gelu": Case([(2, 3, 5, 5)], torch_fn=lambda x: _F().gelu(x)),
+    "elu": Case([(2, 3, 5, 5)], attrs={"alpha": 0.5}, torch_fn=lambda x: _F().elu(x, 0.5)),
+    "selu": Case([(2, 3, 5, 5)], torch_fn=lambda x: _F().selu(x)),
+    "softplus": Case([(2, 3, 5, 5)], attrs={"beta": 2.0, "threshold": 1.5},
+                     torch_fn=lambda x: _F().softplus(x, 2.0, 1.5)),
     "if_neuron": Case([(2, 6)], [(6,)], {"reset": "subtract"}, positive_params=True),
     "lif_neuron": Case([(2, 6)], [(6,)], {"reset": "zero", "leak": 0.8}, positive_params=True),
 }
