@@ -87,6 +87,10 @@ CASES: dict[str, Case] = {
     "selu": Case([(2, 3, 5, 5)], torch_fn=lambda x: _F().selu(x)),
     "softplus": Case([(2, 3, 5, 5)], attrs={"beta": 2.0, "threshold": 1.5},
                      torch_fn=lambda x: _F().softplus(x, 2.0, 1.5)),
+    "exp": Case([(2, 3, 5, 5)], torch_fn=lambda x: _torch().exp(x)),
+    "log": Case([(2, 3, 5, 5)], torch_fn=lambda x: _torch().log(x), positive_inputs=True),
+    "sqrt": Case([(2, 3, 5, 5)], torch_fn=lambda x: _torch().sqrt(x), positive_inputs=True),
+    "square": Case([(2, 3, 5, 5)], torch_fn=lambda x: _torch().square(x)),
     "if_neuron": Case([(2, 6)], [(6,)], {"reset": "subtract"}, positive_params=True),
     "lif_neuron": Case([(2, 6)], [(6,)], {"reset": "zero", "leak": 0.8}, positive_params=True),
 }
