@@ -115,7 +115,8 @@ def _vet_program(doc: Any, where: str) -> None:
             if expr is not None and not _is_size_expr(expr):
                 raise EdgekitError(f"{where}: the symbolic size {str(expr)[:80]!r} is not a "
                                    "size expression (torch would evaluate it as Python)")
-            for node in item.get("nodes", []) if isinstance(item.get("nodes"), list) else []:
+            nodes = item.get("nodes")
+            for node in nodes if isinstance(nodes, list) else ():
                 target = node.get("target") if isinstance(node, dict) else None
                 if not (isinstance(target, str) and _TARGET.fullmatch(target)):
                     raise EdgekitError(f"{where}: a node calls {str(target)[:80]!r}, not an "

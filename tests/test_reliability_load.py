@@ -413,6 +413,19 @@ def test_a_pt2_whose_symbolic_size_is_python_code_runs_nothing(tmp_path, good_pt
 
 
 @torch_only
+def test_a_pt2_node_that_is_no_aten_operator_is_refused(tmp_path, good_pt2, capsys):
+    """from_torch calls a node with constant arguments to fold it: a higher-order op would run
+    the subgraphs the file defines."""
+    def change(name, data):
+        if name.startswith("models/"):
+            doc = json.loads(data)
+            doc["graph_module"]["graph"]["nodes"][0]["target"] = "torch.ops.higher_order.cond"
+            return json.dumps(doc)
+    refused_by_main(capsys, ["inspect", rewritten(good_pt2, tmp_path / "hop.pt2", change)],
+                    "'torch.ops.higher_order.cond', not an ATen operator")
+
+
+@torch_only
 def test_a_pt2_carrying_compiled_code_is_refused(tmp_path, good_pt2, capsys):
     aoti = rewritten(good_pt2, tmp_path / "aoti.pt2",
                      extra={"data/aotinductor/model/model.so": b"\x7fELF not really"})
