@@ -62,7 +62,7 @@ def zip_members(zf: zipfile.ZipFile, limits: Limits, where: str) -> dict[str, zi
         members[info.filename] = info
     claimed = sum(info.file_size for info in members.values())
     if claimed > limits.max_decompressed_bytes:
-        raise limits.exceeded(f"{where}: its members claim {claimed:,} bytes inflated",
+        raise limits.exceeded(f"{where}'s members claim {claimed:,} bytes inflated",
                               "max_decompressed_bytes")
     return members
 
