@@ -61,7 +61,7 @@ def test_rejects_inputs_that_do_not_fit(graph):
         ex.run(np.zeros((1, 3, 12, 11), np.float32))
     with pytest.raises(EdgekitError, match=r"expected shape .* got \(3, 12, 12\)"):
         ex.run(np.zeros((3, 12, 12), np.float32))
-    with pytest.raises(EdgekitError, match="expected float32 data, got complex64"):
+    with pytest.raises(EdgekitError, match=r"got complex64 data \(complex numbers\)"):
         ex.run(np.zeros((1, 3, 12, 12), np.complex64))
     with pytest.raises(EdgekitError, match=r"got inputs \['y'\], the graph takes \['x'\]"):
         ex.run({"y": np.zeros((1, 3, 12, 12), np.float32)})
