@@ -22,6 +22,7 @@ from edgekit.errors import EdgekitError
 from edgekit.fileio import atomic_write
 from edgekit.limits import DEFAULT_LIMITS, Limits, inflate, zip_members
 from edgekit.ops import OPS, resolve_attrs
+from edgekit.spiking import check_kind
 
 FORMAT = "edgekit-model"
 VERSION = 1
@@ -278,10 +279,6 @@ def _validate(g: Graph) -> None:
         if value.dtype.kind == "f":
             bad = value.size - int(np.isfinite(value).sum())
             _expect(bad == 0, f"param {name!r} holds {bad} NaN or infinite value(s)")
-    if "timesteps" in g.metadata:
-        steps = g.metadata["timesteps"]
-        _expect(type(steps) is int and steps >= 1,
-                f"a spiking Graph's metadata timesteps must be a positive int, got {steps!r}")
     available = set(g.params)
     for name in g.inputs:
         _expect(name in g.tensors and name not in g.params,
@@ -324,6 +321,7 @@ def _validate(g: Graph) -> None:
         _expect(name not in g.params, f"graph output {name!r} is a param, not computed from "
                 "the inputs")
         _expect(name in available, f"graph output {name!r} is never produced")
+    check_kind(g)  # spiking or not, float32 or int8: edgekit.spiking
 
 
 def _check_limits(g: Graph, limits: Limits) -> None:

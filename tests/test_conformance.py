@@ -95,6 +95,11 @@ CASES: dict[str, Case] = {
     "lif_neuron": Case([(2, 6)], [(6,)], {"reset": "zero", "leak": 0.8}, positive_params=True),
 }
 
+    # int8 spiking Graphs' integer ops: their spiking backends are checked bit for bit against
+    # the references in tests/test_snn_int8.py (test_integer_ops_compute_their_references...)
+    "sum_pool2d": Case([(2, 3, 7, 7)], attrs={"kernel": [3, 3], "stride": [2, 2]}),
+    "global_sum": Case([(2, 4, 5, 5)]),
+    "scaled_add": Case([(2, 3, 4, 4), (2, 3, 4, 4)], attrs={"multiplier": 37}),
 
 def _arrays(case: Case, seed: int = 0) -> tuple[list[np.ndarray], list[np.ndarray]]:
     rng = np.random.default_rng(seed)
