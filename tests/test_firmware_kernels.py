@@ -85,7 +85,8 @@ def test_requantization_matches_numba(tmp_path):
 
 
 def all_ops_graph():
-    """An int8 Graph using every op the firmware has (see converters.to_c._OPS)."""
+    """An int8 Graph using every op the firmware had before the op modules (the ops with a "c"
+    implementation in ``edgekit.ops``)."""
     torch = pytest.importorskip("torch")
     from torch import nn
 
