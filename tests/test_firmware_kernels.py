@@ -85,8 +85,8 @@ def test_requantization_matches_numba(tmp_path):
 
 
 def all_ops_graph():
-    """An int8 Graph using every op the firmware had before the op modules (the ops with a "c"
-    implementation in ``edgekit.ops``)."""
+    """An int8 Graph using the firmware's original op set (each op's "c" implementation lives
+    in its module in ``edgekit.ops``)."""
     torch = pytest.importorskip("torch")
     from torch import nn
 
