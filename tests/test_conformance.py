@@ -51,9 +51,11 @@ def _torch():
 
 
 CASES: dict[str, Case] = {
-    "conv2d": Case([(2, 4, 9, 9)], [(6, 2, 3, 3), (6,)],
-                   {"stride": [2, 1], "padding": [1, 1, 1, 1], "groups": 2, "activation": "relu"},
-                   lambda x, w, b: _F().relu(_F().conv2d(x, w, b, (2, 1), 1, 1, 2))),
+    # one group: TFLite has no grouped convolution and learn trains groups=1 only (grouped
+    # and depthwise forms are checked per backend in test_ops, test_quant and test_writers)
+    "conv2d": Case([(2, 4, 9, 9)], [(6, 4, 3, 3), (6,)],
+                   {"stride": [2, 1], "padding": [1, 1, 1, 1], "activation": "relu"},
+                   lambda x, w, b: _F().relu(_F().conv2d(x, w, b, (2, 1), 1))),
     "conv1d": Case([(2, 3, 12)], [(5, 3, 3), (5,)], {"padding": [1, 1], "dilation": [2]},
                    lambda x, w, b: _F().conv1d(x, w, b, 1, 1, 2)),
     "linear": Case([(3, 10)], [(7, 10), (7,)], {"activation": "relu6"},
@@ -93,13 +95,13 @@ CASES: dict[str, Case] = {
     "square": Case([(2, 3, 5, 5)], torch_fn=lambda x: _torch().square(x)),
     "if_neuron": Case([(2, 6)], [(6,)], {"reset": "subtract"}, positive_params=True),
     "lif_neuron": Case([(2, 6)], [(6,)], {"reset": "zero", "leak": 0.8}, positive_params=True),
-}
-
     # int8 spiking Graphs' integer ops: their spiking backends are checked bit for bit against
     # the references in tests/test_snn_int8.py (test_integer_ops_compute_their_references...)
     "sum_pool2d": Case([(2, 3, 7, 7)], attrs={"kernel": [3, 3], "stride": [2, 2]}),
     "global_sum": Case([(2, 4, 5, 5)]),
     "scaled_add": Case([(2, 3, 4, 4), (2, 3, 4, 4)], attrs={"multiplier": 37}),
+}
+
 
 def _arrays(case: Case, seed: int = 0) -> tuple[list[np.ndarray], list[np.ndarray]]:
     rng = np.random.default_rng(seed)
@@ -148,6 +150,13 @@ def _int8(graph, xs):
     return quantize(graph, xs if len(xs) > 1 else xs[0])
 
 
+def _real(v, quant):
+    """A param's real values, per channel along ``quant.axis`` (int8 weights, int32 biases)."""
+    shape = [-1 if axis == quant.axis else 1 for axis in range(v.ndim)]
+    scale, zp = (np.asarray(a, np.float64).reshape(shape) for a in (quant.scale, quant.zero_point))
+    return ((v - zp) * scale).astype(np.float32)
+
+
 def _quantized_reference(q, xs):
     """The numpy reference on what the int8 Graph really holds: its inputs and params
     dequantized (int8 weights, int32 biases), so only output rounding separates the two."""
@@ -159,8 +168,7 @@ def _quantized_reference(q, xs):
         t = q.tensors[name]
         if name in q.params:
             v = q.params[name]
-            values.append(v if t.quant is None else
-                          dequantize_array(v, t.quant).reshape(v.shape))
+            values.append(v if t.quant is None else _real(v, t.quant))
         else:
             values.append(dequantize_array(quantize_array(xs[slot], t.quant), t.quant))
     return OPS[node.op].reference(*values, **node.attrs)

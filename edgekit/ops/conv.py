@@ -1,4 +1,12 @@
-"""Convolutions: conv2d (depthwise when groups == channels) and conv1d, NC[H]W, OI[H]W weights."""
+"""Convolutions: conv2d (depthwise when groups == channels) and conv1d, NC[H]W, OI[H]W weights.
+
+Every backend of conv1d is conv2d's on a height-1 view (runtime, TFLite, firmware C) or the
+same call with one spatial axis (ONNX, torch). The runtime picks one of three forms per node:
+one input channel per output channel (depthwise, on zero-padded planes split by stride phase),
+a pointwise convolution (a product with the input planes as they are), or the general form (a
+padded channels-last copy, then per group its window rows times the weight rows). int8
+convolutions requantize with ``numerics.params.conv_params``, which the C writer reads too.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +14,7 @@ import numpy as np
 
 from edgekit.ops import declare
 from edgekit.ops.schema import OpDef, fail, prod, window_out
-from edgekit.ops.util import finish, windows
+from edgekit.ops.util import finish, float_bias, windows
 
 
 def _check(x, w, b, groups, nd):
@@ -72,3 +80,387 @@ conv1d = declare(OpDef(
     {"stride": [1], "padding": [0, 0], "dilation": [1], "groups": 1, "activation": "none"},
     _conv1d_shape, _conv_macs, weight_inputs=(1, 2), int8_weights=True, reference=_conv1d_reference,
     doc="1-D convolution, NCL; padding is [left, right]"))
+
+
+# --- runtime: float32 and int8 ------------------------------------------------------------------
+
+def _phases_shape(w_shape, out_shape, stride, dilation) -> tuple[int, int, int]:
+    """(SH * SW, QH, QW): the zero-padded input plane a depthwise convolution's windows cover,
+    split by stride phase (``strided_depthwise``; one phase, the plane itself, at stride 1)."""
+    qh, qw = (-(-((o - 1) * s + (k - 1) * d + 1) // s) for o, k, s, d in zip(
+        out_shape[2:], w_shape[2:], stride, dilation, strict=True))
+    return stride[0] * stride[1], qh, qw
+
+
+def _pointwise(w_shape, stride, padding, groups) -> bool:
+    """A 1x1 stride-1 unpadded convolution of one group: a product of the weights with the
+    input's planes as they are."""
+    return (tuple(w_shape[2:]) == (1, 1) and tuple(stride) == (1, 1) and not any(padding)
+            and groups == 1)
+
+
+def _channels_last_parts(x_shape, w_shape, out_shape, padding) -> list[tuple[int, ...]]:
+    """Shapes of the padded channels-last sample and of one group's window rows."""
+    t, left, bottom, right = padding
+    return [(x_shape[2] + t + bottom, x_shape[3] + left + right, x_shape[1]),
+            (prod(out_shape[2:]), prod(w_shape[1:]))]
+
+
+def _float32_scratch(shapes, out_shape, *, groups, padding, stride, dilation, **_) -> int:
+    """For one sample: with one input channel per output channel, the padded plane split by
+    stride phase and its sums at the phase width; none for a pointwise convolution; else the
+    padded channels-last sample and one group's window rows."""
+    w = shapes[1]
+    if w[1] == 1:
+        phases = _phases_shape(w, out_shape, stride, dilation)
+        return 4 * (prod(phases) + out_shape[2] * phases[2])
+    if _pointwise(w, stride, padding, groups):
+        return 0
+    return 4 * sum(prod(shape) for shape in _channels_last_parts(shapes[0], w, out_shape,
+                                                                  padding))
+
+
+@conv2d.implements("float32", scratch=_float32_scratch)
+def _conv2d_float32(ins, out, *, stride, padding, dilation, groups, activation, scratch):
+    from edgekit.runtime.kernels import conv, elementwise
+    from edgekit.runtime.registry import sequence
+
+    x, w = ins[0], ins[1]
+    b, bounds = float_bias(ins, w.shape[0]), elementwise.ACTIVATION_BOUNDS[activation]
+    if w.shape[1] == 1:
+        return _depthwise_float32(x, w, b, bounds, tuple(stride), padding, tuple(dilation),
+                                  scratch, out)
+    if _pointwise(w.shape, stride, padding, groups):
+        weights = w.reshape(w.shape[0], w.shape[1])
+        return sequence([(conv.pointwise, x[n].reshape(x.shape[1], -1), weights, b, *bounds,
+                          out[n].reshape(out.shape[1], -1)) for n in range(x.shape[0])])
+    return _channels_last_float32(x, w, b, bounds, stride, padding, dilation, groups, scratch,
+                                  out)
+
+
+def _channels_last_float32(x, w, b, bounds, stride, padding, dilation, groups, scratch, out):
+    """Per sample: one padded channels-last copy, then per group the window rows (each a few
+    contiguous runs of the copy, ordered (ky, kx, channel) like the reordered weights) and
+    their product with the weight rows. The int8 path's copy and rows kernels, on float32."""
+    from edgekit.runtime.kernels import int8_conv, linear
+    from edgekit.runtime.registry import sequence
+
+    padded_shape, rows_shape = _channels_last_parts(x.shape, w.shape, out.shape, padding)
+    padded, rows = np.split(scratch.view(np.float32), [prod(padded_shape)])
+    padded, rows = padded.reshape(padded_shape), rows.reshape(rows_shape)
+    per_group, channels = w.shape[1], w.shape[0]
+    weights = np.ascontiguousarray(w.reshape(groups, -1, *w.shape[1:]).transpose(0, 1, 3, 4, 2)
+                                   ).reshape(groups, channels // groups, -1)
+    biases, geometry = b.reshape(groups, -1), (tuple(stride), tuple(dilation))
+    calls: list[tuple] = []
+    for n in range(x.shape[0]):
+        outs = out[n].reshape(groups, -1, rows.shape[0])
+        calls.append((int8_conv.pad_channels_last, x[n], 0, padding[0], padding[1], padded))
+        for g in range(groups):
+            calls += [(int8_conv.window_rows, padded, tuple(w.shape[2:]), *geometry,
+                       g * per_group, per_group, out.shape[3], rows),
+                      (linear.gemm_nt, weights[g], rows, biases[g], True, *bounds, outs[g])]
+    return sequence(calls)
+
+
+def _depthwise_float32(x, w, b, bounds, stride, padding, dilation, scratch, out):
+    """One call per sample on zero-padded planes: ``conv.depthwise_planes`` at stride 1 (one
+    phase, the plane itself), else ``conv.strided_depthwise``."""
+    from edgekit.runtime.kernels import conv
+    from edgekit.runtime.registry import sequence
+
+    shape = _phases_shape(w.shape, out.shape, stride, dilation)
+    phases, acc = np.split(scratch.view(np.float32), [prod(shape)])
+    if stride == (1, 1):
+        kernel, geometry, plane = conv.depthwise_planes, (dilation,), phases
+    else:
+        kernel, geometry, plane = conv.strided_depthwise, (stride, dilation), phases.reshape(shape)
+    return sequence([(kernel, x[n], padding[0], padding[1], np.ascontiguousarray(w[:, 0]), b,
+                      *geometry, *bounds, plane, acc, out[n]) for n in range(x.shape[0])])
+
+
+def _int8_parts(x_shape, w_shape, out_shape, groups, padding, stride, dilation) -> list[tuple]:
+    """Per-sample scratch: with one input channel per output channel, the padded plane split
+    by stride phase (int16) and its sums at the phase width (int32); for a pointwise
+    convolution one plane of int32 sums; else the padded channels-last input less its zero
+    point (int16) and one group's window rows (int16)."""
+    if w_shape[1] == 1:
+        phases = _phases_shape(w_shape, out_shape, stride, dilation)
+        return [(phases, np.int16), ((out_shape[2] * phases[2],), np.int32)]
+    if _pointwise(w_shape, stride, padding, groups):
+        return [((prod(x_shape[2:]),), np.int32)]
+    return [(shape, np.int16) for shape in _channels_last_parts(x_shape, w_shape, out_shape,
+                                                                padding)]
+
+
+def _int8_scratch(shapes, out_shape, *, groups, padding, stride, dilation, **_) -> int:
+    from edgekit.runtime.int8 import scratch_bytes
+
+    return scratch_bytes(*_int8_parts(shapes[0], shapes[1], out_shape, groups, padding, stride,
+                                      dilation))
+
+
+@conv2d.implements("int8", scratch=_int8_scratch)
+def _conv2d_int8(ins, out, *, stride, padding, dilation, groups, activation, quant, scratch):
+    """Per sample: padded planes when there is one input channel per output channel, one
+    product of the planes for a pointwise convolution, else the padded channels-last copy then,
+    per group, window rows and GEMM."""
+    from edgekit.numerics.params import conv_params
+    from edgekit.runtime.int8 import carve
+    from edgekit.runtime.kernels import int8_conv, int8_gemm
+    from edgekit.runtime.registry import sequence
+
+    x, w = ins[0], ins[1]
+    p = conv_params(quant, w, ins[2] if len(ins) > 2 else None, activation)
+    padded, *work = carve(scratch, *_int8_parts(x.shape, w.shape, out.shape, groups, padding,
+                                                stride, dilation))
+    geometry = (tuple(stride), tuple(dilation))
+    if w.shape[1] == 1:
+        return _depthwise_int8(x, w[:, 0].astype(np.int32), ins[2], p, padding, geometry,
+                               padded, work[0], out)
+    if _pointwise(w.shape, stride, padding, groups):  # the input zero point in the bias
+        weights, folded = w.reshape(w.shape[0], w.shape[1]), p.folded.astype(np.int32)
+        return sequence([(int8_conv.pointwise, x[n].reshape(x.shape[1], -1), weights, folded,
+                          p.mult, p.shift, p.out_zp, p.lo, p.hi, padded,
+                          out[n].reshape(out.shape[1], -1)) for n in range(x.shape[0])])
+    per_group, rows, channels = w.shape[1], work[0], w.shape[0]
+    weights = np.ascontiguousarray(
+        w.reshape(groups, -1, *w.shape[1:]).transpose(0, 1, 3, 4, 2), np.int16
+    ).reshape(groups, channels // groups, -1)
+    biases, ms, shifts = (v.reshape(groups, -1) for v in (ins[2], p.mult, p.shift))
+    calls: list[tuple] = []
+    for n in range(x.shape[0]):
+        outs = out[n].reshape(groups, -1, rows.shape[0])
+        calls.append((int8_conv.pad_channels_last, x[n], p.in_zp, padding[0], padding[1],
+                      padded))
+        for g in range(groups):
+            calls.append((int8_conv.window_rows, padded, tuple(w.shape[2:]), *geometry,
+                          g * per_group, per_group, out.shape[3], rows))
+            calls.append((int8_gemm.gemm_requant, weights[g], rows, biases[g], True, ms[g],
+                          shifts[g], p.out_zp, p.lo, p.hi, outs[g]))
+    return sequence(calls)
+
+
+def _depthwise_int8(x, taps, bias, p, padding, geometry, phases, acc, out):
+    """One call per sample on padded planes: ``int8_conv.depthwise_planes`` at stride 1 (one
+    phase, the plane itself), else ``strided_depthwise``."""
+    from edgekit.runtime.kernels import int8_conv
+    from edgekit.runtime.registry import sequence
+
+    if geometry[0] == (1, 1):
+        kernel, geometry, plane = int8_conv.depthwise_planes, geometry[1:], phases.reshape(-1)
+    else:
+        kernel, plane = int8_conv.strided_depthwise, phases
+    return sequence([(kernel, x[n], p.in_zp, padding[0], padding[1], taps, bias, *geometry,
+                      p.mult, p.shift, p.out_zp, p.lo, p.hi, plane, acc, out[n])
+                     for n in range(x.shape[0])])
+
+
+def _as_2d(stride, padding, dilation) -> dict:
+    """conv1d's geometry as the conv2d of height 1 it runs as."""
+    return dict(stride=[1, *stride], padding=[0, padding[0], 0, padding[1]],
+                dilation=[1, *dilation])
+
+
+def _height_one(prepare):
+    """conv1d's prepare function from conv2d's on the same backend."""
+    def run(ins, out, *, stride, padding, dilation, **attrs):
+        as_2d = [a.reshape(*a.shape[:2], 1, a.shape[2]) for a in (ins[0], ins[1], out)]
+        return prepare([as_2d[0], as_2d[1], *ins[2:]], as_2d[2],
+                       **_as_2d(stride, padding, dilation), **attrs)
+
+    return run
+
+
+def _height_one_scratch(scratch):
+    def nbytes(shapes, out_shape, *, stride, padding, dilation, **attrs) -> int:
+        as_2d = [(*s[:2], 1, s[2]) for s in (*shapes[:2], out_shape)]
+        return scratch(as_2d[:2], as_2d[2], **_as_2d(stride, padding, dilation), **attrs)
+
+    return nbytes
+
+
+conv1d.implements("float32", scratch=_height_one_scratch(_float32_scratch))(
+    _height_one(_conv2d_float32))
+conv1d.implements("int8", scratch=_height_one_scratch(_int8_scratch))(_height_one(_conv2d_int8))
+
+
+# --- importers ----------------------------------------------------------------------------------
+
+def _emit(c, x, w, bias, stride, pads, dilation, groups):
+    """conv1d/conv2d from a constant weight, on either importer's call ``c``; ``pads`` is
+    [begins..., ends...] per spatial dim (for 2-D exactly the Graph's [top, left, bottom,
+    right])."""
+    from edgekit.converters.from_torch import Unsupported
+
+    nd = w.ndim - 2
+    if nd not in (1, 2):
+        raise Unsupported(f"conv{nd}d")
+    inputs = [x, c.param(w, "weight")] + ([] if bias is None else [c.param(bias, "bias")])
+    attrs = {"stride": [int(v) for v in stride], "padding": [int(v) for v in pads],
+             "dilation": [int(v) for v in dilation], "groups": int(groups)}
+    return c.emit(f"conv{nd}d", inputs, attrs)
+
+
+def _torch(c, x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
+    """aten.conv1d/conv2d (.default, and .padding with 'same'/'valid'); core ATen's
+    aten.convolution comes here by its weight's rank."""
+    from edgekit.converters.from_torch import ints, same_pads
+
+    w = c.const(weight, "convolution")
+    nd = w.ndim - 2
+    stride, dilation = ints(stride, nd), ints(dilation, nd)
+    if padding == "same":
+        pads = same_pads(c.b.shape(x.name)[2:], w.shape[2:], stride, dilation)
+    elif padding == "valid":
+        pads = [0] * 2 * nd
+    else:
+        pads = ints(padding, nd) * 2
+    return _emit(c, x, w, c.const(bias, "convolution"), stride, pads, dilation, groups)
+
+
+def _onnx_import(n, x, w, bias=None):
+    """Conv of either rank (the weight's says which op it is)."""
+    w = n.const(w, "Conv with a non-constant weight")
+    bias = None if bias is None else n.const(bias, "Conv with a non-constant bias")
+    nd = w.ndim - 2
+    stride, dil = n.get("strides", [1] * nd), n.get("dilations", [1] * nd)
+    return _emit(n, x, w, bias, stride, n.pads(n.shape(x)[2:], w.shape[2:], stride, dil), dil,
+                 n.get("group", 1))
+
+
+conv2d.implements("torch", names=("conv2d",))(_torch)
+conv1d.implements("torch", names=("conv1d",))(_torch)
+# ONNX has one Conv for every rank: both ops register the one lowering, which emits the op of
+# the weight's rank (the importer finds the same function under either).
+conv2d.implements("onnx_import", names=("Conv",))(_onnx_import)
+conv1d.implements("onnx_import", names=("Conv",))(_onnx_import)
+
+
+# --- writers ------------------------------------------------------------------------------------
+
+def _tflite_conv(w, node, x, weight, stride, padding, dilation, out):
+    """CONV_2D or DEPTHWISE_CONV_2D on NHWC tensors from an OIHW weight."""
+    from edgekit.errors import EdgekitError
+
+    groups, cin, cout = node.attrs["groups"], w.shape(x)[3], weight.shape[0]
+    if groups == 1:
+        code, opts = "CONV_2D", w.options("Conv2D")
+        filt = w.weight(node, weight.transpose(0, 2, 3, 1), 0)
+    elif groups == cin:
+        code, opts = "DEPTHWISE_CONV_2D", w.options("DepthwiseConv2D",
+                                                     depthMultiplier=cout // cin)
+        filt = w.weight(node, weight.transpose(1, 2, 3, 0), 3)
+    else:
+        raise EdgekitError(f"grouped convolution (groups={groups} of {cin} channels) has no "
+                           "TFLite kernel; split it into groups=1 convolutions and a concat")
+    window = [dilation[i] * (weight.shape[2 + i] - 1) + 1 for i in range(2)]
+    x, mode = w.window_mode(x, out, window, stride, padding)
+    opts.padding = getattr(w.s.Padding, mode)
+    opts.strideH, opts.strideW = stride
+    opts.dilationHFactor, opts.dilationWFactor = dilation
+    opts.fusedActivationFunction = w.fused(node.attrs["activation"])
+    w.op(code, [x, filt, w.bias(node, cout)], [out], opts)
+
+
+@conv2d.implements("tflite", channels_last=True)
+def _conv2d_tflite(w, node):
+    from edgekit.converters.to_tflite import channels_last
+
+    a = node.attrs
+    x = w.value(node.inputs[0], channels_last(4))
+    out = w.output(node, channels_last(4))
+    _tflite_conv(w, node, x, w.graph.params[node.inputs[1]], a["stride"], a["padding"],
+                 a["dilation"], out)
+
+
+@conv1d.implements("tflite", channels_last=True)
+def _conv1d_tflite(w, node):
+    """A CONV_2D of height 1 between RESHAPEs of the NLC tensors to N1LC."""
+    from edgekit.converters.to_tflite import channels_last
+
+    x = w.value(node.inputs[0], channels_last(3))
+    x4 = w.derived(x, [w.shape(x)[0], 1, *w.shape(x)[1:]], "/n1lc")
+    w.reshape(x, x4)
+    out = w.output(node, channels_last(3))
+    out4 = w.derived(out, [w.shape(out)[0], 1, *w.shape(out)[1:]], "/n1lc")
+    weight = w.graph.params[node.inputs[1]][:, :, None, :]
+    _tflite_conv(w, node, x4, weight, **_as_2d(node.attrs["stride"], node.attrs["padding"],
+                                                node.attrs["dilation"]), out=out4)
+    w.reshape(out4, out)
+
+
+def _onnx(e, node, ins):
+    """Conv for 1-D and 2-D: the Graph's padding order (begins, then ends) is ONNX's."""
+    a = node.attrs
+    y = e.add("Conv", ins, strides=a["stride"], pads=a["padding"], dilations=a["dilation"],
+              group=a["groups"])
+    return e.activate(y, a["activation"])
+
+
+conv2d.implements("onnx")(_onnx)
+conv1d.implements("onnx")(_onnx)
+
+
+def _c(w, i, node):
+    """``ek_conv2d``; conv1d as a conv2d of height 1. The firmware sums ``x * w`` over
+    im2col columns (``col``, two of them) and adds the folded bias."""
+    from edgekit.numerics.params import conv_params
+
+    weight = w.graph.params[node.inputs[1]]
+    xs, ys = w.shape(node.inputs[0]), w.shape(node.outputs[0])
+    a = node.attrs
+    geometry = (a["stride"], a["padding"], a["dilation"])
+    if node.op == "conv1d":
+        xs, ys, weight = (*xs[:2], 1, xs[2]), (*ys[:2], 1, ys[2]), weight[:, :, None, :]
+        geometry = _as_2d(*geometry).values()
+    (sh, sw), (pt, pl, _, _), (dh, dw) = geometry
+    p = conv_params(w.quant(node), weight, w.graph.params.get(node.inputs[2])
+                    if len(node.inputs) > 2 else None, a["activation"])
+    folded = p.folded_int32(f"node {node.name or node.op}")
+    w.col_bytes = max(w.col_bytes, 2 * prod(weight.shape[1:]))
+    fields = dict(cin=xs[1], h=xs[2], w=xs[3], cout=ys[1], oh=ys[2], ow=ys[3],
+                  kh=weight.shape[2], kw=weight.shape[3], sh=sh, sw=sw, pt=pt, pl=pl, dh=dh,
+                  dw=dw, groups=a["groups"], in_zp=p.in_zp, out_zp=p.out_zp, lo=p.lo, hi=p.hi,
+                  weight=w.array("int8_t", weight), bias=w.array("int32_t", folded),
+                  mult=w.array("int32_t", p.mult), shift=w.array("int32_t", p.shift))
+    return (f"ek_conv2d({w.struct('ek_conv_t', i, fields)}, col, {w.at(node.inputs[0])}, "
+            f"{w.at(node.outputs[0])});")
+
+
+conv2d.implements("c")(_c)
+conv1d.implements("c")(_c)
+
+
+# --- other consumers ----------------------------------------------------------------------------
+
+def _gpu(nd: int):
+    def run(x, w, b=None, *, stride, padding, dilation, groups, activation):
+        import torch.nn.functional as F
+
+        from edgekit.targets.gpu import activate, pad
+
+        conv = F.conv2d if nd == 2 else F.conv1d
+        return activate(conv(pad(x, padding), w, b, stride, 0, dilation, groups), activation)
+
+    return run
+
+
+conv2d.implements("gpu")(_gpu(2))
+conv1d.implements("gpu")(_gpu(1))
+
+
+@conv2d.implements("learn")
+def _conv2d_learn(blocks, graph, node, where):
+    from edgekit.learn.blocks import add_dense
+
+    add_dense(blocks, graph, node, where)
+
+
+conv1d.unsupported("learn", "edgekit.learn trains conv2d and linear layers: its im2row "
+                   "kernels and blocks are 2-D (write the layer as a conv2d of height 1)")
+
+
+# --- spiking backends ---------------------------------------------------------------------------
+# Registered below by the spiking migration (event-driven and integer spiking kernels, spiking
+# quantizer, unrolled ONNX and firmware writers): conv2d runs on them; conv1d declares why not.

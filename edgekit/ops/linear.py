@@ -1,4 +1,9 @@
-"""linear: y = x @ W.T + b over the last axis (a fully connected layer)."""
+"""linear: y = x @ W.T + b over the last axis (a fully connected layer).
+
+int8 requantizes with ``numerics.params.conv_params`` (as TFLite's FULLY_CONNECTED), which the
+C writer reads too. The importers also lower a product with a constant matrix to it: torch's
+matmul, mm and addmm (how core ATen spells nn.Linear) and ONNX's Gemm and MatMul.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +11,7 @@ import numpy as np
 
 from edgekit.ops import declare
 from edgekit.ops.schema import OpDef, fail, prod
-from edgekit.ops.util import finish
+from edgekit.ops.util import finish, float_bias
 
 
 def _shape(s, a):
@@ -27,3 +32,182 @@ linear = declare(OpDef(
     "linear", (2, 3), {"activation": "none"}, _shape, lambda i, o, a: prod(o) * i[1][1],
     weight_inputs=(1, 2), int8_weights=True, reference=_reference,
     doc="y = x @ W.T + b over the last axis; W is [out, in]"))
+
+
+# --- runtime ------------------------------------------------------------------------------------
+
+@linear.implements("float32")
+def _float32(ins, out, *, activation):
+    from edgekit.runtime.kernels import elementwise
+    from edgekit.runtime.kernels.linear import gemm_nt
+    from edgekit.runtime.registry import bind
+
+    x, w = ins[0], ins[1]
+    return bind(gemm_nt, x.reshape(-1, x.shape[-1]), w, float_bias(ins, w.shape[0]),
+                False, *elementwise.ACTIVATION_BOUNDS[activation], out.reshape(-1, out.shape[-1]))
+
+
+@linear.implements("int8")
+def _int8(ins, out, *, activation, quant):
+    """int8 rows times int8 weights; the input zero point is folded into the bias once:
+    ``sum((x - zp) * w) + b = sum(x * w) + (b - zp * sum(w))``."""
+    from edgekit.numerics.params import conv_params
+    from edgekit.runtime.kernels import int8_gemm
+    from edgekit.runtime.registry import bind
+
+    x, w = ins[0], ins[1]
+    p = conv_params(quant, w, ins[2] if len(ins) > 2 else None, activation,
+                    fully_connected=True)
+    return bind(int8_gemm.gemm_requant, x.reshape(-1, x.shape[-1]), w, p.folded, False, p.mult,
+                p.shift, p.out_zp, p.lo, p.hi, out.reshape(-1, out.shape[-1]))
+
+
+# --- importers ----------------------------------------------------------------------------------
+
+def _torch_linear(c, x, weight, bias=None):
+    w = c.param(c.const(weight, "linear"), "weight")
+    b = [] if bias is None else [c.param(c.const(bias, "linear"), "bias")]
+    return c.emit("linear", [x, w, *b])
+
+
+def _torch_matmul(c, x, other):
+    """x @ W with a constant 2-D W (core ATen spells nn.Linear this way)."""
+    from edgekit.converters.from_torch import Act, Unsupported
+
+    if not isinstance(x, Act) or isinstance(other, Act) or other.dim() != 2:
+        raise Unsupported("matmul of two activations" if isinstance(other, Act) else "matmul")
+    return _torch_linear(c, x, other.t())
+
+
+def _torch_addmm(c, bias, x, other, beta=1, alpha=1):
+    from edgekit.converters.from_torch import Act, Unsupported
+
+    if any(isinstance(v, Act) for v in (bias, other)) or not isinstance(x, Act):
+        raise Unsupported("addmm with non-constant weights")
+    out = other.shape[-1]
+    if bias.numel() not in (1, out):
+        raise Unsupported("addmm with a per-sample bias")
+    return _torch_linear(c, x, other.t() * alpha, (bias * beta).reshape(-1).expand(out))
+
+
+_TORCH = {"linear": _torch_linear, "matmul": _torch_matmul, "mm": _torch_matmul,
+          "addmm": _torch_addmm}
+
+
+@linear.implements("torch", names=tuple(_TORCH))
+def _torch(c, *args, **kwargs):
+    return _TORCH[c.aten](c, *args, **kwargs)
+
+
+def _onnx_gemm(n, a, b, c=None):
+    """alpha * A @ B' + beta * C with a constant B; a computed C is added after the linear."""
+    from edgekit.converters.from_torch import Act, Unsupported, arith
+
+    if n.get("transA", 0):
+        raise Unsupported("Gemm(transA=1)")
+    if not isinstance(a, Act):
+        raise Unsupported("Gemm with a constant A")
+    b = n.const(b, "Gemm with a non-constant B")
+    w = (b if n.get("transB", 0) else b.T) * n.get("alpha", 1.0)
+    out = w.shape[0]
+    inputs = [a, n.param(w, "weight")]
+    bias = None if c is None or isinstance(c, Act) else c * n.get("beta", 1.0)
+    if bias is not None:
+        if bias.size not in (1, out):
+            raise Unsupported("Gemm with a per-sample C")
+        inputs.append(n.param(np.broadcast_to(bias.reshape(-1), (out,)), "bias"))
+    y = n.emit("linear", inputs)
+    if isinstance(c, Act):
+        c = c if n.get("beta", 1.0) == 1.0 else arith(n.b, "mul", c, n.get("beta"), n.name)
+        y = arith(n.b, "add", y, c, n.name)
+    return y
+
+
+def _onnx_matmul(n, a, b):
+    """x @ W with constant 2-D W is a linear layer without bias (a following Add becomes the
+    bias when the passes fold it)."""
+    from edgekit.converters.from_torch import Act, Unsupported
+
+    if not isinstance(a, Act) or isinstance(b, Act) or b.ndim != 2:
+        raise Unsupported("MatMul of two activations" if isinstance(b, Act) else "MatMul")
+    return n.emit("linear", [a, n.param(b.T, "weight")])
+
+
+_ONNX = {"Gemm": _onnx_gemm, "MatMul": _onnx_matmul}
+
+
+@linear.implements("onnx_import", names=tuple(_ONNX))
+def _onnx_import(n, *inputs):
+    return _ONNX[n.op](n, *inputs)
+
+
+# --- writers ------------------------------------------------------------------------------------
+
+@linear.implements("tflite")
+def _tflite(w, node):
+    """FULLY_CONNECTED over the last axis; inputs of rank > 2 reshape back afterwards."""
+    from edgekit.converters.to_tflite import identity
+
+    rank = len(w.graph.tensors[node.inputs[0]].shape)
+    x = w.value(node.inputs[0], identity(rank))
+    out = w.output(node, identity(rank))
+    shape = w.shape(out)
+    flat = out if rank == 2 else w.derived(out, [prod(shape[:-1]), shape[-1]], "/2d")
+    weight = w.graph.params[node.inputs[1]]
+    opts = w.options("FullyConnected", fusedActivationFunction=w.fused(node.attrs["activation"]))
+    w.op("FULLY_CONNECTED", [x, w.weight(node, weight, 0), w.bias(node, weight.shape[0])],
+         [flat], opts)
+    if flat != out:
+        w.reshape(flat, out)
+
+
+@linear.implements("onnx")
+def _onnx(e, node, ins):
+    """Gemm for [N, in] inputs; MatMul (on the transposed weight) + Add for higher ranks."""
+    if len(e.graph.tensors[node.inputs[0]].shape) == 2:
+        y = e.add("Gemm", ins, transB=1)
+    else:
+        y = e.add("MatMul", [ins[0], e.add("Transpose", [ins[1]], perm=[1, 0])])
+        y = e.add("Add", [y, ins[2]]) if len(ins) > 2 else y
+    return e.activate(y, node.attrs["activation"])
+
+
+@linear.implements("c")
+def _c(w, i, node):
+    """``ek_linear`` over the rows of the last axis, the input zero point in the bias."""
+    from edgekit.numerics.params import conv_params
+
+    weight = w.graph.params[node.inputs[1]]
+    p = conv_params(w.quant(node), weight, w.graph.params.get(node.inputs[2])
+                    if len(node.inputs) > 2 else None, node.attrs["activation"],
+                    fully_connected=True)
+    xs = w.shape(node.inputs[0])
+    fields = dict(rows=w.size(node.inputs[0]) // xs[-1], **{"in": xs[-1]}, out=weight.shape[0],
+                  out_zp=p.out_zp, lo=p.lo, hi=p.hi, weight=w.array("int8_t", weight),
+                  bias=w.array("int32_t", p.folded_int32(f"node {node.name or node.op}")),
+                  mult=w.array("int32_t", p.mult), shift=w.array("int32_t", p.shift))
+    return (f"ek_linear({w.struct('ek_linear_t', i, fields)}, {w.at(node.inputs[0])}, "
+            f"{w.at(node.outputs[0])});")
+
+
+# --- other consumers ----------------------------------------------------------------------------
+
+@linear.implements("gpu")
+def _gpu(x, w, b=None, *, activation):
+    import torch.nn.functional as F
+
+    from edgekit.targets.gpu import activate
+
+    return activate(F.linear(x, w, b), activation)
+
+
+@linear.implements("learn")
+def _learn(blocks, graph, node, where):
+    from edgekit.learn.blocks import add_dense
+
+    add_dense(blocks, graph, node, where)
+
+
+# --- spiking backends ---------------------------------------------------------------------------
+# Registered below by the spiking migration (event-driven and integer spiking kernels, spiking
+# quantizer, unrolled ONNX and firmware writers).

@@ -1,4 +1,5 @@
-"""numpy helpers the op references share (float64 inside, one rounding to float32 at the end)."""
+"""numpy helpers the op modules share (references: float64 inside, one rounding to float32 at
+the end)."""
 
 from __future__ import annotations
 
@@ -23,3 +24,9 @@ def windows(x, kernel, stride, padding, dilation, fill):
     taps = [x[:, :, i * dh:i * dh + sh * (oh - 1) + 1:sh, j * dw:j * dw + sw * (ow - 1) + 1:sw]
             for i in range(kh) for j in range(kw)]
     return np.stack(taps, axis=-1)
+
+
+def float_bias(ins: list[np.ndarray], channels: int) -> np.ndarray:
+    """A float32 conv/linear node's bias input, or zeros when it has none (the kernels add
+    one either way)."""
+    return ins[2] if len(ins) > 2 else np.zeros(channels, np.float32)
