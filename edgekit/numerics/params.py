@@ -65,9 +65,9 @@ class ConvParams:
 def conv_params(quant, weight: np.ndarray, bias: np.ndarray | None, activation: str, *,
                 fully_connected: bool = False) -> ConvParams:
     """From the QuantParams of input, weight (per channel or per tensor) and output, the int8
-    OI... weight and its int32 bias. The multipliers are TFLite's ``s_in * s_w[c] / s_out`` in
-    double; a per-tensor FULLY_CONNECTED multiplies ``s_in * s_w`` in float32 first
-    (GetQuantizedConvolutionMultipler)."""
+    weight (output channels first) and its int32 bias. The multipliers are TFLite's
+    ``s_in * s_w[c] / s_out`` in double; a per-tensor FULLY_CONNECTED (``fully_connected``)
+    multiplies ``s_in * s_w`` in float32 first (GetQuantizedConvolutionMultipler)."""
     if bias is None:
         raise EdgekitError("an int8 conv/linear needs its int32 bias (docs/quantized-graph.md); "
                            "quantize the float Graph with edgekit.quantize")
