@@ -3,8 +3,9 @@
 ``cpu:onnxruntime``), else through torch on ``cuda`` (float32 Graphs, spiking ones included).
 
 The torch backend interprets the Graph with ``torch.nn.functional``, one function per op
-(each op module's "gpu" implementation); it runs on any torch device, which is how it is tested on machines without a GPU. Nothing here
-pretends: without CUDA the target is unavailable and says why.
+(each op module's "gpu" implementation); it runs on any torch device, which is how it is
+tested on machines without a GPU. Nothing here pretends: without CUDA the target is
+unavailable and says why.
 """
 
 from __future__ import annotations
