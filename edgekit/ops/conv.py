@@ -464,3 +464,73 @@ conv1d.unsupported("learn", "edgekit.learn trains conv2d and linear layers: its 
 # --- spiking backends ---------------------------------------------------------------------------
 # Registered below by the spiking migration (event-driven and integer spiking kernels, spiking
 # quantizer, unrolled ONNX and firmware writers): conv2d runs on them; conv1d declares why not.
+from edgekit.ops.spiking import no_spiking_form, same_every_step, synapse  # noqa: E402
+
+
+def _event_conv2d(ins, out, *, stride, padding, dilation, groups, activation, scratch):
+    """Fed by spikes: each non-zero input element adds its weights to the outputs it reaches
+    (``tap_targets`` tables), each output starting from the bias; SOPs counted."""
+    from edgekit.errors import EdgekitError
+    from edgekit.runtime.kernels import spiking
+    from edgekit.runtime.spiking import EventStep
+
+    x, w = ins[0], ins[1]
+    if activation != "none":
+        raise EdgekitError("an event-driven convolution takes no fused activation")
+    bias = ins[2] if len(ins) > 2 else np.zeros(w.shape[0], out.dtype)
+    rows, cols = (spiking.tap_targets(size, taps, *geometry) for size, taps, *geometry in
+                  zip(x.shape[2:], w.shape[2:], stride, padding[:2], dilation, out.shape[2:]))
+    return EventStep(spiking.event_conv2d, x, np.ascontiguousarray(w.transpose(1, 2, 3, 0)),
+                     bias, rows, cols,
+                     scratch.view(out.dtype).reshape(*out.shape[2:], out.shape[1]), out)
+
+
+def _event_conv2d_scratch(in_shapes, out_shape, **attrs) -> int:
+    """One sample's sums, channels last (``event_conv2d``'s ``acc``; float32 or int32)."""
+    return 4 * prod(out_shape[1:])
+
+
+def _conv2d_onnx_spiking(e, step, node):
+    """Float Conv on the integers, cast to int32, plus the int32 bias: exact while no partial
+    sum reaches 2^24, proved here from the weights and the input's integer bound."""
+    a, params, x = node.attrs, e.graph.params, node.inputs[0]
+    weight = params[node.inputs[1]].astype(np.int64)
+    e.exact(node, int(np.abs(weight).reshape(weight.shape[0], -1).sum(axis=1).max())
+            * e.bound(x), "its float32 Conv")
+    w = e.once(f"{node.inputs[1]}/f", lambda: params[node.inputs[1]].astype(np.float32))
+    b = e.once(f"{node.inputs[2]}/c11", lambda: params[node.inputs[2]].reshape(-1, 1, 1))
+    y = e.add("Conv", [e.centred(node, step.inputs[0], "FLOAT"), w], strides=a["stride"],
+              pads=a["padding"], dilations=a["dilation"], group=a["groups"])
+    e.add("Add", [e.cast(y, "INT32"), b])
+
+
+def _conv2d_c_spiking(w, i, node):
+    """``ek_event_conv2d``, on the runtime's tap tables: float32 or int8 weights by the
+    Graph's kind, the input's dtype picking the kernel."""
+    from edgekit.runtime.kernels.spiking import tap_targets
+
+    w.no_activation(node)
+    a, weight = node.attrs, w.graph.params[node.inputs[1]]
+    xs, ys = w.shape(node.inputs[0]), w.shape(node.outputs[0])
+    fields = dict(cin=xs[1], h=xs[2], w=xs[3], cout=ys[1], oh=ys[2], ow=ys[3],
+                  kh=weight.shape[2], kw=weight.shape[3], sh=a["stride"][0], sw=a["stride"][1],
+                  pt=a["padding"][0], pl=a["padding"][1], dh=a["dilation"][0],
+                  dw=a["dilation"][1], groups=a["groups"],
+                  weight=w.weights(f"w{i}", weight.transpose(1, 2, 3, 0)),
+                  bias=w.bias(i, node, weight.shape[0]))
+    for axis, table in (("rows", 0), ("cols", 1)):
+        fields[axis] = w.const(f"{axis}{i}", tap_targets(
+            xs[2 + table], weight.shape[2 + table], a["stride"][table], a["padding"][table],
+            a["dilation"][table], ys[2 + table]), "int16_t")
+    struct = w.struct("ek_conv_s8_t" if w.int8 else "ek_conv_f32_t", i, fields)
+    suffix, x = w.event_input(i, node)
+    return f"ek_event_conv2d_{suffix}({struct}, {x}, {w.at(node.outputs[0])})"
+
+
+synapse(conv2d, _event_conv2d, _event_conv2d_scratch)
+conv2d.implements("onnx_spiking")(_conv2d_onnx_spiking)
+conv2d.implements("c_spiking")(_conv2d_c_spiking)
+same_every_step(conv1d)
+no_spiking_form(conv1d, "spiking Graphs take 2-D synapses: conv1d runs densely, only in float32 "
+                        "spiking Graphs on the runtime and in ONNX",
+                ("spiking_int8", "quant_spiking", "onnx_spiking", "c_spiking"))

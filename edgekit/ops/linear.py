@@ -211,3 +211,48 @@ def _learn(blocks, graph, node, where):
 # --- spiking backends ---------------------------------------------------------------------------
 # Registered below by the spiking migration (event-driven and integer spiking kernels, spiking
 # quantizer, unrolled ONNX and firmware writers).
+
+from edgekit.ops.spiking import synapse  # noqa: E402
+
+
+def _event_linear(ins, out, *, activation):
+    """Fed by spikes: each non-zero input element adds its weight row to the outputs, which
+    start from the bias; SOPs counted."""
+    from edgekit.errors import EdgekitError
+    from edgekit.runtime.kernels import spiking
+    from edgekit.runtime.spiking import EventStep
+
+    x, w = ins[0], ins[1]
+    if activation != "none":
+        raise EdgekitError("an event-driven linear layer takes no fused activation")
+    bias = ins[2] if len(ins) > 2 else np.zeros(w.shape[0], out.dtype)
+    return EventStep(spiking.event_linear, x.reshape(-1, x.shape[-1]), np.ascontiguousarray(w.T),
+                     bias, out.reshape(-1, out.shape[-1]))
+
+
+synapse(linear, _event_linear)
+
+
+@linear.implements("onnx_spiking")
+def _onnx_spiking(e, step, node):
+    """int32 MatMul (exact in ONNX Runtime) on the input less its zero point, plus the bias."""
+    params = e.graph.params
+    w_t = e.once(f"{node.inputs[1]}/t", lambda: params[node.inputs[1]].T.astype(np.int32))
+    b = e.once(node.inputs[2], lambda: params[node.inputs[2]])
+    e.add("Add", [e.add("MatMul", [e.centred(node, step.inputs[0], "INT32"), w_t]), b])
+
+
+@linear.implements("c_spiking")
+def _c_spiking(w, i, node):
+    """``ek_event_linear`` on flat (N, features) inputs, float32 or int8 weights."""
+    from edgekit.errors import EdgekitError
+
+    w.no_activation(node)
+    weight = w.graph.params[node.inputs[1]]
+    if w.size(node.inputs[0]) != weight.shape[1]:
+        raise EdgekitError(f"linear {node.name or node.outputs[0]}: the firmware's spiking "
+                           "path runs linear layers on flat (N, features) inputs")
+    suffix, x = w.event_input(i, node)
+    return (f"ek_event_linear_{suffix}({weight.shape[1]}, {weight.shape[0]}, "
+            f"{w.weights(f'w{i}', weight.T)}, {w.bias(i, node, weight.shape[0])}, "
+            f"{x}, {w.at(node.outputs[0])})")

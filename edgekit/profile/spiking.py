@@ -19,19 +19,20 @@ from typing import Any
 from edgekit.graph import Graph
 from edgekit.ops import NEURON_OPS
 from edgekit.profile.devices import DeviceProfile
+from edgekit.spiking import is_int8, schedule
 
 
 def spiking_counts(graph: Graph, inputs: Any, device: DeviceProfile) -> dict[str, Any]:
     """Per-layer spikes, firing rates and SOPs (per inference, averaged over the batch) and
     the modelled energies E_SNN and E_ANN in µJ."""
-    from edgekit.runtime.spiking import EVENT_KERNELS, SpikingExecutor
+    from edgekit.runtime.spiking import SpikingExecutor
 
-    ex = SpikingExecutor(graph)
-    traces, sops = ex.record(inputs)
-    steps = ex.timesteps
+    traces, sops = SpikingExecutor(graph).record(inputs)
+    plan = schedule(graph)
+    steps = graph.metadata["timesteps"]
     batch = next(iter(traces.values())).shape[1]
     neurons, synapses = [], []
-    for node, event, ops in zip(graph.nodes, ex.event_driven, sops, strict=True):
+    for node, event, ops in zip(graph.nodes, plan.event_driven, sops, strict=True):
         name = node.name or node.outputs[0]
         if node.op in NEURON_OPS:
             fired = (traces[node.outputs[0]] != 0).reshape(steps, batch, -1).sum(axis=2)
@@ -42,16 +43,16 @@ def spiking_counts(graph: Graph, inputs: Any, device: DeviceProfile) -> dict[str
                             "firing_rate": float(per_step.sum() / (steps * size))})
         elif event:
             synapses.append({"name": name, "synaptic_ops": ops / batch})
-    dense = sum(graph.node_macs(node) for node, event in zip(graph.nodes, ex.event_driven,
-                                                              strict=True)
-                if node.op in EVENT_KERNELS and not event)
+    dense = sum(graph.node_macs(node) for node, first in zip(graph.nodes, plan.first_layer,
+                                                              strict=True) if first)
     all_macs = sum(graph.node_macs(node) for node in graph.nodes)
     total_sops = sum(s["synaptic_ops"] for s in synapses)
     e = device.energy_pj
-    mac, add = ("mac_int8", "add_int8") if ex.int8 else ("mac_float32", "add_float32")
+    mac, add = ("mac_int8", "add_int8") if is_int8(graph) else ("mac_float32", "add_float32")
     e_snn = dense * e[mac] + total_sops * e[add]
     e_ann = all_macs * e[mac]
-    return {"timesteps": steps, "encoding": ex.encoding, "neurons": neurons,
+    return {"timesteps": steps, "encoding": graph.metadata.get("encoding", "direct"),
+            "neurons": neurons,
             "synapses": synapses, "synaptic_ops": total_sops, "first_layer_macs": dense,
             "membrane_bytes": 4 * sum(n["neurons"] for n in neurons),
             "ann_macs": all_macs, "e_snn_uj": e_snn / 1e6, "e_ann_uj": e_ann / 1e6,
@@ -65,12 +66,10 @@ def add_to(info: dict[str, Any], graph: Graph, inputs: Any, device: DeviceProfil
     """Put the spike counts into ``counts.describe``'s result: a ``spiking`` section, in the
     layer table each event-driven layer's SOPs as its accumulates, with no MACs, and the
     neurons' membranes (float32, batch 1) in the peak memory."""
-    from edgekit.runtime.spiking import EVENT_KERNELS
-
     found = info["spiking"] = spiking_counts(graph, inputs, device)
     by_name = {s["name"]: s["synaptic_ops"] for s in found["synapses"]}
-    for layer, node in zip(info["layers"], graph.nodes, strict=True):
-        if node.op in EVENT_KERNELS and layer["name"] in by_name:
+    for layer, event in zip(info["layers"], schedule(graph).event_driven, strict=True):
+        if event and layer["name"] in by_name:
             sops = by_name[layer["name"]]
             layer.update(macs=0, flops=0, accumulates=sops, synaptic_ops=sops)
     totals = info["totals"]

@@ -4,7 +4,7 @@ them (``Executor(graph).run(x)``), plus the plain-numpy reference they are teste
 from edgekit.runtime.executor import Executor, Program, execute
 from edgekit.runtime.planner import Buffer, GreedyPlanner, NaivePlanner, Plan, Planner
 from edgekit.runtime.registry import register
-from edgekit.runtime.spiking import SpikingExecutor
+from edgekit.runtime.spiking import SpikingExecutor, executor_for
 
 __all__ = ["Buffer", "Executor", "GreedyPlanner", "NaivePlanner", "Plan", "Planner", "Program",
-           "SpikingExecutor", "execute", "register"]
+           "SpikingExecutor", "execute", "executor_for", "register"]
