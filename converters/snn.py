@@ -29,7 +29,8 @@ from numba import njit
 from edgekit.errors import EdgekitError
 from edgekit.graph import Graph, Node, TensorInfo
 from edgekit.runtime import Executor
-from edgekit.runtime.spiking import ENCODINGS, OUTPUTS, SpikingExecutor
+from edgekit.runtime.spiking import SpikingExecutor
+from edgekit.spiking import ENCODINGS, OUTPUTS, is_spiking
 
 BALANCINGS = ("max", "p99.9", "trained")
 _RELUS = ("relu", "relu6")
@@ -223,5 +224,5 @@ def _check_options(graph, timesteps, balancing, neuron, reset, encoding, output,
             raise EdgekitError(f"{what} must be one of {allowed}, got {value!r}")
     if any(t.dtype != "float32" for t in graph.tensors.values()):
         raise EdgekitError("convert the float Graph to an SNN, not a quantized one")
-    if "timesteps" in graph.metadata:
+    if is_spiking(graph):
         raise EdgekitError("this Graph is already spiking")

@@ -12,11 +12,10 @@ from edgekit.targets.base import Session, Target
 
 class RuntimeSession(Session):
     def __init__(self, graph: Graph):
-        from edgekit.runtime import Executor, SpikingExecutor
+        from edgekit.runtime import executor_for
 
         self.graph = graph
-        spiking = "timesteps" in graph.metadata  # runs its T time steps per inference
-        self.executor = (SpikingExecutor if spiking else Executor)(graph)
+        self.executor = executor_for(graph)
 
     def run(self, inputs: Any, raw: bool = False, *, allow_nonfinite: bool = False) -> Any:
         """For int8 Graphs float in and out (converted at the edge); ``raw=True``: int8."""

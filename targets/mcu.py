@@ -25,6 +25,7 @@ import numpy as np
 
 from edgekit.errors import EdgekitError
 from edgekit.graph import Graph
+from edgekit.spiking import is_spiking
 from edgekit.targets._peer import PeerSession
 from edgekit.targets.base import Target
 
@@ -54,7 +55,7 @@ class McuSession(PeerSession):
         super().__init__(graph)
         self.board, self.firmware = board, firmware
         self.hello = board.hello
-        self.spiking = "timesteps" in graph.metadata
+        self.spiking = is_spiking(graph)
         # what the board returns: int8 outputs, float32 ones, or an int8 spiking Graph's int32
         # sums over its time steps (the edge divides them by T and dequantizes)
         self.dtype = np.dtype("<i4" if self.int8 and self.spiking else
@@ -169,7 +170,7 @@ class McuTarget(Target):
         link = {k: options.pop(k) for k in ("timeout", "retries") if k in options}
         if options:
             raise EdgekitError(f"target {self.name!r} takes no option(s) {sorted(options)}")
-        writer = to_c_snn if "timesteps" in graph.metadata else to_c
+        writer = to_c_snn if is_spiking(graph) else to_c
         writer.check_supported(graph)
         require_fit(graph, profile, writer.ram_bytes(graph))
         firmware = build(*writer.generate(graph))

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from edgekit.graph import Graph
+from edgekit.spiking import is_spiking
 from edgekit.targets._peer import PeerSession, missing, reject_options
 from edgekit.targets.base import Target
 
@@ -60,7 +61,7 @@ class OnnxRuntimeSession(PeerSession):
             self.notes.append(f"graph optimizations off: {risk}")
         if optimize is False or risk:
             self.options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-        if "timesteps" in graph.metadata:  # a spiking Graph: its time-unrolled form
+        if is_spiking(graph):  # a spiking Graph: its time-unrolled form
             from edgekit.converters.snn_onnx import snn_onnx_model
 
             self.model = snn_onnx_model(graph)

@@ -21,6 +21,7 @@ from edgekit.profile import counts, energy, latency, spiking
 from edgekit.profile.devices import DeviceProfile, load_profile, profile_names
 from edgekit.profile.fit import Limit, check_fit, require_fit
 from edgekit.profile.report import Report
+from edgekit.spiking import is_spiking
 
 __all__ = ["DeviceProfile", "Limit", "Report", "check_fit", "default_device", "load_profile",
            "profile", "profile_names", "require_fit"]
@@ -62,7 +63,7 @@ def profile(graph: Graph | str | Path, target: str = "cpu", inputs: Any = None,
     dev = load_profile(device or own)
     attached = dev.name == load_profile(own).name
     info = counts.describe(graph, dev)
-    if "timesteps" in graph.metadata:  # a spiking Graph (converters.snn)
+    if is_spiking(graph):  # a spiking Graph (converters.snn)
         spiking.add_to(info, graph, _inputs(graph, inputs), dev)
     for layer in info["layers"]:
         layer["energy_model_uj"] = sum(energy.layer_energy_pj(layer, dev).values()) / 1e6

@@ -80,10 +80,10 @@ def memory(graph: Graph) -> dict[str, int]:
     """Peak activation bytes (the planned arena the runtime really allocates at batch 1) and
     the naive figure (every activation and scratch buffer in its own bytes); a spiking Graph's
     are its SpikingExecutor's (event-driven scratch, int8 kernels)."""
-    from edgekit.runtime import Executor, SpikingExecutor
+    from edgekit.runtime import executor_for
     from edgekit.runtime.planner import NaivePlanner
 
-    executor = (SpikingExecutor if "timesteps" in graph.metadata else Executor)(graph)
+    executor = executor_for(graph)
     return {"peak_activation_bytes": executor.program(1).plan.size,
             "naive_activation_bytes": executor.program(1, NaivePlanner()).plan.size}
 

@@ -46,9 +46,9 @@ def time_runtime_layers(graph: Graph, inputs: Any, runs: int, warmup: int) -> np
     """[runs, nodes] milliseconds per node on the edgekit runtime, for these inputs (for a
     spiking Graph, per time step on its SpikingExecutor's kernels)."""
     from edgekit.quant.edge import graph_feeds
-    from edgekit.runtime import Executor, SpikingExecutor
+    from edgekit.runtime import executor_for
 
-    executor = (SpikingExecutor if "timesteps" in graph.metadata else Executor)(graph)
+    executor = executor_for(graph)
     executor.run(inputs)  # loads the inputs into the arena of the program for their batch size
     batch = next(iter(graph_feeds(graph, inputs).values())).shape[0]
     steps = executor.program(batch).steps

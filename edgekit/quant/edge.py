@@ -22,6 +22,7 @@ import numpy as np
 
 from edgekit.errors import EdgekitError
 from edgekit.graph import Graph, QuantParams
+from edgekit.spiking import is_spiking
 
 
 def quantize_array(x: np.ndarray, quant: QuantParams) -> np.ndarray:
@@ -148,9 +149,8 @@ def graph_results(graph: Graph, outs: list[np.ndarray], raw: bool = False) -> An
     """A Session's outputs (in the Graph's output order) for the caller: int8 outputs
     dequantized unless ``raw`` (an int8 spiking Graph's are int32 sums over its time steps:
     ``time_average``); one array for a one-output Graph, else the list."""
-    steps = graph.metadata.get("timesteps") if graph.metadata.get("quantized") else None
-    if steps is not None and not raw:
-        outs = [time_average(y, graph.tensors[name].quant, steps)
+    if is_spiking(graph) and graph.metadata.get("quantized") and not raw:
+        outs = [time_average(y, graph.tensors[name].quant, graph.metadata["timesteps"])
                 for name, y in zip(graph.outputs, outs, strict=True)]
     elif not raw:
         outs = [y if graph.tensors[name].dtype != "int8"

@@ -23,6 +23,7 @@ from edgekit.graph import Graph, Node, QuantParams, TensorInfo
 from edgekit.ops import OPS
 from edgekit.quant.calibrate import METHODS, Range, activation_ranges, range_scale_zero_point
 from edgekit.quant.edge import quantize_array
+from edgekit.spiking import is_spiking
 
 SCHEMES = ("int8",)
 # How an op's output quantization is chosen is its OpDef's ``quant``: calibrated, kept from the
@@ -45,7 +46,7 @@ def quantize(graph: Graph, calibration_data: Any, scheme: str = "int8",
     ``per_channel=False`` gives conv/linear weights one scale per tensor instead of per channel.
     """
     _check_options(graph, scheme, calibration, per_channel, percentile)
-    if "timesteps" in graph.metadata:
+    if is_spiking(graph):
         from edgekit.quant.spiking import quantize_snn
 
         return quantize_snn(graph, calibration_data, calibration, per_channel, percentile)
