@@ -255,6 +255,65 @@ def test_onnxruntime_target_runs_the_unrolled_snn():
         np.testing.assert_allclose(ort_session.run(x), cpu_session.run(x), rtol=1e-5, atol=1e-6)
 
 
+def test_one_schedule_for_the_runtime_and_the_writers(tmp_path):
+    """``edgekit.spiking.schedule``: the first layer once, the tensor it makes held, the layers
+    fed by spikes event-driven; what the runtime binds and the firmware's time loop runs, from
+    the Graph alone (no runtime, no numba) and all of it per step under rate encoding."""
+    import subprocess
+    import sys
+
+    from edgekit.converters.to_c_snn import generate
+    from edgekit.spiking import schedule
+
+    x = np.random.default_rng(2).random((2, 4, 9, 9)).astype(np.float32)
+    snn = to_snn(small_cnn(), x, 3)  # c1, neuron, c2, res, neuron, c3, neuron, flat, fc
+    plan = schedule(snn)
+    assert plan.static == plan.first_layer == tuple(i == 0 for i in range(9))
+    assert plan.event_driven == tuple(i in (2, 5, 8) for i in range(9))
+    assert plan.held == {snn.nodes[0].outputs[0]}
+    ex = SpikingExecutor(snn)
+    assert (ex.static, ex.event_driven, ex.held) == (plan.static, plan.event_driven, plan.held)
+    source = generate(snn)[0]
+    assert source.count("ops += ") == 3 and source.index("ek_event_conv2d_f32(&p0") < \
+        source.index("for (int32_t t = 0;")  # the first layer before the time loop
+    rate = schedule(to_snn(small_cnn(), x, 3, encoding="rate"))
+    assert not any(rate.static) and rate.event_driven == tuple(i in (0, 2, 5, 8)
+                                                               for i in range(9))
+    snn.save(tmp_path / "snn.ekm")
+    code = ("import sys\nfrom edgekit.graph import load\nfrom edgekit.spiking import schedule\n"
+            "schedule(load(sys.argv[1]))\n"
+            "assert not [m for m in sys.modules if m.startswith(('numba', 'edgekit.runtime'))]\n")
+    proc = subprocess.run([sys.executable, "-c", code, str(tmp_path / "snn.ekm")],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+
+
+def test_the_spiking_runtime_and_quantizer_import_no_cycle():
+    """The runtime reads the integer neurons' parameters from ``edgekit.numerics`` and never
+    imports the spiking quantizer, which imports no runtime module at import time either; each
+    loads first in a fresh interpreter."""
+    import ast
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    def imports(path: Path, everywhere: bool) -> set[str]:
+        tree = ast.parse(path.read_text())
+        nodes = list(ast.walk(tree) if everywhere else tree.body)
+        return ({n.module for n in nodes if isinstance(n, ast.ImportFrom) and n.module}
+                | {a.name for n in nodes if isinstance(n, ast.Import) for a in n.names})
+
+    root = Path(__file__).parents[1] / "edgekit"
+    for package, everywhere, banned in (("runtime", True, "edgekit.quant.spiking"),
+                                        ("quant", False, "edgekit.runtime")):
+        for path in (root / package).rglob("*.py"):
+            assert not [m for m in imports(path, everywhere) if m.startswith(banned)], path
+    for first in ("edgekit.quant.spiking", "edgekit.runtime.spiking"):
+        proc = subprocess.run([sys.executable, "-c", f"import {first}"], capture_output=True,
+                              text=True, timeout=120)
+        assert proc.returncode == 0, proc.stderr
+
+
 def test_the_spiking_device_side_never_imports_torch(tmp_path):
     """Converting, quantizing, running, profiling, unrolling to ONNX and writing firmware C for
     a spiking Graph need numpy and numba (and onnx), never torch."""

@@ -9,8 +9,8 @@ import edgekit
 from edgekit import EdgekitError
 from edgekit.converters.builder import GraphBuilder
 from edgekit.converters.snn import to_snn
+from edgekit.numerics.params import leak_multiplier, spike_amplitudes
 from edgekit.quant import quantize_array
-from edgekit.quant.spiking import leak_multiplier, spike_amplitudes
 from edgekit.runtime import SpikingExecutor
 
 torch = pytest.importorskip("torch")
@@ -100,7 +100,7 @@ def test_ds_cnn_onnx_is_exact(digits):
     torch.manual_seed(0)
     ann = from_torch(models.ds_cnn(16).eval(), torch.zeros(1, 1, 16, 16))
     q = edgekit.quantize(to_snn(ann, digits.x_train[:64], 6), digits.x_train[:64])
-    assert {"add", "global_avgpool"} <= {node.op for node in q.nodes}
+    assert {"scaled_add", "global_sum"} <= {node.op for node in q.nodes}  # add, global pool
     _ort_equal(q, digits.x_test[:32])
 
 
@@ -206,3 +206,132 @@ def test_cli_converts_to_an_int8_snn(tmp_path, mlp, digits):
     assert q.metadata["quantized"] == "int8" and q.metadata["timesteps"] == 4
     assert (tmp_path / "out" / "mlp.onnx").exists()
     assert edgekit.load(tmp_path / "out" / "mlp.float.ekm").metadata["timesteps"] == 4
+
+
+# The integer ops of int8 spiking Graphs, one node each: input (dtype, shape) and attributes.
+INTEGER_OPS = {
+    "sum_pool2d": ([("int8", (2, 3, 7, 7))], {"kernel": [3, 3], "stride": [2, 2],
+                                               "padding": [1, 1, 1, 1]}),
+    "global_sum": ([("int32", (2, 4, 5, 5))], {}),
+    "scaled_add": ([("int8", (2, 3, 4, 4)), ("int32", (2, 3, 4, 4))], {"multiplier": 37}),
+}
+
+
+def _integer_op(op):
+    """A one-node int8 spiking Graph (T = 1) of ``op`` and integer inputs for it."""
+    from edgekit.graph import Graph, Node, QuantParams, TensorInfo
+    from edgekit.ops import OPS
+
+    specs, attrs = INTEGER_OPS[op]
+    rng = np.random.default_rng(3)
+    tensors, xs = {}, []
+    for i, (dtype, shape) in enumerate(specs):
+        tensors[f"x{i}"] = TensorInfo((1, *shape[1:]), dtype, QuantParams([0.5], [0]))
+        bound = 127 if dtype == "int8" else 1 << 12  # sums stay exact in float64 and float32
+        xs.append(rng.integers(-bound, bound, shape, endpoint=True).astype(dtype))
+    out = OPS[op].infer([t.shape for t in tensors.values()], attrs)
+    tensors["y"] = TensorInfo(tuple(out), "int32", QuantParams([0.25], [0]))
+    graph = Graph(list(tensors)[:-1], ["y"], tensors, [Node(op, list(tensors)[:-1], ["y"], attrs)],
+                  {}, {"timesteps": 1, "quantized": "int8"})
+    return graph.validate(), xs
+
+
+@pytest.mark.parametrize("op", sorted(INTEGER_OPS))
+def test_integer_ops_compute_their_references_exactly(op):
+    """Each op's runtime kernel (spiking_int8) and unrolled ONNX (onnx_spiking) give the
+    integers of its numpy reference, bit for bit; the firmware's are the suites above's."""
+    from edgekit.ops import OPS
+
+    graph, xs = _integer_op(op)
+    want = OPS[op].reference(*xs, **INTEGER_OPS[op][1]).astype(np.int64)
+    got = SpikingExecutor(graph).run(xs if len(xs) > 1 else xs[0], raw=True)
+    assert got.dtype == np.int32
+    np.testing.assert_array_equal(got, want)
+    ort = pytest.importorskip("onnxruntime")
+    from edgekit.converters.snn_onnx import snn_onnx_model
+
+    session = ort.InferenceSession(snn_onnx_model(graph).SerializeToString(),
+                                   providers=["CPUExecutionProvider"])
+    np.testing.assert_array_equal(session.run(None, dict(zip(graph.inputs, xs)))[0], want)
+
+
+def _pooled_residual_cnn():
+    """conv-relu, a residual add onto a second conv, an average pool, a conv, a global average
+    pool and a linear: every integer op of an int8 spiking Graph."""
+    rng = np.random.default_rng(0)
+    b = GraphBuilder()
+    x = b.input("x", (1, 2, 8, 8))
+    c1 = b.node("conv2d", [x, b.param(rng.normal(size=(4, 2, 3, 3)) * 0.4, "c1.w"),
+                           b.param(rng.normal(size=4) * 0.1, "c1.b")],
+                {"padding": [1, 1, 1, 1], "activation": "relu"}, name="c1")
+    c2 = b.node("conv2d", [c1, b.param(rng.normal(size=(4, 4, 3, 3)) * 0.3, "c2.w"),
+                           b.param(rng.normal(size=4) * 0.1, "c2.b")],
+                {"padding": [1, 1, 1, 1]}, name="c2")
+    y = b.node("add", [c2, c1], {"activation": "relu"}, name="res")
+    y = b.node("avgpool2d", [y], {"kernel": [2, 2], "stride": [2, 2]}, name="pool")
+    y = b.node("conv2d", [y, b.param(rng.normal(size=(6, 4, 3, 3)) * 0.3, "c3.w"),
+                          b.param(rng.normal(size=6) * 0.1, "c3.b")],
+               {"padding": [1, 1, 1, 1], "activation": "relu"}, name="c3")
+    y = b.node("global_avgpool", [y], name="gap")
+    y = b.node("reshape", [y], {"shape": [6]}, name="flat")
+    b.output(b.node("linear", [y, b.param(rng.normal(size=(3, 6)), "fc.w"),
+                               b.param(rng.normal(size=3), "fc.b")], name="fc"))
+    return b.build()
+
+
+def test_the_int8_snn_says_what_it_computes():
+    """Pools and residual adds become the integer ops (the add's operands spikes first, its
+    multiplier the ratio of their scales), nothing in metadata; the float ops stay float."""
+    from edgekit.graph import Node
+    from edgekit.numerics.params import scaled_add_params
+
+    x = np.random.default_rng(1).random((8, 2, 8, 8)).astype(np.float32)
+    snn = to_snn(_pooled_residual_cnn(), x, 4)
+    q = edgekit.quantize(snn, x)
+    assert [n.op for n in snn.nodes if n.op in ("add", "avgpool2d", "global_avgpool")] == \
+        ["add", "avgpool2d", "global_avgpool"]  # the float SNN is left as it was
+    ops = [n.op for n in q.nodes]
+    assert {"sum_pool2d", "global_sum", "scaled_add"} <= set(ops)
+    assert not {"add", "avgpool2d", "global_avgpool"} & set(ops)
+    add = next(n for n in q.nodes if n.op == "scaled_add")
+    spikes, current = (q.tensors[n] for n in add.inputs)
+    assert (spikes.dtype, current.dtype) == ("int8", "int32")
+    assert add.attrs["multiplier"] == scaled_add_params(spikes.quant, current.quant).multiplier
+    mixed = [Node("scaled_add", n.inputs, n.outputs, {"multiplier": 2}) if n.op == "add" else n
+             for n in snn.nodes]
+    with pytest.raises(EdgekitError, match="integer op"):  # no integer op in a float SNN
+        edgekit.Graph(snn.inputs, snn.outputs, dict(snn.tensors), mixed, dict(snn.params),
+                      dict(snn.metadata)).validate()
+    ann_meta = {k: v for k, v in snn.metadata.items() if k != "timesteps"}
+    with pytest.raises(EdgekitError, match="belong.* to spiking Graphs"):  # neurons need T
+        edgekit.Graph(snn.inputs, snn.outputs, dict(snn.tensors), list(snn.nodes),
+                      dict(snn.params), ann_meta).validate()
+
+
+def test_an_int8_snn_saved_before_the_integer_ops_loads_upgraded(tmp_path):
+    """Files written when int8 SNNs kept avgpool2d, global_avgpool and add (meaning window sums
+    and the scaled add) load as the integer ops, computing the same integers."""
+    import json
+    import zipfile
+
+    x = np.random.default_rng(2).random((6, 2, 8, 8)).astype(np.float32)
+    q = edgekit.quantize(to_snn(_pooled_residual_cnn(), x, 4), x)
+    new = q.save(tmp_path / "new.ekm")
+    with zipfile.ZipFile(new) as zf:
+        doc, arrays = json.loads(zf.read("graph.json")), zf.read("params.npz")
+    for node in doc["nodes"]:  # the old form: the current first, the multiplier unstored
+        if node["op"] == "scaled_add":
+            node.update(op="add", inputs=node["inputs"][::-1], attrs={"activation": "none"})
+        elif node["op"] == "sum_pool2d":
+            node.update(op="avgpool2d", attrs={**node["attrs"], "count_include_pad": True})
+        elif node["op"] == "global_sum":
+            node["op"] = "global_avgpool"
+    with zipfile.ZipFile(tmp_path / "old.ekm", "w") as zf:
+        zf.writestr("graph.json", json.dumps(doc))
+        zf.writestr("params.npz", arrays)
+    old = edgekit.load(tmp_path / "old.ekm")
+    assert [(n.op, n.inputs, n.attrs) for n in old.nodes] == \
+        [(n.op, n.inputs, n.attrs) for n in q.nodes]
+    xq = _raw_input(q, x)
+    np.testing.assert_array_equal(SpikingExecutor(old).run(xq, raw=True),
+                                  SpikingExecutor(q).run(xq, raw=True))
