@@ -91,37 +91,6 @@ def const_param(b: GraphBuilder, value: Any, hint: str) -> Act:
     return Act(b.param(arr.reshape(1) if arr.ndim == 0 else arr, hint))
 
 
-def arith(b: GraphBuilder, op: str, x: Any, y: Any, name: str) -> Act:
-    """``x op y`` for add/sub/mul/div where either side may be a constant.
-
-    The Graph has add and mul only, with y broadcasting to x: sub becomes add of a negated
-    operand, div a mul by the reciprocal of a constant, and operands are swapped (both ops
-    commute) so that the activation with the full shape comes first.
-    """
-    if op == "sub":  # x + (-y)
-        y, op = _negate(b, y, name), "add"
-    elif op == "div":  # x * (1 / y)
-        if isinstance(y, Act):
-            raise Unsupported("div by a tensor")
-        y, op = 1.0 / np.asarray(y, np.float32), "mul"
-    if not isinstance(x, Act) or (isinstance(y, Act) and _bigger(b, y, x)):
-        x, y = y, x
-    if not isinstance(y, Act):
-        y = const_param(b, y, f"{name}.const")
-    return Act(b.node(op, [x.name, y.name], name=name))
-
-
-def _negate(b: GraphBuilder, y: Any, name: str) -> Any:
-    if not isinstance(y, Act):
-        return -np.asarray(y, np.float32)
-    return Act(b.node("mul", [y.name, const_param(b, -1.0, f"{name}.neg").name], name=name))
-
-
-def _bigger(b: GraphBuilder, y: Act, x: Act) -> bool:
-    sx, sy = b.shape(x.name), b.shape(y.name)
-    return (len(sy), math.prod(sy)) > (len(sx), math.prod(sx))
-
-
 def same_pads(sizes, kernel, stride, dilation, lower: bool = False) -> list[int]:
     """'same' padding as [begins..., ends...]; the odd extra goes at the end (torch 'same',
     ONNX SAME_UPPER) or at the beginning (ONNX SAME_LOWER)."""

@@ -12,7 +12,7 @@ import numpy as np
 
 from edgekit.errors import EdgekitError
 from edgekit.ops import declare
-from edgekit.ops.schema import OpDef, elementwise_macs, fail
+from edgekit.ops.schema import OpDef, elementwise_macs, fail, prod
 from edgekit.ops.util import finish
 
 
@@ -115,9 +115,41 @@ def _mul_int8(ins, out, *, quant):
 
 # --- importers --------------------------------------------------------------------------------
 
+def arith(b, op: str, x, y, name: str):
+    """``x op y`` for add/sub/mul/div where either side may be a constant (both importers, and
+    the composites that end in one, e.g. ONNX Gemm with a computed C).
+
+    The Graph has add and mul only, with y broadcasting to x: sub becomes add of a negated
+    operand, div a mul by the reciprocal of a constant, and operands are swapped (both ops
+    commute) so that the activation with the full shape comes first.
+    """
+    from edgekit.converters.from_torch import Act, Unsupported, const_param
+
+    if op == "sub":  # x + (-y)
+        if not isinstance(y, Act):
+            y = -np.asarray(y, np.float32)
+        else:
+            y = Act(b.node("mul", [y.name, const_param(b, -1.0, f"{name}.neg").name], name=name))
+        op = "add"
+    elif op == "div":  # x * (1 / y)
+        if isinstance(y, Act):
+            raise Unsupported("div by a tensor")
+        y, op = 1.0 / np.asarray(y, np.float32), "mul"
+    if not isinstance(x, Act) or (isinstance(y, Act) and _bigger(b, y, x)):
+        x, y = y, x
+    if not isinstance(y, Act):
+        y = const_param(b, y, f"{name}.const")
+    return Act(b.node(op, [x.name, y.name], name=name))
+
+
+def _bigger(b, y, x) -> bool:
+    sx, sy = b.shape(x.name), b.shape(y.name)
+    return (len(sy), prod(sy)) > (len(sx), prod(sx))
+
+
 def _torch(c, x, y, alpha=1, rounding_mode=None):
-    """aten add/sub/mul/div (the op is ``c.aten``), through ``from_torch.arith``."""
-    from edgekit.converters.from_torch import Act, Unsupported, arith
+    """aten add/sub/mul/div (the op is ``c.aten``), through ``arith``."""
+    from edgekit.converters.from_torch import Act, Unsupported
 
     if rounding_mode is not None:
         raise Unsupported(f"div(rounding_mode={rounding_mode!r})")
@@ -131,9 +163,7 @@ def _torch(c, x, y, alpha=1, rounding_mode=None):
 
 
 def _onnx_import(n, x, y):
-    """ONNX Add/Sub/Mul/Div (the op is ``n.op``), through ``from_torch.arith``."""
-    from edgekit.converters.from_torch import arith
-
+    """ONNX Add/Sub/Mul/Div (the op is ``n.op``), through ``arith``."""
     return arith(n.b, n.op.lower(), x, y, n.name)
 
 

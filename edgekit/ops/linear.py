@@ -101,7 +101,8 @@ def _torch(c, *args, **kwargs):
 
 def _onnx_gemm(n, a, b, c=None):
     """alpha * A @ B' + beta * C with a constant B; a computed C is added after the linear."""
-    from edgekit.converters.from_torch import Act, Unsupported, arith
+    from edgekit.converters.from_torch import Act, Unsupported
+    from edgekit.ops.elementwise import arith
 
     if n.get("transA", 0):
         raise Unsupported("Gemm(transA=1)")
