@@ -10,8 +10,12 @@ BACKENDS: dict[str, str] = {
     # the edgekit runtime (edgekit.runtime): prepare(ins, out, **attrs[, scratch][, quant]) -> step
     "float32": "edgekit runtime, float32 kernels: prepare(ins, out, **attrs) -> step",
     "int8": "edgekit runtime, int8 kernels: prepare(ins, out, *, quant, **attrs) -> step",
-    "spiking": "edgekit runtime, event-driven spiking kernels (float32 spiking Graphs)",
-    "spiking_int8": "edgekit runtime, integer spiking kernels (int8 spiking Graphs)",
+    "spiking": "edgekit runtime, float32 spiking Graphs (edgekit.runtime.spiking): prepare(ins, "
+               "out, **attrs) -> step run at each time step; option event=True for a synapse "
+               "layer's event-driven kernel (its SOPs counted), dense=True where the float32 "
+               "kernel runs unchanged",
+    "spiking_int8": "edgekit runtime, int8 spiking Graphs: as spiking, with option quant=True "
+                    "when prepare takes quant (the QuantParams of the inputs, then the output)",
     # importers (converters.from_torch / from_onnx): lower(ctx, *args) -> Graph value
     "torch": "torch.export importer: options names=(ATen op names,)",
     "onnx_import": "ONNX importer: options names=(ONNX op types,)",
@@ -20,12 +24,19 @@ BACKENDS: dict[str, str] = {
               "channels_last=True when it reads its input NHWC/NLC (a Graph input is then "
               "written so); no_int8=reason for a float32-only form",
     "onnx": "ONNX writer (cpu:onnxruntime, float32 and QDQ int8): visit(emitter, node, inputs)",
-    "onnx_spiking": "time-unrolled ONNX writer of int8 spiking Graphs",
+    "onnx_spiking": "time-unrolled ONNX writer (converters.snn_onnx): visit(emitter, step, "
+                    "node) writes one time step of the op in an int8 spiking Graph (of a neuron "
+                    "in either kind; float32 ones write other ops with their onnx visitor), its "
+                    "last node making the step's output",
     "c": "C writer for the firmware (mcu targets, int8): visit(writer, index, node) -> C call",
-    "c_spiking": "C writer for spiking Graphs on the firmware",
+    "c_spiking": "C writer of spiking Graphs for the firmware (converters.to_c_snn): "
+                 "visit(writer, index, node) -> C call, float32 or int8 by the Graph's kind",
     # other consumers
-    "gpu": "gpu target's torch backend: fn(*inputs, **attrs) on torch tensors",
-    "quant_spiking": "int8 quantizer of spiking Graphs: quantize(graph, node, params, ...)",
+    "gpu": "gpu target's torch backend: fn(*inputs, **attrs) on torch tensors; option "
+           "state=True for a neuron: fn(membrane or None, *inputs, **attrs) -> (out, membrane)",
+    "quant_spiking": "int8 quantizer of spiking Graphs (edgekit.quant.spiking): quantize(graph, "
+                     "node, float_params, per_channel, partners) sets the output's dtype and "
+                     "quant, and may rewrite the node as its integer op",
     "learn": "on-device learning (edgekit.learn): how the op joins the chain of trainable "
              "blocks: join(blocks, graph, node, where) appends a block or changes the last one; "
              "option keeps_block_shape=True when the last block's output keeps its own shape "
