@@ -325,10 +325,10 @@ def _convolution(c, x, weight, bias, stride, padding, dilation, transposed, outp
     by the weight's rank, with the same arguments."""
     if transposed:
         raise Unsupported("conv_transpose")
-    rank = len(c.shape(c.node.args[1]))
-    lower = _lowering(f"conv{rank - 2}d")
+    op = f"conv{len(c.shape(c.node.args[1])) - 2}d"
+    lower = _lowering(op)
     if lower is None:
-        raise Unsupported(f"convolution with a rank-{rank} weight")
+        raise Unsupported(op)
     return lower(c, x, weight, bias, stride, padding, dilation, groups)
 
 
