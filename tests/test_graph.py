@@ -79,7 +79,7 @@ def test_unknown_op_lists_the_op_set():
     b = GraphBuilder()
     x = b.input("x", (1, 4))
     with pytest.raises(EdgekitError, match="op set is: .*conv2d"):
-        b.node("gelu", [x])
+        b.node("mish", [x])
 
 
 def test_shape_mismatch_is_an_error():
@@ -196,7 +196,7 @@ def test_mutated_json_field(tmp_path, ekm_bytes, data):
     (lambda d, a: a.pop("p0"), "params.npz holds"),
     (lambda d, a: a.update(p0=a["p0"].astype(np.float64)), "float64"),
     (lambda d, a: d["tensors"]["x"].update(dtype="complex64"), "dtype"),
-    (lambda d, a: d["nodes"][0].update(op="gelu"), "unknown op 'gelu'"),
+    (lambda d, a: d["nodes"][0].update(op="mish"), "unknown op 'mish'"),
     (lambda d, a: d["nodes"].reverse(), "not defined before"),
     (lambda d, a: d["nodes"][0]["attrs"].update(stride=[0, 1]), "stride"),
 ])
