@@ -28,6 +28,7 @@ from numba import njit
 
 from edgekit.errors import EdgekitError
 from edgekit.graph import Graph, Node, TensorInfo
+from edgekit.ops import implementation
 from edgekit.runtime import Executor
 from edgekit.runtime.spiking import SpikingExecutor
 from edgekit.spiking import ENCODINGS, OUTPUTS, is_spiking
@@ -98,7 +99,7 @@ def to_snn(graph: Graph, calibration: np.ndarray, timesteps: int = 8, *,
             node.attrs["activation"], node.outputs = "none", [z]
             snn.nodes.append(node)
             add_neuron(z, out, 6.0 if act == "relu6" else np.inf, node.name)
-        elif node.op in ("leaky_relu", "softmax", "layernorm", "mul"):
+        elif implementation(node.op, "spiking") is None:  # leaky_relu, softmax, sigmoid, ...
             raise EdgekitError(f"{node.op} ({node.name}) has no rate-coded spiking equivalent; "
                                "convert models built from conv, linear, ReLU, pools and add")
         else:

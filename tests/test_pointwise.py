@@ -208,3 +208,19 @@ def test_learning_refuses_an_op_whose_output_does_not_give_its_derivative():
     graph = edgekit.from_torch(net.eval(), (torch.randn(1, 4),))
     with pytest.raises(EdgekitError, match="silu.*does not determine its input"):
         from_graph(graph)
+
+
+def test_spiking_conversion_refuses_them():
+    """to_snn turns ReLUs into neurons; a pointwise nonlinearity is refused when converting, as
+    its declared reason says, not when the spiking Graph later fails to deploy."""
+    from edgekit.converters.builder import GraphBuilder
+    from edgekit.converters.snn import to_snn
+
+    b = GraphBuilder()
+    x = b.input("x", (1, 4))
+    h = b.node("linear", [x, b.param(np.eye(4), "w"), b.param(np.zeros(4), "b")],
+               {"activation": "relu"})
+    y = b.node("tanh", [h], name="squash")
+    b.output(b.node("linear", [y, b.param(np.ones((2, 4)), "w2"), b.param(np.zeros(2), "b2")]))
+    with pytest.raises(EdgekitError, match=r"tanh \(squash\) has no rate-coded spiking"):
+        to_snn(b.build(), np.random.default_rng(0).random((8, 4), np.float32), 4)
