@@ -11,9 +11,9 @@ BACKENDS: dict[str, str] = {
     "float32": "edgekit runtime, float32 kernels: prepare(ins, out, **attrs) -> step",
     "int8": "edgekit runtime, int8 kernels: prepare(ins, out, *, quant, **attrs) -> step",
     "spiking": "edgekit runtime, float32 spiking Graphs (edgekit.runtime.spiking): prepare(ins, "
-               "out, **attrs) -> step run at each time step; option event=True for a synapse "
-               "layer's event-driven kernel (its SOPs counted), dense=True where the float32 "
-               "kernel runs unchanged",
+               "out, **attrs) -> step run at each time step (an op that computes the same on "
+               "spikes registers its float32 kernel); option event=True for a synapse layer's "
+               "event-driven kernel (its SOPs counted)",
     "spiking_int8": "edgekit runtime, int8 spiking Graphs: as spiking, with option quant=True "
                     "when prepare takes quant (the QuantParams of the inputs, then the output)",
     # importers (converters.from_torch / from_onnx): lower(ctx, *args) -> Graph value

@@ -179,16 +179,13 @@ def no_spiking_form(op: OpDef, reason: str, backends=SPIKING_BACKENDS) -> None:
 
 def same_every_step(op: OpDef, backends=("spiking",)) -> None:
     """``op`` runs in spiking Graphs (of the kinds ``backends`` name) as in float32 ones: it
-    keeps no state, gains nothing from events and moves any dtype, so the spiking runtime binds
-    its float32 kernel (``dense=True``) at every step."""
-
-    def prepare(ins, out, **attrs):
-        from edgekit.runtime.registry import kernel
-
-        return kernel(op.name, "float32").prepare(ins, out, **attrs)
-
+    keeps no state, gains nothing from events and moves any dtype, so its float32 kernel
+    (registered before this call, in its module) is its kernel at every step."""
+    impl = op.impls.get("float32")
+    if impl is None:
+        raise ValueError(f"op {op.name!r}: register its float32 kernel before same_every_step")
     for backend in backends:
-        op.implements(backend, dense=True)(prepare)
+        op.implements(backend, **impl.options)(impl.fn)
 
 
 def synapse(op: OpDef, prepare, scratch=None) -> None:

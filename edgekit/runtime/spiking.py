@@ -120,9 +120,9 @@ class SpikingExecutor(Executor):
 
     def _select_kernels(self, graph: Graph) -> list[Kernel]:
         """Per node, from the op registry: the float32 kernel where a float32 Graph's node runs
-        once or computes the same on spikes (``dense``); else the spiking kernel of the Graph's
-        kind (neurons' state, synapses' events, an int8 Graph's integer ops), an int8 Graph's
-        first layer on its centred input (``centred``)."""
+        once; else the spiking kernel of the Graph's kind (neurons' state, synapses' events, an
+        int8 Graph's integer ops, or the float32 kernel of an op that computes the same on
+        spikes), an int8 Graph's first layer on its centred input (``centred``)."""
         backend = "spiking_int8" if self.int8 else "spiking"
         missing({n.op for n, s in zip(graph.nodes, self.static, strict=True)
                  if self.int8 or not s}, backend,
@@ -130,7 +130,7 @@ class SpikingExecutor(Executor):
         kernels = []
         for node, static, first in zip(graph.nodes, self.static, self._first_layer, strict=True):
             impl = implementation(node.op, backend)
-            if (static and not self.int8) or impl.options.get("dense"):
+            if static and not self.int8:
                 found = kernel(node.op, "float32")
             else:
                 found = Kernel(impl.fn, impl.options.get("scratch"),
