@@ -5,17 +5,19 @@
 
 The networks are ``edgekit.zoo``'s: torchvision's mobilenet_v2, mobilenet_v3_small, resnet18,
 squeezenet1_1 and shufflenet_v2_x0_5 at 64x64, and the four MLPerf Tiny reference models,
-seeded random weights with batch-norm statistics calibrated on smooth random inputs (nothing
+seeded random weights with batch-norm statistics calibrated on smooth random inputs. Nothing
 is downloaded, so there is no labelled task: int8 is judged by its top-1 agreement with the
-float torch model, and by the SNR of its outputs against torch's). Each goes through the public
-API as a user would: ``edgekit.from_torch`` of the stock ``torch.export`` program, the float
-Graph against torch, ``edgekit.quantize`` on 64 calibration inputs, the int8 Graph on every
-CPU backend against the edgekit runtime (raw int8 outputs: ``=`` is bit-exact, else the
-largest difference in output steps and the share of outputs that differ), the three writers,
-``edgekit.profile`` against every device profile (the fit, or the limit and its overshoot),
-and the emulated Cortex-M3 (``mcu:qemu``) against the runtime where it fits, or the
-does-not-fit error. A stage that cannot run says why (an unsupported op names the op);
-later stages that need its result show ``-``.
+float torch model (``classes``: over how many classes torch's top-1 spreads), the SNR of its
+outputs against torch's and their rms difference in output steps.
+
+Each network goes through the public API as a user would: ``edgekit.from_torch`` of the stock
+``torch.export`` program, the float Graph against torch, ``edgekit.quantize`` (min/max over
+64 calibration inputs), the int8 Graph on every CPU backend against the edgekit runtime (raw
+int8 outputs: ``=`` is bit-exact, else the largest difference in output steps, the share of
+outputs that differ and the rms difference), the three writers, ``edgekit.profile`` against
+every device profile (the fit, or the limit and its overshoot), and the emulated Cortex-M3
+(``mcu:qemu``) against the runtime where it fits, or the does-not-fit error. A stage that
+cannot run says why (an unsupported op names the op); later stages show ``-``.
 """
 
 from __future__ import annotations
@@ -77,13 +79,17 @@ def agreement(ref: np.ndarray, got: np.ndarray, task: str) -> str:
     return f"top-1 {same}/{len(ref)}, {snr}"
 
 
+def rms(values: np.ndarray) -> float:
+    return float(np.sqrt(np.mean(np.square(values, dtype=np.float64))))
+
+
 def steps(ref: np.ndarray, got: np.ndarray) -> str:
     """Raw int8 outputs against the runtime's: '=' when identical, else the largest difference
-    in quantization steps and the share of outputs that differ."""
-    diff = np.abs(ref.astype(np.int32) - got.astype(np.int32))
+    in output steps, the share of outputs that differ and the rms difference."""
+    diff = ref.astype(np.int32) - got.astype(np.int32)
     if not diff.any():
         return "="
-    return f"≤{diff.max()} ({100 * np.mean(diff > 0):.1f}%)"
+    return f"≤{np.abs(diff).max()} ({100 * np.mean(diff != 0):.0f}%, rms {rms(diff):.2f})"
 
 
 def run_network(name: str, samples: int, board_samples: int, out: Path) -> dict[str, Any]:
@@ -111,7 +117,9 @@ def run_network(name: str, samples: int, board_samples: int, out: Path) -> dict[
         row["int8"] = gist(err)
         return row
     runtime = edgekit.deploy(q, "cpu")
-    row["int8"] = agreement(ref, runtime.run(x), net.task)
+    got = runtime.run(x)
+    row["int8"] = (f"{agreement(ref, got, net.task)}, "
+                   f"rms {rms((got - ref) / q.tensors[q.outputs[0]].quant.scale[0]):.2f} steps")
     xq = quantize_array(x, q.tensors[q.inputs[0]].quant)
     raw = runtime.run(xq, raw=True)
     cells = []
@@ -188,8 +196,8 @@ def main() -> None:
                 row = {"network": name, "import": f"needs {err.name}"}
             rows.append(row)
             print(json.dumps(row, ensure_ascii=False), flush=True)
-    columns = ["network", "import", "classes", "float", "int8", "backends", "writers", *profile_names(),
-               "board"]
+    columns = ["network", "import", "classes", "float", "int8", "backends", "writers",
+               *profile_names(), "board"]
     print()
     print("| " + " | ".join(columns) + " |")
     print("|" + "---|" * len(columns))
