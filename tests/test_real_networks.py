@@ -163,3 +163,21 @@ def test_in_place_ops_import_as_torch_computes_them():
     with torch.no_grad():
         ref = model(x).numpy()
     np.testing.assert_allclose(edgekit.deploy(graph, "cpu").run(x.numpy()), ref, atol=1e-5)
+
+
+@pytest.mark.parametrize("size, kernel, stride, pads", [
+    ((49, 10), (10, 4), 2, (1, 1, 4, 5)),  # the KWS DS-CNN's first conv: 25 x 5 out
+    ((32, 32), (3, 3), 2, (0, 1, 0, 1)),   # ResNet-8 / VWW stride-2 3x3: TF pads after only
+    ((32, 32), (1, 1), 2, (0, 0, 0, 0)),   # ResNet-8's strided shortcut
+    ((12, 12), (3, 3), 1, (1, 1, 1, 1)),   # depthwise 3x3: torch's own padding=1
+])
+def test_same_conv_pads_as_tensorflow(size, kernel, stride, pads):
+    """TF 'same': out = ceil(n / s), total padding (out - 1) * s + k - n, the odd one after."""
+    torch.manual_seed(0)
+    conv = zoo.SameConv2d(2, 3, kernel, stride)
+    x = torch.randn(1, 2, *size)
+    want = torch.nn.functional.conv2d(torch.nn.functional.pad(x, pads), conv.weight, conv.bias,
+                                      stride)
+    got = conv(x)
+    assert got.shape[2:] == tuple(-(-n // stride) for n in size)
+    torch.testing.assert_close(got, want)
