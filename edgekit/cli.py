@@ -10,6 +10,7 @@ import importlib
 import json
 import sys
 from pathlib import Path
+from typing import NoReturn
 
 import numpy as np
 
@@ -95,6 +96,8 @@ def cmd_convert(args: argparse.Namespace) -> None:
     if unknown or not formats:
         raise EdgekitError(f"--to takes a comma-separated list of {', '.join(WRITERS)}; "
                            f"got {args.to!r}")
+    if args.report and not args.quantize:
+        raise EdgekitError("--report compares float and int8 layers: add --quantize int8")
     out = Path(args.output)
     single = formats == ["ekm"] and not args.quantize and out.suffix == ".ekm"
     paths = _convert_outputs(args, formats, out, single)
@@ -128,8 +131,6 @@ def cmd_convert(args: argparse.Namespace) -> None:
     if args.report:
         from edgekit.validate import quantization_report
 
-        if not args.quantize:
-            raise EdgekitError("--report compares float and int8 layers: add --quantize int8")
         rows = quantization_report(float_graph, graph, load_array(args.calibration_data))
         print(table(["layer", "op", "SQNR dB", "drop dB", ""],
                     [(r["layer"], r["op"], r["sqnr_db"], r["drop_db"],
@@ -398,8 +399,16 @@ def cmd_finetune(args: argparse.Namespace) -> None:
           f"{mem['total']:,} B, of which activations {mem['activations']:,} B")
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse's refusals (a missing argument, ``--runs x``) as every other user error: one
+    line and exit 2, not the usage block first; ``--help`` still shows the usage."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="edgekit", description=__doc__.splitlines()[0])
+    p = _Parser(prog="edgekit", description=__doc__.splitlines()[0])
     p.add_argument("--version", action="version", version=f"edgekit {edgekit.__version__}")
     sub = p.add_subparsers(dest="command", required=True)
 
@@ -491,7 +500,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    # no argument takes an empty string; as a path it would mean the current folder
+    for name, value in vars(args).items():
+        if value == "" or isinstance(value, list) and "" in value:
+            parser.error(f"argument {name.replace('_', '-')}: empty")
     try:
         args.func(args)
     except EdgekitError as err:
