@@ -17,7 +17,7 @@ import numpy as np
 
 from edgekit.errors import EdgekitError
 from edgekit.graph import Graph
-from edgekit.quant.edge import graph_feeds, graph_results
+from edgekit.quant.edge import graph_feeds, graph_results, require_finite_outputs
 from edgekit.targets.base import Session
 
 
@@ -49,11 +49,13 @@ class PeerSession(Session):
         """Outputs for ``inputs``: one array, or a list in the Graph's output order.
 
         For int8 Graphs float inputs are quantized and int8 outputs dequantized at the edge;
-        ``raw=True`` exchanges the int8 tensors themselves. NaN or inf inputs are refused
-        unless ``allow_nonfinite`` (float32 Graphs only).
+        ``raw=True`` exchanges the int8 tensors themselves. NaN or inf inputs (float32 Graphs
+        only) and outputs are refused unless ``allow_nonfinite``.
         """
         feeds = self._feeds(inputs, raw, allow_nonfinite)
-        return graph_results(self.graph, self._run(feeds), raw)
+        return require_finite_outputs(self.graph.outputs,
+                                      graph_results(self.graph, self._run(feeds), raw),
+                                      allow_nonfinite)
 
     def run_layers(self, inputs: Any, raw: bool = False, *,
                    allow_nonfinite: bool = False) -> dict[str, np.ndarray]:

@@ -22,7 +22,8 @@ class Session(ABC):
 
         Inputs pass ``edgekit.quant.edge.graph_feeds`` first, the same checks on every target:
         real numbers of the Graph's per-sample shape, and no NaN or inf unless the caller
-        passes ``allow_nonfinite=True`` (float32 Graphs only)."""
+        passes ``allow_nonfinite=True`` (float32 Graphs only). Outputs holding NaN or inf are
+        refused too, unless ``allow_nonfinite`` (``require_finite_outputs``)."""
 
     def run_layers(self, inputs: Any) -> dict[str, np.ndarray]:
         """Every node's output by tensor name, where the backend exposes intermediates."""

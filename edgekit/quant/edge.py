@@ -10,7 +10,9 @@ Those checks are the edge of every Session: real numbers only (no bool, complex,
 objects), the Graph's per-sample shape, and finite values. A NaN or inf reaching an int8 model
 is worst of all: the quantizer clamps it to an ordinary int8 value and the model answers with
 confidence; a float32 model propagates it. So both refuse non-finite inputs by default, and a
-float32 Graph runs them only when the caller says ``allow_nonfinite=True``.
+float32 Graph runs them only when the caller says ``allow_nonfinite=True``. The same holds
+for outputs (``require_finite_outputs``): a NaN or inf computed from finite inputs (weights
+too large for float32, log of a negative) is refused, not handed on as an answer.
 """
 
 from __future__ import annotations
@@ -143,6 +145,26 @@ def _require_finite(name: str, x: np.ndarray, allow: bool, advice: str) -> None:
         first = tuple(int(i) for i in np.argwhere(~finite)[0])
         raise EdgekitError(f"input {name!r} holds {x.size - int(finite.sum())} NaN or inf "
                            f"value(s) (the first at index {first}); {advice}")
+
+
+def require_finite_outputs(names: list[str], results: Any, allow: bool) -> Any:
+    """``results`` (one output or the list, as a Session returns them), once no float output
+    holds a NaN or inf, unless ``allow``. From finite inputs one means the model overflowed
+    float32 (a weight or attribute too large for it) or left a function's domain (log or sqrt
+    of a negative): no answer, though argmax and accuracies would read one from it."""
+    if allow:
+        return results
+    for name, y in zip(names, results if isinstance(results, list) else [results], strict=True):
+        finite = np.isfinite(y) if y.dtype.kind == "f" else None
+        if finite is not None and not finite.all():
+            first = tuple(int(i) for i in np.argwhere(~finite)[0])
+            raise EdgekitError(
+                f"output {name!r} holds {y.size - int(finite.sum())} NaN or inf value(s) "
+                f"(the first at index {first}) computed from finite inputs: the model "
+                "overflows float32 or leaves a function's domain there (a weight or "
+                "attribute too large, log or sqrt of a negative); pass allow_nonfinite=True "
+                "to get them anyway")
+    return results
 
 
 def graph_results(graph: Graph, outs: list[np.ndarray], raw: bool = False) -> Any:

@@ -20,7 +20,7 @@ import numpy as np
 from edgekit.errors import EdgekitError
 from edgekit.graph import Graph
 from edgekit.ops import implementations
-from edgekit.quant.edge import dequantizer, graph_feeds, quantizer
+from edgekit.quant.edge import dequantizer, graph_feeds, quantizer, require_finite_outputs
 from edgekit.runtime.planner import Buffer, GreedyPlanner, NaivePlanner, Plan, Planner
 from edgekit.runtime.registry import Kernel, Step
 from edgekit.runtime.registry import kernel as find_kernel
@@ -80,11 +80,13 @@ class Executor:
 
         For an int8 Graph float inputs are quantized and outputs dequantized at the edge;
         ``raw=True`` exchanges the int8 tensors themselves. NaN or inf inputs are refused
-        unless ``allow_nonfinite`` (float32 Graphs only; ``edgekit.quant.edge.graph_feeds``).
+        unless ``allow_nonfinite`` (float32 Graphs only; ``edgekit.quant.edge.graph_feeds``),
+        and so are NaN or inf outputs (``require_finite_outputs``).
         """
         program = self._load_array(inputs, raw) or self._load(inputs, raw, None, allow_nonfinite)
         program.run()
-        return self._edge.results(program, raw)
+        return require_finite_outputs(self.graph.outputs, self._edge.results(program, raw),
+                                      allow_nonfinite)
 
     def run_layers(self, inputs: Inputs, raw: bool = False, *,
                    allow_nonfinite: bool = False) -> dict[str, np.ndarray]:

@@ -32,7 +32,7 @@ from edgekit.errors import EdgekitError
 from edgekit.graph import Graph
 from edgekit.numerics.params import zero_point
 from edgekit.ops import implementation, missing
-from edgekit.quant.edge import graph_feeds, graph_results, time_average
+from edgekit.quant.edge import graph_feeds, graph_results, require_finite_outputs, time_average
 from edgekit.runtime.executor import Executor, Inputs, Program
 from edgekit.runtime.int8 import carve, scratch_bytes
 from edgekit.runtime.kernels import int8_elementwise
@@ -143,7 +143,7 @@ class SpikingExecutor(Executor):
         """The time-averaged outputs for ``inputs`` (one array, or a list in output order).
         For an int8 Graph ``raw=True`` takes int8 inputs and gives the int32 sums over the T
         steps (``edgekit.quant.edge.time_average`` makes the floats). ``allow_nonfinite`` is
-        as for ``Executor.run``."""
+        as for ``Executor.run`` (inputs and outputs)."""
         feeds = graph_feeds(self.graph, inputs, raw, allow_nonfinite)
         program = self.program(next(iter(feeds.values())).shape[0])
         sums = [np.zeros(program.arrays[name].shape, np.int32 if self.int8 else np.float32)
@@ -152,9 +152,11 @@ class SpikingExecutor(Executor):
             for total, name in zip(sums, self.graph.outputs, strict=True):
                 total += program.arrays[name]
         if self.int8:  # int32 sums over the steps; raw=False divides and dequantizes them
-            return graph_results(self.graph, sums, raw)
-        outs = [total / np.float32(self.timesteps) for total in sums]
-        return outs[0] if len(outs) == 1 else outs
+            outs = graph_results(self.graph, sums, raw)
+        else:
+            outs = [total / np.float32(self.timesteps) for total in sums]
+            outs = outs[0] if len(outs) == 1 else outs
+        return require_finite_outputs(self.graph.outputs, outs, allow_nonfinite)
 
     def run_layers(self, inputs: Inputs, raw: bool = False, *,
                    allow_nonfinite: bool = False) -> dict[str, np.ndarray]:
