@@ -314,6 +314,7 @@ def _validate(g: Graph) -> None:
                         "so that the batch axes line up")
             _expect(tuple(shape) == g.tensors[out].shape,
                     f"output {out!r} declared {g.tensors[out].shape}, op gives {tuple(shape)}")
+            _check_accumulator(g, node)
         except EdgekitError as err:
             raise EdgekitError(f"{where}: {err}") from None
         available.add(out)
@@ -322,6 +323,22 @@ def _validate(g: Graph) -> None:
                 "the inputs")
         _expect(name in available, f"graph output {name!r} is never produced")
     check_kind(g)  # spiking or not, float32 or int8: edgekit.spiking
+
+
+def _check_accumulator(g: Graph, node: Node) -> None:
+    """An int8 weighted op (int8 weights, int32 bias, one row of weights per output channel)
+    sums into an int32 accumulator: its bias plus the largest sum its weights can give (inputs
+    minus their zero point span at most 255) must fit, or the backends part ways (C wraps,
+    numpy widens, some saturate) and none is right. No calibrated bias comes near."""
+    w, b = (g.params.get(name) for name in (node.inputs + ["", ""])[1:3])
+    if (w is None or b is None or w.dtype != np.int8 or b.dtype != np.int32
+            or b.shape != w.shape[:1]):
+        return
+    worst = np.abs(w.reshape(len(w), -1).astype(np.int64)).sum(1) * 255 + np.abs(b.astype(np.int64))
+    channel = int(worst.argmax())
+    _expect(worst[channel] <= np.iinfo(np.int32).max,
+            f"bias {node.inputs[2]!r} is {int(b[channel])} at channel {channel}: with its "
+            f"weights the int32 accumulator can reach {int(worst[channel]):,}, past 2^31 - 1")
 
 
 def _check_limits(g: Graph, limits: Limits) -> None:
