@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from edgekit.ops import declare
-from edgekit.ops.schema import REQUIRED, OpDef, fail, prod, window_out
+from edgekit.ops.schema import REQUIRED, OpDef, check_window, fail, prod, window_out
 from edgekit.ops.util import finish, windows
 
 
@@ -19,6 +19,7 @@ def _shape(s, a):
     x = s[0]
     if len(x) != 4:
         fail(f"2-D pooling expects NCHW input, got {x}")
+    check_window("2-D pooling", a)
     pt, pl, pb, pr = a["padding"]
     kh, kw = a["kernel"]
     if max(pt, pb) * 2 > kh or max(pl, pr) * 2 > kw:
@@ -223,11 +224,15 @@ def _onnx_window(n, x):
     kind = n.op
     if n.n_out > 1:
         raise Unsupported(f"{kind} with an indices output")
-    kernel = n.get("kernel_shape")
-    stride, dil = n.get("strides", [1] * len(kernel)), n.get("dilations", [1] * len(kernel))
-    if len(kernel) != 2:
-        raise Unsupported(f"{kind} over {len(kernel)}-D input")
+    kernel, rank = n.get("kernel_shape"), len(n.shape(x))
+    if not isinstance(kernel, list):
+        fail(f"{kind} needs its kernel_shape attribute")
+    if len(kernel) != 2 or rank != 4:
+        raise Unsupported(f"{kind} over {rank - 2}-D input")
+    stride, dil = n.get("strides", [1, 1]), n.get("dilations", [1, 1])
     pads = n.pads(n.shape(x)[2:], kernel, stride, dil)
+    if not len(stride) == len(dil) == 2 or len(pads) != 4:
+        fail(f"{kind}: strides {stride}, dilations {dil} and pads {pads} do not fit a 2-D kernel")
     spans = [size + p0 + p1 - (k - 1) * d - 1 for size, k, d, p0, p1
              in zip(n.shape(x)[2:], kernel, dil, pads[:2], pads[2:], strict=True)]
     if n.get("ceil_mode", 0) and any(span % s for span, s in zip(spans, stride, strict=True)):

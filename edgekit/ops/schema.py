@@ -107,6 +107,14 @@ def window_out(size: int, k: int, stride: int, pad: int, dil: int) -> int:
     return out
 
 
+def check_window(op: str, a: dict[str, Any]) -> None:
+    """A 2-D pool's ``kernel`` and ``stride`` are [h, w] pairs (required attributes, so
+    ``resolve_attrs`` has no default to measure them by; a file may give one number)."""
+    for key in ("kernel", "stride"):
+        if len(a[key]) != 2:
+            fail(f"{op}: attribute {key!r} must be [h, w], got {a[key]!r}")
+
+
 def check_axis(axis: int, rank: int) -> int:
     """``axis`` made non-negative; the batch axis is refused (kernels run per sample)."""
     if not -rank <= axis < rank:

@@ -22,7 +22,7 @@ from __future__ import annotations
 import numpy as np
 
 from edgekit.ops import declare
-from edgekit.ops.schema import REQUIRED, OpDef, fail, prod, window_out
+from edgekit.ops.schema import REQUIRED, OpDef, check_window, fail, prod, window_out
 from edgekit.ops.util import finish, windows
 
 SPIKING_BACKENDS = ("spiking", "spiking_int8", "quant_spiking", "onnx_spiking", "c_spiking")
@@ -34,6 +34,7 @@ def _sum_pool_shape(s, a):
     x = s[0]
     if len(x) != 4:
         fail(f"sum_pool2d expects NCHW input, got {x}")
+    check_window("sum_pool2d", a)
     pt, pl, pb, pr = a["padding"]
     kh, kw = a["kernel"]
     if max(pt, pb) * 2 > kh or max(pl, pr) * 2 > kw:
