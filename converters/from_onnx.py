@@ -65,7 +65,15 @@ def _load(model):
                            f"{first[:300]}); re-export it from the training framework") from None
     if not model.graph.node:
         raise EdgekitError(f"{where}: the ONNX graph has no nodes")
+    opset, newest = _opset(model), onnx.defs.onnx_opset_version()
+    if opset > newest:  # the lowerings' reading of its operators may no longer hold
+        raise EdgekitError(f"{where}: ONNX opset {opset} is newer than the {newest} this onnx "
+                           "package knows; export with an opset up to it")
     return model
+
+
+def _opset(model) -> int:
+    return next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 1)
 
 
 @dataclass
@@ -95,6 +103,14 @@ class _Node:
         """Constant ``value`` as a param of the Graph, named after this node."""
         return const_param(self.b, value, f"{self.name}.{suffix}")
 
+    def axis(self, default: int | None, rank: int) -> int:
+        """Attribute ``axis`` made non-negative; one outside -rank..rank-1 (or missing, with no
+        default) is an error, not wrapped round to another axis."""
+        value = self.get("axis", default)
+        if type(value) is not int or not -rank <= value < rank:
+            raise EdgekitError(f"attribute axis={value!r} is out of range for rank {rank}")
+        return value % rank
+
     def const(self, value: Any, what: str) -> Any:
         """An input that must be known at import time; ``what`` names the unsupported use."""
         if isinstance(value, Act) or value is None:
@@ -104,6 +120,8 @@ class _Node:
     def pads(self, sizes, kernel, stride, dilation) -> list[int]:
         """Explicit pads (already [begins..., ends...]) or the ones auto_pad implies."""
         auto = self.get("auto_pad", "NOTSET")
+        if auto != "NOTSET" and "pads" in self.attrs:  # ONNX forbids both: which one holds?
+            raise EdgekitError(f"auto_pad={auto} and explicit pads {self.get('pads')} together")
         if auto in ("SAME_UPPER", "SAME_LOWER"):
             return same_pads(sizes, kernel, stride, dilation, lower=auto == "SAME_LOWER")
         if auto == "VALID":
@@ -117,9 +135,8 @@ class _OnnxImporter(Importer):
         import onnx.numpy_helper as nph
 
         self.model = model
-        self.opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")),
-                          1)
-        self.env: dict[str, Any] = {t.name: nph.to_array(t) for t in model.graph.initializer}
+        self.opset = _opset(model)
+        self.env: dict[str, Any] = {t.name: _initializer(nph, t) for t in model.graph.initializer}
         self.env[""] = None  # an omitted optional input
         self.shapes = _inferred_shapes(model)
 
@@ -128,7 +145,7 @@ class _OnnxImporter(Importer):
             if value.name not in self.env:
                 self.env[value.name] = Act(self.b.input(value.name, _input_shape(value)))
         for i, node in enumerate(self.model.graph.node):
-            self._node(node, node.name or f"{node.op_type}_{i}")
+            self._node(node, _decode(node.name) or f"{node.op_type}_{i}")
         for value in self.model.graph.output:
             out = self.env.get(value.name)
             if isinstance(out, Act):
@@ -196,6 +213,15 @@ class _OnnxImporter(Importer):
             raise Unsupported(f"{node.op_type} (cannot evaluate: {type(err).__name__})") from None
 
 
+def _initializer(nph, tensor) -> np.ndarray:
+    """An initializer's array; the checker passes some whose bytes do not fill their shape."""
+    try:
+        return nph.to_array(tensor)
+    except Exception as err:  # onnx and numpy raise several types on a malformed tensor
+        raise EdgekitError(f"ONNX initializer {tensor.name!r} is malformed "
+                           f"({type(err).__name__}: {str(err)[:200]})") from None
+
+
 _FAILED = object()  # the value of a node that could not be lowered (already reported)
 _SHAPE_OPS = {"Shape", "Gather", "Unsqueeze", "Squeeze", "Cast", "Slice"}  # fold, never fail
 _CONSTANT_DTYPES = {"value_float": np.float32, "value_floats": np.float32,
@@ -219,7 +245,8 @@ def _inferred_shapes(model) -> dict[str, tuple[int, ...]]:
 
 
 def _decode(value):
-    return value.decode() if isinstance(value, bytes) else value
+    """ONNX strings as str (protobuf hands over bytes that are not valid UTF-8 as bytes)."""
+    return value.decode(errors="replace") if isinstance(value, bytes) else value
 
 
 def _input_shape(value) -> tuple[int, ...]:
@@ -253,12 +280,23 @@ def _clip(n, x, lo=None, hi=None):
     """Clip(0, 6) is ReLU6 and Clip(0, inf) ReLU; opset < 11 gives the bounds as attributes."""
     lo = n.get("min") if n.opset < 11 else lo
     hi = n.get("max") if n.opset < 11 else hi
-    lo, hi = (None if v is None else float(n.const(v, "Clip with computed bounds"))
+    lo, hi = (None if v is None else _scalar(n.const(v, "Clip with computed bounds"), "Clip")
               for v in (lo, hi))
     op = {(0.0, 6.0): "relu6", (0.0, None): "relu", (0.0, math.inf): "relu"}.get((lo, hi))
     if op is None:
         raise Unsupported(f"Clip({lo}, {hi})")
     return Act(n.b.node(op, [x.name], name=n.name))
+
+
+def _scalar(value: Any, what: str) -> float:
+    """A bound given as one number (a scalar or one-element tensor)."""
+    try:
+        array = np.asarray(value, np.float64)
+    except (TypeError, ValueError):
+        array = np.zeros(0)
+    if array.size != 1:
+        raise EdgekitError(f"{what} bound {value!r} is not one number")
+    return float(array.reshape(-1)[0])
 
 
 def _alias(n, x, *_):

@@ -123,7 +123,7 @@ def _softmax_onnx_import(n, x):
     from edgekit.converters.from_torch import Unsupported
 
     rank = len(n.shape(x))
-    axis = n.get("axis", -1 if n.opset >= 13 else 1) % rank
+    axis = n.axis(-1 if n.opset >= 13 else 1, rank)
     if n.opset < 13 and axis != rank - 1:
         raise Unsupported(f"Softmax(axis={axis}) of opset {n.opset} over several axes")
     return n.emit("softmax", [x], {"axis": axis})
@@ -143,7 +143,7 @@ def _layernorm_torch(c, x, normalized_shape, weight=None, bias=None, eps=1e-5, *
 @layernorm.implements("onnx_import", names=("LayerNormalization",))
 def _layernorm_onnx_import(n, x, scale, bias=None):
     shape = n.shape(x)
-    k = len(shape) - n.get("axis", -1) % len(shape)
+    k = len(shape) - n.axis(-1, len(shape))
     norm = shape[-k:]
     gamma = np.broadcast_to(n.const(scale, "LayerNormalization with a computed scale"), norm)
     beta = np.zeros(norm) if bias is None else np.broadcast_to(

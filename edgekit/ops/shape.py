@@ -120,7 +120,10 @@ def _reshape_onnx(n, x, shape):
     input dim, unless allowzero) and -1 (infer) resolved against the per-sample size."""
     from edgekit.converters.from_torch import Unsupported
 
-    target = [int(d) for d in n.const(shape, "Reshape with a computed shape")]
+    target = np.asarray(n.const(shape, "Reshape with a computed shape"))
+    if target.ndim != 1 or target.dtype.kind not in "iu":
+        fail(f"Reshape's shape must be a 1-D int tensor, got {target.dtype}{list(target.shape)}")
+    target = [int(d) for d in target]
     src = n.shape(x)
     rest = [src[i] if d == 0 and not n.get("allowzero", 0) and i < len(src) else d
             for i, d in enumerate(target[1:], 1)]
@@ -146,7 +149,7 @@ def _concat_onnx_import(n, *xs):
 
     rank = len(n.shape(next(x for x in xs if isinstance(x, Act))))
     ins = [x if isinstance(x, Act) else n.param(x, "const") for x in xs]
-    return n.emit("concat", ins, {"axis": n.get("axis") % rank})
+    return n.emit("concat", ins, {"axis": n.axis(None, rank)})
 
 
 # --- writers ----------------------------------------------------------------------------------
