@@ -28,6 +28,7 @@ from numba import njit
 
 from edgekit.errors import EdgekitError
 from edgekit.graph import Graph, Node, TensorInfo
+from edgekit.limits import DEFAULT_LIMITS
 from edgekit.ops import implementation
 from edgekit.runtime import Executor
 from edgekit.runtime.spiking import SpikingExecutor
@@ -211,6 +212,9 @@ def _check_options(graph, timesteps, balancing, neuron, reset, encoding, output,
                    v_init, leak):
     if type(timesteps) is not int or timesteps < 1:
         raise EdgekitError(f"timesteps must be a positive int, got {timesteps!r}")
+    if timesteps > DEFAULT_LIMITS.max_timesteps:  # a file edgekit.load would refuse
+        raise EdgekitError(f"timesteps {timesteps:,} is above Limits.max_timesteps = "
+                           f"{DEFAULT_LIMITS.max_timesteps:,}, the most a saved model may run")
     for what, value in (("v_init", v_init), ("leak", leak)):
         if not (isinstance(value, (int, float)) and math.isfinite(value)):
             raise EdgekitError(f"{what} must be a finite number, got {value!r}")
