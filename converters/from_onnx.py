@@ -293,9 +293,9 @@ def _scalar(value: Any, what: str) -> float:
     try:
         array = np.asarray(value, np.float64)
     except (TypeError, ValueError):
-        array = np.zeros(0)
+        raise EdgekitError(f"{what} bound {str(value)[:40]!r} is not a number") from None
     if array.size != 1:
-        raise EdgekitError(f"{what} bound {value!r} is not one number")
+        raise EdgekitError(f"{what} bound of shape {list(array.shape)} is not one number")
     return float(array.reshape(-1)[0])
 
 
