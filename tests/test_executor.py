@@ -6,7 +6,7 @@ import pytest
 
 from edgekit import EdgekitError
 from edgekit.converters.builder import GraphBuilder
-from edgekit.graph import Graph, Node, TensorInfo
+from edgekit.graph import Graph, Node, QuantParams, TensorInfo
 from edgekit.runtime import Executor, GreedyPlanner, NaivePlanner, execute, reference
 
 
@@ -120,7 +120,9 @@ def test_several_inputs_and_outputs():
 
 
 def test_missing_kernels_are_listed():
-    g = Graph(["x"], ["y"], {"x": TensorInfo((1, 4), "int32"), "y": TensorInfo((1, 4), "int32")},
+    q = QuantParams([1.0], [0])
+    g = Graph(["x"], ["y"],
+              {"x": TensorInfo((1, 4), "int32", q), "y": TensorInfo((1, 4), "int32", q)},
               [Node("relu", ["x"], ["y"], name="act")])
     with pytest.raises(EdgekitError, match=r"no kernel for relu on int32 \(node 0 'act'\).*"
                                            r"relu/float32"):

@@ -21,8 +21,8 @@ import edgekit
 from edgekit import EdgekitError
 from edgekit.converters.builder import GraphBuilder
 from edgekit.graph import Graph, QuantParams
-from edgekit.ops import ACTIVATIONS
 from edgekit.numerics import arith
+from edgekit.ops import ACTIVATIONS
 from edgekit.quant import dequantize_array, quantize_array
 from edgekit.runtime import Executor, reference
 
@@ -707,7 +707,7 @@ def test_bad_arguments_are_explained(calibration, kwargs, data, message):
 def test_bad_weights_and_double_quantization_are_refused(calibration):
     g = small_graph()
     g.params["fc.w"][0, 0] = np.inf
-    with pytest.raises(EdgekitError, match=r"NaN or infinite values in weights \['fc.w'\]"):
+    with pytest.raises(EdgekitError, match=r"'fc\.w'.*(NaN|inf)|(NaN|inf).*'fc\.w'"):
         edgekit.quantize(g, calibration)
     q = edgekit.quantize(small_graph(), calibration)
     with pytest.raises(EdgekitError, match="already quantized"):
