@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import os
 import sys
 from pathlib import Path
 from typing import NoReturn
@@ -511,6 +512,8 @@ def main(argv: list[str] | None = None) -> int:
     except EdgekitError as err:
         print(f"edgekit: error: {err}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # the reader left (`edgekit inspect --ops | head`): not an error
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     return 0
 
 
