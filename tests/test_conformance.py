@@ -93,6 +93,14 @@ CASES: dict[str, Case] = {
     "log": Case([(2, 3, 5, 5)], torch_fn=lambda x: _torch().log(x), positive_inputs=True),
     "sqrt": Case([(2, 3, 5, 5)], torch_fn=lambda x: _torch().sqrt(x), positive_inputs=True),
     "square": Case([(2, 3, 5, 5)], torch_fn=lambda x: _torch().square(x)),
+    # -- pad
+    # -- layout (transpose, slice, split, pixel shuffle)
+    # -- binary (sub, div, maximum, minimum), clip, prelu
+    # -- reductions, log_softmax, glu
+    # -- matmul, embedding
+    # -- resize (nearest, bilinear)
+    # -- transposed convolution, 1-D pooling
+    # -- spiking
     "if_neuron": Case([(2, 6)], [(6,)], {"reset": "subtract"}, positive_params=True),
     "lif_neuron": Case([(2, 6)], [(6,)], {"reset": "zero", "leak": 0.8}, positive_params=True),
     # int8 spiking Graphs' integer ops: their spiking backends are checked bit for bit against

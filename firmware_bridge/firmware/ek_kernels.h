@@ -97,4 +97,13 @@ void ek_global_sum_s8(int32_t channels, int32_t size, const int8_t *x, int32_t *
 void ek_global_sum_s32(int32_t channels, int32_t size, const int32_t *x, int32_t *y);
 void ek_scaled_add_s32(int32_t size, const int8_t *spikes, int32_t m, const int32_t *current,
                        int32_t *out);
+
+/* one header per op family added after the first op set */
+#include "ek_pad.h"
+#include "ek_layout.h"
+#include "ek_binary.h"
+#include "ek_reduce.h"
+#include "ek_matmul.h"
+#include "ek_resize.h"
+#include "ek_transpose_conv.h"
 #endif
