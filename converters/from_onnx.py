@@ -33,6 +33,7 @@ from .from_torch import (
     const_param,
     same_pads,
 )
+from .onnx_fusion import fuse_pointwise
 
 
 def from_onnx(model: str | Path | Any) -> Graph:
@@ -144,7 +145,9 @@ class _OnnxImporter(Importer):
         for value in self.model.graph.input:
             if value.name not in self.env:
                 self.env[value.name] = Act(self.b.input(value.name, _input_shape(value)))
-        for i, node in enumerate(self.model.graph.node):
+        consts = {k: v for k, v in self.env.items() if isinstance(v, np.ndarray)}
+        for i, node in enumerate(fuse_pointwise(list(self.model.graph.node), consts,
+                                                   [v.name for v in self.model.graph.output])):
             self._node(node, _decode(node.name) or f"{node.op_type}_{i}")
         for value in self.model.graph.output:
             out = self.env.get(value.name)

@@ -475,3 +475,46 @@ def test_onnx_missing_file_and_symbolic_dims_are_edgekit_errors(tmp_path):
                         [("y", ["N", "C"])])
     with pytest.raises(EdgekitError, match="dimension 1 is symbolic"):
         edgekit.from_onnx(model)
+
+
+@pytest.mark.parametrize("approximate", ["none", "tanh"])
+def test_onnx_exported_gelu_is_fused_back(approximate, tmp_path):
+    """torch.onnx.export below opset 20 writes GELU as arithmetic around Erf or Tanh; the
+    importer finds it and lowers one gelu, computing what onnxruntime computes."""
+    torch = _torch()
+    model = torch.nn.Sequential(torch.nn.Linear(8, 6), torch.nn.GELU(approximate=approximate))
+    path = tmp_path / "gelu.onnx"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(model, (torch.zeros(1, 8),), str(path), dynamo=False, opset_version=17,
+                          input_names=["x"], dynamic_axes={"x": {0: "batch"}})
+    exported = _onnx().load(str(path))
+    assert {"Erf": approximate == "none", "Tanh": approximate == "tanh"}.items() <= {
+        op: op in [n.op_type for n in exported.graph.node] for op in ("Erf", "Tanh")}.items()
+    graph = edgekit.from_onnx(path)
+    assert [(n.op, n.attrs) for n in graph.nodes][1:] == [("gelu", {"approximate": approximate})]
+    _agrees_with_onnxruntime(exported, graph, (5, 8))
+
+
+def _erf_region(divisor, extra_output=False):
+    """x * 0.5 * (1 + erf(x / divisor)), written in another order than torch's exporter."""
+    from onnx import helper
+
+    nodes = [helper.make_node("Mul", ["x", "half"], ["h"]),
+             helper.make_node("Div", ["x", "d"], ["s"]),
+             helper.make_node("Erf", ["s"], ["e"]),
+             helper.make_node("Add", ["one", "e"], ["p"]),
+             helper.make_node("Mul", ["p", "h"], ["y"])]
+    outputs = [("y", [None, 4])] + ([("e", [None, 4])] if extra_output else [])
+    return _onnx_model(nodes, [("x", [None, 4])], outputs,
+                       {"half": np.float32(0.5), "d": np.float32(divisor), "one": np.float32(1)})
+
+
+def test_onnx_gelu_fusion_takes_any_order_and_only_gelu():
+    graph = edgekit.from_onnx(_erf_region(np.sqrt(2)))
+    assert [n.op for n in graph.nodes] == ["gelu"]
+    _agrees_with_onnxruntime(_erf_region(np.sqrt(2)), graph, (3, 4))
+    with pytest.raises(UnsupportedOpsError, match="Erf"):  # x / 1.5: not GELU, left as is
+        edgekit.from_onnx(_erf_region(1.5))
+    with pytest.raises(UnsupportedOpsError, match="Erf"):  # erf's value is read outside
+        edgekit.from_onnx(_erf_region(np.sqrt(2), extra_output=True))
