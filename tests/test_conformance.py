@@ -98,6 +98,7 @@ CASES: dict[str, Case] = {
     # -- binary (sub, div, maximum, minimum), clip, prelu
     # -- reductions, log_softmax, glu
     # -- matmul, embedding
+    "matmul": Case([(2, 3, 4, 5), (2, 1, 5, 6)], torch_fn=lambda x, y: _torch().matmul(x, y)),
     # -- resize (nearest, bilinear)
     # -- transposed convolution, 1-D pooling
     # -- spiking

@@ -161,6 +161,31 @@ def mul_params(quant) -> MulParams:
 
 
 @dataclass(frozen=True)
+class MatmulParams:
+    """int8 matmul of two activations (TFLite's BATCH_MATMUL): the int32 sums of
+    ``(x - zx) * (y - zy)`` requantized by ``(mult, shift)`` onto ``zo``, clamped to ``[lo, hi]``
+    (the whole int8 range: BATCH_MATMUL fuses no activation)."""
+
+    zx: int
+    zy: int
+    zo: int
+    lo: int
+    hi: int
+    mult: int
+    shift: int
+
+
+def matmul_params(quant) -> MatmulParams:
+    """From the QuantParams of both inputs then the output: ``s_x * s_y`` in float32, then over
+    ``s_out`` in double, as tflite-micro's BatchMatMulPrepare (GetQuantizedConvolutionMultipler)
+    forms it."""
+    s_x, s_y = (np.float32(q.scale[0]) for q in quant[:2])
+    (m,), (shift,) = quantize_multipliers(np.array([f32(s_x * s_y) / f32(quant[2].scale[0])]))
+    return MatmulParams(zero_point(quant[0]), zero_point(quant[1]), zero_point(quant[2]),
+                        *activation_bounds("none", quant[2]), int(m), int(shift))
+
+
+@dataclass(frozen=True)
 class FloatEdges:
     """The edges of an int8 op computed in float (softmax, layernorm): the input dequantized
     with ``(zx, sx)``, the float result quantized with ``(so, zo)``; scales as float32 holds

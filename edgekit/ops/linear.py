@@ -2,7 +2,8 @@
 
 int8 requantizes with ``numerics.params.conv_params`` (as TFLite's FULLY_CONNECTED), which the
 C writer reads too. The importers also lower a product with a constant matrix to it: torch's
-matmul, mm and addmm (how core ATen spells nn.Linear) and ONNX's Gemm and MatMul.
+addmm (how core ATen spells nn.Linear) and ONNX's Gemm here, torch's matmul/mm and ONNX's
+MatMul with a constant right side in ``ops/matmul.py``.
 """
 
 from __future__ import annotations
@@ -70,15 +71,6 @@ def _torch_linear(c, x, weight, bias=None):
     return c.emit("linear", [x, w, *b])
 
 
-def _torch_matmul(c, x, other):
-    """x @ W with a constant 2-D W (core ATen spells nn.Linear this way)."""
-    from edgekit.converters.from_torch import Act, Unsupported
-
-    if not isinstance(x, Act) or isinstance(other, Act) or other.dim() != 2:
-        raise Unsupported("matmul of two activations" if isinstance(other, Act) else "matmul")
-    return _torch_linear(c, x, other.t())
-
-
 def _torch_addmm(c, bias, x, other, beta=1, alpha=1):
     from edgekit.converters.from_torch import Act, Unsupported
 
@@ -90,8 +82,7 @@ def _torch_addmm(c, bias, x, other, beta=1, alpha=1):
     return _torch_linear(c, x, other.t() * alpha, (bias * beta).reshape(-1).expand(out))
 
 
-_TORCH = {"linear": _torch_linear, "matmul": _torch_matmul, "mm": _torch_matmul,
-          "addmm": _torch_addmm}
+_TORCH = {"linear": _torch_linear, "addmm": _torch_addmm}
 
 
 @linear.implements("torch", names=tuple(_TORCH))
@@ -124,17 +115,7 @@ def _onnx_gemm(n, a, b, c=None):
     return y
 
 
-def _onnx_matmul(n, a, b):
-    """x @ W with constant 2-D W is a linear layer without bias (a following Add becomes the
-    bias when the passes fold it)."""
-    from edgekit.converters.from_torch import Act, Unsupported
-
-    if not isinstance(a, Act) or isinstance(b, Act) or b.ndim != 2:
-        raise Unsupported("MatMul of two activations" if isinstance(b, Act) else "MatMul")
-    return n.emit("linear", [a, n.param(b.T, "weight")])
-
-
-_ONNX = {"Gemm": _onnx_gemm, "MatMul": _onnx_matmul}
+_ONNX = {"Gemm": _onnx_gemm}
 
 
 @linear.implements("onnx_import", names=tuple(_ONNX))

@@ -3,4 +3,15 @@
 #define EK_MATMUL_H
 #include <stdint.h>
 
+/* TFLite's BATCH_MATMUL on one sample: ``count`` output matrices (m x p), the b-th the product
+ * of x's matrix x_index[b] (m x k) and y's y_index[b] (k x p), broadcast as numpy does; int32
+ * sums of (x - zx) * (y - zy) requantized by (mult, shift) onto zo (edgekit.ops.matmul). */
+typedef struct {
+    int32_t count, m, k, p;
+    const int32_t *x_index, *y_index;
+    int32_t zx, zy, zo, mult, shift;
+} ek_matmul_t;
+
+void ek_matmul(const ek_matmul_t *p, const int8_t *x, const int8_t *y, int8_t *out);
+
 #endif
