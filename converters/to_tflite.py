@@ -295,10 +295,21 @@ class _Writer:
         """An explicit PAD of NHWC ``x`` by [top, left, bottom, right] (zeros, i.e. the zero
         point for int8) or PADV2 with ``fill``."""
         t, left, b, r = padding
-        n, h, wd, c = self.shape(x)
-        out = self.derived(x, [n, h + t + b, wd + left + r, c], "/pad")
-        pads = self.int32([[0, 0], [t, b], [left, r], [0, 0]])
-        if fill is None:
+        return self.pad_axes(x, [[0, 0], [t, b], [left, r], [0, 0]], fill)
+
+    def pad_axes(self, x: int, pairs: list[list[int]], fill: float | None = None,
+                 mirror: str = "", out: int | None = None) -> int:
+        """``x`` padded by (before, after) ``pairs`` per axis of its TFLite layout: PAD (zeros,
+        i.e. the zero point for int8), PADV2 with ``fill`` (a value of ``x``'s dtype), or
+        MIRROR_PAD in ``mirror`` mode ("REFLECT", "SYMMETRIC"); into ``out`` or a new tensor."""
+        if out is None:
+            shape = [d + b + a for d, (b, a) in zip(self.shape(x), pairs, strict=True)]
+            out = self.derived(x, shape, "/pad")
+        pads = self.int32(pairs)
+        if mirror:
+            self.op("MIRROR_PAD", [x, pads], [out],
+                    self.options("MirrorPad", mode=getattr(self.s.MirrorPadMode, mirror)))
+        elif fill is None:
             self.op("PAD", [x, pads], [out])
         else:
             value = self.constant(f"{self.tensors[x].name}/fill", np.array([fill], self.dtype(x)),

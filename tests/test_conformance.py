@@ -94,6 +94,8 @@ CASES: dict[str, Case] = {
     "sqrt": Case([(2, 3, 5, 5)], torch_fn=lambda x: _torch().sqrt(x), positive_inputs=True),
     "square": Case([(2, 3, 5, 5)], torch_fn=lambda x: _torch().square(x)),
     # -- pad
+    "pad": Case([(2, 3, 5, 6)], attrs={"pads": [0, 1, 2, 0, 2, 1], "mode": "reflect"},
+                torch_fn=lambda x: _F().pad(x, (2, 1, 1, 2), mode="reflect")),
     # -- layout (transpose, slice, split, pixel shuffle)
     # -- binary (sub, div, maximum, minimum), clip, prelu
     # -- reductions, log_softmax, glu
