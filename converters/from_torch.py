@@ -322,13 +322,15 @@ def ints(value, n: int) -> list[int]:
 def _convolution(c, x, weight, bias, stride, padding, dilation, transposed, output_padding,
                  groups):
     """core ATen aten.convolution (what conv layers decompose to): aten.conv1d or aten.conv2d,
-    by the weight's rank, with the same arguments."""
-    if transposed:
-        raise Unsupported("conv_transpose")
-    op = f"conv{len(c.shape(c.node.args[1])) - 2}d"
+    or aten.conv_transpose1d/2d when ``transposed``, by the weight's rank, with the same
+    arguments."""
+    kind = "conv_transpose" if transposed else "conv"
+    op = f"{kind}{len(c.shape(c.node.args[1])) - 2}d"
     lower = _lowering(op)
     if lower is None:
         raise Unsupported(op)
+    if transposed:
+        return lower(c, x, weight, bias, stride, padding, output_padding, groups, dilation)
     return lower(c, x, weight, bias, stride, padding, dilation, groups)
 
 
