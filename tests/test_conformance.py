@@ -97,6 +97,11 @@ CASES: dict[str, Case] = {
     "pad": Case([(2, 3, 5, 6)], attrs={"pads": [0, 1, 2, 0, 2, 1], "mode": "reflect"},
                 torch_fn=lambda x: _F().pad(x, (2, 1, 1, 2), mode="reflect")),
     # -- layout (transpose, slice, split, pixel shuffle)
+    "transpose": Case([(2, 3, 4, 5)], attrs={"perm": [0, 3, 1, 2]},
+                      torch_fn=lambda x: x.permute(0, 3, 1, 2)),
+    "slice": Case([(2, 6, 7, 5)], attrs={"starts": [1, 0, 2], "stops": [5, 7, 5],
+                                         "steps": [2, 3, 1]},
+                  torch_fn=lambda x: x[:, 1:5:2, ::3, 2:]),
     # -- binary (sub, div, maximum, minimum), clip, prelu
     # -- reductions, log_softmax, glu
     # -- matmul, embedding

@@ -64,7 +64,10 @@ def _concat_float32(ins, out, *, axis):
     return step
 
 
-def _moves_int8(op: OpDef) -> None:
+def moves_int8(op: OpDef) -> None:
+    """``op``'s int8 kernel is its float32 one (a copy moves int8 as it moves float32), after
+    checking that its inputs and output share one quantization (layout.py uses it too)."""
+
     @op.implements("int8")
     def _(ins, out, *, quant, **attrs):
         from edgekit.runtime.int8 import check_shared
@@ -74,7 +77,7 @@ def _moves_int8(op: OpDef) -> None:
 
 
 for _op in (reshape, concat):
-    _moves_int8(_op)
+    moves_int8(_op)
 
 
 # --- importers --------------------------------------------------------------------------------
