@@ -107,6 +107,9 @@ CASES: dict[str, Case] = {
     # -- matmul, embedding
     "matmul": Case([(2, 3, 4, 5), (2, 1, 5, 6)], torch_fn=lambda x, y: _torch().matmul(x, y)),
     # -- resize (nearest, bilinear)
+    "resize": Case([(2, 3, 5, 6)], attrs={"size": [10, 12], "mode": "bilinear",
+                                          "half_pixel": True},
+                   torch_fn=lambda x: _F().interpolate(x, scale_factor=2, mode="bilinear")),
     # -- transposed convolution, 1-D pooling
     # -- spiking
     "if_neuron": Case([(2, 6)], [(6,)], {"reset": "subtract"}, positive_params=True),

@@ -288,3 +288,65 @@ def scaled_add_params(spikes, current) -> ScaledAddParams:
     an integer when it picks the current's weight scale (up to float32 rounding of the stored
     scales). ``edgekit.quant.spiking`` stores it as ``scaled_add``'s ``multiplier``."""
     return ScaledAddParams(int(round(spikes.scale[0] / current.scale[0])))
+
+
+# --- resize (edgekit.ops.resize): where each output row and column reads --------------------
+
+@dataclass(frozen=True, eq=False)
+class ResizeTaps:
+    """One axis of a resize, per output position: the two input positions it reads (``lo``,
+    ``hi``; nearest reads ``lo`` only) and the weight of ``hi`` (``frac``; ``lo`` gets ``1 -
+    frac``): float32 for float kernels, in 1/1024ths for TFLite's int8 bilinear (``frac`` may
+    be negative or reach past 1 where the half-pixel coordinate falls before the first input,
+    ``lo == hi`` then). Read-only int32/float32 arrays."""
+
+    lo: np.ndarray
+    hi: np.ndarray
+    frac: np.ndarray
+
+
+def resize_taps(n_in: int, n_out: int, mode: str, align_corners: bool, half_pixel: bool,
+                integer: bool = False) -> ResizeTaps:
+    """TFLite's coordinates (reference_ops resize_nearest_neighbor.h, resize_bilinear.h), which
+    torch's float32 ``F.interpolate`` computes alike: nearest is GetNearestNeighbor in float32
+    (floor, or round half away from zero under align_corners); bilinear is
+    ComputeInterpolationValues in float32, or with ``integer`` ResizeBilinearInteger's 10-bit
+    fixed point (the scale rounded to 1/1024ths, C's truncating division)."""
+    dst = np.arange(n_out, dtype=np.int64)
+    corners = align_corners and n_out > 1
+    if mode == "nearest":
+        scale = np.float32(n_in - 1 if corners else n_in) / np.float32(n_out - 1 if corners else
+                                                                        n_out)
+        pos = (dst.astype(np.float32) + np.float32(0.5 if half_pixel else 0.0)) * scale
+        idx = np.floor(pos)
+        if align_corners:  # TfLiteRound: half away from zero (pos - floor(pos) is exact)
+            idx += pos - idx >= np.float32(0.5)
+        lo = np.clip(idx.astype(np.int64), 0, n_in - 1)
+        frac = np.zeros(n_out, np.float32)
+    elif integer:
+        num, den = (n_in - 1, n_out - 1) if corners else (n_in, n_out)
+        scale = ((1 << 10) * num + den // 2) // den
+        pos = dst * scale + (scale // 2 - (1 << 9) if half_pixel else 0)
+        lo = np.maximum(np.trunc(pos / 1024).astype(np.int64), 0)
+        if lo.max(initial=0) > n_in - 1:
+            raise EdgekitError(f"TFLite's int8 bilinear resize from {n_in} to {n_out} reads "
+                               "past its input (its 10-bit scale rounds too far); resize less")
+        frac = pos - (lo << 10)
+        hi = np.minimum(np.trunc((pos + 1023) / 1024).astype(np.int64), n_in - 1)
+        return _taps(lo, hi, frac.astype(np.int32))
+    else:
+        scale = np.float32(n_in - 1 if corners else n_in) / np.float32(n_out - 1 if corners else
+                                                                        n_out)
+        pos = dst.astype(np.float32)
+        pos = (pos + np.float32(0.5)) * scale - np.float32(0.5) if half_pixel else pos * scale
+        lo = np.maximum(np.floor(pos).astype(np.int64), 0)
+        frac = (pos - lo.astype(np.float32)).astype(np.float32)
+        return _taps(lo, np.minimum(np.ceil(pos).astype(np.int64), n_in - 1), frac)
+    return _taps(lo, lo, frac)
+
+
+def _taps(lo, hi, frac) -> ResizeTaps:
+    arrays = [np.ascontiguousarray(lo, np.int32), np.ascontiguousarray(hi, np.int32), frac]
+    for a in arrays:
+        a.setflags(write=False)
+    return ResizeTaps(*arrays)
