@@ -104,6 +104,11 @@ CASES: dict[str, Case] = {
                   torch_fn=lambda x: x[:, 1:5:2, ::3, 2:]),
     # -- binary (sub, div, maximum, minimum), clip, prelu
     # -- reductions, log_softmax, glu
+    "reduce_mean": Case([(2, 3, 4, 5)], attrs={"axes": [1, -1]},
+                        torch_fn=lambda x: x.mean((1, -1))),
+    "reduce_sum": Case([(2, 3, 4, 5)], attrs={"axes": [-1], "keepdims": True},
+                       torch_fn=lambda x: x.sum(-1, keepdim=True)),
+    "reduce_max": Case([(2, 4, 6)], attrs={"axes": [1]}, torch_fn=lambda x: x.amax(1)),
     # -- matmul, embedding
     "matmul": Case([(2, 3, 4, 5), (2, 1, 5, 6)], torch_fn=lambda x, y: _torch().matmul(x, y)),
     # -- resize (nearest, bilinear)

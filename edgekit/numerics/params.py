@@ -186,6 +186,31 @@ def matmul_params(quant) -> MatmulParams:
 
 
 @dataclass(frozen=True)
+class ReduceParams:
+    """int8 MEAN and SUM as tflite-micro computes them (QuantizedMeanOrSum): the int32 sum of
+    the reduced int8 values less ``offset`` (the input zero point times their count),
+    requantized by ``(mult, shift)`` onto ``zo`` and clamped to int8."""
+
+    offset: int
+    zo: int
+    mult: int
+    shift: int
+
+
+def reduce_params(q_in, q_out, count: int, *, mean: bool) -> ReduceParams:
+    """The multiplier of ``s_in / s_out`` (in double, as PrepareMeanOrSumHelper); a mean of
+    ``count`` values folds its 1/count in as tflite-micro does: the multiplier shifted up by
+    floor(log2(count)) (at most 32, and no further than a shift of -31 allows), divided by
+    ``count`` in int64 (truncating), the shift lowered to match."""
+    (mult,), (shift,) = quantize_multipliers(np.array([f32(q_in.scale[0]) / f32(q_out.scale[0])]))
+    mult, shift = int(mult), int(shift)
+    if mean:
+        up = min(count.bit_length() - 1, 32, 31 + shift)
+        mult, shift = (mult << up) // count, shift - up
+    return ReduceParams(zero_point(q_in) * count, zero_point(q_out), mult, shift)
+
+
+@dataclass(frozen=True)
 class FloatEdges:
     """The edges of an int8 op computed in float (softmax, layernorm): the input dequantized
     with ``(zx, sx)``, the float result quantized with ``(so, zo)``; scales as float32 holds

@@ -184,15 +184,11 @@ def _max_torch(c, x, kernel_size, stride=(), padding=0, dilation=1, ceil_mode=Fa
     return (y, None) if c.aten == "max_pool2d_with_indices" else y
 
 
-@global_avgpool.implements("torch", names=("adaptive_avg_pool2d", "_adaptive_avg_pool2d",
-                                            "mean"))
-def _global_torch(c, x, *args, **kwargs):
-    return (_torch_mean if c.aten == "mean" else _torch_adaptive)(c, x, *args, **kwargs)
-
-
-def _torch_adaptive(c, x, output_size):
+@global_avgpool.implements("torch", names=("adaptive_avg_pool2d", "_adaptive_avg_pool2d"))
+def _global_torch(c, x, output_size):
     """Output 1x1 is a global average pool; an output that divides the input evenly is a
-    plain average pool; anything else has uneven windows the Graph cannot express."""
+    plain average pool; anything else has uneven windows the Graph cannot express.
+    (x.mean((2, 3)) is one too: reduce_mean's lowering gives it, ``reduce.emit_reduction``.)"""
     from edgekit.converters.from_torch import Unsupported, ints
 
     size = c.b.shape(x.name)[2:]
@@ -203,18 +199,6 @@ def _torch_adaptive(c, x, output_size):
         raise Unsupported(f"adaptive_avg_pool2d to {out} from {list(size)}")
     kernel = [n // o for n, o in zip(size, out, strict=True)]
     return _emit_window(c, "avgpool2d", x, kernel, kernel, [0] * 4)
-
-
-def _torch_mean(c, x, dim=None, keepdim=False, dtype=None):
-    """x.mean((2, 3)) over the spatial axes of NCHW is a global average pool (then a reshape
-    to (N, C) without keepdim)."""
-    from edgekit.converters.from_torch import Unsupported
-
-    rank = len(c.b.shape(x.name))
-    if rank != 4 or sorted(d % rank for d in (dim or ())) != [2, 3]:
-        raise Unsupported("mean")
-    y = c.emit("global_avgpool", [x])
-    return y if keepdim else c.emit("reshape", [y], {"shape": [c.b.shape(x.name)[1]]})
 
 
 def _onnx_window(n, x):
