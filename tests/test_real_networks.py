@@ -24,7 +24,6 @@ from edgekit.quant import quantize_array
 from edgekit.targets import get_target
 
 MISSING = {  # network -> the ops it waits for
-    "shufflenet_v2_x0_5": "transpose, split",
     "kws_ds_cnn": "pad (TF 'same' padding of a stride-2 conv)",
     "vww_mobilenet_v1": "pad (TF 'same' padding of a stride-2 conv)",
     "ic_resnet8": "pad (TF 'same' padding of a stride-2 conv)",
