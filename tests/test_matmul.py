@@ -1,0 +1,163 @@
+"""matmul beyond its conformance case: attention-like products imported from torch and ONNX,
+a constant right side lowered to linear, the refusals, and the firmware kernel against the
+runtime on the host (gcc) with extreme zero points and broadcasting."""
+
+from __future__ import annotations
+
+import ctypes
+
+import numpy as np
+import pytest
+
+from edgekit.converters.builder import GraphBuilder
+from edgekit.errors import EdgekitError, UnsupportedOpsError
+from edgekit.ops import OPS
+from edgekit.runtime import Executor
+
+
+def _import(fn, *shapes, params=()):
+    """``fn(*inputs, *params)`` exported from torch and imported; returns (graph, inputs,
+    torch's outputs)."""
+    torch = pytest.importorskip("torch")
+    import edgekit
+
+    class Call(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            for i, p in enumerate(params):
+                self.register_buffer(f"p{i}", torch.from_numpy(p))
+
+        def forward(self, *inputs):
+            return fn(*inputs, *self.buffers())
+
+    rng = np.random.default_rng(0)
+    xs = [rng.standard_normal(s).astype(np.float32) for s in shapes]
+    graph = edgekit.from_torch(Call(), tuple(torch.from_numpy(x[:1]) for x in xs))
+    want = Call()(*(torch.from_numpy(x) for x in xs)).numpy()
+    return graph, xs, want
+
+
+def _ops(graph) -> list[str]:
+    return [n.op for n in graph.nodes]
+
+
+def test_attention_scores_import_from_torch():
+    """softmax(q @ k^T / sqrt(d)) @ v over heads: two matmuls, k transposed by a transpose."""
+    torch = pytest.importorskip("torch")
+    if "transpose" not in OPS:
+        pytest.skip("the transpose op (k^T) is not in the op set yet")
+
+    def attention(q, k, v):
+        scores = torch.softmax(q @ k.transpose(-2, -1) / 2.0, dim=-1)
+        return scores @ v
+
+    graph, xs, want = _import(attention, (2, 2, 5, 4), (2, 2, 5, 4), (2, 2, 5, 3))
+    assert _ops(graph).count("matmul") == 2 and "transpose" in _ops(graph), _ops(graph)
+    np.testing.assert_allclose(Executor(graph).run(xs), want, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("how", ["bmm", "einsum", "einsum_ellipsis", "matmul_broadcast"])
+def test_torch_products_of_activations_import_as_matmul(how):
+    torch = pytest.importorskip("torch")
+    fn, shapes = {
+        "bmm": (torch.bmm, [(3, 4, 5), (3, 5, 2)]),
+        "einsum": (lambda a, b: torch.einsum("bij,bjk->bik", a, b), [(3, 4, 5), (3, 5, 2)]),
+        "einsum_ellipsis": (lambda a, b: torch.einsum("...ij,...jk->...ik", a, b),
+                            [(2, 3, 4, 5), (2, 3, 5, 2)]),
+        "matmul_broadcast": (torch.matmul, [(2, 1, 4, 5), (2, 3, 5, 2)]),
+    }[how]
+    graph, xs, want = _import(fn, *shapes)
+    assert _ops(graph) == ["matmul"]
+    np.testing.assert_allclose(Executor(graph).run(xs), want, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("spelling", ["matmul", "mm"])
+def test_constant_right_side_is_a_linear_layer(spelling):
+    torch = pytest.importorskip("torch")
+    w = np.random.default_rng(1).standard_normal((5, 3)).astype(np.float32)
+    fn = torch.matmul if spelling == "matmul" else torch.mm
+    graph, xs, want = _import(lambda x, w: fn(x, w), (4, 5), params=[w])
+    assert _ops(graph) == ["linear"]
+    np.testing.assert_array_equal(graph.params[graph.nodes[0].inputs[1]], w.T)
+    np.testing.assert_allclose(Executor(graph).run(xs), want, rtol=1e-5, atol=1e-5)
+
+
+def _onnx_matmul(b_shape, constant: np.ndarray | None = None):
+    pytest.importorskip("onnx")
+    from onnx import TensorProto, helper, numpy_helper
+
+    inputs = [helper.make_tensor_value_info("a", TensorProto.FLOAT, ["N", 2, 4, 5])]
+    inits = []
+    if constant is None:
+        inputs.append(helper.make_tensor_value_info("b", TensorProto.FLOAT, b_shape))
+    else:
+        inits.append(numpy_helper.from_array(constant, "b"))
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 2, 4, 6])
+    graph = helper.make_graph([helper.make_node("MatMul", ["a", "b"], ["y"])], "mm", inputs,
+                              [y], inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def test_onnx_matmul_of_two_activations_and_of_a_constant():
+    import edgekit
+
+    rng = np.random.default_rng(2)
+    a = rng.standard_normal((3, 2, 4, 5)).astype(np.float32)
+    b = rng.standard_normal((3, 2, 5, 6)).astype(np.float32)
+    graph = edgekit.from_onnx(_onnx_matmul(["N", 2, 5, 6]))
+    assert _ops(graph) == ["matmul"]
+    np.testing.assert_allclose(Executor(graph).run([a, b]), a @ b, rtol=1e-5, atol=1e-5)
+    w = rng.standard_normal((5, 6)).astype(np.float32)
+    graph = edgekit.from_onnx(_onnx_matmul(None, constant=w))
+    assert _ops(graph) == ["linear"]
+    np.testing.assert_allclose(Executor(graph).run(a), a @ w, rtol=1e-5, atol=1e-5)
+
+
+def test_products_the_graph_cannot_hold_are_refused():
+    torch = pytest.importorskip("torch")
+    with pytest.raises(UnsupportedOpsError, match="matmul of activations of ranks 2 and 3"):
+        _import(torch.matmul, (4, 5), (4, 5, 3))  # the first's rows are the batch
+    with pytest.raises(UnsupportedOpsError, match="einsum 'bij,bkj->bik'"):
+        _import(lambda a, b: torch.einsum("bij,bkj->bik", a, b), (3, 4, 5), (3, 2, 5))
+    with pytest.raises(UnsupportedOpsError, match="matmul with a constant left operand"):
+        _import(lambda x, w: torch.matmul(w, x), (3, 5, 2), params=[np.ones((4, 5), np.float32)])
+    b = GraphBuilder()
+    x, y = b.input("x", (1, 2, 4, 5)), b.input("y", (1, 3, 5, 6))
+    with pytest.raises(EdgekitError, match="leading dims .* do not broadcast"):
+        b.node("matmul", [x, y])
+    with pytest.raises(EdgekitError, match="sums over 5 values of one and 4"):
+        b.node("matmul", [x, b.input("z", (1, 2, 4, 6))])
+
+
+def test_firmware_kernel_matches_the_runtime(tmp_path):
+    """ek_matmul against int8_batch_matmul: broadcasting both ways, zero points at the int8
+    edges, sums that need the full int32 range of products."""
+    from test_firmware_kernels import MODEL_HARNESS, compile_library, ptr
+
+    import edgekit
+    from edgekit.converters.to_c import to_c
+    from edgekit.firmware_bridge.build import FIRMWARE
+    from edgekit.graph import QuantParams
+    from edgekit.quant import quantize_array
+
+    b = GraphBuilder()
+    x, y = b.input("x", (1, 3, 1, 6, 40)), b.input("y", (1, 1, 2, 40, 5))
+    b.output(b.node("matmul", [x, y]))
+    rng = np.random.default_rng(3)
+    xs = [rng.standard_normal((16, 3, 1, 6, 40)).astype(np.float32) + 2,
+          rng.standard_normal((16, 1, 2, 40, 5)).astype(np.float32) - 2]
+    q = edgekit.quantize(b.build(), xs)
+    q.tensors[q.inputs[0]].quant = QuantParams([0.02], [-128])  # values far from the zero points
+    q.tensors[q.inputs[1]].quant = QuantParams([0.02], [127])
+    to_c(q, tmp_path)
+    kernels = [str(p) for p in sorted(FIRMWARE.glob("ek_*.c"))
+               if p.name not in ("ek_main.c", "ek_protocol.c")]
+    lib = compile_library(tmp_path, MODEL_HARNESS, *kernels, str(tmp_path / "model.c"))
+    raw = [quantize_array(v, q.tensors[n].quant) for v, n in zip(xs, q.inputs, strict=True)]
+    want = Executor(q).run(raw, raw=True)
+    for i in range(16):
+        got = np.empty(want[i].size, np.int8)
+        sample = np.concatenate([raw[0][i].reshape(-1), raw[1][i].reshape(-1)])
+        lib.host_run(ptr(sample), ctypes.c_uint16(0), ptr(got))
+        np.testing.assert_array_equal(got, want[i].reshape(-1))
+    assert len(np.unique(want)) > 50  # not saturated to a few values
