@@ -163,9 +163,50 @@ def _torch_window(c, op, x, kernel_size, stride, padding, dilation_, ceil_mode, 
     return _emit_window(c, op, x, kernel, stride, pad * 2, **attrs)
 
 
-@avgpool2d.implements("torch", names=("avg_pool2d",))
-def _avg_torch(c, x, kernel_size, stride=(), padding=0, ceil_mode=False, count_include_pad=True,
-               divisor_override=None):
+def _height_one(c, x, kind, lower):
+    """``lower`` (a 2-D pool's lowering, on either importer's call) on the (N, C, 1, L) view of
+    the 1-D input ``x``, its output reshaped back to (N, C, L'): exact, reshapes move nothing."""
+    from edgekit.converters.from_torch import Unsupported
+
+    shape = c.b.shape(x.name)
+    if len(shape) != 3:
+        raise Unsupported(f"{kind} over {len(shape) - 2}-D input")
+    y = lower(c.emit("reshape", [x], {"shape": [shape[1], 1, shape[2]]}))
+    out = c.b.shape(y.name)
+    return c.emit("reshape", [y], {"shape": [out[1], out[3]]})
+
+
+def _torch_1d(c, x, op, kernel_size, stride, padding, dilation, ceil_mode, **attrs):
+    """avg_pool1d/max_pool1d: the 2-D pool of unit height (``_height_one``)."""
+    from edgekit.converters.from_torch import ints
+
+    kernel, dil = ints(kernel_size, 1), [1, *ints(dilation, 1)]
+    geometry = [1, *kernel], [1, *ints(stride or kernel, 1)], [0, *ints(padding, 1)], dil
+    if op == "maxpool2d":
+        attrs["dilation"] = dil
+    return _height_one(c, x, c.aten, lambda v: _torch_window(c, op, v, *geometry, ceil_mode,
+                                                             **attrs))
+
+
+@avgpool2d.implements("torch", names=("avg_pool2d", "avg_pool1d", "adaptive_avg_pool1d"))
+def _avg_torch(c, x, *args, **kwargs):
+    """avg_pool2d; avg_pool1d and adaptive_avg_pool1d on the height-1 view."""
+    from edgekit.converters.from_torch import ints
+
+    if c.aten == "adaptive_avg_pool1d":
+        size = [1, *ints(kwargs.get("output_size", args[0] if args else None), 1)]
+        return _height_one(c, x, c.aten, lambda v: _global_torch(c, v, size))
+    return (_avg_pool1d if c.aten == "avg_pool1d" else _avg_pool2d)(c, x, *args, **kwargs)
+
+
+def _avg_pool1d(c, x, kernel_size, stride=(), padding=0, ceil_mode=False,
+                count_include_pad=True):
+    return _torch_1d(c, x, "avgpool2d", kernel_size, stride, padding, 1, ceil_mode,
+                     count_include_pad=bool(count_include_pad))
+
+
+def _avg_pool2d(c, x, kernel_size, stride=(), padding=0, ceil_mode=False, count_include_pad=True,
+                divisor_override=None):
     from edgekit.converters.from_torch import Unsupported
 
     if divisor_override is not None:
@@ -174,14 +215,19 @@ def _avg_torch(c, x, kernel_size, stride=(), padding=0, ceil_mode=False, count_i
                          count_include_pad=bool(count_include_pad))
 
 
-@maxpool2d.implements("torch", names=("max_pool2d", "max_pool2d_with_indices"))
+@maxpool2d.implements("torch", names=("max_pool2d", "max_pool2d_with_indices", "max_pool1d",
+                                       "max_pool1d_with_indices"))
 def _max_torch(c, x, kernel_size, stride=(), padding=0, dilation=1, ceil_mode=False):
-    """max_pool2d_with_indices (core ATen) also returns the indices, which nothing may read."""
+    """max_pool*_with_indices also returns the indices, which nothing may read; max_pool1d is
+    the 2-D pool of unit height."""
     from edgekit.converters.from_torch import ints
 
-    y = _torch_window(c, "maxpool2d", x, kernel_size, stride, padding, dilation, ceil_mode,
-                      dilation=ints(dilation, 2))
-    return (y, None) if c.aten == "max_pool2d_with_indices" else y
+    if c.aten.startswith("max_pool1d"):
+        y = _torch_1d(c, x, "maxpool2d", kernel_size, stride, padding, dilation, ceil_mode)
+    else:
+        y = _torch_window(c, "maxpool2d", x, kernel_size, stride, padding, dilation, ceil_mode,
+                          dilation=ints(dilation, 2))
+    return (y, None) if c.aten.endswith("_with_indices") else y
 
 
 @global_avgpool.implements("torch", names=("adaptive_avg_pool2d", "_adaptive_avg_pool2d"))
@@ -224,10 +270,26 @@ def _onnx_window(n, x):
     return kernel, stride, pads, dil
 
 
+def _onnx_1d(n, x, lower):
+    """An ONNX pool over (N, C, L) as the 2-D one on its (N, C, 1, L) view (``_height_one``):
+    its attributes given a unit height (kernel, stride and dilation 1, no padding)."""
+    import dataclasses
+
+    attrs = dict(n.attrs)
+    for key in ("kernel_shape", "strides", "dilations"):
+        if isinstance(attrs.get(key), list) and len(attrs[key]) == 1:
+            attrs[key] = [1, *attrs[key]]
+    if isinstance(attrs.get("pads"), list) and len(attrs["pads"]) == 2:
+        attrs["pads"] = [0, attrs["pads"][0], 0, attrs["pads"][1]]
+    return _height_one(n, x, n.op, lambda v: lower(dataclasses.replace(n, attrs=attrs), v))
+
+
 @avgpool2d.implements("onnx_import", names=("AveragePool",))
 def _avg_onnx_import(n, x):
     from edgekit.converters.from_torch import Unsupported
 
+    if len(n.shape(x)) == 3:
+        return _onnx_1d(n, x, _avg_onnx_import)
     kernel, stride, pads, dil = _onnx_window(n, x)
     if dil != [1, 1]:
         raise Unsupported("AveragePool with dilations")
@@ -237,6 +299,8 @@ def _avg_onnx_import(n, x):
 
 @maxpool2d.implements("onnx_import", names=("MaxPool",))
 def _max_onnx_import(n, x):
+    if len(n.shape(x)) == 3:
+        return _onnx_1d(n, x, _max_onnx_import)
     kernel, stride, pads, dil = _onnx_window(n, x)
     return _emit_window(n, "maxpool2d", x, kernel, stride, pads, dilation=dil)
 
