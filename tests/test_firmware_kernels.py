@@ -213,3 +213,34 @@ def test_event_linear_matches_numba(tmp_path):
                                       ptr(bias), ptr(x), ptr(got))
         np.testing.assert_array_equal(got, want[0])
         assert ops == count[0]
+
+
+@pytest.mark.parametrize(("mode", "align_corners", "half_pixel"), [
+    ("nearest", False, False), ("nearest", False, True), ("nearest", True, False),
+    ("bilinear", False, False), ("bilinear", False, True), ("bilinear", True, False)])
+def test_resize_matches_numba(tmp_path, mode, align_corners, half_pixel):
+    """The firmware's ``ek_resize_nearest``/``ek_resize_bilinear`` (ek_resize.c) against the
+    runtime's int8 resize, through ``converters.to_c``, on raw inputs over the whole int8
+    range: up by a non-integer scale (5x7 -> 8x10) and down (9x6 -> 4x5)."""
+    import edgekit
+    from edgekit.converters.builder import GraphBuilder
+    from edgekit.converters.to_c import to_c
+    from edgekit.runtime.executor import Executor
+
+    kernels = [str(f) for f in sorted(FIRMWARE.glob("ek_*.c"))
+               if f.name not in ("ek_main.c", "ek_protocol.c")]  # ek_kernels.c calls others
+    rng = np.random.default_rng(5)
+    for i, (hw, size) in enumerate((((5, 7), [8, 10]), ((9, 6), [4, 5]))):
+        b = GraphBuilder()
+        x = b.input("x", (1, 3, *hw))
+        b.output(b.node("resize", [x], {"size": size, "mode": mode, "half_pixel": half_pixel,
+                                        "align_corners": align_corners}))
+        graph = edgekit.quantize(b.build(), rng.standard_normal((8, 3, *hw)).astype(np.float32))
+        out = tmp_path / str(i)
+        to_c(graph, out)
+        lib = compile_library(out, MODEL_HARNESS, *kernels, str(out / "model.c"))
+        for sample in rng.integers(-128, 128, (10, 1, 3, *hw)).astype(np.int8):
+            want = Executor(graph).run(sample, raw=True).reshape(-1)
+            got = np.empty(want.size, np.int8)
+            lib.host_run(ptr(np.ascontiguousarray(sample)), ctypes.c_uint16(0), ptr(got))
+            np.testing.assert_array_equal(got, want)

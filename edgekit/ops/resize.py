@@ -314,8 +314,8 @@ def _gpu(x, *, size, mode, align_corners, half_pixel):
     rows, cols = taps(x.shape, size, mode, align_corners, half_pixel)
 
     def lerp(v, axis, t):
-        lo, hi = (torch.as_tensor(i, dtype=torch.long, device=v.device) for i in (t.lo, t.hi))
-        frac = torch.as_tensor(t.frac, device=v.device).reshape(
+        lo, hi = (torch.tensor(i, dtype=torch.long, device=v.device) for i in (t.lo, t.hi))
+        frac = torch.tensor(t.frac, device=v.device).reshape(
             [-1 if a == axis else 1 for a in range(4)])
         return v.index_select(axis, lo) * (1 - frac) + v.index_select(axis, hi) * frac
 
