@@ -109,6 +109,8 @@ CASES: dict[str, Case] = {
     "reduce_sum": Case([(2, 3, 4, 5)], attrs={"axes": [-1], "keepdims": True},
                        torch_fn=lambda x: x.sum(-1, keepdim=True)),
     "reduce_max": Case([(2, 4, 6)], attrs={"axes": [1]}, torch_fn=lambda x: x.amax(1)),
+    "log_softmax": Case([(3, 4, 10)], attrs={"axis": 1},
+                        torch_fn=lambda x: _F().log_softmax(x, 1)),
     # -- matmul, embedding
     "matmul": Case([(2, 3, 4, 5), (2, 1, 5, 6)], torch_fn=lambda x, y: _torch().matmul(x, y)),
     # -- resize (nearest, bilinear)

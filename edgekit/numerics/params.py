@@ -211,6 +211,36 @@ def reduce_params(q_in, q_out, count: int, *, mean: bool) -> ReduceParams:
 
 
 @dataclass(frozen=True)
+class LogSoftmaxParams:
+    """int8 LOG_SOFTMAX as tflite-micro computes it (``runtime.kernels.log_softmax``): input
+    differences to the row's max scaled to Q5.26 by ``(mult, left_shift)``; ``diff_min`` the
+    smallest difference whose exp counts; ``(reverse_mult, reverse_shift)`` scale the log of the
+    sum back to input steps (the bound under which an output is -128)."""
+
+    mult: int
+    left_shift: int
+    reverse_mult: int
+    reverse_shift: int
+    diff_min: int
+
+
+# TFLite's int8 LOG_SOFTMAX output quantization, fixed (log_softmax.cc: 16/256, 127)
+LOG_SOFTMAX_QUANT = (16 / 256, 127)
+
+
+def log_softmax_params(q_in) -> LogSoftmaxParams:
+    """PreprocessLogSoftmaxScalingExp with beta 1 and 5 integer bits, in double from the
+    float32 input scale, and CalculateInputRadius for ``diff_min``."""
+    real = min(f32(q_in.scale[0]) * (1 << 26), (1 << 31) - 1.0)
+    (mult,), (left,) = quantize_multipliers(np.array([real]))
+    if left < 1:
+        raise EdgekitError(f"int8 log_softmax: input scale {q_in.scale[0]} is below 2^-26")
+    (rmult,), (rshift,) = quantize_multipliers(np.array([(1 << (31 - int(left))) / int(mult)]))
+    radius = int(np.floor(31.0 * (1 << 26) / (1 << int(left))))
+    return LogSoftmaxParams(int(mult), int(left), int(rmult), int(rshift), -radius)
+
+
+@dataclass(frozen=True)
 class FloatEdges:
     """The edges of an int8 op computed in float (softmax, layernorm): the input dequantized
     with ``(zx, sx)``, the float result quantized with ``(so, zo)``; scales as float32 holds

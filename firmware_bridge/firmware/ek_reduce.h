@@ -21,4 +21,12 @@ typedef struct {
 void ek_reduce_sum_i8(const ek_reduce_t *p, const int8_t *x, int8_t *y);
 void ek_reduce_max_i8(const ek_reduce_t *p, const int8_t *x, int8_t *y);
 
+/* int8 log-softmax along n of (outer, n, inner), as tflite-micro's LOG_SOFTMAX
+ * (edgekit.numerics.params.LogSoftmaxParams). */
+typedef struct {
+    int32_t outer, n, inner, mult, left_shift, reverse_mult, reverse_shift, diff_min;
+} ek_log_softmax_t;
+
+void ek_log_softmax_i8(const ek_log_softmax_t *p, const int8_t *x, int8_t *y);
+
 #endif
