@@ -23,11 +23,7 @@ from edgekit.errors import EdgekitError, UnsupportedOpsError
 from edgekit.quant import quantize_array
 from edgekit.targets import get_target
 
-MISSING = {  # network -> the ops it waits for
-    "kws_ds_cnn": "pad (TF 'same' padding of a stride-2 conv)",
-    "vww_mobilenet_v1": "pad (TF 'same' padding of a stride-2 conv)",
-    "ic_resnet8": "pad (TF 'same' padding of a stride-2 conv)",
-}
+MISSING: dict[str, str] = {}  # network -> the ops it waits for
 SAMPLES = 4
 
 
@@ -81,7 +77,8 @@ def test_int8_agrees_across_cpu_backends(name):
     net the steps add up (tens of output steps on mobilenet_v2, whose random weights amplify
     every difference as they amplify int8's own error): their outputs may differ from the
     runtime's by no more than the runtime's int8 outputs differ from torch's float ones (rms,
-    in output steps; benchmarks/real_networks.py prints both)."""
+    in output steps; benchmarks/real_networks.py prints both), or than one step where int8's
+    own error is smaller (ic_resnet8's softmax: 0.33 steps, ONNX Runtime 0.5 off)."""
     ref, x, _ = imported(name)
     q = _quantized(name)
     runtime = edgekit.deploy(q, "cpu")
@@ -97,7 +94,8 @@ def test_int8_agrees_across_cpu_backends(name):
         if target == "cpu:tflite-micro":
             np.testing.assert_array_equal(steps, 0)
         else:
-            assert _rms(steps) <= 1.5 * quant_error, (target, _rms(steps), quant_error)
+            assert _rms(steps) <= max(1.5 * quant_error, 1.0), (target, _rms(steps),
+                                                                 quant_error)
 
 
 def _rms(values: np.ndarray) -> float:
