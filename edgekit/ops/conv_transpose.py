@@ -219,8 +219,10 @@ def _tflite_output_shape(w, x, hwc: list[int]) -> int:
 @conv_transpose2d.implements("tflite", channels_last=True)
 def _tflite(w, node):
     """TRANSPOSE_CONV (OHWI filter, NHWC): SAME when its padding is the Graph's, else VALID
-    onto an output taller and wider by the top and left padding, then a SLICE crops them
-    (bottom and right are the output size itself: rows past the full output get the bias)."""
+    onto the uncropped output, then a SLICE from the top/left padding. LiteRT requires a VALID
+    output of (in - 1) * stride + k to that plus stride - 1 (rows past the full output, from
+    output_padding, get the bias), so the VALID one is the full output or the Graph's with the
+    top/left padding, whichever is longer."""
     from edgekit.converters.to_tflite import channels_last
     from edgekit.errors import EdgekitError
 
@@ -236,13 +238,16 @@ def _tflite(w, node):
     n, oh, ow, cout = w.shape(out)
     kernel, (pt, pl) = list(weight.shape[2:]), a["padding"][:2]
     same = _tflite_same(w.shape(x)[1:3], [oh, ow], kernel, a["stride"], [pt, pl])
-    full = out if same else w.derived(out, [n, oh + pt, ow + pl, cout], "/uncropped")
+    uncropped = [max(pad + size, _full(length, k, stride, 1)) for pad, size, length, k, stride
+                 in zip((pt, pl), (oh, ow), w.shape(x)[1:3], kernel, a["stride"], strict=True)]
+    crop = not same and uncropped != [oh, ow]
+    full = w.derived(out, [n, *uncropped, cout], "/uncropped") if crop else out
     opts = w.options("TransposeConv", padding=getattr(w.s.Padding, "SAME" if same else "VALID"),
                      strideH=a["stride"][0], strideW=a["stride"][1])
     filt = w.weight(node, weight.transpose(0, 2, 3, 1), 0)
     w.op("TRANSPOSE_CONV", [_tflite_output_shape(w, x, w.shape(full)[1:]), filt, x,
                             w.bias(node, cout)], [full], opts)
-    if not same:
+    if crop:
         w.op("SLICE", [full, w.int32([0, pt, pl, 0]), w.int32([-1, oh, ow, cout])], [out])
 
 
