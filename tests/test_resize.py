@@ -138,6 +138,23 @@ def test_torch_1d_is_a_resize_between_reshapes(kw):
     _same(Executor(graph).run(x), module(torch.from_numpy(x)).numpy(), graph.nodes[1].attrs["mode"])
 
 
+@pytest.mark.parametrize("call", ["upsample_nearest2d", "upsample_bilinear2d"])
+def test_torch_default_overloads_with_per_axis_scales(call):
+    """The non-.vec overloads (output_size, then align_corners for bilinear, then one scale
+    per axis), as a saved program may hold them."""
+    torch = pytest.importorskip("torch")
+    import edgekit
+
+    op = getattr(torch.ops.aten, call).default
+    fn = ((lambda v: op(v, [8, 10], 2.0, 2.0)) if call == "upsample_nearest2d" else
+          (lambda v: op(v, [7, 9], True, None, None)))
+    x = _x((2, 3, 4, 5))
+    module, program = _export(fn, x[:1])
+    graph = edgekit.from_torch(program)
+    assert [n.op for n in graph.nodes] == ["resize"]
+    _same(Executor(graph).run(x), module(torch.from_numpy(x)).numpy(), graph.nodes[0].attrs["mode"])
+
+
 @pytest.mark.parametrize(("kw", "message"), [
     (dict(size=(7, 9), mode="bicubic"), "upsample_bicubic2d: bicubic and antialiased"),
     (dict(size=(7, 9), mode="bilinear", antialias=True), "_upsample_bilinear2d_aa: bicubic"),
@@ -194,6 +211,8 @@ ONNX_RULES = [
          nearest_mode="round_prefer_ceil"),
     dict(mode="nearest", coordinate_transformation_mode="align_corners",
          nearest_mode="round_prefer_ceil"),
+    dict(mode="nearest", coordinate_transformation_mode="tf_half_pixel_for_nn",
+         nearest_mode="floor"),
     dict(mode="linear", coordinate_transformation_mode="asymmetric"),
     dict(mode="linear", coordinate_transformation_mode="half_pixel"),
     dict(mode="linear", coordinate_transformation_mode="pytorch_half_pixel"),
