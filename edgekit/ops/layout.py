@@ -138,32 +138,10 @@ def _squeeze(c, x, axis: int):
     return c.emit("reshape", [x], {"shape": [d for i, d in enumerate(shape[1:], 1) if i != axis]})
 
 
-class _Pieces:
-    """The outputs of a split along ``axis`` at ``bounds``: a piece becomes a slice node when
-    the program reads it (``getitem``), so pieces nobody reads cost nothing."""
-
-    def __init__(self, c, x, axis: int, bounds: list[int], squeeze: bool = False):
-        self.c, self.x, self.axis, self.squeeze = c, x, axis, squeeze
-        self.bounds = bounds
-        self.made: dict[int, object] = {}
-
-    def __len__(self) -> int:
-        return len(self.bounds) - 1
-
-    def __getitem__(self, i: int):
-        i = range(len(self))[i]
-        if i not in self.made:
-            y = _emit_slice(self.c, self.x, self.axis, self.bounds[i], self.bounds[i + 1])
-            self.made[i] = _squeeze(self.c, y, self.axis) if self.squeeze else y
-        return self.made[i]
-
-    def __iter__(self):
-        return (self[i] for i in range(len(self)))
-
-
 def _split_torch(c, x, dim, indices=None):
     """split, split_with_sizes, chunk, tensor_split (sections), unbind: consecutive pieces of
-    the sizes torch recorded; tensor_split at ``indices``: the pieces between them."""
+    the sizes torch recorded; tensor_split at ``indices``: the pieces between them. A slice
+    for each piece the program reads (torch.export takes every piece, read or not)."""
     from edgekit.converters.from_torch import Unsupported
 
     shape = c.b.shape(x.name)
@@ -179,7 +157,11 @@ def _split_torch(c, x, dim, indices=None):
         bounds = np.cumsum([0, *(int(v.shape[axis]) for v in c.node.meta["val"])]).tolist()
     if any(b <= a for a, b in zip(bounds[:-1], bounds[1:], strict=True)):
         raise Unsupported(f"{c.aten} into an empty piece")
-    return _Pieces(c, x, axis, bounds, squeeze=c.aten == "unbind")
+    read = {user.args[1] for user in c.node.users if user.users}  # getitems used later
+    pieces = [_emit_slice(c, x, axis, a, b) if i in read else None
+              for i, (a, b) in enumerate(zip(bounds[:-1], bounds[1:], strict=True))]
+    return tuple(_squeeze(c, y, axis) if y is not None and c.aten == "unbind" else y
+                 for y in pieces)
 
 
 def _slice_args(dim=0, start=None, end=None, step=1):
@@ -288,10 +270,10 @@ def _slice_onnx(n, x, starts=None, ends=None, axes=None, steps=None):
             fail(f"Slice axis {a} is out of range for rank {len(shape)}")
         if step < 1:
             raise Unsupported(f"Slice with step {step} (only positive steps)")
+        if a % len(shape) == 0 and (start != 0 or end < 2**31 - 1 or step != 1):
+            raise Unsupported("Slice across the batch dimension")  # whole, or not at all
         box[a % len(shape)] = list(slice(int(start), int(end), int(step)).indices(
             shape[a % len(shape)]))
-    if box[0] != [0, shape[0], 1]:
-        raise Unsupported("Slice across the batch dimension")
     if all(b == [0, d, 1] for b, d in zip(box, shape, strict=True)):
         return x
     starts, stops, steps = (list(v) for v in zip(*box[1:], strict=True))
@@ -372,6 +354,9 @@ def _runs(shape, perm) -> list[list[int]]:
 def _slice_tflite(w, node):
     """STRIDED_SLICE in the input's layout; the batch (axis 0 of every layout) whole, by mask."""
     layout = w.layout[node.inputs[0]]
+    if len(layout) > TFLM_MAX_DIMS:
+        fail(f"a slice of {len(layout)} axes; TFLite's STRIDED_SLICE takes at most "
+             f"{TFLM_MAX_DIMS}")
     a = node.attrs
     box = [(0, 0, 1)] + list(zip(a["starts"], a["stops"], a["steps"], strict=True))
     begin, end, stride = ([box[axis][k] for axis in layout] for k in range(3))
