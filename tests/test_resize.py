@@ -159,6 +159,7 @@ def test_torch_default_overloads_with_per_axis_scales(call):
     (dict(size=(7, 9), mode="bicubic"), "upsample_bicubic2d: bicubic and antialiased"),
     (dict(size=(7, 9), mode="bilinear", antialias=True), "_upsample_bilinear2d_aa: bicubic"),
     (dict(scale_factor=1.5, mode="bilinear"), r"scale 1.5 maps 7 outputs onto 5 inputs"),
+    (dict(scale_factor=1.3), r"scale 1.3 maps 6 outputs onto 5 inputs"),  # row 5: 3 vs 4
 ])
 def test_torch_refuses_what_no_backend_matches(kw, message):
     """One EdgekitError naming the call; a scale factor whose 1/scale differs from in/out
