@@ -252,6 +252,17 @@ def test_onnx_resize_refusals(attrs, message):
         edgekit.from_onnx(_onnx_resize((4, 6), scales=[1, 1, 2, 2], **attrs))
 
 
+@pytest.mark.parametrize("scales", [[1, 1, float("nan"), 2], [1, 1, 0, 2], [1, 2, 2, 2]])
+def test_onnx_scales_that_are_no_nchw_resize_are_one_error(scales):
+    pytest.importorskip("onnx")
+    import edgekit
+
+    with pytest.raises(EdgekitError, match="must be \\[1, 1, h, w\\]"):
+        edgekit.from_onnx(_onnx_resize((4, 6), scales=scales, mode="nearest",
+                                       coordinate_transformation_mode="asymmetric",
+                                       nearest_mode="floor"))
+
+
 def test_onnx_scales_that_are_not_in_over_out_are_refused():
     """scales 1.5 on 5 rows: ONNX Runtime reads dst / 1.5, TFLite dst * 5 / 7 (bilinear)."""
     pytest.importorskip("onnx")

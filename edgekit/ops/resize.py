@@ -226,7 +226,8 @@ def _onnx_import(n, x, roi=None, scales=None, sizes=None):
     else:
         factors = [float(s) for s in np.asarray(n.const(scales, "Resize with computed scales"),
                                                 np.float64).reshape(-1)]
-        if len(factors) != 4 or factors[:2] != [1.0, 1.0] or min(factors) <= 0:
+        if len(factors) != 4 or factors[:2] != [1.0, 1.0] or \
+                not all(np.isfinite(f) and f > 0 for f in factors):
             fail(f"Resize scales {factors} must be [1, 1, h, w] (positive) for NCHW input")
         factors = factors[2:]
         out = [int(np.floor(d * s)) for d, s in zip(shape[2:], factors, strict=True)]
