@@ -12,7 +12,9 @@ import numpy as np
 
 from edgekit.graph import Graph, Node, TensorInfo
 
-_FOLD_INTO = ("conv2d", "conv1d", "linear")
+# ops with one weight row per output channel on axis 0 and a bias (conv_transpose2d stores its
+# weight output-channels-first for this and for int8) that a per-channel affine folds into
+_FOLD_INTO = ("conv2d", "conv1d", "conv_transpose2d", "linear")
 _FUSABLE = {"relu": "relu", "relu6": "relu6"}
 
 
@@ -54,7 +56,7 @@ def _fold_affine_once(graph: Graph) -> bool:
         producer = _sole_producer(graph, node)
         if producer is None or producer.op not in _FOLD_INTO:
             continue
-        if producer.attrs["activation"] != "none":
+        if producer.attrs.get("activation", "none") != "none":
             continue
         vec = _channel_vector(graph, producer, node.inputs[1])
         if vec is None or _shared(graph, producer):

@@ -77,6 +77,23 @@ def test_torch_import_matches_torch(core_aten):
     _check_float(graph, xs, want)
 
 
+def test_batch_norm_folds_into_the_transposed_convolution():
+    """The weight is output-channels-first, so batch norm folds per row as into conv2d."""
+    torch = pytest.importorskip("torch")
+    from torch import nn
+
+    torch.manual_seed(3)
+    module = nn.Sequential(nn.ConvTranspose2d(4, 6, 3, stride=2, padding=1, groups=2),
+                           nn.BatchNorm2d(6), nn.ReLU())
+    with torch.no_grad():
+        module[1].running_mean.uniform_(-1, 1)
+        module[1].running_var.uniform_(0.5, 2)
+        module[1].weight.uniform_(-2, 2)
+    graph, xs, want = _torch_graph(module, (4, 5, 5))
+    assert [n.op for n in graph.nodes] == ["conv_transpose2d", "relu"]
+    _check_float(graph, xs, want)
+
+
 def _onnx_conv_transpose(x_shape, w, bias=None, **attrs):
     from onnx import TensorProto, helper, numpy_helper
 
