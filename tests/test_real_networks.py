@@ -108,9 +108,13 @@ def _board_missing() -> str:
 
 @pytest.mark.slow
 @pytest.mark.skipif(bool(_board_missing()), reason=f"MCU target unavailable: {_board_missing()}")
-def test_autoencoder_on_the_board_is_bit_exact():
-    _, x, _ = imported("ad_autoencoder")
-    q = _quantized("ad_autoencoder")
+@pytest.mark.parametrize("name", ["ad_autoencoder", "kws_ds_cnn", "ic_resnet8",
+                                  "vww_mobilenet_v1"])
+def test_mlperf_tiny_on_the_board_is_bit_exact(name):
+    """The four MLPerf Tiny networks fit the emulated M3 (their TF 'same' pads folded into
+    the stride-2 convolutions) and run there as the int8 runtime computes them."""
+    _, x, _ = imported(name)
+    q = _quantized(name)
     xq = quantize_array(x[:2], q.tensors[q.inputs[0]].quant)
     with edgekit.deploy(q, "mcu:qemu") as board:
         got = np.concatenate([board.run(xq[i:i + 1], raw=True) for i in range(len(xq))])
