@@ -6,6 +6,9 @@ moves the batch is refused in one line."""
 
 from __future__ import annotations
 
+import ctypes
+import shutil
+
 import numpy as np
 import pytest
 
@@ -98,6 +101,50 @@ def test_six_axis_transposes_on_the_board():
     with edgekit.deploy(q, "mcu:qemu") as board:
         theirs = np.concatenate([board.run(xq[i:i + 1], raw=True) for i in range(2)])
     np.testing.assert_array_equal(theirs, ours[:2])
+
+
+def _moves_graph():
+    """An int8 chain of transposes and slices of two to six axes, some of whose axes merge
+    into runs in the firmware's strided copy and some not."""
+    b = GraphBuilder()
+    x = b.input("x", (1, 4, 6, 5))
+    y = b.node("transpose", [x], {"perm": [0, 2, 3, 1]})  # NHWC: runs do not merge
+    y = b.node("slice", [y], {"starts": [1, 0, 1], "stops": [6, 5, 4], "steps": [2, 1, 2]})
+    y = b.node("slice", [y], {"starts": [0, 0, 0], "stops": [3, 5, 1], "steps": [1, 1, 1]})
+    y = b.node("reshape", [y], {"shape": [3, 5]})
+    y = b.node("transpose", [y], {"perm": [0, 2, 1]})
+    z = b.node("reshape", [x], {"shape": [1, 2, 2, 6, 5]})  # six axes, a unit one among them
+    z = b.node("transpose", [z], {"perm": [0, 5, 3, 1, 2, 4]})  # (5, 2, 1, 2, 6)
+    z = b.node("slice", [z], {"starts": [1, 0, 0, 0, 1], "stops": [5, 2, 1, 2, 6],
+                              "steps": [3, 1, 1, 1, 2]})
+    b.output(y)
+    b.output(z)
+    calibration = np.random.default_rng(0).standard_normal((16, 4, 6, 5)).astype(np.float32)
+    return edgekit.quantize(b.build(), calibration)
+
+
+@pytest.mark.skipif(shutil.which("gcc") is None, reason="no host C compiler (gcc)")
+def test_firmware_strided_copy_matches_the_runtime(tmp_path):
+    """ek_layout.c compiled for this host through converters.to_c's schedule, step by step."""
+    from test_firmware_kernels import MODEL_HARNESS, compile_library, ptr
+
+    from edgekit.converters.to_c import to_c
+    from edgekit.firmware_bridge.build import FIRMWARE
+    from edgekit.runtime import Executor
+
+    graph = _moves_graph()
+    to_c(graph, tmp_path)
+    kernels = [str(f) for f in sorted(FIRMWARE.glob("ek_*.c"))
+               if f.name not in ("ek_main.c", "ek_protocol.c")]  # the board's, not kernels
+    lib = compile_library(tmp_path, MODEL_HARNESS, *kernels, str(tmp_path / "model.c"))
+    x = _x(3, 4, 6, 5, seed=4)
+    for sample in quantize_array(x, graph.tensors["x"].quant):
+        ref = Executor(graph).run_layers(sample[None], raw=True)
+        for step, node in enumerate(graph.nodes):
+            want = ref[node.outputs[0]].reshape(-1)
+            got = np.empty(want.size, np.int8)
+            lib.host_run(ptr(np.ascontiguousarray(sample)), ctypes.c_uint16(step), ptr(got))
+            np.testing.assert_array_equal(got, want, err_msg=f"{step} {node.op}")
 
 
 def test_split_into_three_chunks():
