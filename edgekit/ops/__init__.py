@@ -5,7 +5,8 @@ and registers, per backend, the implementation or the reason there is none. Impo
 package imports every module in it, so a new op is one new module here (and one conformance
 case in ``tests/test_conformance.py``). Op modules import numpy only at import time; runtime
 kernels, writers' helpers and torch are imported inside the functions that use them.
-Shapes include the leading batch dimension; weights are in torch layout (conv: OIHW).
+Shapes include the leading batch dimension; weights are in torch layout (conv: OIHW), output
+channels first (conv_transpose2d moves torch's (Cin, Cout / groups, kh, kw) there at import).
 """
 
 from __future__ import annotations
