@@ -416,5 +416,6 @@ from edgekit.ops.spiking import no_spiking_form, same_every_step  # noqa: E402
 
 for _op in (transpose, slice_):
     same_every_step(_op)
-    no_spiking_form(_op, f"{_op.name} runs in float32 spiking Graphs on the runtime only",
+    no_spiking_form(_op, f"{_op.name} runs in float32 spiking Graphs only (on the runtime "
+                         "and in ONNX)",
                     ("spiking_int8", "quant_spiking", "onnx_spiking", "c_spiking"))
