@@ -358,6 +358,25 @@ def _hardtanh(c, x, min_val=-1.0, max_val=1.0):
     return Act(c.b.node("relu6", [x.name], name=c.name))
 
 
+def _glu(c, x, dim=-1):
+    """GLU has no Graph op: ``a * sigmoid(b)``, a and b the first and second halves of x along
+    ``dim`` (two slices), exactly."""
+    shape = c.b.shape(x.name)
+    axis = int(dim) % len(shape)
+    if axis == 0:
+        raise Unsupported("glu across the batch dimension")
+    half = shape[axis] // 2
+
+    def part(start: int) -> Act:
+        starts, stops = [0] * (len(shape) - 1), list(shape[1:])
+        starts[axis - 1], stops[axis - 1] = start, start + half
+        return c.emit("slice", [x], {"starts": starts, "stops": stops,
+                                     "steps": [1] * (len(shape) - 1)})
+
+    a, b = part(0), part(half)
+    return c.emit("mul", [a, c.emit("sigmoid", [b])])
+
+
 def _alias(c, x, *_, **__):
     return x
 
@@ -385,6 +404,7 @@ _TORCH_OPS: dict[str, Callable[..., Any]] = {
     "hardtanh": _hardtanh,
     **dict.fromkeys(("dropout", "feature_dropout", "alias", "clone", "contiguous", "detach",
                      "lift_fresh_copy"), _alias),
+    "glu": _glu,
     "native_dropout": lambda c, x, *_: (x, None),
     "getitem": lambda c, seq, i: seq[i],
     "sym_size": lambda c, *_: c.node.meta["val"],

@@ -240,3 +240,34 @@ def test_onnx_reduction_without_axes_is_refused():
     with pytest.raises(EdgekitError, match="over the batch axis") as info:
         edgekit.from_onnx(model)
     assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("dim, shape", [(-1, (3, 4, 6)), (1, (2, 8, 3, 3))])
+def test_glu_imports_as_two_slices_a_sigmoid_and_a_mul(dim, shape):
+    graph, x = _import_torch(lambda x: F.glu(x, dim), shape)
+    assert [n.op for n in graph.nodes] == ["slice", "slice", "sigmoid", "mul"]
+    np.testing.assert_allclose(Executor(graph).run(x.numpy()), F.glu(x, dim).numpy(), rtol=1e-5,
+                               atol=1e-6)
+
+
+def test_int8_glu_is_tflite_micro_bit_for_bit():
+    from edgekit.quant import quantize_array
+    from edgekit.targets import get_target
+
+    ok, why = get_target("cpu:tflite-micro").available()
+    if not ok:
+        pytest.skip(f"cpu:tflite-micro: {why}")
+    graph, x = _import_torch(lambda x: torch.nn.GLU(1)(x), (16, 6, 5))
+    q = edgekit.quantize(graph, x.numpy())
+    raw = quantize_array(x.numpy(), q.tensors[q.inputs[0]].quant)
+    np.testing.assert_array_equal(edgekit.deploy(q, "cpu:tflite-micro").run(raw, raw=True),
+                                  edgekit.deploy(q, "cpu").run(raw, raw=True))
+
+
+def test_glu_over_the_batch_is_refused():
+    class Fn(torch.nn.Module):
+        def forward(self, x):
+            return F.glu(x, 0)
+
+    with pytest.raises(UnsupportedOpsError, match="glu across the batch"):
+        edgekit.from_torch(Fn(), (torch.randn(2, 4),))
