@@ -219,6 +219,36 @@ def test_tflite_refuses_what_transpose_conv_lacks(channels, attrs, reason):
         tflite_model(_graph((channels, 4, 4), (6, 2, 3, 3), **attrs))
 
 
+def test_onnx_writer_and_gpu_target_on_groups_dilation_and_uneven_padding():
+    """Beyond TFLite's geometry: ONNX Runtime (float32, and int8 QDQ within a step of the
+    runtime) and the gpu target's torch backend (on torch's CPU device) against the
+    reference."""
+    from edgekit import deploy
+    from edgekit.quant import quantize_array
+    from edgekit.runtime import reference
+    from edgekit.targets import get_target
+
+    graph = _graph((6, 5, 4), (8, 3, 3, 4), stride=[2, 3], padding=[2, 0, 1, 3],
+                   output_padding=[1, 0], dilation=[2, 1], groups=2)
+    x = RNG.standard_normal((3, 6, 5, 4)).astype(np.float32)
+    want = reference.evaluate(graph, {"x": x})[graph.outputs[0]]
+    _check_float(graph, [x], [want])
+    pytest.importorskip("torch")
+    from edgekit.targets.gpu import TorchSession
+
+    np.testing.assert_allclose(TorchSession(graph, device="cpu").run(x), want, rtol=1e-5,
+                               atol=1e-5)
+    ok, why = get_target("cpu:onnxruntime").available()
+    if not ok:
+        pytest.skip(f"cpu:onnxruntime: {why}")
+    np.testing.assert_allclose(deploy(graph, "cpu:onnxruntime").run(x), want, rtol=1e-4,
+                               atol=1e-4)
+    q = edgekit.quantize(graph, x)
+    raw = quantize_array(x, q.tensors[q.inputs[0]].quant)
+    theirs = deploy(q, "cpu:onnxruntime").run(raw, raw=True)
+    assert np.abs(theirs.astype(int) - Executor(q).run(raw, raw=True)).max() <= 1
+
+
 def test_firmware_kernel_matches_the_runtime(tmp_path):
     """ek_conv_transpose2d against the numba kernel on the host (gcc): groups, dilation,
     uneven padding, output_padding, input zero points at the int8 edges."""
