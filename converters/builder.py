@@ -31,10 +31,11 @@ class GraphBuilder:
     def shape(self, name: str) -> tuple[int, ...]:
         return self.graph.tensors[name].shape
 
-    def input(self, hint: str, shape: tuple[int, ...]) -> str:
-        """A graph input; its batch dimension is recorded as 1 whatever the example had."""
+    def input(self, hint: str, shape: tuple[int, ...], dtype: str = "float32") -> str:
+        """A graph input; its batch dimension is recorded as 1 whatever the example had.
+        ``dtype`` "int32": indices (into an embedding's table)."""
         name = self._unique(hint)
-        self.graph.tensors[name] = TensorInfo((1, *map(int, shape[1:])))
+        self.graph.tensors[name] = TensorInfo((1, *map(int, shape[1:])), dtype)
         self.graph.inputs.append(name)
         return name
 

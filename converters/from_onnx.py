@@ -144,7 +144,8 @@ class _OnnxImporter(Importer):
     def run(self) -> Graph:
         for value in self.model.graph.input:
             if value.name not in self.env:
-                self.env[value.name] = Act(self.b.input(value.name, _input_shape(value)))
+                self.env[value.name] = Act(self.b.input(value.name, _input_shape(value),
+                                                        _input_dtype(value)))
         consts = {k: v for k, v in self.env.items() if isinstance(v, np.ndarray)}
         for i, node in enumerate(fuse_pointwise(list(self.model.graph.node), consts,
                                                    [v.name for v in self.model.graph.output])):
@@ -252,14 +253,24 @@ def _decode(value):
     return value.decode(errors="replace") if isinstance(value, bytes) else value
 
 
+_INPUT_DTYPES = {1: "float32", 6: "int32", 7: "int32"}  # ONNX FLOAT, INT32, INT64
+
+
+def _input_dtype(value) -> str:
+    """A graph input's dtype: float32, or int32 for integer indices (int64 ones included:
+    Sessions refuse an index outside its table, so none is too large for int32)."""
+    return _INPUT_DTYPES[value.type.tensor_type.elem_type]
+
+
 def _input_shape(value) -> tuple[int, ...]:
     """A graph input's shape with the batch read as 1; other dims must be fixed."""
     ttype = value.type.tensor_type
     if not value.type.HasField("tensor_type") or not ttype.HasField("shape"):
         raise EdgekitError(f"input {value.name!r} has no tensor shape; edgekit needs it")
-    if ttype.elem_type != 1:
+    if ttype.elem_type not in _INPUT_DTYPES:
         raise EdgekitError(f"input {value.name!r} is not float32 (ONNX elem_type "
-                           f"{ttype.elem_type}); edgekit graphs take float32 inputs")
+                           f"{ttype.elem_type}); edgekit graphs take float32 inputs, or "
+                           "int32/int64 indices (into an embedding's table)")
     dims = list(ttype.shape.dim)
     for i, d in enumerate(dims[1:], 1):
         if not d.HasField("dim_value") or d.dim_value < 1:

@@ -234,7 +234,9 @@ class _TorchImporter(Importer):
         if not all(isinstance(d, int) for d in dims[1:]):
             raise EdgekitError(f"input {node.name!r} has shape {dims}: only the batch "
                                "(first) dimension may be dynamic")
-        self.env[node.name] = Act(self.b.input(node.name, (1, *dims[1:])))
+        indices = str(val.dtype) in ("torch.int32", "torch.int64")  # into an embedding's table
+        self.env[node.name] = Act(self.b.input(node.name, (1, *dims[1:]),
+                                               "int32" if indices else "float32"))
 
     def _get_attr(self, node) -> None:
         value = self.ep.graph_module

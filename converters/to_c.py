@@ -32,6 +32,11 @@ def _size(shape) -> int:
     return math.prod(shape[1:])
 
 
+def _itemsize(graph: Graph) -> Callable[[str], int]:
+    """Bytes per element of each tensor: 1 (int8), 4 for a graph input of int32 indices."""
+    return lambda name: np.dtype(graph.tensors[name].dtype).itemsize
+
+
 def _c_array(ctype: str, name: str, values: np.ndarray) -> str:
     flat = np.asarray(values).reshape(-1)
     fmt = (lambda v: repr(float(np.float32(v))) + "f") if ctype == "float" else str
@@ -107,7 +112,7 @@ def check_supported(graph: Graph) -> None:
 def max_payload(graph: Graph) -> int:
     """The longest frame payload the firmware exchanges for ``graph`` (its link buffers' size):
     INFER_LAYERS requests, INFER replies (ticks per step + outputs), layer outputs, HELLO."""
-    inputs = sum(_size(graph.tensors[n].shape) for n in graph.inputs)
+    inputs = sum(_itemsize(graph)(n) * _size(graph.tensors[n].shape) for n in graph.inputs)
     outputs = sum(_size(graph.tensors[n].shape) for n in graph.outputs)
     layer = max(_size(graph.tensors[n.outputs[0]].shape) for n in graph.nodes)
     need = max(2 + inputs, 4 + 4 * len(graph.nodes) + outputs, 2 + layer, 64)
@@ -146,19 +151,20 @@ def memory_plan(graph: Graph, itemsize: int | Callable[[str], int] = 1,
 def ram_bytes(graph: Graph) -> int:
     """Static RAM the model's activations take on the board (its arena): what the fit check
     counts."""
-    return memory_plan(graph)[0].size
+    return memory_plan(graph, _itemsize(graph))[0].size
 
 
 def generate(graph: Graph) -> tuple[str, str, str]:
     """``(model.c, model.h, hash)``: the C sources and their content hash (16 hex digits)."""
     check_supported(graph)
     max_payload(graph)
-    plan, offsets = memory_plan(graph)
+    plan, offsets = memory_plan(graph, _itemsize(graph))
     w = _Writer(graph, plan, offsets)
     for i, node in enumerate(graph.nodes):
         w.calls.append(f"    case {i}: {_visitor(node.op)(w, i, node)} break;")
     spans = {
-        "inputs": [(offsets[n], _size(graph.tensors[n].shape)) for n in graph.inputs],
+        "inputs": [(offsets[n], _itemsize(graph)(n) * _size(graph.tensors[n].shape))
+                   for n in graph.inputs],
         "outputs": [(offsets[n], _size(graph.tensors[n].shape)) for n in graph.outputs],
         "steps": [(offsets[n.outputs[0]], _size(graph.tensors[n.outputs[0]].shape))
                   for n in graph.nodes],

@@ -134,7 +134,7 @@ class _Emitter:
         if name not in self.floats:
             self.floats[name] = (self._param(name) if name in self.graph.params
                                  else self._dequantize(name, self.graph.tensors[name].quant)
-                                 if self.int8 else name)
+                                 if self.int8 and self.graph.tensors[name].quant else name)
         return self.floats[name]
 
     def _param(self, name: str) -> str:

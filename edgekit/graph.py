@@ -265,9 +265,10 @@ def _validate(g: Graph) -> None:
                 f"tensor {name!r} has invalid shape {t.shape}")
         if t.quant is not None:
             _check_quant(name, t)
-        else:
-            _expect(t.dtype == "float32", f"tensor {name!r} is {t.dtype} without quantization "
-                    "parameters (scale, zero point), so its values mean nothing")
+        else:  # int32 without them: a graph input of indices (into embedding's table)
+            _expect(t.dtype == "float32" or (t.dtype == "int32" and name in g.inputs),
+                    f"tensor {name!r} is {t.dtype} without quantization parameters (scale, "
+                    "zero point), so its values mean nothing")
     for name, value in g.params.items():
         _expect(name in g.tensors, f"param {name!r} has no tensor entry")
         info = g.tensors[name]
@@ -296,6 +297,10 @@ def _validate(g: Graph) -> None:
                     f"{len(node.outputs)}")
             for slot, name in enumerate(node.inputs):
                 _expect(name in available, f"input {name!r} is not defined before this node")
+                t = g.tensors[name]
+                _expect((t.dtype == "int32" and t.quant is None) == (spec.indexed and slot == 0),
+                        f"input {slot} ({name!r}) is {t.dtype}: int32 indices go to the first "
+                        "input of an indexed op (embedding), and nothing else does")
                 if slot in spec.weight_inputs:
                     _expect(name in g.params, f"input {slot} ({name!r}) must be a param")
                     for z in g.tensors[name].quant.zero_point if g.tensors[name].quant else ():

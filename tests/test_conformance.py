@@ -36,6 +36,7 @@ class Case:
     torch_fn: Any = None
     positive_params: bool = False
     positive_inputs: bool = False  # the op's domain (log, sqrt)
+    indices: int = 0  # > 0: the first input holds int32 indices in [0, indices) (embedding)
 
 
 def _F():
@@ -113,6 +114,8 @@ CASES: dict[str, Case] = {
                         torch_fn=lambda x: _F().log_softmax(x, 1)),
     # -- matmul, embedding
     "matmul": Case([(2, 3, 4, 5), (2, 1, 5, 6)], torch_fn=lambda x, y: _torch().matmul(x, y)),
+    "embedding": Case([(2, 3, 4)], [(11, 6)], torch_fn=lambda i, w: _F().embedding(i, w),
+                      indices=11),
     # -- resize (nearest, bilinear)
     "resize": Case([(2, 3, 5, 6)], attrs={"size": [10, 12], "mode": "bilinear",
                                           "half_pixel": True},
@@ -134,6 +137,8 @@ def _arrays(case: Case, seed: int = 0) -> tuple[list[np.ndarray], list[np.ndarra
     xs = [rng.standard_normal(s).astype(np.float32) for s in case.inputs]
     if case.positive_inputs:
         xs = [np.abs(x) + np.float32(0.1) for x in xs]
+    if case.indices:
+        xs[0] = rng.integers(0, case.indices, case.inputs[0]).astype(np.int32)
     ps = [rng.standard_normal(s).astype(np.float32) * 0.5 for s in case.params]
     if case.positive_params:
     # the Graph's weight is output-channels-first; torch's conv_transpose2d takes (Cin, Cout)
@@ -149,7 +154,8 @@ def _arrays(case: Case, seed: int = 0) -> tuple[list[np.ndarray], list[np.ndarra
 def _graph(op: str, case: Case):
     _, ps = _arrays(case)
     b = GraphBuilder()
-    names = [b.input(f"x{i}", (1, *s[1:])) for i, s in enumerate(case.inputs)]
+    names = [b.input(f"x{i}", (1, *s[1:]), "int32" if case.indices and i == 0 else "float32")
+             for i, s in enumerate(case.inputs)]
     names += [b.param(p, f"p{i}") for i, p in enumerate(ps)]
     b.output(b.node(op, names, case.attrs, name=op))
     return b.build()
@@ -201,6 +207,8 @@ def _quantized_reference(q, xs):
         if name in q.params:
             v = q.params[name]
             values.append(v if t.quant is None else _real(v, t.quant))
+        elif t.quant is None:  # int32 indices
+            values.append(xs[slot])
         else:
             values.append(dequantize_array(quantize_array(xs[slot], t.quant), t.quant))
     return OPS[node.op].reference(*values, **node.attrs)
@@ -210,7 +218,8 @@ def _edgekit_int8(q, xs):
     from edgekit import deploy
     from edgekit.quant import quantize_array
 
-    raw = [quantize_array(x, q.tensors[n].quant) for x, n in zip(xs, q.inputs, strict=True)]
+    raw = [x if q.tensors[n].quant is None else quantize_array(x, q.tensors[n].quant)
+           for x, n in zip(xs, q.inputs, strict=True)]
     return raw, deploy(q, "cpu").run(raw if len(raw) > 1 else raw[0], raw=True)
 
 

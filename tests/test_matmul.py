@@ -161,3 +161,141 @@ def test_firmware_kernel_matches_the_runtime(tmp_path):
         lib.host_run(ptr(sample), ctypes.c_uint16(0), ptr(got))
         np.testing.assert_array_equal(got, want[i].reshape(-1))
     assert len(np.unique(want)) > 50  # not saturated to a few values
+
+
+# --- embedding: int32 index inputs ------------------------------------------------------------
+
+def _embedding_graph(rows: int = 5, features: int = 3):
+    b = GraphBuilder()
+    table = np.arange(rows * features, dtype=np.float32).reshape(rows, features) / 4
+    idx = b.input("idx", (1, 4), "int32")
+    y = b.node("embedding", [idx, b.param(table, "table")])
+    b.output(b.node("linear", [y, b.param(np.eye(features, dtype=np.float32), "w"),
+                               b.param(np.zeros(features, np.float32), "b")]))
+    return b.build(), table
+
+
+def _int8_embedding():
+    import edgekit
+
+    graph, table = _embedding_graph()
+    calibration = np.random.default_rng(0).integers(0, 5, (32, 4))  # int64, as numpy makes them
+    return edgekit.quantize(graph, calibration), table
+
+
+@pytest.mark.parametrize("target", ["cpu", "cpu:onnxruntime", "cpu:litert", "cpu:tflite-micro",
+                                    "mcu:qemu"])
+def test_indices_outside_the_table_are_refused_by_every_session(target):
+    import edgekit
+    from edgekit.targets import get_target
+
+    ok, why = get_target(target).available()
+    if not ok:
+        pytest.skip(f"{target}: {why}")
+    q, table = _int8_embedding()
+    graph = q if target in ("cpu:tflite-micro", "mcu:qemu") else _embedding_graph()[0]
+    with edgekit.deploy(graph, target) as session:
+        good = np.array([[0, 4, 2, 2]], np.int64)
+        np.testing.assert_allclose(session.run(good), table[good], atol=0.02)
+        for bad, first in (([0, 5, 1, 1], 5), ([-1, 0, 0, 0], -1), ([2**40, 0, 0, 0], 2**40)):
+            with pytest.raises(EdgekitError, match=rf"1 index\(es\) outside \[0, 5\) \(the first, "
+                                                   rf"{first}, at index \(0, \d\)\)"):
+                session.run(np.array([bad], np.int64))
+        with pytest.raises(EdgekitError, match="expected int32 data, got float32"):
+            session.run(good.astype(np.float32))
+
+
+def test_kernels_clamp_what_the_edge_would_refuse(tmp_path):
+    """A raw frame reaches the board without the host's check: the firmware's gather and the
+    runtime's clamp an index to the table rather than read outside it."""
+    from test_firmware_kernels import compile_library, ptr
+
+    from edgekit.firmware_bridge.build import FIRMWARE
+    from edgekit.runtime.kernels.matmul import gather_rows
+
+    table = np.arange(15, dtype=np.int8).reshape(5, 3)
+    indices = np.array([-(2**31), -1, 0, 4, 5, 2**31 - 1], np.int32)
+    want = table[np.clip(indices, 0, 4)]
+    got = np.zeros_like(want)
+    gather_rows(indices, table, got)
+    np.testing.assert_array_equal(got, want)
+    lib = compile_library(tmp_path, '#include "ek_kernels.h"\n', str(FIRMWARE / "ek_matmul.c"))
+    got = np.zeros_like(want)
+    lib.ek_gather_rows(ctypes.c_int32(6), ctypes.c_int32(5), ctypes.c_int32(3), ptr(indices),
+                       ptr(table), ptr(got))
+    np.testing.assert_array_equal(got, want)
+
+
+def test_index_inputs_are_checked_where_the_graph_is():
+    """An int32 input feeds embedding's indices and nothing else; embedding's indices are
+    int32; the quantizer leaves them alone and they survive a save and load."""
+    import edgekit
+
+    b = GraphBuilder()
+    with pytest.raises(EdgekitError, match="int32 indices go to the first input of an indexed"):
+        b.output(b.node("relu", [b.input("idx", (1, 4), "int32")]))
+        b.build()
+    b = GraphBuilder()
+    with pytest.raises(EdgekitError, match="int32 indices go to the first input of an indexed"):
+        y = b.node("embedding", [b.input("x", (1, 4)), b.param(np.ones((5, 3)), "t")])
+        b.output(y)
+        b.build()
+    q, _ = _int8_embedding()
+    assert (q.tensors["idx"].dtype, q.tensors["idx"].quant) == ("int32", None)
+    table = q.tensors[q.nodes[0].inputs[1]]
+    assert table.dtype == "int8" and table.quant.axis is None
+    assert q.tensors[q.nodes[0].outputs[0]].quant.to_json() == table.quant.to_json()
+    with pytest.raises(EdgekitError, match="expected integer indices, got float32"):
+        edgekit.quantize(_embedding_graph()[0], np.zeros((3, 4), np.float32))
+
+
+def test_embedding_from_torch_and_onnx(tmp_path):
+    torch = pytest.importorskip("torch")
+    pytest.importorskip("onnx")
+    from onnx import TensorProto, helper, numpy_helper
+
+    import edgekit
+
+    net = torch.nn.Sequential(torch.nn.Embedding(7, 4), torch.nn.Flatten(), torch.nn.Linear(12, 2))
+    idx = np.random.default_rng(4).integers(0, 7, (5, 3))
+    graph = edgekit.from_torch(net, (torch.from_numpy(idx[:1]),))
+    assert _ops(graph) == ["embedding", "reshape", "linear"], _ops(graph)
+    assert graph.tensors[graph.inputs[0]].dtype == "int32"
+    with torch.no_grad():
+        want = net(torch.from_numpy(idx)).numpy()
+    np.testing.assert_allclose(Executor(graph).run(idx), want, rtol=1e-5, atol=1e-5)
+
+    table = np.random.default_rng(5).standard_normal((7, 4)).astype(np.float32)
+    model = helper.make_model(helper.make_graph(
+        [helper.make_node("Gather", ["table", "idx"], ["y"], axis=0)], "gather",
+        [helper.make_tensor_value_info("idx", TensorProto.INT64, ["N", 3])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 3, 4])],
+        [numpy_helper.from_array(table, "table")]),
+        opset_imports=[helper.make_opsetid("", 17)])
+    graph = edgekit.from_onnx(model)
+    assert _ops(graph) == ["embedding"]
+    np.testing.assert_array_equal(Executor(graph).run(idx), table[idx])
+
+
+def test_cli_runs_an_embedding_and_refuses_a_bad_index_in_one_line(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    graph, table = _embedding_graph()
+    graph.save(tmp_path / "emb.ekm")
+    np.save(tmp_path / "good.npy", np.array([[0, 1, 2, 4]]))
+    np.save(tmp_path / "bad.npy", np.array([[0, 1, 2, 9]]))
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+
+    def cli(*args):
+        return subprocess.run([sys.executable, "-m", "edgekit.cli", *args], capture_output=True,
+                              text=True, env=env, timeout=300)
+
+    ok = cli("run", str(tmp_path / "emb.ekm"), "--input", str(tmp_path / "good.npy"), "--output",
+             str(tmp_path / "y.npy"))
+    assert ok.returncode == 0, ok.stderr
+    np.testing.assert_allclose(np.load(tmp_path / "y.npy"), table[[[0, 1, 2, 4]]], atol=1e-6)
+    bad = cli("run", str(tmp_path / "emb.ekm"), "--input", str(tmp_path / "bad.npy"))
+    assert bad.returncode == 2
+    assert len(bad.stderr.strip().splitlines()) == 1 and "outside [0, 5)" in bad.stderr

@@ -52,6 +52,9 @@ class OpDef:
     # layernorm's gamma and beta stay float32: it computes in float inside its int8 kernel)
     int8_weights: bool = False
     neuron: bool = False  # a spiking neuron: keeps a membrane across the Graph's time steps
+    # its first input holds int32 indices into the rows of its second (embedding's table): a
+    # graph input without quantization; the runtime picks its kernel by the second's dtype
+    indexed: bool = False
     int8_spiking: bool = False  # an integer op of int8 spiking Graphs only (ops/spiking.py)
     impls: dict[str, Impl] = field(default_factory=dict)
     reasons: dict[str, str] = field(default_factory=dict)

@@ -126,6 +126,8 @@ def _feed(graph: Graph, name: str, x: np.ndarray, raw: bool,
         raise EdgekitError(f"input {name!r}: raw=True takes int8 data, got {x.dtype}")
     if not np.can_cast(x.dtype, info.dtype, "same_kind"):
         raise EdgekitError(f"input {name!r}: expected {info.dtype} data, got {x.dtype}")
+    if info.dtype == "int32":
+        _require_indices(graph, name, x)
     given = x.dtype
     with np.errstate(over="ignore"):  # float64 beyond float32's range becomes inf: refused below
         x = np.ascontiguousarray(x, dtype=info.dtype)
@@ -133,6 +135,27 @@ def _feed(graph: Graph, name: str, x: np.ndarray, raw: bool,
                                                f"as {info.dtype}, from {given}; ")
                     + "pass allow_nonfinite=True to run them anyway")
     return x
+
+
+def index_rows(graph: Graph, name: str) -> int:
+    """How many rows the int32 indices of graph input ``name`` may pick: the fewest of the
+    tables it indexes (``OpDef.indexed`` ops read them as their first input)."""
+    from edgekit.ops import OPS
+
+    return min(graph.tensors[n.inputs[1]].shape[0] for n in graph.nodes
+               if OPS[n.op].indexed and n.inputs[0] == name)
+
+
+def _require_indices(graph: Graph, name: str, x: np.ndarray) -> None:
+    """Raise, naming input ``name``, unless every index in ``x`` lies in [0, rows): no backend
+    may read outside its table (the kernels clamp, so a wrong row is all one could get)."""
+    rows = index_rows(graph, name)
+    bad = (x < 0) | (x >= rows)
+    if bad.any():
+        first = tuple(int(i) for i in np.argwhere(bad)[0])
+        raise EdgekitError(f"input {name!r} holds {int(bad.sum())} index(es) outside [0, {rows})"
+                           f" (the first, {x[first]}, at index {first}); the table has {rows} "
+                           "rows")
 
 
 def _require_finite(name: str, x: np.ndarray, allow: bool, advice: str) -> None:

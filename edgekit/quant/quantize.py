@@ -98,7 +98,8 @@ def _arrays(data: Any) -> list[Any]:
 
 
 def calibration_feeds(graph: Graph, data: Any) -> dict[str, np.ndarray]:
-    """Calibration samples by graph input, float32, checked: shape, non-empty, finite."""
+    """Calibration samples by graph input, float32 (int32 indices stay integers), checked:
+    shape, non-empty, finite."""
     names = graph.inputs
     if isinstance(data, dict) and set(data) != set(names):
         raise EdgekitError(f"calibration data has inputs {sorted(data)}, the graph takes {names}")
@@ -119,7 +120,10 @@ def calibration_feeds(graph: Graph, data: Any) -> dict[str, np.ndarray]:
         if not np.isfinite(x).all():
             raise EdgekitError(f"calibration data for input {name!r} holds NaN or infinity "
                                f"({int((~np.isfinite(x)).sum())} values)")
-        feeds[name] = np.ascontiguousarray(x, np.float32)
+        if graph.tensors[name].dtype == "int32" and x.dtype.kind not in "iu":
+            raise EdgekitError(f"calibration data for input {name!r}: expected integer indices, "
+                               f"got {x.dtype}")
+        feeds[name] = np.ascontiguousarray(x, graph.tensors[name].dtype)
     if len({x.shape[0] for x in feeds.values()}) > 1:
         raise EdgekitError("calibration data: the inputs have different numbers of samples "
                            f"{[x.shape[0] for x in feeds.values()]}")
@@ -136,8 +140,9 @@ def _check_params_finite(graph: Graph) -> None:
 
 def _value_quants(g: Graph, ranges: dict[str, Range]) -> dict[str, QuantParams]:
     """The int8 quantization of every value tensor: activations, and params that ops read as
-    data (add/mul/concat operands), which take their range from their own values."""
-    ranges = dict(ranges)
+    data (add/mul/concat operands), which take their range from their own values. int32
+    indices stay as they are."""
+    ranges = {name: r for name, r in ranges.items() if g.tensors[name].dtype == "float32"}
     for node in g.nodes:
         for slot, name in enumerate(node.inputs):
             if name in g.params and slot not in OPS[node.op].weight_inputs:
@@ -167,7 +172,8 @@ def _share_groups(g: Graph, names: dict[str, Range]) -> dict[str, str]:
     for node in g.nodes:
         if OPS[node.op].quant in SHARED_INPUTS:
             for name in node.inputs[SHARED_INPUTS[OPS[node.op].quant]]:
-                parent[find(name)] = find(node.outputs[0])
+                if name in parent:  # not int32 indices
+                    parent[find(name)] = find(node.outputs[0])
     return {name: find(name) for name in names}
 
 

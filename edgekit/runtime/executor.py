@@ -19,7 +19,7 @@ import numpy as np
 
 from edgekit.errors import EdgekitError
 from edgekit.graph import Graph
-from edgekit.ops import implementations
+from edgekit.ops import OPS, implementations
 from edgekit.quant.edge import dequantizer, graph_feeds, quantizer, require_finite_outputs
 from edgekit.runtime.planner import Buffer, GreedyPlanner, NaivePlanner, Plan, Planner
 from edgekit.runtime.registry import Kernel, Step
@@ -169,8 +169,8 @@ class _Edge:
     quantizer of a lone graph input, the dequantizer of each int8 output."""
 
     def __init__(self, graph: Graph):
-        self.single = None
-        if len(graph.inputs) == 1:
+        self.single = None  # int32 indices take graph_feeds' path: their range is checked
+        if len(graph.inputs) == 1 and graph.tensors[graph.inputs[0]].dtype != "int32":
             info = graph.tensors[graph.inputs[0]]
             self.single = (graph.inputs[0], info,
                            quantizer(info.quant) if info.dtype == "int8" else None)
@@ -194,7 +194,7 @@ def _kernels_for(graph: Graph) -> list[Kernel]:
     """The kernel of every node, keyed by op and input dtype; all missing ones in one error."""
     found, missing = [], []
     for i, node in enumerate(graph.nodes):
-        dtype = graph.tensors[node.inputs[0]].dtype
+        dtype = graph.tensors[node.inputs[1 if OPS[node.op].indexed else 0]].dtype
         found.append(find_kernel(node.op, dtype))
         if found[-1] is None:
             missing.append(f"{node.op} on {dtype} (node {i} {node.name!r})")

@@ -22,7 +22,8 @@ REFERENCE: dict[str, Callable[..., np.ndarray]] = {
 
 def evaluate(graph: Graph, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """Every tensor of ``graph`` (inputs, params and each node's output) for the given inputs."""
-    values = {**graph.params, **{k: np.asarray(v, np.float32) for k, v in feeds.items()}}
+    values = {**graph.params, **{k: np.asarray(v, np.int32 if graph.tensors[k].dtype == "int32"
+                                               else np.float32) for k, v in feeds.items()}}
     for node in graph.nodes:
         if node.op not in REFERENCE:
             raise EdgekitError(f"no reference for op {node.op!r}; it has: {sorted(REFERENCE)}")

@@ -1,5 +1,7 @@
 /* int8 batched matmul (edgekit.ops.matmul), bit-exact with the runtime's int8_batch_matmul and
- * tflite-micro's BATCH_MATMUL. */
+ * tflite-micro's BATCH_MATMUL, and embedding's row gather (edgekit.ops.embedding). */
+#include <string.h>
+
 #include "ek_arith.h"
 #include "ek_kernels.h"
 
@@ -18,5 +20,16 @@ void ek_matmul(const ek_matmul_t *p, const int8_t *x, const int8_t *y, int8_t *o
                 dst[i * p->p + j] = ek_requantize(acc, p->mult, p->shift, p->zo, -128, 127);
             }
         }
+    }
+}
+
+void ek_gather_rows(int32_t count, int32_t rows, int32_t features, const int8_t *indices,
+                    const int8_t *table, int8_t *out) {
+    const uint8_t *bytes = (const uint8_t *)indices;
+    for (int32_t r = 0; r < count; r++, bytes += 4, out += features) {
+        int32_t i = (int32_t)((uint32_t)bytes[0] | (uint32_t)bytes[1] << 8
+                              | (uint32_t)bytes[2] << 16 | (uint32_t)bytes[3] << 24);
+        i = i < 0 ? 0 : i >= rows ? rows - 1 : i;
+        memcpy(out, table + i * features, (size_t)features);
     }
 }

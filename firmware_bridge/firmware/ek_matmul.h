@@ -14,4 +14,11 @@ typedef struct {
 
 void ek_matmul(const ek_matmul_t *p, const int8_t *x, const int8_t *y, int8_t *out);
 
+/* embedding: out row r = table row indices[r] (``features`` int8 values each) for ``count``
+ * int32 indices stored little-endian from ``indices`` (read byte-wise: no alignment assumed).
+ * An index outside [0, rows) is clamped to the table: the host refuses them, and a raw frame
+ * must still never make the board read outside its table. */
+void ek_gather_rows(int32_t count, int32_t rows, int32_t features, const int8_t *indices,
+                    const int8_t *table, int8_t *out);
+
 #endif

@@ -1,5 +1,6 @@
-"""The int8 batched matrix product of two activations, as tflite-micro's BATCH_MATMUL computes
-it: exact int32 sums of ``(x - zx) * (y - zy)``, one requantization (``numerics.arith``).
+"""Kernels of the matmul family: the int8 batched matrix product of two activations, as
+tflite-micro's BATCH_MATMUL computes it (exact int32 sums of ``(x - zx) * (y - zy)``, one
+requantization: ``numerics.arith``), and the row gather of embedding.
 
 The arithmetic comes from ``edgekit.numerics.arith`` (inlined): numba's on-disk cache does not see
 changes to that file, so clear the cache (``NUMBA_CACHE_DIR`` or ``__pycache__``) after editing it.
@@ -32,3 +33,14 @@ def int8_batch_matmul(x, y, x_index, y_index, zx, zy, multiplier, shift, zero_po
                     for t in range(k):
                         acc = np.int32(acc + (np.int32(xs[i, t]) - np.int32(zx)) * column[t])
                     dst[i, j] = requantize(acc, multiplier, shift, zero_point, lo, hi)
+
+
+@njit(cache=True)
+def gather_rows(indices, table, out):
+    """``out[r] = table[indices[r]]`` (embedding; float32 or int8 tables alike). Sessions
+    refuse indices outside the table; an index that gets here anyway (raw arrays) is clamped
+    to it, so no kernel ever reads outside its table."""
+    last = table.shape[0] - 1
+    for r in range(indices.shape[0]):
+        i = indices[r]
+        out[r, :] = table[0 if i < 0 else last if i > last else i, :]
