@@ -271,3 +271,36 @@ def test_glu_over_the_batch_is_refused():
 
     with pytest.raises(UnsupportedOpsError, match="glu across the batch"):
         edgekit.from_torch(Fn(), (torch.randn(2, 4),))
+
+
+def test_tflite_reads_channels_last_tensors_with_the_axes_moved():
+    """After a conv the TFLite writer holds tensors NHWC: the reductions' axes, the layout of
+    an output without keepdims and log_softmax's axis follow it (LiteRT in float32, tflite-micro
+    bit for bit in int8)."""
+    from edgekit.quant import quantize_array
+    from edgekit.targets import get_target
+
+    for name in ("cpu:litert", "cpu:tflite-micro"):
+        ok, why = get_target(name).available()
+        if not ok:
+            pytest.skip(f"{name}: {why}")
+    rng = np.random.default_rng(4)
+    b = GraphBuilder()
+    x = b.input("x", (1, 3, 6, 5))
+    y = b.node("conv2d", [x, b.param(rng.standard_normal((4, 3, 3, 3)) * 0.3, "w"),
+                          b.param(np.zeros(4), "b")], {"padding": [1, 1, 1, 1]})
+    b.output(b.node("reduce_sum", [y], {"axes": [1, 3]}))
+    b.output(b.node("reduce_max", [y], {"axes": [2], "keepdims": True}))
+    b.output(b.node("reduce_mean", [y], {"axes": [1]}))
+    b.output(b.node("log_softmax", [y], {"axis": 1}))
+    graph = b.build()
+    xs = rng.standard_normal((8, 3, 6, 5)).astype(np.float32)
+    want = Executor(graph).run(xs)
+    for got, ref in zip(edgekit.deploy(graph, "cpu:litert").run(xs), want, strict=True):
+        np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-5)
+    q = edgekit.quantize(graph, xs)
+    raw = quantize_array(xs, q.tensors["x"].quant)
+    ours = edgekit.deploy(q, "cpu").run(raw, raw=True)
+    theirs = edgekit.deploy(q, "cpu:tflite-micro").run(raw, raw=True)
+    for a, b_ in zip(theirs, ours, strict=True):
+        np.testing.assert_array_equal(a, b_)
