@@ -121,6 +121,12 @@ CASES: dict[str, Case] = {
                                           "half_pixel": True},
                    torch_fn=lambda x: _F().interpolate(x, scale_factor=2, mode="bilinear")),
     # -- transposed convolution, 1-D pooling
+    # the Graph's weight is output-channels-first; torch's conv_transpose2d takes (Cin, Cout)
+    "conv_transpose2d": Case([(2, 4, 5, 5)], [(6, 4, 3, 3), (6,)],
+                             {"stride": [2, 2], "padding": [1, 1, 1, 1],
+                              "output_padding": [1, 1]},
+                             lambda x, w, b: _F().conv_transpose2d(x, w.transpose(0, 1), b, 2,
+                                                                   1, 1)),
     # -- spiking
     "if_neuron": Case([(2, 6)], [(6,)], {"reset": "subtract"}, positive_params=True),
     "lif_neuron": Case([(2, 6)], [(6,)], {"reset": "zero", "leak": 0.8}, positive_params=True),
@@ -141,12 +147,6 @@ def _arrays(case: Case, seed: int = 0) -> tuple[list[np.ndarray], list[np.ndarra
         xs[0] = rng.integers(0, case.indices, case.inputs[0]).astype(np.int32)
     ps = [rng.standard_normal(s).astype(np.float32) * 0.5 for s in case.params]
     if case.positive_params:
-    # the Graph's weight is output-channels-first; torch's conv_transpose2d takes (Cin, Cout)
-    "conv_transpose2d": Case([(2, 4, 5, 5)], [(6, 4, 3, 3), (6,)],
-                             {"stride": [2, 2], "padding": [1, 1, 1, 1],
-                              "output_padding": [1, 1]},
-                             lambda x, w, b: _F().conv_transpose2d(x, w.transpose(0, 1), b, 2,
-                                                                   1, 1)),
         ps = [np.abs(p) + 0.5 for p in ps]
     return xs, ps
 
