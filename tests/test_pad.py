@@ -246,3 +246,44 @@ def test_other_pads_stay_before_the_conv(model):
     with torch.no_grad():
         np.testing.assert_allclose(edgekit.deploy(graph, "cpu").run(x.numpy()),
                                    model(x).numpy(), atol=1e-5)
+
+
+@pytest.mark.parametrize("mode, pads", [("replicate", [1, 2, 0, 0, 1, 3]),
+                                        ("reflect", [0, 1, 2, 0, 2, 1]),
+                                        ("constant", [2, 0, 1, 1, 1, 0])])
+def test_pad_between_convolutions_on_tflite(mode, pads):
+    """A pad the fold leaves (another mode, or the channel axis) reads the conv's NHWC tensor
+    and pads it there, without a transpose: LiteRT agrees with the reference in float,
+    tflite-micro with the int8 runtime bit for bit."""
+    from test_writers import _opcodes
+
+    import edgekit
+    from edgekit.converters.to_tflite import tflite_model
+    from edgekit.quant import quantize_array
+    from edgekit.runtime import Executor, reference
+    from edgekit.targets import get_target
+
+    rng = np.random.default_rng(0)
+    b = GraphBuilder()
+    x = b.node("conv2d", [b.input("x", (1, 3, 6, 6)), b.param(rng.standard_normal((4, 3, 3, 3)),
+                                                              "w0")], {"activation": "relu"})
+    y = b.node("pad", [x], {"pads": pads, "mode": mode, **({"value": -0.5} if mode == "constant"
+                                                           else {})})
+    c = b.shape(y)[1]
+    b.output(b.node("conv2d", [y, b.param(rng.standard_normal((5, c, 3, 3)), "w1"),
+                               b.param(rng.standard_normal(5), "b1")], {"stride": [2, 2]}))
+    graph = b.build()
+    assert [n.op for n in graph.nodes] == ["conv2d", "pad", "conv2d"]
+    xs = rng.standard_normal((3, 3, 6, 6)).astype(np.float32)
+    assert "TRANSPOSE" not in _opcodes(tflite_model(graph))
+
+    for target in ("cpu:litert", "cpu:tflite-micro"):
+        if not get_target(target).available()[0]:
+            pytest.skip(f"{target} unavailable")
+    want = reference.evaluate(graph, {"x": xs})[graph.outputs[0]]
+    np.testing.assert_allclose(edgekit.deploy(graph, "cpu:litert").run(xs), want, atol=1e-4)
+    q = edgekit.quantize(graph, xs)
+    xq = quantize_array(xs, q.tensors[q.inputs[0]].quant)
+    with edgekit.deploy(q, "cpu:tflite-micro") as session:
+        np.testing.assert_array_equal(session.run(xq, raw=True),
+                                      Executor(q).run(xq, raw=True))
