@@ -220,7 +220,7 @@ def _pad_onnx(e, node, ins):
     a = node.attrs
     k = len(a["pads"]) // 2
     pads = e.const(np.asarray([0, *a["pads"][:k], 0, *a["pads"][k:]], np.int64))
-    mode = {v: k for k, v in _ONNX_MODES.items()}[a["mode"]]
+    mode = next(onnx for onnx, ours in _ONNX_MODES.items() if ours == a["mode"])
     extra = [e.const(np.float32(a["value"]))] if a["mode"] == "constant" else []
     return e.add("Pad", [ins[0], pads, *extra], mode=mode)
 
@@ -264,5 +264,6 @@ pad.unsupported("learn", "edgekit.learn's blocks are a conv2d/linear, an activat
 
 from edgekit.ops.spiking import no_spiking_form  # noqa: E402
 
-no_spiking_form(pad, "spiking Graphs pad inside their convolutions; a separate pad has no "
-                     "spiking form")
+no_spiking_form(pad, "to_snn converts chains of convolutions, pools and linear layers; a "
+                     "separate pad has no spiking kernel (a zero pad before a conv is folded "
+                     "into the conv at import)")
