@@ -138,6 +138,21 @@ def test_torch_1d_is_a_resize_between_reshapes(kw):
     _same(Executor(graph).run(x), module(torch.from_numpy(x)).numpy(), graph.nodes[1].attrs["mode"])
 
 
+def test_torch_1d_nearest_exact_is_refused_where_torch_rounds_otherwise():
+    """torch's 1-D nearest-exact reads input 1 for output 20 of 2 -> 41 ((20 + 0.5) * 2 / 41
+    is 1 exactly); its 2-D kernel and TFLite compute 0.99999994 in float32 and read 0."""
+    torch = pytest.importorskip("torch")
+    import edgekit
+
+    _, program = _export(_interp(size=41, mode="nearest-exact"), _x((1, 3, 2)))
+    with pytest.raises(EdgekitError, match="_upsample_nearest_exact1d from 2 to 41"):
+        edgekit.from_torch(program)
+    x = _x((2, 3, 4, 2))
+    module, program = _export(_interp(size=(5, 41), mode="nearest-exact"), x[:1])
+    np.testing.assert_array_equal(Executor(edgekit.from_torch(program)).run(x),
+                                  module(torch.from_numpy(x)).numpy())
+
+
 @pytest.mark.parametrize("call", ["upsample_nearest2d", "upsample_bilinear2d"])
 def test_torch_default_overloads_with_per_axis_scales(call):
     """The non-.vec overloads (output_size, then align_corners for bilinear, then one scale
@@ -158,8 +173,9 @@ def test_torch_default_overloads_with_per_axis_scales(call):
 @pytest.mark.parametrize(("kw", "message"), [
     (dict(size=(7, 9), mode="bicubic"), "upsample_bicubic2d: bicubic and antialiased"),
     (dict(size=(7, 9), mode="bilinear", antialias=True), "_upsample_bilinear2d_aa: bicubic"),
-    (dict(scale_factor=1.5, mode="bilinear"), r"scale 1.5 maps 7 outputs onto 5 inputs"),
-    (dict(scale_factor=1.3), r"scale 1.3 maps 6 outputs onto 5 inputs"),  # row 5: 3 vs 4
+    (dict(scale_factor=1.5, mode="bilinear"),
+     "upsample_bilinear2d from 5 to 7: torch reads other source positions"),
+    (dict(scale_factor=1.3), "upsample_nearest2d from 5 to 6: torch reads other"),  # 3, not 4
 ])
 def test_torch_refuses_what_no_backend_matches(kw, message):
     """One EdgekitError naming the call; a scale factor whose 1/scale differs from in/out
@@ -208,8 +224,6 @@ def _onnx_resize(hw, opset=13, scales=None, sizes=None, **attrs):
 
 ONNX_RULES = [
     dict(mode="nearest", coordinate_transformation_mode="asymmetric", nearest_mode="floor"),
-    dict(mode="nearest", coordinate_transformation_mode="half_pixel",
-         nearest_mode="round_prefer_ceil"),
     dict(mode="nearest", coordinate_transformation_mode="align_corners",
          nearest_mode="round_prefer_ceil"),
     dict(mode="nearest", coordinate_transformation_mode="tf_half_pixel_for_nn",
@@ -241,6 +255,8 @@ def test_onnx_resize_imports_as_onnx_runtime_computes_it(attrs, given):
     (dict(mode="cubic"), "Resize\\(mode=cubic"),
     (dict(mode="nearest", coordinate_transformation_mode="asymmetric"),
      "nearest_mode=round_prefer_floor"),
+    (dict(mode="nearest", coordinate_transformation_mode="half_pixel",
+          nearest_mode="round_prefer_ceil"), "half_pixel, nearest_mode=round_prefer_ceil"),
     (dict(mode="linear", coordinate_transformation_mode="tf_crop_and_resize"),
      "coordinate_transformation_mode=tf_crop_and_resize"),
 ])
@@ -263,6 +279,21 @@ def test_onnx_scales_that_are_no_nchw_resize_are_one_error(scales):
                                        nearest_mode="floor"))
 
 
+def test_onnx_nearest_where_onnx_runtime_picks_other_rows_is_refused():
+    """14 -> 2 asymmetric: ONNX Runtime computes 1 / (2 / 14) = 6.9999998 and reads row 6;
+    TFLite's 1 * (14 / 2) reads row 7."""
+    ort = pytest.importorskip("onnxruntime")
+    import edgekit
+
+    model = _onnx_resize((14, 6), sizes=[1, 3, 2, 12], mode="nearest",
+                         coordinate_transformation_mode="asymmetric", nearest_mode="floor")
+    x = np.arange(14, dtype=np.float32)[None, None, :, None].repeat(3, 1).repeat(6, 3)
+    assert ort.InferenceSession(model.SerializeToString()).run(None, {"x": x})[0][0, 0, 1, 0] \
+        == 6
+    with pytest.raises(EdgekitError, match=r"Resize\(nearest, asymmetric\) from 14 to 2"):
+        edgekit.from_onnx(model)
+
+
 def test_onnx_scales_that_are_not_in_over_out_are_refused():
     """scales 1.5 on 5 rows: ONNX Runtime reads dst / 1.5, TFLite dst * 5 / 7 (bilinear)."""
     pytest.importorskip("onnx")
@@ -270,23 +301,35 @@ def test_onnx_scales_that_are_not_in_over_out_are_refused():
 
     model = _onnx_resize((5, 6), scales=[1, 1, 1.5, 2], mode="linear",
                          coordinate_transformation_mode="half_pixel")
-    with pytest.raises(EdgekitError, match="scale 1.5 maps 7 outputs onto 5 inputs"):
+    with pytest.raises(EdgekitError, match=r"scales=1.5\): 5 -> 7 reads other source positions"):
         edgekit.from_onnx(model)
 
 
 @pytest.mark.parametrize("rule", RULES, ids=lambda r: "-".join(map(str, r)))
 def test_written_onnx_runs_on_onnx_runtime_and_reads_back(rule):
+    """Float32 as the reference, int8 (QDQ) within a step of the runtime; a Resize reads back
+    as the same op. Nearest is two Gathers where ONNX Runtime's Resize would pick other rows
+    (half-pixel always; 14 -> 2 asymmetric reads row 6 for output 1 where TFLite reads 7)."""
     import edgekit
     from edgekit.converters.to_onnx import onnx_model
+    from edgekit.quant import quantize_array
 
     _target_or_skip("cpu:onnxruntime")
-    for hw, size in SIZES:
+    for hw, size in [*SIZES, ((14, 5), [2, 9])]:
         graph = _graph(hw, size, *rule)
         x = _x((2, 3, *hw))
         want = reference.evaluate(graph, {"x": x})["r"]
         _same(deploy(graph, "cpu:onnxruntime").run(x), want, rule[0])
-        back = edgekit.from_onnx(onnx_model(graph))
-        assert back.nodes[0].attrs == graph.nodes[0].attrs
+        q = quantize(graph, x)
+        raw = quantize_array(x, q.tensors["x"].quant)
+        ours = deploy(q, "cpu").run(raw, raw=True)
+        theirs = deploy(q, "cpu:onnxruntime").run(raw, raw=True)
+        assert np.abs(theirs.astype(int) - ours).max() <= (0 if rule[0] == "nearest" else 1)
+        ops = [n.op_type for n in onnx_model(graph).graph.node]
+        gathers = rule[0] == "nearest" and (rule[2] or hw[0] == 14 and not rule[1])
+        assert ("Gather" in ops) == gathers, ops
+        if not gathers:
+            assert edgekit.from_onnx(onnx_model(graph)).nodes[0].attrs == graph.nodes[0].attrs
 
 
 # --- every rule on the runtime, LiteRT, gpu; int8 bit for bit with tflite-micro --------------

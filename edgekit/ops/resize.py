@@ -126,24 +126,15 @@ def _int8(ins, out, *, quant, **attrs):
 
 # --- importers --------------------------------------------------------------------------------
 
-def _fits(what, n_in, n_out, scale, mode, half_pixel):
-    """Refuse a scale factor whose coordinates differ from ``in / out``'s: torch (without
-    recompute_scale_factor) and ONNX Runtime map ``dst`` through ``1 / scale`` while TFLite and
-    the Graph use ``in / out``; equal float32 ratios agree, and nearest may still pick the same
-    rows."""
+def _fits(n_in, n_out, scale):
+    """Refuse an ONNX linear Resize's scale whose coordinates are not ``in / out``'s: ONNX
+    Runtime maps ``dst`` through the given scale, TFLite and the Graph through ``out / in``
+    (alike when equal in float32)."""
     from edgekit.converters.from_torch import Unsupported
 
-    ratio = np.float32(1.0 / scale)
-    if ratio == np.float32(n_in) / np.float32(n_out):
-        return
-    if mode == "nearest":
-        pos = (np.arange(n_out, dtype=np.float32) + np.float32(0.5 if half_pixel else 0)) * ratio
-        if np.array_equal(np.minimum(np.floor(pos).astype(np.int64), n_in - 1),
-                          _coords(n_in, n_out, mode, False, half_pixel)):
-            return
-    raise Unsupported(f"{what}: scale {scale:g} maps {n_out} outputs onto {n_in} inputs other "
-                      f"than {n_in}/{n_out} does (TFLite's rule); give the size, or "
-                      "recompute_scale_factor=True")
+    if np.float32(scale) != np.float32(n_out) / np.float32(n_in):
+        raise Unsupported(f"Resize(scales={scale:g}): {n_in} -> {n_out} reads other source "
+                          f"positions than {n_out}/{n_in} (TFLite's rule); give the sizes")
 
 
 _TORCH_NAMES = ("upsample_nearest2d", "_upsample_nearest_exact2d", "upsample_bilinear2d",
@@ -152,10 +143,12 @@ _TORCH_NAMES = ("upsample_nearest2d", "_upsample_nearest_exact2d", "upsample_bil
 
 
 @resize.implements("torch", names=_TORCH_NAMES)
-def _torch(c, x, output_size, *rest):
-    """F.interpolate / nn.Upsample as torch.export records them: ``.vec`` (output_size or
-    scale_factors) or the default overload (output_size, then one scale per axis), with
-    align_corners first for the linear modes. The output size is the one torch recorded."""
+def _torch(c, x, *args, **kwargs):
+    """F.interpolate / nn.Upsample as torch.export records them (align_corners is the second
+    argument of the linear modes, in every overload); the output size is the one torch
+    recorded. The call is checked by running it on ramps (``_torch_reads``), so a scale_factor
+    torch maps through ``1 / scale`` rather than ``in / out`` is taken only where both read the
+    same source positions."""
     from edgekit.converters.from_torch import Unsupported
 
     aten = c.aten
@@ -163,38 +156,74 @@ def _torch(c, x, output_size, *rest):
         raise Unsupported(f"{aten}: bicubic and antialiased interpolation have no TFLite or "
                           "firmware kernel to match exactly; use nearest or bilinear")
     linear = "linear" in aten
-    align_corners = bool(rest[0]) if linear else False
-    scales = list(rest[1:] if linear else rest)
-    if len(scales) == 1 and (scales[0] is None or isinstance(scales[0], (list, tuple))):
-        scales = list(scales[0] or [])  # .vec's scale_factors
+    align_corners = bool(args[1]) if linear else False
+    attrs = {"mode": "bilinear" if linear else "nearest", "align_corners": align_corners,
+             "half_pixel": "exact" in aten or (linear and not align_corners)}
     shape = c.b.shape(x.name)
     out = [int(d) for d in c.shape(c.node)[2:]]
-    half_pixel = "exact" in aten or (linear and not align_corners)
-    mode = "bilinear" if linear else "nearest"
-    if not align_corners:
-        for n_in, n_out, s in zip(shape[2:], out, scales, strict=False):
-            if s is not None and s > 0:
-                _fits(f"{aten}(scale_factor={s:g})", n_in, n_out, s, mode, half_pixel)
-    attrs = {"mode": mode, "align_corners": align_corners, "half_pixel": half_pixel}
+    if len(shape) not in (3, 4):
+        raise Unsupported(f"{aten} over {len(shape) - 2}-D input")
+    _torch_reads(c, shape[2:], out, attrs, args, kwargs)
     if len(shape) == 4:
         return c.emit("resize", [x], {"size": out, **attrs})
-    if len(shape) != 3:
-        raise Unsupported(f"{aten} over {len(shape) - 2}-D input")
     flat = c.emit("reshape", [x], {"shape": [shape[1], 1, shape[2]]})
     y = c.emit("resize", [flat], {"size": [1, out[0]], **attrs})
     return c.emit("reshape", [y], {"shape": [shape[1], out[0]]})
 
 
+def _torch_reads(c, spatial, out, attrs, args, kwargs):
+    """Run the ATen call on ramps (each spatial axis holding its own index) and compare the
+    source positions torch reads with the Graph's taps: the same indices for nearest, the same
+    coordinates up to float32 rounding for bilinear. torch's 1-D nearest-exact, for one, rounds
+    some positions otherwise than its 2-D kernel and TFLite do."""
+    import torch
+
+    from edgekit.converters.from_torch import Unsupported
+    from edgekit.numerics.params import resize_taps
+
+    for axis, (n_in, n_out) in enumerate(zip(spatial, out, strict=True)):
+        view = [1] * len(spatial)
+        view[axis] = n_in
+        ramp = torch.arange(n_in, dtype=torch.float32).reshape(1, 1, *view)
+        got = c.node.target(ramp.expand(1, 1, *spatial).contiguous(), *args, **kwargs)
+        got = got[0, 0].movedim(axis, 0).reshape(n_out, -1)[:, 0].double().numpy()
+        t = resize_taps(n_in, n_out, **attrs)
+        want = t.lo * (1 - t.frac.astype(np.float64)) + t.hi * t.frac.astype(np.float64)
+        if not (np.array_equal(got, want) if attrs["mode"] == "nearest" else
+                np.allclose(got, want, rtol=0, atol=1e-4)):
+            raise Unsupported(f"{c.aten} from {n_in} to {n_out}: torch reads other source "
+                              "positions than TFLite's rule (a scale_factor whose 1 / scale is "
+                              "not in / out: give the size, or recompute_scale_factor=True)")
+
+
 _ONNX_RULES = {  # (mode, coordinate_transformation_mode, nearest_mode) -> (align, half)
     ("nearest", "asymmetric", "floor"): (False, False),
     ("nearest", "tf_half_pixel_for_nn", "floor"): (False, True),
-    ("nearest", "half_pixel", "round_prefer_ceil"): (False, True),
     ("nearest", "align_corners", "round_prefer_ceil"): (True, False),
     ("linear", "asymmetric", None): (False, False),
     ("linear", "half_pixel", None): (False, True),
     ("linear", "pytorch_half_pixel", None): (False, True),
     ("linear", "align_corners", None): (True, False),
 }
+
+
+def _ort_nearest(n_in, n_out, coords, scale=None):
+    """The input index ONNX Runtime's nearest Resize reads for each output position, in its
+    float32 arithmetic (``x / scale``, ``(x + 0.5) / scale``, ``x * (in - 1) / (out - 1)``;
+    the scale ``out / in`` when sizes are given), which differs from TFLite's ``x * (in / out)``
+    for some sizes (14 -> 2 reads row 6 for output 1, TFLite row 7). Checked against ONNX
+    Runtime over every size pair up to 32 -> 64; its half_pixel + round_prefer_ceil rounds a
+    few ties otherwise still, so that rule is not taken."""
+    f32 = np.float32
+    s = f32(n_out) / f32(n_in) if scale is None else f32(scale)
+    x = np.arange(n_out, dtype=f32)
+    if coords == "align_corners":
+        o = np.zeros(n_out, f32) if n_out == 1 else x * f32(n_in - 1) / f32(n_out - 1)
+        tie = o == np.trunc(o) + f32(0.5)
+        index = np.where(tie, np.ceil(o), np.round(o))  # round_prefer_ceil
+    else:
+        index = np.floor(x / s if coords == "asymmetric" else (x + f32(0.5)) / s)
+    return np.clip(index.astype(np.int64), 0, n_in - 1)
 
 
 @resize.implements("onnx_import", names=("Resize",))
@@ -235,11 +264,15 @@ def _onnx_import(n, x, roi=None, scales=None, sizes=None):
     if coords == "pytorch_half_pixel" and any(o == 1 and i > 1 for i, o in
                                               zip(shape[2:], out, strict=True)):
         raise Unsupported("Resize(pytorch_half_pixel) to a length of 1")
+    for n_in, n_out, s in zip(shape[2:], out, factors, strict=True):
+        if mode == "nearest":
+            if not np.array_equal(_ort_nearest(n_in, n_out, coords, s),
+                                  _coords(n_in, n_out, mode, align, half)):
+                raise Unsupported(f"Resize(nearest, {coords}) from {n_in} to {n_out}: ONNX "
+                                  "Runtime's float32 coordinates pick other rows than TFLite's")
+        elif s is not None and not align:
+            _fits(n_in, n_out, s)
     mode = "bilinear" if mode == "linear" else "nearest"
-    if not align:
-        for n_in, n_out, s in zip(shape[2:], out, factors, strict=True):
-            if s is not None:
-                _fits(f"Resize(scales={s:g})", n_in, n_out, s, mode, half)
     return n.emit("resize", [x], {"size": out, "mode": mode, "align_corners": align,
                                   "half_pixel": half})
 
@@ -262,18 +295,25 @@ def _tflite(w, node):
 
 @resize.implements("onnx")
 def _onnx(e, node, ins):
-    """Resize with sizes [N, C] of the input (Shape) and the Graph's [h, w]; the coordinate
-    modes that compute TFLite's coordinates (the ONNX importer reads them back)."""
+    """Resize with sizes [N, C] of the input (Shape) and the Graph's [h, w], in the coordinate
+    mode that computes TFLite's coordinates (the ONNX importer reads it back). Nearest where
+    ONNX Runtime's float32 arithmetic picks other rows (``_ort_nearest``; its half-pixel
+    nearest always) is two Gathers of the rows and columns the runtime reads: exact."""
     a = node.attrs
+    coords = ("align_corners" if a["align_corners"] else
+              "half_pixel" if a["half_pixel"] else "asymmetric")
     if a["mode"] == "bilinear":
-        coords = ("align_corners" if a["align_corners"] else
-                  "half_pixel" if a["half_pixel"] else "asymmetric")
         extra = {"mode": "linear"}
     else:
-        coords = ("align_corners" if a["align_corners"] else
-                  "half_pixel" if a["half_pixel"] else "asymmetric")
-        extra = {"mode": "nearest", "nearest_mode": "round_prefer_ceil"
-                 if a["align_corners"] or a["half_pixel"] else "floor"}
+        shape = e.graph.tensors[node.inputs[0]].shape
+        rows, cols = taps(shape, a["size"], "nearest", a["align_corners"], a["half_pixel"])
+        if a["half_pixel"] or not all(
+                np.array_equal(_ort_nearest(n, o, coords), t.lo)
+                for n, o, t in zip(shape[2:], a["size"], (rows, cols), strict=True)):
+            y = e.add("Gather", [ins[0], e.const(rows.lo.astype(np.int64))], axis=2)
+            return e.add("Gather", [y, e.const(cols.lo.astype(np.int64))], axis=3)
+        extra = {"mode": "nearest",
+                 "nearest_mode": "round_prefer_ceil" if a["align_corners"] else "floor"}
     lead = e.add("Shape", [ins[0]], start=0, end=2)
     sizes = e.add("Concat", [lead, e.const(np.asarray(a["size"], np.int64))], axis=0)
     return e.add("Resize", [ins[0], "", "", sizes], coordinate_transformation_mode=coords,
