@@ -91,28 +91,56 @@ conv_transpose2d = declare(OpDef(
 
 # --- runtime: float32 and int8 ------------------------------------------------------------------
 
-@conv_transpose2d.implements("float32")
-def _float32(ins, out, *, stride, padding, output_padding, dilation, groups):
+def _float32_scratch(shapes, out_shape, **_) -> int:
+    """One sample, channels-last (``kernels.conv_transpose.channels_last``)."""
+    return 4 * prod(shapes[0][1:])
+
+
+def _reordered(w: np.ndarray, dtype) -> np.ndarray:
+    """(O, C, KH, KW) weights as the kernels' (O, KH, KW, C)."""
+    return np.ascontiguousarray(w.transpose(0, 2, 3, 1), dtype)
+
+
+@conv_transpose2d.implements("float32", scratch=_float32_scratch)
+def _float32(ins, out, *, stride, padding, output_padding, dilation, groups, scratch):
     from edgekit.runtime.kernels import conv_transpose
     from edgekit.runtime.registry import sequence
 
     x, w = ins[0], ins[1]
-    b = float_bias(ins, w.shape[0])
-    return sequence([(conv_transpose.conv_transpose2d, x[n], w, b, tuple(stride),
-                      tuple(padding[:2]), tuple(dilation), out[n]) for n in range(x.shape[0])])
+    b, weights = float_bias(ins, w.shape[0]), _reordered(w, np.float32)
+    sample = scratch.view(np.float32).reshape(*x.shape[2:], x.shape[1])
+    geometry = tuple(stride), tuple(padding[:2]), tuple(dilation)
+    calls: list[tuple] = []
+    for n in range(x.shape[0]):
+        calls += [(conv_transpose.channels_last, x[n], np.float32(0), sample),
+                  (conv_transpose.conv_transpose2d, sample, weights, b, *geometry, out[n])]
+    return sequence(calls)
 
 
-@conv_transpose2d.implements("int8")
-def _int8(ins, out, *, stride, padding, output_padding, dilation, groups, quant):
+def _int8_scratch(shapes, out_shape, **_) -> int:
+    """One sample less its zero point, channels-last, int16."""
+    from edgekit.runtime.int8 import scratch_bytes
+
+    return scratch_bytes(((*shapes[0][2:], shapes[0][1]), np.int16))
+
+
+@conv_transpose2d.implements("int8", scratch=_int8_scratch)
+def _int8(ins, out, *, stride, padding, output_padding, dilation, groups, quant, scratch):
     from edgekit.numerics.params import conv_params
+    from edgekit.runtime.int8 import carve
     from edgekit.runtime.kernels import conv_transpose
     from edgekit.runtime.registry import sequence
 
     x, w = ins[0], ins[1]
     p = conv_params(quant, w, ins[2] if len(ins) > 2 else None, "none")
-    return sequence([(conv_transpose.int8_conv_transpose2d, x[n], p.in_zp, w, ins[2],
-                      tuple(stride), tuple(padding[:2]), tuple(dilation), p.mult, p.shift,
-                      p.out_zp, p.lo, p.hi, out[n]) for n in range(x.shape[0])])
+    (sample,) = carve(scratch, ((*x.shape[2:], x.shape[1]), np.int16))
+    geometry = tuple(stride), tuple(padding[:2]), tuple(dilation)
+    weights, calls = _reordered(w, np.int16), []
+    for n in range(x.shape[0]):
+        calls += [(conv_transpose.channels_last, x[n], np.int16(p.in_zp), sample),
+                  (conv_transpose.int8_conv_transpose2d, sample, weights, ins[2], *geometry,
+                   p.mult, p.shift, p.out_zp, p.lo, p.hi, out[n])]
+    return sequence(calls)
 
 
 # --- importers ----------------------------------------------------------------------------------
