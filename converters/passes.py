@@ -1,6 +1,7 @@
 """Graph → Graph clean-up shared by every importer: fold per-channel affine ops into the conv or
 linear before them (this is how batch norm disappears), fuse ReLU/ReLU6 into their producer, and
-fold a zero pad into the convolution it feeds (TF "same" padding written as F.pad + conv).
+fold a zero pad into the convolution it feeds (TF "same" padding written as F.pad + conv) and
+merge pads in a row.
 
 Both rewrite only when the producer's output has no other consumer and is not a graph output,
 so the Graph computes exactly what it did before.
@@ -19,7 +20,8 @@ _FUSABLE = {"relu": "relu", "relu6": "relu6"}
 
 
 def optimize(graph: Graph) -> Graph:
-    while _fold_affine_once(graph) or _fuse_activation_once(graph) or _fold_pad_once(graph):
+    while (_fold_affine_once(graph) or _fuse_activation_once(graph) or _merge_pads_once(graph)
+           or _fold_pad_once(graph)):
         pass
     _drop_unused_params(graph)
     return graph
@@ -92,6 +94,26 @@ def _fuse_activation_once(graph: Graph) -> bool:
             continue
         producer.attrs["activation"] = _FUSABLE[node.op]
         _bypass(graph, node, producer)
+        return True
+    return False
+
+
+def _merge_pads_once(graph: Graph) -> bool:
+    """Two pads in a row of one mode and value that pad different axes (core ATen writes a
+    reflect or replicate pad one axis at a time) become one pad: per axis it is the same."""
+    for node in graph.nodes:
+        first = _sole_producer(graph, node) if node.op == "pad" else None
+        if first is None or first.op != "pad" or any(
+                first.attrs[key] != node.attrs[key] for key in ("mode", "value")):
+            continue
+        a, b = first.attrs["pads"], node.attrs["pads"]
+        k = len(a) // 2
+        if any((a[i] or a[i + k]) and (b[i] or b[i + k]) for i in range(k)):
+            continue
+        node.attrs["pads"] = [p + q for p, q in zip(a, b, strict=True)]
+        node.inputs[0] = first.inputs[0]
+        graph.nodes.remove(first)
+        del graph.tensors[first.outputs[0]]
         return True
     return False
 

@@ -100,6 +100,38 @@ def test_core_aten_constant_pad_nd_imports():
     np.testing.assert_array_equal(Executor(graph).run(x.numpy()), Pad()(x).numpy())
 
 
+@pytest.mark.parametrize("mode, pads, shape", [("reflect", (1, 2, 0, 3), (2, 3, 5, 6)),
+                                                ("replicate", (2, 0, 3, 1), (2, 3, 5, 6)),
+                                                ("replicate", (1, 3), (2, 3, 5))])
+def test_core_aten_reflect_and_replicate_import_as_one_pad(mode, pads, shape):
+    """run_decompositions() spells them as a constant index gather per axis (arange
+    arithmetic): each is recognised as a pad, and the two merge into one."""
+    import edgekit
+    from edgekit.runtime import Executor
+
+    class Pad(nn.Module):
+        def forward(self, x):
+            return F.pad(x, pads, mode=mode)
+
+    x = torch.randn(*shape)
+    program = torch.export.export(Pad(), (x[:1],)).run_decompositions()
+    assert "aten.index.Tensor" in {str(n.target) for n in program.graph.nodes}
+    graph = edgekit.from_torch(program)
+    assert [n.op for n in graph.nodes] == ["pad"]
+    np.testing.assert_array_equal(Executor(graph).run(x.numpy()), Pad()(x).numpy())
+
+
+def test_other_gathers_are_not_pads():
+    import edgekit
+
+    class Gather(nn.Module):
+        def forward(self, x):
+            return x[:, :, torch.tensor([0, 0, 2, 1])]
+
+    with pytest.raises(UnsupportedOpsError, match="index \\(a gather"):
+        edgekit.from_torch(Gather(), torch.randn(1, 2, 4))
+
+
 def _onnx_pad(opset: int, mode: str, pads, value=None, axes=None):
     from onnx import TensorProto, helper, numpy_helper
 

@@ -130,14 +130,15 @@ _TORCH_MODES = {"reflection": "reflect", "replication": "replicate"}
 
 @pad.implements("torch", names=("pad", "constant_pad_nd", "reflection_pad1d",
                                 "reflection_pad2d", "reflection_pad3d", "replication_pad1d",
-                                "replication_pad2d", "replication_pad3d"))
+                                "replication_pad2d", "replication_pad3d", "index"))
 def _pad_torch(c, x, pad_, mode="constant", value=None):
     """aten.pad (F.pad and the nn padding layers in torch.export's default IR), its core-ATen
-    constant_pad_nd, and the reflection/replication_padNd ops. torch lists (before, after) from
-    the last axis back. Core ATen spells reflect/replicate as index arithmetic, which stays
-    unsupported (import the default IR)."""
+    constant_pad_nd, the reflection/replication_padNd ops, and core ATen's reflect/replicate
+    (``_gather_torch``). torch lists (before, after) from the last axis back."""
     from edgekit.converters.from_torch import Unsupported
 
+    if c.aten == "index":
+        return _gather_torch(c, x, pad_)
     if c.aten == "constant_pad_nd":  # (x, pad, value=0): its third argument is the value
         mode, value = "constant", value if mode == "constant" else mode
     elif c.aten != "pad":
@@ -151,6 +152,29 @@ def _pad_torch(c, x, pad_, mode="constant", value=None):
     for i in range(len(pad_) // 2):
         pairs[rank - 1 - i] = (int(pad_[2 * i]), int(pad_[2 * i + 1]))
     return _emit(c, x, pairs, mode, value)
+
+
+def _gather_torch(c, x, indices):
+    """aten.index.Tensor as core ATen decomposes a reflect or replicate pad: one constant 1-D
+    index along one axis, equal to that axis's positions padded so (``arange`` arithmetic,
+    folded at import). Any other gather is not a Graph op."""
+    from edgekit.converters.from_torch import Act, Unsupported
+
+    axes = [i for i, index in enumerate(indices) if index is not None]
+    if len(axes) == 1 and axes[0] > 0 and not isinstance(indices[axes[0]], Act):
+        axis = axes[0]
+        index, size = np.asarray(c.const(indices[axis], "index")), c.b.shape(x.name)[axis]
+        extra = index.size - size
+        for mode in ("reflect", "replicate"):
+            for before in range(max(extra + 1, 0)):
+                want = np.pad(np.arange(size), (before, extra - before), _NUMPY_MODES[mode])
+                if index.ndim == 1 and np.array_equal(index, want) and (
+                        mode == "replicate" or max(before, extra - before) < size):
+                    pairs = [(0, 0)] * len(c.b.shape(x.name))
+                    pairs[axis] = (before, extra - before)
+                    return _emit(c, x, pairs, mode, None)
+    raise Unsupported("index (a gather; only the index patterns of reflect and replicate pads "
+                      "are lowered)")
 
 
 _ONNX_MODES = {"constant": "constant", "reflect": "reflect", "edge": "replicate"}
