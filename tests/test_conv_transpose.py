@@ -256,6 +256,17 @@ def test_onnx_writer_and_gpu_target_on_groups_dilation_and_uneven_padding():
     assert np.abs(theirs.astype(int) - Executor(q).run(raw, raw=True)).max() <= 1
 
 
+@pytest.mark.parametrize(("attrs", "message"), [
+    (dict(output_padding=[2, 0]), "output_padding .* smaller than the stride"),
+    (dict(output_padding=[0, -1]), "output_padding .* at least 0"),
+    (dict(padding=[3, 0, 3, 0]), "crops all of"),
+    (dict(groups=4), "groups=4 must divide"),
+])
+def test_shape_rule_refuses_impossible_geometry(attrs, message):
+    with pytest.raises(EdgekitError, match=message):
+        _graph((6, 2, 4), (6, 3, 3, 3), stride=[2, 1], **{"groups": 2, **attrs})
+
+
 def test_firmware_kernel_matches_the_runtime(tmp_path):
     """ek_conv_transpose2d against the numba kernel on the host (gcc): groups, dilation,
     uneven padding, output_padding, input zero points at the int8 edges."""

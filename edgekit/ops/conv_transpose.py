@@ -41,9 +41,9 @@ def _shape(s, a):
     out = []
     for i in range(2):
         extra, stride, dil = a["output_padding"][i], a["stride"][i], a["dilation"][i]
-        if extra >= max(stride, dil):
-            fail(f"output_padding {a['output_padding']} must be smaller than the stride "
-                 f"{a['stride']} or the dilation {a['dilation']}")
+        if not 0 <= extra < max(stride, dil):
+            fail(f"output_padding {a['output_padding']} must be at least 0 and smaller than "
+                 f"the stride {a['stride']} or the dilation {a['dilation']}")
         size = (_full(x[2 + i], w[2 + i], stride, dil) - a["padding"][i] - a["padding"][2 + i]
                 + extra)
         if size < 1:
