@@ -8,8 +8,12 @@ The coordinate rule is TFLite's pair of flags. Neither: asymmetric, ``src = dst 
 ``half_pixel``); ``align_corners``: ``src = dst * (in - 1) / (out - 1)`` (nearest rounds half
 up). Nearest floors the coordinate (half_pixel's nearest thus rounds ``(dst + 0.5) * in / out -
 0.5`` half up); bilinear weighs the two neighbours on each axis, the coordinate clamped to the
-input. The coordinates are computed in float32 as TFLite and torch both compute them
-(``numerics.params.resize_taps``), so a non-integer scale picks the same rows everywhere.
+input. The coordinates are computed in float32 as TFLite and torch's 2-D kernels both compute
+them (``numerics.params.resize_taps``), so a non-integer scale picks the same rows in torch,
+LiteRT, tflite-micro, the runtime and the firmware. ONNX Runtime divides by ``out / in``
+instead, which picks another row for some sizes: such a nearest Resize is refused on import
+and written as two Gathers. The importers take only what they can show to match: torch calls
+are run on index ramps and compared, ONNX nearest through ONNX Runtime's arithmetic.
 
 1-D inputs (NCL: torch's ``upsample_nearest1d``/``upsample_linear1d``) import as a resize of
 (N, C, 1, L) between two reshapes. On int8, resize keeps its input's quantization
@@ -369,5 +373,7 @@ resize.unsupported("learn", "resize is not a layer of the sequential conv/linear
 from edgekit.ops.spiking import no_spiking_form, same_every_step  # noqa: E402
 
 same_every_step(resize)
-no_spiking_form(resize, "resize runs in float32 spiking Graphs only (on the runtime)",
+no_spiking_form(resize, "resize runs in float32 spiking Graphs (on the runtime; the unrolled "
+                        "ONNX writes it as float32 Graphs do); int8 spiking Graphs and the "
+                        "firmware's spiking schedule have no form of it",
                 ("spiking_int8", "quant_spiking", "onnx_spiking", "c_spiking"))
