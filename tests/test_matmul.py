@@ -299,3 +299,14 @@ def test_cli_runs_an_embedding_and_refuses_a_bad_index_in_one_line(tmp_path):
     bad = cli("run", str(tmp_path / "emb.ekm"), "--input", str(tmp_path / "bad.npy"))
     assert bad.returncode == 2
     assert len(bad.stderr.strip().splitlines()) == 1 and "outside [0, 5)" in bad.stderr
+
+
+def test_profile_feeds_indices_to_an_embedding_model():
+    """Profiling without inputs feeds index 0 (valid in any table), not random floats the
+    Session would refuse; the layer is counted in its table's dtype."""
+    from edgekit.profile import profile
+
+    q, _ = _int8_embedding()
+    report = profile(q, "cpu", runs=2, warmup=1)
+    assert [(la["op"], la["dtype"]) for la in report.data["layers"]] == [("embedding", "int8"),
+                                                                        ("linear", "int8")]

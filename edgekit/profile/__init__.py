@@ -102,8 +102,9 @@ def profile(graph: Graph | str | Path, target: str = "cpu", inputs: Any = None,
 def _inputs(graph: Graph, inputs: Any) -> Any:
     if inputs is not None:
         return inputs
-    rng = np.random.default_rng(0)
-    feeds = {n: rng.standard_normal(graph.tensors[n].shape).astype(np.float32)
+    rng = np.random.default_rng(0)  # int32 indices (embedding): row 0, in every table
+    feeds = {n: np.zeros(graph.tensors[n].shape, np.int32) if graph.tensors[n].dtype == "int32"
+             else rng.standard_normal(graph.tensors[n].shape).astype(np.float32)
              for n in graph.inputs}
     return feeds[graph.inputs[0]] if len(feeds) == 1 else feeds
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 from edgekit.graph import Graph, Node
+from edgekit.ops import OPS
 from edgekit.profile.devices import DeviceProfile
 
 ACTIVATION_REF_BYTES = 4  # a float32 activation element: the unit of data-type-aware intensity
@@ -40,7 +41,7 @@ def layer_counts(graph: Graph, node: Node, device: DeviceProfile | None = None) 
     out = {
         "name": node.name or node.outputs[0], "op": node.op,
         "activation": node.attrs.get("activation", "none"),
-        "dtype": graph.tensors[node.inputs[0]].dtype,
+        "dtype": graph.tensors[node.inputs[1 if OPS[node.op].indexed else 0]].dtype,
         "output_shape": list(graph.tensors[node.outputs[0]].shape),
         "macs": macs, "flops": 2 * macs,
         "accumulates": 0, "synaptic_ops": 0,  # spiking layers: none in the op set yet
