@@ -129,14 +129,52 @@ def test_products_the_graph_cannot_hold_are_refused():
         b.node("matmul", [x, b.input("z", (1, 2, 4, 6))])
 
 
+def _host_model(tmp_path, q):
+    """``q`` as the firmware's C, compiled for this host: ``run(sample bytes) -> int8 output``."""
+    from test_firmware_kernels import MODEL_HARNESS, compile_library, ptr
+
+    from edgekit.converters.to_c import to_c
+    from edgekit.firmware_bridge.build import FIRMWARE
+
+    to_c(q, tmp_path)
+    kernels = [str(p) for p in sorted(FIRMWARE.glob("ek_*.c"))
+               if p.name not in ("ek_main.c", "ek_protocol.c")]
+    lib = compile_library(tmp_path, MODEL_HARNESS, *kernels, str(tmp_path / "model.c"))
+    size = int(np.prod(q.tensors[q.outputs[0]].shape))
+
+    def run(sample: np.ndarray) -> np.ndarray:
+        got = np.empty(size, np.int8)
+        lib.host_run(ptr(np.ascontiguousarray(sample)), ctypes.c_uint16(0), ptr(got))
+        return got
+
+    return run
+
+
+def test_a_constant_operand_serves_every_sample(tmp_path):
+    """matmul(x, constant) (a Graph file may hold one; importers make it a linear layer): the
+    int8 runtime reads the constant for every sample of a batch, the firmware from flash."""
+    import edgekit
+    from edgekit.quant import dequantize_array, quantize_array
+
+    rng = np.random.default_rng(6)
+    b = GraphBuilder()
+    w = rng.standard_normal((1, 2, 5, 3)).astype(np.float32)
+    b.output(b.node("matmul", [b.input("x", (1, 2, 4, 5)), b.param(w, "w")]))
+    x = rng.standard_normal((6, 2, 4, 5)).astype(np.float32)
+    q = edgekit.quantize(b.build(), x)
+    raw = quantize_array(x, q.tensors["x"].quant)
+    got = Executor(q).run(raw, raw=True)
+    out = q.tensors[q.outputs[0]].quant
+    assert np.abs(dequantize_array(got, out) - x @ w).max() < 3 * out.scale[0]
+    run = _host_model(tmp_path, q)
+    for i in range(6):
+        np.testing.assert_array_equal(run(raw[i]), got[i].reshape(-1))
+
+
 def test_firmware_kernel_matches_the_runtime(tmp_path):
     """ek_matmul against int8_batch_matmul: broadcasting both ways, zero points at the int8
     edges, sums that need the full int32 range of products."""
-    from test_firmware_kernels import MODEL_HARNESS, compile_library, ptr
-
     import edgekit
-    from edgekit.converters.to_c import to_c
-    from edgekit.firmware_bridge.build import FIRMWARE
     from edgekit.graph import QuantParams
     from edgekit.quant import quantize_array
 
@@ -149,17 +187,12 @@ def test_firmware_kernel_matches_the_runtime(tmp_path):
     q = edgekit.quantize(b.build(), xs)
     q.tensors[q.inputs[0]].quant = QuantParams([0.02], [-128])  # values far from the zero points
     q.tensors[q.inputs[1]].quant = QuantParams([0.02], [127])
-    to_c(q, tmp_path)
-    kernels = [str(p) for p in sorted(FIRMWARE.glob("ek_*.c"))
-               if p.name not in ("ek_main.c", "ek_protocol.c")]
-    lib = compile_library(tmp_path, MODEL_HARNESS, *kernels, str(tmp_path / "model.c"))
+    run = _host_model(tmp_path, q)
     raw = [quantize_array(v, q.tensors[n].quant) for v, n in zip(xs, q.inputs, strict=True)]
     want = Executor(q).run(raw, raw=True)
     for i in range(16):
-        got = np.empty(want[i].size, np.int8)
         sample = np.concatenate([raw[0][i].reshape(-1), raw[1][i].reshape(-1)])
-        lib.host_run(ptr(sample), ctypes.c_uint16(0), ptr(got))
-        np.testing.assert_array_equal(got, want[i].reshape(-1))
+        np.testing.assert_array_equal(run(sample), want[i].reshape(-1))
     assert len(np.unique(want)) > 50  # not saturated to a few values
 
 

@@ -26,6 +26,8 @@ def _shape(s, a):
     if len(x) != len(y) or len(x) < 3:
         fail(f"matmul multiplies two tensors of one rank >= 3, (batch, ..., M, K) @ (batch, "
              f"..., K, P); got {x} and {y}")
+    if x[0] != y[0]:
+        fail(f"matmul: {x} and {y} differ in the batch (first) dim")
     if x[-1] != y[-2]:
         fail(f"matmul: {x} @ {y} sums over {x[-1]} values of one and {y[-2]} of the other")
     try:
@@ -153,17 +155,19 @@ def _onnx(e, node, ins):
 @matmul.implements("c")
 def _c(w, i, node):
     """``ek_matmul``: one sample's output matrices, each from the x and y matrix its index
-    arrays name."""
+    arrays name; a constant operand is an int8 array of its own."""
     from edgekit.numerics.params import matmul_params
 
     x, y = node.inputs
+    at = {n: w.array("int8_t", w.graph.params[n]) if n in w.graph.params else w.at(n)
+          for n in node.inputs}
     xs, ys = w.shape(x), w.shape(y)
     x_index, y_index = broadcast_index(xs, ys)
     p = matmul_params(w.quant(node))
     fields = dict(count=len(x_index), m=xs[-2], k=xs[-1], p=ys[-1],
                   x_index=w.array("int32_t", x_index), y_index=w.array("int32_t", y_index),
                   zx=p.zx, zy=p.zy, zo=p.zo, mult=p.mult, shift=p.shift)
-    return (f"ek_matmul({w.struct('ek_matmul_t', i, fields)}, {w.at(x)}, {w.at(y)}, "
+    return (f"ek_matmul({w.struct('ek_matmul_t', i, fields)}, {at[x]}, {at[y]}, "
             f"{w.at(node.outputs[0])});")
 
 

@@ -19,12 +19,14 @@ def int8_batch_matmul(x, y, x_index, y_index, zx, zy, multiplier, shift, zero_po
                       out):
     """``out[n, b] = requantize((x[n, x_index[b]] - zx) @ (y[n, y_index[b]] - zy))`` for x of
     shape (N, Bx, M, K), y (N, By, K, P) and out (N, B, M, P); the index arrays say which
-    matrix of each operand a broadcast output matrix reads. The sums are int32, as TFLite's."""
+    matrix of each operand a broadcast output matrix reads, and an operand with a batch of 1
+    (a constant) serves every sample. The sums are int32, as TFLite's."""
     k, p = x.shape[3], y.shape[3]
     column = np.empty(k, np.int32)
     for n in range(out.shape[0]):
         for b in range(out.shape[1]):
-            xs, ys, dst = x[n, x_index[b]], y[n, y_index[b]], out[n, b]
+            xs = x[n % x.shape[0], x_index[b]]
+            ys, dst = y[n % y.shape[0], y_index[b]], out[n, b]
             for j in range(p):
                 for t in range(k):
                     column[t] = np.int32(ys[t, j]) - np.int32(zy)
