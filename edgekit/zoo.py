@@ -216,11 +216,76 @@ def network(name: str, seed: int = 0, calibration: int = 16) -> nn.Module:
     ``calibration`` sample inputs (as a trained network's are), dropout off."""
     torch.manual_seed(seed)
     model = NETWORKS[name].build().eval()
+    if calibration:
+        _calibrate_norms(model, sample_inputs(name, calibration, seed + 1))
+    return model
+
+
+@torch.no_grad()
+def _calibrate_norms(model: nn.Module, x: np.ndarray) -> None:
+    """Set every batch norm's running statistics to the mean and variance its input has over
+    ``x``, leaving ``model`` in eval mode."""
+    model.eval()  # dropout off
     norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    if norms and calibration:
-        for m in norms:
-            m.reset_running_stats()
-            m.momentum = None  # a cumulative average over the calibration batches
-            m.train()
-        model(torch.from_numpy(sample_inputs(name, calibration, seed + 1)))
-    return model.eval()
+    momenta = [m.momentum for m in norms]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None  # a cumulative average over x
+        m.train()
+    if norms:
+        model(torch.from_numpy(x))
+    for m, momentum in zip(norms, momenta, strict=True):
+        m.momentum = momentum
+        m.eval()
+
+
+# --------------------------------------------------------------------------- a small task
+
+TASK_CLASSES = 4  # at most; VWW has two
+
+
+def task(name: str, n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """``n`` labelled examples of a task network ``name`` learns in a few hundred CPU steps, so
+    int8 can be judged by the accuracy it costs rather than by drift from random weights.
+
+    Classifiers: class ``k`` adds template ``k`` (a fixed smooth field of the input's shape,
+    as spread as the inputs) to a ``sample_inputs`` background, labels ``0 .. k-1`` over the
+    first outputs. The autoencoder: points near an 8-dimensional subspace of its 640 features
+    (its bottleneck's width), labels unused (zeros)."""
+    shape, gen = NETWORKS[name].input_shape, np.random.default_rng(seed + 7)
+    if NETWORKS[name].task == "reconstruct":
+        basis = np.random.default_rng(1234).standard_normal((8, shape[1])) / math.sqrt(8)
+        x = gen.standard_normal((n, 8)) @ basis + 0.05 * gen.standard_normal((n, shape[1]))
+        return x.astype(np.float32), np.zeros(n, np.int64)
+    templates = sample_inputs(name, TASK_CLASSES, seed=1234)
+    templates = templates / templates.std(axis=tuple(range(1, len(shape))), keepdims=True)
+    labels = gen.integers(0, _classes(name), n)
+    return (sample_inputs(name, n, seed) + templates[labels]).astype(np.float32), labels
+
+
+def _classes(name: str) -> int:
+    return 2 if name == "vww_mobilenet_v1" else TASK_CLASSES
+
+
+def trained(name: str, steps: int = 150, seed: int = 0, batch: int = 32) -> nn.Module:
+    """Network ``name`` (``network``) trained on ``task`` for ``steps`` Adam steps, in eval
+    mode with batch-norm statistics recomputed for the final weights. Softmax-ended (Keras)
+    classifiers train on the log of their output."""
+    model = network(name, seed).train()
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    x, y = (torch.from_numpy(a) for a in task(name, steps * batch, seed + 100))
+    ends_in_softmax = isinstance(list(model.modules())[-1], nn.Softmax)
+    for step in range(steps):
+        xb, yb = x[step * batch:(step + 1) * batch], y[step * batch:(step + 1) * batch]
+        out = model(xb)
+        if NETWORKS[name].task == "reconstruct":
+            loss = F.mse_loss(out, xb)
+        elif ends_in_softmax:
+            loss = F.nll_loss(torch.log(out.clamp_min(1e-12)), yb)
+        else:
+            loss = F.cross_entropy(out, yb)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    _calibrate_norms(model, x[-4 * batch:].numpy())  # statistics of the final weights
+    return model
