@@ -245,7 +245,13 @@ def _sum_onnx(e, node, ins):
 def _c_fields(w, node) -> dict:
     """``ek_reduce_t``'s walk of one sample: the kept axes (the batch of 1 among them, so
     there is always one) and the reduced axes, each with its size and input stride."""
+    from edgekit.converters.to_c import MAX_DIMS
+    from edgekit.errors import EdgekitError
+
     xs = w.shape(node.inputs[0])
+    if len(xs) > MAX_DIMS:
+        raise EdgekitError(f"the firmware reduces tensors of up to {MAX_DIMS} axes, "
+                           f"{node.op} has {len(xs)}")
     axes = reduced_axes(node.op, node.attrs["axes"], len(xs))
     strides = [prod(xs[i + 1:]) for i in range(len(xs))]
     kept = [i for i in range(len(xs)) if i not in axes]
@@ -299,6 +305,8 @@ for _op, _fn in ((reduce_mean, "mean"), (reduce_sum, "sum"), (reduce_max, "amax"
 
 from edgekit.ops.spiking import no_spiking_form  # noqa: E402
 
-for _op in REDUCTIONS:
-    no_spiking_form(_op, f"converters.snn.to_snn refuses {_op.name}: spiking Graphs pool with "
-                         "global_avgpool, and a max over spike trains is not the max of rates")
+for _op in (reduce_mean, reduce_sum):
+    no_spiking_form(_op, f"converters.snn.to_snn refuses {_op.name}: spiking Graphs average "
+                         "over H and W with global_avgpool (the importers give it for that mean)")
+no_spiking_form(reduce_max, "converters.snn.to_snn refuses reduce_max: a max over spike trains "
+                            "is not the max of the rates")
