@@ -13,7 +13,6 @@ onnx is imported inside the functions, so importing this module stays cheap.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -290,29 +289,6 @@ def _batchnorm(n, x, scale, bias, mean, var, *_):
     return Act(n.b.batchnorm(x.name, *values, float(n.get("epsilon", 1e-5)), n.name))
 
 
-def _clip(n, x, lo=None, hi=None):
-    """Clip(0, 6) is ReLU6 and Clip(0, inf) ReLU; opset < 11 gives the bounds as attributes."""
-    lo = n.get("min") if n.opset < 11 else lo
-    hi = n.get("max") if n.opset < 11 else hi
-    lo, hi = (None if v is None else _scalar(n.const(v, "Clip with computed bounds"), "Clip")
-              for v in (lo, hi))
-    op = {(0.0, 6.0): "relu6", (0.0, None): "relu", (0.0, math.inf): "relu"}.get((lo, hi))
-    if op is None:
-        raise Unsupported(f"Clip({lo}, {hi})")
-    return Act(n.b.node(op, [x.name], name=n.name))
-
-
-def _scalar(value: Any, what: str) -> float:
-    """A bound given as one number (a scalar or one-element tensor)."""
-    try:
-        array = np.asarray(value, np.float64)
-    except (TypeError, ValueError):
-        raise EdgekitError(f"{what} bound {str(value)[:40]!r} is not a number") from None
-    if array.size != 1:
-        raise EdgekitError(f"{what} bound of shape {list(array.shape)} is not one number")
-    return float(array.reshape(-1)[0])
-
-
 def _alias(n, x, *_):
     return [x] + [None] * (n.n_out - 1)
 
@@ -329,6 +305,5 @@ def _lowering(op_type: str) -> Callable[..., Any] | None:
 # Composite ONNX ops (no Graph op of their own) and ops not yet moved into an op module.
 _ONNX_OPS: dict[str, Callable[..., Any]] = {
     "BatchNormalization": _batchnorm,
-    "Clip": _clip,
     "Dropout": _alias, "Identity": _alias,
 }

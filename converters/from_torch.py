@@ -354,12 +354,6 @@ def _bn_no_training(c, *args):
     return _bn_inference(c, *args), None, None
 
 
-def _hardtanh(c, x, min_val=-1.0, max_val=1.0):
-    if (min_val, max_val) != (0, 6):
-        raise Unsupported(f"hardtanh({min_val}, {max_val})")
-    return Act(c.b.node("relu6", [x.name], name=c.name))
-
-
 def _glu(c, x, dim=-1):
     """GLU has no Graph op: ``a * sigmoid(b)``, a and b the first and second halves of x along
     ``dim`` (two slices), exactly."""
@@ -403,7 +397,6 @@ _TORCH_OPS: dict[str, Callable[..., Any]] = {
     **dict.fromkeys(("_native_batch_norm_legit_functional", "_native_batch_norm_legit"),
                     lambda c, x, w, b, mean, var, *a: _batch_norm(c, x, w, b, mean, var, True,
                                                                   0, 0)),
-    "hardtanh": _hardtanh,
     **dict.fromkeys(("dropout", "feature_dropout", "alias", "clone", "contiguous", "detach",
                      "lift_fresh_copy"), _alias),
     "glu": _glu,

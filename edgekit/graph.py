@@ -22,6 +22,7 @@ from edgekit.errors import EdgekitError
 from edgekit.fileio import atomic_write
 from edgekit.limits import DEFAULT_LIMITS, Limits, inflate, zip_members
 from edgekit.ops import OPS, resolve_attrs
+from edgekit.ops.elementwise import broadcast
 from edgekit.spiking import check_kind
 
 FORMAT = "edgekit-model"
@@ -312,11 +313,11 @@ def _validate(g: Graph) -> None:
                     f"output {out!r} has no tensor entry")
             _expect(out not in available, f"output {out!r} is produced twice")
             shape = spec.infer([g.tensors[n].shape for n in node.inputs], node.attrs)
-            if node.op in ("add", "mul") and node.inputs[1] not in g.params:
-                _expect(len(g.tensors[node.inputs[1]].shape)
-                        == len(g.tensors[node.inputs[0]].shape),
-                        "an activation as second operand needs the first operand's rank, "
-                        "so that the batch axes line up")
+            if spec.infer is broadcast:
+                _expect(all(len(g.tensors[n].shape) == len(shape) for n in node.inputs
+                            if n not in g.params),
+                        "an activation operand needs the output's rank, so that the batch "
+                        "axes line up (a constant may have a lower rank)")
             _expect(tuple(shape) == g.tensors[out].shape,
                     f"output {out!r} declared {g.tensors[out].shape}, op gives {tuple(shape)}")
             _check_accumulator(g, node)

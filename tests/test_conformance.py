@@ -104,6 +104,14 @@ CASES: dict[str, Case] = {
                                          "steps": [2, 3, 1]},
                   torch_fn=lambda x: x[:, 1:5:2, ::3, 2:]),
     # -- binary (sub, div, maximum, minimum), clip, prelu
+    "sub": Case([(2, 3, 1, 5), (2, 1, 4, 5)], attrs={"activation": "relu"},
+                torch_fn=lambda x, y: _F().relu(x - y)),  # both operands broadcast
+    "div": Case([(2, 3, 4), (2, 3, 1)], torch_fn=lambda x, y: x / y, positive_inputs=True),
+    "maximum": Case([(2, 3, 1), (2, 1, 4)], torch_fn=lambda x, y: _torch().maximum(x, y)),
+    "minimum": Case([(2, 3, 4, 4), (2, 3, 4, 4)], torch_fn=lambda x, y: _torch().minimum(x, y)),
+    "clip": Case([(2, 3, 5, 5)], attrs={"min": -0.5, "max": 1.0},
+                 torch_fn=lambda x: _torch().clamp(x, -0.5, 1.0)),
+    "prelu": Case([(2, 3, 5, 5)], [(3,)], torch_fn=lambda x, w: _F().prelu(x, w)),
     # -- reductions, log_softmax, glu
     "reduce_mean": Case([(2, 3, 4, 5)], attrs={"axes": [1, -1]},
                         torch_fn=lambda x: x.mean((1, -1))),

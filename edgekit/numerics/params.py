@@ -280,6 +280,77 @@ def lut_params(q_in, q_out, fn) -> LutParams:
     return LutParams(table)
 
 
+def clip_bounds(lo: float | None, hi: float | None, q) -> tuple[int, int]:
+    """clip's bounds on the stored int8 values of quantization ``q`` (its input's and its
+    output's): ``zp + round(bound / scale)`` in float32, rounding half away from zero as
+    ``activation_bounds`` does (so clip(0, 6) clamps where relu6 does), saturated to int8; an
+    absent bound is the end of the int8 range."""
+    zp, scale = zero_point(q), np.float32(q.scale[0])
+
+    def level(v: float | None, end: int) -> int:
+        if v is None:
+            return end
+        return int(np.clip(zp + _round_half_away(np.float32(v) / scale), -128, 127))
+
+    return level(lo, -128), level(hi, 127)
+
+
+@dataclass(frozen=True)
+class DivParams:
+    """int8 div (TFLite's DIV as tflite-micro computes it): ``(x - zx)`` over ``(y - zy)``
+    through a fixed-point reciprocal of the divisor, then ``(mult, shift)`` and ``zo``, clamped
+    to the fused activation's ``[lo, hi]``."""
+
+    zx: int
+    zy: int
+    zo: int
+    lo: int
+    hi: int
+    mult: int
+    shift: int
+
+
+def div_params(quant) -> DivParams:
+    """From the QuantParams of both inputs then the output: ``s1 / (s2 * s_out)`` in double, as
+    tflite-micro's DIV prepare forms it."""
+    s1, s2, s_out = (f32(q.scale[0]) for q in quant)
+    (m,), (shift,) = quantize_multipliers(np.array([s1 / (s2 * s_out)]))
+    return DivParams(zero_point(quant[0]), zero_point(quant[1]), zero_point(quant[2]),
+                     *activation_bounds("none", quant[2]), int(m), int(shift))
+
+
+@dataclass(frozen=True, eq=False)
+class PreluParams:
+    """int8 PReLU (TFLite's PRELU): ``x' = x - zx`` requantized by ``(m_id, s_id)`` where
+    ``x' >= 0``, else ``x' * alpha`` by ``(m_alpha, s_alpha)``; plus ``zo``. ``alpha``: the
+    slope as int8 (read-only), symmetric per tensor at ``alpha_scale`` (zero point 0)."""
+
+    zx: int
+    zo: int
+    m_id: int
+    s_id: int
+    m_alpha: int
+    s_alpha: int
+    alpha: np.ndarray
+    alpha_scale: float
+
+
+def prelu_params(q_in, q_out, slope: np.ndarray) -> PreluParams:
+    """From the input's and output's QuantParams and the float slope (a weight the int8 Graph
+    keeps in float32, as layernorm's): the slope quantized to int8 with one symmetric scale
+    ``max|slope| / 127`` (tflite-micro's PRELU takes one), and the multipliers ``s_in / s_out``
+    and ``s_in * s_alpha / s_out`` in double, as its PreluPrepare forms them."""
+    slope = np.asarray(slope, np.float64)
+    s_alpha = float(np.float32(max(np.abs(slope).max(initial=0.0), 1e-30) / 127))
+    alpha = np.clip(np.rint(slope / s_alpha), -127, 127).astype(np.int8)
+    alpha.setflags(write=False)
+    s_in, s_out = f32(q_in.scale[0]), f32(q_out.scale[0])
+    (m_id, m_alpha), (s_id, s_a) = quantize_multipliers(
+        np.array([s_in / s_out, s_in * s_alpha / s_out]))
+    return PreluParams(zero_point(q_in), zero_point(q_out), int(m_id), int(s_id), int(m_alpha),
+                       int(s_a), alpha, s_alpha)
+
+
 # --- int8 spiking Graphs (edgekit.quant.spiking): integer neurons and the scaled add ----------
 
 LEAK_BITS = 15  # LIF's leak is a Q15 multiplier

@@ -1,9 +1,11 @@
-"""Binary elementwise ops: add (with a fused activation) and mul, with every backend's
-implementation; the second operand broadcasts to the first's shape.
+"""Binary elementwise ops: add (with a fused activation), sub, mul, div, maximum and minimum,
+with every backend's implementation; both operands broadcast as numpy's do ((N, 3, 1) and
+(N, 1, 4) give (N, 3, 4)).
 
-Their int8 forms are TFLite's ADD and MUL, with the integer parameters of
-``numerics.params.add_params``/``mul_params`` that the runtime and the C writer both read.
-Importers lower sub to add (of a negated operand) and div to mul (by a constant's reciprocal).
+Their int8 forms are TFLite's ADD, SUB, MUL, DIV, MAXIMUM and MINIMUM as tflite-micro computes
+them, with the integer parameters of ``numerics.params`` that the runtime and the C writer both
+read. A constant's operand keeps its own (lower) rank; an activation operand has the output's
+rank (Graph validation), so the batch axes line up.
 """
 
 from __future__ import annotations
@@ -12,93 +14,113 @@ import numpy as np
 
 from edgekit.errors import EdgekitError
 from edgekit.ops import declare
-from edgekit.ops.schema import OpDef, elementwise_macs, fail, prod
+from edgekit.ops.schema import OpDef, elementwise_macs, fail
 from edgekit.ops.util import finish
 
 
-def broadcast_to_first(s, a):
-    x, y = s
-    if len(y) > len(x):
-        fail(f"second operand {y} has higher rank than the first {x}")
-    y = (1,) * (len(x) - len(y)) + tuple(y)
-    for dx, dy in zip(x, y):
-        if dy not in (1, dx):
-            fail(f"shapes {x} and {s[1]} do not broadcast to the first operand's shape")
-    return tuple(x)
+def broadcast(s, a):
+    """numpy's broadcast of the operand shapes; a constant may not broadcast along the batch."""
+    rank = max(len(x) for x in s)
+    padded = [(1,) * (rank - len(x)) + tuple(x) for x in s]
+    out = []
+    for dims in zip(*padded, strict=True):
+        size = max(dims)
+        if any(d not in (1, size) for d in dims):
+            fail(f"shapes {' and '.join(str(tuple(x)) for x in s)} do not broadcast")
+        out.append(size)
+    if out[0] != 1:
+        fail(f"shapes {' and '.join(str(tuple(x)) for x in s)} broadcast along the batch axis")
+    return tuple(out)
 
 
-add = declare(OpDef(
-    "add", (2, 2), {"activation": "none"}, broadcast_to_first,
-    reference=lambda x, y, *, activation: finish(x.astype(np.float64) + y, activation),
-    doc="elementwise x + y; y broadcasts to x's shape"))
-
-mul = declare(OpDef(
-    "mul", (2, 2), {}, broadcast_to_first, elementwise_macs,
-    reference=lambda x, y: finish(x.astype(np.float64) * y),
-    doc="elementwise x * y; y broadcasts to x"))
+def _binary(name: str, fn, doc: str, attrs=None, quant="calibrated") -> OpDef:
+    activation = "activation" in (attrs or {})
+    return declare(OpDef(
+        name, (2, 2), attrs or {}, broadcast, elementwise_macs, quant=quant, doc=doc,
+        reference=(lambda x, y, *, activation: finish(fn(x.astype(np.float64), y), activation))
+        if activation else lambda x, y: finish(fn(x.astype(np.float64), y))))
 
 
-def broadcast_layout(shape, y_shape) -> tuple[np.ndarray, np.ndarray]:
-    """How the kernels read a second operand of ``y_shape`` broadcast to ``shape``: (dims,
-    y_strides), axes merged into runs where y is broadcast or not."""
-    padded = (1,) * (len(shape) - len(y_shape)) + tuple(y_shape)
+add = _binary("add", np.add, "elementwise x + y (numpy broadcasting), then the activation",
+              {"activation": "none"})
+sub = _binary("sub", np.subtract, "elementwise x - y (numpy broadcasting), then the activation",
+              {"activation": "none"})
+mul = _binary("mul", np.multiply, "elementwise x * y (numpy broadcasting)")
+div = _binary("div", np.divide, "elementwise x / y (numpy broadcasting)")
+maximum = _binary("maximum", np.maximum, "elementwise max(x, y) (numpy broadcasting)",
+                  quant="all_inputs")
+minimum = _binary("minimum", np.minimum, "elementwise min(x, y) (numpy broadcasting)",
+                  quant="all_inputs")
+BINARY = (add, sub, mul, div, maximum, minimum)
+
+
+def broadcast_layout(shape, *operands) -> tuple[np.ndarray, ...]:
+    """How the kernels read operands of shapes ``operands`` broadcast to ``shape``: (dims,
+    strides of each operand), axes of size 1 dropped and neighbouring axes merged while every
+    operand is broadcast along both or along neither (its stride there is 0 where broadcast)."""
+    padded = [(1,) * (len(shape) - len(s)) + tuple(s) for s in operands]
     dims: list[int] = []
-    broadcast: list[bool] = []
-    for d, e in zip(shape, padded, strict=True):
-        if e not in (1, d):
-            raise EdgekitError(f"operand of shape {tuple(y_shape)} does not broadcast to {shape}")
-        if d > 1 and dims and broadcast[-1] == (e == 1):
+    kinds: list[tuple[bool, ...]] = []
+    for axis, d in enumerate(shape):
+        if any(p[axis] not in (1, d) for p in padded):
+            raise EdgekitError(f"operands of shapes {[tuple(s) for s in operands]} do not "
+                               f"broadcast to {tuple(shape)}")
+        kind = tuple(p[axis] == 1 for p in padded)
+        if d > 1 and dims and kinds[-1] == kind:
             dims[-1] *= d
         elif d > 1:
             dims.append(d)
-            broadcast.append(e == 1)
-    strides, step = [], 1
-    for d, b in zip(reversed(dims), reversed(broadcast), strict=True):
-        strides.append(0 if b else step)
-        step *= 1 if b else d
-    return np.array(dims or [1], np.int64), np.array(strides[::-1] or [0], np.int64)
+            kinds.append(kind)
+    strides = []
+    for k in range(len(operands)):
+        own, step = [], 1
+        for d, kind in zip(reversed(dims), reversed(kinds), strict=True):
+            own.append(0 if kind[k] else step)
+            step *= 1 if kind[k] else d
+        strides.append(np.array(own[::-1] or [0], np.int64))
+    return (np.array(dims or [1], np.int64), *strides)
 
 
-def _layout(x, y, out) -> tuple[np.ndarray, np.ndarray]:
-    """``broadcast_layout`` of the runtime's arrays; only the second operand broadcasts."""
-    if x.shape != out.shape:
-        raise EdgekitError(f"first operand {x.shape} must have the output's shape {out.shape} "
-                           "(only the second operand broadcasts)")
-    return broadcast_layout(out.shape, y.shape)
+def _layout(ins, out) -> tuple[np.ndarray, ...]:
+    """``broadcast_layout`` of the runtime's arrays."""
+    return broadcast_layout(out.shape, *(v.shape for v in ins))
 
 
 # --- edgekit runtime --------------------------------------------------------------------------
 
-def _float32(ins, out, multiply: bool, activation: str):
-    from edgekit.runtime.kernels import elementwise
-    from edgekit.runtime.registry import bind
+def _float32(op: OpDef):
+    @op.implements("float32")
+    def prepare(ins, out, activation="none"):
+        from edgekit.runtime.kernels import elementwise
+        from edgekit.runtime.registry import bind
 
-    x, y = ins
-    return bind(elementwise.binary, x.reshape(-1), y.reshape(-1), *_layout(x, y, out), multiply,
-                *elementwise.ACTIVATION_BOUNDS[activation], out.reshape(-1))
-
-
-@add.implements("float32")
-def _add_float32(ins, out, *, activation):
-    return _float32(ins, out, False, activation)
+        x, y = ins
+        return bind(elementwise.binary, x.reshape(-1), y.reshape(-1), *_layout(ins, out),
+                    elementwise.BINARY[op.name], *elementwise.ACTIVATION_BOUNDS[activation],
+                    out.reshape(-1))
 
 
-@mul.implements("float32")
-def _mul_float32(ins, out):
-    return _float32(ins, out, True, "none")
+for _op in BINARY:
+    _float32(_op)
 
 
-@add.implements("int8")
-def _add_int8(ins, out, *, activation, quant):
-    from edgekit.numerics.params import add_params
-    from edgekit.runtime.kernels import int8_elementwise
-    from edgekit.runtime.registry import bind
+def _add_sub_int8(sign: int):
+    def prepare(ins, out, *, activation, quant):
+        from edgekit.numerics.params import add_params
+        from edgekit.runtime.kernels import int8_elementwise
+        from edgekit.runtime.registry import bind
 
-    x, y = ins
-    p = add_params(quant, activation)
-    return bind(int8_elementwise.add, x.reshape(-1), y.reshape(-1), *_layout(x, y, out), p.zx,
-                p.zy, p.zo, np.array(p.mult, np.int32), np.array(p.shift, np.int32), p.lo, p.hi,
-                out.reshape(-1))
+        x, y = ins
+        p = add_params(quant, activation)
+        return bind(int8_elementwise.add, x.reshape(-1), y.reshape(-1), *_layout(ins, out),
+                    sign, p.zx, p.zy, p.zo, np.array(p.mult, np.int32),
+                    np.array(p.shift, np.int32), p.lo, p.hi, out.reshape(-1))
+
+    return prepare
+
+
+add.implements("int8")(_add_sub_int8(1))
+sub.implements("int8")(_add_sub_int8(-1))
 
 
 @mul.implements("int8")
@@ -109,126 +131,166 @@ def _mul_int8(ins, out, *, quant):
 
     x, y = ins
     p = mul_params(quant)
-    return bind(int8_elementwise.mul, x.reshape(-1), y.reshape(-1), *_layout(x, y, out), p.zx,
+    return bind(int8_elementwise.mul, x.reshape(-1), y.reshape(-1), *_layout(ins, out), p.zx,
+                p.zy, p.zo, p.mult, p.shift, p.lo, p.hi, out.reshape(-1))
+
+
+def _select_int8(op: OpDef):
+    @op.implements("int8")
+    def prepare(ins, out, *, quant):
+        from edgekit.runtime.int8 import check_shared
+        from edgekit.runtime.kernels import int8_elementwise
+        from edgekit.runtime.registry import bind
+
+        check_shared(op.name, quant)
+        x, y = ins
+        return bind(int8_elementwise.select, x.reshape(-1), y.reshape(-1), *_layout(ins, out),
+                    op is maximum, out.reshape(-1))
+
+
+_select_int8(maximum)
+_select_int8(minimum)
+@div.implements("int8")
+def _div_int8(ins, out, *, quant):
+    from edgekit.numerics.params import div_params
+    from edgekit.runtime.kernels import int8_elementwise
+    from edgekit.runtime.registry import bind
+
+    x, y = ins
+    p = div_params(quant)
+    return bind(int8_elementwise.div, x.reshape(-1), y.reshape(-1), *_layout(ins, out), p.zx,
                 p.zy, p.zo, p.mult, p.shift, p.lo, p.hi, out.reshape(-1))
 
 
 # --- importers --------------------------------------------------------------------------------
 
+_COMMUTATIVE = ("add", "mul", "maximum", "minimum")
+
+
 def arith(b, op: str, x, y, name: str):
-    """``x op y`` for add/sub/mul/div where either side may be a constant (both importers, and
-    the composites that end in one, e.g. ONNX Gemm with a computed C).
+    """``x op y`` for add/sub/mul/div/maximum/minimum where either side may be a constant (both
+    importers, and the composites that end in one, e.g. ONNX Gemm with a computed C).
 
-    The Graph has add and mul only, with y broadcasting to x: sub becomes add of a negated
-    operand, div a mul by the reciprocal of a constant, and operands are swapped (both ops
-    commute) so that the activation with the full shape comes first.
+    A constant operand of a commutative op goes second, where the importers' passes look for
+    one to fold into a conv/linear before it. Subtracting a constant stays an add of its
+    negation: exact in float (x - c is x + (-c) bit for bit), foldable into a conv's bias, and in
+    int8 TFLite's ADD and SUB are one arithmetic, so nothing is lost. Dividing by a constant
+    stays a mul by its reciprocal: within a float32 rounding of x / c, foldable into a conv's
+    weights, and in int8 a MUL by the reciprocal quantized once, where int8 DIV would quantize
+    c and then approximate 1 / c again in fixed point.
     """
-    from edgekit.converters.from_torch import Act, Unsupported, const_param
+    from edgekit.converters.from_torch import Act, const_param
 
-    if op == "sub":  # x + (-y)
-        if not isinstance(y, Act):
-            y = -np.asarray(y, np.float32)
-        else:
-            y = Act(b.node("mul", [y.name, const_param(b, -1.0, f"{name}.neg").name], name=name))
-        op = "add"
-    elif op == "div":  # x * (1 / y)
-        if isinstance(y, Act):
-            raise Unsupported("div by a tensor")
-        y, op = 1.0 / np.asarray(y, np.float32), "mul"
-    if not isinstance(x, Act) or (isinstance(y, Act) and _bigger(b, y, x)):
+    if not isinstance(y, Act) and op in ("sub", "div"):
+        y = np.asarray(y, np.float32)
+        with np.errstate(divide="ignore"):  # 1 / 0 is inf: validation names the param
+            y, op = (-y, "add") if op == "sub" else (np.float32(1) / y, "mul")
+    if not isinstance(x, Act) and op in _COMMUTATIVE:
         x, y = y, x
-    if not isinstance(y, Act):
-        y = const_param(b, y, f"{name}.const")
+    x, y = (v if isinstance(v, Act) else const_param(b, v, f"{name}.const") for v in (x, y))
     return Act(b.node(op, [x.name, y.name], name=name))
 
 
-def _bigger(b, y, x) -> bool:
-    sx, sy = b.shape(x.name), b.shape(y.name)
-    return (len(sy), prod(sy)) > (len(sx), prod(sx))
-
-
-def _torch(c, x, y, alpha=1, rounding_mode=None):
-    """aten add/sub/mul/div (the op is ``c.aten``), through ``arith``."""
+def _torch(c, x, y=None, alpha=1, rounding_mode=None):
+    """aten add/sub/rsub/mul/div/reciprocal/maximum/minimum (the op is ``c.aten``), through
+    ``arith``; ``rsub(x, y, alpha)`` is ``y - alpha * x``, ``reciprocal(x)`` (what ``c / x``
+    exports as, times c) ``1 / x``."""
     from edgekit.converters.from_torch import Act, Unsupported
 
+    op = c.aten
     if rounding_mode is not None:
         raise Unsupported(f"div(rounding_mode={rounding_mode!r})")
+    if op == "rsub":
+        x, y, op = y, x, "sub"
+    elif op == "reciprocal":
+        x, y, op = np.float32(1), x, "div"
     if alpha != 1:
         if isinstance(y, Act):
             raise Unsupported(f"{c.aten} with alpha")
         y = y * alpha
     x, y = (v if isinstance(v, Act) or not hasattr(v, "detach") else c.const(v, c.aten)
             for v in (x, y))
-    return arith(c.b, c.aten, x, y, c.name)
+    return arith(c.b, op, x, y, c.name)
 
 
-def _onnx_import(n, x, y):
-    """ONNX Add/Sub/Mul/Div (the op is ``n.op``), through ``arith``."""
-    return arith(n.b, n.op.lower(), x, y, n.name)
+def _onnx_import(n, x, *rest):
+    """ONNX Add/Sub/Mul/Div and the variadic Max/Min (folded pairwise), through ``arith``."""
+    op = {"Max": "maximum", "Min": "minimum"}.get(n.op, n.op.lower())
+    for i, y in enumerate(rest):
+        x = arith(n.b, op, x, y, n.name if i == len(rest) - 1 else f"{n.name}.{i}")
+    return x
 
 
-add.implements("torch", names=("add", "sub"))(_torch)
-mul.implements("torch", names=("mul", "div"))(_torch)
-add.implements("onnx_import", names=("Add", "Sub"))(_onnx_import)
-mul.implements("onnx_import", names=("Mul", "Div"))(_onnx_import)
+for _op, _aten, _onnx in ((add, ("add",), "Add"), (sub, ("sub", "rsub"), "Sub"),
+                          (mul, ("mul",), "Mul"), (div, ("div", "reciprocal"), "Div"),
+                          (maximum, ("maximum",), "Max"), (minimum, ("minimum",), "Min")):
+    _op.implements("torch", names=_aten)(_torch)
+    _op.implements("onnx_import", names=(_onnx,))(_onnx_import)
 
 
 # --- writers ----------------------------------------------------------------------------------
 
-def _tflite(code: str, options: str):
-    def visit(w, node):
-        """``code`` in the layout of its (first) activation operand; TFLite broadcasts."""
-        layout = w.layout[next(n for n in node.inputs if n not in w.graph.params)]
-        ins = [w.value(name, layout) for name in node.inputs]
-        opts = w.options(options, fusedActivationFunction=w.fused(
-            node.attrs.get("activation", "none")))
-        w.op(code, ins, [w.output(node, layout)], opts)
-
-    return visit
+_TFLITE = {"add": ("ADD", "Add"), "sub": ("SUB", "Sub"), "mul": ("MUL", "Mul"),
+           "div": ("DIV", "Div"), "maximum": ("MAXIMUM", "MaximumMinimum"),
+           "minimum": ("MINIMUM", "MaximumMinimum")}
+_ONNX = {"add": "Add", "sub": "Sub", "mul": "Mul", "div": "Div", "maximum": "Max",
+         "minimum": "Min"}
 
 
-add.implements("tflite")(_tflite("ADD", "Add"))
-mul.implements("tflite")(_tflite("MUL", "Mul"))
+def _tflite(w, node):
+    """The op in the layout of its first activation operand; TFLite broadcasts as numpy."""
+    code, options = _TFLITE[node.op]
+    layout = w.layout[next(n for n in node.inputs if n not in w.graph.params)]
+    ins = [w.value(name, layout) for name in node.inputs]
+    fields = ({"fusedActivationFunction": w.fused(node.attrs.get("activation", "none"))}
+              if options != "MaximumMinimum" else {})
+    w.op(code, ins, [w.output(node, layout)], w.options(options, **fields))
 
 
-@add.implements("onnx")
-def _add_onnx(e, node, ins):
-    return e.activate(e.add("Add", ins), node.attrs["activation"])
+def _onnx(e, node, ins):
+    return e.activate(e.add(_ONNX[node.op], ins), node.attrs.get("activation", "none"))
 
 
-@mul.implements("onnx")
-def _mul_onnx(e, node, ins):
-    return e.add("Mul", ins)
+def c_operand(w, name: str) -> tuple[tuple[int, ...], str]:
+    """(shape, C expression) of a kernel operand: a param's own shape and an int8 array of its
+    own, or an activation at batch 1 in the arena."""
+    if name in w.graph.params:
+        return w.graph.tensors[name].shape, w.array("int8_t", w.graph.params[name])
+    return w.shape(name), w.at(name)
 
 
-def _c(w, i, node, params: dict) -> str:
-    """One ``ek_binary_t`` (the broadcast layout and ``params``) and the call; a constant
-    second operand becomes an int8 array of its own."""
+def c_binary(w, i, node, kernel: str, params: dict, y=None) -> str:
+    """One ``ek_binary_t`` (the broadcast layout of both operands and ``params``) and the call
+    of ``kernel`` on it; ``y`` may give the second operand's (shape, C expression) instead."""
     from edgekit.converters.to_c import MAX_DIMS
 
-    out_shape, y_name = w.shape(node.outputs[0]), node.inputs[1]
-    y_shape = w.graph.tensors[y_name].shape
-    y_shape = y_shape if y_name in w.graph.params else (1, *y_shape[1:])
-    if w.shape(node.inputs[0]) != out_shape:
-        raise EdgekitError(f"{node.op}: only the second operand may broadcast")
-    dims, strides = broadcast_layout(out_shape, y_shape)
+    (x_shape, x), (y_shape, y) = c_operand(w, node.inputs[0]), y or c_operand(w, node.inputs[1])
+    dims, x_strides, y_strides = broadcast_layout(w.shape(node.outputs[0]), x_shape, y_shape)
     if len(dims) > MAX_DIMS:
         raise EdgekitError(f"{node.op}: broadcasting over more than {MAX_DIMS} runs of axes")
     pad = [1] * (MAX_DIMS - len(dims))
     p = w.struct("ek_binary_t", i, dict(size=w.size(node.outputs[0]), ndims=len(dims),
-                                         dims=[*dims, *pad], y_strides=[*strides, *pad],
-                                         **params))
-    y = w.array("int8_t", w.graph.params[y_name]) if y_name in w.graph.params else w.at(y_name)
-    return f"ek_{node.op}({p}, {w.at(node.inputs[0])}, {y}, {w.at(node.outputs[0])});"
+                                         dims=[*dims, *pad], x_strides=[*x_strides, *pad],
+                                         y_strides=[*y_strides, *pad], **params))
+    return f"{kernel}({p}, {x}, {y}, {w.at(node.outputs[0])});"
 
 
-@add.implements("c")
-def _add_c(w, i, node):
+def _add_sub_c(w, i, node):
     from dataclasses import asdict
 
     from edgekit.numerics.params import add_params
 
-    return _c(w, i, node, asdict(add_params(w.quant(node), node.attrs["activation"])))
+    return c_binary(w, i, node, f"ek_{node.op}",
+                    asdict(add_params(w.quant(node), node.attrs["activation"])))
+
+
+add.implements("c")(_add_sub_c)
+sub.implements("c")(_add_sub_c)
+
+
+def _first_multiplier(p: dict) -> dict:
+    """Parameters with one multiplier in the first of the struct's three slots."""
+    return {**p, "mult": (p["mult"], 0, 0), "shift": (p["shift"], 0, 0)}
 
 
 @mul.implements("c")
@@ -238,25 +300,48 @@ def _mul_c(w, i, node):
 
     from edgekit.numerics.params import mul_params
 
-    p = asdict(mul_params(w.quant(node)))
-    return _c(w, i, node, {**p, "mult": (p["mult"], 0, 0), "shift": (p["shift"], 0, 0)})
+    return c_binary(w, i, node, "ek_mul", _first_multiplier(asdict(mul_params(w.quant(node)))))
+
+
+def _select_c(w, i, node):
+    """MAXIMUM/MINIMUM compare stored values (one shared quantization): no parameters."""
+    from edgekit.runtime.int8 import check_shared
+
+    check_shared(node.op, w.quant(node))
+    return c_binary(w, i, node, f"ek_{node.op}", {})
+
+
+for _op in BINARY:
+    _op.implements("tflite")(_tflite)
+    _op.implements("onnx")(_onnx)
+maximum.implements("c")(_select_c)
+minimum.implements("c")(_select_c)
+
+
+@div.implements("c")
+def _div_c(w, i, node):
+    """The firmware's struct has ADD's three multipliers; DIV uses the first."""
+    from dataclasses import asdict
+
+    from edgekit.numerics.params import div_params
+
+    return c_binary(w, i, node, "ek_div", _first_multiplier(asdict(div_params(w.quant(node)))))
 
 
 # --- gpu target (torch) and on-device learning ------------------------------------------------
 
-@add.implements("gpu")
-def _add_gpu(x, y, *, activation):
-    from edgekit.targets.gpu import activate
+def _gpu(op: OpDef):
+    @op.implements("gpu")
+    def fn(x, y, activation="none"):
+        import torch
 
-    return activate(x + y, activation)
+        from edgekit.targets.gpu import activate
 
-
-@mul.implements("gpu")
-def _mul_gpu(x, y):
-    return x * y
+        return activate(getattr(torch, op.name)(x, y), activation)
 
 
-for _op in (add, mul):
+for _op in BINARY:
+    _gpu(_op)
     _op.unsupported("learn", f"edgekit.learn has no gradient rule for {_op.name} (it trains "
                              "sequential chains of conv/linear blocks)")
 
@@ -273,6 +358,13 @@ no_spiking_form(add, "int8 spiking Graphs add spikes to a current with scaled_ad
                      "Graphs do", ("spiking_int8", "onnx_spiking"))
 no_spiking_form(mul, "converters.snn.to_snn refuses mul: a product of spike trains is not the "
                      "product of the rates")
+no_spiking_form(div, "converters.snn.to_snn refuses div: a quotient of spike trains is not the "
+                     "quotient of the rates")
+no_spiking_form(sub, "converters.snn.to_snn refuses sub: a rate-coded spike train cannot carry "
+                     "the negative values a difference takes")
+for _op in (maximum, minimum):
+    no_spiking_form(_op, f"converters.snn.to_snn refuses {_op.name}: the elementwise "
+                         f"{_op.name} of two spike trains is not that of their rates")
 
 
 @add.implements("quant_spiking")

@@ -212,41 +212,42 @@ void ek_linear(const ek_linear_t *p, const int8_t *x, int8_t *y) {
     }
 }
 
-/* Offset into the second operand of innermost row ``row`` of the first (elementwise.binary). */
-static int32_t ek_y_offset(const ek_binary_t *p, int32_t row) {
-    int32_t offset = 0;
-    for (int32_t d = p->ndims - 2; d >= 0; d--) {
-        offset += row % p->dims[d] * p->y_strides[d];
-        row /= p->dims[d];
-    }
-    return offset;
-}
-
 #define EK_ADD_LEFT_SHIFT 20
 
-void ek_add(const ek_binary_t *p, const int8_t *x, const int8_t *y, int8_t *out) {
-    int32_t inner = p->dims[p->ndims - 1], step = p->y_strides[p->ndims - 1];
+void ek_add_sub(const ek_binary_t *p, const int8_t *x, const int8_t *y, int32_t sign,
+                int8_t *out) {
+    int32_t inner = p->dims[p->ndims - 1];
+    int32_t xs = p->x_strides[p->ndims - 1], ys = p->y_strides[p->ndims - 1];
     for (int32_t row = 0; row < p->size / inner; row++) {
-        const int8_t *yr = y + ek_y_offset(p, row);
+        int32_t xo, yo;
+        ek_binary_offsets(p, row, &xo, &yo);
+        const int8_t *xr = x + xo, *yr = y + yo;
+        int8_t *o = out + row * inner;
         for (int32_t i = 0; i < inner; i++) {
-            int32_t k = row * inner + i;
-            int32_t a = ek_mbqm((x[k] - p->zx) * (1 << EK_ADD_LEFT_SHIFT), p->mult[0],
+            int32_t a = ek_mbqm((xr[i * xs] - p->zx) * (1 << EK_ADD_LEFT_SHIFT), p->mult[0],
                                 p->shift[0]);
-            int32_t b = ek_mbqm((yr[i * step] - p->zy) * (1 << EK_ADD_LEFT_SHIFT), p->mult[1],
+            int32_t b = ek_mbqm((yr[i * ys] - p->zy) * (1 << EK_ADD_LEFT_SHIFT), p->mult[1],
                                 p->shift[1]);
-            out[k] = ek_requantize(a + b, p->mult[2], p->shift[2], p->zo, p->lo, p->hi);
+            o[i] = ek_requantize(a + sign * b, p->mult[2], p->shift[2], p->zo, p->lo, p->hi);
         }
     }
 }
 
+void ek_add(const ek_binary_t *p, const int8_t *x, const int8_t *y, int8_t *out) {
+    ek_add_sub(p, x, y, 1, out);
+}
+
 void ek_mul(const ek_binary_t *p, const int8_t *x, const int8_t *y, int8_t *out) {
-    int32_t inner = p->dims[p->ndims - 1], step = p->y_strides[p->ndims - 1];
+    int32_t inner = p->dims[p->ndims - 1];
+    int32_t xs = p->x_strides[p->ndims - 1], ys = p->y_strides[p->ndims - 1];
     for (int32_t row = 0; row < p->size / inner; row++) {
-        const int8_t *yr = y + ek_y_offset(p, row);
+        int32_t xo, yo;
+        ek_binary_offsets(p, row, &xo, &yo);
+        const int8_t *xr = x + xo, *yr = y + yo;
+        int8_t *o = out + row * inner;
         for (int32_t i = 0; i < inner; i++) {
-            int32_t k = row * inner + i;
-            int32_t prod = (x[k] - p->zx) * (yr[i * step] - p->zy);
-            out[k] = ek_requantize(prod, p->mult[0], p->shift[0], p->zo, p->lo, p->hi);
+            int32_t prod = (xr[i * xs] - p->zx) * (yr[i * ys] - p->zy);
+            o[i] = ek_requantize(prod, p->mult[0], p->shift[0], p->zo, p->lo, p->hi);
         }
     }
 }

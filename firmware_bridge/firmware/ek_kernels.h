@@ -20,8 +20,10 @@ typedef struct {
 } ek_linear_t;
 
 #define EK_MAX_DIMS 6
+/* Binary ops with numpy broadcasting (edgekit.ops.elementwise.broadcast_layout): the output's
+ * merged dims and each operand's stride per merged dim (0 where it broadcasts). */
 typedef struct {
-    int32_t size, ndims, dims[EK_MAX_DIMS], y_strides[EK_MAX_DIMS];
+    int32_t size, ndims, dims[EK_MAX_DIMS], x_strides[EK_MAX_DIMS], y_strides[EK_MAX_DIMS];
     int32_t zx, zy, zo, lo, hi, mult[3], shift[3];
 } ek_binary_t;
 
@@ -38,6 +40,9 @@ typedef struct {
 
 void ek_conv2d(const ek_conv_t *p, int8_t *col, const int8_t *x, int8_t *y);
 void ek_linear(const ek_linear_t *p, const int8_t *x, int8_t *y);
+/* TFLite int8 ADD (sign 1, ek_add) and SUB (sign -1, ek_sub): int8_elementwise.add. */
+void ek_add_sub(const ek_binary_t *p, const int8_t *x, const int8_t *y, int32_t sign,
+                int8_t *out);
 void ek_add(const ek_binary_t *p, const int8_t *x, const int8_t *y, int8_t *out);
 void ek_mul(const ek_binary_t *p, const int8_t *x, const int8_t *y, int8_t *out);
 void ek_clamp_i8(int32_t size, int32_t lo, int32_t hi, const int8_t *x, int8_t *y);

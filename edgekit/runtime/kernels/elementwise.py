@@ -25,27 +25,65 @@ def leaky_relu(x, alpha, out):
         out[i] = v if v >= 0 else v * alpha
 
 
-@njit(cache=True)
-def binary(x, y, dims, y_strides, multiply, amin, amax, out):
-    """``out = act(x + y)`` or ``act(x * y)``, y broadcast to x's shape.
+# The op code ``binary`` takes (``edgekit.ops.elementwise`` names its ops so).
+BINARY = {"add": 0, "mul": 1, "sub": 2, "div": 3, "maximum": 4, "minimum": 5}
 
-    ``dims`` is x's shape with neighbouring axes merged while y is either broadcast along all of
-    them or along none, and ``y_strides`` is y's stride per merged axis (0 where broadcast), so
-    y's offset is computed once per innermost row and the row loop is contiguous or scalar.
+
+@njit(cache=True, inline="always")
+def offsets(row, dims, x_strides, y_strides):
+    """Offsets into x and y of innermost row ``row`` of the output (see ``binary``)."""
+    x_off, y_off = 0, 0
+    for d in range(dims.size - 2, -1, -1):
+        i = row % dims[d]
+        x_off += i * x_strides[d]
+        y_off += i * y_strides[d]
+        row //= dims[d]
+    return x_off, y_off
+
+
+@njit(cache=True, error_model="numpy")
+def binary(x, y, dims, x_strides, y_strides, op, amin, amax, out):
+    """``out = act(x op y)`` (``op`` a ``BINARY`` code), x and y broadcast to out's shape as
+    numpy does (``edgekit.ops.elementwise.broadcast_layout``).
+
+    ``dims`` is the output's shape with neighbouring axes merged while each operand is either
+    broadcast along all of them or along none, and ``x_strides``/``y_strides`` are each
+    operand's stride per merged axis (0 where broadcast), so the offsets are computed once per
+    innermost row and the row loop reads contiguous or scalar operands. Division by zero gives
+    inf or NaN, as numpy's (``error_model``), not an exception.
     """
-    inner = dims[-1]
-    y_step = y_strides[-1]
-    for row in range(x.size // inner):
-        y_off, rest = 0, row
-        for d in range(dims.size - 2, -1, -1):
-            y_off += rest % dims[d] * y_strides[d]
-            rest //= dims[d]
-        xs = x[row * inner:(row + 1) * inner]
+    inner, x_step, y_step = dims[-1], x_strides[-1], y_strides[-1]
+    for row in range(out.size // inner):
+        x_off, y_off = offsets(row, dims, x_strides, y_strides)
         dst = out[row * inner:(row + 1) * inner]
         for i in range(inner):
-            v = y[y_off + i * y_step]
-            v = xs[i] * v if multiply else xs[i] + v
+            a = x[np.uint64(x_off + i * x_step)]
+            b = y[np.uint64(y_off + i * y_step)]
+            if op == 0:
+                v = a + b
+            elif op == 1:
+                v = a * b
+            elif op == 2:
+                v = a - b
+            elif op == 3:
+                v = a / b
+            elif op == 4:
+                v = max(a, b)
+            else:
+                v = min(a, b)
             dst[i] = min(max(v, amin), amax)
+
+
+@njit(cache=True)
+def prelu(x, alpha, dims, x_strides, a_strides, out):
+    """``out = x if x >= 0 else alpha * x``, alpha broadcast to x as in ``binary``."""
+    inner, x_step, a_step = dims[-1], x_strides[-1], a_strides[-1]
+    for row in range(out.size // inner):
+        x_off, a_off = offsets(row, dims, x_strides, a_strides)
+        dst = out[row * inner:(row + 1) * inner]
+        for i in range(inner):
+            v = x[np.uint64(x_off + i * x_step)]
+            dst[i] = v if v >= 0 else v * alpha[np.uint64(a_off + i * a_step)]
 
 
 @njit(cache=True)

@@ -1,10 +1,10 @@
 """int8 elementwise kernels on flat C-contiguous arrays, each TFLite's reference arithmetic.
 
-Multipliers and shifts arrive precomputed (``edgekit.numerics.params``); ``add`` and ``mul`` take
-the second operand broadcast as ``elementwise.binary`` does (``dims``/``y_strides``). Also the
-conversions the float-inside kernels (softmax, layernorm) use at their edges, which round as
-``edgekit.quant.edge`` does. numba's cache does not see edits to ``edgekit.numerics.arith``: clear
-it after changing that file.
+Multipliers and shifts arrive precomputed (``edgekit.numerics.params``); the binary kernels
+(and prelu) take both operands broadcast as ``elementwise.binary`` does (``dims``, ``x_strides``,
+``y_strides``). Also the conversions the float-inside kernels (softmax, layernorm) use at their
+edges, which round as ``edgekit.quant.edge`` does. numba's cache does not see edits to
+``edgekit.numerics.arith``: clear it after changing that file.
 """
 
 from __future__ import annotations
@@ -12,8 +12,16 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from edgekit.numerics.arith import clamp, multiply_by_quantized_multiplier, requantize
+from edgekit.numerics.arith import (
+    clamp,
+    count_leading_sign_bits,
+    multiply_by_quantized_multiplier,
+    reciprocal,
+    requantize,
+    srdhm,
+)
 from edgekit.numerics.params import ADD_LEFT_SHIFT
+from edgekit.runtime.kernels.elementwise import offsets
 
 
 @njit(cache=True)
@@ -24,43 +32,111 @@ def subtract(x, zero_point, out):
         out[i] = x[i] - zero_point
 
 
-@njit(cache=True, inline="always")
-def _y_offset(row, dims, y_strides):
-    """Offset into y of innermost row ``row`` of x (see ``elementwise.binary``)."""
-    offset = 0
-    for d in range(dims.size - 2, -1, -1):
-        offset += row % dims[d] * y_strides[d]
-        row //= dims[d]
-    return offset
-
-
 @njit(cache=True)
-def add(x, y, dims, y_strides, zx, zy, zo, m, shift, lo, hi, out):
-    """TFLite int8 ADD: each operand ``(v - z) << 20`` rescaled by its multiplier (``m[0]``,
-    ``m[1]``), the sum by ``m[2]``, plus ``zo``, clamped to ``[lo, hi]``. Rows are contiguous
-    slices and y is read through unsigned offsets, so no index check stops vectorization."""
-    inner, y_step = dims[-1], y_strides[-1]
+def add(x, y, dims, x_strides, y_strides, sign, zx, zy, zo, m, shift, lo, hi, out):
+    """TFLite int8 ADD (``sign`` 1) and SUB (``sign`` -1): each operand ``(v - z) << 20``
+    rescaled by its multiplier (``m[0]``, ``m[1]``), their sum or difference by ``m[2]``, plus
+    ``zo``, clamped to ``[lo, hi]``. Rows of the output are contiguous slices and the operands
+    are read through unsigned offsets, so no index check stops vectorization."""
+    inner, x_step, y_step = dims[-1], x_strides[-1], y_strides[-1]
     m0, m1, m2, s0, s1, s2 = m[0], m[1], m[2], shift[0], shift[1], shift[2]
-    for row in range(x.size // inner):
-        y_off = _y_offset(row, dims, y_strides)
-        xs, dst = x[row * inner:(row + 1) * inner], out[row * inner:(row + 1) * inner]
+    for row in range(out.size // inner):
+        x_off, y_off = offsets(row, dims, x_strides, y_strides)
+        dst = out[row * inner:(row + 1) * inner]
         for i in range(inner):
-            a = multiply_by_quantized_multiplier((xs[i] - zx) << ADD_LEFT_SHIFT, m0, s0)
+            a = multiply_by_quantized_multiplier(
+                (x[np.uint64(x_off + i * x_step)] - zx) << ADD_LEFT_SHIFT, m0, s0)
             b = multiply_by_quantized_multiplier(
                 (y[np.uint64(y_off + i * y_step)] - zy) << ADD_LEFT_SHIFT, m1, s1)
-            dst[i] = requantize(a + b, m2, s2, zo, lo, hi)
+            dst[i] = requantize(a + sign * b, m2, s2, zo, lo, hi)
 
 
 @njit(cache=True)
-def mul(x, y, dims, y_strides, zx, zy, zo, m, shift, lo, hi, out):
+def mul(x, y, dims, x_strides, y_strides, zx, zy, zo, m, shift, lo, hi, out):
     """TFLite int8 MUL: ``(x - zx) * (y - zy)`` requantized by ``m``/``shift``."""
-    inner, y_step = dims[-1], y_strides[-1]
-    for row in range(x.size // inner):
-        y_off = _y_offset(row, dims, y_strides)
-        xs, dst = x[row * inner:(row + 1) * inner], out[row * inner:(row + 1) * inner]
+    inner, x_step, y_step = dims[-1], x_strides[-1], y_strides[-1]
+    for row in range(out.size // inner):
+        x_off, y_off = offsets(row, dims, x_strides, y_strides)
+        dst = out[row * inner:(row + 1) * inner]
         for i in range(inner):
-            prod = (xs[i] - zx) * (y[np.uint64(y_off + i * y_step)] - zy)
+            prod = ((x[np.uint64(x_off + i * x_step)] - zx)
+                    * (y[np.uint64(y_off + i * y_step)] - zy))
             dst[i] = requantize(prod, m, shift, zo, lo, hi)
+
+
+@njit(cache=True, inline="always")
+def _host_rounding_divide_by_pot(x, exponent):
+    """gemmlowp's RoundingDivideByPOT as tflite-micro's host build runs it, also where DIV's
+    exponent exceeds 31 (a dividend of a step or two over a large divisor; undefined in C): the
+    mask ``(1 << exponent) - 1`` formed in 64 bits, the count taken mod 64, truncated to int32,
+    and the int32 shift's count taken mod 32, as x86 does. Below 32 it is the usual rounding."""
+    mask = ((1 << (exponent & 63)) - 1) & 0xFFFFFFFF
+    if mask >= 1 << 31:
+        mask -= 1 << 32
+    threshold = (mask >> 1) + (1 if x < 0 else 0)
+    return (x >> (exponent & 31)) + (1 if (x & mask) > threshold else 0)
+
+
+@njit(cache=True, inline="always")
+def divide(v1, v2, zo, m, shift, lo, hi):
+    """One TFLite int8 DIV (reference_ops::DivElementwise) of the zero-point-free values: ``v1``
+    scaled up to its headroom times the divisor's fixed-point reciprocal, then ``(m, shift)``
+    less both scalings, as tflite-micro computes it bit for bit (quirks of its final shift
+    included: ``_host_rounding_divide_by_pot``). A divisor of 0 (undefined in TFLite) gives the
+    bound of the dividend's sign, ``zo`` for 0 / 0, as a real division saturates."""
+    if v2 == 0:
+        return hi if v1 > 0 else lo if v1 < 0 else clamp(zo, lo, hi)
+    if v2 < 0:
+        v1, v2 = -v1, -v2
+    inverse, inverse_shift = reciprocal(v2)
+    headroom = count_leading_sign_bits(v1)
+    quotient = srdhm(v1 << headroom, inverse)
+    exponent = inverse_shift + headroom - shift
+    return clamp(_host_rounding_divide_by_pot(srdhm(quotient, m), exponent) + zo, lo, hi)
+
+
+@njit(cache=True)
+def div(x, y, dims, x_strides, y_strides, zx, zy, zo, m, shift, lo, hi, out):
+    """TFLite int8 DIV of broadcast operands (``divide`` per element)."""
+    inner, x_step, y_step = dims[-1], x_strides[-1], y_strides[-1]
+    for row in range(out.size // inner):
+        x_off, y_off = offsets(row, dims, x_strides, y_strides)
+        dst = out[row * inner:(row + 1) * inner]
+        for i in range(inner):
+            dst[i] = divide(np.int64(x[np.uint64(x_off + i * x_step)]) - zx,
+                            np.int64(y[np.uint64(y_off + i * y_step)]) - zy, zo, m, shift, lo,
+                            hi)
+
+
+@njit(cache=True)
+def select(x, y, dims, x_strides, y_strides, take_max, out):
+    """TFLite int8 MAXIMUM (``take_max``) and MINIMUM: inputs and output share one
+    quantization, so the larger (smaller) stored value is the larger (smaller) real one."""
+    inner, x_step, y_step = dims[-1], x_strides[-1], y_strides[-1]
+    for row in range(out.size // inner):
+        x_off, y_off = offsets(row, dims, x_strides, y_strides)
+        dst = out[row * inner:(row + 1) * inner]
+        for i in range(inner):
+            a, b = x[np.uint64(x_off + i * x_step)], y[np.uint64(y_off + i * y_step)]
+            dst[i] = max(a, b) if take_max else min(a, b)
+
+
+@njit(cache=True)
+def prelu(x, alpha, dims, x_strides, a_strides, zx, zo, m_id, s_id, m_alpha, s_alpha, out):
+    """TFLite int8 PRELU (tflite-micro's reference): ``x' = x - zx``; ``x' * (m_id, s_id)``
+    where ``x' >= 0``, else ``x' * alpha`` by ``(m_alpha, s_alpha)`` (alpha's zero point is 0);
+    plus ``zo``. alpha broadcasts to x as a binary op's second operand does."""
+    inner, x_step, a_step = dims[-1], x_strides[-1], a_strides[-1]
+    for row in range(out.size // inner):
+        x_off, a_off = offsets(row, dims, x_strides, a_strides)
+        dst = out[row * inner:(row + 1) * inner]
+        for i in range(inner):
+            v = x[np.uint64(x_off + i * x_step)] - zx
+            if v >= 0:
+                dst[i] = requantize(v, m_id, s_id, zo, -128, 127)
+            else:
+                a = alpha[np.uint64(a_off + i * a_step)]
+                dst[i] = requantize(v * a, m_alpha, s_alpha, zo, -128, 127)
 
 
 @njit(cache=True)
