@@ -139,11 +139,12 @@ def _feed(graph: Graph, name: str, x: np.ndarray, raw: bool,
 
 def index_rows(graph: Graph, name: str) -> int:
     """How many rows the int32 indices of graph input ``name`` may pick: the fewest of the
-    tables it indexes (``OpDef.indexed`` ops read them as their first input)."""
+    tables it indexes (``OpDef.indexed`` ops read them as their first input); an input no
+    table reads may hold any int32."""
     from edgekit.ops import OPS
 
-    return min(graph.tensors[n.inputs[1]].shape[0] for n in graph.nodes
-               if OPS[n.op].indexed and n.inputs[0] == name)
+    return min((graph.tensors[n.inputs[1]].shape[0] for n in graph.nodes
+                if OPS[n.op].indexed and n.inputs[0] == name), default=2**31)
 
 
 def _require_indices(graph: Graph, name: str, x: np.ndarray) -> None:
@@ -154,8 +155,8 @@ def _require_indices(graph: Graph, name: str, x: np.ndarray) -> None:
     if bad.any():
         first = tuple(int(i) for i in np.argwhere(bad)[0])
         raise EdgekitError(f"input {name!r} holds {int(bad.sum())} index(es) outside [0, {rows})"
-                           f" (the first, {x[first]}, at index {first}); the table has {rows} "
-                           "rows")
+                           f" (the first, {x[first]}, at index {first}): an index picks a row "
+                           "of its table")
 
 
 def _require_finite(name: str, x: np.ndarray, allow: bool, advice: str) -> None:
