@@ -90,7 +90,9 @@ def test_clip_with_one_bound_on_the_board():
     (lambda x: torch.clamp(x, min=0.0), ["relu"]),
     (lambda x: torch.clamp_max(x, 2.0), ["clip"]),
     (lambda x: F.relu6(x), ["relu6"]),
-], ids=["hardtanh-0-6", "clamp-0-6", "clamp-min-0", "clamp_max", "relu6"])
+    (lambda x: torch.clamp(x, torch.full((4,), -0.5), torch.linspace(0.5, 2, 4)),
+     ["maximum", "minimum"]),
+], ids=["hardtanh-0-6", "clamp-0-6", "clamp-min-0", "clamp_max", "relu6", "tensor-bounds"])
 def test_torch_clamps_keep_relu_forms(fn, ops):
     class M(torch.nn.Module):
         def forward(self, x):

@@ -84,16 +84,21 @@ def emit_clip(b, x, lo, hi, name: str):
 @clip.implements("torch", names=("clamp", "clip", "hardtanh", "clamp_min", "clamp_max"))
 def _torch(c, x, *bounds, **kw):
     """aten clamp/clip(x, min, max), hardtanh(x, min_val=-1, max_val=1), clamp_min(x, min),
-    clamp_max(x, max); bounds must be numbers (a tensor bound is elementwise maximum/minimum)."""
-    from edgekit.converters.from_torch import Unsupported
+    clamp_max(x, max); tensor bounds (aten clamp.Tensor) are elementwise maximum then
+    minimum."""
+    from edgekit.ops.elementwise import arith
 
     given = dict(zip(("max",) if c.aten == "clamp_max" else ("min", "max"), bounds))
     given.update({key.removesuffix("_val"): value for key, value in kw.items()})
     default = 1.0 if c.aten == "hardtanh" else None
     lo, hi = given.get("min", -default if default else None), given.get("max", default)
-    if any(v is not None and not isinstance(v, (int, float)) for v in (lo, hi)):
-        raise Unsupported(f"{c.aten} with tensor bounds")
-    return emit_clip(c.b, x, lo, hi, c.name)
+    if all(v is None or isinstance(v, (int, float)) for v in (lo, hi)):
+        return emit_clip(c.b, x, lo, hi, c.name)
+    lo, hi = (v if v is None or not hasattr(v, "detach") else c.const(v, c.aten)
+              for v in (lo, hi))
+    if lo is not None:
+        x = arith(c.b, "maximum", x, lo, c.name if hi is None else f"{c.name}.min")
+    return x if hi is None else arith(c.b, "minimum", x, hi, c.name)
 
 
 @clip.implements("onnx_import", names=("Clip",))
