@@ -4,7 +4,7 @@ with every backend's implementation; both operands broadcast as numpy's do ((N, 
 
 Their int8 forms are TFLite's ADD, SUB, MUL, DIV, MAXIMUM and MINIMUM as tflite-micro computes
 them, with the integer parameters of ``numerics.params`` that the runtime and the C writer both
-read. A constant's operand keeps its own (lower) rank; an activation operand has the output's
+read. A constant operand keeps its own (lower) rank; an activation operand has the output's
 rank (Graph validation), so the batch axes line up.
 """
 
@@ -33,10 +33,12 @@ def broadcast(s, a):
     return tuple(out)
 
 
-def _binary(name: str, fn, doc: str, attrs=None, quant="calibrated") -> OpDef:
+def _binary(name: str, fn, doc: str, attrs=None, quant="calibrated", macs=None) -> OpDef:
+    """A binary op computing numpy's ``fn``; ``macs`` counts its multiplies (mul, div: one per
+    output; add, sub, maximum, minimum: none, as the profilers count them)."""
     activation = "activation" in (attrs or {})
     return declare(OpDef(
-        name, (2, 2), attrs or {}, broadcast, elementwise_macs, quant=quant, doc=doc,
+        name, (2, 2), attrs or {}, broadcast, macs or (lambda i, o, a: 0), quant=quant, doc=doc,
         reference=(lambda x, y, *, activation: finish(fn(x.astype(np.float64), y), activation))
         if activation else lambda x, y: finish(fn(x.astype(np.float64), y))))
 
@@ -45,8 +47,9 @@ add = _binary("add", np.add, "elementwise x + y (numpy broadcasting), then the a
               {"activation": "none"})
 sub = _binary("sub", np.subtract, "elementwise x - y (numpy broadcasting), then the activation",
               {"activation": "none"})
-mul = _binary("mul", np.multiply, "elementwise x * y (numpy broadcasting)")
-div = _binary("div", np.divide, "elementwise x / y (numpy broadcasting)")
+mul = _binary("mul", np.multiply, "elementwise x * y (numpy broadcasting)",
+              macs=elementwise_macs)
+div = _binary("div", np.divide, "elementwise x / y (numpy broadcasting)", macs=elementwise_macs)
 maximum = _binary("maximum", np.maximum, "elementwise max(x, y) (numpy broadcasting)",
                   quant="all_inputs")
 minimum = _binary("minimum", np.minimum, "elementwise min(x, y) (numpy broadcasting)",
