@@ -224,10 +224,6 @@ class LogSoftmaxParams:
     diff_min: int
 
 
-# TFLite's int8 LOG_SOFTMAX output quantization, fixed (log_softmax.cc: 16/256, 127)
-LOG_SOFTMAX_QUANT = (16 / 256, 127)
-
-
 def log_softmax_params(q_in) -> LogSoftmaxParams:
     """PreprocessLogSoftmaxScalingExp with beta 1 and 5 integer bits, in double from the
     float32 input scale, and CalculateInputRadius for ``diff_min``."""

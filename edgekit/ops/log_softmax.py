@@ -2,7 +2,7 @@
 
 int8 is TFLite's LOG_SOFTMAX as tflite-micro computes it, bit for bit: fixed-point exp and
 log (``runtime.kernels.log_softmax``), its output quantization fixed at scale 16/256, zero
-point 127 (``numerics.params.LOG_SOFTMAX_QUANT``). TFLite works on the last axis, so its
+point 127 (``LOG_SOFTMAX_QUANT``). TFLite works on the last axis, so its
 writer lays the tensor out with the Graph's axis last, as softmax's does.
 """
 
@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from edgekit.numerics.params import LOG_SOFTMAX_QUANT
 from edgekit.ops import declare
 from edgekit.ops.schema import OpDef, check_axis, prod
 from edgekit.ops.util import finish
+
+# TFLite's int8 LOG_SOFTMAX output quantization, fixed (log_softmax.cc: 16/256, 127)
+LOG_SOFTMAX_QUANT = (16 / 256, 127)
 
 
 def _shape(s, a):
