@@ -65,7 +65,7 @@ def _lower(ctx, table, indices, what: str):
 
 
 @embedding.implements("torch", names=("embedding",))
-def _torch(c, weight, indices, *_):
+def _torch(c, weight, indices, *_, **__):
     """aten.embedding(weight, indices, padding_idx, scale_grad_by_freq, sparse): the options
     change training only."""
     return _lower(c, weight, indices, "embedding")

@@ -112,7 +112,7 @@ def is_matmul_equation(equation: str) -> bool:
             and a[-1] == b[-2] and out[-2:] == a[-2] + b[-1] and len(set(a + b[-1])) == len(a) + 1)
 
 
-def _torch(c, *args):
+def _torch(c, *args, **_):
     if c.aten != "einsum":
         return _product(c, args[0], args[1], c.aten)
     from edgekit.converters.from_torch import Unsupported
