@@ -381,6 +381,14 @@ def _nothing(c, *_, **__):
     return None
 
 
+def _expand(c, x, *_, **__):
+    """expand to the shape x has already: core ATen's matmul decomposition spells each operand
+    so before its bmm; a real broadcast has no Graph op."""
+    if tuple(c.shape(c.node)) != tuple(c.shape(c.node.args[0])):
+        raise Unsupported("expand to a larger shape")
+    return x
+
+
 def _lowering(aten: str) -> Callable[..., Any] | None:
     """The lowering of ATen op ``aten``: an op module's (``names`` it registered for "torch"),
     else one of the composites below."""
@@ -400,6 +408,7 @@ _TORCH_OPS: dict[str, Callable[..., Any]] = {
     **dict.fromkeys(("dropout", "feature_dropout", "alias", "clone", "contiguous", "detach",
                      "lift_fresh_copy"), _alias),
     "glu": _glu,
+    "expand": _expand,
     "native_dropout": lambda c, x, *_: (x, None),
     "getitem": lambda c, seq, i: seq[i],
     "sym_size": lambda c, *_: c.node.meta["val"],

@@ -343,3 +343,21 @@ def test_profile_feeds_indices_to_an_embedding_model():
     report = profile(q, "cpu", runs=2, warmup=1)
     assert [(la["op"], la["dtype"]) for la in report.data["layers"]] == [("embedding", "int8"),
                                                                         ("linear", "int8")]
+
+
+def test_core_aten_matmul_imports_as_matmul():
+    """A .pt2 saved after run_decompositions() spells a 3-D matmul expand/view/bmm/view; the
+    expands to the operands' own shapes are no-ops, the views keep the batch."""
+    torch = pytest.importorskip("torch")
+    import edgekit
+
+    class Product(torch.nn.Module):
+        def forward(self, a, b):
+            return torch.matmul(a, b)
+
+    a, b = torch.randn(1, 4, 5), torch.randn(1, 5, 3)
+    program = torch.export.export(Product(), (a, b)).run_decompositions()
+    graph = edgekit.from_torch(program)
+    assert _ops(graph) == ["matmul"]
+    np.testing.assert_allclose(Executor(graph).run([a.numpy(), b.numpy()]), (a @ b).numpy(),
+                               rtol=1e-5, atol=1e-5)
