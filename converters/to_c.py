@@ -2,8 +2,9 @@
 
 The model becomes ``model.c``/``model.h``: weights as const arrays (they stay in flash), one
 const parameter struct per node, a static schedule of kernel calls (``run_step``, a switch: no
-interpreter) and one static arena whose offsets come from edgekit's memory planner, so the
-board uses exactly the peak activation memory edgekit reports. Every multiplier, shift,
+interpreter) and one static arena whose offsets come from edgekit's memory planner (without
+the runtime's im2col scratch: the firmware's convolution keeps two columns); ``footprint``
+says what the sources declare without writing them, for the fit check. Every multiplier, shift,
 activation bound and folded bias comes from the builders the int8 runtime reads too
 (``edgekit.numerics.params``), so the firmware computes what the runtime computes, bit for bit.
 """
@@ -13,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import math
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +27,7 @@ from edgekit.runtime.planner import Buffer, GreedyPlanner, Plan
 
 MAX_DIMS = 6  # EK_MAX_DIMS in ek_kernels.h
 LINK_PAYLOAD_LIMIT = 65535  # the frame's u16 length field
+C_BYTES = {"int8_t": 1, "int16_t": 2, "int32_t": 4, "float": 4}  # sizeof each constant's type
 
 
 def _size(shape) -> int:
@@ -35,6 +38,32 @@ def _size(shape) -> int:
 def _itemsize(graph: Graph) -> Callable[[str], int]:
     """Bytes per element of each tensor: 1 (int8), 4 for a graph input of int32 indices."""
     return lambda name: np.dtype(graph.tensors[name].dtype).itemsize
+
+
+@dataclass(frozen=True)
+class Footprint:
+    """What a generated model takes on the board, from its writer's own plan (the numbers its
+    sources declare; no file written). SRAM: ``activation_bytes`` (the arena; a spiking model's
+    membranes too), ``scratch_bytes`` (the convolution's column buffer) and ``link_bytes`` (the
+    protocol server's frame buffers and per-step counters, sized by the model); flash:
+    ``const_bytes``, the constant arrays as written (weights, folded biases, multipliers and
+    shifts, tables). Not counted: the parameter structs (tens of bytes a step), the code and
+    the stack, which the device profile's ``runtime_overhead_bytes`` covers."""
+
+    activation_bytes: int
+    scratch_bytes: int
+    link_bytes: int
+    const_bytes: int
+
+    @property
+    def sram_bytes(self) -> int:
+        return self.activation_bytes + self.scratch_bytes + self.link_bytes
+
+
+def link_bytes(max_payload_bytes: int, n_steps: int) -> int:
+    """Static RAM of the protocol server (``ek_protocol.c``): its receive frame (7 header bytes,
+    the payload, the CRC-32), its reply payload and one u32 tick count per step."""
+    return 7 + max_payload_bytes + 4 + max_payload_bytes + 4 * n_steps
 
 
 def _c_array(ctype: str, name: str, values: np.ndarray) -> str:
@@ -65,12 +94,14 @@ class _Writer:
         self.decls: list[str] = []
         self.calls: list[str] = []
         self.col_bytes = 0
+        self.const_bytes = 0
         self._arrays = 0
 
     def array(self, ctype: str, values: np.ndarray) -> str:
         name = f"k{self._arrays}"
         self._arrays += 1
         self.decls.append(_c_array(ctype, name, values))
+        self.const_bytes += C_BYTES[ctype] * max(np.size(values), 1)
         return name
 
     def at(self, tensor: str) -> str:
@@ -148,20 +179,28 @@ def memory_plan(graph: Graph, itemsize: int | Callable[[str], int] = 1,
     return plan, dict(zip(names, plan.offsets, strict=True))
 
 
-def ram_bytes(graph: Graph) -> int:
-    """Static RAM the model's activations take on the board (its arena): what the fit check
-    counts."""
-    return memory_plan(graph, _itemsize(graph))[0].size
-
-
-def generate(graph: Graph) -> tuple[str, str, str]:
-    """``(model.c, model.h, hash)``: the C sources and their content hash (16 hex digits)."""
+def _walk(graph: Graph) -> tuple[_Writer, Footprint]:
+    """Every step's call and declarations, and the footprint they add up to."""
     check_supported(graph)
-    max_payload(graph)
+    payload = max_payload(graph)
     plan, offsets = memory_plan(graph, _itemsize(graph))
     w = _Writer(graph, plan, offsets)
     for i, node in enumerate(graph.nodes):
         w.calls.append(f"    case {i}: {_visitor(node.op)(w, i, node)} break;")
+    return w, Footprint(plan.size, max(w.col_bytes, 4), link_bytes(payload, len(graph.nodes)),
+                        w.const_bytes)
+
+
+def footprint(graph: Graph) -> Footprint:
+    """What ``generate(graph)`` would declare, without writing it: what the fit check of a
+    microcontroller profile counts."""
+    return _walk(graph)[1]
+
+
+def generate(graph: Graph) -> tuple[str, str, str]:
+    """``(model.c, model.h, hash)``: the C sources and their content hash (16 hex digits)."""
+    w, fp = _walk(graph)
+    plan, offsets = w.plan, w.offsets
     spans = {
         "inputs": [(offsets[n], _itemsize(graph)(n) * _size(graph.tensors[n].shape))
                    for n in graph.inputs],
@@ -174,7 +213,7 @@ def generate(graph: Graph) -> tuple[str, str, str]:
     body = "\n".join([
         '#include "model.h"', '#include "ek_kernels.h"', "",
         f"static int8_t arena[{max(plan.size, 4)}] __attribute__((aligned(16)));",
-        f"static int8_t col[{max(w.col_bytes, 4)}];", *w.decls, *span_decls, "",
+        f"static int8_t col[{fp.scratch_bytes}];", *w.decls, *span_decls, "",
         "static void run_step(uint16_t step) {", "    switch (step) {", *w.calls,
         "    default: break;", "    }", "}", "",
     ])

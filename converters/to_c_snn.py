@@ -44,8 +44,11 @@ from pathlib import Path
 import numpy as np
 
 from edgekit.converters.to_c import (
+    C_BYTES,
     LINK_PAYLOAD_LIMIT,
+    Footprint,
     _struct,
+    link_bytes,
     memory_plan,
     model_header,
     write_model,
@@ -83,6 +86,7 @@ class SpikingWriter:
         self.int8 = is_int8(graph)
         self.decls: list[str] = []
         self.resets: list[str] = []
+        self.const_bytes = 0
 
     def dtype(self, tensor: str) -> str:
         return self.graph.tensors[tensor].dtype
@@ -108,6 +112,7 @@ class SpikingWriter:
     def const(self, name: str, values: np.ndarray, ctype: str = "float") -> str:
         self.decls.append(f"static const {ctype} {name}[{max(np.size(values), 1)}] = "
                           f"{{{_literals(values, ctype) or '0'}}};")
+        self.const_bytes += C_BYTES[ctype] * max(np.size(values), 1)
         return name
 
     def float_literal(self, value: float) -> str:
@@ -195,25 +200,60 @@ def ram_bytes(graph: Graph) -> int:
     return arena + membranes
 
 
-def generate(graph: Graph) -> tuple[str, str, str]:
-    """``(model.c, model.h, hash)`` for a float32 or int8 spiking Graph."""
+def _io_bytes(graph: Graph) -> tuple[int, int]:
+    """Bytes of the input the board receives and of the output sum it returns."""
+    name = graph.inputs[0]
+    return (_ITEMSIZE[graph.tensors[name].dtype] * _size(graph.tensors[name].shape),
+            4 * _size(graph.tensors[graph.outputs[0]].shape))
+
+
+def max_payload(graph: Graph) -> int:
+    """The longest frame payload the firmware exchanges for ``graph`` (its link buffers' size):
+    the input, the INFER reply (ticks + output sum), the output, STATS, HELLO."""
+    in_bytes, out_bytes = _io_bytes(graph)
+    need = max(2 + in_bytes, 8 + out_bytes, 2 + out_bytes, 4 * (1 + len(graph.nodes)), 64)
+    if need > LINK_PAYLOAD_LIMIT:
+        raise EdgekitError(f"the model exchanges {need:,} B in one frame, more than the "
+                           f"protocol's {LINK_PAYLOAD_LIMIT:,} B")
+    return need
+
+
+def _walk(graph: Graph) -> tuple[SpikingWriter, int, list[str], list[str], Footprint]:
+    """The writer after every node's call, the arena's size, the calls run once and those of
+    each time step, and the footprint they add up to: the arena and the membranes, the link
+    buffers and the STATS counters, the constants."""
     check_supported(graph)
-    timesteps, nodes = graph.metadata["timesteps"], graph.nodes
+    payload = max_payload(graph)
     plan = schedule(graph)  # which nodes run once, and whose SOPs count
-    offsets, arena_bytes, _ = _layout(graph, plan)
-    in_name, out_name = graph.inputs[0], graph.outputs[0]
-    in_bytes = _ITEMSIZE[graph.tensors[in_name].dtype] * _size(graph.tensors[in_name].shape)
-    n_y = _size(graph.tensors[out_name].shape)
-    out_bytes = 4 * n_y
-    sum_at = arena_bytes - out_bytes
-    produced_by = next(i for i, node in enumerate(nodes) if out_name in node.outputs)
+    offsets, arena_bytes, membranes = _layout(graph, plan)
     w = SpikingWriter(graph, offsets, plan)
     once, calls = [], []
-    for i, node in enumerate(nodes):
+    for i, node in enumerate(graph.nodes):
         call = implementation(node.op, "c_spiking").fn(w, i, node)
         call = f"{'ops += ' if plan.event_driven[i] else ''}{call}"
         (once if plan.static[i] else calls).append(
             f"{'    ' if plan.static[i] else '        '}{call}; stats[{1 + i}] += lap();")
+    counters = 4 * (1 + len(graph.nodes))
+    return w, arena_bytes, once, calls, Footprint(arena_bytes + membranes, 0,
+                                                  link_bytes(payload, 1) + counters,
+                                                  w.const_bytes)
+
+
+def footprint(graph: Graph) -> Footprint:
+    """What ``generate(graph)`` would declare, without writing it: what the fit check of a
+    microcontroller profile counts."""
+    return _walk(graph)[4]
+
+
+def generate(graph: Graph) -> tuple[str, str, str]:
+    """``(model.c, model.h, hash)`` for a float32 or int8 spiking Graph."""
+    w, arena_bytes, once, calls, _ = _walk(graph)
+    timesteps, nodes, offsets = graph.metadata["timesteps"], graph.nodes, w.offsets
+    in_name, out_name = graph.inputs[0], graph.outputs[0]
+    in_bytes, out_bytes = _io_bytes(graph)
+    n_y = out_bytes // 4
+    sum_at = arena_bytes - out_bytes
+    produced_by = next(i for i, node in enumerate(nodes) if out_name in node.outputs)
     if w.int8:  # the int32 sums over the steps (modulo 2^32, as numpy's), undivided
         total = ["    uint32_t *sum = (uint32_t *)(arena + {at});",
                  "for (int32_t k = 0; k < {n}; k++) sum[k] = 0;",
@@ -246,10 +286,6 @@ def generate(graph: Graph) -> tuple[str, str, str]:
         "    }", *total[3], "    stats[0] = ops;", "}", "",
     ])
     digest = hashlib.sha256(body.encode()).hexdigest()[:16]
-    max_payload = max(2 + in_bytes, 8 + out_bytes, 2 + out_bytes, 4 * (1 + len(nodes)), 64)
-    if max_payload > LINK_PAYLOAD_LIMIT:
-        raise EdgekitError(f"the model exchanges {max_payload:,} B in one frame, more than the "
-                           f"protocol's {LINK_PAYLOAD_LIMIT:,} B")
     source = body + "\n".join([
         "const ek_model_t ek_model = {",
         f'    .hash = "{digest}", .arena_bytes = {arena_bytes},',
@@ -258,7 +294,7 @@ def generate(graph: Graph) -> tuple[str, str, str]:
         "    .arena = arena, .run_step = run_step,",
         f"    .stats = stats, .n_stats = {1 + len(nodes)},", "};", "",
     ])
-    header = model_header("to_c_snn", digest, arena_bytes, 1, max_payload)
+    header = model_header("to_c_snn", digest, arena_bytes, 1, max_payload(graph))
     return "/* Generated by edgekit.converters.to_c_snn: do not edit. */\n" + source, header, digest
 
 

@@ -44,8 +44,8 @@ class Target(ABC):
 
     name: str
     # Device profile (``targets/profiles/<name>.toml``) whose flash and SRAM ``compile`` enforces
-    # (``edgekit.profile.fit.require_fit`` with its own runtime's arena, so ``deploy`` refuses a
-    # Graph that does not fit); None where the target runs on the host.
+    # (``edgekit.profile.fit.require_fit`` with the memory its own runtime plans, so ``deploy``
+    # refuses a Graph that does not fit); None where the target runs on the host.
     profile: str | None = None
 
     def available(self) -> tuple[bool, str]:

@@ -172,7 +172,7 @@ class McuTarget(Target):
             raise EdgekitError(f"target {self.name!r} takes no option(s) {sorted(options)}")
         writer = to_c_snn if is_spiking(graph) else to_c
         writer.check_supported(graph)
-        require_fit(graph, profile, writer.ram_bytes(graph))
+        require_fit(graph, profile, memory="firmware")  # what the C writer declares
         firmware = build(*writer.generate(graph))
         if self.port == "qemu":
             board = QemuBoard(firmware.elf, **link)

@@ -5,6 +5,7 @@ the CLI, and the comparison with its Pareto front."""
 import dataclasses
 import inspect
 import json
+import re
 import subprocess
 import sys
 from importlib import resources
@@ -240,6 +241,13 @@ def test_absent_device_is_estimated_and_labelled(ds_graph):
         r["totals"]["macs"] * 3.0 / 168e6 * 1e3)  # float32: 3 cycles/MAC at 168 MHz
     assert r["energy"]["measured_unavailable_reason"] == "cortex-m4 is not attached"
     assert r["fits"]["sram"]["available_bytes"] == 192 * 1024
+    # a float32 CNN, which the firmware does not run: counted with the runtime's arena, and said
+    assert r["fits"]["sram"]["memory"] == r["fits"]["flash"]["memory"] == "runtime"
+    assert r["fits"]["sram"]["needed_bytes"] == (Executor(ds_graph).peak_activation_bytes(1)
+                                                 + load_profile("cortex-m4")
+                                                 .runtime_overhead_bytes)
+    assert any("firmware cannot run this Graph (the microcontroller firmware runs int8" in n
+               for n in r["notes"])
     validate(r.data)
 
 
@@ -270,6 +278,99 @@ def test_fit_errors_name_the_limit_and_overshoot(ds_graph):
 def int8_graph(ds_graph):
     x = np.random.default_rng(0).standard_normal((32, 1, 16, 16)).astype(np.float32)
     return edgekit.quantize(ds_graph, x)
+
+
+C_SIZES = {"int8_t": 1, "int16_t": 2, "int32_t": 4, "float": 4, "uint32_t": 4}
+
+
+def _declared(folder) -> dict[str, int]:
+    """What written firmware sources declare, read back from them: the arena (model.h), the
+    static RAM arrays beside it, the protocol server's buffers (``ek_protocol.c``: a receive
+    frame of header + payload + CRC, a reply payload, a tick count per step) and the bytes of
+    the constant arrays."""
+    c, h = (folder / "model.c").read_text(), (folder / "model.h").read_text()
+    define = {k: int(v) for k, v in re.findall(r"#define (EK_\w+) (\d+)", h)}
+    static = sum(C_SIZES[t] * int(n) for t, n in re.findall(
+        r"^static (int8_t|float|int32_t|uint32_t) (?!arena\b)\w+\[(\d+)\];", c, re.M))
+    return {"arena": define["EK_ARENA_BYTES"], "static": static,
+            "link": 7 + define["EK_MAX_PAYLOAD"] + 4 + define["EK_MAX_PAYLOAD"]
+            + 4 * define["EK_N_STEPS"],
+            "consts": sum(C_SIZES[t] * int(n) for t, n in re.findall(
+                r"^static const (int8_t|int16_t|int32_t|float) \w+\[(\d+)\]", c, re.M))}
+
+
+@pytest.fixture(scope="module")
+def conv_net():
+    """Two 3x3 convolutions on 3x32x32 images (float32, int8): the runtime's im2col scratch
+    makes its arena several times the firmware's, which has a column buffer of two columns."""
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.ReLU(),
+                        nn.Conv2d(16, 32, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
+                        nn.Flatten(), nn.Linear(32, 10))
+    graph, _ = lower(net, (1, 3, 32, 32))
+    x = np.random.default_rng(0).standard_normal((16, 3, 32, 32)).astype(np.float32)
+    return graph, edgekit.quantize(graph, x), x
+
+
+def test_mcu_fit_counts_what_the_firmware_declares(conv_net, tmp_path):
+    """On a microcontroller profile the fit is the C writer's own plan, equal to what the
+    written sources declare, not the host runtime's arena (which holds im2col scratch)."""
+    from edgekit.converters.to_c import to_c
+
+    _, q, _ = conv_net
+    written = _declared(to_c(q, tmp_path))
+    runtime = Executor(q).peak_activation_bytes(1)
+    assert runtime > 4 * written["arena"]  # the case: the runtime's figure would overshoot
+    m7 = load_profile("cortex-m7")
+    limits = {lim.name: lim for lim in check_fit(q, m7)}
+    sram, flash = limits["sram"], limits["flash"]
+    assert sram.memory == flash.memory == "firmware"
+    assert sram.needed_bytes == (written["arena"] + written["static"] + written["link"]
+                                 + m7.runtime_overhead_bytes)
+    assert f"peak activations ({written['arena']:,} B) in the firmware's arena" in sram.what
+    assert flash.needed_bytes == written["consts"] > sum(q.tensors[p].nbytes for p in q.params)
+    r = profile(q, "cpu", device="cortex-m7")
+    assert r["fits"]["sram"] == sram.to_json() and r["fits"]["sram"]["fits"]
+    assert r["totals"]["peak_activation_bytes"] == runtime  # the runtime's own figure stays
+    validate(r.data)
+    host = {lim.name: lim for lim in check_fit(q, "host")}
+    assert host["sram"].memory == "runtime"
+    assert host["sram"].needed_bytes == runtime + load_profile("host").runtime_overhead_bytes
+
+
+def test_mcu_fit_still_reports_the_overshoot(conv_net):
+    """A model that does not fit the firmware's plan: each limit and its overshoot in bytes;
+    ``memory="firmware"`` (the MCU target's) refuses a Graph the firmware cannot run."""
+    graph, q, _ = conv_net
+    needed = {lim.name: lim.needed_bytes for lim in check_fit(q, "cortex-m7")}
+    small = dataclasses.replace(load_profile("cortex-m7"), sram_bytes=needed["sram"] - 1000,
+                                flash_bytes=needed["flash"] - 10)
+    limits = {lim.name: lim for lim in check_fit(q, small)}
+    assert limits["sram"].overshoot_bytes == 1000 and limits["flash"].overshoot_bytes == 10
+    assert limits["sram"].to_json()["overshoot_bytes"] == 1000
+    with pytest.raises(edgekit.EdgekitError, match=r"does not fit cortex-m7: flash: weights and "
+                                                   r"constants .* exceeds it by 10 B; sram: "
+                                                   r"peak activations .* exceeds it by 1,000 B"):
+        require_fit(q, small)
+    with pytest.raises(edgekit.EdgekitError, match="runs int8 Graphs"):
+        check_fit(graph, "cortex-m7", memory="firmware")
+
+
+def test_spiking_mcu_fit_counts_what_its_writer_declares(conv_net, tmp_path):
+    """A spiking Graph's fit on a microcontroller is ``to_c_snn``'s plan: its arena (with the
+    output sum), membranes, link buffers and counters, and its constants, as written."""
+    from edgekit.converters.snn import to_snn
+    from edgekit.converters.to_c_snn import to_c_snn
+
+    graph, _, x = conv_net
+    snn = to_snn(graph, x, 2)
+    written = _declared(to_c_snn(snn, tmp_path))
+    limits = {lim.name: lim for lim in check_fit(snn, "cortex-m7")}
+    assert limits["sram"].memory == "firmware"
+    assert limits["sram"].needed_bytes == (written["arena"] + written["static"]
+                                           + written["link"]
+                                           + load_profile("cortex-m7").runtime_overhead_bytes)
+    assert limits["flash"].needed_bytes == written["consts"]
 
 
 def _mcu_or_skip():

@@ -19,7 +19,7 @@ from edgekit.errors import EdgekitError
 from edgekit.graph import Graph, load
 from edgekit.profile import counts, energy, latency, spiking
 from edgekit.profile.devices import DeviceProfile, load_profile, profile_names
-from edgekit.profile.fit import Limit, check_fit, require_fit
+from edgekit.profile.fit import Limit, check_fit, firmware_footprint, require_fit
 from edgekit.profile.report import Report
 from edgekit.spiking import is_spiking
 
@@ -89,6 +89,8 @@ def profile(graph: Graph | str | Path, target: str = "cpu", inputs: Any = None,
                    "measured_source": None},
         "notes": [DI_NOTE],
     }
+    if dev.kind == "mcu" and limits[0].memory == "runtime":
+        _why_runtime_memory(data, graph, dev)
     if "spiking" in info:
         data["spiking"] = info["spiking"]
         data["notes"].append("spiking: counts from one recorded inference on the given inputs")
@@ -97,6 +99,16 @@ def profile(graph: Graph | str | Path, target: str = "cpu", inputs: Any = None,
     else:
         _estimate(data, dev)
     return Report(data)
+
+
+def _why_runtime_memory(data: dict[str, Any], graph: Graph, dev: DeviceProfile) -> None:
+    """The note saying why a microcontroller's fit counts the runtime's arena (the firmware's
+    C writer refused the Graph)."""
+    try:
+        firmware_footprint(graph)
+    except EdgekitError as err:
+        data["notes"].append(f"fits: edgekit runtime's arena, not the firmware's: the {dev.name} "
+                             f"firmware cannot run this Graph ({err})")
 
 
 def _inputs(graph: Graph, inputs: Any) -> Any:

@@ -1,16 +1,27 @@
 """Does a Graph fit a device? Weights must fit in flash, and the activation arena plus the
 runtime's own overhead in SRAM. ``profile`` reports every limit; ``deploy`` refuses a Graph that
 overshoots one (``require_fit``), naming the limit and by how much, before anything is built.
+
+On a microcontroller profile (``kind = "mcu"``) the figures are the firmware's: what the C
+writer (``converters.to_c``, ``to_c_snn``) declares for the Graph, from its own plan
+(``footprint``), since the firmware has no column buffers of the host runtime's size and
+holds its own link buffers. A Graph the firmware cannot run (a float32 CNN, an op without a
+C kernel) is counted with edgekit's runtime arena instead; each limit says which (``memory``).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from edgekit.errors import EdgekitError
 from edgekit.graph import Graph
 from edgekit.profile.devices import DeviceProfile, load_profile
+from edgekit.spiking import is_spiking
+
+if TYPE_CHECKING:
+    from edgekit.converters.to_c import Footprint
 
 
 @dataclass(frozen=True)
@@ -21,6 +32,7 @@ class Limit:
     needed_bytes: int
     available_bytes: int
     what: str  # what is counted against it
+    memory: str = "runtime"  # whose plan: "firmware" (the C writer's) or "runtime" (edgekit's)
 
     @property
     def fits(self) -> bool:
@@ -33,7 +45,8 @@ class Limit:
     def to_json(self) -> dict[str, object]:
         return {"limit": self.name, "needed_bytes": self.needed_bytes,
                 "available_bytes": self.available_bytes, "fits": self.fits,
-                "overshoot_bytes": self.overshoot_bytes, "counts": self.what}
+                "overshoot_bytes": self.overshoot_bytes, "counts": self.what,
+                "memory": self.memory}
 
     def message(self) -> str:
         state = (f"exceeds it by {self.overshoot_bytes:,} B" if not self.fits
@@ -42,14 +55,34 @@ class Limit:
                 f"{self.available_bytes:,} B, {state}")
 
 
+def firmware_footprint(graph: Graph) -> Footprint:
+    """What the firmware's C writer declares for ``graph`` (``EdgekitError`` where the firmware
+    cannot run it, saying why)."""
+    from edgekit.converters import to_c, to_c_snn
+
+    return (to_c_snn if is_spiking(graph) else to_c).footprint(graph)
+
+
 def check_fit(graph: Graph, profile: str | Path | DeviceProfile,
-              peak_activation_bytes: int | None = None) -> list[Limit]:
+              peak_activation_bytes: int | None = None, *,
+              memory: str | None = None) -> list[Limit]:
     """The flash and SRAM limits of ``profile`` for ``graph``.
 
-    ``peak_activation_bytes`` defaults to the arena edgekit's runtime plans at batch 1; a target
-    whose runtime plans its own arena (the MCU firmware) passes its figure instead.
+    ``memory``: whose plan is counted, ``"firmware"`` (the C writer's; an error where the
+    firmware cannot run the Graph) or ``"runtime"`` (edgekit's runtime at batch 1); by default
+    the firmware's on a microcontroller profile where it can run the Graph, else the runtime's.
+    ``peak_activation_bytes``: the runtime's arena where the caller has it already.
     """
     prof = load_profile(profile)
+    if memory not in (None, "firmware", "runtime"):
+        raise EdgekitError(f"memory must be 'firmware' or 'runtime', got {memory!r}")
+    if memory == "firmware":
+        return _firmware_limits(firmware_footprint(graph), prof)
+    if memory is None and prof.kind == "mcu":
+        try:
+            return _firmware_limits(firmware_footprint(graph), prof)
+        except EdgekitError:
+            pass  # the firmware cannot run it: the runtime's figures, marked as such
     if peak_activation_bytes is None:
         from edgekit.runtime import Executor
 
@@ -63,10 +96,23 @@ def check_fit(graph: Graph, profile: str | Path | DeviceProfile,
     ]
 
 
+def _firmware_limits(fp: Footprint, prof: DeviceProfile) -> list[Limit]:
+    overhead = prof.runtime_overhead_bytes
+    return [
+        Limit("flash", fp.const_bytes, prof.flash_bytes,
+              "weights and constants as the firmware's C writer declares them", "firmware"),
+        Limit("sram", fp.sram_bytes + overhead, prof.sram_bytes,
+              f"peak activations ({fp.activation_bytes:,} B) in the firmware's arena + its "
+              f"column buffer ({fp.scratch_bytes:,} B) + link buffers ({fp.link_bytes:,} B) + "
+              f"runtime overhead ({overhead:,} B)", "firmware"),
+    ]
+
+
 def require_fit(graph: Graph, profile: str | Path | DeviceProfile,
-                peak_activation_bytes: int | None = None) -> list[Limit]:
+                peak_activation_bytes: int | None = None, *,
+                memory: str | None = None) -> list[Limit]:
     """``check_fit``, raising ``EdgekitError`` naming every exceeded limit and its overshoot."""
-    limits = check_fit(graph, profile, peak_activation_bytes)
+    limits = check_fit(graph, profile, peak_activation_bytes, memory=memory)
     over = [lim for lim in limits if not lim.fits]
     if over:
         name = load_profile(profile).name

@@ -28,7 +28,8 @@ _LIMIT = {"type": "object",
           "required": ["limit", "needed_bytes", "available_bytes", "fits", "overshoot_bytes"],
           "properties": {"limit": {"type": "string"}, "needed_bytes": _INT,
                          "available_bytes": _INT, "fits": {"type": "boolean"},
-                         "overshoot_bytes": _INT}}
+                         "overshoot_bytes": _INT,
+                         "memory": {"enum": ["firmware", "runtime"]}}}
 
 SCHEMA: dict[str, Any] = {
     "type": "object",
