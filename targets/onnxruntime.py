@@ -4,7 +4,7 @@ execution provider.
 ONNX Runtime on x86 CPUs with AVX2 but without VNNI computes its fused int8 convolutions with
 u8 x s8 multiply-adds (``vpmaddubsw``) whose int16 pair sums saturate: measured on a small
 depthwise-separable CNN, accuracy fell from 90.9 % (float) to 74.8 % (int8), though the same QDQ
-model scored 90.6 % with graph optimizations off (``shared/ALGORITHMS.md``). So for int8 Graphs on
+model scored 90.6 % with graph optimizations off (``docs/algorithms.md``). So for int8 Graphs on
 such a CPU this target turns graph optimizations off — the QDQ pairs then run as float ops with
 exact int8 rounding at every tensor — and says so in ``session.notes``. ``optimize=True`` or
 ``False`` in ``compile`` overrides the detection.

@@ -3,7 +3,7 @@
 Counts come from one recorded inference (``SpikingExecutor.record``): spikes per neuron layer
 per time step and firing rates, and the synaptic operations (SOPs) each event-driven layer
 made, which its kernel counts as it adds weights (``SOP = Σ_t events × fanout``, fanout being
-the outputs an input element reaches). Energy follows ALGORITHMS.md (Horowitz 45 nm):
+the outputs an input element reaches). Energy follows docs/algorithms.md (Horowitz 45 nm):
 ``E_SNN = E_MAC · MACs(dense layers fed the analog input) + E_AC · Σ SOPs`` against
 ``E_ANN = E_MAC · Σ MACs`` of the same network run once as an ANN. The dense first layer sees
 the same input at every step under direct encoding, so its MACs count once, as in the formula.
