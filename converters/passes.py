@@ -12,10 +12,8 @@ from __future__ import annotations
 import numpy as np
 
 from edgekit.graph import Graph, Node, TensorInfo
+from edgekit.ops import OPS
 
-# ops with one weight row per output channel on axis 0 and a bias (conv_transpose2d stores its
-# weight output-channels-first for this and for int8) that a per-channel affine folds into
-_FOLD_INTO = ("conv2d", "conv1d", "conv_transpose2d", "linear")
 _FUSABLE = {"relu": "relu", "relu6": "relu6"}
 
 
@@ -56,7 +54,7 @@ def _fold_affine_once(graph: Graph) -> bool:
         if node.op not in ("mul", "add") or node.attrs.get("activation", "none") != "none":
             continue
         producer = _sole_producer(graph, node)
-        if producer is None or producer.op not in _FOLD_INTO:
+        if producer is None or not OPS[producer.op].int8_weights:  # weight rows per channel
             continue
         if producer.attrs.get("activation", "none") != "none":
             continue

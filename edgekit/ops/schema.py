@@ -48,8 +48,10 @@ class OpDef:
     doc: str = ""
     reference: Callable[..., Any] | None = None
     quant: str | tuple[float, int] = "calibrated"  # a QUANT_RULES entry or a fixed (scale, zp)
-    # int8 quantization turns the weight slots into int8 weights and an int32 bias (conv, linear;
-    # layernorm's gamma and beta stay float32: it computes in float inside its int8 kernel)
+    # a weight (slot 1) with one row per output channel on axis 0 and a bias (slot 2): int8
+    # quantization makes them int8 per channel and int32, and a per-channel affine after the op
+    # folds into them (conv, linear; layernorm's gamma and beta stay float32: it computes in
+    # float inside its int8 kernel)
     int8_weights: bool = False
     neuron: bool = False  # a spiking neuron: keeps a membrane across the Graph's time steps
     # its first input holds int32 indices into the rows of its second (embedding's table): a
