@@ -392,14 +392,32 @@ def test_deploy_refuses_a_graph_that_does_not_fit(int8_graph, tmp_path):
         edgekit.deploy(int8_graph, target="mcu:qemu", profile=str(toml)).close()
 
 
-def test_profile_on_the_emulated_board(int8_graph):
+def test_profile_on_the_emulated_board(int8_graph, tmp_path, capsys):
+    """The board's own run is part of every mcu report (instructions, the image's flash and
+    RAM, its outputs against the runtime's); per-layer counts come with per_layer."""
     _mcu_or_skip()
     r = profile(int8_graph, "mcu:qemu", runs=5, warmup=1)
     assert r["latency_ms"]["source"] == "emulated" and r["device"]["name"] == "cortex-m3-qemu"
     _consistent(r["latency_ms"], 5)
-    assert all(la["time_ms"]["instructions"] >= 0 for la in r["layers"])
+    run = r["device_run"]
+    assert run["instructions"] == sum(la["time_ms"]["instructions"] for la in r["layers"]) > 0
+    assert run["vs_edgekit_runtime"] == {"identical": True, "max_abs_error": 0.0}
     assert r["energy"]["measured_uj_per_inference"] is None
     validate(r.data)
+    # the README's command, without --per-layer: the device run is in the default report
+    model = int8_graph.save(tmp_path / "m.int8.ekm")
+    assert cli.main(["profile", str(model), "--target", "mcu:qemu", "--runs", "2",
+                     "--warmup", "1", "--json", str(tmp_path / "r.json")]) == 0
+    out, doc = capsys.readouterr().out, json.loads((tmp_path / "r.json").read_text())
+    validate(doc)
+    run = doc["device_run"]
+    assert all(la["time_ms"] is None for la in doc["layers"])  # per layer: --per-layer
+    assert run["flash_bytes"] > 0 and run["ram_bytes"] > 0 and run["vs_edgekit_runtime"][
+        "identical"]
+    assert re.search(rf"^instructions +{run['instructions']:,} ", out, re.M)
+    assert re.search(rf"^firmware image +flash {run['flash_bytes']:,} B, RAM "
+                     rf"{run['ram_bytes']:,} B ", out, re.M)
+    assert re.search(r"^outputs vs runtime +identical ", out, re.M)
 
 
 def test_json_validates_and_schema_catches_defects(ds_graph, tmp_path):

@@ -144,7 +144,9 @@ def _measure(data: dict[str, Any], graph: Graph, target: str, x: Any, runs: int,
                                      "updates about every millisecond: add --runs to steady it")
         else:
             data["energy"]["measured_unavailable_reason"] = meter.reason
-        if per_layer:
+        if hasattr(session, "device_profile"):  # a board: its own count, per layer on request
+            _device_run(data, graph, session, x, per_layer, dev)
+        elif per_layer:
             _per_layer(data, graph, target, session, x, runs, warmup, dev)
     emulated = target.startswith("mcu:qemu")
     data["latency_ms"] = {**latency.stats(times), "warmup": warmup,
@@ -170,16 +172,33 @@ def _per_layer(data: dict[str, Any], graph: Graph, target: str, session: Any, x:
         data["backend_layers"] = latency.time_onnxruntime_nodes(session, feeds, runs, warmup)
         data["notes"].append("per-node times are ONNX Runtime's profiler's, over the nodes of "
                              "the written ONNX model")
-    elif hasattr(session, "device_profile"):
-        _device_layers(data, session.device_profile(x), dev)
     else:
         data["notes"].append(f"{target} times the whole model only: no per-layer times")
 
 
-def _device_layers(data: dict[str, Any], run: dict[str, Any], dev: DeviceProfile) -> None:
-    """Per-layer instruction counts a board reported (``McuSession.device_profile``), turned
-    into device time at one instruction per cycle of the profile's clock (an estimate)."""
+def _device_run(data: dict[str, Any], graph: Graph, session: Any, x: Any, per_layer: bool,
+                dev: DeviceProfile) -> None:
+    """What a board reported for one inference (``McuSession.device_profile``: instructions,
+    flash and RAM of its image) and whether its outputs on ``x`` equal edgekit runtime's; with
+    ``per_layer``, each layer's instruction count turned into device time at one instruction
+    per cycle of the profile's clock (an estimate)."""
+    from edgekit.targets import deploy
+
+    run = session.device_profile(x)
+    with deploy(graph, "cpu") as runtime:
+        want, got = (_outputs(s.run(x)) for s in (runtime, session))
+    run["vs_edgekit_runtime"] = {
+        "identical": all(np.array_equal(a, b) for a, b in zip(want, got, strict=True)),
+        "max_abs_error": max(float(np.max(np.abs(a.astype(np.float64) - b), initial=0.0))
+                             for a, b in zip(want, got, strict=True))}
     data["device_run"] = run
+    work, unit = data["totals"]["macs"], "MAC"
+    if "synaptic_ops" in run:  # a spiking model: most of its work is accumulates
+        work, unit = work + run["synaptic_ops"], "MAC or synaptic operation"
+    data["notes"].append(f"instructions: {run['source']} "
+                         f"({run['instructions'] / max(work, 1):.2f} instructions per {unit})")
+    if not per_layer:
+        return
     counts = run["layer_instructions"]
     if len(counts) != len(data["layers"]):
         data["notes"].append(f"the board reported {len(counts)} steps for "
@@ -187,12 +206,13 @@ def _device_layers(data: dict[str, Any], run: dict[str, Any], dev: DeviceProfile
         return
     for layer, n in zip(data["layers"], counts, strict=True):
         layer["time_ms"] = {"instructions": n, "estimate": n / dev.clock_hz * 1e3}
-    work, unit = data["totals"]["macs"], "MAC"
-    if "synaptic_ops" in run:  # a spiking model: most of its work is accumulates
-        work, unit = work + run["synaptic_ops"], "MAC or synaptic operation"
-    data["notes"].append(f"per layer: {run['source']}; device time estimated at one instruction "
-                         f"per cycle at {dev.clock_hz / 1e6:g} MHz "
-                         f"({run['instructions'] / max(work, 1):.2f} instructions per {unit})")
+    data["notes"].append(f"per layer: device time estimated at one instruction per cycle at "
+                         f"{dev.clock_hz / 1e6:g} MHz")
+
+
+def _outputs(out: Any) -> list[np.ndarray]:
+    """A Session's outputs as a list (one array for a one-output Graph)."""
+    return list(out) if isinstance(out, list) else [out]
 
 
 def _estimate(data: dict[str, Any], dev: DeviceProfile) -> None:

@@ -69,6 +69,15 @@ SCHEMA: dict[str, Any] = {
                            "energy_model_uj": _NUM,
                            "time_ms": {"type": ["object", "null"]}}}},
         "backend_layers": {"type": "array"},
+        "device_run": {"type": "object",
+                       "required": ["instructions", "layer_instructions", "source"],
+                       "properties": {"instructions": _INT, "flash_bytes": _INT,
+                                      "ram_bytes": _INT,
+                                      "vs_edgekit_runtime": {
+                                          "type": "object",
+                                          "required": ["identical", "max_abs_error"],
+                                          "properties": {"identical": {"type": "boolean"},
+                                                         "max_abs_error": _NUM}}}},
         "notes": {"type": "array", "items": {"type": "string"}},
     },
 }
@@ -156,12 +165,12 @@ class Report:
              if e["measured_uj_per_inference"] is not None else "n/a",
              e.get("measured_source") or e["measured_unavailable_reason"]),
             *((f"fits {k}", "yes" if v["fits"] else f"NO (+{v['overshoot_bytes']:,} B)",
-               f"{v['needed_bytes']:,} of {v['available_bytes']:,} B")
+               f"{v['needed_bytes']:,} of {v['available_bytes']:,} B "
+               f"({'the firmware' if v.get('memory') == 'firmware' else 'edgekit runtime'}'s "
+               "memory plan)")
               for k, v in d["fits"].items()),
             *_spiking_rows(d),
-            *([("firmware image", f"flash {d['device_run']['flash_bytes']:,} B, RAM "
-                f"{d['device_run']['ram_bytes']:,} B", "section sizes of the built ELF")]
-              if "ram_bytes" in d.get("device_run", {}) else []),
+            *_device_run_rows(d.get("device_run")),
         ])]
         lines += [f"note: {n}" for n in d["notes"]]
         return "\n".join(lines)
@@ -182,6 +191,26 @@ def _spiking_rows(d: dict[str, Any]) -> list[tuple[str, str, str]]:
     if "synaptic_ops" in d.get("device_run", {}):
         rows.append(("synaptic ops (board)", f"{d['device_run']['synaptic_ops']:,}",
                      "counted by the firmware on the first input, read over the link"))
+    return rows
+
+
+def _device_run_rows(run: dict[str, Any] | None) -> list[tuple[str, str, str]]:
+    """What the board itself reported (``device_run``): its instructions, its image, and
+    whether its outputs equal edgekit runtime's."""
+    if not run:
+        return []
+    rows = [("instructions", f"{run['instructions']:,}",
+             "per inference on the board, summed over its steps (emulated under QEMU: not "
+             "measured cycles)")]
+    if "ram_bytes" in run:
+        rows.append(("firmware image", f"flash {run['flash_bytes']:,} B, RAM "
+                     f"{run['ram_bytes']:,} B", "section sizes of the built ELF (RAM: data + "
+                     "bss + stack)"))
+    if "vs_edgekit_runtime" in run:
+        vs = run["vs_edgekit_runtime"]
+        rows.append(("outputs vs runtime", "identical" if vs["identical"] else
+                     f"differ (max |error| {vs['max_abs_error']:.4g})",
+                     "the board's outputs on the profiled input against edgekit's runtime"))
     return rows
 
 
