@@ -3,6 +3,7 @@ real arena, latency statistics from real runs, energy labels, fit errors, JSON s
 the CLI, and the comparison with its Pareto front."""
 
 import dataclasses
+import functools
 import inspect
 import json
 import re
@@ -390,6 +391,116 @@ def test_deploy_refuses_a_graph_that_does_not_fit(int8_graph, tmp_path):
     with pytest.raises(edgekit.EdgekitError, match=r"does not fit cortex-m4: sram: .* exceeds "
                                                    r"it by [\d,]+ B"):
         edgekit.deploy(int8_graph, target="mcu:qemu", profile=str(toml)).close()
+
+
+MLPERF_TINY = ["kws_ds_cnn", "vww_mobilenet_v1", "ic_resnet8", "ad_autoencoder"]
+MCU_PROFILES = [p for p in profile_names() if load_profile(p).kind == "mcu"]
+
+
+@functools.cache
+def _reference_int8(name: str):
+    """MLPerf Tiny network ``name`` imported as users save it and quantized to int8."""
+    from edgekit import zoo
+
+    x = torch.from_numpy(zoo.sample_inputs(name, 1))
+    graph = edgekit.from_torch(torch.export.export(zoo.network(name), (x,)))
+    return edgekit.quantize(graph, zoo.sample_inputs(name, 16, seed=2))
+
+
+def _needed(q) -> dict[str, int]:
+    return {lim.name: lim.needed_bytes for lim in check_fit(q, "cortex-m4")}
+
+
+def _profiles(q, folder) -> list[str]:
+    """Every MCU device profile, and two at the edge of ``q``'s firmware plan as .toml files:
+    SRAM and flash exactly what it needs ('exact', fits) and one byte less ('short')."""
+    need = _needed(q)
+    text = (resources.files("edgekit.targets") / "profiles" / "cortex-m4.toml").read_text()
+    edges = []
+    for edge, less in (("exact", 0), ("short", 1)):
+        path = folder / f"{edge}.toml"
+        path.write_text(re.sub(r"(?m)^sram_bytes = .*$", f"sram_bytes = {need['sram'] - less}",
+                               re.sub(r"(?m)^flash_bytes = .*$",
+                                      f"flash_bytes = {need['flash'] - less}", text)))
+        edges.append(str(path))
+    return MCU_PROFILES + edges
+
+
+def _cli_fits(out: str) -> dict[str, tuple[int, bool]]:
+    """(bytes needed, fits) per limit, read from the rows ``edgekit profile`` prints."""
+    rows = re.findall(r"^fits (\w+) +(yes|NO \(\+[\d,]+ B\)) +([\d,]+) of ", out, re.M)
+    return {lim: (int(needed.replace(",", "")), verdict == "yes")
+            for lim, verdict, needed in rows}
+
+
+@pytest.mark.parametrize("name", MLPERF_TINY)
+def test_one_fit_verdict_on_the_reference_models(name, tmp_path, capsys):
+    """On every MCU profile (and at the edge of the model's needs, where the verdict flips),
+    ``edgekit profile --profile`` prints, and ``edgekit.profile`` reports, the bytes and
+    verdicts of ``check_fit``; these are what the firmware's sources declare for the model
+    (model.h's arena, the column buffer, the protocol's buffers, the constant arrays) plus
+    the profile's runtime overhead."""
+    from edgekit.converters.to_c import to_c
+
+    q = _reference_int8(name)
+    written = _declared(to_c(q, tmp_path / "src"))
+    model = q.save(tmp_path / f"{name}.int8.ekm")
+    for prof in _profiles(q, tmp_path):
+        limits = {lim.name: lim for lim in check_fit(q, prof)}
+        assert {lim.memory for lim in limits.values()} == {"firmware"}
+        dev = load_profile(prof)
+        assert limits["sram"].needed_bytes == (written["arena"] + written["static"]
+                                               + written["link"] + dev.runtime_overhead_bytes)
+        assert limits["flash"].needed_bytes == written["consts"]
+        want = {k: (lim.needed_bytes, lim.fits) for k, lim in limits.items()}
+        assert want["sram"][1] == want["flash"][1] == (not prof.endswith("short.toml"))
+        assert {k: (v["needed_bytes"], v["fits"])
+                for k, v in profile(q, device=prof)["fits"].items()} == want
+        assert cli.main(["profile", str(model), "--profile", prof]) == 0
+        assert _cli_fits(capsys.readouterr().out) == want
+
+
+class _BoardStarted(Exception):
+    """Raised where the MCU target would start the emulated board: ``deploy`` accepted the
+    model's fit and built the firmware ``args[0]``."""
+
+
+def _start_no_board(elf, **link):
+    raise _BoardStarted(elf)
+
+
+@pytest.mark.slow  # builds each network's firmware (~10 s each when not cached)
+@pytest.mark.parametrize("name", MLPERF_TINY)
+def test_deploy_and_the_built_firmware_agree_with_the_fit(name, tmp_path, monkeypatch):
+    """``deploy(q, "mcu:qemu", profile=...)`` accepts the reference models exactly where
+    ``check_fit`` says they fit and refuses them one byte short, naming the same bytes; the
+    image it builds holds the planned arena, column and link buffers in its static RAM, and
+    its whole RAM (with the stack) is within what the fit counts."""
+    _mcu_or_skip()
+    from edgekit.converters.to_c import footprint
+    from edgekit.firmware_bridge import board
+    from edgekit.targets.mcu import elf_sizes
+
+    monkeypatch.setattr(board, "QemuBoard", _start_no_board)  # the fault: no board started
+    q = _reference_int8(name)
+    need = _needed(q)
+    for prof in _profiles(q, tmp_path):
+        if prof.endswith("short.toml"):
+            with pytest.raises(edgekit.EdgekitError) as refused:
+                edgekit.deploy(q, "mcu:qemu", profile=prof)
+            for lim in ("flash", "sram"):
+                assert re.search(rf"{lim}: .* need {need[lim]:,} B of {need[lim] - 1:,} B, "
+                                 r"exceeds it by 1 B", str(refused.value))
+            continue
+        with pytest.raises(_BoardStarted) as started:
+            edgekit.deploy(q, "mcu:qemu", profile=prof)
+    sizes = elf_sizes(started.value.args[0])
+    static = sizes["ram_bytes"] - sizes["stack_bytes"]  # .data + .bss
+    assert static >= footprint(q).sram_bytes
+    assert sizes["ram_bytes"] <= need["sram"]
+    print(f"\n{name}: fit needs SRAM {need['sram']:,} B, flash {need['flash']:,} B; firmware "
+          f"static RAM {static:,} B (planned {footprint(q).sram_bytes:,} B), RAM with stack "
+          f"{sizes['ram_bytes']:,} B, flash {sizes['flash_bytes']:,} B")
 
 
 def test_profile_on_the_emulated_board(int8_graph, tmp_path, capsys):
