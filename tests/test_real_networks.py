@@ -127,8 +127,10 @@ def test_resnet18_does_not_fit_the_board():
     """11.7 M int8 weights against the emulated M3's 4 MiB of flash: refused before any build,
     naming the limit and the overshoot."""
     q = edgekit.quantize(imported("resnet18")[2], zoo.sample_inputs("resnet18", 2, seed=2))
-    with pytest.raises(EdgekitError, match=r"does not fit cortex-m3-qemu: flash: weights need "
-                                           r"[\d,]+ B of 4,194,304 B, exceeds it by [\d,]+ B"):
+    with pytest.raises(EdgekitError, match=r"does not fit cortex-m3-qemu: flash: weights and "
+                                           r"constants as the firmware's C writer declares them "
+                                           r"need [\d,]+ B of 4,194,304 B, exceeds it by "
+                                           r"[\d,]+ B"):
         edgekit.deploy(q, "mcu:qemu")
 
 
