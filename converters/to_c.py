@@ -27,6 +27,7 @@ from edgekit.runtime.planner import Buffer, GreedyPlanner, Plan
 
 MAX_DIMS = 6  # EK_MAX_DIMS in ek_kernels.h
 LINK_PAYLOAD_LIMIT = 65535  # the frame's u16 length field
+LINK_CHUNK_BYTES = 4096  # the firmware's frame buffers hold at most this; longer tensors stream
 C_BYTES = {"int8_t": 1, "int16_t": 2, "int32_t": 4, "float": 4}  # sizeof each constant's type
 
 
@@ -140,18 +141,28 @@ def check_supported(graph: Graph) -> None:
         raise EdgekitError(f"the firmware has no kernel for {missing}; it supports {have}")
 
 
+def frame_payload(whole: int, least: int) -> int:
+    """The firmware's frame payload (its link buffers' size): ``whole``, the longest payload
+    that carries every tensor in one frame, up to ``LINK_CHUNK_BYTES`` (a longer tensor streams
+    in chunks: LOAD, READ); at least ``least``, what cannot stream (the ticks of every step and
+    a CRC-32, STATS), and HELLO's 64 B."""
+    payload = max(min(whole, LINK_CHUNK_BYTES), least, 64)
+    if payload > LINK_PAYLOAD_LIMIT:
+        raise EdgekitError(f"the model's per-step counters take {payload:,} B in one frame over "
+                           f"the serial link, more than the protocol's {LINK_PAYLOAD_LIMIT:,} B: "
+                           "it has too many steps")
+    return payload
+
+
 def max_payload(graph: Graph) -> int:
-    """The longest frame payload the firmware exchanges for ``graph`` (its link buffers' size):
-    INFER_LAYERS requests, INFER replies (ticks per step + outputs), layer outputs, HELLO."""
+    """The firmware's frame payload for ``graph`` (``frame_payload``): whole, the INFER_LAYERS
+    request with the inputs, the INFER reply with the ticks per step and the outputs, or a
+    layer's output; at least the ticks per step and a CRC-32."""
     inputs = sum(_itemsize(graph)(n) * _size(graph.tensors[n].shape) for n in graph.inputs)
     outputs = sum(_size(graph.tensors[n].shape) for n in graph.outputs)
     layer = max(_size(graph.tensors[n.outputs[0]].shape) for n in graph.nodes)
-    need = max(2 + inputs, 4 + 4 * len(graph.nodes) + outputs, 2 + layer, 64)
-    if need > LINK_PAYLOAD_LIMIT:
-        raise EdgekitError(f"the model exchanges {need:,} B in one frame over the serial link, "
-                           f"more than the protocol's {LINK_PAYLOAD_LIMIT:,} B: shrink its "
-                           "inputs, outputs or largest layer")
-    return need
+    ticks = 4 + 4 * len(graph.nodes)
+    return frame_payload(max(2 + inputs, ticks + outputs, 2 + layer), ticks + 4)
 
 
 def memory_plan(graph: Graph, itemsize: int | Callable[[str], int] = 1,

@@ -45,9 +45,9 @@ import numpy as np
 
 from edgekit.converters.to_c import (
     C_BYTES,
-    LINK_PAYLOAD_LIMIT,
     Footprint,
     _struct,
+    frame_payload,
     link_bytes,
     memory_plan,
     model_header,
@@ -208,14 +208,11 @@ def _io_bytes(graph: Graph) -> tuple[int, int]:
 
 
 def max_payload(graph: Graph) -> int:
-    """The longest frame payload the firmware exchanges for ``graph`` (its link buffers' size):
-    the input, the INFER reply (ticks + output sum), the output, STATS, HELLO."""
+    """The firmware's frame payload for ``graph`` (``to_c.frame_payload``): whole, the input,
+    the INFER reply (ticks + output sum) or the output; at least STATS and the INFER reply's
+    ticks with a CRC-32."""
     in_bytes, out_bytes = _io_bytes(graph)
-    need = max(2 + in_bytes, 8 + out_bytes, 2 + out_bytes, 4 * (1 + len(graph.nodes)), 64)
-    if need > LINK_PAYLOAD_LIMIT:
-        raise EdgekitError(f"the model exchanges {need:,} B in one frame, more than the "
-                           f"protocol's {LINK_PAYLOAD_LIMIT:,} B")
-    return need
+    return frame_payload(max(2 + in_bytes, 8 + out_bytes), max(4 * (1 + len(graph.nodes)), 12))
 
 
 def _walk(graph: Graph) -> tuple[SpikingWriter, int, list[str], list[str], Footprint]:

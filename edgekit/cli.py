@@ -89,6 +89,8 @@ def _read_data(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
 
 
 WRITERS = {"ekm": None, "onnx": "to_onnx", "tflite": "to_tflite"}
+TIMEOUT_HELP = ("seconds one inference may take on a board (mcu:* targets; default: from the "
+                "model's expected cost on it)")
 
 
 def cmd_convert(args: argparse.Namespace) -> None:
@@ -186,12 +188,12 @@ def cmd_deploy(args: argparse.Namespace) -> None:
 
     graph = load_model(args.model)
     if not args.validate:
-        with edgekit.deploy(graph, target=args.target) as session:
+        with edgekit.deploy(graph, target=args.target, timeout=args.timeout) as session:
             print(f"{args.target}: compiled {args.model} ({type(session).__name__})")
         return
     x, y = load_data(args.validate)
     reference = load_model(args.reference) if args.reference else None
-    report = validate(graph, args.target, x, y, float_graph=reference)
+    report = validate(graph, args.target, x, y, float_graph=reference, timeout=args.timeout)
     if args.json:
         print(json.dumps(report, indent=1))
         return
@@ -264,7 +266,7 @@ def cmd_run(args: argparse.Namespace) -> None:
         raise EdgekitError(f"--output {args.output}: this model has {len(graph.outputs)} outputs "
                            f"({', '.join(graph.outputs)}); a .npy file holds one: name a .npz")
     x = load_array(args.input)
-    with edgekit.deploy(graph, target=args.target) as session:
+    with edgekit.deploy(graph, target=args.target, timeout=args.timeout) as session:
         y = session.run(x)
     outputs = dict(zip(graph.outputs, y if len(graph.outputs) > 1 else [y], strict=True))
     if args.output:
@@ -332,7 +334,7 @@ def cmd_profile(args: argparse.Namespace) -> None:
         raise EdgekitError("give a MODEL to profile, or --compare a.ekm b.ekm ...")
     if args.compare:
         rows = compare({Path(m).stem: load_model(m) for m in models}, args.target, data,
-                       args.runs, args.warmup, args.profile)
+                       args.runs, args.warmup, args.profile, timeout=args.timeout)
         print(table(["model", "accuracy", f"latency ms ({rows[0]['latency_source']})",
                      "p99 ms", "energy µJ (model)", "energy µJ (measured)", "MACs",
                      "weight B", "peak act. B", "fits", "Pareto"],
@@ -352,7 +354,7 @@ def cmd_profile(args: argparse.Namespace) -> None:
     graph = load_model(args.model)
     x = data[0][:1] if data else None
     report = profile(graph, args.target, x, args.runs, args.warmup, device=args.profile,
-                     per_layer=args.per_layer, name=Path(args.model).stem)
+                     per_layer=args.per_layer, name=Path(args.model).stem, timeout=args.timeout)
     print(report.text(per_layer=args.per_layer))
     if args.json:
         print(f"wrote {report.save_json(args.json)}")
@@ -438,6 +440,7 @@ def build_parser() -> argparse.ArgumentParser:
     dp.add_argument("--validate", help=".npz with 'x' (and labels 'y')")
     dp.add_argument("--reference", help="the float model, to report agreement with it")
     dp.add_argument("--json", action="store_true")
+    dp.add_argument("--timeout", type=float, help=TIMEOUT_HELP)
     dp.set_defaults(func=cmd_deploy)
 
     i = sub.add_parser("inspect", help="ops, shapes, parameters and MACs per layer")
@@ -452,6 +455,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--output")
     r.add_argument("--target", default="cpu")
     r.add_argument("--json", action="store_true")
+    r.add_argument("--timeout", type=float, help=TIMEOUT_HELP)
     r.set_defaults(func=cmd_run)
 
     t = sub.add_parser("targets", help="targets on this machine, and why any is unavailable")
@@ -477,6 +481,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "attached: latency estimated")
     pr.add_argument("--training", choices=["lls", "lls-m", "lls-mxm", "ff", "dfa", "bp"],
                     help="also the memory fine-tuning with this rule needs")
+    pr.add_argument("--timeout", type=float, help=TIMEOUT_HELP)
     pr.set_defaults(func=cmd_profile)
 
     ft = sub.add_parser("finetune", help="train on device with a local rule or backprop")

@@ -20,15 +20,17 @@ from edgekit.targets import deploy
 
 
 def validate(graph: Graph, target: str, x: np.ndarray, y: np.ndarray | None = None,
-             float_graph: Graph | None = None, per_layer: bool = True) -> dict[str, Any]:
+             float_graph: Graph | None = None, per_layer: bool = True,
+             timeout: float | None = None) -> dict[str, Any]:
     """Run ``graph`` on ``target`` and on edgekit's runtime (and ``float_graph``, if given).
     Labels ``y`` are class indices, one per sample (``metrics.class_labels``: checked before
-    anything is deployed, their range against the model's outputs)."""
+    anything is deployed, their range against the model's outputs). ``timeout``: seconds an
+    inference may take on a board (``mcu:*``; default: from the model's expected cost)."""
     if len(x) == 0:
         raise EdgekitError("validation data is empty")
     if y is not None:
         y = metrics.class_labels(y, len(x))
-    with deploy(graph, target) as session:
+    with deploy(graph, target, timeout=timeout) as session:
         out = session.run(x)
         layers = _layers(session, x) if per_layer else None
     with deploy(graph, "cpu") as runtime:

@@ -1,8 +1,9 @@
 """Boards running edgekit's firmware: ``QemuBoard`` (QEMU's mps2-an385, a Cortex-M3, started
 and stopped here) and ``SerialBoard`` (a real board flashed with the same firmware, on a port).
 
-Both open a ``Link`` and wait for the firmware's HELLO. QEMU does not exit when the host
-disconnects, so ``QemuBoard.stop`` asks the firmware to exit (semihosting), then kills the
+Both open a ``Link`` (``timeout``: the link's reply timeout; ``compute_timeout``: how long
+an acknowledged inference may take) and wait for the firmware's HELLO. QEMU does not exit when
+the host disconnects, so ``QemuBoard.stop`` asks the firmware to exit (semihosting), then kills the
 process by its PID; every started board is also stopped at interpreter exit. A host that dies
 without either (``kill -9``, a crash) takes its boards with it on Linux: QEMU is started with
 the kernel's parent-death signal (``die_with_host``), so no emulator is left running alone.
@@ -109,12 +110,14 @@ class Board:
 class SerialBoard(Board):
     """A real board on ``port`` (e.g. /dev/ttyACM0), already flashed with the model's ELF."""
 
-    def __init__(self, port: str, baudrate: int = 115200, timeout: float = 2.0):
+    def __init__(self, port: str, baudrate: int = 115200, timeout: float = 2.0,
+                 retries: int = 8, compute_timeout: float | None = None):
         try:
             device = serial.serial_for_url(port, baudrate=baudrate, timeout=0.05)
         except (serial.SerialException, OSError) as err:
             raise EdgekitError(f"cannot open {port}: {err}") from None
-        self.link = Link(device, timeout=timeout)
+        self.link = Link(device, timeout=timeout, retries=retries,
+                         compute_timeout=compute_timeout)
         try:
             self.hello = self.link.wait_hello(timeout=5.0)
         except LinkError:
@@ -125,7 +128,8 @@ class SerialBoard(Board):
 class QemuBoard(Board):
     """The emulated mps2-an385 running ``elf``, connected over QEMU's socket chardev."""
 
-    def __init__(self, elf: str | Path, timeout: float = 2.0, retries: int = 8):
+    def __init__(self, elf: str | Path, timeout: float = 2.0, retries: int = 8,
+                 compute_timeout: float | None = None):
         why = qemu_missing()
         if why:
             raise EdgekitError(why)
@@ -141,7 +145,8 @@ class QemuBoard(Board):
         try:
             port = self._port()
             self.link = Link(serial.serial_for_url(f"socket://127.0.0.1:{port}", timeout=0.05),
-                             timeout=timeout, retries=retries)
+                             timeout=timeout, retries=retries,
+                             compute_timeout=compute_timeout)
             self.hello = self.link.wait_hello(timeout=10.0)
         except BaseException:
             self.stop()

@@ -7,6 +7,12 @@ arrive instead, gets an error frame saying it arrived corrupted, or sees the boa
 sent again at once, at most ``retries`` times; then ``LinkError`` says what happened. Resending
 is always safe: every command is idempotent, and a late reply to an earlier attempt has an
 older sequence number and is ignored.
+
+A request that computes is acknowledged by the board (an ACK frame) before it starts; from then
+on the link waits ``compute_timeout`` (derived from the model's cost by ``targets.mcu``) for
+the reply. If that passes too, a PING tells a board still busy computing (no answer: the error
+says so, and that a longer timeout is the fix) from one whose reply was lost (it answers: the
+request is sent again).
 """
 
 from __future__ import annotations
@@ -26,12 +32,25 @@ class BoardError(EdgekitError):
     """The board understood a request and refused it (wrong input size, no such step)."""
 
 
+class TransferLost(LinkError):
+    """The board no longer holds what a streamed transfer loaded or computed (it rebooted, or
+    a chunk went missing): the whole transfer is done again (``stream.py``)."""
+
+
+class BoardBusy(LinkError):
+    """The board acknowledged a request and is still computing it after ``compute_timeout``."""
+
+
 _RETRYABLE_ERRORS = {1, 2}  # the request arrived corrupted
+_LOST = 7  # EK_ERR_STATE
 
 
 class Link:
-    def __init__(self, port: Any, timeout: float = 1.0, retries: int = 8):
+    def __init__(self, port: Any, timeout: float = 1.0, retries: int = 8,
+                 compute_timeout: float | None = None):
         self.port, self.timeout, self.retries = port, timeout, retries
+        self.compute_timeout = timeout if compute_timeout is None else compute_timeout
+        self.expected_s: float | None = None  # the model's expected seconds on the board
         self.decoder = Decoder()
         self.seq = 0
         self.stats = {"requests": 0, "retries": 0, "dropped_frames": 0, "reboots": 0}
@@ -81,7 +100,8 @@ class Link:
                 return outcome
             problems.append(outcome)
         raise LinkError(f"command {Cmd(cmd).name} failed after {self.retries + 1} attempts "
-                        f"({'; '.join(problems[-3:])}): check the cable/port and the firmware")
+                        f"({'; '.join(problems[-3:])}): no board answers; check the cable/port "
+                        "and the firmware")
 
     def reset(self, timeout: float = 10.0) -> Hello:
         """Reboot the board (RESET) and wait for the HELLO it sends once it is up again."""
@@ -98,6 +118,7 @@ class Link:
         """The reply payload, or why this attempt failed (a string)."""
         deadline = time.monotonic() + self.timeout
         dropped = self.decoder.dropped
+        acked: float | None = None  # when the board acknowledged the request
         while time.monotonic() < deadline:
             frames = self._read_frames(deadline)
             if self.decoder.dropped > dropped and not frames:  # likely our reply, corrupted
@@ -113,11 +134,41 @@ class Link:
                     code = frame.payload[0] if frame.payload else 0
                     if code in _RETRYABLE_ERRORS:
                         return f"the board received a corrupted request ({ERRORS[code]})"
-                    raise BoardError(f"the board refused {Cmd(cmd).name}: "
-                                     f"{frame.payload[1:].decode('ascii', 'replace')}")
+                    why = frame.payload[1:].decode("ascii", "replace")
+                    if code == _LOST:
+                        raise TransferLost(f"{Cmd(cmd).name}: {why}")
+                    raise BoardError(f"the board refused {Cmd(cmd).name}: {why}")
+                if frame.type == Cmd.ACK and acked is None:
+                    acked = time.monotonic()
+                    deadline = acked + self.compute_timeout
                 if frame.type == cmd | REPLY:
                     return frame.payload
-        return f"no reply within {self.timeout:.2f} s"
+        if acked is None:
+            return f"no reply within {self.timeout:.2f} s"
+        if self.decoder.buffer:  # part of a frame, the rest lost: likely our reply
+            return "a corrupted frame arrived"
+        return self._busy_or_lost(cmd, seq, acked)
+
+    def _busy_or_lost(self, cmd: int, seq: int, acked: float) -> bytes | str:
+        """After an ACK and ``compute_timeout`` without a reply: PING the board. A board still
+        computing cannot answer: ``BoardBusy``. One that answers has finished and its reply
+        was lost: the request is sent again. The reply itself may still come meanwhile."""
+        ping = self._next_seq()
+        self.port.write(encode(Frame(Cmd.PING, ping)))
+        deadline = time.monotonic() + self.timeout
+        while time.monotonic() < deadline:
+            for frame in self._read_frames(deadline):
+                if frame.seq == seq and frame.type == cmd | REPLY:
+                    return frame.payload
+                if frame.seq == ping and frame.type == Cmd.PING | REPLY:
+                    return "the board finished but its reply was lost"
+        expected = (f" (this model is expected to take about {self.expected_s:.1f} s on it)"
+                    if self.expected_s else "")
+        raise BoardBusy(f"the board acknowledged {Cmd(cmd).name} "
+                        f"{time.monotonic() - acked:.1f} s ago and is still computing"
+                        f"{expected}: it is alive but slower than the "
+                        f"{self.compute_timeout:.1f} s reply timeout; pass a longer one "
+                        "(deploy(..., timeout=SECONDS), --timeout SECONDS)")
 
     def close(self) -> None:
         self.port.close()

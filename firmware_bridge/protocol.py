@@ -12,6 +12,14 @@ model hash and firmware version (``Hello``).
 STATS (protocol 2) answers with what the model counted in its last inference, u32 LE each:
 nothing for an int8 model; for a spiking one (``converters.to_c_snn``) its synaptic operations,
 then the ticks each node took over the T time steps (``parse_stats``).
+
+Protocol 3 lets the board's memory, not the frame, limit the model. The firmware's buffers hold
+one frame of at most ``to_c.LINK_CHUNK_BYTES``; a tensor longer than what fits streams
+(``stream.py``): LOAD (u32 offset, bytes) writes the inputs in chunks and INFER/INFER_LAYERS
+then carry the CRC-32 of all of them instead, which the board checks against what it holds; a
+reply whose tensor does not fit carries its CRC-32, and READ (u16 what: ``OUTPUTS`` or a step,
+u32 offset, u16 length) reads it in chunks. Every request that computes is first acknowledged
+(an ``ACK`` frame with its seq), so the host knows the board is alive and busy while it waits.
 """
 
 from __future__ import annotations
@@ -21,11 +29,15 @@ import zlib
 from dataclasses import dataclass
 from enum import IntEnum
 
+from edgekit.errors import EdgekitError
+
 SYNC = b"\xa5\x5a"
 HEADER = 7  # sync, type, seq, length, CRC-8
 TRAILER = 4
 MAX_PAYLOAD = 65535  # the u16 length field; each firmware says its own limit in HELLO
 REPLY = 0x80
+PROTOCOL = 3  # EK_PROTOCOL_VERSION: what this host speaks
+OUTPUTS = 0xFFFF  # READ's selector of the model's outputs (else a step index)
 
 
 class Cmd(IntEnum):
@@ -36,11 +48,15 @@ class Cmd(IntEnum):
     RESET = 0x05
     SHUTDOWN = 0x06  # emulator only: the firmware exits through semihosting
     STATS = 0x07  # the model's counters of the last inference
+    LOAD = 0x08  # protocol 3: write a chunk of the inputs
+    READ = 0x09  # protocol 3: read a chunk of the outputs or of a step's output
+    ACK = 0x7E  # protocol 3: sent by the board when it starts computing a request
     ERROR = 0x7F
 
 
 ERRORS = {1: "payload CRC mismatch", 2: "payload too long", 3: "unknown command",
-          4: "wrong input size", 5: "no such step"}
+          4: "wrong input size", 5: "no such step", 6: "outside the tensor",
+          7: "the board no longer holds the transfer's data"}
 
 
 @dataclass(frozen=True)
@@ -126,6 +142,14 @@ class Hello:
         fields = struct.unpack("<HHIIIIH", payload[:22])
         return cls(*fields, payload[22:38].decode("ascii", "replace"),
                    payload[38:].decode("ascii", "replace"))
+
+
+def check_protocol(hello: Hello) -> None:
+    """Refuse a board whose firmware speaks another protocol version than this host."""
+    if hello.protocol != PROTOCOL:
+        raise EdgekitError(f"the board's firmware ({hello.firmware}) speaks protocol "
+                           f"{hello.protocol}, this edgekit speaks {PROTOCOL}: rebuild and flash "
+                           "the firmware for the model (README, 'Microcontrollers')")
 
 
 def parse_infer(payload: bytes, steps: int) -> tuple[int, list[int], bytes]:

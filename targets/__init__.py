@@ -52,7 +52,9 @@ def get_target(name: str) -> Target:
 
 
 def deploy(graph: Graph | str | Path, target: str = "cpu", **options: Any) -> Session:
-    """Compile ``graph`` (a Graph or an ``.ekm`` path) for ``target`` and return its Session."""
+    """Compile ``graph`` (a Graph or an ``.ekm`` path) for ``target`` and return its Session.
+    An option given as None is left out: the target's default (``timeout=None``)."""
+    options = {k: v for k, v in options.items() if v is not None}
     if not isinstance(graph, Graph):
         graph = load(graph)
     tgt = get_target(target)

@@ -12,11 +12,16 @@ ticks are emulated instruction counts (5 instructions per 25 MHz tick), repeatab
 not measured cycles. A spiking model runs its whole time loop as one step and keeps its
 synaptic operations and per-node ticks for STATS. No torch here: this side runs where only the
 board's host does.
+
+Tensors longer than a frame stream in chunks (``firmware_bridge.stream``), so the board's
+memory, not the link, limits the model. How long an inference may take before the link gives
+up (``compute_timeout``) comes from the model's expected cost on the board
+(``expected_seconds``, with a margin), or from the ``timeout`` option.
 """
 
 from __future__ import annotations
 
-import struct
+import math
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -30,6 +35,30 @@ from edgekit.targets._peer import PeerSession
 from edgekit.targets.base import Target
 
 PROFILE = "cortex-m3-qemu"
+# Emulated instructions QEMU runs per second of host time under -icount shift=3 (measured:
+# mobilenet_v2 int8 at 64x64, 106 M instructions in 1.2 s; a loaded host runs slower, hence
+# TIMEOUT_MARGIN). A real board runs its profile's clock_hz, one instruction per cycle.
+EMULATED_IPS = 50e6
+TIMEOUT_MARGIN = 4.0
+LINK_TIMEOUT = 2.0  # the link's own reply timeout: requests that compute nothing, the ACK
+INSTRUCTIONS_PER_ELEMENT = 10  # per output element: the cost of an op without MACs
+
+
+def expected_seconds(graph: Graph, profile: Any, emulated: bool) -> float:
+    """Seconds one inference is expected to take on the board: the model's MACs at the device
+    profile's cycles per MAC (its int8 or float32 figure; times T for a spiking model) plus
+    ``INSTRUCTIONS_PER_ELEMENT`` per output element, one instruction per cycle, at the
+    emulator's speed (``EMULATED_IPS``) or the profile's clock."""
+    from edgekit.profile.devices import load_profile
+
+    device = load_profile(profile)
+    dtype = "int8" if graph.metadata.get("quantized") == "int8" else "float32"
+    macs = sum(graph.node_macs(n) for n in graph.nodes)
+    elements = sum(math.prod(graph.tensors[n.outputs[0]].shape[1:]) for n in graph.nodes)
+    steps = int(graph.metadata.get("timesteps", 1))
+    instructions = steps * (macs * device.cycles_per_mac[dtype]
+                            + elements * INSTRUCTIONS_PER_ELEMENT)
+    return instructions / (EMULATED_IPS if emulated else device.clock_hz)
 
 
 def elf_sizes(elf: str | Path) -> dict[str, int]:
@@ -68,12 +97,11 @@ class McuSession(PeerSession):
         return b"".join(np.ascontiguousarray(x[b]).tobytes() for x in feeds)
 
     def _run(self, feeds: list[np.ndarray]) -> list[np.ndarray]:
-        from edgekit.firmware_bridge.protocol import Cmd, parse_infer
+        from edgekit.firmware_bridge import stream
 
         outs: list[list[np.ndarray]] = [[] for _ in self.graph.outputs]
         for b in range(feeds[0].shape[0]):
-            reply = self.board.link.request(Cmd.INFER, self._sample_bytes(feeds, b))
-            _, self.last_ticks, data = parse_infer(reply, self.hello.steps)
+            _, self.last_ticks, data = stream.infer(self.board.link, self._sample_bytes(feeds, b))
             offset = 0
             for i, name in enumerate(self.graph.outputs):
                 info = self.graph.tensors[name]
@@ -85,7 +113,7 @@ class McuSession(PeerSession):
 
     def _run_layers(self, feeds: list[np.ndarray]) -> dict[str, np.ndarray]:
         """Every step's output through INFER_LAYERS (the board runs the schedule up to it)."""
-        from edgekit.firmware_bridge.protocol import Cmd
+        from edgekit.firmware_bridge import stream
 
         if self.spiking:
             raise EdgekitError("a spiking Graph runs its whole time loop as one step on the "
@@ -94,11 +122,9 @@ class McuSession(PeerSession):
         for b in range(feeds[0].shape[0]):
             sample = self._sample_bytes(feeds, b)
             for step, node in enumerate(self.graph.nodes):
-                reply = self.board.link.request(Cmd.INFER_LAYERS,
-                                                struct.pack("<H", step) + sample)
-                info = self.graph.tensors[node.outputs[0]]
-                result[node.outputs[0]].append(
-                    np.frombuffer(reply[2:], np.int8).reshape(1, *info.shape[1:]))
+                shape = self.graph.tensors[node.outputs[0]].shape[1:]
+                data = stream.infer_layer(self.board.link, step, sample, math.prod(shape))
+                result[node.outputs[0]].append(np.frombuffer(data, np.int8).reshape(1, *shape))
         return {k: np.concatenate(v) for k, v in result.items()}
 
     def instructions(self, ticks: int) -> int:
@@ -159,29 +185,44 @@ class McuTarget(Target):
 
     def compile(self, graph: Graph, **options: Any) -> McuSession:
         """Options: ``profile`` (a device profile to check the fit against, before building),
-        ``timeout`` and ``retries`` of the link. A Graph with ``metadata["timesteps"]`` is a
-        spiking one and goes to ``converters.to_c_snn``, every other to ``converters.to_c``."""
+        ``timeout`` (seconds an inference may take on the board; default: its expected time,
+        ``expected_seconds``, times ``TIMEOUT_MARGIN`` plus the link's own ``LINK_TIMEOUT``)
+        and ``retries`` of the link. A Graph with ``metadata["timesteps"]`` is a spiking one
+        and goes to ``converters.to_c_snn``, every other to ``converters.to_c``."""
         from edgekit.converters import to_c, to_c_snn
         from edgekit.firmware_bridge.board import QemuBoard, SerialBoard
         from edgekit.firmware_bridge.build import build
+        from edgekit.firmware_bridge.protocol import check_protocol
         from edgekit.profile.fit import require_fit
 
         profile = options.pop("profile", PROFILE)
-        link = {k: options.pop(k) for k in ("timeout", "retries") if k in options}
+        timeout = options.pop("timeout", None)
+        retries = options.pop("retries", 8)
         if options:
             raise EdgekitError(f"target {self.name!r} takes no option(s) {sorted(options)}")
+        if timeout is not None and (isinstance(timeout, bool) or not isinstance(
+                timeout, (int, float)) or not math.isfinite(timeout) or timeout <= 0):
+            raise EdgekitError(f"timeout must be a number of seconds > 0, got {timeout!r}")
         writer = to_c_snn if is_spiking(graph) else to_c
         writer.check_supported(graph)
         require_fit(graph, profile, memory="firmware")  # what the C writer declares
         firmware = build(*writer.generate(graph))
+        expected = expected_seconds(graph, profile, emulated=self.port == "qemu")
+        link = {"timeout": LINK_TIMEOUT, "retries": retries, "compute_timeout":
+                timeout if timeout is not None else LINK_TIMEOUT + TIMEOUT_MARGIN * expected}
         if self.port == "qemu":
             board = QemuBoard(firmware.elf, **link)
         else:
-            board = SerialBoard(self.port, **{k: v for k, v in link.items() if k == "timeout"})
-            if board.hello.model_hash != firmware.model_hash:
-                board.stop()
-                raise EdgekitError(f"the board on {self.port} runs model "
-                                   f"{board.hello.model_hash}, not this one "
-                                   f"({firmware.model_hash}): flash {firmware.elf} first "
-                                   "(README, 'Microcontrollers')")
+            board = SerialBoard(self.port, **link)
+        board.link.expected_s = expected
+        try:
+            check_protocol(board.hello)
+        except EdgekitError:
+            board.stop()
+            raise
+        if self.port != "qemu" and board.hello.model_hash != firmware.model_hash:
+            board.stop()
+            raise EdgekitError(f"the board on {self.port} runs model {board.hello.model_hash}, "
+                               f"not this one ({firmware.model_hash}): flash {firmware.elf} "
+                               "first (README, 'Microcontrollers')")
         return McuSession(graph, board, firmware)

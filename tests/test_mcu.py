@@ -283,9 +283,206 @@ def test_a_board_on_a_port(model_on_board):
 
 
 def test_an_int8_model_has_no_stats(model_on_board):
-    """STATS (protocol 2) answers every model; an int8 one counts nothing."""
+    """STATS (since protocol 2) answers every model; an int8 one counts nothing."""
     from edgekit.firmware_bridge.protocol import Cmd
 
     _, _, session = model_on_board
-    assert session.hello.protocol == 2
+    assert session.hello.protocol == 3
     assert session.board.link.request(Cmd.STATS) == b""
+
+
+@pytest.fixture(scope="module")
+def streamed():
+    """An int8 model whose input (3 x 64 x 64: 12,288 B) and first layer's output (16 x 64 x 64:
+    65,536 B, more than the u16 frame length) are longer than the firmware's frame buffers:
+    both stream in chunks. Yields (graph, session, int8 samples)."""
+    torch = pytest.importorskip("torch")
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 16, 3, padding=1), torch.nn.ReLU(),
+                              torch.nn.AvgPool2d(4), torch.nn.Flatten(),
+                              torch.nn.Linear(16 * 16 * 16, 10)).eval()
+    graph = edgekit.from_torch(torch.export.export(net, (torch.zeros(1, 3, 64, 64),)))
+    x = np.random.default_rng(0).standard_normal((8, 3, 64, 64)).astype(np.float32)
+    q = edgekit.quantize(graph, x)
+    session = edgekit.deploy(q, "mcu:qemu")
+    try:
+        yield q, session, quantize_array(x[:3], q.tensors[q.inputs[0]].quant)
+    finally:
+        session.close()
+
+
+def test_tensors_longer_than_a_frame_stream_bit_exact(streamed):
+    """The board's memory, not the frame, limits the model: the 65,536 B layer output and the
+    12,288 B input go through one-chunk buffers, bit-identical to the runtime, and the fit
+    check counts those buffers."""
+    from edgekit.converters.to_c import LINK_CHUNK_BYTES, footprint, link_bytes
+
+    q, session, xq = streamed
+    assert session.hello.max_payload == LINK_CHUNK_BYTES
+    assert footprint(q).link_bytes == link_bytes(LINK_CHUNK_BYTES, len(q.nodes))
+    with edgekit.deploy(q, "cpu") as cpu:
+        np.testing.assert_array_equal(session.run(xq, raw=True), cpu.run(xq, raw=True))
+        on_board, runtime = session.run_layers(xq[:1], raw=True), cpu.run_layers(xq[:1], raw=True)
+    assert on_board[q.nodes[0].outputs[0]].nbytes == 65536
+    for tensor, value in on_board.items():
+        np.testing.assert_array_equal(value, runtime[tensor], err_msg=tensor)
+
+
+@pytest.mark.parametrize("after", ["LOAD", "INFER_LAYERS"])
+def test_a_reboot_mid_transfer_redoes_it(streamed, monkeypatch, after):
+    """The fault: the board reboots after the first LOAD (the inputs it held are gone), or
+    after computing a layer whose output is still to be READ. The board refuses to go on with
+    what it no longer holds, and the transfer is done again: the result is still exact."""
+    from edgekit.firmware_bridge import stream
+    from edgekit.firmware_bridge.protocol import Cmd
+
+    q, session, xq = streamed
+    link = session.board.link
+    real, fired = link.request, []
+
+    def request(cmd, payload=b""):
+        reply = real(cmd, payload)
+        if cmd == Cmd[after] and not fired:
+            fired.append(cmd)
+            link.reset()
+        return reply
+
+    monkeypatch.setattr(link, "request", request)
+    first = q.nodes[0].outputs[0]
+    with edgekit.deploy(q, "cpu") as cpu:
+        expected = cpu.run_layers(xq[:1], raw=True)[first]
+    requests = link.stats["requests"]
+    got = stream.infer_layer(link, 0, xq[0].tobytes(), expected.nbytes)
+    assert fired and link.stats["reboots"] == 0  # an expected reboot, not a link fault
+    np.testing.assert_array_equal(np.frombuffer(got, np.int8).reshape(expected.shape), expected)
+    # 3 LOADs, INFER_LAYERS and 16 READs once, then again (+ the RESET)
+    assert link.stats["requests"] - requests == 2 * (3 + 1 + 16) + 1
+
+
+def test_a_streamed_model_survives_link_faults(streamed):
+    """The fault-injecting proxy on a model that streams: corrupted, dropped and duplicated
+    bytes in 4 KB chunks and a reboot in the middle; never a wrong result."""
+    import serial
+
+    from edgekit.firmware_bridge import stream
+    from edgekit.firmware_bridge.link import Link
+
+    q, session, xq = streamed
+    board = QemuBoard(session.firmware.elf)
+    proxy = None
+    try:
+        board_port = int(board.link.port.portstr.rsplit(":", 1)[1])
+        hello = board.hello
+        board.link.close()
+        board.link = None
+        proxy = FaultyProxy(board_port, rate=2e-5, seed=3)
+        link = Link(serial.serial_for_url(f"socket://127.0.0.1:{proxy.port}", timeout=0.05),
+                    timeout=2.0, retries=10)
+        link.last_hello = hello
+        board.link = link
+        with edgekit.deploy(q, "cpu") as cpu:
+            expected = cpu.run(xq, raw=True)
+        for i in range(6):
+            proxy.reset_next = i == 2
+            _, _, out = stream.infer(link, xq[i % len(xq)].tobytes())
+            np.testing.assert_array_equal(np.frombuffer(out, np.int8), expected[i % len(xq)][0])
+        print(f"\nstreamed link faults: injected {proxy.counts}; link {link.stats}")
+        assert proxy.counts["resets"] == 1
+    finally:
+        if proxy is not None:
+            proxy.close()
+        board.stop()
+
+
+def test_reply_timeouts_tell_a_busy_board_from_a_silent_one(streamed, monkeypatch):
+    """The timeout comes from the model's cost (``timeout=`` overrides it). The fault: the
+    emulator is frozen (SIGSTOP) once the board has acknowledged an inference, as a board
+    computing far longer than expected; then frozen before a request, as a board that is gone.
+    Each gets its own diagnosis, and the board works again once it runs."""
+    import os
+    import signal
+
+    from edgekit.firmware_bridge.link import LinkError
+    from edgekit.firmware_bridge.protocol import Cmd
+    from edgekit.targets.mcu import LINK_TIMEOUT, TIMEOUT_MARGIN, expected_seconds
+
+    q, session, xq = streamed
+    expected = expected_seconds(q, "cortex-m3-qemu", emulated=True)
+    assert session.board.link.compute_timeout == LINK_TIMEOUT + TIMEOUT_MARGIN * expected
+    with pytest.raises(EdgekitError, match="timeout must be a number of seconds > 0"):
+        edgekit.deploy(q, "mcu:qemu", timeout=0)
+    with edgekit.deploy(q, "mcu:qemu", timeout=0.5) as short, edgekit.deploy(q, "cpu") as cpu:
+        link, pid = short.board.link, short.board.pid
+        assert link.compute_timeout == 0.5
+        feed = link.decoder.feed
+
+        def freeze_after_ack(data):
+            frames = feed(data)
+            if any(f.type == Cmd.ACK for f in frames):
+                os.kill(pid, signal.SIGSTOP)
+            return frames
+
+        monkeypatch.setattr(link.decoder, "feed", freeze_after_ack)
+        try:
+            with pytest.raises(EdgekitError, match=r"acknowledged INFER [\d.]+ s ago and is "
+                               r"still computing \(this model is expected to take about "
+                               r"[\d.]+ s on it\).* pass a longer one \(deploy\(\.\.\., "
+                               r"timeout=SECONDS\), --timeout SECONDS\)"):
+                short.run(xq[:1], raw=True)
+        finally:
+            os.kill(pid, signal.SIGCONT)
+        monkeypatch.setattr(link.decoder, "feed", feed)
+        np.testing.assert_array_equal(short.run(xq[:1], raw=True), cpu.run(xq[:1], raw=True))
+        link.retries = 1
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            with pytest.raises(LinkError, match=r"PING failed after 2 attempts \(no reply within"
+                               r" 2.00 s; no reply within 2.00 s\): no board answers"):
+                link.request(Cmd.PING)
+        finally:
+            os.kill(pid, signal.SIGCONT)
+        assert link.request(Cmd.PING, b"back") == b"back"
+
+
+def test_expected_cost_covers_what_the_board_counts(model_on_board, streamed, digits):
+    """The timeout's cost estimate, with its margin, is above the instructions the board
+    really executes (repeatable -icount counts), so a busy board is not given up on early."""
+    from edgekit.targets.mcu import EMULATED_IPS, TIMEOUT_MARGIN, expected_seconds
+
+    _, graph, session = model_on_board
+    q, big, xq = streamed
+    for g, s, x in [(graph, session, digits.x_test[:1]), (q, big, xq[:1])]:
+        estimate = expected_seconds(g, "cortex-m3-qemu", emulated=True) * EMULATED_IPS
+        assert TIMEOUT_MARGIN * estimate > s.device_profile(x)["instructions"]
+
+
+def test_firmware_of_another_protocol_is_refused(monkeypatch, tmp_path):
+    """A board answering with the old protocol version (firmware built from sources that say
+    2) is refused by the host with one line, and stopped."""
+    import shutil
+
+    from edgekit.firmware_bridge import build
+
+    old = tmp_path / "firmware"
+    shutil.copytree(build.FIRMWARE, old)
+    header = old / "ek_protocol.h"
+    header.write_text(header.read_text().replace("#define EK_PROTOCOL_VERSION 3",
+                                                 "#define EK_PROTOCOL_VERSION 2"))
+    monkeypatch.setattr(build, "FIRMWARE", old)
+    with pytest.raises(EdgekitError, match=r"speaks protocol 2, this edgekit speaks 3: rebuild "
+                                           r"and flash the firmware"):
+        edgekit.deploy(tiny_graph(), "mcu:qemu")
+
+
+def test_the_cli_passes_timeout_to_the_board(tmp_path, capsys):
+    """``--timeout`` reaches the board's target from run, profile and deploy (a value it
+    refuses shows that it got there)."""
+    from edgekit.cli import main
+
+    model = tmp_path / "tiny.ekm"
+    tiny_graph().save(model)
+    np.save(tmp_path / "x.npy", np.zeros((1, 8), np.float32))
+    for argv in (["run", str(model), "--input", str(tmp_path / "x.npy")],
+                 ["profile", str(model), "--runs", "1"], ["deploy", str(model)]):
+        assert main([*argv, "--target", "mcu:qemu", "--timeout", "-1"]) == 2
+        assert "timeout must be a number of seconds > 0, got -1.0" in capsys.readouterr().err

@@ -12,15 +12,17 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from edgekit.errors import EdgekitError
-from edgekit.firmware_bridge.link import BoardError, Link, LinkError
+from edgekit.firmware_bridge.link import BoardBusy, BoardError, Link, LinkError
 from edgekit.firmware_bridge.protocol import (
     MAX_PAYLOAD,
+    PROTOCOL,
     REPLY,
     SYNC,
     Cmd,
     Decoder,
     Frame,
     Hello,
+    check_protocol,
     crc8,
     encode,
     parse_infer,
@@ -134,3 +136,55 @@ def test_board_refusals_are_not_retried():
     with pytest.raises(BoardError, match="input size differs"):
         link.request(Cmd.INFER, b"x")
     assert link.stats["retries"] == 0
+
+
+def ack(frame: Frame) -> bytes:
+    return encode(Frame(Cmd.ACK, frame.seq))
+
+
+def test_an_acknowledged_request_whose_reply_was_lost_is_sent_again():
+    """ACK, then no reply: the board answers a PING, so it is idle and the reply was lost."""
+    infers = []
+
+    def respond(frame):
+        if frame.type == Cmd.PING:
+            return echo(frame)
+        infers.append(frame.seq)
+        return ack(frame) + (echo(frame) if len(infers) > 1 else b"")
+
+    link = Link(ScriptedPort(respond), timeout=0.05, retries=3, compute_timeout=0.05)
+    assert link.request(Cmd.INFER, b"x") == b"x"
+    assert len(infers) == 2 and link.stats["retries"] == 1
+
+
+def test_a_board_busy_after_its_ack_is_told_from_a_silent_one():
+    """ACK, then nothing, not even to a PING: the board is computing; the error says so and
+    how to wait longer, at once (resending would queue behind the computation)."""
+    infers = []
+
+    def respond(frame):
+        if frame.type == Cmd.INFER:
+            infers.append(frame.seq)
+            return ack(frame)
+        return b""
+
+    link = Link(ScriptedPort(respond), timeout=0.05, retries=3, compute_timeout=0.1)
+    link.expected_s = 4.6
+    with pytest.raises(BoardBusy, match=r"acknowledged INFER 0\.\d s ago and is still computing "
+                       r"\(this model is expected to take about 4\.6 s on it\): it is alive but "
+                       r"slower than the 0\.1 s reply timeout; pass a longer one"):
+        link.request(Cmd.INFER, b"x")
+    assert len(infers) == 1
+    silent = Link(ScriptedPort(lambda frame: b""), timeout=0.02, retries=1)
+    with pytest.raises(LinkError, match="no reply within 0.02 s; no reply within 0.02 s\\): no "
+                                        "board answers"):
+        silent.request(Cmd.INFER, b"x")
+
+
+def test_firmware_of_another_protocol_is_refused():
+    payload = struct.pack("<HHIIIIH", PROTOCOL - 1, 4096, 2560, 25_000_000, 256, 10, 6)
+    old = Hello.parse(payload + b"0123456789abcdefedgekit-fw 0.1")
+    with pytest.raises(EdgekitError, match=f"edgekit-fw 0.1\\) speaks protocol {PROTOCOL - 1}, "
+                                           f"this edgekit speaks {PROTOCOL}: rebuild"):
+        check_protocol(old)
+    check_protocol(Hello.parse(struct.pack("<HHIIIIH", PROTOCOL, 64, 0, 1, 1, 1, 1) + bytes(16)))

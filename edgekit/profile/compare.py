@@ -28,10 +28,11 @@ def pareto_front(costs: list[float], values: list[float], maximize_y: bool = Tru
 
 def compare(models: dict[str, Graph | str | Path], target: str = "cpu",
             data: tuple[np.ndarray, Any] | None = None, runs: int = 50, warmup: int = 5,
-            device: str | DeviceProfile | None = None) -> list[dict[str, Any]]:
+            device: str | DeviceProfile | None = None,
+            timeout: float | None = None) -> list[dict[str, Any]]:
     """Profile every model (name -> Graph or ``.ekm`` path) on ``target``; ``data`` = (inputs,
     labels) adds accuracy, measured on the target itself. Rows carry ``pareto_energy`` and
-    ``pareto_latency`` flags when every model has an accuracy."""
+    ``pareto_latency`` flags when every model has an accuracy. ``timeout``: as ``profile``'s."""
     from edgekit.profile import profile
     from edgekit.targets import deploy
 
@@ -40,10 +41,10 @@ def compare(models: dict[str, Graph | str | Path], target: str = "cpu",
         graph = model if isinstance(model, Graph) else load(model)
         x = data[0][:1] if data is not None else None
         report = profile(graph, target, x, runs, warmup, device=device, per_layer=False,
-                         name=name)
+                         name=name, timeout=timeout)
         accuracy = None
         if data is not None and data[1] is not None:
-            with deploy(graph, target=target) as session:
+            with deploy(graph, target=target, timeout=timeout) as session:
                 accuracy = metrics.accuracy(session.run(data[0]), data[1])
         lat = report["latency_ms"]
         rows.append({

@@ -34,6 +34,7 @@ uint32_t ek_crc32(uint32_t crc, const uint8_t *data, uint32_t n) {  /* zlib's CR
 static void put16(uint8_t *p, uint32_t v) { p[0] = (uint8_t)v; p[1] = (uint8_t)(v >> 8); }
 static void put32(uint8_t *p, uint32_t v) { put16(p, v); put16(p + 2, v >> 16); }
 static uint32_t get16(const uint8_t *p) { return p[0] | (uint32_t)p[1] << 8; }
+static uint32_t get32(const uint8_t *p) { return get16(p) | get16(p + 2) << 16; }
 
 static void send(uint8_t type, uint8_t seq, const uint8_t *payload, uint32_t n) {
     uint8_t head[7] = {0xA5, 0x5A, type, seq, 0, 0, 0}, tail[4];
@@ -71,22 +72,67 @@ static void hello(uint8_t type, uint8_t seq) {
     send(type, seq, tx, 38 + sizeof EK_FIRMWARE_VERSION - 1);
 }
 
-/* Copy the inputs into the arena; false (after an error frame) when the size is wrong. */
-static int load_inputs(uint8_t seq, const uint8_t *data, uint32_t n) {
-    if (n != io_bytes(ek_model.inputs, ek_model.n_inputs)) {
+/* The step whose output the arena holds (n_steps - 1 after INFER: the outputs too), or -1:
+ * what READ may read. A run, a LOAD or a reboot ends it. */
+static int32_t held = -1;
+
+/* CRC-32 of the tensors ``spans`` lays out in the arena, one after the other. */
+static uint32_t spans_crc(const ek_span_t *spans, uint16_t count) {
+    uint32_t crc = 0;
+    for (uint16_t i = 0; i < count; i++)
+        crc = ek_crc32(crc, (const uint8_t *)ek_model.arena + spans[i].offset, spans[i].size);
+    return crc;
+}
+
+/* Copy ``n`` bytes at ``offset`` of the byte stream the tensors ``spans`` make, one after the
+ * other, into the arena from ``buf`` (LOAD) or out of it into ``buf`` (READ). */
+static void stream_copy(const ek_span_t *spans, uint16_t count, uint32_t offset, uint8_t *buf,
+                        uint32_t n, int into_arena) {
+    for (uint16_t i = 0; i < count && n; i++) {
+        if (offset >= spans[i].size) { offset -= spans[i].size; continue; }
+        uint32_t k = spans[i].size - offset < n ? spans[i].size - offset : n;
+        uint8_t *at = (uint8_t *)ek_model.arena + spans[i].offset + offset;
+        if (into_arena) memcpy(at, buf, k); else memcpy(buf, at, k);
+        buf += k;
+        n -= k;
+        offset = 0;
+    }
+}
+
+/* The inputs of a computing request: all of them (copied into the arena), or the CRC-32 of
+ * what LOAD wrote there, checked; false (after an error frame) when neither holds. */
+static int take_inputs(uint8_t seq, uint8_t *data, uint32_t n) {
+    uint32_t size = io_bytes(ek_model.inputs, ek_model.n_inputs);
+    if (n == size) {
+        stream_copy(ek_model.inputs, ek_model.n_inputs, 0, data, n, 1);
+    } else if (n != 4) {
         send_error(seq, EK_ERR_SIZE, "input size differs from the model's");
         return 0;
+    } else if (spans_crc(ek_model.inputs, ek_model.n_inputs) != get32(data)) {
+        send_error(seq, EK_ERR_STATE, "the loaded input is incomplete: LOAD it again");
+        return 0;
     }
-    for (uint16_t i = 0; i < ek_model.n_inputs; i++) {
-        memcpy(ek_model.arena + ek_model.inputs[i].offset, data, ek_model.inputs[i].size);
-        data += ek_model.inputs[i].size;
-    }
+    send(EK_ACK, seq, 0, 0);  /* accepted: the host now waits for the computation */
+    held = -1;
     return 1;
 }
 
-/* INFER reply: u32 total ticks, u32 ticks per step, then the outputs. */
-static void infer(uint8_t seq, const uint8_t *data, uint32_t n) {
-    if (!load_inputs(seq, data, n)) return;
+/* ``p`` (whose bytes before it are in tx) followed by a tensor: the tensor itself when the
+ * reply still fits one frame, else its CRC-32 (the host READs it in chunks); the reply's end. */
+static uint8_t *put_result(uint8_t *p, const ek_span_t *spans, uint16_t count) {
+    uint32_t size = io_bytes(spans, count);
+    if ((uint32_t)(p - tx) + size <= EK_MAX_PAYLOAD) {
+        stream_copy(spans, count, 0, p, size, 0);
+        return p + size;
+    }
+    put32(p, spans_crc(spans, count));
+    return p + 4;
+}
+
+/* INFER: the inputs (or the CRC-32 of the loaded ones); reply u32 total ticks, u32 ticks per
+ * step, then the outputs (or their CRC-32). */
+static void infer(uint8_t seq, uint8_t *data, uint32_t n) {
+    if (!take_inputs(seq, data, n)) return;
     uint64_t start = board_ticks(), last = start;
     for (uint16_t s = 0; s < ek_model.n_steps; s++) {
         ek_model.run_step(s);
@@ -94,27 +140,63 @@ static void infer(uint8_t seq, const uint8_t *data, uint32_t n) {
         step_ticks[s] = (uint32_t)(now - last);
         last = now;
     }
+    held = ek_model.n_steps - 1;
     put32(tx, (uint32_t)(last - start));
     uint8_t *p = tx + 4;
     for (uint16_t s = 0; s < ek_model.n_steps; s++, p += 4) put32(p, step_ticks[s]);
-    for (uint16_t i = 0; i < ek_model.n_outputs; i++) {
-        memcpy(p, ek_model.arena + ek_model.outputs[i].offset, ek_model.outputs[i].size);
-        p += ek_model.outputs[i].size;
-    }
+    p = put_result(p, ek_model.outputs, ek_model.n_outputs);
     send(EK_INFER | EK_REPLY, seq, tx, (uint32_t)(p - tx));
 }
 
-/* INFER_LAYERS: u16 step, then the inputs; reply u16 step, then that step's output (the
- * schedule runs up to it, so the planned arena still holds it). */
-static void infer_layers(uint8_t seq, const uint8_t *data, uint32_t n) {
+/* INFER_LAYERS: u16 step, then as INFER; reply u16 step, then that step's output (or its
+ * CRC-32): the schedule runs up to it, so the planned arena still holds it. */
+static void infer_layers(uint8_t seq, uint8_t *data, uint32_t n) {
     if (n < 2) { send_error(seq, EK_ERR_SIZE, "missing step index"); return; }
     uint16_t step = (uint16_t)get16(data);
     if (step >= ek_model.n_steps) { send_error(seq, EK_ERR_STEP, "no such step"); return; }
-    if (!load_inputs(seq, data + 2, n - 2)) return;
+    if (!take_inputs(seq, data + 2, n - 2)) return;
     for (uint16_t s = 0; s <= step; s++) ek_model.run_step(s);
+    held = step;
     put16(tx, step);
-    memcpy(tx + 2, ek_model.arena + ek_model.steps[step].offset, ek_model.steps[step].size);
-    send(EK_INFER_LAYERS | EK_REPLY, seq, tx, 2 + ek_model.steps[step].size);
+    uint8_t *p = put_result(tx + 2, ek_model.steps + step, 1);
+    send(EK_INFER_LAYERS | EK_REPLY, seq, tx, (uint32_t)(p - tx));
+}
+
+/* LOAD: u32 offset, then bytes of the inputs (laid out as INFER takes them) to put there. */
+static void load(uint8_t seq, uint8_t *data, uint32_t n) {
+    uint32_t size = io_bytes(ek_model.inputs, ek_model.n_inputs);
+    if (n < 4 || get32(data) > size || n - 4 > size - get32(data)) {
+        send_error(seq, EK_ERR_RANGE, "LOAD outside the inputs");
+        return;
+    }
+    held = -1;
+    stream_copy(ek_model.inputs, ek_model.n_inputs, get32(data), data + 4, n - 4, 1);
+    send(EK_LOAD | EK_REPLY, seq, 0, 0);
+}
+
+/* READ: u16 what (EK_OUTPUTS, or a step), u32 offset, u16 length; reply those bytes of the
+ * outputs after INFER, or of the step's output after INFER_LAYERS ran up to it. */
+static void read_result(uint8_t seq, const uint8_t *data, uint32_t n) {
+    if (n != 8) { send_error(seq, EK_ERR_SIZE, "READ takes what, offset and length"); return; }
+    uint32_t what = get16(data), offset = get32(data + 2), len = get16(data + 6);
+    int outputs = what == EK_OUTPUTS;
+    if (!outputs && what >= ek_model.n_steps) {
+        send_error(seq, EK_ERR_STEP, "no such step");
+        return;
+    }
+    if (held != (outputs ? ek_model.n_steps - 1 : (int32_t)what)) {
+        send_error(seq, EK_ERR_STATE, "that result is no longer held: run again");
+        return;
+    }
+    const ek_span_t *spans = outputs ? ek_model.outputs : ek_model.steps + what;
+    uint16_t count = outputs ? ek_model.n_outputs : 1;
+    uint32_t size = io_bytes(spans, count);
+    if (len > EK_MAX_PAYLOAD || offset > size || len > size - offset) {
+        send_error(seq, EK_ERR_RANGE, "READ outside the result");
+        return;
+    }
+    stream_copy(spans, count, offset, tx, len, 0);
+    send(EK_READ | EK_REPLY, seq, tx, len);
 }
 
 /* STATS reply: the model's counters of the last inference, u32 each (none for int8 models). */
@@ -123,13 +205,15 @@ static void stats(uint8_t seq) {
     send(EK_STATS | EK_REPLY, seq, tx, 4u * ek_model.n_stats);
 }
 
-static void dispatch(uint8_t type, uint8_t seq, const uint8_t *payload, uint32_t n) {
+static void dispatch(uint8_t type, uint8_t seq, uint8_t *payload, uint32_t n) {
     switch (type) {
     case EK_HELLO: hello(EK_HELLO | EK_REPLY, seq); break;
     case EK_PING: send(EK_PING | EK_REPLY, seq, payload, n); break;
     case EK_INFER: infer(seq, payload, n); break;
     case EK_INFER_LAYERS: infer_layers(seq, payload, n); break;
     case EK_STATS: stats(seq); break;
+    case EK_LOAD: load(seq, payload, n); break;
+    case EK_READ: read_result(seq, payload, n); break;
     case EK_RESET: send(EK_RESET | EK_REPLY, seq, 0, 0); board_reset(); break;
     case EK_SHUTDOWN: send(EK_SHUTDOWN | EK_REPLY, seq, 0, 0); board_exit(); break;
     default: send_error(seq, EK_ERR_TYPE, "unknown command");
@@ -143,12 +227,10 @@ static uint32_t now_ms(void) { return (uint32_t)(board_ticks() / (board_tick_hz(
  * a frame that arrived inside a corrupted one (a retry after a dropped byte) is still found. */
 static uint32_t start, end;
 
-static uint32_t get32(const uint8_t *p) { return get16(p) | get16(p + 2) << 16; }
-
 /* Consume every complete frame (and all garbage) at the front of rx. */
 static void parse(void) {
     for (;;) {
-        const uint8_t *f = rx + start;
+        uint8_t *f = rx + start;
         uint32_t n = end - start;
         if (n == 0) {
             start = end = 0;
