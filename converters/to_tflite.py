@@ -20,7 +20,7 @@ input's zero point (TFLite's PAD does so for int8), max-pool padding with the lo
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -75,8 +75,10 @@ def to_tflite(graph: Graph, path: str | Path) -> Path:
     return path
 
 
-def tflite_model(graph: Graph) -> TfliteModel:
-    """The Graph as TFLite flatbuffer bytes; every unwritable node is named in one error."""
+def tflite_model(graph: Graph, extra_outputs: Sequence[str] = ()) -> TfliteModel:
+    """The Graph as TFLite flatbuffer bytes; every unwritable node is named in one error.
+    ``extra_outputs`` names intermediate Graph tensors to expose as model outputs too, so a
+    per-layer check reads them from the same kernels (XNNPACK's too) as the whole model."""
     graph.validate()
     unsupported = [f"{n.op} ({n.name or n.outputs[0]})" for n in graph.nodes
                    if _visitor(n.op) is None]
@@ -91,7 +93,7 @@ def tflite_model(graph: Graph) -> TfliteModel:
         except EdgekitError as err:
             raise EdgekitError(f"cannot write node {writer.node_name!r} ({node.op}) to TFLite: "
                                f"{err}") from None
-    return writer.finish()
+    return writer.finish([n for n in extra_outputs if n not in graph.outputs])
 
 
 def _visitor(op: str) -> Callable[[_Writer, Node], None] | None:
@@ -344,13 +346,14 @@ class _Writer:
     def reshape(self, src: int, dst: int) -> None:
         self.op("RESHAPE", [src, self.int32([-1, *self.shape(dst)[1:]])], [dst])
 
-    def finish(self) -> TfliteModel:
+    def finish(self, extra_outputs: Sequence[str] = ()) -> TfliteModel:
         import flatbuffers
 
         sub = self.s.SubGraphT()
         sub.tensors, sub.operators, sub.name = self.tensors, self.operators, "main"
         sub.inputs = [self.views[(n, self.layout[n])] for n in self.graph.inputs]
-        sub.outputs = [self.views[(n, self.layout[n])] for n in self.graph.outputs]
+        sub.outputs = [self.views[(n, self.layout[n])]
+                       for n in [*self.graph.outputs, *extra_outputs]]
         model = self.s.ModelT()
         model.version, model.description = 3, "edgekit"
         model.subgraphs, model.buffers = [sub], self.buffers

@@ -76,6 +76,17 @@ def snr_db(reference: np.ndarray, test: np.ndarray) -> float:
     return float(10 * np.log10(signal / noise)) if signal > 0 else float("-inf")
 
 
+def int8_steps(reference: np.ndarray, test: np.ndarray) -> dict[str, float]:
+    """How two int8 results differ in quantization steps: how many values differ, their share
+    and the largest difference. SNR and cosine hide what a backend's rounding does; these say
+    whether it is bit-exact, and if not how far off it is."""
+    diff = np.abs(np.ravel(reference).astype(np.int32) - np.ravel(test).astype(np.int32))
+    differing = int(np.count_nonzero(diff))
+    return {"values": int(diff.size), "differing": differing,
+            "differing_share": differing / diff.size if diff.size else 0.0,
+            "max_steps": int(diff.max(initial=0))}
+
+
 def compare(reference: np.ndarray, test: np.ndarray) -> dict[str, float]:
     """The agreement figures STM32Cube.AI's validate reports, for one pair of outputs."""
     return {"top1_agreement": top1_agreement(reference, test),

@@ -15,22 +15,28 @@ import numpy as np
 from edgekit import metrics
 from edgekit.errors import EdgekitError
 from edgekit.graph import Graph
-from edgekit.quant.edge import dequantize_layers
+from edgekit.quant.edge import dequantize_layers, quantize_array
+from edgekit.spiking import is_spiking
 from edgekit.targets import deploy
 
 
 def validate(graph: Graph, target: str, x: np.ndarray, y: np.ndarray | None = None,
              float_graph: Graph | None = None, per_layer: bool = True,
-             timeout: float | None = None) -> dict[str, Any]:
+             timeout: float | None = None, **options: Any) -> dict[str, Any]:
     """Run ``graph`` on ``target`` and on edgekit's runtime (and ``float_graph``, if given).
     Labels ``y`` are class indices, one per sample (``metrics.class_labels``: checked before
     anything is deployed, their range against the model's outputs). ``timeout``: seconds an
-    inference may take on a board (``mcu:*``; default: from the model's expected cost)."""
+    inference may take on a board (``mcu:*``; default: from the model's expected cost).
+    ``options`` go to the target's ``compile`` (``kernels="reference"`` for ``cpu:litert``).
+
+    For int8 Graphs the report also counts, in quantization steps, how the target's int8
+    outputs (``int8_vs_edgekit_runtime``) and int8 layers differ from the runtime's
+    (``metrics.int8_steps``): whether a backend is bit-exact, and if not how far it drifts."""
     if len(x) == 0:
         raise EdgekitError("validation data is empty")
     if y is not None:
         y = metrics.class_labels(y, len(x))
-    with deploy(graph, target, timeout=timeout) as session:
+    with deploy(graph, target, timeout=timeout, **options) as session:
         out = session.run(x)
         layers = _layers(session, x) if per_layer else None
     with deploy(graph, "cpu") as runtime:
@@ -38,6 +44,9 @@ def validate(graph: Graph, target: str, x: np.ndarray, y: np.ndarray | None = No
         ref_layers = runtime.run_layers(x) if layers is not None else None
     report: dict[str, Any] = {"target": target, "samples": int(len(x)),
                               "vs_edgekit_runtime": metrics.compare(ref, out)}
+    steps = _int8_output_steps(graph, ref, out)
+    if steps is not None:
+        report["int8_vs_edgekit_runtime"] = steps
     if y is not None:
         report["accuracy"] = metrics.accuracy(out, y)
         report["edgekit_runtime_accuracy"] = metrics.accuracy(ref, y)
@@ -46,9 +55,13 @@ def validate(graph: Graph, target: str, x: np.ndarray, y: np.ndarray | None = No
         report["vs_float"] = metrics.compare(float_out, out)
         if y is not None:
             report["float_accuracy"] = metrics.accuracy(float_out, y)
-    if layers is not None:  # compared in real units: int8 layers dequantized
+    if layers is not None:  # compared in real units (int8 layers dequantized), and in steps
+        steps = {name: metrics.int8_steps(ref_layers[name], value)
+                 for name, value in layers.items()
+                 if name in ref_layers and graph.tensors[name].dtype == "int8"}
         layers, ref_layers = (dequantize_layers(graph, t) for t in (layers, ref_layers))
-        report["layers"] = [{"tensor": name, **metrics.compare(ref_layers[name], value)}
+        report["layers"] = [{"tensor": name, **metrics.compare(ref_layers[name], value),
+                             **steps.get(name, {})}
                             for name, value in layers.items() if name in ref_layers]
     notes = getattr(session, "notes", None)
     if notes:
@@ -74,6 +87,23 @@ def quantization_report(float_graph: Graph, quant_graph: Graph, x: np.ndarray) -
     for row in rows:
         row["worst"] = row is worst
     return rows
+
+
+def _int8_output_steps(graph: Graph, ref: Any, out: Any) -> dict[str, float] | None:
+    """``metrics.int8_steps`` over the Graph's int8 outputs, taken together; None when it has
+    none (an int8 spiking Graph's outputs are averages over time, not int8 values). Sessions
+    hand out dequantized floats, ``(q - zero_point) * scale``: quantizing them again with the
+    same parameters gives back the int8 values exactly."""
+    if is_spiking(graph):
+        return None
+    ref, out = (r if isinstance(r, list) else [r] for r in (ref, out))
+    pairs = [(quantize_array(a, graph.tensors[name].quant),
+              quantize_array(b, graph.tensors[name].quant))
+             for name, a, b in zip(graph.outputs, ref, out, strict=True)
+             if graph.tensors[name].dtype == "int8"]
+    if not pairs:
+        return None
+    return metrics.int8_steps(*(np.concatenate([p[i].ravel() for p in pairs]) for i in (0, 1)))
 
 
 def _layers(session: Any, x: np.ndarray) -> dict[str, np.ndarray] | None:

@@ -5,12 +5,23 @@ The written model is channels-last (``converters.to_tflite``); this Session tran
 Graph's NCHW arrays to each input's TFLite layout and back for outputs, and resizes the inputs
 to the batch it is given.
 
-int8: LiteRT's default XNNPACK delegate requantizes with one float rounding, so it may differ
-from the TFLite fixed-point rule (and from tflite-micro and edgekit) by one step on a few values.
-``compile(graph, xnnpack=False)`` uses LiteRT's builtin kernels instead; they follow the
-fixed-point rule except in their GEMM paths (1x1 convolutions, FULLY_CONNECTED), measured one
-step off on ~0.2-1 % of values. Per-layer outputs always come from the builtin kernels (XNNPACK
-keeps its intermediates to itself).
+int8 kernels (``compile(graph, kernels=...)``; docs/algorithms.md, "Integer arithmetic"):
+
+- ``"xnnpack"`` (the default): LiteRT's XNNPACK delegate requantizes with one float rounding
+  where TFLite's rule rounds twice in fixed point, so each convolution differs from edgekit (and
+  tflite-micro) by one step on ~0.05-0.15 % of its values; a deep network carries these on and
+  grows them (measured on the zoo networks: see the README's backend table).
+- ``"builtin"``: the builtin optimized kernels. Their GEMM (ruy) rounds negative ties up instead
+  of away from zero, so convolutions without a ReLU differ by one step on ~0.1 % of values;
+  4-9x slower than XNNPACK at batch 1.
+- ``"reference"``: TFLite's reference kernels, the fixed-point rule itself: bit-exact with
+  edgekit on ic_resnet8 and the VWW MobileNetV1, but ~100x slower than XNNPACK. For checking a
+  model, not for serving it.
+
+Per-layer outputs come from the kernels the whole model runs on: ``run_layers`` writes the
+model again with every node's output as a model output, so XNNPACK computes each layer and
+hands it out (the builtin kernels, read instead, showed no difference while XNNPACK's output
+drifted).
 """
 
 from __future__ import annotations
@@ -43,19 +54,20 @@ def _interpreter_module() -> Any:
     return interpreter
 
 
+# compile(kernels=...) -> LiteRT's op resolver
+KERNELS = {"xnnpack": "AUTO", "builtin": "BUILTIN_WITHOUT_DEFAULT_DELEGATES",
+           "reference": "BUILTIN_REF"}
+
+
 class _Runner:
     """One interpreter and the batch size its tensors are currently allocated for."""
 
-    def __init__(self, model: Any, builtin_kernels: bool, preserve: bool):
+    def __init__(self, model: Any, kernels: str):
         module = _interpreter_module()
-        kwargs: dict[str, Any] = {"model_content": model.data}
-        if builtin_kernels:
-            kwargs["experimental_op_resolver_type"] = (
-                module.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
-        if preserve:
-            kwargs["experimental_preserve_all_tensors"] = True
         self.model = model
-        self.interpreter = module.Interpreter(**kwargs)
+        self.interpreter = module.Interpreter(
+            model_content=model.data,
+            experimental_op_resolver_type=getattr(module.OpResolverType, KERNELS[kernels]))
         self.batch = 0
 
     def invoke(self, feeds: list[np.ndarray]) -> None:
@@ -77,12 +89,13 @@ class _Runner:
 
 
 class LiteRtSession(PeerSession):
-    def __init__(self, graph: Graph, xnnpack: bool = True):
+    def __init__(self, graph: Graph, kernels: str = "xnnpack"):
         from edgekit.converters.to_tflite import tflite_model
 
         super().__init__(graph)
         self.model = tflite_model(graph)
-        self.runner = _Runner(self.model, builtin_kernels=not xnnpack, preserve=False)
+        self.kernels = kernels
+        self.runner = _Runner(self.model, kernels)
         self._layers: _Runner | None = None
 
     def _run(self, feeds: list[np.ndarray]) -> list[np.ndarray]:
@@ -90,8 +103,12 @@ class LiteRtSession(PeerSession):
         return [self.runner.get(name) for name in self.graph.outputs]
 
     def _run_layers(self, feeds: list[np.ndarray]) -> dict[str, np.ndarray]:
+        """A second interpreter, with the same kernels, whose outputs include every node's."""
+        from edgekit.converters.to_tflite import tflite_model
+
         if self._layers is None:
-            self._layers = _Runner(self.model, builtin_kernels=True, preserve=True)
+            names = [n.outputs[0] for n in self.graph.nodes]
+            self._layers = _Runner(tflite_model(self.graph, extra_outputs=names), self.kernels)
         self._layers.invoke(feeds)
         return {n.outputs[0]: self._layers.get(n.outputs[0]) for n in self.graph.nodes}
 
@@ -112,10 +129,14 @@ class LiteRtTarget(Target):
                            "pip install 'edgekit[tflite]'")
         return True, ""
 
-    def compile(self, graph: Graph, xnnpack: bool = True, **options: Any) -> PeerSession:
-        """``xnnpack=False`` runs LiteRT's builtin kernels instead of the XNNPACK delegate."""
+    def compile(self, graph: Graph, kernels: str = "xnnpack", **options: Any) -> PeerSession:
+        """``kernels``: "xnnpack" (LiteRT's default delegate), "builtin" or "reference" (TFLite's
+        reference kernels, exact and slow): see the module doc."""
         reject_options(self.name, options)
+        if kernels not in KERNELS:
+            raise EdgekitError(f"cpu:litert: kernels is one of {', '.join(KERNELS)}, "
+                               f"got {kernels!r}")
         try:
-            return LiteRtSession(graph, xnnpack)
+            return LiteRtSession(graph, kernels)
         except (RuntimeError, ValueError) as err:
             raise EdgekitError(f"LiteRT could not load the written model: {err}") from None

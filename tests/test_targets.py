@@ -214,6 +214,69 @@ def test_quantized_model_is_bit_exact_in_tflite_micro_and_within_a_step_elsewher
         assert (got.argmax(1) == ours.argmax(1)).mean() >= 0.9
 
 
+# --- int8 agreement, measured in steps ----------------------------------------------------
+
+def _quantized_cnn() -> tuple[Graph, np.ndarray]:
+    """edgekit.quantize's small CNN and 16 float inputs; XNNPACK and ONNX Runtime round a few
+    of its int8 values differently from the runtime."""
+    from edgekit import quantize
+
+    graph = small_cnn(softmax=False)
+    return quantize(graph, inputs_for(graph, 32, seed=5)[0]), inputs_for(graph, 16, seed=6)[0]
+
+
+def _steps(reference: np.ndarray, test: np.ndarray) -> dict:
+    diff = np.abs(reference.astype(np.int64) - test.astype(np.int64))
+    return {"values": diff.size, "differing": int((diff > 0).sum()),
+            "differing_share": float((diff > 0).mean()), "max_steps": int(diff.max())}
+
+
+@pytest.mark.parametrize("target", PEERS)
+def test_validate_counts_differing_int8_values_and_steps(target):
+    """validate's int8 figures against the same counts made here from raw int8 runs."""
+    from edgekit.validate import validate
+
+    available_or_skip(target)
+    q, x = _quantized_cnn()
+    report = validate(q, target, x)
+    xq = quantize_array(x, q.tensors[q.inputs[0]].quant)
+    with deploy(q, "cpu") as cpu, deploy(q, target) as peer:
+        ours, got = cpu.run(xq, raw=True), peer.run(xq, raw=True)
+        our_layers, layers = cpu.run_layers(xq, raw=True), peer.run_layers(xq, raw=True)
+    assert report["int8_vs_edgekit_runtime"] == pytest.approx(_steps(ours, got))
+    assert report["vs_edgekit_runtime"]["top1_agreement"] >= 0.9  # the existing keys stay
+    rows = {r["tensor"]: r for r in report["layers"]}
+    assert set(rows) == set(layers)
+    for name, value in layers.items():
+        row, want = rows[name], _steps(our_layers[name], value)
+        assert (row["differing"], row["max_steps"]) == (want["differing"], want["max_steps"])
+    if target == "cpu:tflite-micro":
+        assert report["int8_vs_edgekit_runtime"]["differing"] == 0
+
+
+def test_litert_layers_come_from_the_kernels_that_run_the_model():
+    """XNNPACK's single rounding makes this model's outputs differ from the runtime's; the
+    per-layer check must show that drift (it read LiteRT's builtin kernels, which showed none),
+    and its last layer must be the whole model's output."""
+    available_or_skip("cpu:litert")
+    q, x = _quantized_cnn()
+    xq = quantize_array(x, q.tensors[q.inputs[0]].quant)
+    ours, producers = deploy(q, "cpu").run_layers(xq, raw=True), q.producers()
+    for kernels in ("xnnpack", "reference"):
+        with deploy(q, "cpu:litert", kernels=kernels) as session:
+            out, layers = session.run(xq, raw=True), session.run_layers(xq, raw=True)
+        np.testing.assert_array_equal(layers[q.outputs[0]], out)
+        differs = [n for n in ours if not np.array_equal(layers[n], ours[n])]
+        if kernels == "xnnpack":
+            assert not np.array_equal(out, ours[q.outputs[0]])
+            assert differs and differs[0] != q.outputs[0]  # seen before the output
+        else:  # TFLite's reference kernels: the fixed-point rule, as the runtime computes it,
+            # but for one value of their per-channel FULLY_CONNECTED (one step)
+            assert [producers[n].op for n in differs] in ([], ["linear"])
+    with pytest.raises(EdgekitError, match="kernels is one of xnnpack, builtin, reference"):
+        deploy(q, "cpu:litert", kernels="ruy")
+
+
 # --- ONNX Runtime's int8 kernels on CPUs without VNNI --------------------------------------
 
 @pytest.mark.parametrize("machine, flags, risky", [
