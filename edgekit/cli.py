@@ -204,15 +204,25 @@ def cmd_deploy(args: argparse.Namespace) -> None:
     print(table(["comparison", "top-1 agree", "max |err|", "cosine", "SNR dB"],
                 [(k, f"{v['top1_agreement']:.2%}", v["max_abs_error"], v["cosine"],
                   v["snr_db"]) for k, v in rows]))
+    if "int8_vs_edgekit_runtime" in report:
+        print(f"int8 outputs vs edgekit runtime: {_steps(report['int8_vs_edgekit_runtime'])}")
     for key in ("accuracy", "edgekit_runtime_accuracy", "float_accuracy"):
         if key in report:
             print(f"{key.replace('_', ' ')}: {report[key]:.2%}")
     if report.get("layers"):
-        print(table(["layer tensor", "max |err|", "cosine", "SNR dB"],
-                    [(r["tensor"], r["max_abs_error"], r["cosine"], r["snr_db"])
-                     for r in report["layers"]]))
+        print(table(["layer tensor", "max |err|", "cosine", "SNR dB", "int8 vs runtime"],
+                    [(r["tensor"], r["max_abs_error"], r["cosine"], r["snr_db"],
+                      _steps(r) if "max_steps" in r else "-") for r in report["layers"]]))
     for note in report.get("notes", []):
         print(f"note: {note}")
+
+
+def _steps(figures: dict) -> str:
+    """``metrics.int8_steps`` in a few words."""
+    if not figures["differing"]:
+        return f"bit-exact ({figures['values']} values)"
+    return (f"{figures['differing_share']:.1%} of {figures['values']} values differ, "
+            f"by up to {figures['max_steps']} step(s)")
 
 
 def cmd_inspect(args: argparse.Namespace) -> None:
