@@ -126,7 +126,7 @@ def _feed(graph: Graph, name: str, x: np.ndarray, raw: bool,
         raise EdgekitError(f"input {name!r}: raw=True takes int8 data, got {x.dtype}")
     if not np.can_cast(x.dtype, info.dtype, "same_kind"):
         raise EdgekitError(f"input {name!r}: expected {info.dtype} data, got {x.dtype}")
-    if info.dtype == "int32":
+    if info.dtype == "int32" and info.quant is None:  # indices (an int8 SNN's currents have it)
         _require_indices(graph, name, x)
     given = x.dtype
     with np.errstate(over="ignore"):  # float64 beyond float32's range becomes inf: refused below

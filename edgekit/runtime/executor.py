@@ -170,8 +170,8 @@ class _Edge:
 
     def __init__(self, graph: Graph):
         self.single = None  # int32 indices take graph_feeds' path: their range is checked
-        if len(graph.inputs) == 1 and graph.tensors[graph.inputs[0]].dtype != "int32":
-            info = graph.tensors[graph.inputs[0]]
+        info = graph.tensors[graph.inputs[0]]
+        if len(graph.inputs) == 1 and not (info.dtype == "int32" and info.quant is None):
             self.single = (graph.inputs[0], info,
                            quantizer(info.quant) if info.dtype == "int8" else None)
         self.outputs = [(name, dequantizer(graph.tensors[name].quant)
