@@ -80,8 +80,15 @@ def test_convert_quantize_and_validate_on_every_cpu_backend(trained, tmp_path):
                                 str(out / "cnn.float.ekm"), "--json").stdout)
         assert abs(report["accuracy"] - report["float_accuracy"]) <= 0.01, target
         assert report["vs_edgekit_runtime"]["top1_agreement"] >= 0.99, target
+        steps = report["int8_vs_edgekit_runtime"]  # raw int8 outputs, in steps
+        assert steps["values"] == 10 * report["samples"], target
+        assert {r["tensor"] for r in report["layers"] if "max_steps" in r}, target
         if target == "cpu:tflite-micro":  # same integer arithmetic: identical outputs
             assert report["vs_edgekit_runtime"]["max_abs_error"] == 0
+            assert steps["differing"] == steps["max_steps"] == 0
+    text = cli("deploy", str(out / "cnn.ekm"), "--target", "cpu:tflite-micro", "--validate",
+               str(root / "test.npz")).stdout
+    assert f"int8 outputs vs edgekit runtime: bit-exact ({steps['values']} values)" in text
 
 
 def test_quantize_needs_calibration_data(trained, tmp_path):
