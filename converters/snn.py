@@ -22,6 +22,9 @@ from __future__ import annotations
 
 import copy
 import math
+import warnings
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 
 import numpy as np
 from numba import njit
@@ -31,6 +34,7 @@ from edgekit.graph import Graph, Node, TensorInfo
 from edgekit.limits import DEFAULT_LIMITS
 from edgekit.ops import implementation
 from edgekit.runtime import Executor
+from edgekit.runtime.planner import NaivePlanner
 from edgekit.runtime.spiking import SpikingExecutor
 from edgekit.spiking import ENCODINGS, OUTPUTS, is_spiking
 
@@ -38,12 +42,20 @@ BALANCINGS = ("max", "p99.9", "trained")
 _RELUS = ("relu", "relu6")
 _THRESHOLD_GRID = np.arange(0.3, 1.51, 0.05)
 _V_INIT_GRID = np.arange(0.0, 1.01, 0.125)
+_GRID = np.zeros((len(_THRESHOLD_GRID), len(_V_INIT_GRID)))  # FAS's errors of one neuron
+_NEURONS = ("if_neuron", "lif_neuron")
+DEFAULT_MEMORY_BUDGET = 2 * 2**30  # bytes; the README's 2 GB
+CHECK_SAMPLES = 256  # calibration samples the converted SNN is checked on
+AGREEMENT_TOLERANCE = 0.05  # "a few points" below the ANN: SpikingConversionWarning
 
 
 def to_snn(graph: Graph, calibration: np.ndarray, timesteps: int = 8, *,
            balancing: str | float = "max", neuron: str = "if", leak: float = 0.9,
            reset: str = "subtract", v_init: float = 0.0, encoding: str = "direct",
-           output: str = "membrane", calibrate: str | None = None) -> Graph:
+           output: str = "membrane", calibrate: str | None = None,
+           labels: np.ndarray | None = None, memory_budget: int = DEFAULT_MEMORY_BUDGET,
+           check: int = CHECK_SAMPLES,
+           progress: Callable[[Iterable[int]], Iterable[int]] = iter) -> Graph:
     """The spiking Graph of ``graph`` for ``timesteps`` steps.
 
     ``balancing``: "max", "p99.9", a fraction of the max (a float in (0, 1]), or "trained":
@@ -57,29 +69,93 @@ def to_snn(graph: Graph, calibration: np.ndarray, timesteps: int = 8, *,
     membrane as a fraction of the threshold; ``encoding``: "direct" (the analog input at every
     step) or "rate" (Bernoulli spikes, inputs in [0, 1]); ``output``: "membrane" (the output
     layer integrates, no spikes) or "spike_count"; ``calibrate``: None or "fas".
+
+    The calibration data streams through in batches that ``memory_budget`` (bytes of working
+    memory: arenas, traces and statistics, not the data or the weights) sets
+    (``calibration_batch``); a budget too small for one sample is an ``EdgekitError``.
+    ``progress`` wraps the ``range`` of work units (batches of each pass), as
+    ``learn.finetune``'s does. Then the SNN runs on the last ``check`` calibration samples
+    (0: no check) against the ANN: top-1 agreement for a classifier (and both accuracies
+    given ``labels``, one class per calibration sample), else the relative error of the
+    output; ``metadata["conversion_check"]`` holds the figures, and a
+    ``SpikingConversionWarning`` says what to try when they fall more than
+    ``AGREEMENT_TOLERANCE`` short. The samples are not held out: thresholds are per-layer
+    statistics (FAS: one pair per neuron from a 225-point grid), too few to fit them.
     """
     _check_options(graph, timesteps, balancing, neuron, reset, encoding, output, calibrate,
                    v_init, leak)
     calibration = np.asarray(calibration, np.float32)
-    acts = (_trained_activations(graph, calibration) if balancing == "trained" else
-            Executor(graph).run_layers(calibration))
+    if len(graph.inputs) != 1 or calibration.ndim == 0 or len(calibration) == 0:
+        raise EdgekitError("to_snn needs a Graph with one input and at least one calibration "
+                           "sample")
+    if labels is not None and len(labels) != len(calibration):
+        raise EdgekitError(f"{len(labels)} labels for {len(calibration)} calibration samples")
+    snn, neurons = _spiking_structure(graph, timesteps, neuron, leak, reset, encoding, output)
+    trained = balancing == "trained"
+    plan = calibration_plan(graph, snn, len(calibration), memory_budget,
+                            calibrate == "fas", trained)
+    checked = min(check, len(calibration))
+    stats = [n for n in neurons if not (trained and n.output is None)]
+    units = ((len(plan.batches) if stats else 0) + len(plan.layers) * len(plan.batches)
+             * (calibrate == "fas") + len(_batches(checked, plan.batch)))
+    ticks = iter(progress(range(units)))
+    next(ticks, None)  # the generator draws after each unit, and closes after the last
+
+    def tick() -> None:
+        next(ticks, None)
+
+    scales = _scales(graph, calibration, [n.tensor for n in stats], balancing, plan.batch,
+                     trained, tick) if stats else {}
+    for n in neurons:
+        scale = min(_trained(graph, n.tensor) if trained and n.output is None else
+                    _scale_of(scales[n.tensor], "max" if trained else balancing), n.cap)
+        snn.params[f"{n.tensor}.threshold"][...] = scale
+        snn.params[f"{n.tensor}.v_init"][...] = v_init * scale
+    if calibrate == "fas":
+        fas_calibrate(snn, graph, calibration, trained=trained, plan=plan, tick=tick)
+    if checked:
+        report = conversion_check(graph, snn, calibration[-checked:],
+                                  None if labels is None else labels[-checked:], plan.batch,
+                                  tick)
+        snn.metadata["conversion_check"] = report
+        advice = check_advice(report, timesteps, calibrate)
+        if advice:
+            warnings.warn(advice, SpikingConversionWarning, stacklevel=2)
+    return snn
+
+
+class SpikingConversionWarning(UserWarning):
+    """The converted SNN falls short of its ANN on the calibration data (``to_snn``)."""
+
+
+@dataclass(frozen=True)
+class _Neuron:
+    tensor: str  # the ANN activation (or output) the neuron's rate stands for
+    cap: float
+    output: int | None  # the graph output a spike-count output neuron stands for
+
+
+def _spiking_structure(graph: Graph, timesteps: int, neuron: str, leak: float, reset: str,
+                       encoding: str, output: str) -> tuple[Graph, list[_Neuron]]:
+    """The spiking Graph with every threshold 1 and initial membrane 0 (``to_snn`` sets them
+    from calibration), and its neurons in node order."""
     snn = Graph(list(graph.inputs), list(graph.outputs), dict(graph.tensors), [],
                 dict(graph.params), {**copy.deepcopy(graph.metadata), "timesteps": timesteps,
                                      "encoding": encoding, "snn_output": output})
     op, attrs = ("if_neuron", {"reset": reset}) if neuron == "if" else \
         ("lif_neuron", {"reset": reset, "leak": float(leak)})
+    neurons = []
 
-    def add_neuron(x: str, out: str, cap: float, name: str, balancing=balancing) -> None:
-        scale = min(_trained(graph, out) if balancing == "trained" else
-                    _balance(acts[out], balancing), cap)
+    def add_neuron(x: str, out: str, cap: float, name: str, output: int | None = None) -> None:
         shape = graph.tensors[out].shape[1:]
         inputs = [x]
-        for suffix, value in (("threshold", scale), ("v_init", v_init * scale)):
+        for suffix, value in (("threshold", 1.0), ("v_init", 0.0)):
             param = f"{out}.{suffix}"
             snn.params[param] = np.full(shape, value, np.float32)
             snn.tensors[param] = TensorInfo(shape)
             inputs.append(param)
         snn.nodes.append(Node(op, inputs, [out], dict(attrs), name))
+        neurons.append(_Neuron(out, cap, output))
 
     for node in graph.nodes:
         node = copy.deepcopy(node)
@@ -112,46 +188,208 @@ def to_snn(graph: Graph, calibration: np.ndarray, timesteps: int = 8, *,
             for node in snn.nodes:
                 node.outputs = [z if o == name else o for o in node.outputs]
                 node.inputs = [z if x == name else x for x in node.inputs]
-            add_neuron(z, name, np.inf, f"output {i}",
-                       "max" if balancing == "trained" else balancing)
+            add_neuron(z, name, np.inf, f"output {i}", i)
     snn.validate()
-    if calibrate == "fas":
-        fas_calibrate(snn, acts, calibration)
-    return snn
+    return snn, neurons
 
 
-def fas_calibrate(snn: Graph, ann_acts: dict[str, np.ndarray], calibration: np.ndarray) -> Graph:
-    """Tune each neuron's threshold and initial membrane, layer by layer from the input, to
-    match the ANN activations ``ann_acts`` (by tensor name) on ``calibration``. In place."""
-    for node in snn.nodes:
-        if node.op not in ("if_neuron", "lif_neuron"):
+# --------------------------------------------------------------------------- memory budget
+
+
+@dataclass
+class CalibrationPlan:
+    """How ``to_snn`` streams ``samples`` calibration samples: ``batch`` at a time, and per
+    FAS layer (each neuron, in node order) the executors of the sub-Graphs that feed it."""
+
+    samples: int
+    batch: int
+    per_sample: int  # bytes one more sample in a batch costs, at the costliest pass
+    fixed: int  # bytes every batch costs regardless of its size (FAS's error grid)
+    layers: list[tuple[Node, Graph, Graph | None]]  # neuron, SNN feeding it, ANN target
+
+    @property
+    def batches(self) -> list[tuple[int, int]]:
+        return _batches(self.samples, self.batch)
+
+
+def calibration_plan(ann: Graph, snn: Graph, samples: int, memory_budget: int,
+                     fas: bool = False, trained: bool = False) -> CalibrationPlan:
+    """The largest batch (at most ``samples``) whose working memory fits ``memory_budget``
+    bytes in every pass of ``to_snn``: the ANN's activations for the thresholds, per FAS
+    layer the spiking sub-Graph that feeds it with its input currents over the T steps, the
+    ANN sub-Graph of its target and the error grid, and the ANN and SNN side by side for the
+    check. Each arena's size is linear in the batch (measured at batches 1 and 2)."""
+    if not (isinstance(memory_budget, (int, float)) and memory_budget > 0):
+        raise EdgekitError(f"memory_budget must be a positive number of bytes, got "
+                           f"{memory_budget!r}")
+    steps = snn.metadata["timesteps"]
+    ann_ex = Executor(ann)
+    costs = [("the ANN's activations", *_linear(
+        lambda b: ann_ex.program(b, NaivePlanner()).plan.size), 0),
+        ("the ANN and SNN outputs", *_linear(
+            lambda b: ann_ex.program(b).plan.size + SpikingExecutor(snn).program(b).plan.size),
+         0)]
+    layers = []
+    for node in snn.nodes if fas else ():
+        if node.op not in _NEURONS:
             continue
-        traces, _ = SpikingExecutor(snn).record(calibration)
-        z = traces[node.inputs[0]].reshape(snn.metadata["timesteps"], len(calibration), -1)
-        target = ann_acts[node.outputs[0]].reshape(len(calibration), -1)
+        layers.append((node, _subgraph(snn, node.inputs[0]),
+                       None if trained else _subgraph(ann, node.outputs[0])))
+        sub = SpikingExecutor(layers[-1][1])
+        target = None if trained else Executor(layers[-1][2])
+        size = math.prod(snn.tensors[node.inputs[0]].shape[1:]) * 4
+        fixed, per = _linear(lambda b, sub=sub, target=target: sub.program(b).plan.size + (
+            (target or ann_ex).program(b, None if target else NaivePlanner()).plan.size))
+        costs.append((f"FAS layer {node.name!r}", fixed + size * _GRID.nbytes // 4,
+                      per + size * (steps + 1), 0))
+    fixed = max(c[1] for c in costs)
+    per_sample = max(c[2] for c in costs)
+    batch = min(samples, int((memory_budget - fixed) // per_sample))
+    if batch < 1:
+        what = max(costs, key=lambda c: c[1] + c[2])[0]
+        raise EdgekitError(f"a memory budget of {_mib(memory_budget)} cannot hold one "
+                           f"calibration sample: {what} needs {_mib(fixed + per_sample)}; "
+                           "raise memory_budget (convert --memory-budget)")
+    return CalibrationPlan(samples, batch, per_sample, fixed, layers)
+
+
+def _linear(size: Callable[[int], int]) -> tuple[int, int]:
+    """(fixed, per sample) bytes of an arena whose size is ``size(batch)``."""
+    one, two = size(1), size(2)
+    return max(2 * one - two, 0), max(two - one, 1)
+
+
+def _mib(nbytes: float) -> str:
+    return f"{nbytes / 2**20:,.1f} MiB"
+
+
+def _batches(samples: int, batch: int) -> list[tuple[int, int]]:
+    return [(start, min(start + batch, samples)) for start in range(0, samples, batch)]
+
+
+def _padded(x: np.ndarray, batch: int) -> np.ndarray:
+    """``x`` with zero rows up to ``batch``: every batch runs on one program (one arena)."""
+    if len(x) == batch:
+        return x
+    return np.concatenate([x, np.zeros((batch - len(x), *x.shape[1:]), x.dtype)])
+
+
+def _subgraph(graph: Graph, output: str) -> Graph:
+    """The nodes of ``graph`` that ``output`` depends on, as a Graph with that one output."""
+    need, nodes = {output}, []
+    for node in reversed(graph.nodes):
+        if node.outputs[0] in need:
+            nodes.append(node)
+            need.update(node.inputs)
+    nodes.reverse()
+    names = {n for node in nodes for n in (*node.inputs, *node.outputs)}
+    return Graph([x for x in graph.inputs if x in need], [output],
+                 {n: graph.tensors[n] for n in names | set(graph.inputs) & need}, nodes,
+                 {n: graph.params[n] for n in names if n in graph.params},
+                 dict(graph.metadata))
+
+
+# --------------------------------------------------------------------------- thresholds
+
+
+def _scales(graph: Graph, x: np.ndarray, tensors: list[str], balancing: str | float,
+            batch: int, trained: bool, tick: Callable[[], None]
+            ) -> dict[str, tuple[np.ndarray, int]]:
+    """Per tensor, what its threshold is balanced from (``_scale_of``), streamed over batches,
+    and its number of values over the set: the running max, or for "p99.9" the largest values
+    that the 99.9th percentile can fall between (a tenth of a percent of them and one more),
+    so that the streamed percentile is the one over the whole set."""
+    counts = {name: len(x) * math.prod(graph.tensors[name].shape[1:]) for name in tensors}
+    kept: dict[str, np.ndarray] = {}
+    ex = None if trained else Executor(graph)
+    for start, stop in _batches(len(x), batch):
+        xb = _padded(x[start:stop], batch)
+        acts = _trained_activations(graph, xb) if trained else ex.run_layers(xb)
+        for name in tensors:
+            values = acts[name][:stop - start].reshape(-1)
+            if name in kept:
+                values = np.concatenate([kept[name], values])
+            keep = counts[name] - math.floor((counts[name] - 1) * (99.9 / 100)) \
+                if balancing == "p99.9" else 1
+            if len(values) > keep:
+                values = np.partition(values, len(values) - keep)[-keep:]
+            kept[name] = values
+        del acts
+        tick()
+    return {name: (values, counts[name]) for name, values in kept.items()}
+
+
+def _scale_of(kept: tuple[np.ndarray, int], balancing: str | float) -> float:
+    """The layer scale from ``_scales``' values of a tensor with ``n`` values in all."""
+    values, n = kept
+    peak = float(values.max())
+    if balancing == "max":
+        scale = peak
+    elif balancing == "p99.9":  # numpy's linear percentile from the top order statistics,
+        position = (n - 1) * (99.9 / 100)  # in float32 as numpy (equal to it within 1 ulp)
+        low = math.floor(position)
+        top = np.sort(values)[low - (n - len(values)):]
+        a, b, t = top[0], top[min(1, len(top) - 1)], np.float32(position - low)
+        scale = float(a + (b - a) * t if t < 0.5 else b - (b - a) * (np.float32(1) - t))
+    else:
+        scale = float(balancing) * peak
+    return scale if scale > 0 else 1.0
+
+
+# --------------------------------------------------------------------------- FAS
+
+
+def fas_calibrate(snn: Graph, ann: Graph, calibration: np.ndarray, *, trained: bool = False,
+                  memory_budget: int = DEFAULT_MEMORY_BUDGET,
+                  plan: CalibrationPlan | None = None,
+                  tick: Callable[[], None] = lambda: None) -> Graph:
+    """Tune each neuron's threshold and initial membrane, layer by layer from the input, to
+    match the activations of ``ann`` (QCFS-clipped and rounded with ``trained``) on
+    ``calibration``, streamed in the batches of ``plan`` (``calibration_plan`` of
+    ``memory_budget``). In place.
+
+    Per layer, each batch runs the spiking sub-Graph up to the neuron's input (the layers
+    below already calibrated) and the ANN up to its output, and adds the batch's squared
+    errors of every grid pair to the layer's error grid; the grid's minimum after the last
+    batch is the pair. The errors add up sample by sample in the same order whatever the
+    batch, so streaming changes only what batch-size-dependent rounding of the kernels does
+    to the currents (none where they compute each sample alone)."""
+    plan = plan or calibration_plan(ann, snn, len(calibration), memory_budget, True, trained)
+    steps = snn.metadata["timesteps"]
+    t_scales, v_fracs = _THRESHOLD_GRID.astype(np.float32), _V_INIT_GRID.astype(np.float32)
+    for node, sub_snn, sub_ann in plan.layers:
+        sub, target = SpikingExecutor(sub_snn), sub_ann and Executor(sub_ann)
         threshold, v_init = snn.params[node.inputs[1]], snn.params[node.inputs[2]]
-        t_best, v_best = _grid_search(z, target, threshold.reshape(-1).astype(np.float32),
-                                      np.float32(node.attrs.get("leak", 1.0)),
-                                      node.attrs["reset"] == "subtract",
-                                      _THRESHOLD_GRID.astype(np.float32),
-                                      _V_INIT_GRID.astype(np.float32))
+        base = threshold.reshape(-1).astype(np.float32)
+        errors = np.zeros((len(base), len(t_scales), len(v_fracs)))
+        z = np.empty((steps, plan.batch, *snn.tensors[node.inputs[0]].shape[1:]), np.float32)
+        for start, stop in plan.batches:
+            xb = _padded(calibration[start:stop], plan.batch)
+            sub.trace(xb, z)
+            want = (_trained_activations(ann, xb, node.outputs[0])[node.outputs[0]] if trained
+                    else target.run(xb))
+            n = stop - start
+            _grid_errors(z[:, :n].reshape(steps, n, -1), want[:n].reshape(n, -1), base,
+                         np.float32(node.attrs.get("leak", 1.0)),
+                         node.attrs["reset"] == "subtract", t_scales, v_fracs, errors)
+            tick()
+        t_best, v_best = _grid_pick(errors, base, t_scales, v_fracs)
         threshold.reshape(-1)[:] = t_best
         v_init.reshape(-1)[:] = v_best
     return snn
 
 
 @njit(cache=True)
-def _grid_search(z, target, base, leak, subtract, t_scales, v_fracs):
-    """Per neuron k, the (threshold, initial membrane) from the grid whose time-averaged output
-    over the T steps of ``z`` (T, N, K) has the least squared error to ``target`` (N, K)."""
+def _grid_errors(z, target, base, leak, subtract, t_scales, v_fracs, errors):
+    """Add to ``errors[k, i, j]``, sample by sample, the squared error of neuron k's output
+    averaged over the T steps of ``z`` (T, N, K) against ``target`` (N, K) with threshold
+    ``base[k] * t_scales[i]`` and initial membrane ``v_fracs[j]`` of it."""
     steps, samples, neurons = z.shape
-    t_best, v_best = base.copy(), np.zeros_like(base)
     for k in range(neurons):
-        best = np.inf
-        for t_scale in t_scales:
+        for i, t_scale in enumerate(t_scales):
             theta = base[k] * t_scale
-            for v_frac in v_fracs:
-                err = 0.0
+            for j, v_frac in enumerate(v_fracs):
+                err = errors[k, i, j]
                 for n in range(samples):
                     v, spikes = v_frac * theta, 0
                     for t in range(steps):
@@ -160,20 +398,87 @@ def _grid_search(z, target, base, leak, subtract, t_scales, v_fracs):
                             spikes += 1
                             v = v - theta if subtract else 0.0
                     err += (spikes * theta / steps - target[n, k]) ** 2
-                if err < best:
-                    best, t_best[k], v_best[k] = err, theta, v_frac * theta
+                errors[k, i, j] = err
+
+
+@njit(cache=True)
+def _grid_pick(errors, base, t_scales, v_fracs):
+    """Per neuron, the first (threshold, initial membrane) pair of least error."""
+    t_best, v_best = base.copy(), np.zeros_like(base)
+    for k in range(len(base)):
+        best = np.inf
+        for i, t_scale in enumerate(t_scales):
+            theta = base[k] * t_scale
+            for j, v_frac in enumerate(v_fracs):
+                if errors[k, i, j] < best:
+                    best, t_best[k], v_best[k] = errors[k, i, j], theta, v_frac * theta
     return t_best, v_best
 
 
-def _balance(values: np.ndarray, balancing: str | float) -> float:
-    peak = float(values.max())
-    if balancing == "max":
-        scale = peak
-    elif balancing == "p99.9":
-        scale = float(np.percentile(values, 99.9))
+# --------------------------------------------------------------------------- the check
+
+
+def conversion_check(ann: Graph, snn: Graph, x: np.ndarray, labels: np.ndarray | None = None,
+                     batch: int | None = None,
+                     tick: Callable[[], None] = lambda: None) -> dict:
+    """How the SNN compares with its ANN on ``x`` (run ``batch`` at a time): ``samples``,
+    ``timesteps``, and for a classifier (a first output of several scores) ``agreement``,
+    the share of samples whose top-1 class is the ANN's, with ``ann_accuracy`` and
+    ``snn_accuracy`` given ``labels``; for any other output ``relative_error``, the norm of
+    the difference over the ANN output's."""
+    batch = batch or len(x)
+    ann_ex, snn_ex = Executor(ann), SpikingExecutor(snn)
+    ann_out, snn_out = [], []
+    for start, stop in _batches(len(x), batch):
+        xb = _padded(x[start:stop], batch)
+        for ex, outs in ((ann_ex, ann_out), (snn_ex, snn_out)):
+            y = ex.run(xb)
+            outs.append((y[0] if isinstance(y, list) else y)[:stop - start])
+        tick()
+    a, s = np.concatenate(ann_out), np.concatenate(snn_out)
+    report = {"samples": len(x), "timesteps": snn.metadata["timesteps"]}
+    if a.ndim == 2 and a.shape[1] > 1:
+        report["agreement"] = float(np.mean(a.argmax(1) == s.argmax(1)))
+        if labels is not None:
+            labels = np.asarray(labels).reshape(-1)
+            report["ann_accuracy"] = float(np.mean(a.argmax(1) == labels))
+            report["snn_accuracy"] = float(np.mean(s.argmax(1) == labels))
     else:
-        scale = float(balancing) * peak
-    return scale if scale > 0 else 1.0
+        report["relative_error"] = float(np.linalg.norm(s - a) / max(np.linalg.norm(a), 1e-30))
+    return report
+
+
+def check_summary(report: dict) -> str:
+    """``conversion_check``'s figures in one line."""
+    if "agreement" not in report:
+        return (f"SNN output vs ANN on {report['samples']} calibration samples: relative "
+                f"error {report['relative_error']:.3f}")
+    line = (f"SNN vs ANN on {report['samples']} calibration samples: top-1 agreement "
+            f"{report['agreement']:.1%}")
+    if "snn_accuracy" in report:
+        line += (f", accuracy {report['snn_accuracy']:.1%} (ANN "
+                 f"{report['ann_accuracy']:.1%})")
+    return line
+
+
+def check_advice(report: dict, timesteps: int, calibrate: str | None) -> str | None:
+    """One line on what to try, when the SNN falls more than ``AGREEMENT_TOLERANCE`` short of
+    its ANN (accuracy given labels, else top-1 agreement, else a relative error above it)."""
+    if "snn_accuracy" in report:
+        short = report["ann_accuracy"] - report["snn_accuracy"] > AGREEMENT_TOLERANCE
+    elif "agreement" in report:
+        short = report["agreement"] < 1 - AGREEMENT_TOLERANCE
+    else:
+        short = report["relative_error"] > AGREEMENT_TOLERANCE
+    if not short:
+        return None
+    tries = [f"more time steps (T = {timesteps}; --timesteps {4 * timesteps})"]
+    if calibrate != "fas":
+        tries.append("FAS calibration (calibrate='fas', --calibrate fas)")
+    tries.append("QCFS fine-tuning of the ANN (converters.qcfs.qcfs_finetune, then "
+                 "balancing='trained')")
+    return f"the SNN falls short of its ANN ({check_summary(report)}); try " + \
+        ", ".join(tries)
 
 
 def _trained(graph: Graph, tensor: str) -> float:
@@ -186,14 +491,16 @@ def _trained(graph: Graph, tensor: str) -> float:
     return float(thresholds[tensor])
 
 
-def _trained_activations(graph: Graph, x: np.ndarray) -> dict[str, np.ndarray]:
+def _trained_activations(graph: Graph, x: np.ndarray, until: str | None = None
+                         ) -> dict[str, np.ndarray]:
     """The QCFS-fine-tuned ANN's activations on ``x``: the Graph (plain ReLUs) run node by node,
-    each output with a threshold clipped and, given its levels, rounded as QCFS does. On the
-    residual ds_cnn these targets, not the plain ReLU's, are what make stage 2 help at T = 2-4."""
+    each output with a threshold clipped and, given its levels, rounded as QCFS does (only
+    the nodes tensor ``until`` depends on, if given). On the residual ds_cnn these targets,
+    not the plain ReLU's, are what make stage 2 help at T = 2-4."""
     thresholds = graph.metadata.get("activation_thresholds", {})
     levels = graph.metadata.get("activation_levels", {})
     acts = {graph.inputs[0]: x}
-    for node in graph.nodes:
+    for node in (graph if until is None else _subgraph(graph, until)).nodes:
         feeds = list(dict.fromkeys(i for i in node.inputs if i not in graph.params))
         single = Graph(feeds, list(node.outputs),
                        {n: graph.tensors[n] for n in (*node.inputs, *node.outputs)}, [node],

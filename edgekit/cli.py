@@ -10,6 +10,7 @@ import importlib
 import json
 import os
 import sys
+import warnings
 from pathlib import Path
 from typing import NoReturn
 
@@ -162,7 +163,8 @@ def _convert_outputs(args: argparse.Namespace, formats: list[str], out: Path,
 
 def _to_snn(graph: edgekit.Graph, args: argparse.Namespace) -> edgekit.Graph:
     """``convert --to-snn``: the spiking Graph, thresholds from the calibration data."""
-    from edgekit.converters.snn import BALANCINGS, to_snn
+    from edgekit.console import progress
+    from edgekit.converters.snn import BALANCINGS, SpikingConversionWarning, check_summary, to_snn
 
     if not args.calibration_data or args.report:
         raise EdgekitError("--to-snn needs --calibration-data data.npz (inputs in 'x') and "
@@ -174,12 +176,27 @@ def _to_snn(graph: edgekit.Graph, args: argparse.Namespace) -> edgekit.Graph:
         except ValueError:
             raise EdgekitError(f"--balancing is one of {', '.join(BALANCINGS)} or a fraction "
                                f"of the max such as 0.5, got {balancing!r}") from None
+    if not args.memory_budget > 0:
+        raise EdgekitError(f"--memory-budget is in MiB and must be positive, got "
+                           f"{args.memory_budget:g}")
     # QCFS's shift of half a level is an initial membrane of half the threshold
     v_init = args.v_init if args.v_init is not None else 0.5 * (balancing == "trained")
-    snn = to_snn(graph, load_array(args.calibration_data), args.timesteps, balancing=balancing,
-                 v_init=v_init, calibrate=args.calibrate)
+    x, y = load_data(args.calibration_data)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", SpikingConversionWarning)
+        snn = to_snn(graph, x, args.timesteps, balancing=balancing, v_init=v_init,
+                     calibrate=args.calibrate, labels=y,
+                     memory_budget=int(args.memory_budget * 2**20),
+                     progress=lambda units: progress(units, desc="to-snn"))
     print(f"converted to an SNN: T = {args.timesteps}, {args.balancing} balancing, "
           f"calibration {args.calibrate or 'none'}")
+    print(check_summary(snn.metadata["conversion_check"]))
+    for warning in caught:  # one line each, as errors are
+        if issubclass(warning.category, SpikingConversionWarning):
+            print(f"edgekit: warning: {warning.message}", file=sys.stderr)
+        else:
+            warnings.showwarning(warning.message, warning.category, warning.filename,
+                                 warning.lineno)
     return snn
 
 
@@ -442,6 +459,9 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--v-init", type=float, help="SNN initial membrane, a fraction of the "
                    "threshold (default 0, or 0.5 with --balancing trained)")
     c.add_argument("--calibrate", choices=["fas"], help="SNN per-neuron calibration")
+    c.add_argument("--memory-budget", type=float, default=2048, metavar="MIB",
+                   help="SNN conversion's working memory in MiB (default 2048): sets the "
+                        "calibration batch")
     c.set_defaults(func=cmd_convert)
 
     dp = sub.add_parser("deploy", help="compile for a target; --validate on real data")

@@ -37,7 +37,8 @@ def _is_num(s: str) -> bool:
 
 
 def progress(items: Iterable[T], desc: str, total: int | None = None) -> Iterator[T]:
-    """Yield ``items`` while drawing a bar on stderr (a tty) or one closing line (a log)."""
+    """Yield ``items`` while drawing a bar with the rate and the time left on stderr (a tty),
+    or one closing line (a log)."""
     items = list(items) if total is None else items
     total = len(items) if total is None else total  # type: ignore[arg-type]
     tty = sys.stderr.isatty()
@@ -47,8 +48,10 @@ def progress(items: Iterable[T], desc: str, total: int | None = None) -> Iterato
         yield item
         if tty:
             bar = "#" * (24 * done // max(total, 1))
-            sys.stderr.write(f"\r{desc} [{bar:<24}] {done}/{total} "
-                             f"{time.perf_counter() - start:5.1f}s")
+            spent = time.perf_counter() - start
+            eta = spent / done * (total - done)
+            sys.stderr.write(f"\r{desc} [{bar:<24}] {done}/{total} {spent:5.1f}s "
+                             f"{done / max(spent, 1e-9):.3g}/s ETA {eta:.0f}s ")
             sys.stderr.flush()
     end = "\n" if tty else f"{desc}: {done}/{total} in {time.perf_counter() - start:.1f}s\n"
     sys.stderr.write(end)

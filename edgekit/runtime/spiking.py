@@ -186,6 +186,20 @@ class SpikingExecutor(Executor):
                 for step in program.steps]
         return {name: np.stack(t) for name, t in traces.items()}, sops
 
+    def trace(self, inputs: Inputs, out: np.ndarray | None = None) -> np.ndarray:
+        """The Graph's (first) output at every step, (T, *shape), into ``out`` if given: what
+        ``record`` gives for one tensor, on the memory-planned arena (an output's buffer
+        lives to the end of each step) instead of one buffer per tensor, so that FAS
+        calibration (``converters.snn``) holds one layer's currents, not the whole net's."""
+        feeds = graph_feeds(self.graph, inputs, False, False)
+        program = self.program(next(iter(feeds.values())).shape[0])
+        value = program.arrays[self.graph.outputs[0]]
+        if out is None:
+            out = np.empty((self.timesteps, *value.shape), value.dtype)
+        for t, _ in enumerate(self._steps(program, feeds)):
+            out[t] = value
+        return out
+
     def _steps(self, program: Program, feeds: dict[str, np.ndarray]):
         """Reset the state, then run the T steps, yielding after each."""
         for step in program.steps:
