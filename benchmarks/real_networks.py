@@ -53,8 +53,8 @@ CALIBRATION = 64
 
 
 def gist(err: Exception, chars: int = 90) -> str:
-    """An error in one short cell: the ops an import lacks, a fit's overshoot, a link frame over
-    the firmware protocol's limit, else the message's first line."""
+    """An error in one short cell: the ops an import lacks, a fit's overshoot, else the
+    message's first line."""
     if isinstance(err, UnsupportedOpsError):
         return "missing " + ", ".join(sorted({op for op, _ in err.ops}))
     text = str(err).splitlines()[0]
@@ -62,9 +62,6 @@ def gist(err: Exception, chars: int = 90) -> str:
     if over:
         return "does not fit: " + ", ".join(f"{lim} +{mb(int(b.replace(',', '')))}"
                                             for lim, b in over)
-    frame = re.search(r"exchanges ([\d,]+) B in one frame .*? protocol's ([\d,]+) B", text)
-    if frame:
-        return f"a link frame of {frame[1]} B > the protocol's {frame[2]} B"
     return text if len(text) <= chars else text[:chars] + "..."
 
 

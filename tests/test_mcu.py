@@ -338,9 +338,10 @@ def test_a_reboot_mid_transfer_redoes_it(streamed, monkeypatch, after):
 
     q, session, xq = streamed
     link = session.board.link
-    real, fired = link.request, []
+    real, fired, sent = link.request, [], []
 
     def request(cmd, payload=b""):
+        sent.append(Cmd(cmd).name)
         reply = real(cmd, payload)
         if cmd == Cmd[after] and not fired:
             fired.append(cmd)
@@ -351,12 +352,12 @@ def test_a_reboot_mid_transfer_redoes_it(streamed, monkeypatch, after):
     first = q.nodes[0].outputs[0]
     with edgekit.deploy(q, "cpu") as cpu:
         expected = cpu.run_layers(xq[:1], raw=True)[first]
-    requests = link.stats["requests"]
     got = stream.infer_layer(link, 0, xq[0].tobytes(), expected.nbytes)
     assert fired and link.stats["reboots"] == 0  # an expected reboot, not a link fault
     np.testing.assert_array_equal(np.frombuffer(got, np.int8).reshape(expected.shape), expected)
-    # 3 LOADs, INFER_LAYERS and 16 READs once, then again (+ the RESET)
-    assert link.stats["requests"] - requests == 2 * (3 + 1 + 16) + 1
+    # the transfer (3 LOADs, INFER_LAYERS, 16 READs of 4 KB) was done again after the reboot
+    assert sent.count("INFER_LAYERS") == 2 and "RESET" in sent
+    assert sent[-20:] == ["LOAD"] * 3 + ["INFER_LAYERS"] + ["READ"] * 16
 
 
 def test_a_streamed_model_survives_link_faults(streamed):
@@ -375,19 +376,20 @@ def test_a_streamed_model_survives_link_faults(streamed):
         hello = board.hello
         board.link.close()
         board.link = None
-        proxy = FaultyProxy(board_port, rate=2e-5, seed=3)
+        proxy = FaultyProxy(board_port, rate=1e-4, seed=3)
         link = Link(serial.serial_for_url(f"socket://127.0.0.1:{proxy.port}", timeout=0.05),
                     timeout=2.0, retries=10)
         link.last_hello = hello
         board.link = link
         with edgekit.deploy(q, "cpu") as cpu:
             expected = cpu.run(xq, raw=True)
-        for i in range(6):
+        for i in range(8):
             proxy.reset_next = i == 2
             _, _, out = stream.infer(link, xq[i % len(xq)].tobytes())
-            np.testing.assert_array_equal(np.frombuffer(out, np.int8), expected[i % len(xq)][0])
+            np.testing.assert_array_equal(np.frombuffer(out, np.int8), expected[i % len(xq)])
         print(f"\nstreamed link faults: injected {proxy.counts}; link {link.stats}")
         assert proxy.counts["resets"] == 1
+        assert proxy.counts["dropped"] + proxy.counts["flipped"] + proxy.counts["duplicated"] > 0
     finally:
         if proxy is not None:
             proxy.close()

@@ -1,8 +1,9 @@
 """The real networks of issue 19 (``edgekit.zoo``: five stock torchvision classifiers and the
 four MLPerf Tiny reference models) through the public API: the stock ``torch.export`` program
 imports and agrees with torch in float, and the int8 Graph agrees across the CPU backends;
-on the emulated board, one that fits runs bit-exact and one that does not is refused with the
-overshoot. ``benchmarks/real_networks.py`` prints the same stages as a table.
+on the emulated board, one that fits runs bit-exact (mobilenet_v2 too, its layers longer than a
+link frame streamed) and one that does not is refused with the overshoot.
+``benchmarks/real_networks.py`` prints the same stages as a table.
 
 A network whose ops edgekit lacks is a strict xfail naming them: when the ops land, the test
 passes, the xfail fails, and the entry in ``MISSING`` goes.
@@ -117,6 +118,23 @@ def test_mlperf_tiny_on_the_board_is_bit_exact(name):
     q = _quantized(name)
     xq = quantize_array(x[:2], q.tensors[q.inputs[0]].quant)
     with edgekit.deploy(q, "mcu:qemu") as board:
+        got = np.concatenate([board.run(xq[i:i + 1], raw=True) for i in range(len(xq))])
+    np.testing.assert_array_equal(got, edgekit.deploy(q, "cpu").run(xq, raw=True))
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(bool(_board_missing()), reason=f"MCU target unavailable: {_board_missing()}")
+def test_mobilenet_v2_streams_its_large_layers_on_the_board():
+    """mobilenet_v2 at 64x64: layer outputs of 98,306 B, longer than any link frame, and a
+    12,288 B input stream in 4 KB chunks (protocol 3), so the board's memory decides; it runs
+    as the int8 runtime computes it, within the reply timeout its cost gives."""
+    from edgekit.converters.to_c import LINK_CHUNK_BYTES
+
+    _, x, _ = imported("mobilenet_v2")
+    q = _quantized("mobilenet_v2")
+    xq = quantize_array(x[:2], q.tensors[q.inputs[0]].quant)
+    with edgekit.deploy(q, "mcu:qemu") as board:
+        assert board.hello.max_payload == LINK_CHUNK_BYTES
         got = np.concatenate([board.run(xq[i:i + 1], raw=True) for i in range(len(xq))])
     np.testing.assert_array_equal(got, edgekit.deploy(q, "cpu").run(xq, raw=True))
 
