@@ -9,14 +9,14 @@ int8 kernels (``compile(graph, kernels=...)``; docs/algorithms.md, "Integer arit
 
 - ``"xnnpack"`` (the default): LiteRT's XNNPACK delegate requantizes with one float rounding
   where TFLite's rule rounds twice in fixed point, so each convolution differs from edgekit (and
-  tflite-micro) by one step on ~0.05-0.15 % of its values; a deep network carries these on and
+  tflite-micro) by one step on 0.04-0.33 % of its values; a deep network carries these on and
   grows them (measured on the zoo networks: see the README's backend table).
-- ``"builtin"``: the builtin optimized kernels. Their GEMM (ruy) rounds negative ties up instead
-  of away from zero, so convolutions without a ReLU differ by one step on ~0.1 % of values;
-  4-9x slower than XNNPACK at batch 1.
-- ``"reference"``: TFLite's reference kernels, the fixed-point rule itself: bit-exact with
-  edgekit on ic_resnet8 and the VWW MobileNetV1, but ~100x slower than XNNPACK. For checking a
-  model, not for serving it.
+- ``"builtin"``: the builtin optimized kernels. Their GEMM (ruy) rounds negative ties otherwise,
+  so convolutions without a ReLU differ by one step on ~0.1 % of values (VWW's MobileNetV1, all
+  ReLU, is bit-exact); 3-13x slower than XNNPACK at batch 1.
+- ``"reference"``: TFLite's reference kernels, the fixed-point rule itself except per-channel
+  FULLY_CONNECTED (which rounds as XNNPACK does): bit-exact with edgekit on ResNet-8, DS-CNN and
+  the VWW MobileNetV1, but 40-200x slower than XNNPACK. For checking a model, not serving it.
 
 Per-layer outputs come from the kernels the whole model runs on: ``run_layers`` writes the
 model again with every node's output as a model output, so XNNPACK computes each layer and

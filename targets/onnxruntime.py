@@ -8,6 +8,14 @@ model scored 90.6 % with graph optimizations off (``docs/algorithms.md``). So fo
 such a CPU this target turns graph optimizations off — the QDQ pairs then run as float ops with
 exact int8 rounding at every tensor — and says so in ``session.notes``. ``optimize=True`` or
 ``False`` in ``compile`` overrides the detection.
+
+Agreement with edgekit's runtime (measured with ``edgekit.validate``'s int8 steps): a QDQ layer,
+fused into QLinearConv or run as float ops, requantizes with one float multiplier and rounds
+once, half to even, where TFLite's rule rounds twice in fixed point; so each convolution
+differs by one step on 0.04-0.33 % of its values, as LiteRT's XNNPACK does, and a deep network
+carries the differences on and grows them (the README's backend table). Graph optimizations
+on or off do not change this, and no ORT option restores TFLite's rounding. ``run_layers``
+reads every layer from a second session with the same options.
 """
 
 from __future__ import annotations
