@@ -429,6 +429,63 @@ def cmd_finetune(args: argparse.Namespace) -> None:
           f"{mem['total']:,} B, of which activations {mem['activations']:,} B")
 
 
+def cmd_memory(args: argparse.Namespace) -> None:
+    """``edgekit memory add|remove|list|predict``: the k-NN head of ``edgekit.memory``."""
+    from edgekit.memory import Backbone, Memory
+
+    if args.action in ("add", "remove"):
+        check_file(args.memory, (args.model, args.data))
+    if args.action in ("add", "predict") and not args.data:
+        raise EdgekitError(f"memory {args.action} needs --data examples.npz (inputs in 'x')")
+    if args.action == "remove" and args.label is None:
+        raise EdgekitError("memory remove needs --label L, the class to forget")
+    graph = load_model(args.model)
+    with Backbone(graph, feature=args.feature, target=args.target,
+                  timeout=args.timeout) as backbone:
+        if Path(args.memory).exists():
+            mem = Memory.load(args.memory, backbone)
+            mem.configure(max_exemplars=args.max_exemplars, metric=args.metric, k=args.k)
+        elif args.action == "add":
+            mem = Memory(backbone, max_exemplars=args.max_exemplars, profile=args.profile)
+            mem.configure(metric=args.metric, k=args.k)
+        else:
+            raise EdgekitError(f"{args.memory}: no such file (memory add creates it)")
+        report: dict = {"memory": str(args.memory), "feature": backbone.feature,
+                        "dtype": backbone.dtype, "metric": mem.metric, "k": mem.k,
+                        "max_exemplars": mem.max_exemplars}
+        if args.action == "add":
+            x, y = load_data(args.data)
+            if args.label is None and y is None:
+                raise EdgekitError(f"{args.data}: no labels 'y'; give the class with --label L")
+            mem.add(x, args.label if args.label is not None else y)
+            report["added"] = len(x)
+        elif args.action == "remove":
+            report["removed"] = mem.remove(args.label)
+        elif args.action == "predict":
+            x, y = load_data(args.data)
+            pred = mem.predict(x)
+            report["predictions"] = pred.tolist()
+            if y is not None:
+                report["accuracy"] = float((pred == y).mean())
+        if args.action in ("add", "remove"):
+            mem.save(args.memory)
+        report["classes"] = mem.counts()
+    if args.json:
+        print(json.dumps(report, indent=1))
+        return
+    if "predictions" in report:
+        pred = report["predictions"]
+        print(f"predicted classes: {pred[:20]}" + (" ..." if len(pred) > 20 else ""))
+        if "accuracy" in report:
+            print(f"accuracy {report['accuracy']:.2%} on {len(pred)} examples")
+        return
+    counts = report["classes"]
+    print(table(["class", "exemplars"], [(c, n) for c, n in counts.items()]))
+    print(f"{sum(counts.values())} of at most {mem.max_exemplars:,} exemplars; features "
+          f"{backbone.feature!r} ({backbone.dtype}), {mem.metric}, k={mem.k}"
+          + ("" if args.action == "list" else f"; wrote {args.memory}"))
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse's refusals (a missing argument, ``--runs x``) as every other user error: one
     line and exit 2, not the usage block first; ``--help`` still shows the usage."""
@@ -532,6 +589,24 @@ def build_parser() -> argparse.ArgumentParser:
     ft.add_argument("--resume", action="store_true", help="continue from the checkpoint")
     ft.add_argument("--json", action="store_true")
     ft.set_defaults(func=cmd_finetune)
+
+    mm = sub.add_parser("memory", help="add, remove or list classes of a k-NN head; predict")
+    mm.add_argument("action", choices=["add", "remove", "list", "predict"])
+    mm.add_argument("model")
+    mm.add_argument("--memory", required=True, help="the memory file (.npz; add creates it)")
+    mm.add_argument("--data", help=".npz with inputs 'x' (and labels 'y')")
+    mm.add_argument("--label", type=int, help="the class of every input in --data")
+    mm.add_argument("--feature", help="feature tensor (default: the last linear layer's input)")
+    mm.add_argument("--target", default="cpu", help="where the backbone runs (mcu:qemu too)")
+    mm.add_argument("--max-exemplars", type=int, help="bound on the memory (default: a "
+                    "quarter of the profile's free flash)")
+    mm.add_argument("--profile", help="device profile sizing a new memory (default: the "
+                    "target's)")
+    mm.add_argument("--metric", choices=["l2", "cosine"])
+    mm.add_argument("--k", type=int, help="neighbours that vote (default 1)")
+    mm.add_argument("--json", action="store_true")
+    mm.add_argument("--timeout", type=float, help=TIMEOUT_HELP)
+    mm.set_defaults(func=cmd_memory)
     return p
 
 
