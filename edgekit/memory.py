@@ -20,7 +20,8 @@ tensor's quantization, and are compared in integer arithmetic (zero point subtra
 products and squared norms accumulated in int32); on ``mcu:*`` the board computes the features
 and the host runs the k-NN. The memory is bounded (``max_exemplars``, or a share of the device
 profile's flash); when full, every class keeps the same share, each its most central exemplars
-(nearest its mean feature), so the few shots of a new class are never evicted by old classes.
+(nearest its mean feature): a new class with fewer shots than a share keeps them all, and the
+old classes give up their least typical exemplars to make room.
 
 The memory file is an ``.npz`` of plain arrays (features, labels, a JSON header as bytes), read
 with ``allow_pickle=False`` and written atomically (``edgekit.fileio``).
