@@ -110,8 +110,8 @@ def test_new_classes_from_five_shots_beat_chance(task):
 
 
 def test_int8_and_float_features_agree_on_most_predictions(task):
-    """int8 features (compared in int32) label at least 90 % of the test set as the float
-    features do; measured: 97-99 %."""
+    """int8 features (compared in int32) label at least 95 % of the test set as the float
+    features do (measured: 100 % on this MLP; int8 rounding may flip near-ties)."""
     graph, gq, digits = task
     preds = []
     for g in (graph, gq):
@@ -119,7 +119,7 @@ def test_int8_and_float_features_agree_on_most_predictions(task):
             mem = Memory(bb, max_exemplars=1000)
             mem.add(digits.x_train[:300], digits.y_train[:300])
             preds.append(mem.predict(digits.x_test))
-    assert (preds[0] == preds[1]).mean() >= 0.9
+    assert (preds[0] == preds[1]).mean() >= 0.95
 
 
 def test_memory_of_another_backbone_is_refused(task, tmp_path):
