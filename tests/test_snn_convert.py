@@ -73,6 +73,7 @@ def test_the_budget_bounds_the_memory_calibration_takes():
     g, x = small_cnn(), _x(600)
     budget = 1_500_000
     kept = 3 * x.nbytes + sum(p.nbytes for p in g.params.values())
+    to_snn(g, x[:2], 8, calibrate="fas", check=0)  # numba compiles (traced too) beforehand
     bounded = _peak(lambda: to_snn(g, x, 8, calibrate="fas", memory_budget=budget, check=0))
     whole = _peak(lambda: to_snn(g, x, 8, calibrate="fas", check=0))
     assert bounded <= budget + kept

@@ -70,6 +70,11 @@ class Executor:
             self._programs[key] = self._prepare(*key)
         return self._programs[key]
 
+    def release(self) -> None:
+        """Drop the prepared programs and their arenas (the next call prepares again): for a
+        caller that holds many executors but runs one at a time (``converters.snn``)."""
+        self._programs.clear()
+
     def peak_activation_bytes(self, batch: int = 1) -> int:
         """Bytes of the arena that holds every activation and scratch buffer at this batch."""
         return self.program(batch).plan.size
