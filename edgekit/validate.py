@@ -63,9 +63,16 @@ def validate(graph: Graph, target: str, x: np.ndarray, y: np.ndarray | None = No
         report["layers"] = [{"tensor": name, **metrics.compare(ref_layers[name], value),
                              **steps.get(name, {})}
                             for name, value in layers.items() if name in ref_layers]
-    notes = getattr(session, "notes", None)
+        same = _layers_reproduce_outputs(graph, layers, out)
+        if same is not None:
+            report["layers_reproduce_outputs"] = same
+    notes = list(getattr(session, "notes", None) or [])
+    if report.get("layers_reproduce_outputs") is False:
+        notes.append(f"{target}'s per-layer run does not reproduce its own outputs: the backend "
+                     "computes the layers otherwise once they are exposed (ONNX Runtime fuses "
+                     "fewer QDQ groups), so its layer rows are not what the model computes")
     if notes:
-        report["notes"] = list(notes)
+        report["notes"] = notes
     return report
 
 
@@ -104,6 +111,22 @@ def _int8_output_steps(graph: Graph, ref: Any, out: Any) -> dict[str, float] | N
     if not pairs:
         return None
     return metrics.int8_steps(*(np.concatenate([p[i].ravel() for p in pairs]) for i in (0, 1)))
+
+
+def _layers_reproduce_outputs(graph: Graph, layers: dict[str, np.ndarray],
+                              out: Any) -> bool | None:
+    """Whether the per-layer run's int8 output tensors equal the whole run's outputs (both
+    dequantized alike); None when no int8 output is among the layers. A per-layer check that
+    runs other kernels than the model (LiteRT's builtin ones beside XNNPACK, ORT's unfused QDQ
+    beside its fused kernels) is caught here instead of trusted."""
+    if is_spiking(graph):
+        return None
+    outs = out if isinstance(out, list) else [out]
+    pairs = [(layers[name], o) for name, o in zip(graph.outputs, outs, strict=True)
+             if name in layers and graph.tensors[name].dtype == "int8"]
+    if not pairs:
+        return None
+    return all(np.array_equal(a, b) for a, b in pairs)
 
 
 def _layers(session: Any, x: np.ndarray) -> dict[str, np.ndarray] | None:

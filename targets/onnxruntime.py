@@ -15,7 +15,11 @@ once, half to even, where TFLite's rule rounds twice in fixed point; so each con
 differs by one step on 0.04-0.33 % of its values, as LiteRT's XNNPACK does, and a deep network
 carries the differences on and grows them (the README's backend table). Graph optimizations
 on or off do not change this, and no ORT option restores TFLite's rounding. ``run_layers``
-reads every layer from a second session with the same options.
+reads every layer from a second session with the same options whose outputs include every
+node's; ORT then fuses fewer QDQ groups (one feeding a graph output stays unfused), so with
+optimizations on its layers may not be what the model computes (on the VWW MobileNetV1 they
+are the unfused path's, and the last one differs from the model's output). ``edgekit.validate``
+compares the two (``layers_reproduce_outputs``) and says so in its notes.
 """
 
 from __future__ import annotations

@@ -277,6 +277,31 @@ def test_litert_layers_come_from_the_kernels_that_run_the_model():
         deploy(q, "cpu:litert", kernels="ruy")
 
 
+def test_validate_says_when_layers_do_not_reproduce_the_output(monkeypatch):
+    """A per-layer run on other kernels than the model's (the fault injected: LiteRT's layers
+    read from its builtin kernels while XNNPACK runs the model, as before issue 20) shows
+    no drift where the output has one; validate compares the two and says so."""
+    from edgekit.converters.to_tflite import tflite_model
+    from edgekit.targets import litert
+    from edgekit.validate import validate
+
+    available_or_skip("cpu:litert")
+    q, x = _quantized_cnn()
+    assert validate(q, "cpu:litert", x)["layers_reproduce_outputs"] is True
+
+    def builtin_layers(self, feeds):
+        runner = litert._Runner(tflite_model(self.graph, [n.outputs[0] for n in self.graph.nodes]),
+                                "builtin")
+        runner.invoke(feeds)
+        return {n.outputs[0]: runner.get(n.outputs[0]) for n in self.graph.nodes}
+
+    monkeypatch.setattr(litert.LiteRtSession, "_run_layers", builtin_layers)
+    report = validate(q, "cpu:litert", x)
+    assert report["int8_vs_edgekit_runtime"]["differing"] > 0
+    assert report["layers_reproduce_outputs"] is False
+    assert any("does not reproduce its own outputs" in note for note in report["notes"])
+
+
 # --- ONNX Runtime's int8 kernels on CPUs without VNNI --------------------------------------
 
 @pytest.mark.parametrize("machine, flags, risky", [
