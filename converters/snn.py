@@ -16,6 +16,12 @@ that its time-averaged output over T steps matches the ANN's activation on the c
 here each neuron picks the best pair from a grid (threshold 0.3-1.5 lambda, initial membrane
 0-1 of the threshold) by exact simulation of its own T steps on the inputs the already
 calibrated layers below it produce, which needs neither torch nor surrogate gradients.
+
+Both stream the calibration data in batches that a memory budget sets (``calibration_plan``):
+the thresholds need running maxima or the top order statistics, and FAS per layer sums each
+pair's error over the batches, so memory is bounded by the budget and not by the data set.
+The converted SNN is then checked against the ANN (``conversion_check``), with a
+``SpikingConversionWarning`` when it falls short.
 """
 
 from __future__ import annotations
