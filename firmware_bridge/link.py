@@ -99,9 +99,10 @@ class Link:
             if isinstance(outcome, bytes):
                 return outcome
             problems.append(outcome)
+        silent = all(p.startswith("no reply") for p in problems)
         raise LinkError(f"command {Cmd(cmd).name} failed after {self.retries + 1} attempts "
-                        f"({'; '.join(problems[-3:])}): no board answers; check the cable/port "
-                        "and the firmware")
+                        f"({'; '.join(problems[-3:])}): {'no board answers; ' * silent}check "
+                        "the cable/port and the firmware")
 
     def reset(self, timeout: float = 10.0) -> Hello:
         """Reboot the board (RESET) and wait for the HELLO it sends once it is up again."""
@@ -158,6 +159,10 @@ class Link:
         deadline = time.monotonic() + self.timeout
         while time.monotonic() < deadline:
             for frame in self._read_frames(deadline):
+                if frame.type == Cmd.HELLO:
+                    self.stats["reboots"] += 1
+                    self.last_hello = Hello.parse(frame.payload)
+                    return "the board rebooted"
                 if frame.seq == seq and frame.type == cmd | REPLY:
                     return frame.payload
                 if frame.seq == ping and frame.type == Cmd.PING | REPLY:

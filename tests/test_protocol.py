@@ -119,11 +119,16 @@ def test_link_retries_until_an_intact_reply():
     link = Link(ScriptedPort(flaky), timeout=0.05, retries=3)
     assert link.request(Cmd.PING, b"hi") == b"hi"
     assert len(set(attempts)) == 3 and link.stats["retries"] == 2
+    garbled = Link(ScriptedPort(lambda frame: echo(frame)[:-1] + bytes([echo(frame)[-1] ^ 1])),
+                   timeout=0.05, retries=1)
+    with pytest.raises(LinkError, match=r"\(a corrupted frame arrived; a corrupted frame "
+                                        r"arrived\): check the cable"):
+        garbled.request(Cmd.PING, b"hi")  # a board answers: not "no board answers"
 
 
 def test_link_gives_up_with_a_clear_error():
     link = Link(ScriptedPort(lambda frame: b""), timeout=0.02, retries=2)
-    with pytest.raises(LinkError, match="PING failed after 3 attempts"):
+    with pytest.raises(LinkError, match="PING failed after 3 attempts .*: no board answers"):
         link.request(Cmd.PING)
     assert issubclass(LinkError, EdgekitError)
 
