@@ -577,7 +577,7 @@ def build_parser() -> argparse.ArgumentParser:
     ft.add_argument("--rule", default="lls",
                     choices=["lls", "lls-m", "lls-mxm", "ff", "dfa", "bp"])
     ft.add_argument("--epochs", type=int, default=5)
-    ft.add_argument("--lr", type=float, default=3e-3)
+    ft.add_argument("--lr", type=float, help="learning rate (default: the rule's own)")
     ft.add_argument("--batch-size", type=int, default=32)
     ft.add_argument("--layers", default="all", help="all, head, or the last N layers")
     ft.add_argument("--seed", type=int, default=0)

@@ -173,6 +173,27 @@ def test_lls_trains_an_mlp(digits8):
     assert _accuracy(tuned, digits8) > 0.85
 
 
+def test_lls_with_its_defaults_stays_within_2_points_of_backprop_on_a_narrow_mlp():
+    """The issue-17 network (256 -> 48 leaky ReLU -> 32 ReLU -> 10), from scratch, every rule
+    with its defaults, mean over three seeds. Pooling the linear blocks' outputs to 16 features
+    (before) left LLS 3.5 points behind here; read whole, as the reference does, 1.6."""
+    ds = data.digits(16)
+    accs: dict[str, list[float]] = {"bp": [], "lls": []}
+    for seed in range(3):
+        torch.manual_seed(seed)
+        net = nn.Sequential(nn.Flatten(), nn.Linear(256, 48), nn.LeakyReLU(0.01),
+                            nn.Linear(48, 32), nn.ReLU(), nn.Linear(32, 10))
+        graph = _graph(net, (1, 1, 16, 16))
+        assert [lls.latent_shape(b, 4) for b in from_graph(graph)[:-1]] == [(1, 1, 48),
+                                                                            (1, 1, 32)]
+        for rule in accs:
+            tuned, _ = edgekit.finetune(graph, ds.x_train, ds.y_train, rule=rule, epochs=10,
+                                        seed=seed)
+            accs[rule].append(_accuracy(tuned, ds))
+    assert np.mean(accs["bp"]) > 0.95
+    assert np.mean(accs["lls"]) >= np.mean(accs["bp"]) - 0.02
+
+
 def test_forward_forward_infers_over_labels_on_an_mlp(digits8):
     """Goodness inference needs the embedded label to reach every unit: on an MLP it does (on a
     CNN a 3x3 conv sees the label pixels only in one corner; there the classifier head infers)."""

@@ -14,13 +14,14 @@ from edgekit.learn import bp, dfa, ff, lls
 class Rule:
     setup: Callable  # (blocks, classes, rng, **options) -> RuleState
     step: Callable  # (blocks, state, x, y, phase, rng) -> (loss, logits)
+    lr: float  # the default learning rate (benchmarks/learn_defaults.py chose them)
 
 
 RULES = {
-    "bp": Rule(bp.setup, bp.step),
-    "lls": Rule(partial(lls.setup, mode="plain"), lls.step),
-    "lls-m": Rule(partial(lls.setup, mode="m"), lls.step),
-    "lls-mxm": Rule(partial(lls.setup, mode="mxm"), lls.step),
-    "ff": Rule(ff.setup, ff.step),
-    "dfa": Rule(dfa.setup, dfa.step),
+    "bp": Rule(bp.setup, bp.step, 1e-2),
+    "lls": Rule(partial(lls.setup, mode="plain"), lls.step, 1e-2),
+    "lls-m": Rule(partial(lls.setup, mode="m"), lls.step, 1e-2),
+    "lls-mxm": Rule(partial(lls.setup, mode="mxm"), lls.step, 1e-2),
+    "ff": Rule(ff.setup, ff.step, 3e-3),
+    "dfa": Rule(dfa.setup, dfa.step, 1e-2),
 }

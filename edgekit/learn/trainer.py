@@ -49,7 +49,8 @@ def mark_trainable(blocks: list[Block], layers: str | int) -> None:
 
 
 def finetune(graph: Graph, x: np.ndarray, y: np.ndarray, rule: str = "lls", epochs: int = 5,
-             lr: float = 3e-3, batch_size: int = 32, layers: str | int = "all", seed: int = 0,
+             lr: float | None = None, batch_size: int = 32, layers: str | int = "all",
+             seed: int = 0,
              optimizer: str = "adam", weight_decay: float = 0.0, schedule: str = "cosine",
              online: bool = False, norm: bool = False,
              checkpoint: str | Path | None = None, resume: bool = False,
@@ -60,6 +61,8 @@ def finetune(graph: Graph, x: np.ndarray, y: np.ndarray, rule: str = "lls", epoc
 
     Returns the updated Graph (quantize and deploy it like any other) and a history: one record
     per epoch (loss, training accuracy, learning rate, seconds) and the rule's training memory.
+    ``lr`` defaults to the rule's own (``RULES[rule].lr``): local losses move the weights less
+    per step than the true gradient does, so one rate cannot suit every rule.
     ``online`` learns one sample at a time in the given order (a stream); ``norm`` gives every
     trainable hidden layer a running-statistics normalisation (``edgekit.learn.norm``: for
     training from scratch, folded into the weights on export); ``checkpoint`` is
@@ -68,6 +71,7 @@ def finetune(graph: Graph, x: np.ndarray, y: np.ndarray, rule: str = "lls", epoc
     weight stops training with ``EdgekitError``, leaving the last good checkpoint in place.
     """
     _check(epochs >= 1 and type(epochs) is int, f"epochs must be a positive int, got {epochs!r}")
+    lr = get_rule(rule).lr if lr is None else lr
     _check(math.isfinite(lr) and lr > 0, f"lr must be a positive number, got {lr!r}")
     _check(optimizer in ("adam", "sgd"), f"optimizer must be 'adam' or 'sgd', got {optimizer!r}")
     _check(schedule in ("cosine", "constant"),
@@ -157,18 +161,23 @@ def prepare(blocks: list[Block], rule: str, layers: str | int = "all", seed: int
             opt: Optimizer | None = None, norm: bool = False, **options: Any) -> Learner:
     """Mark what trains, add norms, set the rule up (seeded): then per batch ``zero_grads``,
     ``rule.step`` and ``apply``."""
-    if rule not in RULES:
-        raise EdgekitError(f"unknown rule {rule!r}; rules: {', '.join(RULES)}")
+    found = get_rule(rule)
     mark_trainable(blocks, layers)
     if norm:
         add_norms(blocks)
     try:
-        state = RULES[rule].setup(blocks, blocks[-1].z_shape[0],
+        state = found.setup(blocks, blocks[-1].z_shape[0],
                                   np.random.default_rng([seed, _SETUP]), **options)
     except TypeError as err:
         raise EdgekitError(f"rule {rule!r}: {err}") from None
     params = {name: value for b in blocks if b.trainable for name, value in b.params.items()}
-    return Learner(blocks, RULES[rule], state, {**params, **state.params}, opt or Optimizer())
+    return Learner(blocks, found, state, {**params, **state.params}, opt or Optimizer())
+
+
+def get_rule(name: str) -> Rule:
+    if name not in RULES:
+        raise EdgekitError(f"unknown rule {name!r}; rules: {', '.join(RULES)}")
+    return RULES[name]
 
 
 def add_norms(blocks: list[Block]) -> None:
