@@ -78,7 +78,8 @@ def to_snn(graph: Graph, calibration: np.ndarray, timesteps: int = 8, *,
 
     The calibration data streams through in batches that ``memory_budget`` (bytes of working
     memory: arenas, traces and statistics, not the data or the weights) sets
-    (``calibration_batch``); a budget too small for one sample is an ``EdgekitError``.
+    (``calibration_plan``); a budget too small for one sample is an ``EdgekitError``. Under
+    rate encoding the input spikes are drawn per batch, so the batch changes the draws.
     ``progress`` wraps the ``range`` of work units (batches of each pass), as
     ``learn.finetune``'s does. Then the SNN runs on the last ``check`` calibration samples
     (0: no check) against the ANN: top-1 agreement for a classifier (and both accuracies
@@ -94,14 +95,18 @@ def to_snn(graph: Graph, calibration: np.ndarray, timesteps: int = 8, *,
     if len(graph.inputs) != 1 or calibration.ndim == 0 or len(calibration) == 0:
         raise EdgekitError("to_snn needs a Graph with one input and at least one calibration "
                            "sample")
+    if type(check) is not int or check < 0:
+        raise EdgekitError(f"check is a number of samples (0: none), got {check!r}")
     if labels is not None and len(labels) != len(calibration):
         raise EdgekitError(f"{len(labels)} labels for {len(calibration)} calibration samples")
     snn, neurons = _spiking_structure(graph, timesteps, neuron, leak, reset, encoding, output)
     trained = balancing == "trained"
+    fixed = {n.tensor: _trained(graph, n.tensor) for n in neurons
+             if trained and n.output is None}
+    stats = [n for n in neurons if n.tensor not in fixed]
     plan = calibration_plan(graph, snn, len(calibration), memory_budget,
                             calibrate == "fas", trained)
     checked = min(check, len(calibration))
-    stats = [n for n in neurons if not (trained and n.output is None)]
     units = ((len(plan.batches) if stats else 0) + len(plan.layers) * len(plan.batches)
              * (calibrate == "fas") + len(_batches(checked, plan.batch)))
     ticks = iter(progress(range(units)))
@@ -113,7 +118,7 @@ def to_snn(graph: Graph, calibration: np.ndarray, timesteps: int = 8, *,
     scales = _scales(graph, calibration, [n.tensor for n in stats], balancing, plan.batch,
                      trained, tick) if stats else {}
     for n in neurons:
-        scale = min(_trained(graph, n.tensor) if trained and n.output is None else
+        scale = min(fixed[n.tensor] if n.tensor in fixed else
                     _scale_of(scales[n.tensor], "max" if trained else balancing), n.cap)
         snn.params[f"{n.tensor}.threshold"][...] = scale
         snn.params[f"{n.tensor}.v_init"][...] = v_init * scale
