@@ -13,7 +13,7 @@ A linear block's output is read whole, as the reference code does (``pooling_siz
 block's width): its units have no neighbourhood to average over, and pooling a 48-wide layer
 to 16 features lets the loss see only 16 sums of neighbouring units, leaving the directions
 within each group untrained (random features the next block and the classifier must read).
-On a 256-48-32-10 MLP that pooling cost 3 to 8 points against backprop.
+On a 256-48-32-10 MLP that pooling cost up to 8 points (seed 1: 88.6 % against 96.9 %).
 """
 
 from __future__ import annotations
