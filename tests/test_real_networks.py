@@ -4,9 +4,6 @@ imports and agrees with torch in float, and the int8 Graph agrees across the CPU
 on the emulated board, one that fits runs bit-exact (mobilenet_v2 too, its layers longer than a
 link frame streamed) and one that does not is refused with the overshoot.
 ``benchmarks/real_networks.py`` prints the same stages as a table.
-
-A network whose ops edgekit lacks is a strict xfail naming them: when the ops land, the test
-passes, the xfail fails, and the entry in ``MISSING`` goes.
 """
 
 from __future__ import annotations
@@ -20,23 +17,16 @@ from torch import nn
 
 import edgekit
 from edgekit import zoo
-from edgekit.errors import EdgekitError, UnsupportedOpsError
+from edgekit.errors import EdgekitError
 from edgekit.quant import quantize_array
 from edgekit.targets import get_target
 
-MISSING: dict[str, str] = {}  # network -> the ops it waits for
 SAMPLES = 4
 
 
 def networks(*marks: pytest.MarkDecorator) -> list:
-    """Every zoo network as a parameter; the ones waiting for ops as strict xfails."""
-    params = []
-    for name in zoo.NETWORKS:
-        waits = [pytest.mark.xfail(raises=UnsupportedOpsError, strict=True,
-                                   reason=f"edgekit lacks {MISSING[name]}")] \
-            if name in MISSING else []
-        params.append(pytest.param(name, marks=[*marks, *waits], id=name))
-    return params
+    """Every zoo network as a parameter."""
+    return [pytest.param(name, marks=list(marks), id=name) for name in zoo.NETWORKS]
 
 
 @functools.cache
