@@ -1,6 +1,6 @@
 /* int8 binary ops with numpy broadcasting, twins of edgekit/runtime/kernels/int8_elementwise.py
- * (bit-exact: TFLite's reference arithmetic, ek_arith.h). Each walks the output row by row:
- * ek_binary_offsets gives both operands' offsets once per row, the row reads them by stride. */
+ * (bit-exact: TFLite's reference arithmetic, ek_arith.h). Each walks the output with
+ * EK_BINARY_ROWS (ek_binary.h), giving it the per-element computation. */
 #include "ek_arith.h"
 #include "ek_kernels.h"
 
@@ -10,18 +10,7 @@ void ek_sub(const ek_binary_t *p, const int8_t *x, const int8_t *y, int8_t *out)
 
 static void ek_select(const ek_binary_t *p, const int8_t *x, const int8_t *y, int32_t take_max,
                       int8_t *out) {
-    int32_t inner = p->dims[p->ndims - 1];
-    int32_t xs = p->x_strides[p->ndims - 1], ys = p->y_strides[p->ndims - 1];
-    for (int32_t row = 0; row < p->size / inner; row++) {
-        int32_t xo, yo;
-        ek_binary_offsets(p, row, &xo, &yo);
-        const int8_t *xr = x + xo, *yr = y + yo;
-        int8_t *o = out + row * inner;
-        for (int32_t i = 0; i < inner; i++) {
-            int8_t a = xr[i * xs], b = yr[i * ys];
-            o[i] = (take_max ? a > b : a < b) ? a : b;
-        }
-    }
+    EK_BINARY_ROWS(p, x, y, out, a, b, (take_max ? a > b : a < b) ? a : b);
 }
 
 void ek_maximum(const ek_binary_t *p, const int8_t *x, const int8_t *y, int8_t *out) {
@@ -32,21 +21,13 @@ void ek_minimum(const ek_binary_t *p, const int8_t *x, const int8_t *y, int8_t *
     ek_select(p, x, y, 0, out);
 }
 
+static inline int8_t ek_prelu_one(int32_t v, int32_t alpha, const ek_binary_t *p) {
+    return v >= 0 ? ek_requantize(v, p->mult[0], p->shift[0], p->zo, -128, 127)
+                  : ek_requantize(v * alpha, p->mult[1], p->shift[1], p->zo, -128, 127);
+}
+
 void ek_prelu(const ek_binary_t *p, const int8_t *x, const int8_t *alpha, int8_t *out) {
-    int32_t inner = p->dims[p->ndims - 1];
-    int32_t xs = p->x_strides[p->ndims - 1], as = p->y_strides[p->ndims - 1];
-    for (int32_t row = 0; row < p->size / inner; row++) {
-        int32_t xo, ao;
-        ek_binary_offsets(p, row, &xo, &ao);
-        const int8_t *xr = x + xo, *ar = alpha + ao;
-        int8_t *o = out + row * inner;
-        for (int32_t i = 0; i < inner; i++) {
-            int32_t v = xr[i * xs] - p->zx;
-            o[i] = v >= 0 ? ek_requantize(v, p->mult[0], p->shift[0], p->zo, -128, 127)
-                          : ek_requantize(v * ar[i * as], p->mult[1], p->shift[1],
-                                          p->zo, -128, 127);
-        }
-    }
+    EK_BINARY_ROWS(p, x, alpha, out, v, a, ek_prelu_one(v - p->zx, a, p));
 }
 
 /* TFLite's int8 DIV (reference_ops::DivElementwise), twin of int8_elementwise.divide. */
@@ -105,14 +86,5 @@ static int8_t ek_divide(int32_t v1, int32_t v2, const ek_binary_t *p) {
 }
 
 void ek_div(const ek_binary_t *p, const int8_t *x, const int8_t *y, int8_t *out) {
-    int32_t inner = p->dims[p->ndims - 1];
-    int32_t xs = p->x_strides[p->ndims - 1], ys = p->y_strides[p->ndims - 1];
-    for (int32_t row = 0; row < p->size / inner; row++) {
-        int32_t xo, yo;
-        ek_binary_offsets(p, row, &xo, &yo);
-        const int8_t *xr = x + xo, *yr = y + yo;
-        int8_t *o = out + row * inner;
-        for (int32_t i = 0; i < inner; i++)
-            o[i] = ek_divide(xr[i * xs] - p->zx, yr[i * ys] - p->zy, p);
-    }
+    EK_BINARY_ROWS(p, x, y, out, a, b, ek_divide(a - p->zx, b - p->zy, p));
 }

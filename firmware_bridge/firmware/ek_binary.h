@@ -17,6 +17,27 @@ static inline void ek_binary_offsets(const ek_binary_t *p, int32_t row, int32_t 
     *yo = b;
 }
 
+/* The broadcast walk all the binary kernels share: the output row by row, both operands' offsets
+ * once per row (ek_binary_offsets), then per element `expr` with the operands' int8 values as the
+ * int32_t `a` and `b` (named by the caller). A macro rather than a function taking a callback so
+ * that the per-element computation is inlined: no indirect call per element on the MCU. */
+#define EK_BINARY_ROWS(p, x, y, out, a, b, expr)                                               \
+    do {                                                                                       \
+        int32_t ek_inner_ = (p)->dims[(p)->ndims - 1];                                         \
+        int32_t ek_xs_ = (p)->x_strides[(p)->ndims - 1];                                       \
+        int32_t ek_ys_ = (p)->y_strides[(p)->ndims - 1];                                       \
+        for (int32_t ek_row_ = 0; ek_row_ < (p)->size / ek_inner_; ek_row_++) {                \
+            int32_t ek_xo_, ek_yo_;                                                            \
+            ek_binary_offsets((p), ek_row_, &ek_xo_, &ek_yo_);                                 \
+            const int8_t *ek_xr_ = (x) + ek_xo_, *ek_yr_ = (y) + ek_yo_;                       \
+            int8_t *ek_o_ = (out) + ek_row_ * ek_inner_;                                       \
+            for (int32_t ek_i_ = 0; ek_i_ < ek_inner_; ek_i_++) {                              \
+                int32_t a = ek_xr_[ek_i_ * ek_xs_], b = ek_yr_[ek_i_ * ek_ys_];                \
+                ek_o_[ek_i_] = (int8_t)(expr);                                                 \
+            }                                                                                  \
+        }                                                                                      \
+    } while (0)
+
 /* TFLite int8 SUB: ek_add_sub (ek_kernels.c, ek_add's body) with sign -1. */
 void ek_sub(const ek_binary_t *p, const int8_t *x, const int8_t *y, int8_t *out);
 /* TFLite int8 DIV (mult[0], shift[0]): int8_elementwise.div. */

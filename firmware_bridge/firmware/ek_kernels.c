@@ -216,21 +216,12 @@ void ek_linear(const ek_linear_t *p, const int8_t *x, int8_t *y) {
 
 void ek_add_sub(const ek_binary_t *p, const int8_t *x, const int8_t *y, int32_t sign,
                 int8_t *out) {
-    int32_t inner = p->dims[p->ndims - 1];
-    int32_t xs = p->x_strides[p->ndims - 1], ys = p->y_strides[p->ndims - 1];
-    for (int32_t row = 0; row < p->size / inner; row++) {
-        int32_t xo, yo;
-        ek_binary_offsets(p, row, &xo, &yo);
-        const int8_t *xr = x + xo, *yr = y + yo;
-        int8_t *o = out + row * inner;
-        for (int32_t i = 0; i < inner; i++) {
-            int32_t a = ek_mbqm((xr[i * xs] - p->zx) * (1 << EK_ADD_LEFT_SHIFT), p->mult[0],
-                                p->shift[0]);
-            int32_t b = ek_mbqm((yr[i * ys] - p->zy) * (1 << EK_ADD_LEFT_SHIFT), p->mult[1],
-                                p->shift[1]);
-            o[i] = ek_requantize(a + sign * b, p->mult[2], p->shift[2], p->zo, p->lo, p->hi);
-        }
-    }
+    EK_BINARY_ROWS(p, x, y, out, a, b,
+                   ek_requantize(ek_mbqm((a - p->zx) * (1 << EK_ADD_LEFT_SHIFT), p->mult[0],
+                                         p->shift[0]) +
+                                     sign * ek_mbqm((b - p->zy) * (1 << EK_ADD_LEFT_SHIFT),
+                                                    p->mult[1], p->shift[1]),
+                                 p->mult[2], p->shift[2], p->zo, p->lo, p->hi));
 }
 
 void ek_add(const ek_binary_t *p, const int8_t *x, const int8_t *y, int8_t *out) {
@@ -238,18 +229,9 @@ void ek_add(const ek_binary_t *p, const int8_t *x, const int8_t *y, int8_t *out)
 }
 
 void ek_mul(const ek_binary_t *p, const int8_t *x, const int8_t *y, int8_t *out) {
-    int32_t inner = p->dims[p->ndims - 1];
-    int32_t xs = p->x_strides[p->ndims - 1], ys = p->y_strides[p->ndims - 1];
-    for (int32_t row = 0; row < p->size / inner; row++) {
-        int32_t xo, yo;
-        ek_binary_offsets(p, row, &xo, &yo);
-        const int8_t *xr = x + xo, *yr = y + yo;
-        int8_t *o = out + row * inner;
-        for (int32_t i = 0; i < inner; i++) {
-            int32_t prod = (xr[i * xs] - p->zx) * (yr[i * ys] - p->zy);
-            o[i] = ek_requantize(prod, p->mult[0], p->shift[0], p->zo, p->lo, p->hi);
-        }
-    }
+    EK_BINARY_ROWS(p, x, y, out, a, b,
+                   ek_requantize((a - p->zx) * (b - p->zy), p->mult[0], p->shift[0], p->zo, p->lo,
+                                 p->hi));
 }
 
 void ek_clamp_i8(int32_t size, int32_t lo, int32_t hi, const int8_t *x, int8_t *y) {
