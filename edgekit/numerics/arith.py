@@ -86,6 +86,7 @@ def requantize(acc: np.int64, multiplier: np.int64, shift: np.int64, zero_point:
 @njit(cache=True, inline="always")
 def count_leading_zeros(x: np.int64) -> np.int64:
     """Leading zero bits of ``x`` as a uint32 (32 for 0)."""
+    x &= 0xFFFFFFFF
     n = 32
     while x > 0:
         x >>= 1
@@ -111,22 +112,29 @@ def saturating_left_shift(x: np.int64, exponent: np.int64) -> np.int64:
 
 
 @njit(cache=True, inline="always")
-def _rounding_half_sum(a: np.int64, b: np.int64) -> np.int64:
+def rounding_half_sum(a: np.int64, b: np.int64) -> np.int64:
+    """gemmlowp's RoundingHalfSum: (a + b + sign) / 2, C's truncating division."""
     s = a + b + (1 if a + b >= 0 else -1)
     return s // 2 if s >= 0 else -(-s // 2)
 
 
 @njit(cache=True, inline="always")
-def reciprocal(x: np.int64):
-    """TFLite's GetReciprocal(x, 31): (r, shift) with 1 / x ~= r * 2^(shift - 31) for int32
-    ``x >= 1``, by gemmlowp's one_over_one_plus_x_for_x_in_0_1 (three Newton-Raphson steps in
-    Q2.29 from 48/17 - 32/17 * d)."""
-    headroom_plus_one = count_leading_zeros(x)
-    shift = 31 - headroom_plus_one
-    a = (x << headroom_plus_one) - (1 << 31)  # Q0.31: x / 2^shift - 1, in [0, 1)
-    half_denominator = _rounding_half_sum(a, INT32_MAX)
+def one_over_one_plus_x(a: np.int64) -> np.int64:
+    """gemmlowp's one_over_one_plus_x_for_x_in_0_1: 1 / (1 + a) for Q0.31 ``a`` in [0, 1), as
+    Q0.31, by three Newton-Raphson steps in Q2.29 from 48/17 - 32/17 * d."""
+    half_denominator = rounding_half_sum(a, INT32_MAX)
     r = 1515870810 + srdhm(half_denominator, -1010580540)
     for _ in range(3):
         one_minus = (1 << 29) - srdhm(half_denominator, r)
         r = r + saturating_left_shift(srdhm(r, one_minus), 2)
-    return saturating_left_shift(r, 1), shift
+    return saturating_left_shift(r, 1)
+
+
+@njit(cache=True, inline="always")
+def reciprocal(x: np.int64):
+    """TFLite's GetReciprocal(x, 31): (r, shift) with 1 / x ~= r * 2^(shift - 31) for int32
+    ``x >= 1``, by ``one_over_one_plus_x``."""
+    headroom_plus_one = count_leading_zeros(x)
+    shift = 31 - headroom_plus_one
+    a = (x << headroom_plus_one) - (1 << 31)  # Q0.31: x / 2^shift - 1, in [0, 1)
+    return one_over_one_plus_x(a), shift

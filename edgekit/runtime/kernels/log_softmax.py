@@ -17,8 +17,12 @@ from numba import njit
 from edgekit.numerics.arith import (
     INT32_MAX,
     INT32_MIN,
+    count_leading_zeros,
     multiply_by_quantized_multiplier,
+    one_over_one_plus_x,
     rounding_divide_by_pot,
+    rounding_half_sum,
+    saturating_left_shift,
     srdhm,
 )
 
@@ -47,35 +51,12 @@ def pot(x, exponent):
         return x
     if exponent < 0:
         return rounding_divide_by_pot(x, -exponent)
-    threshold = (1 << (31 - exponent)) - 1
-    if x > threshold:
-        return INT32_MAX
-    if x < -threshold:
-        return INT32_MIN
-    return x << exponent
+    return saturating_left_shift(x, exponent)
 
 
 @njit(cache=True, inline="always")
 def _saturate(v):
     return min(max(v, INT32_MIN), INT32_MAX)
-
-
-@njit(cache=True, inline="always")
-def _half_sum(a, b):
-    """gemmlowp's RoundingHalfSum: (a + b + sign) / 2, C's truncating division."""
-    s = a + b + (1 if a + b >= 0 else -1)
-    return s // 2 if s >= 0 else -((-s) // 2)
-
-
-@njit(cache=True, inline="always")
-def _clz32(v):
-    """CountLeadingZeros of v as uint32."""
-    v &= 0xFFFFFFFF
-    n = 32
-    while v:
-        v >>= 1
-        n -= 1
-    return n
 
 
 @njit(cache=True)
@@ -103,16 +84,6 @@ def exp_on_negative_values(a, integer_bits):
 
 
 @njit(cache=True)
-def one_over_one_plus_x(a):
-    """1 / (1 + a) for a in [0, 1) in Q0.31 (gemmlowp's Newton-Raphson, Q2.29 inside)."""
-    half_denominator = _half_sum(a, INT32_MAX)
-    x = 1515870810 + srdhm(half_denominator, -1010580540)
-    for _ in range(3):
-        x = x + pot(srdhm(x, (1 << 29) - srdhm(half_denominator, x)), 2)
-    return pot(x, 1)
-
-
-@njit(cache=True)
 def log_x_ge_1(value, input_bits, output_bits):
     """log(v) for v >= 1 in Q(input_bits), as Q(output_bits) (TFLite's
     log_x_for_x_greater_than_or_equal_to_1_impl)."""
@@ -120,16 +91,16 @@ def log_x_ge_1(value, input_bits, output_bits):
     log_2, sqrt_sqrt_half, sqrt_half = 1488522236, 1805811301, 1518500250
     alpha_n, alpha_d, alpha_i, alpha_f = 117049297, 127690142, 1057819769, 638450708
     shifted_quarter = pot(536870912, -accum_bits)
-    a_headroom_plus_1 = _clz32(value)
+    a_headroom_plus_1 = count_leading_zeros(value)
     r_a = pot(srdhm(pot(value, a_headroom_plus_1 - 1), sqrt_half), 1)
     a_pow_2 = _saturate(pot(input_bits - a_headroom_plus_1, 31 - accum_bits) + shifted_quarter)
     z_b = srdhm(value, sqrt_half)
-    b_headroom = _clz32(z_b) - 1
+    b_headroom = count_leading_zeros(z_b) - 1
     r_b = pot(value, b_headroom)
     b_pow_2 = _saturate(pot(input_bits - b_headroom, 31 - accum_bits) - shifted_quarter)
     r = min(r_a, r_b)
     pow_2 = max(a_pow_2, b_pow_2)
-    p = _half_sum(r, sqrt_sqrt_half)
+    p = rounding_half_sum(r, sqrt_sqrt_half)
     q = 2 * (r - sqrt_sqrt_half)
     common_sq = srdhm(q, q)
     num = srdhm(q, r) + srdhm(srdhm(q, common_sq), alpha_n)
