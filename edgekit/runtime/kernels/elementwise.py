@@ -86,14 +86,21 @@ def prelu(x, alpha, dims, x_strides, a_strides, out):
             dst[i] = v if v >= 0 else v * alpha[np.uint64(a_off + i * a_step)]
 
 
+@njit(cache=True, inline="always")
+def row_max(x, o, i):
+    """The largest of ``x[o, :, i]``: the shift softmax and log_softmax subtract."""
+    peak = x[o, 0, i]
+    for a in range(1, x.shape[1]):
+        peak = max(peak, x[o, a, i])
+    return peak
+
+
 @njit(cache=True)
 def softmax(x, out):
     """Softmax along axis 1 of ``(outer, n, inner)`` views: max-shifted, float64 sum."""
     for o in range(x.shape[0]):
         for i in range(x.shape[2]):
-            peak = x[o, 0, i]
-            for a in range(1, x.shape[1]):
-                peak = max(peak, x[o, a, i])
+            peak = row_max(x, o, i)
             total = 0.0
             for a in range(x.shape[1]):
                 e = np.exp(x[o, a, i] - peak)

@@ -25,6 +25,7 @@ from edgekit.numerics.arith import (
     saturating_left_shift,
     srdhm,
 )
+from edgekit.runtime.kernels.elementwise import row_max
 
 
 @njit(cache=True)
@@ -32,9 +33,7 @@ def log_softmax(x, out):
     """max-shifted, the sum of exps in float64."""
     for o in range(x.shape[0]):
         for i in range(x.shape[2]):
-            peak = x[o, 0, i]
-            for a in range(1, x.shape[1]):
-                peak = max(peak, x[o, a, i])
+            peak = row_max(x, o, i)
             total = 0.0
             for a in range(x.shape[1]):
                 total += np.exp(np.float64(x[o, a, i]) - peak)
