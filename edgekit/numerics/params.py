@@ -140,8 +140,12 @@ def add_params(quant, activation: str) -> AddParams:
 
 
 @dataclass(frozen=True)
-class MulParams:
-    """int8 mul (TFLite's MUL): ``(x - zx) * (y - zy)`` requantized by ``(mult, shift)``."""
+class TwoInputParams:
+    """An int8 op of two activations with one output multiplier: the zero points of both
+    inputs and the output, the output's int8 range ``[lo, hi]`` (none of these ops fuses an
+    activation) and ``(mult, shift)``. MUL requantizes ``(x - zx) * (y - zy)`` by it,
+    BATCH_MATMUL the int32 sums of those products, DIV (as tflite-micro computes it) the
+    quotient of ``(x - zx)`` over ``(y - zy)`` through a fixed-point reciprocal of the divisor."""
 
     zx: int
     zy: int
@@ -152,37 +156,25 @@ class MulParams:
     shift: int
 
 
-def mul_params(quant) -> MulParams:
+def _two_input_params(quant, real: float) -> TwoInputParams:
+    """The zero points of ``quant`` (both inputs then the output) and ``real``'s multiplier."""
+    (m,), (shift,) = quantize_multipliers(np.array([real]))
+    return TwoInputParams(zero_point(quant[0]), zero_point(quant[1]), zero_point(quant[2]),
+                          *activation_bounds("none", quant[2]), int(m), int(shift))
+
+
+def mul_params(quant) -> TwoInputParams:
     """From the QuantParams of both inputs then the output: ``s1 * s2 / s_out`` in double."""
     s1, s2, s_out = (f32(q.scale[0]) for q in quant)
-    (m,), (shift,) = quantize_multipliers(np.array([s1 * s2 / s_out]))
-    return MulParams(zero_point(quant[0]), zero_point(quant[1]), zero_point(quant[2]),
-                     *activation_bounds("none", quant[2]), int(m), int(shift))
+    return _two_input_params(quant, s1 * s2 / s_out)
 
 
-@dataclass(frozen=True)
-class MatmulParams:
-    """int8 matmul of two activations (TFLite's BATCH_MATMUL): the int32 sums of
-    ``(x - zx) * (y - zy)`` requantized by ``(mult, shift)`` onto ``zo``, clamped to ``[lo, hi]``
-    (the whole int8 range: BATCH_MATMUL fuses no activation)."""
-
-    zx: int
-    zy: int
-    zo: int
-    lo: int
-    hi: int
-    mult: int
-    shift: int
-
-
-def matmul_params(quant) -> MatmulParams:
+def matmul_params(quant) -> TwoInputParams:
     """From the QuantParams of both inputs then the output: ``s_x * s_y`` in float32, then over
     ``s_out`` in double, as tflite-micro's BatchMatMulPrepare (GetQuantizedConvolutionMultipler)
     forms it."""
     s_x, s_y = (np.float32(q.scale[0]) for q in quant[:2])
-    (m,), (shift,) = quantize_multipliers(np.array([f32(s_x * s_y) / f32(quant[2].scale[0])]))
-    return MatmulParams(zero_point(quant[0]), zero_point(quant[1]), zero_point(quant[2]),
-                        *activation_bounds("none", quant[2]), int(m), int(shift))
+    return _two_input_params(quant, f32(s_x * s_y) / f32(quant[2].scale[0]))
 
 
 @dataclass(frozen=True)
@@ -291,28 +283,11 @@ def clip_bounds(lo: float | None, hi: float | None, q) -> tuple[int, int]:
     return level(lo, -128), level(hi, 127)
 
 
-@dataclass(frozen=True)
-class DivParams:
-    """int8 div (TFLite's DIV as tflite-micro computes it): ``(x - zx)`` over ``(y - zy)``
-    through a fixed-point reciprocal of the divisor, then ``(mult, shift)`` and ``zo``, clamped
-    to the fused activation's ``[lo, hi]``."""
-
-    zx: int
-    zy: int
-    zo: int
-    lo: int
-    hi: int
-    mult: int
-    shift: int
-
-
-def div_params(quant) -> DivParams:
+def div_params(quant) -> TwoInputParams:
     """From the QuantParams of both inputs then the output: ``s1 / (s2 * s_out)`` in double, as
     tflite-micro's DIV prepare forms it."""
     s1, s2, s_out = (f32(q.scale[0]) for q in quant)
-    (m,), (shift,) = quantize_multipliers(np.array([s1 / (s2 * s_out)]))
-    return DivParams(zero_point(quant[0]), zero_point(quant[1]), zero_point(quant[2]),
-                     *activation_bounds("none", quant[2]), int(m), int(shift))
+    return _two_input_params(quant, s1 / (s2 * s_out))
 
 
 @dataclass(frozen=True, eq=False)
