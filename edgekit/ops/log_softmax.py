@@ -12,7 +12,7 @@ import numpy as np
 
 from edgekit.ops import declare
 from edgekit.ops.schema import OpDef, check_axis, prod
-from edgekit.ops.util import finish
+from edgekit.ops.util import around_axis, finish
 
 # TFLite's int8 LOG_SOFTMAX output quantization, fixed (log_softmax.cc: 16/256, 127)
 LOG_SOFTMAX_QUANT = (16 / 256, 127)
@@ -34,12 +34,6 @@ log_softmax = declare(OpDef("log_softmax", (1, 1), {"axis": -1}, _shape,
                             reference=_reference, doc="x - log(sum(exp(x))) along axis"))
 
 
-def _around_axis(a: np.ndarray, axis: int) -> np.ndarray:
-    """``a`` viewed as (before axis, axis, after axis)."""
-    axis %= a.ndim
-    return a.reshape(prod(a.shape[:axis]), a.shape[axis], -1)
-
-
 # --- edgekit runtime --------------------------------------------------------------------------
 
 @log_softmax.implements("float32")
@@ -47,7 +41,7 @@ def _float32(ins, out, *, axis):
     from edgekit.runtime.kernels import log_softmax as kernels
     from edgekit.runtime.registry import bind
 
-    return bind(kernels.log_softmax, _around_axis(ins[0], axis), _around_axis(out, axis))
+    return bind(kernels.log_softmax, around_axis(ins[0], axis), around_axis(out, axis))
 
 
 @log_softmax.implements("int8")
@@ -62,8 +56,8 @@ def _int8(ins, out, *, axis, quant):
         raise EdgekitError(f"int8 log_softmax needs TFLite's output quantization (scale, zero "
                            f"point) {LOG_SOFTMAX_QUANT}, got {q_out.to_json()}")
     p = log_softmax_params(quant[0])
-    return bind(kernels.log_softmax_i8, _around_axis(ins[0], axis), p.mult, p.left_shift,
-                p.reverse_mult, p.reverse_shift, p.diff_min, _around_axis(out, axis))
+    return bind(kernels.log_softmax_i8, around_axis(ins[0], axis), p.mult, p.left_shift,
+                p.reverse_mult, p.reverse_shift, p.diff_min, around_axis(out, axis))
 
 
 # --- importers --------------------------------------------------------------------------------

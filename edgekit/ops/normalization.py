@@ -12,7 +12,7 @@ import numpy as np
 from edgekit.errors import EdgekitError
 from edgekit.ops import declare
 from edgekit.ops.schema import OpDef, check_axis, fail, prod
-from edgekit.ops.util import finish
+from edgekit.ops.util import around_axis, finish
 
 
 def _softmax_shape(s, a):
@@ -54,18 +54,12 @@ layernorm = declare(OpDef(
 
 # --- edgekit runtime --------------------------------------------------------------------------
 
-def _around_axis(a: np.ndarray, axis: int) -> np.ndarray:
-    """``a`` viewed as (before axis, axis, after axis)."""
-    axis %= a.ndim
-    return a.reshape(prod(a.shape[:axis]), a.shape[axis], -1)
-
-
 @softmax.implements("float32")
 def _softmax_float32(ins, out, *, axis):
     from edgekit.runtime.kernels import elementwise
     from edgekit.runtime.registry import bind
 
-    return bind(elementwise.softmax, _around_axis(ins[0], axis), _around_axis(out, axis))
+    return bind(elementwise.softmax, around_axis(ins[0], axis), around_axis(out, axis))
 
 
 @layernorm.implements("float32")

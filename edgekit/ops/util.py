@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from edgekit.ops.schema import prod
+
 FUSED = {"none": lambda y: y, "relu": lambda y: np.maximum(y, 0),
          "relu6": lambda y: np.clip(y, 0, 6)}
 
@@ -12,6 +14,13 @@ FUSED = {"none": lambda y: y, "relu": lambda y: np.maximum(y, 0),
 def finish(y: np.ndarray, activation: str = "none") -> np.ndarray:
     """``y`` through the fused activation, rounded once to float32."""
     return FUSED[activation](y).astype(np.float32)
+
+
+def around_axis(a: np.ndarray, axis: int) -> np.ndarray:
+    """``a`` viewed as (before axis, axis, after axis): the (outer, n, inner) layout of the
+    kernels that work along one axis (softmax, log_softmax)."""
+    axis %= a.ndim
+    return a.reshape(prod(a.shape[:axis]), a.shape[axis], -1)
 
 
 def windows(x, kernel, stride, padding, dilation, fill):
