@@ -41,6 +41,40 @@ def offsets(row, dims, x_strides, y_strides):
     return x_off, y_off
 
 
+@njit(cache=True, inline="always")
+def broadcast_rows(x, y, dims, x_strides, y_strides, out, f, args):
+    """``out[j] = f(a, b, args)`` with ``a``, ``b`` x's and y's elements at output ``j``: the
+    broadcast walk every binary kernel (float and int8) shares. ``f`` is an njit function, which
+    numba specialises this walk for (a direct, inlined call, not one through a pointer per
+    element), ``args`` the tuple of its other parameters. Rows of the output are contiguous
+    slices and the operands are read through unsigned offsets, so no index check stops
+    vectorization (the layout: ``binary``)."""
+    inner, x_step, y_step = dims[-1], x_strides[-1], y_strides[-1]
+    for row in range(out.size // inner):
+        x_off, y_off = offsets(row, dims, x_strides, y_strides)
+        dst = out[row * inner:(row + 1) * inner]
+        for i in range(inner):
+            dst[i] = f(x[np.uint64(x_off + i * x_step)], y[np.uint64(y_off + i * y_step)], args)
+
+
+@njit(cache=True, inline="always", error_model="numpy")
+def _binary_one(a, b, args):
+    op, amin, amax = args
+    if op == 0:
+        v = a + b
+    elif op == 1:
+        v = a * b
+    elif op == 2:
+        v = a - b
+    elif op == 3:
+        v = a / b
+    elif op == 4:
+        v = max(a, b)
+    else:
+        v = min(a, b)
+    return min(max(v, amin), amax)
+
+
 @njit(cache=True, error_model="numpy")
 def binary(x, y, dims, x_strides, y_strides, op, amin, amax, out):
     """``out = act(x op y)`` (``op`` a ``BINARY`` code), x and y broadcast to out's shape as
@@ -52,38 +86,18 @@ def binary(x, y, dims, x_strides, y_strides, op, amin, amax, out):
     innermost row and the row loop reads contiguous or scalar operands. Division by zero gives
     inf or NaN, as numpy's (``error_model``), not an exception.
     """
-    inner, x_step, y_step = dims[-1], x_strides[-1], y_strides[-1]
-    for row in range(out.size // inner):
-        x_off, y_off = offsets(row, dims, x_strides, y_strides)
-        dst = out[row * inner:(row + 1) * inner]
-        for i in range(inner):
-            a = x[np.uint64(x_off + i * x_step)]
-            b = y[np.uint64(y_off + i * y_step)]
-            if op == 0:
-                v = a + b
-            elif op == 1:
-                v = a * b
-            elif op == 2:
-                v = a - b
-            elif op == 3:
-                v = a / b
-            elif op == 4:
-                v = max(a, b)
-            else:
-                v = min(a, b)
-            dst[i] = min(max(v, amin), amax)
+    broadcast_rows(x, y, dims, x_strides, y_strides, out, _binary_one, (op, amin, amax))
+
+
+@njit(cache=True, inline="always")
+def _prelu_one(v, a, args):
+    return v if v >= 0 else v * a
 
 
 @njit(cache=True)
 def prelu(x, alpha, dims, x_strides, a_strides, out):
     """``out = x if x >= 0 else alpha * x``, alpha broadcast to x as in ``binary``."""
-    inner, x_step, a_step = dims[-1], x_strides[-1], a_strides[-1]
-    for row in range(out.size // inner):
-        x_off, a_off = offsets(row, dims, x_strides, a_strides)
-        dst = out[row * inner:(row + 1) * inner]
-        for i in range(inner):
-            v = x[np.uint64(x_off + i * x_step)]
-            dst[i] = v if v >= 0 else v * alpha[np.uint64(a_off + i * a_step)]
+    broadcast_rows(x, alpha, dims, x_strides, a_strides, out, _prelu_one, ())
 
 
 @njit(cache=True, inline="always")

@@ -21,7 +21,7 @@ from edgekit.numerics.arith import (
     srdhm,
 )
 from edgekit.numerics.params import ADD_LEFT_SHIFT
-from edgekit.runtime.kernels.elementwise import offsets
+from edgekit.runtime.kernels.elementwise import broadcast_rows
 
 
 @njit(cache=True)
@@ -32,36 +32,34 @@ def subtract(x, zero_point, out):
         out[i] = x[i] - zero_point
 
 
+@njit(cache=True, inline="always")
+def _add_one(a, b, args):
+    sign, zx, zy, zo, m0, m1, m2, s0, s1, s2, lo, hi = args
+    ra = multiply_by_quantized_multiplier((a - zx) << ADD_LEFT_SHIFT, m0, s0)
+    rb = multiply_by_quantized_multiplier((b - zy) << ADD_LEFT_SHIFT, m1, s1)
+    return requantize(ra + sign * rb, m2, s2, zo, lo, hi)
+
+
 @njit(cache=True)
 def add(x, y, dims, x_strides, y_strides, sign, zx, zy, zo, m, shift, lo, hi, out):
     """TFLite int8 ADD (``sign`` 1) and SUB (``sign`` -1): each operand ``(v - z) << 20``
     rescaled by its multiplier (``m[0]``, ``m[1]``), their sum or difference by ``m[2]``, plus
-    ``zo``, clamped to ``[lo, hi]``. Rows of the output are contiguous slices and the operands
-    are read through unsigned offsets, so no index check stops vectorization."""
-    inner, x_step, y_step = dims[-1], x_strides[-1], y_strides[-1]
-    m0, m1, m2, s0, s1, s2 = m[0], m[1], m[2], shift[0], shift[1], shift[2]
-    for row in range(out.size // inner):
-        x_off, y_off = offsets(row, dims, x_strides, y_strides)
-        dst = out[row * inner:(row + 1) * inner]
-        for i in range(inner):
-            a = multiply_by_quantized_multiplier(
-                (x[np.uint64(x_off + i * x_step)] - zx) << ADD_LEFT_SHIFT, m0, s0)
-            b = multiply_by_quantized_multiplier(
-                (y[np.uint64(y_off + i * y_step)] - zy) << ADD_LEFT_SHIFT, m1, s1)
-            dst[i] = requantize(a + sign * b, m2, s2, zo, lo, hi)
+    ``zo``, clamped to ``[lo, hi]``."""
+    broadcast_rows(x, y, dims, x_strides, y_strides, out, _add_one,
+                   (sign, zx, zy, zo, m[0], m[1], m[2], shift[0], shift[1], shift[2], lo, hi))
+
+
+@njit(cache=True, inline="always")
+def _mul_one(a, b, args):
+    zx, zy, zo, m, shift, lo, hi = args
+    return requantize((a - zx) * (b - zy), m, shift, zo, lo, hi)
 
 
 @njit(cache=True)
 def mul(x, y, dims, x_strides, y_strides, zx, zy, zo, m, shift, lo, hi, out):
     """TFLite int8 MUL: ``(x - zx) * (y - zy)`` requantized by ``m``/``shift``."""
-    inner, x_step, y_step = dims[-1], x_strides[-1], y_strides[-1]
-    for row in range(out.size // inner):
-        x_off, y_off = offsets(row, dims, x_strides, y_strides)
-        dst = out[row * inner:(row + 1) * inner]
-        for i in range(inner):
-            prod = ((x[np.uint64(x_off + i * x_step)] - zx)
-                    * (y[np.uint64(y_off + i * y_step)] - zy))
-            dst[i] = requantize(prod, m, shift, zo, lo, hi)
+    broadcast_rows(x, y, dims, x_strides, y_strides, out, _mul_one,
+                   (zx, zy, zo, m, shift, lo, hi))
 
 
 @njit(cache=True, inline="always")
@@ -95,30 +93,38 @@ def divide(v1, v2, zo, m, shift, lo, hi):
     return clamp(_host_rounding_divide_by_pot(srdhm(quotient, m), exponent) + zo, lo, hi)
 
 
+@njit(cache=True, inline="always")
+def _div_one(a, b, args):
+    zx, zy, zo, m, shift, lo, hi = args
+    return divide(np.int64(a) - zx, np.int64(b) - zy, zo, m, shift, lo, hi)
+
+
 @njit(cache=True)
 def div(x, y, dims, x_strides, y_strides, zx, zy, zo, m, shift, lo, hi, out):
     """TFLite int8 DIV of broadcast operands (``divide`` per element)."""
-    inner, x_step, y_step = dims[-1], x_strides[-1], y_strides[-1]
-    for row in range(out.size // inner):
-        x_off, y_off = offsets(row, dims, x_strides, y_strides)
-        dst = out[row * inner:(row + 1) * inner]
-        for i in range(inner):
-            dst[i] = divide(np.int64(x[np.uint64(x_off + i * x_step)]) - zx,
-                            np.int64(y[np.uint64(y_off + i * y_step)]) - zy, zo, m, shift, lo,
-                            hi)
+    broadcast_rows(x, y, dims, x_strides, y_strides, out, _div_one,
+                   (zx, zy, zo, m, shift, lo, hi))
+
+
+@njit(cache=True, inline="always")
+def _select_one(a, b, take_max):
+    return max(a, b) if take_max else min(a, b)
 
 
 @njit(cache=True)
 def select(x, y, dims, x_strides, y_strides, take_max, out):
     """TFLite int8 MAXIMUM (``take_max``) and MINIMUM: inputs and output share one
     quantization, so the larger (smaller) stored value is the larger (smaller) real one."""
-    inner, x_step, y_step = dims[-1], x_strides[-1], y_strides[-1]
-    for row in range(out.size // inner):
-        x_off, y_off = offsets(row, dims, x_strides, y_strides)
-        dst = out[row * inner:(row + 1) * inner]
-        for i in range(inner):
-            a, b = x[np.uint64(x_off + i * x_step)], y[np.uint64(y_off + i * y_step)]
-            dst[i] = max(a, b) if take_max else min(a, b)
+    broadcast_rows(x, y, dims, x_strides, y_strides, out, _select_one, take_max)
+
+
+@njit(cache=True, inline="always")
+def _prelu_one(x, a, args):
+    zx, zo, m_id, s_id, m_alpha, s_alpha = args
+    v = x - zx
+    if v >= 0:
+        return requantize(v, m_id, s_id, zo, -128, 127)
+    return requantize(v * a, m_alpha, s_alpha, zo, -128, 127)
 
 
 @njit(cache=True)
@@ -126,17 +132,8 @@ def prelu(x, alpha, dims, x_strides, a_strides, zx, zo, m_id, s_id, m_alpha, s_a
     """TFLite int8 PRELU (tflite-micro's reference): ``x' = x - zx``; ``x' * (m_id, s_id)``
     where ``x' >= 0``, else ``x' * alpha`` by ``(m_alpha, s_alpha)`` (alpha's zero point is 0);
     plus ``zo``. alpha broadcasts to x as a binary op's second operand does."""
-    inner, x_step, a_step = dims[-1], x_strides[-1], a_strides[-1]
-    for row in range(out.size // inner):
-        x_off, a_off = offsets(row, dims, x_strides, a_strides)
-        dst = out[row * inner:(row + 1) * inner]
-        for i in range(inner):
-            v = x[np.uint64(x_off + i * x_step)] - zx
-            if v >= 0:
-                dst[i] = requantize(v, m_id, s_id, zo, -128, 127)
-            else:
-                a = alpha[np.uint64(a_off + i * a_step)]
-                dst[i] = requantize(v * a, m_alpha, s_alpha, zo, -128, 127)
+    broadcast_rows(x, alpha, dims, x_strides, a_strides, out, _prelu_one,
+                   (zx, zo, m_id, s_id, m_alpha, s_alpha))
 
 
 @njit(cache=True)
