@@ -12,7 +12,7 @@ import numpy as np
 
 from edgekit.ops import declare
 from edgekit.ops.schema import OpDef, check_axis, prod
-from edgekit.ops.util import around_axis, finish
+from edgekit.ops.util import around_axis, axis_extents, finish
 
 # TFLite's int8 LOG_SOFTMAX output quantization, fixed (log_softmax.cc: 16/256, 127)
 LOG_SOFTMAX_QUANT = (16 / 256, 127)
@@ -105,9 +105,7 @@ def _c(w, i, node):
 
     from edgekit.numerics.params import log_softmax_params
 
-    xs = w.shape(node.inputs[0])
-    axis = node.attrs["axis"] % len(xs)
-    fields = dict(outer=prod(xs[:axis]), n=xs[axis], inner=prod(xs[axis + 1:]),
+    fields = dict(axis_extents(w.shape(node.inputs[0]), node.attrs["axis"]),
                   **asdict(log_softmax_params(w.quant(node)[0])))
     return f"ek_log_softmax_i8({w.struct('ek_log_softmax_t', i, fields)}, " \
            f"{w.at(node.inputs[0])}, {w.at(node.outputs[0])});"

@@ -12,7 +12,7 @@ import numpy as np
 from edgekit.errors import EdgekitError
 from edgekit.ops import declare
 from edgekit.ops.schema import OpDef, check_axis, fail, prod
-from edgekit.ops.util import around_axis, finish
+from edgekit.ops.util import around_axis, axis_extents, finish
 
 
 def _softmax_shape(s, a):
@@ -217,10 +217,7 @@ def _c_edges(w, node) -> dict:
 @softmax.implements("c")
 def _softmax_c(w, i, node):
     """``ek_softmax`` over the (outer, n, inner) view around the axis, in float inside."""
-    xs = w.shape(node.inputs[0])
-    axis = node.attrs["axis"] % len(xs)
-    fields = dict(outer=prod(xs[:axis]), n=xs[axis], inner=prod(xs[axis + 1:]),
-                  **_c_edges(w, node))
+    fields = dict(axis_extents(w.shape(node.inputs[0]), node.attrs["axis"]), **_c_edges(w, node))
     return f"ek_softmax({w.struct('ek_softmax_t', i, fields)}, {w.at(node.inputs[0])}, " \
            f"{w.at(node.outputs[0])});"
 

@@ -23,6 +23,13 @@ def around_axis(a: np.ndarray, axis: int) -> np.ndarray:
     return a.reshape(prod(a.shape[:axis]), a.shape[axis], -1)
 
 
+def axis_extents(shape, axis: int) -> dict[str, int]:
+    """The sizes ``around_axis`` views a tensor of ``shape`` as, named as the firmware's
+    structs of the along-one-axis kernels (``ek_softmax_t``, ``ek_log_softmax_t``) name them."""
+    axis %= len(shape)
+    return dict(outer=prod(shape[:axis]), n=shape[axis], inner=prod(shape[axis + 1:]))
+
+
 def windows(x, kernel, stride, padding, dilation, fill):
     """(N, C, OH, OW, KH*KW) view of every pooling/conv window of x padded with ``fill``."""
     pt, pl, pb, pr = padding
