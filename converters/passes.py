@@ -109,9 +109,7 @@ def _merge_pads_once(graph: Graph) -> bool:
         if any((a[i] or a[i + k]) and (b[i] or b[i + k]) for i in range(k)):
             continue
         node.attrs["pads"] = [p + q for p, q in zip(a, b, strict=True)]
-        node.inputs[0] = first.inputs[0]
-        graph.nodes.remove(first)
-        del graph.tensors[first.outputs[0]]
+        _drop_producer(graph, node, first)
         return True
     return False
 
@@ -133,11 +131,17 @@ def _fold_pad_once(graph: Graph) -> bool:
             continue
         spatial = pads[1:k] + pads[k + 1:]
         node.attrs["padding"] = [p + q for p, q in zip(padding, spatial, strict=True)]
-        node.inputs[0] = pad.inputs[0]
-        graph.nodes.remove(pad)
-        del graph.tensors[pad.outputs[0]]
+        _drop_producer(graph, node, pad)
         return True
     return False
+
+
+def _drop_producer(graph: Graph, node: Node, producer: Node) -> None:
+    """``node`` reads ``producer``'s input instead, and ``producer`` (whose work ``node`` has
+    taken over) goes with its output."""
+    node.inputs[0] = producer.inputs[0]
+    graph.nodes.remove(producer)
+    del graph.tensors[producer.outputs[0]]
 
 
 def _shared(graph: Graph, producer: Node) -> bool:
