@@ -520,6 +520,16 @@ def test_a_checkpoint_of_another_model_is_refused(tmp_path, run, capsys):
     assert main(resume(args, path)) == 0  # its own model resumes from it
 
 
+def test_a_checkpoint_named_like_a_model_is_refused(tmp_path, run, capsys):
+    """A checkpoint is training state: written as ``.ekm`` it would be a model file that no
+    command can load."""
+    root, args, good = run
+    ckpt = tmp_path / "new.ekm"
+    refused_by_main(capsys, [*[str(a) for a in args[:-1]], ckpt, "--epochs", "1"],
+                    "a checkpoint is training state, not a model")
+    assert not ckpt.exists()
+
+
 @pytest.mark.parametrize("change, words", [
     (lambda a: a.update({weight_key(a): np.ones((3, 3), np.float32)}), "this model needs"),
     (lambda a: a.update({weight_key(a): a[weight_key(a)].astype(np.int64)}), "int64"),

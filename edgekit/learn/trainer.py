@@ -79,6 +79,9 @@ def finetune(graph: Graph, x: np.ndarray, y: np.ndarray, rule: str = "lls", epoc
     batch_size = 1 if online else batch_size
     _check(type(batch_size) is int and batch_size >= 1, "batch_size must be a positive int")
     _check(type(seed) is int and seed >= 0, f"seed must be an int >= 0, got {seed!r}")
+    _check(checkpoint is None or Path(checkpoint).suffix != ".ekm",
+           f"checkpoint {checkpoint}: a checkpoint is training state, not a model; "
+           "give it another name (the default is OUT.ckpt)")
     blocks = from_graph(graph)
     x, y = _data(graph, blocks, x, y)
     learner = prepare(blocks, rule, layers, seed, Optimizer(optimizer, weight_decay), norm,
