@@ -21,6 +21,7 @@ import numpy as np
 from edgekit.errors import EdgekitError
 from edgekit.fileio import atomic_write
 from edgekit.limits import DEFAULT_LIMITS, Limits, inflate, zip_members
+from edgekit.numerics import formats
 from edgekit.ops import OPS, resolve_attrs
 from edgekit.ops.elementwise import broadcast
 from edgekit.spiking import check_kind
@@ -56,6 +57,10 @@ class TensorInfo:
 
     @property
     def nbytes(self) -> int:
+        """Bytes of the values; a low-bit weight's packed storage (``numerics.formats``)."""
+        if formats.weight_dtype(self.dtype):
+            dtype, shape = formats.storage(self.dtype, self.shape)
+            return math.prod(shape) * dtype.itemsize
         return self.size * np.dtype(self.dtype).itemsize
 
 
@@ -261,7 +266,10 @@ def _validate(g: Graph) -> None:
     _expect(bool(g.inputs) and bool(g.outputs), "a graph needs at least one input and output")
     for name, t in g.tensors.items():
         _expect(isinstance(name, str) and name != "", "tensor names must be non-empty strings")
-        _expect(t.dtype in DTYPES, f"tensor {name!r}: dtype {t.dtype!r} not one of {DTYPES}")
+        low_bit = formats.weight_dtype(t.dtype) is not None  # a packed weight, params only
+        _expect(t.dtype in DTYPES or low_bit and name in g.params,
+                f"tensor {name!r}: dtype {t.dtype!r} not one of {DTYPES}"
+                + (" (low-bit dtypes are for weights, which are params)" if low_bit else ""))
         _expect(all(type(d) is int and d >= 1 for d in t.shape) and t.size < MAX_ELEMENTS,
                 f"tensor {name!r} has invalid shape {t.shape}")
         if t.quant is not None:
@@ -273,11 +281,14 @@ def _validate(g: Graph) -> None:
     for name, value in g.params.items():
         _expect(name in g.tensors, f"param {name!r} has no tensor entry")
         info = g.tensors[name]
-        _expect(isinstance(value, np.ndarray) and value.dtype == np.dtype(info.dtype),
+        dtype, shape = (formats.storage(info.dtype, info.shape) if formats.weight_dtype(info.dtype)
+                        else (np.dtype(info.dtype), info.shape))
+        _expect(isinstance(value, np.ndarray) and value.dtype == dtype,
                 f"param {name!r} is {getattr(value, 'dtype', type(value))}, "
-                f"its tensor entry says {info.dtype}")
-        _expect(value.shape == info.shape,
-                f"param {name!r} has shape {value.shape}, its tensor entry says {info.shape}")
+                f"its tensor entry says {info.dtype} (stored as {dtype})")
+        _expect(value.shape == shape,
+                f"param {name!r} has shape {value.shape}, its tensor entry says {info.dtype} "
+                f"{info.shape} (stored as {shape})")
         if value.dtype.kind == "f":
             bad = value.size - int(np.isfinite(value).sum())
             _expect(bad == 0, f"param {name!r} holds {bad} NaN or infinite value(s)")
@@ -376,6 +387,9 @@ def _check_quant(name: str, t: TensorInfo) -> None:
                 f"tensor {name!r}: quantization scales must be positive and finite in float32 "
                 f"([{_F32_TINY:.3g}, {_F32_MAX:.3g}], else they round to 0 or inf), got {s!r}")
     _expect(all(type(z) is int for z in q.zero_point), f"tensor {name!r}: zero points must be ints")
+    if formats.weight_dtype(t.dtype):
+        _check_low_bit_quant(name, t)
+        return
     lo, hi = (-128, 127) if t.dtype == "int8" else (-(1 << 31), (1 << 31) - 1)
     for z in q.zero_point:
         _expect(lo <= z <= hi,
@@ -385,3 +399,16 @@ def _check_quant(name: str, t: TensorInfo) -> None:
     else:
         _expect(type(q.axis) is int and 0 <= q.axis < len(t.shape) and t.shape[q.axis] == n,
                 f"tensor {name!r}: per-channel axis {q.axis} does not match {n} scales")
+
+
+def _check_low_bit_quant(name: str, t: TensorInfo) -> None:
+    """A low-bit weight's scales: ``orders x channels x groups`` of them, the groups dividing
+    each channel's row (``numerics.formats``), zero points 0, axis 0."""
+    q, (_, orders) = t.quant, formats.weight_dtype(t.dtype)
+    row = math.prod(t.shape[1:])
+    per_row, rest = divmod(len(q.scale), orders * t.shape[0])
+    _expect(q.axis == 0 and rest == 0 and per_row >= 1 and row % per_row == 0,
+            f"tensor {name!r}: a {t.dtype} weight has {orders} x {t.shape[0]} x G scales (G "
+            f"groups dividing its {row} weights per channel) along axis 0, got {len(q.scale)} "
+            f"along axis {q.axis}")
+    _expect(set(q.zero_point) == {0}, f"tensor {name!r}: low-bit weights have zero point 0")

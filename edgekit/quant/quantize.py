@@ -21,11 +21,12 @@ import numpy as np
 from edgekit.errors import EdgekitError
 from edgekit.graph import Graph, Node, QuantParams, TensorInfo
 from edgekit.ops import OPS
+from edgekit.quant import lowbit
 from edgekit.quant.calibrate import METHODS, Range, activation_ranges, range_scale_zero_point
 from edgekit.quant.edge import quantize_array
 from edgekit.spiking import is_spiking
 
-SCHEMES = ("int8",)
+SCHEMES = ("int8", *lowbit.FORMAT)  # the weight formats below int8: quant.lowbit
 # How an op's output quantization is chosen is its OpDef's ``quant``: calibrated, kept from the
 # inputs of ops that move values without rescaling, or fixed (softmax, as TFLite's).
 SHARED_INPUTS = {"first_input": slice(0, 1), "all_inputs": slice(None)}
@@ -35,7 +36,8 @@ ZERO_RANGE = (0.0, 1.0)  # given to a tensor that was 0 on every calibration sam
 
 def quantize(graph: Graph, calibration_data: Any, scheme: str = "int8",
              calibration: str = "minmax", per_channel: bool = True,
-             percentile: float = 99.99) -> Graph:
+             percentile: float = 99.99, *, group_size: int | None = None,
+             rex: int = 1) -> Graph:
     """The int8 version of ``graph`` (a new Graph; ``graph`` is left as it is); a spiking
     Graph (``metadata["timesteps"]``) becomes an int8 SNN (``quant.spiking.quantize_snn``).
 
@@ -44,8 +46,22 @@ def quantize(graph: Graph, calibration_data: Any, scheme: str = "int8",
     ``calibration``: ``"minmax"`` (observed extremes), ``"percentile"`` (each side clipped at the
     ``percentile`` of its magnitudes) or ``"mse"`` (the clipping with the least int8 error).
     ``per_channel=False`` gives conv/linear weights one scale per tensor instead of per channel.
+
+    ``scheme`` ``"int4"``, ``"ternary"``, ``"fp8_e4m3"``, ``"fp8_e5m2"`` or ``"fp16"`` stores the
+    conv/linear weights packed in that format and keeps float32 activations
+    (``quant.lowbit``, ``docs/low-bit.md``); ``group_size`` gives a scale to each group of that
+    many weights of a channel, ``rex`` (int4) adds REx residual orders (2 or 3).
     """
     _check_options(graph, scheme, calibration, per_channel, percentile)
+    lowbit.check_options(scheme, group_size, rex)
+    if scheme != "int8":
+        if is_spiking(graph):
+            raise EdgekitError(f"scheme {scheme!r} is for float Graphs; a spiking Graph "
+                               "quantizes to int8")
+        graph.validate()
+        _check_params_finite(graph)
+        calibration_feeds(graph, calibration_data)
+        return lowbit.quantize_weights(graph, scheme, group_size, rex, per_channel)
     if is_spiking(graph):
         from edgekit.quant.spiking import quantize_snn
 

@@ -21,6 +21,7 @@ from edgekit.errors import EdgekitError
 from edgekit.graph import Graph
 from edgekit.ops import OPS, implementations
 from edgekit.quant.edge import dequantizer, graph_feeds, quantizer, require_finite_outputs
+from edgekit.runtime.lowbit import kernel_for as packed_weight_kernel
 from edgekit.runtime.planner import Buffer, GreedyPlanner, NaivePlanner, Plan, Planner
 from edgekit.runtime.registry import Kernel, Step
 from edgekit.runtime.registry import kernel as find_kernel
@@ -200,7 +201,7 @@ def _kernels_for(graph: Graph) -> list[Kernel]:
     found, missing = [], []
     for i, node in enumerate(graph.nodes):
         dtype = graph.tensors[node.inputs[1 if OPS[node.op].indexed else 0]].dtype
-        found.append(find_kernel(node.op, dtype))
+        found.append(packed_weight_kernel(graph, node) or find_kernel(node.op, dtype))
         if found[-1] is None:
             missing.append(f"{node.op} on {dtype} (node {i} {node.name!r})")
     if missing:
