@@ -607,6 +607,10 @@ def build_parser() -> argparse.ArgumentParser:
     mm.add_argument("--json", action="store_true")
     mm.add_argument("--timeout", type=float, help=TIMEOUT_HELP)
     mm.set_defaults(func=cmd_memory)
+
+    from edgekit.fleet.cli import add_parser as add_fleet_parser
+
+    add_fleet_parser(sub)
     return p
 
 

@@ -52,7 +52,7 @@ def finetune(graph: Graph, x: np.ndarray, y: np.ndarray, rule: str = "lls", epoc
              lr: float | None = None, batch_size: int = 32, layers: str | int = "all",
              seed: int = 0,
              optimizer: str = "adam", weight_decay: float = 0.0, schedule: str = "cosine",
-             online: bool = False, norm: bool = False,
+             online: bool = False, norm: bool = False, proximal_mu: float = 0.0,
              checkpoint: str | Path | None = None, resume: bool = False,
              progress: Callable[[Iterable[int]], Iterable[int]] = iter,
              on_epoch: Callable[[dict[str, Any]], None] | None = None,
@@ -65,7 +65,9 @@ def finetune(graph: Graph, x: np.ndarray, y: np.ndarray, rule: str = "lls", epoc
     per step than the true gradient does, so one rate cannot suit every rule.
     ``online`` learns one sample at a time in the given order (a stream); ``norm`` gives every
     trainable hidden layer a running-statistics normalisation (``edgekit.learn.norm``: for
-    training from scratch, folded into the weights on export); ``checkpoint`` is
+    training from scratch, folded into the weights on export); ``proximal_mu`` > 0 adds
+    FedProx's pull ``mu * (w - w0)`` towards the starting weights to every trainable weight's
+    gradient (a fleet client keeps near the global model); ``checkpoint`` is
     rewritten atomically after every epoch and, with ``resume``, continued from. ``options``
     go to the rule (LLS: temperature, pool, waveform; FF: theta, greedy). A non-finite loss or
     weight stops training with ``EdgekitError``, leaving the last good checkpoint in place.
@@ -87,6 +89,9 @@ def finetune(graph: Graph, x: np.ndarray, y: np.ndarray, rule: str = "lls", epoc
     learner = prepare(blocks, rule, layers, seed, Optimizer(optimizer, weight_decay), norm,
                       **options)
     params, opt = learner.params, learner.opt
+    _check(math.isfinite(proximal_mu) and proximal_mu >= 0,
+           f"proximal_mu must be a number >= 0, got {proximal_mu!r}")
+    anchor = {k: v.copy() for k, v in params.items()} if proximal_mu else {}
     buffers = {f"norm.{k}/{b.name}": getattr(b.norm, k) for b in blocks if b.norm
                for k in ("mean", "var")}
     config = {"model": structure_id(graph), "rule": rule, "seed": seed,
@@ -111,6 +116,7 @@ def finetune(graph: Graph, x: np.ndarray, y: np.ndarray, rule: str = "lls", epoc
                                              np.random.default_rng([seed, _STEP, epoch, b]))
             if not math.isfinite(loss):
                 _diverged(f"loss became {loss} at epoch {epoch + 1}, batch {b + 1}", path)
+            learner.pull(anchor, proximal_mu)
             learner.apply(rate)
             total += loss * len(idx)
             correct += int((logits.argmax(1) == y[idx]).sum())
@@ -144,6 +150,13 @@ class Learner:
             if block.trainable:
                 zero_grads(block)
         self.state.zero_grads()
+
+    def pull(self, anchor: dict[str, np.ndarray], mu: float) -> None:
+        """Add the gradient of ``mu / 2 * ||w - anchor||^2`` to each anchored weight's."""
+        grads = {**{n: v for b in self.blocks for n, v in b.grads.items()}, **self.state.grads}
+        for name, w0 in anchor.items():
+            g = grads[name]
+            g += mu * (self.params[name] - w0).reshape(g.shape)
 
     def apply(self, lr: float) -> None:
         """After a step: the optimizer update, through the norms, and their statistics."""

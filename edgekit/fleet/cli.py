@@ -1,0 +1,95 @@
+"""``edgekit fleet simulate|serve|join|run``: the fleet's command line, added to ``edgekit``'s
+parser by ``add_parser``. Flower loads only when a fleet command runs."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any
+
+from edgekit.console import table
+from edgekit.errors import EdgekitError
+from edgekit.fileio import check_file
+
+RULES = ["lls", "lls-m", "lls-mxm", "ff", "dfa", "bp"]
+
+
+def add_parser(sub: Any) -> None:
+    fl = sub.add_parser("fleet", help="fine-tune over a fleet of devices (Flower)")
+    fsub = fl.add_subparsers(dest="fleet_command", required=True)
+    s = fsub.add_parser("simulate", help="a simulated fleet on this machine (Flower's "
+                        "simulation engine)")
+    s.add_argument("model")
+    s.add_argument("--data", required=True, help=".npz with inputs 'x' and labels 'y', split "
+                   "over the clients")
+    s.add_argument("--test", help="held-out .npz scored after every round (default: a fifth "
+                   "of --data, kept out of training)")
+    s.add_argument("--clients", type=int, default=10)
+    s.add_argument("--rounds", type=int, default=10)
+    _training_args(s)
+    s.add_argument("--partition", default="iid", help="iid, or label[:ALPHA] (Dirichlet label "
+                   "skew, default ALPHA 0.5)")
+    s.add_argument("--profiles", default="host", help="device profiles, comma-separated; "
+                   "client i gets the (i mod n)-th and trains what fits its SRAM")
+    s.add_argument("--no-centralized", action="store_true",
+                   help="skip the centralized baseline on the pooled data")
+    s.add_argument("-o", "--out", required=True, help="the global model (.ekm)")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_simulate)
+
+
+def _training_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--rule", default="lls", choices=RULES)
+    p.add_argument("--strategy", default="fedavg", choices=["fedavg", "fedprox"])
+    p.add_argument("--epochs", type=int, default=1, help="local epochs per round")
+    p.add_argument("--lr", type=float, help="learning rate (default: the rule's own), decayed "
+                   "over the rounds")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--proximal-mu", type=float, default=0.1, help="FedProx's pull towards the "
+                   "global weights")
+    p.add_argument("--seed", type=int, default=0)
+
+
+def cmd_simulate(args: argparse.Namespace) -> None:
+    from edgekit.cli import load_data, load_model
+    from edgekit.fleet.runs import require_flower
+
+    check_file(args.out, (args.model, args.data, args.test))
+    require_flower()
+    graph = load_model(args.model)
+    x, y = _labelled(args.data, load_data)
+    test = _labelled(args.test, load_data) if args.test else None
+    from edgekit.fleet.simulation import simulate
+
+    tuned, report = simulate(
+        graph, x, y, clients=args.clients, rounds=args.rounds, rule=args.rule,
+        partition=args.partition, strategy=args.strategy, profiles=args.profiles.split(","),
+        epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, seed=args.seed,
+        proximal_mu=args.proximal_mu, test=test, centralized=not args.no_centralized,
+        quiet=args.json)
+    tuned.save(args.out)
+    show(report, args.json, f"wrote {args.out}")
+
+
+def _labelled(path: str, load_data: Any) -> tuple[Any, Any]:
+    x, y = load_data(path)
+    if y is None:
+        raise EdgekitError(f"{path}: fleet learning needs labels ('y') beside the inputs")
+    return x, y
+
+
+def show(report: dict[str, Any], as_json: bool, wrote: str) -> None:
+    """The report as JSON, or a table of rounds and one of clients."""
+    if as_json:
+        print(json.dumps(report, indent=1))
+        return
+    print(table(["round", "accuracy", "loss", "clients", "failures", "seconds"],
+                [(r["round"], f"{r['accuracy']:.2%}", f"{r['loss']:.4f}", r["clients"],
+                  r["failures"], f"{r['seconds']:.1f}") for r in report["rounds"]]))
+    print(table(["client", "profile", "layers trained", "examples"],
+                [(i, c["profile"], f"{c['layers_trained']}/{c['layers_total']}", c["examples"])
+                 for i, c in enumerate(report["clients"])]))
+    if "centralized_accuracy" in report:
+        print(f"centralized ({report['rule']}, pooled data): "
+              f"{report['centralized_accuracy']:.2%}")
+    print(wrote)

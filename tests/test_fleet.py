@@ -1,0 +1,168 @@
+"""edgekit.fleet: shards, what each device trains, layer-wise aggregation, FedProx's pull, and
+federations on Flower's simulation engine and deployment engine (loopback processes)."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import edgekit
+from edgekit import data, models
+from edgekit.cli import main
+from edgekit.errors import EdgekitError
+from edgekit.fleet import partition, plan
+from edgekit.learn import finetune
+
+flwr = pytest.importorskip("flwr", reason="fleet learning needs flwr: pip install "
+                           "'edgekit[fleet]'")
+
+
+@pytest.fixture(scope="module")
+def digits():
+    ds = data.digits(8)
+    return ds.x_train.reshape(len(ds.x_train), -1), ds.y_train
+
+
+@pytest.fixture(scope="module")
+def mlp():
+    torch.manual_seed(0)
+    return edgekit.from_torch(models.mlp().eval(), (torch.zeros(1, 64),))
+
+
+def test_iid_shards_cover_the_data_once_and_label_skew_concentrates_classes(digits):
+    _, y = digits
+    iid = partition(y, 8, "iid", seed=1)
+    assert sorted(np.concatenate(iid).tolist()) == list(range(len(y)))
+    assert max(map(len, iid)) - min(map(len, iid)) <= 1
+    skew = partition(y, 8, "label:0.1", seed=1)
+    assert sorted(np.concatenate(skew).tolist()) == list(range(len(y)))
+
+    def main_class_share(shards):
+        return np.mean([np.bincount(y[s]).max() / len(s) for s in shards])
+
+    assert main_class_share(iid) < 0.25 < 0.5 < main_class_share(skew)
+    for spec in ("label:0", "label:x", "dirichlet", "label:-1"):
+        with pytest.raises(EdgekitError, match="partition must be"):
+            partition(y, 4, spec)
+    with pytest.raises(EdgekitError, match="cannot make"):
+        partition(y[:3], 4)
+
+
+def test_a_device_trains_the_trailing_blocks_its_sram_holds(mlp):
+    host, m4 = plan(mlp, "lls", "host"), plan(mlp, "lls", "cortex-m4")
+    assert (host.layers, host.total) == (3, 3)
+    assert 1 <= m4.layers < 3 and m4.sram <= m4.capacity == 196_608
+    # one more block would not have fitted
+    bigger = edgekit.learn.memory_for(mlp, "lls", 32, m4.layers + 1)
+    from edgekit.fleet.devices import sram_needed
+    from edgekit.profile.devices import load_profile
+
+    assert sram_needed(bigger, load_profile("cortex-m4")) > m4.capacity
+    assert m4.names == tuple(n for n in host.names[-2 * m4.layers:])
+
+
+def test_a_device_too_small_for_the_head_is_refused_with_what_it_needs(mlp, tmp_path):
+    tiny = _tiny_profile(tmp_path)
+    with pytest.raises(EdgekitError, match=r"tiny: training even the last layer .* needs"):
+        plan(mlp, "lls", tiny)
+
+
+def _tiny_profile(tmp_path: Path) -> Path:
+    text = (Path(edgekit.__file__).parent.parent / "targets/profiles/cortex-m4.toml").read_text()
+    path = tmp_path / "tiny.toml"
+    path.write_text(text.replace('name = "cortex-m4"', 'name = "tiny"')
+                    .replace("sram_bytes = 196_608", "sram_bytes = 20_000"))
+    return path
+
+
+def test_each_layer_is_averaged_over_the_clients_that_trained_it():
+    from flwr.app import Array, ArrayRecord, MetricRecord, RecordDict
+
+    from edgekit.fleet.strategy import aggregate_layers
+
+    current = ArrayRecord({"body": Array(np.zeros(2, np.float32)),
+                           "head": Array(np.zeros(2, np.float32))})
+
+    def reply(n, **arrays):
+        return RecordDict({"arrays": ArrayRecord({k: Array(np.float32(v) * np.ones(2, np.float32))
+                                                  for k, v in arrays.items()}),
+                           "metrics": MetricRecord({"num-examples": n})})
+
+    out = aggregate_layers(current, [reply(30, body=1.0, head=1.0), reply(10, head=5.0)])
+    np.testing.assert_allclose(out["body"].numpy(), 1.0)  # the head-only client has no say
+    np.testing.assert_allclose(out["head"].numpy(), (30 * 1 + 10 * 5) / 40)
+    out = aggregate_layers(current, [reply(10, head=5.0)])
+    np.testing.assert_allclose(out["body"].numpy(), 0.0)  # trained by no one: kept
+
+
+def test_fedprox_pull_keeps_the_weights_near_where_they_started(mlp, digits):
+    x, y = digits
+
+    def drift(mu):
+        tuned, _ = finetune(mlp, x[:256], y[:256], rule="lls", epochs=2, proximal_mu=mu)
+        return sum(float(np.linalg.norm(tuned.params[k] - mlp.params[k])) for k in mlp.params)
+
+    assert drift(5.0) < 0.8 * drift(0.0)
+    with pytest.raises(EdgekitError, match="proximal_mu"):
+        finetune(mlp, x[:8], y[:8], proximal_mu=-1.0)
+
+
+def test_the_client_side_never_imports_torch():
+    code = ("import sys, edgekit.fleet.client; "
+            "assert 'torch' not in sys.modules, 'torch imported'")
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+@pytest.mark.slow
+def test_fleet_simulate_cli_reports_rounds_clients_and_a_failing_device(mlp, digits, tmp_path,
+                                                                      capsys):
+    """Three clients on Flower's simulation engine: a host trains every layer, a cortex-m4
+    fewer, a device too small for even the head fails each round and is counted, not fatal."""
+    x, y = digits
+    mlp.save(tmp_path / "m.ekm")
+    np.savez(tmp_path / "train.npz", x=x[:600], y=y[:600])
+    np.savez(tmp_path / "test.npz", x=x[600:900], y=y[600:900])
+    tiny = _tiny_profile(tmp_path)
+    out = tmp_path / "global.ekm"
+    assert main(["fleet", "simulate", str(tmp_path / "m.ekm"), "--data",
+                 str(tmp_path / "train.npz"), "--test", str(tmp_path / "test.npz"),
+                 "--clients", "3", "--rounds", "2", "--epochs", "2", "--rule", "lls",
+                 "--partition", "label:1", "--strategy", "fedprox", "--profiles",
+                 f"host,cortex-m4,{tiny}", "-o", str(out), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)  # nothing but the report on stdout
+    assert [r["round"] for r in report["rounds"]] == [1, 2]
+    for r in report["rounds"]:
+        assert (r["clients"], r["failures"]) == (2, 1)
+        assert set(r) >= {"accuracy", "loss", "seconds"}
+        assert "tiny" in r["errors"][0]
+    assert report["rounds"][-1]["accuracy"] > report["initial_accuracy"] + 0.2
+    assert 0 < report["centralized_accuracy"] <= 1
+    assert [(c["profile"], c["layers_trained"]) for c in report["clients"]] == [
+        ("host", 3), ("cortex-m4", 2)]
+    assert sum(c["examples"] for c in report["clients"]) < 600
+    tuned = edgekit.load(out)
+    assert any(not np.array_equal(tuned.params[k], mlp.params[k]) for k in mlp.params)
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--partition", "label:0"], "partition must be"),
+    (["--clients", "0"], "clients must be a positive int"),
+    (["--profiles", "cortex-m9"], "unknown device profile"),
+])
+def test_fleet_simulate_user_errors_are_one_line(mlp, digits, tmp_path, capsys, argv, message):
+    x, y = digits
+    mlp.save(tmp_path / "m.ekm")
+    np.savez(tmp_path / "train.npz", x=x[:50], y=y[:50])
+    code = main(["fleet", "simulate", str(tmp_path / "m.ekm"), "--data",
+                 str(tmp_path / "train.npz"), "-o", str(tmp_path / "g.ekm"), "--json",
+                 "--no-centralized", *argv])
+    err = capsys.readouterr().err
+    assert code == 2 and re.search(message, err) and err.count("\n") == 1
+    assert not (tmp_path / "g.ekm").exists()
