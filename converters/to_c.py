@@ -25,6 +25,8 @@ from edgekit.graph import Graph, Node
 from edgekit.ops import implementation, implementations
 from edgekit.runtime.planner import Buffer, GreedyPlanner, Plan
 
+from . import lowbit_writers
+
 MAX_DIMS = 6  # EK_MAX_DIMS in ek_kernels.h
 LINK_PAYLOAD_LIMIT = 65535  # the frame's u16 length field
 LINK_CHUNK_BYTES = 4096  # the firmware's frame buffers hold at most this; longer tensors stream
@@ -131,6 +133,7 @@ def _visitor(op: str) -> Callable[[_Writer, int, Node], str] | None:
 
 def check_supported(graph: Graph) -> None:
     """Raise unless the firmware can run ``graph``: int8 and every op in the kernel set."""
+    lowbit_writers.require(graph, "c")
     if graph.metadata.get("quantized") != "int8":
         raise EdgekitError("the microcontroller firmware runs int8 Graphs and spiking Graphs, "
                            "not float32 ones: quantize first (edgekit.quantize, or `edgekit "

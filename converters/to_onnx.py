@@ -26,6 +26,9 @@ from edgekit.fileio import atomic_write_bytes
 from edgekit.graph import Graph, Node
 from edgekit.ops import implementation
 from edgekit.ops.backends import ONNX_DOMAIN
+from edgekit.quant.lowbit import dequantized
+
+from . import lowbit_writers
 
 OPSET = 17
 IR_VERSION = 8  # the IR version that goes with opset 17; ONNX Runtime reads it everywhere
@@ -49,12 +52,16 @@ def onnx_model(graph: Graph, extra_outputs: Sequence[str] = ()) -> Any:
                    if _visitor(n.op) is None]
     if unsupported:
         raise EdgekitError(f"cannot write to ONNX, no ONNX mapping for: {', '.join(unsupported)}")
+    packed = graph
+    if lowbit_writers.require(graph, "onnx"):  # written from their values, then packed
+        graph = dequantized(graph)
     emitter = _Emitter(graph)
     for node in graph.nodes:
         emitter.visit(node)
     outputs = [*graph.outputs, *(n for n in extra_outputs if n not in graph.outputs)]
-    return emitter.model(graph.metadata.get("name", "edgekit"),
-                         [emitter.value_info(n) for n in outputs])
+    model = emitter.model(graph.metadata.get("name", "edgekit"),
+                          [emitter.value_info(n) for n in outputs])
+    return lowbit_writers.onnx_weights(model, packed) if packed is not graph else model
 
 
 class _Emitter:

@@ -32,6 +32,9 @@ from edgekit.errors import EdgekitError
 from edgekit.fileio import atomic_write_bytes
 from edgekit.graph import Graph, Node, QuantParams
 from edgekit.ops import implementation
+from edgekit.quant.lowbit import dequantized
+
+from . import lowbit_writers
 
 Layout = tuple[int, ...]
 
@@ -85,6 +88,9 @@ def tflite_model(graph: Graph, extra_outputs: Sequence[str] = ()) -> TfliteModel
     if unsupported:
         raise EdgekitError(f"cannot write to TFLite, no TFLite mapping for: "
                            f"{', '.join(unsupported)}")
+    packed = graph
+    if lowbit_writers.require(graph, "tflite"):  # written from their values, then packed
+        graph = dequantized(graph)
     writer = _Writer(graph)
     for node in graph.nodes:
         writer.node_name = node.name or node.outputs[0]
@@ -93,6 +99,7 @@ def tflite_model(graph: Graph, extra_outputs: Sequence[str] = ()) -> TfliteModel
         except EdgekitError as err:
             raise EdgekitError(f"cannot write node {writer.node_name!r} ({node.op}) to TFLite: "
                                f"{err}") from None
+    lowbit_writers.tflite_float16(writer, packed)
     return writer.finish([n for n in extra_outputs if n not in graph.outputs])
 
 

@@ -118,7 +118,8 @@ def cmd_convert(args: argparse.Namespace) -> None:
     if args.quantize:
         calib = load_array(args.calibration_data)
         graph = edgekit.quantize(graph, calib, scheme=args.quantize,
-                                 calibration=args.calibration)
+                                 calibration=args.calibration, group_size=args.group_size,
+                                 rex=args.rex)
         print(f"wrote {float_graph.save(paths['float'])} (float reference)")
     for fmt in formats:
         path = paths[fmt]
@@ -504,7 +505,12 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("-o", "--output", required=True,
                    help="an .ekm path, or a folder when quantizing or writing several formats")
     c.add_argument("--to", default="ekm", help="comma-separated formats: ekm,tflite,onnx")
-    c.add_argument("--quantize", choices=["int8"])
+    from edgekit.quant.quantize import SCHEMES
+
+    c.add_argument("--quantize", choices=SCHEMES,
+                   help="int8, or a weight format below it (docs/low-bit.md)")
+    c.add_argument("--group-size", type=int, help="low-bit weights: one scale per this many")
+    c.add_argument("--rex", type=int, default=1, help="int4: REx residual orders (1-3)")
     c.add_argument("--calibration-data", help=".npz with calibration inputs in 'x'")
     c.add_argument("--calibration", default="minmax", choices=["minmax", "percentile", "mse"])
     c.add_argument("--report", action="store_true", help="per-layer SQNR, float vs int8")

@@ -57,10 +57,12 @@ class TensorInfo:
 
     @property
     def nbytes(self) -> int:
-        """Bytes of the values; a low-bit weight's packed storage (``numerics.formats``)."""
+        """Bytes of the values; a low-bit weight's packed storage and its float32 scales
+        (``numerics.formats``), all of which a device stores."""
         if formats.weight_dtype(self.dtype):
             dtype, shape = formats.storage(self.dtype, self.shape)
-            return math.prod(shape) * dtype.itemsize
+            return math.prod(shape) * dtype.itemsize + 4 * len(self.quant.scale if self.quant
+                                                               else ())
         return self.size * np.dtype(self.dtype).itemsize
 
 
@@ -275,7 +277,8 @@ def _validate(g: Graph) -> None:
         if t.quant is not None:
             _check_quant(name, t)
         else:  # int32 without them: a graph input of indices (into embedding's table)
-            _expect(t.dtype == "float32" or (t.dtype == "int32" and name in g.inputs),
+            _expect(t.dtype in ("float32", "float16") or (t.dtype == "int32"
+                                                           and name in g.inputs),
                     f"tensor {name!r} is {t.dtype} without quantization parameters (scale, "
                     "zero point), so its values mean nothing")
     for name, value in g.params.items():

@@ -53,9 +53,10 @@ class TorchSession(PeerSession):
         import torch
 
         super().__init__(graph)
-        if self.int8:
-            raise EdgekitError("the torch GPU backend runs float32 Graphs; deploy the float "
-                               "Graph, or install onnxruntime-gpu to run the int8 one")
+        if self.int8 or graph.metadata.get("quantized"):
+            raise EdgekitError(f"the torch GPU backend runs float32 Graphs, not "
+                               f"{graph.metadata['quantized']} ones; deploy the float Graph, or "
+                               "install onnxruntime-gpu to run the quantized one")
         self.functions = {op: impl.fn for op, impl in implementations("gpu").items()}
         self.stateful = {op for op, impl in implementations("gpu").items()
                          if impl.options.get("state")}  # neurons: fn(v, *inputs) -> (out, v)

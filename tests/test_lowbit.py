@@ -120,7 +120,7 @@ def test_low_bit_graph_runs_packed_as_the_float_graph_it_stands_for(scheme, opti
     back = edgekit.load(q.save(tmp_path / "q.ekm"))
     assert all(np.array_equal(back.params[k], v) and back.params[k].dtype == v.dtype
                for k, v in q.params.items())
-    assert back.tensors["w1"].quant == q.tensors["w1"].quant
+    assert back.tensors["w1"].quant == q.tensors["w1"].quant  # None for float16
 
 
 def test_packed_sizes_shrink_by_the_packing_factor():
@@ -131,8 +131,9 @@ def test_packed_sizes_shrink_by_the_packing_factor():
     for scheme, factor in (("fp16", 2), ("fp8_e4m3", 4), ("int4", 8), ("ternary", 20)):
         q = edgekit.quantize(g, x, scheme=scheme)
         packed = sum(q.params[w].nbytes for w in weights)
-        assert packed == sum(q.tensors[w].nbytes for w in weights)
         assert fp32 / factor <= packed < fp32 / factor * 1.25, scheme  # rows pad to whole bytes
+        scales = sum(len(q.tensors[w].quant.scale) for w in weights if q.tensors[w].quant)
+        assert sum(q.tensors[w].nbytes for w in weights) == packed + 4 * scales  # what is stored
 
 
 def test_bad_options_and_files_are_refused():
@@ -159,3 +160,96 @@ def test_bad_options_and_files_are_refused():
     q.tensors["a"].dtype = "int4"
     with pytest.raises(EdgekitError, match="low-bit dtypes are for weights"):
         q.validate()
+
+
+def plain_graph(rng) -> Graph:
+    """``small_graph`` without its grouped convolution, which TFLite has no kernel for."""
+    g = small_graph(rng)
+    g.nodes[1].attrs["groups"] = 1
+    g.params["w2"] = rng.standard_normal((8, 8, 3, 3)).astype(np.float32) * 0.3
+    g.tensors["w2"].shape = (8, 8, 3, 3)
+    return g.validate()
+
+
+@pytest.mark.parametrize("scheme,options", [s for s in SCHEMES if s[0] != "ternary"])
+def test_onnx_holds_the_packed_weights_and_onnxruntime_runs_them(scheme, options):
+    pytest.importorskip("onnxruntime")
+    from onnx import TensorProto, numpy_helper
+
+    from edgekit.converters.to_onnx import onnx_model
+
+    rng = np.random.default_rng(6)
+    g, x = small_graph(rng), rng.standard_normal((2, 3, 7, 7)).astype(np.float32)
+    q = edgekit.quantize(g, x, scheme=scheme, **options)
+    model = onnx_model(q)
+    stored = {t.name: t for t in model.graph.initializer}
+    fmt, orders = formats.weight_dtype(q.tensors["w4"].dtype)
+    if fmt == "float16":
+        assert stored["w4/f16"].data_type == TensorProto.FLOAT16
+        assert numpy_helper.to_array(stored["w4/f16"]).tobytes() == q.params["w4"].tobytes()
+    else:
+        for k in range(orders):  # the same codes, exactly (w4's rows are whole bytes)
+            t = stored[f"w4/q{k}"]
+            assert t.data_type == getattr(TensorProto, {"int4": "INT4"}.get(
+                fmt, fmt.replace("fp8_e", "FLOAT8E").upper().replace("M3", "M3FN")))
+            assert t.raw_data == q.params["w4"][k].tobytes() if fmt != "int4" else True
+            assert np.array_equal(numpy_helper.to_array(t).astype(np.float32),
+                                  formats.unpack(q.params["w4"][k], fmt, 72))
+    with edgekit.deploy(q, "cpu:onnxruntime") as session:
+        assert np.allclose(session.run(x), Executor(q).run(x), rtol=1e-5, atol=1e-5)
+
+
+def test_tflite_holds_float16_weights_and_litert_runs_them():
+    pytest.importorskip("ai_edge_litert")
+    rng = np.random.default_rng(7)
+    g, x = plain_graph(rng), rng.standard_normal((2, 3, 7, 7)).astype(np.float32)
+    q = edgekit.quantize(g, x, scheme="fp16")
+    from ai_edge_litert.interpreter import Interpreter
+
+    from edgekit.converters.to_tflite import tflite_model
+
+    interpreter = Interpreter(model_content=tflite_model(q).data)
+    stored = {t["name"]: t for t in interpreter.get_tensor_details()}
+    for w in ("w1", "w2", "w3", "w4"):  # the float16 values exactly, in TFLite's layouts
+        assert stored[w]["dtype"] == np.float16
+        values = interpreter.get_tensor(stored[w]["index"])
+        assert np.array_equal(np.sort(values.ravel()), np.sort(q.params[w].ravel()))
+    with edgekit.deploy(q, "cpu:litert") as session:
+        assert np.allclose(session.run(x), Executor(q).run(x), rtol=1e-5, atol=2e-5)
+
+
+@pytest.mark.parametrize("scheme,writer", [("ternary", "onnx"), ("int4", "tflite"),
+                                           ("fp8_e5m2", "tflite"), ("int4", "c")])
+def test_writers_without_the_format_name_the_scheme(scheme, writer, tmp_path):
+    from edgekit.converters import to_c, to_onnx, to_tflite
+
+    rng = np.random.default_rng(8)
+    q = edgekit.quantize(plain_graph(rng), np.zeros((1, 3, 7, 7), np.float32), scheme=scheme)
+    write = {"onnx": to_onnx.to_onnx, "tflite": to_tflite.to_tflite, "c": to_c.to_c}[writer]
+    with pytest.raises(EdgekitError, match=f"the {writer} writer cannot write the '{scheme}'"):
+        write(q, tmp_path / "out")
+
+
+def test_cli_convert_quantizes_to_each_scheme_name(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    rng = np.random.default_rng(9)
+    model = small_graph(rng).save(tmp_path / "m.ekm")
+    np.savez(tmp_path / "calib.npz", x=rng.standard_normal((4, 3, 7, 7)).astype(np.float32))
+
+    def convert(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "edgekit.cli", "convert", str(model), "-o",
+                               str(tmp_path / "out"), "--calibration-data",
+                               str(tmp_path / "calib.npz"), *args], capture_output=True,
+                              text=True, env={**os.environ, "PYTHONWARNINGS": "ignore"},
+                              timeout=300)
+
+    done = convert("--quantize", "int4", "--group-size", "9", "--rex", "2", "--to", "ekm,onnx")
+    assert done.returncode == 0, done.stderr
+    q = edgekit.load(tmp_path / "out" / "m.ekm")
+    assert q.tensors["w1"].dtype == "int4x2" and len(q.tensors["w1"].quant.scale) == 2 * 8 * 3
+    refused = convert("--quantize", "ternary", "--to", "onnx")
+    assert refused.returncode == 2 and refused.stderr.count("\n") == 1
+    assert "onnx writer cannot write the 'ternary' scheme" in refused.stderr

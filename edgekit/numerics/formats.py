@@ -165,9 +165,11 @@ def storage(dtype: str, shape: tuple[int, ...]) -> tuple[np.dtype, tuple[int, in
     return np.dtype(FORMATS[fmt].storage), (orders, shape[0], FORMATS[fmt].row_bytes(row))
 
 
-def scale_array(scale: list[float], dtype: str, shape: tuple[int, ...]) -> np.ndarray:
+def scale_array(scale: list[float] | None, dtype: str, shape: tuple[int, ...]) -> np.ndarray:
     """A low-bit weight's scales (its QuantParams' list, ``[K, C, G]`` flattened) as float32
-    ``[K, C, G]``."""
+    ``[K, C, G]``; float16 weights have none (``None``: ones)."""
+    if scale is None:
+        return np.ones((1, shape[0], 1), np.float32)
     return np.array(scale, np.float32).reshape(weight_dtype(dtype)[1], shape[0], -1)
 
 
@@ -253,7 +255,8 @@ def quantize_weight(w: np.ndarray, fmt: str, group_size: int | None = None, orde
     int4: symmetric ``[-7, 7]``, scale ``max|w| / 7`` per channel or per group of
     ``group_size`` weights; ternary: BitNet b1.58's absmean, ``clip(round(w / (gamma + eps)),
     -1, 1)`` with ``gamma = mean|w|``; FP8: the scale maps ``max|w|`` onto the format's largest
-    value, then round to nearest even; float16: the values themselves (scale 1).
+    value, then round to nearest even; float16: the values themselves (scale 1, which the
+    Graph does not store).
     ``orders`` > 1 is REx residual expansion: order k quantizes what orders 1..k-1 left,
     ``R_k = Q(w - sum_{j<k} R_j)``, each with its own scales. ``per_channel=False`` gives one
     scale to the whole tensor (ternary as BitNet does)."""

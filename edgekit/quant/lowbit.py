@@ -55,7 +55,8 @@ def quantize_weights(graph: Graph, scheme: str, group_size: int | None = None, r
         g.params[name] = storage
         info = g.tensors[name]
         info.dtype = formats.dtype_name(fmt, rex)
-        info.quant = QuantParams([float(s) for s in scales.ravel()], [0] * scales.size, 0)
+        info.quant = (None if fmt == "float16" else  # float16 values need no scale
+                      QuantParams([float(s) for s in scales.ravel()], [0] * scales.size, 0))
         done.add(name)
     g.metadata["quantized"] = scheme
     g.metadata["quantization"] = {"scheme": scheme, "group_size": group_size, "rex": rex,
@@ -69,7 +70,8 @@ def dequantized(graph: Graph) -> Graph:
     g = copy.deepcopy(graph)
     for name, info in g.tensors.items():
         if formats.weight_dtype(info.dtype):
-            scales = formats.scale_array(info.quant.scale, info.dtype, info.shape)
+            scales = formats.scale_array(info.quant and info.quant.scale, info.dtype,
+                                         info.shape)
             g.params[name] = formats.dequantize(g.params[name], scales,
                                                 formats.weight_dtype(info.dtype)[0], info.shape)
             info.dtype, info.quant = "float32", None

@@ -80,7 +80,7 @@ def _packed(info: TensorInfo, storage: np.ndarray) -> tuple:
     """(codes, decode table, codes per byte, scales [K, C, G] float32) of a packed weight."""
     fmt, _ = formats.weight_dtype(info.dtype)
     codes = storage.view(np.uint16) if fmt == "float16" else storage
-    scales = formats.scale_array(info.quant.scale, info.dtype, info.shape)
+    scales = formats.scale_array(info.quant and info.quant.scale, info.dtype, info.shape)
     return codes, formats.decode_table(fmt), formats.FORMATS[fmt].per_byte, scales
 
 
