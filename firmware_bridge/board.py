@@ -1,5 +1,6 @@
-"""Boards running edgekit's firmware: ``QemuBoard`` (QEMU's mps2-an385, a Cortex-M3, started
-and stopped here) and ``SerialBoard`` (a real board flashed with the same firmware, on a port).
+"""Boards running edgekit's firmware: ``QemuBoard`` (one of QEMU's Arm boards of
+``firmware_bridge.ports``, the mps2-an385 Cortex-M3 by default, started and stopped here) and
+``SerialBoard`` (a real board flashed with the same firmware, on a port).
 
 Both open a ``Link`` (``timeout``: the link's reply timeout; ``compute_timeout``: how long
 an acknowledged inference may take) and wait for the firmware's HELLO. QEMU does not exit when
@@ -30,6 +31,7 @@ import serial
 
 from edgekit.errors import EdgekitError
 from edgekit.firmware_bridge.link import Link, LinkError
+from edgekit.firmware_bridge.ports import DEFAULT, PORTS
 from edgekit.firmware_bridge.protocol import Cmd, Frame, Hello, encode
 
 QEMU = "qemu-system-arm"
@@ -126,15 +128,17 @@ class SerialBoard(Board):
 
 
 class QemuBoard(Board):
-    """The emulated mps2-an385 running ``elf``, connected over QEMU's socket chardev."""
+    """The emulated board of core ``board`` (``ports.PORTS``) running ``elf``, connected over
+    QEMU's socket chardev."""
 
     def __init__(self, elf: str | Path, timeout: float = 2.0, retries: int = 8,
-                 compute_timeout: float | None = None):
+                 compute_timeout: float | None = None, board: str = DEFAULT):
+        machine = PORTS[board].machine
         why = qemu_missing()
         if why:
             raise EdgekitError(why)
         self.process = spawn(
-            [QEMU, "-M", "mps2-an385", "-nodefaults", "-display", "none", "-monitor", "none",
+            [QEMU, "-M", machine, "-nodefaults", "-display", "none", "-monitor", "none",
              "-icount", f"shift={ICOUNT_SHIFT}", "-semihosting-config", "enable=on,target=native",
              "-kernel", str(elf), "-chardev",
              "socket,id=s0,host=127.0.0.1,port=0,server=on,wait=on,nodelay=on",

@@ -1,5 +1,6 @@
 """Build the firmware for one model: ``converters.to_c`` sources + the firmware + a board's
-startup, UART and linker script, compiled by ``arm-none-eabi-gcc`` into one ELF.
+startup, UART and linker script, compiled by ``arm-none-eabi-gcc`` into one ELF, for one of the
+cores of ``firmware_bridge.ports`` (its flags select the core's kernels).
 
 Builds are cached by a content hash of everything that goes into them (sources, generated
 model, flags), in ``$EDGEKIT_CACHE`` or ``~/.cache/edgekit/firmware``: the same model is
@@ -17,10 +18,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from edgekit.errors import EdgekitError
+from edgekit.firmware_bridge.ports import COMMON_CFLAGS, DEFAULT, port
 
 FIRMWARE = Path(__file__).parent / "firmware"
 CC = "arm-none-eabi-gcc"
-BOARDS = {"mps2_an385": ["-mcpu=cortex-m3", "-mthumb"]}
 CFLAGS = ["-std=c99", "-O2", "-Wall", "-Wextra", "-ffunction-sections", "-fdata-sections",
           "-fno-common"]
 LDFLAGS = ["-nostartfiles", "--specs=nano.specs", "--specs=nosys.specs", "-Wl,--gc-sections"]
@@ -30,7 +31,7 @@ LDFLAGS = ["-nostartfiles", "--specs=nano.specs", "--specs=nosys.specs", "-Wl,--
 class Firmware:
     elf: Path
     model_hash: str
-    board: str
+    board: str  # the core of firmware_bridge.ports it was built for
 
 
 def cache_dir() -> Path:
@@ -52,25 +53,31 @@ def toolchain_missing() -> str | None:
     return None
 
 
+def board_dir(board: str) -> Path:
+    """The board-support directory of core ``board`` (startup, UART, ``link.ld``)."""
+    return FIRMWARE / "boards" / port(board).board_dir
+
+
 def _sources(board: str) -> list[Path]:
-    board_dir = FIRMWARE / "boards" / board
-    return sorted(FIRMWARE.glob("*.c")) + sorted(board_dir.glob("*.c"))
+    return sorted(FIRMWARE.glob("*.c")) + sorted(board_dir(board).glob("*.c"))
 
 
-def build(model_c: str, model_h: str, model_hash: str, board: str = "mps2_an385") -> Firmware:
-    """The ELF for this generated model on ``board``, from the cache when built before."""
-    if board not in BOARDS:
-        raise EdgekitError(f"no firmware port for board {board!r}; ports: {sorted(BOARDS)}")
+def build(model_c: str, model_h: str, model_hash: str, board: str = DEFAULT) -> Firmware:
+    """The ELF for this generated model on core ``board`` (``ports.PORTS``), from the cache
+    when built before."""
+    flags = [*port(board).cflags, *COMMON_CFLAGS]
     why = toolchain_missing()
     if why:
         raise EdgekitError(why)
-    inputs = _sources(board) + sorted(FIRMWARE.glob("*.h"))
-    linker = FIRMWARE / "boards" / board / "link.ld"
+    # every board file: a port may include another's (mps3_an547 includes mps2's board.c)
+    inputs = (_sources(board) + sorted(FIRMWARE.glob("*.h"))
+              + sorted((FIRMWARE / "boards").glob("*/*.c")))
+    linker = board_dir(board) / "link.ld"
     digest = hashlib.sha256()
-    for part in [model_c, model_h, *BOARDS[board], *CFLAGS, *LDFLAGS]:
+    for part in [model_c, model_h, *flags, *CFLAGS, *LDFLAGS]:
         digest.update(part.encode())
     for path in [*inputs, linker]:
-        digest.update(path.name.encode() + path.read_bytes())
+        digest.update(str(path.relative_to(FIRMWARE)).encode() + path.read_bytes())
     out = cache_dir() / f"{board}-{digest.hexdigest()[:20]}"
     elf = out / "firmware.elf"
     if not elf.exists():
@@ -78,7 +85,7 @@ def build(model_c: str, model_h: str, model_hash: str, board: str = "mps2_an385"
             work = Path(tmp)
             (work / "model.c").write_text(model_c)
             (work / "model.h").write_text(model_h)
-            cmd = [CC, *BOARDS[board], *CFLAGS, *LDFLAGS, f"-I{FIRMWARE}", f"-I{work}",
+            cmd = [CC, *flags, *CFLAGS, *LDFLAGS, f"-I{FIRMWARE}", f"-I{work}",
                    "-T", str(linker), *map(str, _sources(board)), str(work / "model.c"),
                    "-lm", "-o", str(work / "firmware.elf")]
             result = subprocess.run(cmd, capture_output=True, text=True)

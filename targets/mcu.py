@@ -1,7 +1,9 @@
 """``mcu:qemu`` and ``mcu:<port>``: an int8 Graph, or a spiking Graph (``converters.snn``,
 float32 or quantized to int8 by ``edgekit.quantize``), compiled to C firmware and run on a
-microcontroller over the serial link — the emulated Cortex-M3 board (QEMU mps2-an385), or a real
-board on a port such as ``/dev/ttyACM0`` flashed with the same firmware.
+microcontroller over the serial link — an emulated board (``mcu:qemu`` the Cortex-M3, QEMU
+mps2-an385; ``mcu:qemu:m4``, ``:m7``, ``:m55`` the Cortex-M4, M7 and M55 boards of
+``firmware_bridge.ports``, each built with its core's kernels), or a real board on a port such as
+``/dev/ttyACM0`` flashed with the same firmware.
 
 The Session speaks to the firmware through ``firmware_bridge`` and otherwise behaves like every
 peer Session (``PeerSession``: names, shapes, the int8 edge conversion; a float32 spiking
@@ -34,7 +36,6 @@ from edgekit.spiking import is_spiking
 from edgekit.targets._peer import PeerSession
 from edgekit.targets.base import Target
 
-PROFILE = "cortex-m3-qemu"
 # Emulated instructions QEMU runs per second of host time under -icount shift=3: measured 230 M
 # (a 16-channel 64x64 int8 convolution, 10.9 M instructions in 0.047 s, on a shared 2-core
 # host); taken lower for slower or loaded hosts, and TIMEOUT_MARGIN on top. A real board runs
@@ -73,7 +74,7 @@ def elf_sizes(elf: str | Path) -> dict[str, int]:
         parts = line.split()
         if len(parts) == 3 and parts[1].isdigit():
             sections[parts[0]] = int(parts[1])
-    flash = sections.get(".text", 0) + sections.get(".ARM.exidx", 0) + sections.get(".data", 0)
+    flash = sum(sections.get(name, 0) for name in (".text", ".rodata", ".ARM.exidx", ".data"))
     ram = sections.get(".data", 0) + sections.get(".bss", 0) + sections.get(".stack", 0)
     return {"flash_bytes": flash, "ram_bytes": ram, "stack_bytes": sections.get(".stack", 0)}
 
@@ -168,13 +169,19 @@ class McuSession(PeerSession):
 
 
 class McuTarget(Target):
-    """``mcu:qemu`` (builds the firmware and starts the emulated board) or ``mcu:<port>``."""
-
-    profile = PROFILE
+    """``mcu:qemu[:<core>]`` (builds the firmware for the core and starts its emulated board)
+    or ``mcu:<port>`` (a real board, built for the Cortex-M3's portable kernels)."""
 
     def __init__(self, port: str = "qemu"):
-        self.port = port
+        from edgekit.firmware_bridge.ports import DEFAULT
+        from edgekit.firmware_bridge.ports import port as core_port
+
         self.name = f"mcu:{port}"
+        self.core = DEFAULT
+        if port.startswith("qemu:"):
+            port, self.core = "qemu", port[5:]
+        self.port = port
+        self.profile = core_port(self.core).profile
 
     def available(self) -> tuple[bool, str]:
         from edgekit.firmware_bridge.board import qemu_missing
@@ -196,7 +203,7 @@ class McuTarget(Target):
         from edgekit.firmware_bridge.protocol import check_protocol
         from edgekit.profile.fit import require_fit
 
-        profile = options.pop("profile", PROFILE)
+        profile = options.pop("profile", self.profile)
         timeout = options.pop("timeout", None)
         retries = options.pop("retries", 8)
         if options:
@@ -207,12 +214,12 @@ class McuTarget(Target):
         writer = to_c_snn if is_spiking(graph) else to_c
         writer.check_supported(graph)
         require_fit(graph, profile, memory="firmware")  # what the C writer declares
-        firmware = build(*writer.generate(graph))
+        firmware = build(*writer.generate(graph), board=self.core)
         expected = expected_seconds(graph, profile, emulated=self.port == "qemu")
         link = {"timeout": LINK_TIMEOUT, "retries": retries, "compute_timeout":
                 timeout if timeout is not None else LINK_TIMEOUT + TIMEOUT_MARGIN * expected}
         if self.port == "qemu":
-            board = QemuBoard(firmware.elf, **link)
+            board = QemuBoard(firmware.elf, board=self.core, **link)
         else:
             board = SerialBoard(self.port, **link)
         board.link.expected_s = expected

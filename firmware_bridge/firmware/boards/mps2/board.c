@@ -1,10 +1,19 @@
-/* mps2-an385 board support: CMSDK APB UART0 received by interrupt into a ring buffer (a polling
- * receiver starves QEMU), SysTick as a 64-bit tick counter, reset through AIRCR and exit through
- * semihosting. */
+/* MPS2 board support (QEMU's mps2-an385, -an386 and -an500 share this memory and device map):
+ * CMSDK APB UART0 received by interrupt into a ring buffer (a polling receiver starves QEMU),
+ * SysTick as a 64-bit tick counter, reset through AIRCR and exit through semihosting. A board
+ * with the same devices elsewhere (boards/mps3_an547) defines EK_UART0, EK_UART_RX_IRQ,
+ * EK_UART_RX_IRQ2 and EK_SYSCLK_HZ and includes this file. */
 #include "../../ek_board.h"
 
+#ifndef EK_UART0
+#define EK_UART0 0x40004000u  /* CMSDK APB UART0 */
+#define EK_UART_RX_IRQ 0      /* its receive interrupt */
+#define EK_UART_RX_IRQ2 0     /* a second line that may carry it (mps3_an547) */
+#define EK_SYSCLK_HZ 25000000u  /* the FPGA's system clock, which SysTick counts */
+#endif
+
 #define REG(a) (*(volatile uint32_t *)(a))
-#define UART0 0x40004000u
+#define UART0 EK_UART0
 #define UART_DATA REG(UART0 + 0x00)
 #define UART_STATE REG(UART0 + 0x04)
 #define UART_CTRL REG(UART0 + 0x08)
@@ -13,9 +22,9 @@
 #define SYST_CSR REG(0xE000E010u)
 #define SYST_RVR REG(0xE000E014u)
 #define SYST_CVR REG(0xE000E018u)
-#define NVIC_ISER0 REG(0xE000E100u)
+#define NVIC_ISER(n) REG(0xE000E100u + 4u * (n))
 #define SCB_AIRCR REG(0xE000ED0Cu)
-#define SYSCLK_HZ 25000000u
+#define SYSCLK_HZ EK_SYSCLK_HZ
 #define RING 1024u
 
 static volatile uint8_t ring[RING];
@@ -36,7 +45,8 @@ void systick_handler(void) { wraps++; }
 void board_init(void) {
     UART_BAUDDIV = 16;
     UART_CTRL = 1u | 2u | 8u;  /* TX, RX, RX interrupt */
-    NVIC_ISER0 = 1u;           /* UART0 RX is IRQ 0 */
+    NVIC_ISER(EK_UART_RX_IRQ / 32) = 1u << (EK_UART_RX_IRQ % 32);
+    NVIC_ISER(EK_UART_RX_IRQ2 / 32) = 1u << (EK_UART_RX_IRQ2 % 32);
     SYST_RVR = 0xFFFFFFu;
     SYST_CVR = 0;
     SYST_CSR = 7u;             /* processor clock, interrupt, enable */
