@@ -2,8 +2,9 @@
 PY := .venv/bin/python
 export NUMBA_CACHE_DIR ?= $(CURDIR)/.numba_cache
 
-.PHONY: demo test lint install mcu-tools
+.PHONY: demo test lint install mcu-tools speech-tools
 MCU_PACKAGES := gcc-arm-none-eabi libnewlib-arm-none-eabi qemu-system-arm
+SPEECH_PACKAGES := espeak-ng sox
 
 install: .venv/.installed
 
@@ -14,10 +15,10 @@ install: .venv/.installed
 	$(PY) -m pip install -q -e '.[all,dev]'
 	touch $@
 
-demo: install
+demo: install speech-tools
 	.venv/bin/edgekit demo
 
-test: install mcu-tools
+test: install mcu-tools speech-tools
 	$(PY) -m pytest -q
 
 # The MCU tests build firmware and run it on QEMU: as root on a Debian-like machine lacking the
@@ -27,6 +28,13 @@ mcu-tools:
 	    ! dpkg -s $(MCU_PACKAGES) >/dev/null 2>&1; then \
 	  (apt-get update -q && apt-get install -y -q --no-install-recommends $(MCU_PACKAGES)) || \
 	  echo "could not install $(MCU_PACKAGES): the MCU tests will skip"; fi
+
+# edgekit.speech synthesizes its corpus with espeak-ng and sox: installed the same way.
+speech-tools:
+	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
+	    ! dpkg -s $(SPEECH_PACKAGES) >/dev/null 2>&1; then \
+	  (apt-get update -q && apt-get install -y -q --no-install-recommends $(SPEECH_PACKAGES)) || \
+	  echo "could not install $(SPEECH_PACKAGES): the speech tests will skip"; fi
 
 lint: install
 	.venv/bin/ruff check edgekit converters targets firmware_bridge tests examples benchmarks

@@ -67,3 +67,6 @@ def resize_bilinear(x: np.ndarray, size: int) -> np.ndarray:
     (r0, r1, fr), (c0, c1, fc) = axis(h), axis(w)
     rows = x[..., r0, :] * (1 - fr)[:, None] + x[..., r1, :] * fr[:, None]
     return (rows[..., c0] * (1 - fc) + rows[..., c1] * fc).astype(np.float32)
+
+
+from edgekit.speech import corpus as speech  # noqa: E402,F401  (the synthesized speech corpus)
