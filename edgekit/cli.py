@@ -617,6 +617,10 @@ def build_parser() -> argparse.ArgumentParser:
     from edgekit.fleet.cli import add_parser as add_fleet_parser
 
     add_fleet_parser(sub)
+
+    from edgekit.speech.cli import add_parser as add_asr_parser
+
+    add_asr_parser(sub)
     return p
 
 

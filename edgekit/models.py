@@ -88,3 +88,5 @@ def predict(model: nn.Module, x: np.ndarray) -> np.ndarray:
     """Logits as numpy, for comparing torch with edgekit's runtimes on the same inputs."""
     return model.eval()(torch.from_numpy(x)).numpy()
 
+
+from edgekit.speech.model import EarlyExitCTC  # noqa: E402,F401  (the early-exit ASR encoder)

@@ -1,5 +1,7 @@
-"""edgekit.speech: the synthesized corpus, the front-end, CTC decoding."""
+"""edgekit.speech: the synthesized corpus, the front-end, CTC decoding, exit policies, the
+runtime that stops at an exit, and the ``edgekit asr`` commands on a small corpus."""
 
+import json
 import shutil
 
 import numpy as np
@@ -7,6 +9,7 @@ import pytest
 
 from edgekit.errors import EdgekitError
 from edgekit.speech import corpus, ctc, frontend
+from edgekit.speech.exits import EarlyExit, Policy, Replay, exits_of
 
 needs_espeak = pytest.mark.skipif(
     shutil.which("espeak-ng") is None or shutil.which("sox") is None,
@@ -104,3 +107,135 @@ def test_corpus_is_deterministic_and_cached(cache, tmp_path):
         np.testing.assert_array_equal(u.audio, v.audio)
         assert u.voice in corpus.HELD_OUT and len(u.audio) <= frontend.MAX_SAMPLES
     assert len(list(cache.glob("*.wav"))) >= 4
+
+
+# ---- the runtime stops at the exit -------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def graph():
+    """An untrained 6-block, 3-exit encoder lowered to a Graph: what stopping computes does
+    not depend on the weights."""
+    import torch
+
+    from edgekit.speech.model import EarlyExitCTC
+    from edgekit.speech.pipeline import to_graph
+
+    torch.manual_seed(0)
+    return to_graph(EarlyExitCTC(blocks=6, channels=16), exit_every=2)
+
+
+def test_staged_run_stops_at_the_exit_and_resumes(graph):
+    from edgekit.runtime.executor import Executor
+
+    x = np.random.default_rng(0).standard_normal((1, frontend.MELS, frontend.FRAMES))
+    x = x.astype(np.float32)
+    full = Executor(graph).run(x)
+    run = Executor(graph).staged(x)
+    called = []
+    run.program.steps = [lambda i=i, step=step: (called.append(i), step())
+                         for i, step in enumerate(run.program.steps)]  # counted, still run
+    first = run.until(graph.outputs[0])
+    index = [n.outputs[0] for n in graph.nodes].index(graph.outputs[0])
+    assert called == list(range(index + 1))  # the steps up to exit 1, nothing past it
+    np.testing.assert_array_equal(first, full[0])
+    np.testing.assert_array_equal(run.until(graph.outputs[-1]), full[-1])
+    np.testing.assert_array_equal(run.until(graph.outputs[1]), full[1])  # kept, not rerun
+    assert called == list(range(len(graph.nodes)))  # each step once
+    with pytest.raises(EdgekitError, match="not an output"):
+        run.until(graph.nodes[0].outputs[0])
+
+
+def test_exits_cost_what_their_prefix_computes(graph):
+    exits = exits_of(graph)
+    assert [e.blocks for e in exits] == [2, 4, 6]
+    macs = [graph.node_macs(n) for n in graph.nodes]
+    names = [n.outputs[0] for n in graph.nodes]
+    assert [e.macs for e in exits] == [sum(macs[:names.index(e.output) + 1]) for e in exits]
+    assert exits[0].macs < exits[1].macs < exits[2].macs
+
+
+def test_policies_parse_and_refuse():
+    assert Policy.parse("exit:2", 6) == Policy("exit", 2)
+    assert str(Policy.parse("entropy:0.25", 6)) == "entropy:0.25"
+    for bad in ("exit:7", "exit:1.5", "posterior:2", "entropy:x", "depth:3", "entropy"):
+        with pytest.raises(EdgekitError, match="policy"):
+            Policy.parse(bad, 6)
+
+
+def test_transcribe_agrees_with_the_replayed_policy(graph):
+    """The policy decided on the staged run equals the one replayed on every exit's outputs
+    (what evaluation and calibration use), for every policy kind."""
+    runner = EarlyExit(graph)
+    x = np.random.default_rng(3).standard_normal((6, frontend.MELS, frontend.FRAMES))
+    x = x.astype(np.float32)
+    outs = runner.all_exits(x)
+    replay = Replay.of(runner.exits, outs, ["one"] * len(x))
+    mid_entropy = float(np.median(replay.scores["entropy"][:, 0]))
+    mid_posterior = float(np.median(replay.scores["posterior"][:, 1]))
+    for policy in (Policy("exit", 2), Policy("entropy", mid_entropy),
+                   Policy("posterior", mid_posterior)):
+        chosen = replay.choose(policy)
+        for i in range(len(x)):
+            r = runner.transcribe(x[i], policy)
+            assert r.exit == chosen[i] + 1
+            assert r.text == replay.hyps[chosen[i]][i]
+            assert (r.blocks, r.macs) == (runner.exits[chosen[i]].blocks,
+                                          runner.exits[chosen[i]].macs)
+
+
+# ---- the commands, on a small corpus -----------------------------------------------------
+
+@needs_espeak
+def test_asr_train_transcribe_eval(tmp_path, cache, capsys):
+    from edgekit.cli import main
+
+    model = tmp_path / "asr.ekm"
+    assert main(["asr", "train", "-o", str(model), "--blocks", "4", "--channels", "24",
+                 "--utterances", "60", "--valid", "20", "--epochs", "2", "--quantize", "int8",
+                 "--cache", str(cache)]) == 0
+    capsys.readouterr()
+    int8 = tmp_path / "asr.int8.ekm"
+    import edgekit
+
+    g8 = edgekit.load(int8)
+    assert all(g8.tensors[o].dtype == "int8" for o in g8.outputs)  # every exit int8
+    wavs = [str(frontend.write_wav(tmp_path / f"{i}.wav", u.audio)) for i, u in
+            enumerate(corpus.utterances("held-out", 2, cache=cache))]
+    for path in (model, int8):
+        assert main(["asr", "transcribe", str(path), *wavs, "--policy", "exit:1",
+                     "--json"]) == 0
+        out = json.loads(capsys.readouterr().out)
+        assert [r["file"] for r in out] == wavs
+        first = exits_of(edgekit.load(path))[0]
+        assert all((r["exit"], r["blocks"], r["macs"]) == (1, 2, first.macs) for r in out)
+        assert all(isinstance(r["text"], str) for r in out)
+    assert main(["asr", "eval", str(model), "--voices", "held-out", "--count", "10",
+                 "--snr", "10", "--cache", str(cache), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert [e["exit"] for e in report["exits"]] == [1, 2]
+    assert report["policy"]["policy"] == edgekit.load(model).metadata["early_exit"]["policy"]
+    assert all(0 <= e["cer"] and 0 <= e["wer"] for e in report["exits"])
+
+
+@pytest.mark.parametrize("argv, words", [
+    (["asr", "transcribe", "missing.ekm", "a.wav"], ["no such file"]),
+    (["asr", "train", "-o", "m.ekm", "--blocks", "3"], ["--blocks"]),
+    (["asr", "transcribe", "m.ekm", "a.wav", "--target", "mcu:qemu"], ["target 'cpu'"]),
+])
+def test_asr_user_errors_are_one_line(capsys, argv, words):
+    from edgekit.cli import main
+
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and all(w in err for w in words), err
+
+
+def test_transcribe_refuses_a_model_without_exits(tmp_path, capsys, graph):
+    from edgekit.cli import main
+
+    plain = graph.__class__(graph.inputs, graph.outputs, graph.tensors, graph.nodes,
+                            graph.params, {})
+    plain.save(tmp_path / "plain.ekm")
+    wav = frontend.write_wav(tmp_path / "a.wav", np.zeros(8000))
+    assert main(["asr", "transcribe", str(tmp_path / "plain.ekm"), str(wav)]) == 2
+    assert "not an early-exit speech model" in capsys.readouterr().err

@@ -25,6 +25,7 @@ from edgekit.runtime.lowbit import kernel_for as packed_weight_kernel
 from edgekit.runtime.planner import Buffer, GreedyPlanner, NaivePlanner, Plan, Planner
 from edgekit.runtime.registry import Kernel, Step
 from edgekit.runtime.registry import kernel as find_kernel
+from edgekit.runtime.staged import Staged
 
 Inputs = np.ndarray | dict[str, np.ndarray] | list[np.ndarray] | tuple[np.ndarray, ...]
 
@@ -102,6 +103,14 @@ class Executor:
         program.run()
         return {node.outputs[0]: program.arrays[node.outputs[0]].copy()
                 for node in self.graph.nodes}
+
+    def staged(self, inputs: Inputs, raw: bool = False) -> Staged:
+        """A run that stops after the step producing the output asked for and goes on from there
+        for a later one: ``staged(x).until(name)`` (``edgekit/runtime/staged.py``; early-exit
+        Graphs stop at the exit a policy picks and never run the blocks past it)."""
+        producer = {node.outputs[0]: i for i, node in enumerate(self.graph.nodes)
+                    if node.outputs[0] in self.graph.outputs}
+        return Staged(self.graph, self._load(inputs, raw), raw, producer)
 
     def _load_array(self, x: Inputs, raw: bool) -> Program | None:
         """The common call, one array already in the edge's dtype, fed straight into the arena

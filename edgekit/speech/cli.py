@@ -1,0 +1,140 @@
+"""``edgekit asr``: train, transcribe and evaluate early-exit speech models.
+
+``edgekit.cli`` registers the command with ``add_parser``; the work happens in
+``edgekit.speech.pipeline`` and ``edgekit.speech.exits``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+from edgekit.errors import EdgekitError
+
+POLICY_HELP = "entropy:T, posterior:P or exit:K (default: the policy calibrated at training)"
+
+
+def add_parser(sub) -> None:
+    asr = sub.add_parser("asr", help="early-exit speech recognition: train, transcribe, eval")
+    actions = asr.add_subparsers(dest="asr_action", required=True)
+
+    t = actions.add_parser("train", help="make the corpus, train from scratch, calibrate")
+    t.add_argument("-o", "--output", required=True, help="the float model (.ekm)")
+    t.add_argument("--blocks", type=int, default=12, help="encoder blocks (an exit every 2)")
+    t.add_argument("--minutes", type=float, help="training time budget (default: the epochs)")
+    t.add_argument("--epochs", type=int, default=30)
+    t.add_argument("--utterances", type=int, default=2000, help="training utterances")
+    t.add_argument("--valid", type=int, default=300, help="validation utterances (calibration)")
+    t.add_argument("--channels", type=int, default=64, help="encoder width")
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--quantize", choices=["int8"], help="also write <output>.int8.ekm")
+    t.add_argument("--goal", default="wer:0.01", help="calibration goal on the validation "
+                   "voices: wer:D (at most D above the last exit) or blocks:F (mean share)")
+    t.add_argument("--cache", help="corpus cache folder (default $EDGEKIT_CACHE/speech)")
+    t.set_defaults(func=cmd_train)
+
+    r = actions.add_parser("transcribe", help="WAV files (16 kHz mono) to text")
+    r.add_argument("model")
+    r.add_argument("wavs", nargs="+", metavar="wav")
+    r.add_argument("--policy", help=POLICY_HELP)
+    r.add_argument("--target", default="cpu", help="where it runs (cpu: the edgekit runtime)")
+    r.add_argument("--json", action="store_true")
+    r.set_defaults(func=cmd_transcribe)
+
+    e = actions.add_parser("eval", help="WER, CER and compute per exit and for a policy")
+    e.add_argument("model")
+    e.add_argument("--voices", default="held-out", choices=["held-out", "valid", "train"])
+    e.add_argument("--snr", type=float, help="add noise at this SNR (dB)")
+    e.add_argument("--noise", default="white", choices=["white", "babble"])
+    e.add_argument("--count", type=int, default=300, help="utterances")
+    e.add_argument("--seed", type=int, default=0)
+    e.add_argument("--policy", help=POLICY_HELP)
+    e.add_argument("--cache", help="corpus cache folder (default $EDGEKIT_CACHE/speech)")
+    e.add_argument("--json", action="store_true")
+    e.set_defaults(func=cmd_eval)
+
+
+def cmd_train(args: argparse.Namespace) -> None:
+    from edgekit.fileio import check_file
+    from edgekit.speech import corpus, pipeline
+    from edgekit.speech.model import TrainConfig
+
+    out = Path(args.output)
+    int8_out = out.with_suffix(".int8.ekm")
+    check_file(out)
+    if args.quantize:
+        check_file(int8_out)
+    if args.blocks < 2 or args.blocks % 2 or args.blocks > 64:
+        raise EdgekitError(f"--blocks must be an even number from 2 to 64, got {args.blocks}")
+    if args.minutes is not None and not 0 < args.minutes <= 24 * 60:
+        raise EdgekitError(f"--minutes must be above 0 (and at most a day), got {args.minutes}")
+    if (args.epochs < 1 or not 10 <= args.utterances <= 1_000_000
+            or not 10 <= args.valid <= 100_000 or not 4 <= args.channels <= 1024):
+        raise EdgekitError("--epochs must be at least 1, --utterances and --valid at least 10, "
+                           "--channels from 4 to 1024")
+    corpus.require_tools()
+    cfg = TrainConfig(blocks=args.blocks, channels=args.channels, epochs=args.epochs,
+                      minutes=args.minutes, train_utterances=args.utterances,
+                      valid_utterances=args.valid, seed=args.seed)
+    start = time.monotonic()
+    graph = pipeline.build(cfg, args.goal, args.cache)
+    graph.save(out)
+    print(f"wrote {out} ({time.monotonic() - start:.0f} s)")
+    if args.quantize:
+        q = pipeline.quantize(graph, args.seed, args.goal, args.cache, args.valid)
+        q.save(int8_out)
+        print(f"wrote {int8_out}")
+
+
+def cmd_transcribe(args: argparse.Namespace) -> None:
+    from edgekit.cli import load_model
+    from edgekit.speech import frontend
+    from edgekit.speech.exits import EarlyExit, Policy, stored_policy
+
+    if args.target != "cpu":
+        raise EdgekitError(f"early exit runs on target 'cpu' (the edgekit runtime) for now, "
+                           f"not {args.target!r}")
+    graph = load_model(args.model)
+    runner = EarlyExit(graph)
+    policy = (stored_policy(graph) if args.policy is None
+              else Policy.parse(args.policy, len(runner.exits)))
+    results = []
+    for wav in args.wavs:
+        try:
+            x = frontend.features(frontend.read_wav(wav))
+        except EdgekitError as err:
+            raise EdgekitError(f"{wav}: {err}" if not str(err).startswith(str(wav)) else
+                               str(err)) from None
+        r = runner.transcribe(x, policy)
+        results.append({"file": wav, "text": r.text, "exit": r.exit, "blocks": r.blocks,
+                        "macs": r.macs})
+    if args.json:
+        print(json.dumps(results, indent=1))
+        return
+    for r in results:
+        print(f"{r['file']}: {r['text']!r} (exit {r['exit']}, {r['blocks']} blocks, "
+              f"{r['macs']:,} MACs)")
+
+
+def cmd_eval(args: argparse.Namespace) -> None:
+    from edgekit.cli import load_model
+    from edgekit.console import table
+    from edgekit.speech import pipeline
+
+    if not 1 <= args.count <= 100_000:
+        raise EdgekitError(f"--count must be from 1 to 100000, got {args.count}")
+    graph = load_model(args.model)
+    report = pipeline.evaluate(graph, args.voices, args.count, args.seed, args.snr,
+                               args.noise, args.policy, args.cache)
+    if args.json:
+        print(json.dumps(report, indent=1))
+        return
+    rows = [(f"exit {r['exit']}", r["blocks"], r["macs"], r["wer"], r["cer"])
+            for r in report["exits"]]
+    p = report["policy"]
+    rows.append((p["policy"], p["mean_blocks"], p["mean_macs"], p["wer"], p["cer"]))
+    noise = "clean" if args.snr is None else f"{args.noise} noise at {args.snr:g} dB"
+    print(f"{args.count} utterances, {args.voices} voices, {noise}")
+    print(table(["exit / policy", "blocks", "MACs", "WER", "CER"], rows))
