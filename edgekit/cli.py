@@ -294,8 +294,13 @@ def cmd_run(args: argparse.Namespace) -> None:
         raise EdgekitError(f"--output {args.output}: this model has {len(graph.outputs)} outputs "
                            f"({', '.join(graph.outputs)}); a .npy file holds one: name a .npz")
     x = load_array(args.input)
-    with edgekit.deploy(graph, target=args.target, timeout=args.timeout) as session:
-        y = session.run(x)
+    if args.budget:  # an anytime network: its best path within the budget
+        from edgekit.anytime.cli import describe_path, run_budget
+
+        y, path = run_budget(graph, args.target, x, args.budget, args.timeout)
+    else:
+        with edgekit.deploy(graph, target=args.target, timeout=args.timeout) as session:
+            y = session.run(x)
     outputs = dict(zip(graph.outputs, y if len(graph.outputs) > 1 else [y], strict=True))
     if args.output:
         with atomic_write(args.output) as f:
@@ -308,9 +313,12 @@ def cmd_run(args: argparse.Namespace) -> None:
                   "argmax": v.argmax(-1).tolist() if v.ndim > 1 else None}
                  for name, v in outputs.items()]
     if args.json:  # one output as it always was; several as a list, by name
-        print(json.dumps({k: summaries[0][k] for k in ("shape", "argmax")}
-                         if len(summaries) == 1 else {"outputs": summaries}))
+        print(json.dumps(({k: summaries[0][k] for k in ("shape", "argmax")}
+                          if len(summaries) == 1 else {"outputs": summaries})
+                         | ({"path": path} if args.budget else {})))
         return
+    if args.budget:
+        print(describe_path(graph, path))
     for out in summaries:
         argmax = out["argmax"]
         print(f"output {out['name']} {tuple(out['shape'])} {outputs[out['name']].dtype}"
@@ -384,6 +392,10 @@ def cmd_profile(args: argparse.Namespace) -> None:
     report = profile(graph, args.target, x, args.runs, args.warmup, device=args.profile,
                      per_layer=args.per_layer, name=Path(args.model).stem, timeout=args.timeout)
     print(report.text(per_layer=args.per_layer))
+    if "anytime" in graph.metadata:
+        from edgekit.anytime.cli import curve
+
+        print(curve(graph, data))
     if args.json:
         print(f"wrote {report.save_json(args.json)}")
     if args.plot:
@@ -549,6 +561,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--target", default="cpu")
     r.add_argument("--json", action="store_true")
     r.add_argument("--timeout", type=float, help=TIMEOUT_HELP)
+    r.add_argument("--budget", help="anytime models: MACs or a share (50%%) to run within")
     r.set_defaults(func=cmd_run)
 
     t = sub.add_parser("targets", help="targets on this machine, and why any is unavailable")
@@ -621,6 +634,10 @@ def build_parser() -> argparse.ArgumentParser:
     from edgekit.speech.cli import add_parser as add_asr_parser
 
     add_asr_parser(sub)
+
+    from edgekit.anytime.cli import add_parser as add_anytime_parser
+
+    add_anytime_parser(sub)
     return p
 
 

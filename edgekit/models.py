@@ -89,4 +89,5 @@ def predict(model: nn.Module, x: np.ndarray) -> np.ndarray:
     return model.eval()(torch.from_numpy(x)).numpy()
 
 
+from edgekit.anytime.supernet import AnytimeNet  # noqa: E402,F401  (the anytime supernet)
 from edgekit.speech.model import EarlyExitCTC  # noqa: E402,F401  (the early-exit ASR encoder)

@@ -190,6 +190,12 @@ def _share_groups(g: Graph, names: dict[str, Range]) -> dict[str, str]:
             for name in node.inputs[SHARED_INPUTS[OPS[node.op].quant]]:
                 if name in parent:  # not int32 indices
                     parent[find(name)] = find(node.outputs[0])
+    # groups the model asks for: an anytime network's residual stream, whose paths read one
+    # of these tensors in place of another (edgekit.anytime.table)
+    for group in g.metadata.get("quant_groups", []):
+        present = [name for name in group if name in parent]
+        for name in present[1:]:
+            parent[find(name)] = find(present[0])
     return {name: find(name) for name in names}
 
 

@@ -1,0 +1,75 @@
+"""Running any path of an anytime Graph per call on the edgekit runtime, on one set of weights.
+
+The Executor prepares the full Graph once per batch size with the naive planner (every tensor
+its own buffer, ``PLANNER``), so the steps it binds serve every path: a path runs the steps of
+its nodes and, where it leaves out an add whose output a later node reads, one copy of the
+tensor standing for it (``table.Plan``). Switching paths is choosing a list of steps: nothing is
+reloaded, re-planned or re-prepared, and no weight is copied (every path's steps are the full
+program's own).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from edgekit.anytime.table import Plan, choose, plan
+from edgekit.graph import Graph
+from edgekit.quant.edge import graph_feeds, graph_results, require_finite_outputs
+from edgekit.runtime import Executor, NaivePlanner
+
+PLANNER = NaivePlanner()
+
+
+class AnytimeRunner:
+    """``AnytimeRunner(graph).run(x, budget="50%")``, or ``path="2102"``."""
+
+    def __init__(self, graph: Graph, executor: Executor | None = None):
+        self.graph = graph
+        self.executor = executor or Executor(graph)
+        self._plans: dict[str, Plan] = {}
+        self._steps: dict[tuple[str, int], list] = {}
+
+    def path_for(self, budget: Any) -> str:
+        return choose(self.graph, budget)
+
+    def steps(self, path: str, batch: int) -> list:
+        """The path's steps on the full program for ``batch`` (bound once, then cached)."""
+        key = (path, batch)
+        if key not in self._steps:
+            p = self._plans.get(path) or self._plans.setdefault(path, plan(self.graph, path))
+            program = self.executor.program(batch, PLANNER)
+            read = {n for i in p.nodes for n in self.graph.nodes[i].inputs}
+            steps = []
+            for i, (node, step) in enumerate(zip(self.graph.nodes, program.steps, strict=True)):
+                out = node.outputs[0]
+                if i in p.nodes:
+                    steps.append(step)
+                elif out in read:  # a left-out add whose output a kept node reads
+                    steps.append(_copy(program.arrays[p.source(out)], program.arrays[out]))
+            self._steps[key] = steps
+        return self._steps[key]
+
+    def run(self, inputs: Any, budget: Any = None, *, path: str | None = None,
+            raw: bool = False, allow_nonfinite: bool = False) -> Any:
+        """Outputs of the path for ``budget`` (``table.choose``), or of ``path``; the full
+        path without either. Inputs and outputs as ``Executor.run``."""
+        g = self.graph
+        if path is None:
+            path = choose(g, "100%" if budget is None else budget)
+        feeds = graph_feeds(g, inputs, raw, allow_nonfinite)
+        batch = next(iter(feeds.values())).shape[0]
+        steps = self.steps(path, batch)
+        arrays = self.executor.program(batch, PLANNER).arrays
+        for name, x in feeds.items():
+            np.copyto(arrays[name], x, casting="same_kind")
+        for step in steps:
+            step()
+        p = self._plans[path]
+        outs = [arrays[p.source(n)].copy() for n in g.outputs]
+        return require_finite_outputs(g.outputs, graph_results(g, outs, raw), allow_nonfinite)
+
+
+def _copy(src: np.ndarray, dst: np.ndarray):
+    return lambda: np.copyto(dst, src)

@@ -1,0 +1,212 @@
+"""Anytime networks: TIPS scores, the sub-network table, running any path per call on one set of
+weights (float and int8), extraction to plain models, selection and the command line."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import edgekit
+from edgekit.anytime import table as tbl
+from edgekit.anytime.runtime import PLANNER, AnytimeRunner
+from edgekit.anytime.select import front, measure, select
+from edgekit.anytime.tips import dag, importance, tas
+from edgekit.errors import EdgekitError
+
+torch = pytest.importorskip("torch")
+
+
+def test_tas_under_uniform_sampling_is_the_share_of_signal_through_each_node():
+    names, mats = dag(2)
+    q = np.full(len(mats), 1 / len(mats))
+    score = dict(zip(names, tas(mats, q, names.index("v2")), strict=True))
+    # every walk crosses the residual stream; branch a is in 2/3 of the paths, b in 1/3, and
+    # the signal entering v_{i+1} splits as H: identity 1, a 2/3, b 1/3 (of 2)
+    assert score["v0"] == pytest.approx(1) and score["v1"] == pytest.approx(1)
+    assert score["h0a"] == pytest.approx(1 / 3) and score["h1b"] == pytest.approx(1 / 6)
+
+
+def test_tips_samples_the_paths_carrying_most_signal_more_and_every_path_some():
+    q = importance(3, mix=0.5)
+    assert q.sum() == pytest.approx(1)
+    assert q.argmax() == len(q) - 1 and q.argmin() == 0  # "222" most, "000" least
+    assert q.min() > 0.5 / len(q)
+    assert np.allclose(importance(3, mix=0.0), 1 / len(q))
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    """An untrained two-block supernet (9 paths) lowered to its anytime Graph."""
+    from edgekit.anytime.lower import to_graph
+    from edgekit.anytime.supernet import AnytimeNet
+
+    torch.manual_seed(0)
+    net = AnytimeNet(blocks=2, channels=4, hidden=6).eval()
+    with torch.no_grad():  # branches far from zero, so a wrong path shows in the outputs
+        for block in net.blocks:
+            for branch in (block.a, block.b):
+                branch[-1].weight.mul_(4)
+                branch[-1].bias.normal_()
+    x = np.random.default_rng(0).random((5, 1, 8, 8), np.float32)
+    return net, to_graph(net), x
+
+
+def test_every_path_runs_as_torch_and_as_its_extracted_plain_graph(tiny):
+    net, graph, x = tiny
+    runner = AnytimeRunner(graph)
+    for path in graph.metadata["anytime"]["paths"]:
+        y = runner.run(x, path=path)
+        want = net(torch.from_numpy(x), path).detach().numpy()
+        np.testing.assert_allclose(y, want, rtol=1e-4, atol=1e-5)
+        plain = tbl.extract(graph, path)
+        assert "anytime" not in plain.metadata
+        assert plain.nodes.__len__() == len(tbl.plan(graph, path).nodes)
+        assert all(plain.params[k] is graph.params[k] for k in plain.params)  # not copies
+        np.testing.assert_array_equal(edgekit.runtime.execute(plain, x), y)
+        macs = sum(plain.node_macs(n) for n in plain.nodes)
+        assert macs == graph.metadata["anytime"]["paths"][path]["macs"]
+
+
+def test_switching_paths_reuses_the_full_programs_steps(tiny):
+    _, graph, x = tiny
+    runner = AnytimeRunner(graph)
+    runner.run(x[:1], path="22")
+    program = runner.executor.program(1, PLANNER)
+    full = {id(s) for s in program.steps}
+    for path in ("00", "10", "21"):
+        steps = runner.steps(path, 1)
+        reused = [s for s in steps if id(s) in full]
+        assert len(reused) == len(tbl.plan(graph, path).nodes)  # only copies are new
+        assert len(steps) - len(reused) <= 2  # at most one copy per block
+    assert runner.executor.program(1, PLANNER) is program and len(runner.executor._programs) == 1
+
+
+def test_session_budget_picks_the_best_path_that_fits(tiny):
+    _, graph, x = tiny
+    g = measure(graph, x, np.arange(5) % 3)
+    session = edgekit.deploy(g, "cpu")
+    for budget in ("100%", "50%", 1_000_000, str(g.metadata["anytime"]["full_macs"])):
+        path = tbl.choose(g, budget)
+        assert tbl.path_macs(g, path) <= tbl.parse_budget(g, budget)
+        np.testing.assert_array_equal(session.run(x, budget=budget),
+                                      AnytimeRunner(g).run(x, path=path))
+    np.testing.assert_array_equal(session.run(x), AnytimeRunner(g).run(x, path="22"))
+    smallest = min(e["macs"] for e in g.metadata["anytime"]["paths"].values())
+    with pytest.raises(EdgekitError, match="below the smallest"):
+        session.run(x, budget=smallest - 1)
+    for bad in ("half", "-5%", "0", "nan%", True):
+        with pytest.raises(EdgekitError, match="budget"):
+            session.run(x, budget=bad)
+    plain = tbl.extract(g, "11")
+    with pytest.raises(EdgekitError, match="not an anytime network"):
+        edgekit.deploy(plain, "cpu").run(x, budget="50%")
+
+
+def test_front_and_selection(tiny):
+    _, graph, x = tiny
+    g = measure(graph, x, np.array([0, 1, 2, 0, 1]))
+    rows = front(g)
+    assert [r["macs"] for r in rows] == sorted(r["macs"] for r in rows)
+    assert all(a["accuracy"] < b["accuracy"] for a, b in zip(rows, rows[1:]))
+    for row in select(g, ["25%", "60%", "100%"]):
+        assert row["macs"] <= row["budget_macs"]
+        best = max(e["accuracy"] for e in g.metadata["anytime"]["paths"].values()
+                   if e["macs"] <= row["budget_macs"])
+        assert row["accuracy"] == best
+
+
+def test_int8_runs_every_path_on_one_int8_graph_as_its_extracted_graph(tiny):
+    _, graph, x = tiny
+    calib = np.random.default_rng(1).random((32, 1, 8, 8), np.float32)
+    q = edgekit.quantize(graph, calib)
+    runner = AnytimeRunner(q)
+    session = edgekit.deploy(q, "cpu")
+    xq = edgekit.quant.quantize_array(x, q.tensors[q.inputs[0]].quant)
+    for path in ("00", "12", "21", "22"):
+        raw = runner.run(xq, path=path, raw=True)
+        assert raw.dtype == np.int8
+        np.testing.assert_array_equal(raw, edgekit.deploy(tbl.extract(q, path)).run(xq, raw=True))
+    np.testing.assert_array_equal(session.run(x, budget="100%"), runner.run(x, path=tbl.choose(
+        q, "100%")))
+
+
+def test_a_path_exports_as_a_plain_model(tiny, tmp_path):
+    _, graph, x = tiny
+    plain = tbl.extract(graph, "21")
+    from edgekit.converters.to_c import to_c
+    from edgekit.converters.to_tflite import to_tflite
+
+    assert to_tflite(plain, tmp_path / "p.tflite").stat().st_size > 0
+    assert (to_c(edgekit.quantize(plain, x), tmp_path / "c")).exists()
+    pytest.importorskip("onnxruntime")
+    from edgekit.converters.to_onnx import to_onnx
+
+    to_onnx(plain, tmp_path / "p.onnx")
+    y = edgekit.deploy(edgekit.from_onnx(tmp_path / "p.onnx"), "cpu:onnxruntime").run(x)
+    np.testing.assert_allclose(y, AnytimeRunner(graph).run(x, path="21"), rtol=1e-4, atol=1e-5)
+
+
+def test_training_is_deterministic_and_fixed_path_training_trains_that_path():
+    from edgekit.anytime.supernet import AnytimeNet
+    from edgekit.anytime.train import train_supernet
+
+    rng = np.random.default_rng(0)
+    x, y = rng.random((40, 1, 8, 8), np.float32), rng.integers(0, 3, 40)
+
+    def run(**kw):
+        torch.manual_seed(0)
+        net = AnytimeNet(blocks=2, channels=4, hidden=4, classes=3)
+        before = {k: v.clone() for k, v in net.state_dict().items()}
+        train_supernet(x, y, epochs=1, seed=3, net=net, **kw)
+        return before, net.state_dict()
+
+    (_, a), (_, b) = run(sampling="tips"), run(sampling="tips")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    before, after = run(sampling="uniform", fixed_path="10")
+    assert torch.equal(before["blocks.0.b.0.weight"], after["blocks.0.b.0.weight"])
+    assert not torch.equal(before["blocks.0.a.0.weight"], after["blocks.0.a.0.weight"])
+    with pytest.raises(EdgekitError, match="sampling"):
+        train_supernet(x, y, sampling="greedy")
+
+
+def test_cli_train_select_run_profile(tmp_path, capsys):
+    from edgekit.cli import main
+
+    rng = np.random.default_rng(0)
+    x = rng.random((60, 1, 8, 8), np.float32)
+    y = (x.mean((1, 2, 3)) > 0.5).astype(np.int64)
+    np.savez(tmp_path / "d.npz", x=x, y=y)
+    np.save(tmp_path / "x.npy", x[:4])
+    net = str(tmp_path / "net.ekm")
+    proc = subprocess.run([sys.executable, "-m", "edgekit.cli", "anytime", "train", "-o", net,
+                           "--data", str(tmp_path / "d.npz"), "--epochs", "1", "--sampling",
+                           "uniform", "--seed", "2"], capture_output=True, text=True,
+                          env={**os.environ, "PYTHONWARNINGS": "ignore"}, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert edgekit.load(net).metadata["anytime"]["training"]["sampling"] == "uniform"
+
+    def cli(*args: str) -> str:
+        assert main(list(args)) == 0
+        return capsys.readouterr().out
+
+    rows = json.loads(cli("anytime", "select", net, "--budgets", "25%,50%,75%,100%", "--data",
+                          str(tmp_path / "d.npz"), "--json"))
+    assert [r["budget"] for r in rows] == ["25%", "50%", "75%", "100%"]
+    assert all({"budget", "macs", "accuracy", "path"} <= set(r) for r in rows)
+    out = json.loads(cli("run", net, "--input", str(tmp_path / "x.npy"), "--budget", "50%",
+                         "--json"))
+    assert out["path"] == tbl.choose(edgekit.load(net), "50%") and out["shape"] == [4, 2]
+    assert "accuracy-cost curve" in cli("profile", net, "--runs", "2", "--warmup", "1")
+    for args, message in [
+        (("anytime", "select", str(tmp_path / "x.npy")), "unknown model format"),
+        (("run", net, "--input", str(tmp_path / "x.npy"), "--budget", "1"), "below the smallest"),
+        (("anytime", "select", net, "--budgets", "lots"), "budget 'lots'"),
+        (("anytime", "train", "-o", str(tmp_path / "b.ekm"), "--data", str(tmp_path / "x.npy")),
+         "needs labels"),
+    ]:
+        assert main(list(args)) == 2
+        err = capsys.readouterr().err
+        assert message in err and len(err.strip().splitlines()) == 1, err
