@@ -154,6 +154,33 @@ def test_exits_cost_what_their_prefix_computes(graph):
     assert exits[0].macs < exits[1].macs < exits[2].macs
 
 
+def test_each_exit_exports_as_a_complete_sub_model(graph, tmp_path, capsys):
+    from edgekit.cli import main
+    from edgekit.runtime.executor import Executor
+    from edgekit.speech.export import exit_graph
+
+    x = np.random.default_rng(1).standard_normal((1, frontend.MELS, frontend.FRAMES))
+    x = x.astype(np.float32)
+    full = Executor(graph).run(x)
+    for k in (1, 3):
+        sub = exit_graph(graph, k)
+        assert sub.outputs == [graph.outputs[k - 1]]
+        assert len(sub.nodes) < len(graph.nodes)  # not even the other exits' heads
+        np.testing.assert_array_equal(Executor(sub).run(x), full[k - 1])
+    graph.save(tmp_path / "asr.ekm")
+    assert main(["asr", "export", str(tmp_path / "asr.ekm"), "-o", str(tmp_path / "out"),
+                 "--to", "ekm,onnx"]) == 0
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
+        f"asr.exit{k}.{f}" for k in (1, 2, 3) for f in ("ekm", "onnx")]
+    ort = pytest.importorskip("onnxruntime")
+    session = ort.InferenceSession(str(tmp_path / "out" / "asr.exit2.onnx"))
+    got = session.run(None, {session.get_inputs()[0].name: x})[0]
+    np.testing.assert_allclose(got, full[1], atol=1e-4)
+    assert main(["asr", "export", str(tmp_path / "asr.ekm"), "-o", str(tmp_path / "o2"),
+                 "--to", "pdf"]) == 2
+    assert "formats" in capsys.readouterr().err and not (tmp_path / "o2").exists()
+
+
 def test_policies_parse_and_refuse():
     assert Policy.parse("exit:2", 6) == Policy("exit", 2)
     assert str(Policy.parse("entropy:0.25", 6)) == "entropy:0.25"

@@ -55,6 +55,12 @@ def add_parser(sub) -> None:
     e.add_argument("--json", action="store_true")
     e.set_defaults(func=cmd_eval)
 
+    x = actions.add_parser("export", help="each exit as a complete sub-model (ONNX, TFLite)")
+    x.add_argument("model")
+    x.add_argument("-o", "--out", required=True, help="folder for <name>.exit<k>.<format>")
+    x.add_argument("--to", default="onnx,tflite", help="formats: ekm, onnx, tflite")
+    x.set_defaults(func=cmd_export)
+
 
 def cmd_train(args: argparse.Namespace) -> None:
     from edgekit.fileio import check_file
@@ -138,3 +144,15 @@ def cmd_eval(args: argparse.Namespace) -> None:
     noise = "clean" if args.snr is None else f"{args.noise} noise at {args.snr:g} dB"
     print(f"{args.count} utterances, {args.voices} voices, {noise}")
     print(table(["exit / policy", "blocks", "MACs", "WER", "CER"], rows))
+
+
+def cmd_export(args: argparse.Namespace) -> None:
+    from edgekit.cli import load_model
+    from edgekit.fileio import check_folder
+    from edgekit.speech.export import export
+
+    graph = load_model(args.model)
+    check_folder(args.out, create=True)
+    paths = export(graph, args.out, tuple(f.strip() for f in args.to.split(",")),
+                   Path(args.model).stem.split(".")[0])
+    print("\n".join(f"wrote {p}" for p in paths))
