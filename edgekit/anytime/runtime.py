@@ -14,9 +14,8 @@ from typing import Any
 
 import numpy as np
 
-from edgekit.anytime.table import Plan, choose, plan
+from edgekit.anytime.table import choose, plan
 from edgekit.graph import Graph
-from edgekit.quant.edge import graph_feeds, graph_results, require_finite_outputs
 from edgekit.runtime import Executor, NaivePlanner
 
 PLANNER = NaivePlanner()
@@ -28,17 +27,14 @@ class AnytimeRunner:
     def __init__(self, graph: Graph, executor: Executor | None = None):
         self.graph = graph
         self.executor = executor or Executor(graph)
-        self._plans: dict[str, Plan] = {}
         self._steps: dict[tuple[str, int], list] = {}
-
-    def path_for(self, budget: Any) -> str:
-        return choose(self.graph, budget)
+        self._chosen: dict[Any, str] = {}  # budget -> path: the table is fixed once loaded
 
     def steps(self, path: str, batch: int) -> list:
         """The path's steps on the full program for ``batch`` (bound once, then cached)."""
         key = (path, batch)
         if key not in self._steps:
-            p = self._plans.get(path) or self._plans.setdefault(path, plan(self.graph, path))
+            p = plan(self.graph, path)
             program = self.executor.program(batch, PLANNER)
             read = {n for i in p.nodes for n in self.graph.nodes[i].inputs}
             steps = []
@@ -53,22 +49,15 @@ class AnytimeRunner:
 
     def run(self, inputs: Any, budget: Any = None, *, path: str | None = None,
             raw: bool = False, allow_nonfinite: bool = False) -> Any:
-        """Outputs of the path for ``budget`` (``table.choose``), or of ``path``; the full
-        path without either. Inputs and outputs as ``Executor.run``."""
-        g = self.graph
+        """Outputs of the path for ``budget`` (``table.choose``), or of ``path``; the best path
+        within 100 % without either. Inputs and outputs as ``Executor.run``."""
         if path is None:
-            path = choose(g, "100%" if budget is None else budget)
-        feeds = graph_feeds(g, inputs, raw, allow_nonfinite)
-        batch = next(iter(feeds.values())).shape[0]
-        steps = self.steps(path, batch)
-        arrays = self.executor.program(batch, PLANNER).arrays
-        for name, x in feeds.items():
-            np.copyto(arrays[name], x, casting="same_kind")
-        for step in steps:
+            key = "100%" if budget is None else budget
+            path = self._chosen.get(key) or self._chosen.setdefault(key, choose(self.graph, key))
+        program = self.executor.feed(inputs, raw, PLANNER, allow_nonfinite)
+        for step in self.steps(path, program.batch):
             step()
-        p = self._plans[path]
-        outs = [arrays[p.source(n)].copy() for n in g.outputs]
-        return require_finite_outputs(g.outputs, graph_results(g, outs, raw), allow_nonfinite)
+        return self.executor.results(program, raw, allow_nonfinite)
 
 
 def _copy(src: np.ndarray, dst: np.ndarray):

@@ -112,7 +112,22 @@ class Executor:
                     if node.outputs[0] in self.graph.outputs}
         return Staged(self.graph, self._load(inputs, raw), raw, producer)
 
-    def _load_array(self, x: Inputs, raw: bool) -> Program | None:
+    def feed(self, inputs: Inputs, raw: bool = False, planner: Planner | None = None,
+             allow_nonfinite: bool = False) -> Program:
+        """The program for the inputs' batch (and ``planner``) with the inputs in its arena, as
+        ``run`` loads them: for a caller that runs its own choice of the program's steps
+        (``edgekit.anytime.runtime``) and then reads ``results``."""
+        return (self._load_array(inputs, raw, planner)
+                or self._load(inputs, raw, planner, allow_nonfinite))
+
+    def results(self, program: Program, raw: bool = False,
+                allow_nonfinite: bool = False) -> np.ndarray | list[np.ndarray]:
+        """The outputs of a program ``feed`` loaded and the caller ran, as ``run`` returns them."""
+        return require_finite_outputs(self.graph.outputs, self._edge.results(program, raw),
+                                      allow_nonfinite)
+
+    def _load_array(self, x: Inputs, raw: bool,
+                    planner: Planner | None = None) -> Program | None:
         """The common call, one array already in the edge's dtype, fed straight into the arena
         (quantized there for an int8 input); ``None`` for anything else — a NaN or inf
         included — which ``graph_feeds`` checks in full. Same values, a few µs less per call
@@ -128,7 +143,7 @@ class Executor:
             # at half np.isfinite's cost; a finite x above 1e19 also fails it, and passes the
             # full check
             return None
-        program = self.program(x.shape[0])
+        program = self.program(x.shape[0], planner)
         if quantize and not raw:
             quantize(x.reshape(-1), program.arrays[name].reshape(-1))
         else:
