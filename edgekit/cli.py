@@ -22,6 +22,7 @@ from edgekit.errors import EdgekitError
 from edgekit.fileio import atomic_write, atomic_write_bytes, check_file, check_folder
 from edgekit.graph import Graph
 from edgekit.profile.counts import describe
+from edgekit.targets.litert import KERNELS as LITERT_KERNELS
 
 
 def load_model(path: str | Path) -> Graph:
@@ -92,6 +93,19 @@ def _read_data(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
 WRITERS = {"ekm": None, "onnx": "to_onnx", "tflite": "to_tflite"}
 TIMEOUT_HELP = ("seconds one inference may take on a board (mcu:* targets; default: from the "
                 "model's expected cost on it)")
+LITERT_KERNELS_HELP = ("cpu:litert's int8 kernels: xnnpack (default, fast, drifts by single "
+                       "steps), builtin, or reference (TFLite's rule, bit-exact or one step off, "
+                       "40-200x slower)")
+
+
+def target_options(args: argparse.Namespace) -> dict[str, object]:
+    """The target options a command's flags give (``--timeout``, ``--litert-kernels``), each
+    only where its target takes it."""
+    kernels = getattr(args, "litert_kernels", None)
+    if kernels and args.target != "cpu:litert":
+        raise EdgekitError(f"--litert-kernels applies to --target cpu:litert, not "
+                           f"{args.target!r}")
+    return {"timeout": args.timeout, "kernels": kernels}
 
 
 def cmd_convert(args: argparse.Namespace) -> None:
@@ -206,12 +220,12 @@ def cmd_deploy(args: argparse.Namespace) -> None:
 
     graph = load_model(args.model)
     if not args.validate:
-        with edgekit.deploy(graph, target=args.target, timeout=args.timeout) as session:
+        with edgekit.deploy(graph, target=args.target, **target_options(args)) as session:
             print(f"{args.target}: compiled {args.model} ({type(session).__name__})")
         return
     x, y = load_data(args.validate)
     reference = load_model(args.reference) if args.reference else None
-    report = validate(graph, args.target, x, y, float_graph=reference, timeout=args.timeout)
+    report = validate(graph, args.target, x, y, float_graph=reference, **target_options(args))
     if args.json:
         print(json.dumps(report, indent=1))
         return
@@ -299,7 +313,7 @@ def cmd_run(args: argparse.Namespace) -> None:
 
         y, path = run_budget(graph, args.target, x, args.budget, args.timeout)
     else:
-        with edgekit.deploy(graph, target=args.target, timeout=args.timeout) as session:
+        with edgekit.deploy(graph, target=args.target, **target_options(args)) as session:
             y = session.run(x)
     outputs = dict(zip(graph.outputs, y if len(graph.outputs) > 1 else [y], strict=True))
     if args.output:
@@ -390,7 +404,8 @@ def cmd_profile(args: argparse.Namespace) -> None:
     graph = load_model(args.model)
     x = data[0][:1] if data else None
     report = profile(graph, args.target, x, args.runs, args.warmup, device=args.profile,
-                     per_layer=args.per_layer, name=Path(args.model).stem, timeout=args.timeout)
+                     per_layer=args.per_layer, name=Path(args.model).stem,
+                     **target_options(args))
     print(report.text(per_layer=args.per_layer))
     if "anytime" in graph.metadata:
         from edgekit.anytime.cli import curve
@@ -546,6 +561,7 @@ def build_parser() -> argparse.ArgumentParser:
     dp.add_argument("--reference", help="the float model, to report agreement with it")
     dp.add_argument("--json", action="store_true")
     dp.add_argument("--timeout", type=float, help=TIMEOUT_HELP)
+    dp.add_argument("--litert-kernels", choices=LITERT_KERNELS, help=LITERT_KERNELS_HELP)
     dp.set_defaults(func=cmd_deploy)
 
     i = sub.add_parser("inspect", help="ops, shapes, parameters and MACs per layer")
@@ -561,6 +577,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--target", default="cpu")
     r.add_argument("--json", action="store_true")
     r.add_argument("--timeout", type=float, help=TIMEOUT_HELP)
+    r.add_argument("--litert-kernels", choices=LITERT_KERNELS, help=LITERT_KERNELS_HELP)
     r.add_argument("--budget", help="anytime models: MACs or a share (50%%) to run within")
     r.set_defaults(func=cmd_run)
 
@@ -588,6 +605,7 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--training", choices=["lls", "lls-m", "lls-mxm", "ff", "dfa", "bp"],
                     help="also the memory fine-tuning with this rule needs")
     pr.add_argument("--timeout", type=float, help=TIMEOUT_HELP)
+    pr.add_argument("--litert-kernels", choices=LITERT_KERNELS, help=LITERT_KERNELS_HELP)
     pr.set_defaults(func=cmd_profile)
 
     ft = sub.add_parser("finetune", help="train on device with a local rule or backprop")
