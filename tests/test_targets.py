@@ -277,6 +277,41 @@ def test_litert_layers_come_from_the_kernels_that_run_the_model():
         deploy(q, "cpu:litert", kernels="ruy")
 
 
+def test_cli_litert_kernels_reach_the_target(tmp_path, capsys):
+    """``--litert-kernels`` chooses cpu:litert's kernels from run, profile and deploy
+    --validate: XNNPACK's outputs drift from the runtime's, TFLite's reference kernels' are
+    within the one step of their FULLY_CONNECTED; on another target the flag is an error."""
+    import json
+
+    from edgekit import cli
+
+    available_or_skip("cpu:litert")
+    q, x = _quantized_cnn()
+    model, data = str(q.save(tmp_path / "m.int8.ekm")), tmp_path / "d.npz"
+    np.save(tmp_path / "x.npy", x)
+    np.savez(data, x=x)
+    steps = {}
+    for kernels in ("xnnpack", "reference"):
+        assert cli.main(["deploy", model, "--target", "cpu:litert", "--validate", str(data),
+                         "--json", "--litert-kernels", kernels]) == 0
+        steps[kernels] = json.loads(capsys.readouterr().out)["int8_vs_edgekit_runtime"]
+        out = tmp_path / f"{kernels}.npy"
+        assert cli.main(["run", model, "--input", str(tmp_path / "x.npy"), "--output", str(out),
+                         "--target", "cpu:litert", "--litert-kernels", kernels]) == 0
+        capsys.readouterr()
+        with deploy(q, "cpu:litert", kernels=kernels) as session:
+            np.testing.assert_array_equal(np.load(out), session.run(x))
+    assert steps["reference"]["max_steps"] <= 1
+    assert steps["xnnpack"]["differing"] > steps["reference"]["differing"]
+    assert cli.main(["profile", model, "--target", "cpu:litert", "--litert-kernels",
+                     "reference", "--runs", "1", "--warmup", "0"]) == 0
+    assert "cpu:litert" in capsys.readouterr().out
+    assert cli.main(["run", model, "--input", str(tmp_path / "x.npy"),
+                     "--litert-kernels", "reference"]) == 2
+    assert capsys.readouterr().err == ("edgekit: error: --litert-kernels applies to --target "
+                                       "cpu:litert, not 'cpu'\n")
+
+
 def test_validate_says_when_layers_do_not_reproduce_the_output(monkeypatch):
     """A per-layer run on other kernels than the model's (the fault injected: LiteRT's layers
     read from its builtin kernels while XNNPACK runs the model, as before issue 20) shows

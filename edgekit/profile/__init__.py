@@ -43,7 +43,7 @@ def default_device(target: str) -> str:
 def profile(graph: Graph | str | Path, target: str = "cpu", inputs: Any = None,
             runs: int = 100, warmup: int = 10, *, device: str | Path | DeviceProfile | None = None,
             per_layer: bool = True, name: str | None = None,
-            timeout: float | None = None) -> Report:
+            timeout: float | None = None, **options: Any) -> Report:
     """Profile ``graph`` on ``target``: counts, memory fit and modelled energy always; latency
     from ``runs`` timed runs after ``warmup`` (per layer where the backend allows) and measured
     energy where a counter is readable.
@@ -52,6 +52,7 @@ def profile(graph: Graph | str | Path, target: str = "cpu", inputs: Any = None,
     target's own hardware (``cortex-m4``): that device is not attached, so latency is estimated
     from its clock and cycles per MAC and every such figure says so. ``timeout``: seconds an
     inference may take on a board (``mcu:*``; default: from the model's expected cost).
+    ``options`` go to the target's ``compile`` (``kernels="reference"`` for ``cpu:litert``).
     """
     if isinstance(runs, bool) or not isinstance(runs, int) or runs < 1:
         raise EdgekitError(f"runs must be a whole number of timed runs >= 1, got {runs!r}")
@@ -98,7 +99,7 @@ def profile(graph: Graph | str | Path, target: str = "cpu", inputs: Any = None,
         data["notes"].append("spiking: counts from one recorded inference on the given inputs")
     if attached:
         _measure(data, graph, target, _inputs(graph, inputs), runs, warmup, per_layer, dev,
-                 timeout)
+                 timeout, **options)
     else:
         _estimate(data, dev)
     return Report(data)
@@ -125,13 +126,14 @@ def _inputs(graph: Graph, inputs: Any) -> Any:
 
 
 def _measure(data: dict[str, Any], graph: Graph, target: str, x: Any, runs: int, warmup: int,
-             per_layer: bool, dev: DeviceProfile, timeout: float | None = None) -> None:
+             per_layer: bool, dev: DeviceProfile, timeout: float | None = None,
+             **options: Any) -> None:
     """Timed runs of the deployed graph with the energy counter around them; per-layer times."""
     from edgekit.profile.energy import meter_for
     from edgekit.targets import deploy
 
     meter = meter_for(target)
-    with deploy(graph, target=target, timeout=timeout) as session:
+    with deploy(graph, target=target, timeout=timeout, **options) as session:
         call = lambda: session.run(x)
         latency.time_calls(call, 0, warmup)
         if meter.available:
