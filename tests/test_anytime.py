@@ -11,7 +11,7 @@ import pytest
 
 import edgekit
 from edgekit.anytime import table as tbl
-from edgekit.anytime.runtime import PLANNER, AnytimeRunner
+from edgekit.anytime.runtime import PLANNER, AnytimeRunner, PathSessions
 from edgekit.anytime.select import front, measure, select
 from edgekit.anytime.tips import dag, importance, tas
 from edgekit.errors import EdgekitError
@@ -147,6 +147,11 @@ def test_a_path_exports_as_a_plain_model(tiny, tmp_path):
     to_onnx(plain, tmp_path / "p.onnx")
     y = edgekit.deploy(edgekit.from_onnx(tmp_path / "p.onnx"), "cpu:onnxruntime").run(x)
     np.testing.assert_allclose(y, AnytimeRunner(graph).run(x, path="21"), rtol=1e-4, atol=1e-5)
+    with PathSessions(graph, "cpu:onnxruntime") as sessions:  # a budget on another runtime
+        for path in ("00", "21"):
+            np.testing.assert_allclose(sessions.run(x, path=path), AnytimeRunner(graph).run(
+                x, path=path), rtol=1e-4, atol=1e-5)
+        assert sessions.run(x, budget="100%").shape == (5, 10)
 
 
 def test_training_is_deterministic_and_fixed_path_training_trains_that_path():

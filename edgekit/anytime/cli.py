@@ -132,15 +132,16 @@ def cmd_select(args: argparse.Namespace) -> None:
 def run_budget(graph: Graph, target: str, x: np.ndarray, budget: str,
                timeout: float | None) -> tuple[Any, str]:
     """``edgekit run --budget``: on ``cpu`` the session runs the path on the shared weights;
-    on any other target the path's plain Graph is deployed (``table.extract``)."""
+    on any other target the path's plain Graph is deployed (``runtime.PathSessions``)."""
     import edgekit
+    from edgekit.anytime.runtime import PathSessions
 
     path = tbl.choose(graph, budget)
     if target == "cpu":
         with edgekit.deploy(graph, target=target) as session:
             return session.run(x, budget=budget), path
-    with edgekit.deploy(tbl.extract(graph, path), target=target, timeout=timeout) as session:
-        return session.run(x), path
+    with PathSessions(graph, target, timeout=timeout) as sessions:
+        return sessions.run(x, budget), path
 
 
 def describe_path(graph: Graph, path: str) -> str:

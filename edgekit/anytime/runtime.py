@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from edgekit.anytime.table import choose, plan
+from edgekit.anytime.table import choose, extract, plan
 from edgekit.graph import Graph
 from edgekit.runtime import Executor, NaivePlanner
 
@@ -62,3 +62,34 @@ class AnytimeRunner:
 
 def _copy(src: np.ndarray, dst: np.ndarray):
     return lambda: np.copyto(dst, src)
+
+
+class PathSessions:
+    """Any path per call on a target other than ``cpu`` (ONNX Runtime, LiteRT, tflite-micro,
+    gpu, a board): each path's plain Graph (``table.extract``) is compiled on the target the
+    first time a budget picks it, and its Session kept. Nothing is reloaded per call, but each
+    compiled path holds its own copy of its weights inside that runtime: sharing one set across
+    paths needs the runtime to run part of a model, which only the cpu runtime does here."""
+
+    def __init__(self, graph: Graph, target: str, **options: Any):
+        self.graph, self.target, self.options = graph, target, options
+        self._sessions: dict[str, Any] = {}
+
+    def run(self, inputs: Any, budget: Any = None, *, path: str | None = None) -> Any:
+        from edgekit.targets import deploy
+
+        path = path or choose(self.graph, "100%" if budget is None else budget)
+        if path not in self._sessions:
+            self._sessions[path] = deploy(extract(self.graph, path), self.target, **self.options)
+        return self._sessions[path].run(inputs)
+
+    def close(self) -> None:
+        for session in self._sessions.values():
+            session.close()
+        self._sessions.clear()
+
+    def __enter__(self) -> PathSessions:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
