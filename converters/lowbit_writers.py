@@ -107,7 +107,8 @@ def _onnx_weight(helper, numpy_helper, g, graph: Graph, name: str, fmt: str) -> 
         scale = numpy_helper.from_array(scales[k] if groups > 1 else scales[k, :, 0],
                                         f"{q}/scale")
         g.initializer.extend([tensor, scale])
-        attrs = {"axis": 1, "block_size": row // groups} if groups > 1 else {"axis": 0}
+        attrs = ({"axis": 1, "block_size": formats.group_width(row, groups)} if groups > 1
+                 else {"axis": 0})
         terms.append(f"{q}/dq")
         nodes.append(helper.make_node("DequantizeLinear", [q, f"{q}/scale"], [terms[-1]],
                                       name=terms[-1], **attrs))

@@ -410,8 +410,8 @@ def _check_low_bit_quant(name: str, t: TensorInfo) -> None:
     q, (_, orders) = t.quant, formats.weight_dtype(t.dtype)
     row = math.prod(t.shape[1:])
     per_row, rest = divmod(len(q.scale), orders * t.shape[0])
-    _expect(q.axis == 0 and rest == 0 and per_row >= 1 and row % per_row == 0,
+    _expect(q.axis == 0 and rest == 0 and 1 <= per_row <= row,
             f"tensor {name!r}: a {t.dtype} weight has {orders} x {t.shape[0]} x G scales (G "
-            f"groups dividing its {row} weights per channel) along axis 0, got {len(q.scale)} "
+            f"groups of its {row} weights per channel) along axis 0, got {len(q.scale)} "
             f"along axis {q.axis}")
     _expect(set(q.zero_point) == {0}, f"tensor {name!r}: low-bit weights have zero point 0")

@@ -15,7 +15,7 @@ from edgekit.runtime.reference import evaluate
 
 ml_dtypes = pytest.importorskip("ml_dtypes")
 ML = {"fp8_e4m3": ml_dtypes.float8_e4m3fn, "fp8_e5m2": ml_dtypes.float8_e5m2}
-SCHEMES = [("int4", {}), ("int4", {"group_size": 9}), ("int4", {"rex": 2}), ("ternary", {}),
+SCHEMES = [("int4", {}), ("int4", {"group_size": 16}), ("int4", {"rex": 2}), ("ternary", {}),
            ("fp8_e4m3", {}), ("fp8_e5m2", {}), ("fp16", {})]
 
 
@@ -84,6 +84,9 @@ def test_quantizers_follow_their_definitions():
     assert np.allclose(scales, gamma) and storage.shape == (1, 4, 4)  # 18 digits in 4 bytes
     expect = np.clip(np.rint(w / (gamma + formats.TERNARY_EPS)), -1, 1) * scales[0, 0, 0]
     assert np.allclose(formats.dequantize(storage, scales, "ternary", w.shape), expect)
+    storage, scales = formats.quantize_weight(w, "int4", group_size=8)  # groups 6, 6, 6
+    assert scales.shape == (1, 4, 3)  # at most 8 weights per scale, as even as they go
+    assert np.allclose(scales[0], np.abs(w.reshape(4, 3, 6)).max(-1) / 7)
     errors = [np.abs(formats.dequantize(*formats.quantize_weight(w, "int4", orders=k), "int4",
                                         w.shape) - w).max() for k in (1, 2, 3)]
     assert errors[0] > 4 * errors[1] > 16 * errors[2]  # REx: each order a factor ~7 finer
@@ -140,7 +143,7 @@ def test_bad_options_and_files_are_refused():
     rng = np.random.default_rng(5)
     g, x = small_graph(rng), np.zeros((1, 3, 7, 7), np.float32)
     for options, match in (({"scheme": "int2"}, "unknown quantization scheme"),
-                           ({"scheme": "int4", "group_size": 5}, "does not divide"),
+                           ({"scheme": "int4", "group_size": 0}, "group_size=0"),
                            ({"scheme": "fp8_e4m3", "rex": 2}, "rex=2"),
                            ({"scheme": "int8", "group_size": 4}, "group_size=4"),
                            ({"scheme": "int4", "rex": 4}, "rex=4")):
@@ -246,10 +249,61 @@ def test_cli_convert_quantizes_to_each_scheme_name(tmp_path):
                               text=True, env={**os.environ, "PYTHONWARNINGS": "ignore"},
                               timeout=300)
 
-    done = convert("--quantize", "int4", "--group-size", "9", "--rex", "2", "--to", "ekm,onnx")
+    done = convert("--quantize", "int4", "--group-size", "12", "--rex", "2", "--to", "ekm,onnx")
     assert done.returncode == 0, done.stderr
     q = edgekit.load(tmp_path / "out" / "m.ekm")
     assert q.tensors["w1"].dtype == "int4x2" and len(q.tensors["w1"].quant.scale) == 2 * 8 * 3
     refused = convert("--quantize", "ternary", "--to", "onnx")
     assert refused.returncode == 2 and refused.stderr.count("\n") == 1
     assert "onnx writer cannot write the 'ternary' scheme" in refused.stderr
+
+
+def test_profile_and_the_fit_check_count_packed_bytes():
+    from edgekit.profile.counts import describe
+    from edgekit.profile.fit import check_fit
+
+    rng = np.random.default_rng(10)
+    g = small_graph(rng)
+    q = edgekit.quantize(g, np.zeros((1, 3, 7, 7), np.float32), scheme="ternary")
+    totals = describe(q)["totals"]
+    packed = {w: q.params[w].nbytes + 4 * len(q.tensors[w].quant.scale)
+              for w in ("w1", "w2", "w3", "w4")}
+    assert totals["weight_bytes_by_dtype"]["ternary"] == sum(packed.values())
+    assert totals["weight_bytes_by_dtype"]["float32"] == 4 * (8 + 5)  # the biases
+    flash = next(limit for limit in check_fit(q, "cortex-m4") if limit.name == "flash")
+    assert flash.needed_bytes == sum(packed.values()) + 4 * 13 and flash.memory == "runtime"
+
+
+@pytest.mark.parametrize("scheme", ["ternary", "int4"])
+def test_qat_codes_survive_batch_norm_folding(scheme):
+    """What a fake-quantized torch model computes is what ``edgekit.quantize`` of its import
+    computes: per-channel scales absorb the folded batch norm (a negative gamma included)."""
+    torch = pytest.importorskip("torch")
+    from edgekit.quant import qat
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv2d(2, 6, 3), torch.nn.BatchNorm2d(6),
+                                torch.nn.ReLU(), torch.nn.Flatten(), torch.nn.Linear(6 * 16, 4))
+    bn = model[1]
+    bn.weight.data = torch.tensor([1.5, -0.7, 0.3, 2.0, 1.0, -1.2])
+    bn.running_mean.data, bn.running_var.data = torch.randn(6) * 0.1, torch.rand(6) + 0.5
+    student = qat.fake_quantized(model, scheme).eval()
+    x = torch.randn(5, 2, 6, 6)
+    with torch.no_grad():
+        want = student(x).numpy()
+    g = edgekit.from_torch(qat.released(student), x[:1])
+    q = edgekit.quantize(g, x.numpy(), scheme=scheme)
+    assert np.allclose(Executor(q).run(x.numpy()), want, atol=1e-4)
+
+
+def test_straight_through_estimator_passes_the_gradient_unchanged():
+    torch = pytest.importorskip("torch")
+    from edgekit.quant.qat import FakeQuant
+
+    w = torch.randn(4, 9, requires_grad=True)
+    upstream = torch.randn(4, 9)
+    (FakeQuant("ternary")(w) * upstream).sum().backward()
+    assert torch.equal(w.grad, upstream)
+    assert set(FakeQuant("ternary")(w).detach().div(w.abs().mean(1, keepdim=True)
+                                                    + 1e-8).round().unique().tolist()) <= {
+        -1.0, 0.0, 1.0}

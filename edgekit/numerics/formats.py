@@ -7,8 +7,9 @@ then per output channel its flattened row (torch order) of codes packed into byt
 per byte (low nibble first), five ternary digits per byte (base 3, 3^5 = 243 <= 256), one FP8
 code per byte, or one float16 per element. Rows are padded to whole bytes each, so a kernel
 unpacks any row on its own. Its scales are ``scales[K, C, G]``: one per residual order, output
-channel and group of ``row / G`` consecutive weights of the row (G = 1: per channel). The
-value of weight ``j`` of row ``c`` is ``sum_k decode(code[k, c, j]) * scales[k, c, j // group]``.
+channel and group of ``width = ceil(row / G)`` consecutive weights of the row (the last group
+may be shorter; G = 1: per channel). The value of weight ``j`` of row ``c`` is
+``sum_k decode(code[k, c, j]) * scales[k, c, j // width]``.
 
 Only numpy here: the runtime's kernel reads the same storage through ``decode_table``.
 """
@@ -18,8 +19,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-
-from edgekit.errors import EdgekitError
 
 
 @dataclass(frozen=True)
@@ -215,28 +214,41 @@ def dequantize(storage: np.ndarray, scales: np.ndarray, fmt: str,
     """The float32 weight (``shape``) that ``storage`` and ``scales[K, C, G]`` stand for."""
     row = int(np.prod(shape[1:], dtype=np.int64))
     values = unpack(storage, fmt, row).astype(np.float64)
-    group = row // scales.shape[2]
-    per_weight = np.repeat(scales.astype(np.float64), group, axis=2)
+    per_weight = np.repeat(scales.astype(np.float64), group_width(row, scales.shape[2]),
+                           axis=2)[..., :row]
     return (values * per_weight).sum(0).reshape(shape).astype(np.float32)
+
+
+def group_width(row: int, groups: int) -> int:
+    """Weights per scale when a row of ``row`` weights has ``groups`` scales (the last group
+    takes what is left)."""
+    return -(-row // groups)
 
 
 # --- quantizers ------------------------------------------------------------------------------
 
-def _grouped(w: np.ndarray, group_size: int | None) -> tuple[np.ndarray, int]:
-    """``w`` as ``[C, G, group]`` float64."""
+def _grouped(w: np.ndarray, group_size: int | None) -> tuple[np.ndarray, np.ndarray]:
+    """``w`` as ``[C, G, width]`` float64, zero-padded past the row's end, and the number of
+    real weights in each group ``[G]``: G = ceil(row / group_size) groups of equal width but
+    the last, so none is wider than ``group_size``."""
     rows = w.reshape(w.shape[0], -1).astype(np.float64)
-    group = rows.shape[1] if group_size is None else group_size
-    if rows.shape[1] % group:
-        raise EdgekitError(f"group_size={group_size} does not divide the {rows.shape[1]} "
-                           f"weights of each output channel of a {tuple(w.shape)} weight")
-    return rows.reshape(rows.shape[0], -1, group), group
+    row = rows.shape[1]
+    groups = 1 if group_size is None else -(-row // group_size)
+    width = group_width(row, groups)
+    padded = np.zeros((rows.shape[0], groups * width))
+    padded[:, :row] = rows
+    counts = np.minimum(width, row - width * np.arange(groups))
+    return padded.reshape(rows.shape[0], groups, width), counts
 
 
-def _quantize_once(w: np.ndarray, fmt: str, per_channel: bool) -> tuple[np.ndarray, np.ndarray]:
-    """Codes ``[C, G, group]`` and float32 scales ``[C, G]`` of one residual order."""
+def _quantize_once(w: np.ndarray, counts: np.ndarray, fmt: str,
+                   per_channel: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Codes ``[C, G, width]`` and float32 scales ``[C, G]`` of one residual order (padding
+    is 0 and stays 0)."""
     f32 = np.float32
     if fmt == "ternary":
-        gamma = np.abs(w).mean(axis=2) if per_channel else np.full(w.shape[:2], np.abs(w).mean())
+        gamma = (np.abs(w).sum(axis=2) / counts if per_channel
+                 else np.full(w.shape[:2], np.abs(w).sum() / (counts.sum() * w.shape[0])))
         scale = np.maximum(gamma + TERNARY_EPS, f32(np.finfo(f32).tiny)).astype(f32)
         return np.clip(np.rint(w / scale[..., None]), -1, 1), scale
     amax = np.abs(w).max(axis=2) if per_channel else np.full(w.shape[:2], np.abs(w).max())
@@ -252,24 +264,25 @@ def quantize_weight(w: np.ndarray, fmt: str, group_size: int | None = None, orde
                     per_channel: bool = True) -> tuple[np.ndarray, np.ndarray]:
     """``(storage [K, C, row_bytes], scales [K, C, G] float32)`` of weight ``w`` in ``fmt``.
 
-    int4: symmetric ``[-7, 7]``, scale ``max|w| / 7`` per channel or per group of
-    ``group_size`` weights; ternary: BitNet b1.58's absmean, ``clip(round(w / (gamma + eps)),
-    -1, 1)`` with ``gamma = mean|w|``; FP8: the scale maps ``max|w|`` onto the format's largest
-    value, then round to nearest even; float16: the values themselves (scale 1, which the
-    Graph does not store).
-    ``orders`` > 1 is REx residual expansion: order k quantizes what orders 1..k-1 left,
-    ``R_k = Q(w - sum_{j<k} R_j)``, each with its own scales. ``per_channel=False`` gives one
-    scale to the whole tensor (ternary as BitNet does)."""
+    int4: symmetric ``[-7, 7]``, scale ``max|w| / 7`` per output channel, or per group of at
+    most ``group_size`` consecutive weights. ternary: BitNet b1.58's absmean,
+    ``clip(round(w / (gamma + eps)), -1, 1)`` with ``gamma = mean|w|``. FP8: the scale maps
+    ``max|w|`` onto the format's largest value, then rounds to nearest even. float16: the
+    values themselves (scale 1, which the Graph does not store). ``orders`` > 1 is REx
+    residual expansion: order k quantizes what orders 1..k-1 left, ``R_k = Q(w - sum_{j<k}
+    R_j)``, each with its own scales. ``per_channel=False`` gives one scale to the whole
+    tensor (ternary as BitNet does)."""
     if fmt == "float16":
         rows = w.reshape(w.shape[0], 1, -1).astype(np.float16)
         return rows.reshape(1, w.shape[0], -1), np.ones((1, w.shape[0], 1), np.float32)
-    grouped, _ = _grouped(w, group_size)
+    grouped, counts = _grouped(w, group_size)
     residual, storage, scales = grouped, [], []
+    row = int(counts.sum())
     for _ in range(orders):
-        codes, scale = _quantize_once(residual, fmt, per_channel)
+        codes, scale = _quantize_once(residual, counts, fmt, per_channel)
         values = (decode_fp8(codes.astype(np.uint8), FP8[fmt]).astype(np.float64)
                   if fmt in FP8 else codes)
         residual = residual - values * scale.astype(np.float64)[..., None]
-        storage.append(pack(codes.reshape(w.shape[0], -1).astype(np.int64), fmt))
+        storage.append(pack(codes.reshape(w.shape[0], -1)[:, :row].astype(np.int64), fmt))
         scales.append(scale)
     return np.stack(storage), np.stack(scales)

@@ -14,7 +14,7 @@ def unpack_row(codes, table, per, scales, order, row):
     weight j of one channel from its K residual orders' codes (``codes[K, bytes]``, uint8, or
     uint16 float16 bit patterns) and scales ``[K, G]``, placed where the rows expect it."""
     n = row.shape[0]
-    group = n // scales.shape[1]
+    group = (n + scales.shape[1] - 1) // scales.shape[1]  # numerics.formats.group_width
     row[:] = 0
     for k in range(codes.shape[0]):
         for j in range(n):
