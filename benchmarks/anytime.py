@@ -1,6 +1,7 @@
 """Anytime networks on digits: the numbers in the README ("Anytime networks").
 
-    python benchmarks/anytime.py [--seeds 3] [--epochs 30] [--json out.json]
+    python benchmarks/anytime.py [--seeds 0,1,2] [--epochs 30] [--json out.json]
+    python benchmarks/anytime.py --combine s0.json s1.json s2.json   # seeds run apart, one table
 
 Per seed, one supernet (``edgekit.anytime``) is trained with TIPS path sampling and one with
 uniform sampling, on the digits training split less a 15 % validation share; per budget (25,
@@ -60,15 +61,21 @@ def latency(graph: edgekit.Graph, x: np.ndarray, calls: int) -> list[dict]:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--seeds", type=int, default=3)
+    ap.add_argument("--seeds", default="0,1,2", help="comma-separated seeds")
     ap.add_argument("--epochs", type=int, default=30)
     ap.add_argument("--calls", type=int, default=300)
     ap.add_argument("--json")
+    ap.add_argument("--combine", nargs="+", metavar="JSON", help="report runs made apart")
     args = ap.parse_args()
+    if args.combine:
+        runs = [json.loads(open(path).read()) for path in args.combine]
+        report([r for run in runs for r in run["rows"]],
+               next(run["latency"] for run in runs if run["latency"]), args.json)
+        return
     torch.set_num_threads(1)
     d = data.digits()
-    rows = []
-    for seed in range(args.seeds):
+    rows, timing = [], []
+    for seed in map(int, args.seeds.split(",")):
         order = np.random.default_rng(seed).permutation(len(d.y_train))
         val, fit = order[:int(0.15 * len(order))], order[int(0.15 * len(order)):]
         chosen = {}
@@ -89,7 +96,7 @@ def main() -> None:
                              "int8_path": tbl.choose(q, b),
                              "int8_selected": accuracy(q, tbl.choose(q, b), d.x_test, d.y_test),
                              "train_s": seconds})
-            if seed == 0 and sampling == "tips":
+            if not timing and sampling == "tips":
                 timing = latency(g, d.x_test[:1], args.calls)
             print(f"seed {seed} {sampling}: {seconds:.0f} s", flush=True)
         for b in BUDGETS:
@@ -101,6 +108,10 @@ def main() -> None:
                          "macs": tbl.path_macs(g, path),
                          "float": accuracy(g, path, d.x_test, d.y_test)})
         print(f"seed {seed} independent done", flush=True)
+    report(rows, timing, args.json)
+
+
+def report(rows: list[dict], timing: list[dict], out: str | None) -> None:
     summary = []
     for method in ("tips", "uniform", "independent"):
         for b in BUDGETS:
@@ -126,9 +137,9 @@ def main() -> None:
     print(table(["budget", "path", "MACs", "anytime µs/call", "plain µs/call"],
                 [(t["budget"], t["path"], t["macs"], f"{t['anytime_us']:.1f}",
                   f"{t['plain_us']:.1f}") for t in timing]))
-    if args.json:
-        atomic_write_bytes(args.json, json.dumps({"rows": rows, "summary": summary,
-                                                  "latency": timing}, indent=1).encode())
+    if out:
+        atomic_write_bytes(out, json.dumps({"rows": rows, "summary": summary,
+                                            "latency": timing}, indent=1).encode())
 
 
 if __name__ == "__main__":
