@@ -242,6 +242,11 @@ def test_asr_train_transcribe_eval(tmp_path, cache, capsys):
     assert [e["exit"] for e in report["exits"]] == [1, 2]
     assert report["policy"]["policy"] == edgekit.load(model).metadata["early_exit"]["policy"]
     assert all(0 <= e["cer"] and 0 <= e["wer"] for e in report["exits"])
+    digits = report["digit_sequences"]
+    assert 0 < digits["utterances"] <= 10 and len(digits["exits"]) == 2
+    assert main(["asr", "eval", str(model), "--count", "10", "--policy", "exit:2", "--cache",
+                 str(cache)]) == 0
+    assert "exit:2" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("argv, words", [

@@ -29,6 +29,8 @@ def add_parser(sub) -> None:
     t.add_argument("--valid", type=int, default=300, help="validation utterances (calibration)")
     t.add_argument("--channels", type=int, default=64, help="encoder width")
     t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--single-exit", action="store_true", help="train only the last exit (the "
+                   "baseline an early-exit model is compared with)")
     t.add_argument("--quantize", choices=["int8"], help="also write <output>.int8.ekm")
     t.add_argument("--goal", default="wer:0.01", help="calibration goal on the validation "
                    "voices: wer:D (at most D above the last exit) or blocks:F (mean share)")
@@ -83,7 +85,8 @@ def cmd_train(args: argparse.Namespace) -> None:
     corpus.require_tools()
     cfg = TrainConfig(blocks=args.blocks, channels=args.channels, epochs=args.epochs,
                       minutes=args.minutes, train_utterances=args.utterances,
-                      valid_utterances=args.valid, seed=args.seed)
+                      valid_utterances=args.valid, seed=args.seed,
+                      single_exit=args.single_exit)
     start = time.monotonic()
     graph = pipeline.build(cfg, args.goal, args.cache)
     graph.save(out)
@@ -137,13 +140,16 @@ def cmd_eval(args: argparse.Namespace) -> None:
     if args.json:
         print(json.dumps(report, indent=1))
         return
-    rows = [(f"exit {r['exit']}", r["blocks"], r["macs"], r["wer"], r["cer"])
-            for r in report["exits"]]
+    digits = report["digit_sequences"] or {"exits": [{"wer": None}] * len(report["exits"]),
+                                           "policy": {"wer": None}}
+    rows = [(f"exit {r['exit']}", r["blocks"], r["macs"], r["wer"], r["cer"], d["wer"])
+            for r, d in zip(report["exits"], digits["exits"])]
     p = report["policy"]
-    rows.append((p["policy"], p["mean_blocks"], p["mean_macs"], p["wer"], p["cer"]))
+    rows.append((p["policy"], p["mean_blocks"], p["mean_macs"], p["wer"], p["cer"],
+                 digits["policy"]["wer"]))
     noise = "clean" if args.snr is None else f"{args.noise} noise at {args.snr:g} dB"
     print(f"{args.count} utterances, {args.voices} voices, {noise}")
-    print(table(["exit / policy", "blocks", "MACs", "WER", "CER"], rows))
+    print(table(["exit / policy", "blocks", "MACs", "WER", "CER", "WER digits"], rows))
 
 
 def cmd_export(args: argparse.Namespace) -> None:

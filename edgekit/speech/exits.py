@@ -165,6 +165,13 @@ class Replay:
               for kind in ("entropy", "posterior")}
         return cls(refs, hyps, words, chars, sc, exits)
 
+    def subset(self, keep: np.ndarray) -> Replay:
+        """The replay of the utterances ``keep`` (indices or a mask) only."""
+        idx = np.arange(len(self.refs))[keep]
+        return Replay([self.refs[i] for i in idx], [[h[i] for i in idx] for h in self.hyps],
+                      self.word_edits[idx], self.char_edits[idx],
+                      {k: v[idx] for k, v in self.scores.items()}, self.exits)
+
     def choose(self, policy: Policy) -> np.ndarray:
         """The 0-based exit the policy stops at, per utterance."""
         n, e = self.word_edits.shape

@@ -85,12 +85,17 @@ def evaluate(graph: Graph, voices: str = "held-out", count: int = 300, seed: int
              snr: float | None = None, noise: str = "white", policy: str | None = None,
              cache=None) -> dict:
     """WER, CER, mean blocks and MACs per exit and for the policy (the stored one unless
-    ``policy``) on ``count`` utterances of ``voices``."""
+    ``policy``) on ``count`` utterances of ``voices``; the same for its digit sequences."""
     runner = EarlyExit(graph)
     chosen = (stored_policy(graph) if policy is None
               else Policy.parse(policy, len(runner.exits)))
     x, texts = split_features(voices, count, seed, snr, noise, cache)
     replay = Replay.of(runner.exits, runner.all_exits(x), texts)
+    is_digits = np.array([t.split()[0] in corpus.DIGITS for t in texts])
+    digits = replay.subset(is_digits) if is_digits.any() else None
     return {"voices": voices, "snr": snr, "noise": noise if snr is not None else None,
             "utterances": count, "exits": replay.per_exit(),
-            "policy": {"policy": str(chosen), **replay.report(replay.choose(chosen))}}
+            "policy": {"policy": str(chosen), **replay.report(replay.choose(chosen))},
+            "digit_sequences": digits and {
+                "utterances": len(digits.refs), "exits": digits.per_exit(),
+                "policy": digits.report(digits.choose(chosen))}}
