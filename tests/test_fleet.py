@@ -166,3 +166,81 @@ def test_fleet_simulate_user_errors_are_one_line(mlp, digits, tmp_path, capsys, 
     err = capsys.readouterr().err
     assert code == 2 and re.search(message, err) and err.count("\n") == 1
     assert not (tmp_path / "g.ekm").exists()
+
+
+def _flower_processes(marker: str) -> dict[int, str]:
+    """Processes whose environment holds ``marker`` (every Flower process of one test
+    inherits its home folder): pid -> command line."""
+    found = {}
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                if marker.encode() in (proc / "environ").read_bytes():
+                    found[int(proc.name)] = (proc / "cmdline").read_bytes().replace(
+                        b"\0", b" ").decode()
+            except OSError:
+                pass
+    return found
+
+
+@pytest.mark.slow
+def test_fleet_on_loopback_processes_survives_a_device_killed_mid_round(mlp, digits, tmp_path):
+    """A SuperLink (`fleet serve`), three SuperNodes (`fleet join`), `fleet run`: the first
+    device is SIGKILLed while its ClientApp trains; the round ends at its timeout with the two
+    others' weights, the report counts the failure, and no process is left afterwards."""
+    import os
+    import signal
+    import time
+
+    x, y = digits
+    mlp.save(tmp_path / "m.ekm")
+    for i, idx in enumerate(partition(y, 3)):
+        np.savez(tmp_path / f"shard{i}.npz", x=x[idx], y=y[idx])
+    np.savez(tmp_path / "test.npz", x=x[:300], y=y[:300])
+    from edgekit.fleet.deploy import free_port
+
+    port, marker = free_port(), str(tmp_path / "home")
+    edgekit_cli = [sys.executable, "-m", "edgekit.cli", "fleet"]
+    env = {**os.environ, "NUMBA_CACHE_DIR": os.environ.get("NUMBA_CACHE_DIR", "")}
+    server = f"127.0.0.1:{port}"
+    started = [subprocess.Popen([*edgekit_cli, "serve", "--host", "127.0.0.1", "--port",
+                                 str(port), "--home", f"{marker}/link"], env=env,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)]
+    started += [subprocess.Popen([*edgekit_cli, "join", "--server", server, "--data",
+                                  str(tmp_path / f"shard{i}.npz"), "--id", str(i), "--home",
+                                  f"{marker}/node{i}"], env=env, stdout=subprocess.DEVNULL,
+                                 stderr=subprocess.DEVNULL) for i in range(3)]
+    log = (tmp_path / "run.log").open("w")
+    run = subprocess.Popen([*edgekit_cli, "run", str(tmp_path / "m.ekm"), "--server", server,
+                            "--test", str(tmp_path / "test.npz"), "--clients", "3",
+                            "--rounds", "1", "--epochs", "2", "--round-timeout", "30",
+                            "-o", str(tmp_path / "g.ekm"), "--json"], env=env,
+                           stdout=subprocess.PIPE, stderr=log, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        victim = None
+        while victim is None and time.monotonic() < deadline and run.poll() is None:
+            node0 = _flower_processes(f"{marker}/node0")
+            if any("flwr-clientapp" in cmd for cmd in node0.values()):
+                victim = next(pid for pid, cmd in node0.items() if "flower-supernode" in cmd)
+                os.kill(victim, signal.SIGKILL)
+            time.sleep(0.2)
+        assert victim, f"device 0 never started training: {(tmp_path / 'run.log').read_text()}"
+        out, _ = run.communicate(timeout=150)
+        assert run.returncode == 0, (tmp_path / "run.log").read_text()[-2000:]
+        report = json.loads(out)
+        (only,) = report["rounds"]
+        assert (only["clients"], only["failures"]) == (2, 1)
+        assert only["accuracy"] > report["initial_accuracy"]
+        assert sorted(c["examples"] for c in report["clients"]) == sorted(
+            len(s) for s in partition(y, 3)[1:])
+        assert edgekit.load(tmp_path / "g.ekm")
+    finally:
+        run.kill()
+        log.close()
+        for proc in started:
+            proc.send_signal(signal.SIGTERM)
+        codes = [proc.wait(timeout=30) for proc in started]
+    assert codes[0] == 0 and codes[2:] == [0, 0]  # the killed device's join exits 2, saying so
+    time.sleep(1)
+    assert _flower_processes(marker) == {}

@@ -104,3 +104,16 @@ def results(run: Path) -> tuple[Graph, dict[str, Any]]:
         raise EdgekitError("the fleet run ended without results (the ServerApp failed; run "
                            "without --json to see Flower's log)")
     return edgekit.load(run / "global.ekm"), json.loads((run / "result.json").read_text())
+
+
+def report(result: dict[str, Any], about: dict[str, Any]) -> dict[str, Any]:
+    """The user's report from what the ServerApp wrote: ``about`` the run, the accuracy before
+    round 1, per round ``accuracy``, ``loss``, ``clients``, ``failures``, ``seconds`` (and the
+    failures' ``errors``), per client ``profile``, ``layers_trained`` (of ``layers_total``),
+    ``examples``."""
+    rounds = [{k: r[k] for k in ("round", "accuracy", "loss", "clients", "failures", "seconds",
+                                 "errors") if k in r} for r in result["rounds"]]
+    clients = [{k: c[k] for k in ("profile", "layers_trained", "layers_total", "examples")}
+               for c in result["clients"]]
+    return {**about, "initial_accuracy": result["initial"]["accuracy"], "rounds": rounds,
+            "clients": clients}

@@ -71,13 +71,7 @@ def simulate(graph: Graph, x: np.ndarray, y: np.ndarray, *, clients: int = 10,
         tuned, result = runs.results(run)
     finally:
         shutil.rmtree(run, ignore_errors=True)
-    rounds_out = [{k: r[k] for k in ("round", "accuracy", "loss", "clients", "failures",
-                                     "seconds", "errors") if k in r} for r in result["rounds"]]
-    report.update(initial_accuracy=result["initial"]["accuracy"], rounds=rounds_out,
-                  clients=[{"profile": c["profile"], "layers_trained": c["layers_trained"],
-                            "layers_total": c["layers_total"], "examples": c["examples"]}
-                           for c in result["clients"]])
-    return tuned, report
+    return tuned, runs.report(result, report)
 
 
 def _run_engine(clients: int) -> None:
