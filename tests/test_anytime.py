@@ -97,7 +97,7 @@ def test_session_budget_picks_the_best_path_that_fits(tiny):
     smallest = min(e["macs"] for e in g.metadata["anytime"]["paths"].values())
     with pytest.raises(EdgekitError, match="below the smallest"):
         session.run(x, budget=smallest - 1)
-    for bad in ("half", "-5%", "0", "nan%", True):
+    for bad in ("half", "-5%", "0", "nan%", "inf", True):
         with pytest.raises(EdgekitError, match="budget"):
             session.run(x, budget=bad)
     plain = tbl.extract(g, "11")

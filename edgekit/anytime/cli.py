@@ -45,7 +45,7 @@ def add_parser(sub: Any) -> None:
     s.set_defaults(func=cmd_select)
 
 
-def _training_data(path: str | None, seed: int) -> tuple[np.ndarray, np.ndarray]:
+def _training_data(path: str | None) -> tuple[np.ndarray, np.ndarray]:
     if path is None:
         from edgekit.data import digits
 
@@ -72,7 +72,7 @@ def cmd_train(args: argparse.Namespace) -> None:
     check_file(args.output, [args.data])
     if Path(args.output).suffix.lower() != ".ekm":
         raise EdgekitError(f"-o {args.output}: name an .ekm file")
-    x, y = _training_data(args.data, args.seed)
+    x, y = _training_data(args.data)
     order = np.random.default_rng(args.seed).permutation(len(y))
     n_val = max(1, int(len(y) * VALIDATION_SHARE))
     val, fit = order[:n_val], order[n_val:]

@@ -17,6 +17,7 @@ is then the tensor the add would have added to (``plan``).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -98,7 +99,7 @@ def parse_budget(graph: Graph, budget: Any) -> int:
         macs = float(text[:-1]) / 100 * full if text.endswith("%") else float(text)
     except ValueError:
         macs = -1.0
-    if isinstance(budget, bool) or not macs > 0 or macs != macs:
+    if isinstance(budget, bool) or not 0 < macs < math.inf:
         raise EdgekitError(f"budget {budget!r}: give MACs (e.g. 120000) or a share of the full "
                            f"network's {full:,} MACs (e.g. 50%)")
     return int(macs)
