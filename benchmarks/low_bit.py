@@ -12,7 +12,8 @@ every row is then a Graph run by edgekit's runtime on the test set:
 - ``fp32``: the float Graph; ``int8``: ``edgekit.quantize`` (min/max over 256 training
   inputs; int8 activations too); ``fp16``, ``fp8_e4m3``, ``fp8_e5m2``, ``int4`` (per output
   channel), ``int4 g16`` (a scale per 16 weights), ``int4 rex2`` (REx, two orders) and
-  ``ternary``: post-training, weights only (float32 activations).
+  ``ternary``: post-training, weights only (float32 activations). ``mixed @int4``: a format
+  per layer (``edgekit.quant.mixed``'s sensitivity search) within the int4 row's bytes.
 - ``ternary qat`` / ``int4 qat``: the float model fine-tuned ``--qat-epochs`` with its weights
   fake-quantized (straight-through; ``edgekit.quant.qat``, Adam lr 3e-3, cosine), then
   quantized as above; ``... distil``: the same with the float model as teacher (T = 4,
@@ -80,6 +81,9 @@ def network(name: str, args) -> list[dict]:
     for label, options in PTQ:
         rows.append(row(label, edgekit.quantize(g, calib, scheme=label.split()[0], **options),
                         xt, yt, device))
+    int4 = next(r for r in rows if r["format"] == "int4")
+    rows.append(row("mixed @int4", edgekit.quantize(g, calib, scheme="mixed",
+                                                    size_bytes=int4["bytes"]), xt, yt, device))
     for scheme in ("ternary", "int4"):
         for teacher in (None, model):
             student = qat.train(model, x, y, scheme, epochs=args.qat_epochs, teacher=teacher,

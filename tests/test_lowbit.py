@@ -307,3 +307,44 @@ def test_straight_through_estimator_passes_the_gradient_unchanged():
     assert set(FakeQuant("ternary")(w).detach().div(w.abs().mean(1, keepdim=True)
                                                     + 1e-8).round().unique().tolist()) <= {
         -1.0, 0.0, 1.0}
+
+
+def test_mixed_picks_a_format_per_layer_within_the_budget():
+    rng = np.random.default_rng(11)
+    g, x = small_graph(rng), rng.standard_normal((16, 3, 7, 7)).astype(np.float32)
+    size = lambda q: sum(q.tensors[p].nbytes for p in q.params)  # noqa: E731
+    loose = edgekit.quantize(g, x, scheme="mixed", size_bytes=10**6)
+    assert set(loose.metadata["quantization"]["weights"].values()) == {"float16"}
+    budget = size(edgekit.quantize(g, x, scheme="int4")) + 100
+    tight = edgekit.quantize(g, x, scheme="mixed", size_bytes=budget)
+    assert size(tight) <= budget and tight.metadata["quantized"] == "mixed"
+    assert len(set(tight.metadata["quantization"]["weights"].values())) > 1
+    assert np.allclose(Executor(tight).run(x), evaluate(dequantized(tight), {"x": x})["y"],
+                       atol=1e-5)
+    for options, match in (({"size_bytes": 100}, "no mix of .* fits 100 bytes"),
+                           ({}, "one budget"), ({"size_bytes": 1, "energy_uj": 1}, "one budget"),
+                           ({"energy_uj": -1.0}, "positive number")):
+        with pytest.raises(EdgekitError, match=match):
+            edgekit.quantize(g, x, scheme="mixed", **options)
+    with pytest.raises(EdgekitError, match="'mixed' scheme's budgets"):
+        edgekit.quantize(g, x, scheme="int4", size_bytes=1000)
+
+
+def test_mixed_under_an_energy_budget_meets_it_in_the_profile_model():
+    from edgekit.profile.counts import describe
+    from edgekit.profile.devices import load_profile
+    from edgekit.profile.energy import layer_energy_pj
+
+    rng = np.random.default_rng(12)
+    g, x = small_graph(rng), rng.standard_normal((16, 3, 7, 7)).astype(np.float32)
+    device = load_profile("cortex-m4")
+
+    def energy_uj(graph: Graph) -> float:
+        return sum(sum(layer_energy_pj(la, device).values())
+                   for la in describe(graph, device)["layers"]) / 1e6
+
+    budget = (energy_uj(edgekit.quantize(g, x, scheme="fp16"))
+              + energy_uj(edgekit.quantize(g, x, scheme="ternary"))) / 2
+    q = edgekit.quantize(g, x, scheme="mixed", energy_uj=budget)
+    assert energy_uj(q) <= budget and q.metadata["quantization"]["modelled"] == pytest.approx(
+        energy_uj(q))

@@ -25,42 +25,54 @@ GROUPED = ("int4", "ternary", "fp8_e4m3", "fp8_e5m2")  # group_size= applies
 EXPANDED = ("int4",)  # rex= applies
 
 
-def check_options(scheme: str, group_size: Any, rex: Any) -> None:
+def check_options(scheme: str, group_size: Any, rex: Any, budget: bool) -> None:
+    """``group_size``, ``rex`` and a budget (``size_bytes``/``energy_uj``) where the scheme
+    takes them."""
     if group_size is not None and (type(group_size) is not int or group_size < 1
                                    or scheme not in GROUPED):
-        raise EdgekitError(f"group_size={group_size!r}: a positive int dividing each channel's "
-                           f"weights, for the schemes {', '.join(GROUPED)} (not {scheme!r})")
+        raise EdgekitError(f"group_size={group_size!r}: a positive int (the most weights of a "
+                           f"channel per scale), for the schemes {', '.join(GROUPED)} (not "
+                           f"{scheme!r})")
+    if budget and scheme != "mixed":
+        raise EdgekitError(f"size_bytes= and energy_uj= are the 'mixed' scheme's budgets, not "
+                           f"{scheme!r}'s")
     if type(rex) is not int or not 1 <= rex <= formats.MAX_ORDERS or (
             rex > 1 and scheme not in EXPANDED):
         raise EdgekitError(f"rex={rex!r}: REx residual expansion takes 1..{formats.MAX_ORDERS} "
                            f"orders, for the schemes {', '.join(EXPANDED)} (not {scheme!r})")
 
 
+def weight_names(graph: Graph) -> list[str]:
+    """The weights a low-bit scheme stores packed: those of conv1d, conv2d and linear nodes,
+    in node order, each once."""
+    names = [n.inputs[1] for n in graph.nodes if n.op in WEIGHTED]
+    return list(dict.fromkeys(names))
+
+
 def quantize_weights(graph: Graph, scheme: str, group_size: int | None = None, rex: int = 1,
                      per_channel: bool = True) -> Graph:
     """A copy of float ``graph`` with its conv/linear weights in ``scheme``'s format."""
-    fmt = FORMAT[scheme]
+    choice = {name: (FORMAT[scheme], rex) for name in weight_names(graph)}
+    return pack_weights(graph, choice, scheme, group_size, per_channel, {"rex": rex})
+
+
+def pack_weights(graph: Graph, choice: dict[str, tuple[str, int]], scheme: str,
+                 group_size: int | None, per_channel: bool, details: dict) -> Graph:
+    """A copy of float ``graph`` with each weight of ``choice`` in its ``(format, orders)``;
+    ``scheme`` and ``details`` go to the metadata."""
     g = copy.deepcopy(graph)
-    done: set[str] = set()
-    for node in g.nodes:
-        name = node.inputs[1] if node.op in WEIGHTED else None
-        if name is None or name in done:
-            continue
-        w = g.params[name]
-        try:
-            storage, scales = formats.quantize_weight(w, fmt, group_size, rex, per_channel)
-        except EdgekitError as err:
-            raise EdgekitError(f"quantize {scheme}: weight {name!r} of {node.op} "
-                               f"{node.name!r}: {err}") from None
+    for name, (fmt, orders) in choice.items():
+        storage, scales = formats.quantize_weight(g.params[name], fmt, group_size, orders,
+                                                  per_channel)
         g.params[name] = storage
         info = g.tensors[name]
-        info.dtype = formats.dtype_name(fmt, rex)
+        info.dtype = formats.dtype_name(fmt, orders)
         info.quant = (None if fmt == "float16" else  # float16 values need no scale
                       QuantParams([float(s) for s in scales.ravel()], [0] * scales.size, 0))
-        done.add(name)
     g.metadata["quantized"] = scheme
-    g.metadata["quantization"] = {"scheme": scheme, "group_size": group_size, "rex": rex,
-                                  "per_channel": per_channel, "weights": sorted(done)}
+    g.metadata["quantization"] = {"scheme": scheme, "group_size": group_size,
+                                  "per_channel": per_channel, **details,
+                                  "weights": {name: g.tensors[name].dtype for name in choice}}
     return g.validate()
 
 

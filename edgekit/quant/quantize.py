@@ -26,7 +26,8 @@ from edgekit.quant.calibrate import METHODS, Range, activation_ranges, range_sca
 from edgekit.quant.edge import quantize_array
 from edgekit.spiking import is_spiking
 
-SCHEMES = ("int8", *lowbit.FORMAT)  # the weight formats below int8: quant.lowbit
+# the weight formats below int8 (quant.lowbit), and a format per layer (quant.mixed)
+SCHEMES = ("int8", *lowbit.FORMAT, "mixed")
 # How an op's output quantization is chosen is its OpDef's ``quant``: calibrated, kept from the
 # inputs of ops that move values without rescaling, or fixed (softmax, as TFLite's).
 SHARED_INPUTS = {"first_input": slice(0, 1), "all_inputs": slice(None)}
@@ -37,7 +38,8 @@ ZERO_RANGE = (0.0, 1.0)  # given to a tensor that was 0 on every calibration sam
 def quantize(graph: Graph, calibration_data: Any, scheme: str = "int8",
              calibration: str = "minmax", per_channel: bool = True,
              percentile: float = 99.99, *, group_size: int | None = None,
-             rex: int = 1) -> Graph:
+             rex: int = 1, size_bytes: float | None = None,
+             energy_uj: float | None = None) -> Graph:
     """The int8 version of ``graph`` (a new Graph; ``graph`` is left as it is); a spiking
     Graph (``metadata["timesteps"]``) becomes an int8 SNN (``quant.spiking.quantize_snn``).
 
@@ -51,16 +53,23 @@ def quantize(graph: Graph, calibration_data: Any, scheme: str = "int8",
     conv/linear weights packed in that format and keeps float32 activations
     (``quant.lowbit``, ``docs/low-bit.md``); ``group_size`` gives a scale to each group of that
     many weights of a channel, ``rex`` (int4) adds REx residual orders (2 or 3).
+    ``"mixed"`` picks one of those formats per layer by a sensitivity search on the
+    calibration data, within ``size_bytes`` (model bytes) or ``energy_uj`` (modelled energy
+    per inference on the cortex-m4 profile): ``quant.mixed``.
     """
     _check_options(graph, scheme, calibration, per_channel, percentile)
-    lowbit.check_options(scheme, group_size, rex)
+    lowbit.check_options(scheme, group_size, rex, (size_bytes, energy_uj) != (None, None))
     if scheme != "int8":
         if is_spiking(graph):
             raise EdgekitError(f"scheme {scheme!r} is for float Graphs; a spiking Graph "
                                "quantizes to int8")
         graph.validate()
         _check_params_finite(graph)
-        calibration_feeds(graph, calibration_data)
+        feeds = calibration_feeds(graph, calibration_data)
+        if scheme == "mixed":
+            from edgekit.quant.mixed import quantize_mixed
+
+            return quantize_mixed(graph, feeds, size_bytes, energy_uj, per_channel=per_channel)
         return lowbit.quantize_weights(graph, scheme, group_size, rex, per_channel)
     if is_spiking(graph):
         from edgekit.quant.spiking import quantize_snn
