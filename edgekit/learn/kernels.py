@@ -144,6 +144,78 @@ def row2im(drows, kernel, stride, padding, dilation, out_w, dx):
 
 
 @njit(cache=True)
+def grouped_conv(x, w, bias, stride, padding, dilation, out):
+    """A grouped convolution of one CHW sample, ``w`` (O, C / G, KH, KW): depthwise when
+    C / G = 1. Direct loops: with one input channel per group a window has too few taps for
+    im2row and a product to pay (the groups-1 path). Taps in the padding are skipped; the
+    output's size sets how far the windows run (so bottom/right padding needs no argument)."""
+    per_group, kh, kw = w.shape[1], w.shape[2], w.shape[3]
+    per_out = out.shape[0] // (x.shape[0] // per_group)
+    (sh, sw), (pt, pl), (dh, dw) = stride, padding, dilation
+    for o in range(out.shape[0]):
+        out[o] = bias[o]
+        first = (o // per_out) * per_group
+        for ci in range(per_group):
+            plane = x[first + ci]
+            for ky in range(kh):
+                for kx in range(kw):
+                    scale = w[o, ci, ky, kx]
+                    for oy in range(out.shape[1]):
+                        iy = oy * sh - pt + ky * dh
+                        if 0 <= iy < plane.shape[0]:
+                            for ox in range(out.shape[2]):
+                                ix = ox * sw - pl + kx * dw
+                                if 0 <= ix < plane.shape[1]:
+                                    out[o, oy, ox] += scale * plane[iy, ix]
+
+
+@njit(cache=True)
+def grouped_conv_dw(x, dz, stride, padding, dilation, dw_out):
+    """``dw_out += dL/dw`` of ``grouped_conv`` for one sample's ``dz`` (dL/d output)."""
+    per_group, kh, kw = dw_out.shape[1], dw_out.shape[2], dw_out.shape[3]
+    per_out = dz.shape[0] // (x.shape[0] // per_group)
+    (sh, sw), (pt, pl), (dh, dw) = stride, padding, dilation
+    for o in range(dz.shape[0]):
+        first = (o // per_out) * per_group
+        for ci in range(per_group):
+            plane = x[first + ci]
+            for ky in range(kh):
+                for kx in range(kw):
+                    total = 0.0
+                    for oy in range(dz.shape[1]):
+                        iy = oy * sh - pt + ky * dh
+                        if 0 <= iy < plane.shape[0]:
+                            for ox in range(dz.shape[2]):
+                                ix = ox * sw - pl + kx * dw
+                                if 0 <= ix < plane.shape[1]:
+                                    total += dz[o, oy, ox] * plane[iy, ix]
+                    dw_out[o, ci, ky, kx] += total
+
+
+@njit(cache=True)
+def grouped_conv_dx(dz, w, stride, padding, dilation, dx):
+    """``dx = dL/d input`` of ``grouped_conv`` for one sample's ``dz`` (overwritten)."""
+    per_group, kh, kw = w.shape[1], w.shape[2], w.shape[3]
+    per_out = dz.shape[0] // (dx.shape[0] // per_group)
+    (sh, sw), (pt, pl), (dh, dw) = stride, padding, dilation
+    dx[:] = 0.0
+    for o in range(dz.shape[0]):
+        first = (o // per_out) * per_group
+        for ci in range(per_group):
+            plane = dx[first + ci]
+            for ky in range(kh):
+                for kx in range(kw):
+                    scale = w[o, ci, ky, kx]
+                    for oy in range(dz.shape[1]):
+                        iy = oy * sh - pt + ky * dh
+                        if 0 <= iy < plane.shape[0]:
+                            for ox in range(dz.shape[2]):
+                                ix = ox * sw - pl + kx * dw
+                                if 0 <= ix < plane.shape[1]:
+                                    plane[iy, ix] += scale * dz[o, oy, ox]
+
+
+@njit(cache=True)
 def adaptive_avgpool(x, out):
     """torch's adaptive average pooling of ``(planes, H, W)`` to ``out`` ``(planes, P, Q)``."""
     height, width = x.shape[1], x.shape[2]

@@ -24,7 +24,7 @@ import numpy as np
 from edgekit.errors import EdgekitError
 from edgekit.fileio import atomic_write_bytes
 from edgekit.graph import Graph
-from edgekit.learn.blocks import Block, from_graph, to_graph, zero_grads
+from edgekit.learn.blocks import Block, dense_layers, from_graph, to_graph, zero_grads
 from edgekit.learn.memory import training_memory
 from edgekit.learn.norm import Norm, chain_grads, update
 from edgekit.learn.optim import Optimizer
@@ -92,7 +92,7 @@ def finetune(graph: Graph, x: np.ndarray, y: np.ndarray, rule: str = "lls", epoc
     _check(math.isfinite(proximal_mu) and proximal_mu >= 0,
            f"proximal_mu must be a number >= 0, got {proximal_mu!r}")
     anchor = {k: v.copy() for k, v in params.items()} if proximal_mu else {}
-    buffers = {f"norm.{k}/{b.name}": getattr(b.norm, k) for b in blocks if b.norm
+    buffers = {f"norm.{k}/{b.name}": getattr(b.norm, k) for b in dense_layers(blocks) if b.norm
                for k in ("mean", "var")}
     config = {"model": structure_id(graph), "rule": rule, "seed": seed,
               "batch_size": batch_size, "layers": layers, "online": online,
@@ -160,7 +160,7 @@ class Learner:
 
     def apply(self, lr: float) -> None:
         """After a step: the optimizer update, through the norms, and their statistics."""
-        for block in self.blocks:
+        for block in dense_layers(self.blocks):
             if block.norm:
                 g = block.grads
                 chain_grads(block.weight, block.bias, block.norm, g[block.weight_name],
@@ -168,7 +168,7 @@ class Learner:
                             g[f"norm.beta/{block.name}"])
         self.opt.update(self.params, {**{n: v for b in self.blocks for n, v in b.grads.items()},
                                       **self.state.grads}, lr)
-        for block in self.blocks:
+        for block in dense_layers(self.blocks):
             if block.norm:
                 update(block.norm)
 
@@ -186,7 +186,8 @@ def prepare(blocks: list[Block], rule: str, layers: str | int = "all", seed: int
                                   np.random.default_rng([seed, _SETUP]), **options)
     except TypeError as err:
         raise EdgekitError(f"rule {rule!r}: {err}") from None
-    params = {name: value for b in blocks if b.trainable for name, value in b.params.items()}
+    params = {name: value for b in dense_layers(blocks) if b.trainable
+              for name, value in b.params.items()}
     return Learner(blocks, found, state, {**params, **state.params}, opt or Optimizer())
 
 
@@ -199,7 +200,7 @@ def get_rule(name: str) -> Rule:
 def add_norms(blocks: list[Block]) -> None:
     """A running-statistics norm on every trainable hidden block (they need a bias to fold
     into)."""
-    for block in blocks[:-1]:
+    for block in dense_layers(blocks[:-1]):
         if block.trainable:
             if not block.bias_name:
                 raise EdgekitError(f"norm=True folds into biases; layer {block.name!r} has none")

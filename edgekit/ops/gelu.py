@@ -19,6 +19,11 @@ def _tanh_form(f, x):
     return f.add("Mul", f.add("Mul", x, 0.5), f.add("Add", f.add("Tanh", inner), 1.0))
 
 
+def _tanh_grad(x, dy):
+    t = np.tanh(_K * (x + 0.044715 * x * x * x))
+    return dy * (0.5 * (1 + t) + 0.5 * x * (1 - t * t) * _K * (1 + 3 * 0.044715 * x * x))
+
+
 gelu = pointwise(
     "gelu", {"none": lambda x: 0.5 * x * (1 + erf(x / math.sqrt(2))),
              "tanh": lambda x: 0.5 * x * (1 + np.tanh(_K * (x + 0.044715 * x * x * x)))},
@@ -30,4 +35,7 @@ gelu = pointwise(
           "tanh": lambda f, x, approximate: _tanh_form(f, x)},
     tflite=lambda c, x, approximate: c.result(
         "GELU", x, options=c.options("Gelu", approximate=approximate == "tanh")),
-    gpu=lambda torch, x, approximate: torch.nn.functional.gelu(x, approximate=approximate))
+    gpu=lambda torch, x, approximate: torch.nn.functional.gelu(x, approximate=approximate),
+    grad_x={"none": lambda x, dy: dy * (0.5 * (1 + erf(x / math.sqrt(2)))
+                                        + x * np.exp(-0.5 * x * x) / math.sqrt(2 * math.pi)),
+            "tanh": _tanh_grad})

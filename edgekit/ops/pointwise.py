@@ -34,8 +34,8 @@ from edgekit.ops.util import finish
 SPIKING = ("rate-coded spikes stand for ReLU-like activations only: conversion turns ReLU and "
            "ReLU6 into neurons and has no spiking form of other nonlinearities")
 _SPIKING_BACKENDS = ("spiking", "spiking_int8", "onnx_spiking", "c_spiking", "quant_spiking")
-NOT_FROM_OUTPUT = ("finetune takes an activation's derivative from its output (its tape keeps no "
-                   "pre-activations), and this op's output does not determine its input")
+NOT_FROM_OUTPUT = ("edgekit.learn has no derivative for it (its module gives pointwise() neither "
+                   "grad nor grad_x)")
 
 
 def where(cond, a, b):
@@ -53,7 +53,8 @@ def pointwise(name: str, fn: Callable | dict[str, Callable], *, doc: str,
               torch: tuple[str, ...] = (), onnx_import: tuple[str, ...] = (),
               onnx: str | Callable | dict[str, Callable] | None = None,
               tflite: str | Callable | None = None, gpu: Callable | None = None,
-              grad: Callable | None = None, learn: str | None = None) -> OpDef:
+              grad: Callable | None = None, grad_x: Callable | None = None,
+              learn: str | None = None) -> OpDef:
     """Declare pointwise op ``name`` computing ``fn`` and register it on every backend that
     follows from ``fn`` (reference, float32 and int8 runtime, C, TFLite int8; spiking ones
     declared unsupported) and on those the keywords give:
@@ -69,8 +70,9 @@ def pointwise(name: str, fn: Callable | dict[str, Callable], *, doc: str,
       (``c.op``, ``c.result``, ``c.options``); int8 is always the table.
     - ``gpu``: ``fn(torch, x, **attrs)`` on torch tensors.
     - ``grad``: ``grad(y, dy, *float attrs)``, ``dy`` times the derivative written from the
-      output ``y``, in the same numpy as ``fn``; or ``learn``: why on-device learning cannot
-      train through the op.
+      output ``y``, in the same numpy as ``fn``; or ``grad_x``: the same written from the input
+      ``x``, where the output does not determine it (learning then keeps the pre-activations);
+      or ``learn``: why on-device learning cannot train through the op.
     """
     attrs = dict(attrs or {})
 
@@ -89,7 +91,7 @@ def pointwise(name: str, fn: Callable | dict[str, Callable], *, doc: str,
     _importers(op, torch, onnx_import, onnx)
     if gpu is not None:
         op.implements("gpu")(lambda x, **a: gpu(_torch(), x, **a))
-    _learning(op, fn, grad, learn)
+    _learning(op, fn, grad, grad_x, learn)
     for backend in _SPIKING_BACKENDS:
         op.unsupported(backend, SPIKING)
     return op
@@ -212,8 +214,8 @@ def _typed(op: OpDef, values: dict) -> dict:
     return {k: type(op.attrs[k])(v) for k, v in values.items()}
 
 
-def _learning(op: OpDef, fn, grad, learn) -> None:
-    if grad is None:
+def _learning(op: OpDef, fn, grad, grad_x, learn) -> None:
+    if grad is None and grad_x is None:
         op.unsupported("learn", learn or NOT_FROM_OUTPUT)
         return
 
@@ -223,8 +225,9 @@ def _learning(op: OpDef, fn, grad, learn) -> None:
         from edgekit.runtime.kernels.pointwise import ufunc
 
         f, params = _bound(fn, node.attrs)
-        forward, backward = ufunc(f, len(params)), ufunc(grad, 1 + len(params))
+        d = grad if grad is not None else _bound(grad_x, node.attrs)[0]
+        forward, backward = ufunc(f, len(params)), ufunc(d, 1 + len(params))
         params = tuple(map(np.float64, params))
         add_pointwise(blocks, Pointwise(lambda x, out: forward(x, *params, out=out),
-                                        lambda y, dy, out: backward(y, dy, *params, out=out)),
-                      where)
+                                        lambda v, dy, out: backward(v, dy, *params, out=out),
+                                        from_input=grad is None), where)

@@ -11,4 +11,5 @@ silu = pointwise(
     "silu", lambda x: x / (1 + np.exp(-x)), doc="x * sigmoid(x)", torch=("silu", "silu_"),
     onnx=lambda f, x: f.add("Mul", x, f.add("Sigmoid", x)),
     tflite=lambda c, x: c.result("MUL", x, c.op("LOGISTIC", x)),
-    gpu=lambda torch, x: torch.nn.functional.silu(x))
+    gpu=lambda torch, x: torch.nn.functional.silu(x),
+    grad_x=lambda x, dy: dy / (1 + np.exp(-x)) * (1 + x * (1 - 1 / (1 + np.exp(-x)))))

@@ -36,5 +36,5 @@ softplus = pointwise(
     doc="log(1 + exp(beta * x)) / beta; x where beta * x > threshold", torch=("softplus",),
     onnx_import=("Softplus",), onnx=_onnx, tflite=_tflite,
     gpu=lambda torch, x, beta, threshold: torch.nn.functional.softplus(x, beta, threshold),
-    learn="finetune takes an activation's derivative from its output, and softplus's output "
-          "does not tell its threshold branch (x where beta * x > threshold) from its smooth one")
+    grad_x=lambda x, dy, beta, threshold: dy * where(x * beta > threshold, 1.0,
+                                                     1 / (1 + np.exp(-x * beta))))

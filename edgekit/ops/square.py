@@ -10,7 +10,7 @@ from edgekit.ops.pointwise import pointwise
 
 square = pointwise(
     "square", lambda x: x * x, doc="x * x", tflite="SQUARE",
-    gpu=lambda torch, x: torch.square(x))
+    gpu=lambda torch, x: torch.square(x), grad_x=lambda x, dy: dy * 2 * x)
 
 
 def _squared(c, x, exponent, what: str):
