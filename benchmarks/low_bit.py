@@ -20,6 +20,11 @@ every row is then a Graph run by edgekit's runtime on the test set:
   alpha = 0.5).
 
 ``bytes``: every param as stored (packed weights and their float32 scales, float32 biases).
+The int8 model's accumulators (``edgekit.quant.accumulators``): per layer the width its weights
+and input range prove enough, and how many output values' sums overflow a 16- or 12-bit
+accumulator on the test set, saturating (any partial sum) or wrapping (the final sum); where
+none do, that width computes the int32 result exactly.
+
 ``energy uJ``: ``edgekit.profile``'s model on the cortex-m4 profile (MACs at their dtype's
 cost, each weight byte fetched once from flash, activations from SRAM); weight-only formats
 still multiply in float32, so they save the weight fetches only.
@@ -38,7 +43,7 @@ from edgekit import data, models, zoo
 from edgekit.profile.counts import describe
 from edgekit.profile.devices import load_profile
 from edgekit.profile.energy import layer_energy_pj
-from edgekit.quant import qat
+from edgekit.quant import accumulators, qat
 from edgekit.runtime.executor import Executor
 
 DEVICE = "cortex-m4"
@@ -76,8 +81,9 @@ def network(name: str, args) -> list[dict]:
     g = edgekit.from_torch(model, example)
     calib = x[:256]
     device = load_profile(DEVICE)
-    rows = [row("fp32", g, xt, yt, device),
-            row("int8", edgekit.quantize(g, calib), xt, yt, device)]
+    int8 = edgekit.quantize(g, calib)
+    rows = [row("fp32", g, xt, yt, device), row("int8", int8, xt, yt, device)]
+    rows[-1]["accumulators"] = accumulators.summary(int8, xt)
     for label, options in PTQ:
         rows.append(row(label, edgekit.quantize(g, calib, scheme=label.split()[0], **options),
                         xt, yt, device))
@@ -116,6 +122,13 @@ def main() -> None:
                 print(f"{r['format']:<16}{100 * r['accuracy']:>8.1f}%"
                       f"{100 * (r['accuracy'] - fp32['accuracy']):>+8.1f} {r['bytes']:>8,}"
                       f"{r['energy_uj']:>11.2f}", flush=True)
+        layers = next(r for r in rows if r["network"] == name and r["format"] == "int8")
+        print(f"int8 accumulators: {'layer':<24}{'proven bits':>12}  16-bit / 12-bit overflows "
+              "(saturate, wrap) of values")
+        for a in layers["accumulators"]:
+            print(f"{'':<19}{a['layer'][:24]:<24}{a['proven_bits']:>12}  "
+                  + " / ".join(f"{a[k]['saturate']}, {a[k]['wrap']} of {a[k]['values']}"
+                               for k in ("16_bit", "12_bit")))
     if args.json:
         with open(args.json, "w") as f:
             json.dump(rows, f, indent=1)

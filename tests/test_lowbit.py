@@ -348,3 +348,34 @@ def test_mixed_under_an_energy_budget_meets_it_in_the_profile_model():
     q = edgekit.quantize(g, x, scheme="mixed", energy_uj=budget)
     assert energy_uj(q) <= budget and q.metadata["quantization"]["modelled"] == pytest.approx(
         energy_uj(q))
+
+
+def test_accumulator_widths_are_proven_and_counted_exactly():
+    from edgekit.ops import OPS
+    from edgekit.quant import accumulators
+
+    rng = np.random.default_rng(13)
+    g, x = small_graph(rng), rng.standard_normal((6, 3, 7, 7)).astype(np.float32)
+    q = edgekit.quantize(g, x)
+    proven = accumulators.required_bits(q)
+    assert set(proven) == {"a", "b", "c", "y"} and all(8 < bits <= 32 for bits in proven.values())
+    assert accumulators.input_range(q, "a")[0] == q.tensors["a"].quant.zero_point[0]  # its ReLU
+    values = Executor(q).run_layers(x)
+    values["x"] = accumulators._quantized_input(q, x)
+    for node in [n for n in q.nodes if n.op in ("conv2d", "linear")]:
+        sums = accumulators._partial_sums(q, node, values[node.inputs[0]])
+        d = values[node.inputs[0]] - float(q.tensors[node.inputs[0]].quant.zero_point[0])
+        attrs = dict(node.attrs, activation="none")
+        want = OPS[node.op].reference(d, q.params[node.inputs[1]].astype(np.float64),
+                                      q.params[node.inputs[2]].astype(np.float64), **attrs)
+        final = sums[..., -1]
+        if node.op == "conv2d":  # [N*P, C] -> [N, C, H, W]
+            final = final.reshape(len(x), *want.shape[2:], -1).transpose(0, 3, 1, 2)
+        assert np.array_equal(final, want)  # the int32 sums, exactly (all below 2^24)
+        bits = proven[node.outputs[0]]
+        assert -(2 ** (bits - 1)) <= sums.min() and sums.max() < 2 ** (bits - 1)
+    wide = accumulators.overflows(q, x, max(proven.values()))
+    assert all(c["saturate"] == c["wrap"] == 0 for c in wide.values())
+    narrow = accumulators.overflows(q, x, 8)
+    assert sum(c["saturate"] for c in narrow.values()) >= sum(c["wrap"] for c in narrow.values())
+    assert sum(c["saturate"] for c in narrow.values()) > 0

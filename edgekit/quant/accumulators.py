@@ -1,0 +1,146 @@
+"""Narrow accumulators for int8 layers ("Towards lower bit-width accumulators"): how many bits
+a conv/linear layer's sum needs, proven from its weights and its input's range, and how often
+a given width overflows on real data.
+
+A layer's accumulator starts at its int32 bias and adds ``(x - zp_in) * w`` one weight at a
+time (weights in torch order: input channel, then kernel row and column). With ``n`` bits it
+holds ``[-2^(n-1), 2^(n-1) - 1]``; a sum that leaves that range saturates (clamps) or wraps
+(modulo 2^n). Wrapping is modular, so only the final sum matters; saturating depends on every
+partial sum.
+
+``required_bits`` is the static proof: every term lies between ``min(0, w * dlo, w * dhi)``
+and ``max(0, w * dlo, w * dhi)``, with ``[dlo, dhi]`` the range of ``x - zp_in`` (the whole
+int8 range, or the fused ReLU/ReLU6 range of the layer that produced it, carried through ops
+that only move values), so every partial sum in any order lies between the bias plus the sum
+of the negative bounds and the bias plus the sum of the positive ones; the width that holds
+both cannot overflow, saturating or wrapping. ``overflows`` counts what a width does on data:
+where no sum of a layer overflows, a narrow accumulator computes exactly the int32 result, so
+the int8 model's outputs, and its accuracy, are unchanged.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from edgekit.graph import Graph, Node
+from edgekit.numerics.params import activation_bounds, zero_point
+from edgekit.ops import OPS
+
+LAYERS = ("conv1d", "conv2d", "linear")
+MOVES_VALUES = ("first_input", "all_inputs")  # ops whose output holds values of their inputs
+
+
+def _layers(graph: Graph) -> list[Node]:
+    return [n for n in graph.nodes if n.op in LAYERS
+            and graph.tensors[n.inputs[1]].dtype == "int8"]
+
+
+def input_range(graph: Graph, name: str) -> tuple[int, int]:
+    """The int8 values tensor ``name`` can hold: a fused ReLU/ReLU6's range where its producer
+    (or the value-moving ops after it) says so, else the whole int8 range."""
+    producers = graph.producers()
+    node = producers.get(name)
+    while node is not None:
+        activation = node.attrs.get("activation", "none")
+        if activation != "none":
+            return activation_bounds(activation, graph.tensors[node.outputs[0]].quant)
+        if OPS[node.op].quant not in MOVES_VALUES or len(node.inputs) != 1:
+            break
+        node = producers.get(node.inputs[0])
+    return -128, 127
+
+
+def _rows(graph: Graph, node: Node) -> tuple[np.ndarray, np.ndarray, int, int]:
+    """int64 weight rows [C, R], bias [C], and the range of ``x - zp_in``."""
+    w, b = graph.params[node.inputs[1]], graph.params[node.inputs[2]]
+    lo, hi = input_range(graph, node.inputs[0])
+    zp = zero_point(graph.tensors[node.inputs[0]].quant)
+    return (w.reshape(len(w), -1).astype(np.int64), b.astype(np.int64), lo - zp, hi - zp)
+
+
+def bits_for(low: int, high: int) -> int:
+    """The fewest bits of a two's-complement integer holding both ``low`` and ``high``."""
+    need = max(high, -low - 1, 0)
+    return need.bit_length() + 1
+
+
+def required_bits(graph: Graph) -> dict[str, int]:
+    """Per int8 conv/linear layer (by output tensor), the accumulator width no input can
+    overflow, in any order of summation."""
+    out = {}
+    for node in _layers(graph):
+        w, b, dlo, dhi = _rows(graph, node)
+        terms = np.stack([w * dlo, w * dhi])
+        high = b + np.maximum(terms.max(0), 0).sum(1)
+        low = b + np.minimum(terms.min(0), 0).sum(1)
+        out[node.outputs[0]] = max(bits_for(int(lo), int(hi)) for lo, hi in zip(low, high))
+    return out
+
+
+def overflows(graph: Graph, x: Any, bits: int, batch: int = 16) -> dict[str, dict[str, int]]:
+    """Per int8 conv/linear layer, on inputs ``x`` (float, as ``Session.run`` takes them): how
+    many output values' sums leave a ``bits``-wide accumulator at some step (``saturate``: they
+    would clamp) or at the end (``wrap``: they would come out wrong), of ``values``."""
+    from edgekit.runtime.executor import Executor
+
+    executor, limit = Executor(graph), (-(2 ** (bits - 1)), 2 ** (bits - 1) - 1)
+    counts = {n.outputs[0]: {"saturate": 0, "wrap": 0, "values": 0} for n in _layers(graph)}
+    for start in range(0, len(x), batch):
+        chunk = x[start:start + batch]
+        values = executor.run_layers(chunk)
+        values[graph.inputs[0]] = _quantized_input(graph, chunk)
+        for node in _layers(graph):
+            sums = _partial_sums(graph, node, values[node.inputs[0]])
+            c = counts[node.outputs[0]]
+            out_of_range = (sums < limit[0]) | (sums > limit[1])
+            c["saturate"] += int(out_of_range.any(-1).sum())
+            c["wrap"] += int(out_of_range[..., -1].sum())
+            c["values"] += int(np.prod(sums.shape[:-1]))
+    return counts
+
+
+def _quantized_input(graph: Graph, x: np.ndarray) -> np.ndarray:
+    from edgekit.quant.edge import quantize_array
+
+    return quantize_array(np.asarray(x, np.float32), graph.tensors[graph.inputs[0]].quant)
+
+
+def _partial_sums(graph: Graph, node: Node, x: np.ndarray) -> np.ndarray:
+    """``[..., R + 1]``: the accumulator after the bias and after each of the R terms, for
+    every output value of the layer on int8 input ``x``."""
+    from edgekit.ops.util import windows
+
+    w, b, _, _ = _rows(graph, node)
+    zp = zero_point(graph.tensors[node.inputs[0]].quant)
+    d = x.astype(np.int64) - zp
+    if node.op == "linear":
+        terms = d.reshape(-1, 1, d.shape[-1]) * w[None]  # [M, C, R]
+    else:
+        a = node.attrs
+        if node.op == "conv1d":
+            d = d[:, :, None]
+            geometry = ([1, a["stride"][0]], [0, a["padding"][0], 0, a["padding"][1]],
+                        [1, a["dilation"][0]])
+            kernel = (1, graph.tensors[node.inputs[1]].shape[2])
+        else:
+            geometry = (a["stride"], a["padding"], a["dilation"])
+            kernel = tuple(graph.tensors[node.inputs[1]].shape[2:])
+        win = windows(d, kernel, geometry[0], geometry[1], geometry[2], 0).astype(np.int64)
+        n, cin, oh, ow, k = win.shape
+        groups, cout = a["groups"], w.shape[0]
+        win = win.reshape(n, groups, cin // groups, oh * ow, k).transpose(0, 3, 1, 2, 4)
+        win = win.reshape(n * oh * ow, groups, 1, -1)  # [M, G, 1, R] in torch order
+        terms = (win * w.reshape(groups, cout // groups, -1)[None]).reshape(n * oh * ow, cout,
+                                                                             -1)
+    sums = np.cumsum(terms, axis=-1) + b[None, :, None]
+    return np.concatenate([np.broadcast_to(b[None, :, None], (*sums.shape[:2], 1)), sums], -1)
+
+
+def summary(graph: Graph, x: Any, widths: tuple[int, ...] = (16, 12)) -> list[dict[str, Any]]:
+    """Per layer: the proven width and, per width in ``widths``, the overflows on ``x``."""
+    proven = required_bits(graph)
+    found = {bits: overflows(graph, x, bits) for bits in widths}
+    return [{"layer": name, "proven_bits": proven[name],
+             **{f"{bits}_bit": found[bits][name] for bits in widths}} for name in proven]
