@@ -152,6 +152,15 @@ def test_exits_cost_what_their_prefix_computes(graph):
     names = [n.outputs[0] for n in graph.nodes]
     assert [e.macs for e in exits] == [sum(macs[:names.index(e.output) + 1]) for e in exits]
     assert exits[0].macs < exits[1].macs < exits[2].macs
+    meta = graph.metadata["early_exit"]
+    for broken in ({"outputs": meta["outputs"][::-1]}, {"blocks": [2, "4", 6]},
+                   {"outputs": [["x"], 1, 2]}, {"blocks": None}):
+        graph.metadata["early_exit"] = {**meta, **broken}
+        try:
+            with pytest.raises(EdgekitError, match="does not match"):
+                exits_of(graph)
+        finally:
+            graph.metadata["early_exit"] = meta
 
 
 def test_each_exit_exports_as_a_complete_sub_model(graph, tmp_path, capsys):

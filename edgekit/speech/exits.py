@@ -97,11 +97,15 @@ def exits_of(graph: Graph) -> list[Exit]:
                            "metadata); make one with `edgekit asr train`")
     index = {node.outputs[0]: i for i, node in enumerate(graph.nodes)}
     cumulative = np.cumsum([graph.node_macs(node) for node in graph.nodes])
-    names, blocks = meta["outputs"], meta["blocks"]
-    if (sorted(names, key=index.get) != names or len(names) != len(blocks)
-            or any(n not in graph.outputs for n in names)):
+    names, blocks = meta["outputs"], meta.get("blocks")
+    if (not isinstance(names, list) or not isinstance(blocks, list) or not names
+            or len(names) != len(blocks)
+            or any(not isinstance(n, str) or n not in index or n not in graph.outputs
+                   for n in names)
+            or sorted(names, key=index.__getitem__) != names
+            or any(type(b) is not int or b < 1 for b in blocks)):
         raise EdgekitError("the model's early_exit metadata does not match its outputs")
-    return [Exit(n, int(b), int(cumulative[index[n]])) for n, b in zip(names, blocks)]
+    return [Exit(n, b, int(cumulative[index[n]])) for n, b in zip(names, blocks)]
 
 
 def stored_policy(graph: Graph) -> Policy:
