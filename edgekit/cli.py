@@ -179,7 +179,13 @@ def _convert_outputs(args: argparse.Namespace, formats: list[str], out: Path,
 def _to_snn(graph: edgekit.Graph, args: argparse.Namespace) -> edgekit.Graph:
     """``convert --to-snn``: the spiking Graph, thresholds from the calibration data."""
     from edgekit.console import progress
-    from edgekit.converters.snn import BALANCINGS, SpikingConversionWarning, check_summary, to_snn
+    from edgekit.converters.snn import (
+        BALANCINGS,
+        CHECK_SAMPLES,
+        SpikingConversionWarning,
+        check_summary,
+        to_snn,
+    )
 
     if not args.calibration_data or args.report:
         raise EdgekitError("--to-snn needs --calibration-data data.npz (inputs in 'x') and "
@@ -197,14 +203,26 @@ def _to_snn(graph: edgekit.Graph, args: argparse.Namespace) -> edgekit.Graph:
     # QCFS's shift of half a level is an initial membrane of half the threshold
     v_init = args.v_init if args.v_init is not None else 0.5 * (balancing == "trained")
     x, y = load_data(args.calibration_data)
+    # the default: FAS, then surrogate-gradient fine-tuning where the data has labels
+    calibrate = args.calibrate or ("finetune" if y is not None else "fas")
+    if calibrate == "finetune" and y is None:
+        raise EdgekitError("--calibrate finetune trains on labels: the calibration data needs "
+                           "'y' beside 'x'")
+    tune = calibrate == "finetune"
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", SpikingConversionWarning)
         snn = to_snn(graph, x, args.timesteps, balancing=balancing, v_init=v_init,
-                     calibrate=args.calibrate, labels=y,
+                     calibrate=None if calibrate == "none" else "fas", labels=y,
                      memory_budget=int(args.memory_budget * 2**20),
+                     check=0 if tune else CHECK_SAMPLES,
                      progress=lambda units: progress(units, desc="to-snn"))
+        if tune:
+            from edgekit.converters.snn_finetune import finetune_and_check
+
+            snn = finetune_and_check(graph, snn, x, y,
+                                     progress=lambda units: progress(units, desc="finetune"))
     print(f"converted to an SNN: T = {args.timesteps}, {args.balancing} balancing, "
-          f"calibration {args.calibrate or 'none'}")
+          f"calibration {calibrate}")
     print(check_summary(snn.metadata["conversion_check"]))
     for warning in caught:  # one line each, as errors are
         if issubclass(warning.category, SpikingConversionWarning):
@@ -548,7 +566,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "trained (QCFS thresholds in the model, converters.qcfs)")
     c.add_argument("--v-init", type=float, help="SNN initial membrane, a fraction of the "
                    "threshold (default 0, or 0.5 with --balancing trained)")
-    c.add_argument("--calibrate", choices=["fas"], help="SNN per-neuron calibration")
+    c.add_argument("--calibrate", choices=["none", "fas", "finetune"],
+                   help="SNN calibration: none (plain conversion), fas (per-neuron thresholds), "
+                        "finetune (fas, then surrogate-gradient training on the labels 'y'; "
+                        "the default when the calibration data has labels, else fas)")
     c.add_argument("--memory-budget", type=float, default=2048, metavar="MIB",
                    help="SNN conversion's working memory in MiB (default 2048): sets the "
                         "calibration batch")

@@ -135,8 +135,8 @@ def test_the_check_warns_when_the_snn_collapses(ann, digits):
 def test_cli_prints_the_check_and_warns_on_one_line(tmp_path, ann, digits, capsys):
     ann.save(tmp_path / "cnn.ekm")
     np.savez(tmp_path / "calib.npz", x=digits.x_train[:128], y=digits.y_train[:128])
-    args = ["convert", str(tmp_path / "cnn.ekm"), "--to-snn", "--calibration-data",
-            str(tmp_path / "calib.npz"), "-o"]
+    args = ["convert", str(tmp_path / "cnn.ekm"), "--to-snn", "--calibrate", "none",
+            "--calibration-data", str(tmp_path / "calib.npz"), "-o"]
     assert main([*args, str(tmp_path / "t1.ekm"), "--timesteps", "1"]) == 0
     out, err = capsys.readouterr()
     assert "SNN vs ANN on 128 calibration samples: top-1 agreement" in out
