@@ -677,6 +677,10 @@ def build_parser() -> argparse.ArgumentParser:
     from edgekit.anytime.cli import add_parser as add_anytime_parser
 
     add_anytime_parser(sub)
+
+    from edgekit.insensor import add_parser as add_insensor_parser
+
+    add_insensor_parser(sub)
     return p
 
 
