@@ -367,7 +367,7 @@ def test_accumulator_widths_are_proven_and_counted_exactly():
         d = values[node.inputs[0]] - float(q.tensors[node.inputs[0]].quant.zero_point[0])
         attrs = dict(node.attrs, activation="none")
         want = OPS[node.op].reference(d, q.params[node.inputs[1]].astype(np.float64),
-                                      q.params[node.inputs[2]].astype(np.float64), **attrs)
+                                      **attrs)  # the bias joins after the narrow sum
         final = sums[..., -1]
         if node.op == "conv2d":  # [N*P, C] -> [N, C, H, W]
             final = final.reshape(len(x), *want.shape[2:], -1).transpose(0, 3, 1, 2)

@@ -2,18 +2,19 @@
 a conv/linear layer's sum needs, proven from its weights and its input's range, and how often
 a given width overflows on real data.
 
-A layer's accumulator starts at its int32 bias and adds ``(x - zp_in) * w`` one weight at a
-time (weights in torch order: input channel, then kernel row and column). With ``n`` bits it
-holds ``[-2^(n-1), 2^(n-1) - 1]``; a sum that leaves that range saturates (clamps) or wraps
+A layer's accumulator starts at 0 and adds ``(x - zp_in) * w`` one weight at a time (weights in
+torch order: input channel, then kernel row and column); the int32 bias joins the finished sum
+where it is requantized, in 32 bits, as the paper keeps it out of the narrow sum. With ``n``
+bits it holds ``[-2^(n-1), 2^(n-1) - 1]``; a sum that leaves that range saturates (clamps) or wraps
 (modulo 2^n). Wrapping is modular, so only the final sum matters; saturating depends on every
 partial sum.
 
 ``required_bits`` is the static proof: every term lies between ``min(0, w * dlo, w * dhi)``
 and ``max(0, w * dlo, w * dhi)``, with ``[dlo, dhi]`` the range of ``x - zp_in`` (the whole
 int8 range, or the fused ReLU/ReLU6 range of the layer that produced it, carried through ops
-that only move values), so every partial sum in any order lies between the bias plus the sum
-of the negative bounds and the bias plus the sum of the positive ones; the width that holds
-both cannot overflow, saturating or wrapping. ``overflows`` counts what a width does on data:
+that only move values), so every partial sum in any order lies between the sum of the negative
+bounds and the sum of the positive ones; the width that holds both cannot overflow,
+saturating or wrapping. ``overflows`` counts what a width does on data:
 where no sum of a layer overflows, a narrow accumulator computes exactly the int32 result, so
 the int8 model's outputs, and its accuracy, are unchanged.
 """
@@ -52,12 +53,12 @@ def input_range(graph: Graph, name: str) -> tuple[int, int]:
     return -128, 127
 
 
-def _rows(graph: Graph, node: Node) -> tuple[np.ndarray, np.ndarray, int, int]:
-    """int64 weight rows [C, R], bias [C], and the range of ``x - zp_in``."""
-    w, b = graph.params[node.inputs[1]], graph.params[node.inputs[2]]
+def _rows(graph: Graph, node: Node) -> tuple[np.ndarray, int, int]:
+    """int64 weight rows [C, R] and the range of ``x - zp_in``."""
+    w = graph.params[node.inputs[1]]
     lo, hi = input_range(graph, node.inputs[0])
     zp = zero_point(graph.tensors[node.inputs[0]].quant)
-    return (w.reshape(len(w), -1).astype(np.int64), b.astype(np.int64), lo - zp, hi - zp)
+    return w.reshape(len(w), -1).astype(np.int64), lo - zp, hi - zp
 
 
 def bits_for(low: int, high: int) -> int:
@@ -71,10 +72,9 @@ def required_bits(graph: Graph) -> dict[str, int]:
     overflow, in any order of summation."""
     out = {}
     for node in _layers(graph):
-        w, b, dlo, dhi = _rows(graph, node)
+        w, dlo, dhi = _rows(graph, node)
         terms = np.stack([w * dlo, w * dhi])
-        high = b + np.maximum(terms.max(0), 0).sum(1)
-        low = b + np.minimum(terms.min(0), 0).sum(1)
+        high, low = np.maximum(terms.max(0), 0).sum(1), np.minimum(terms.min(0), 0).sum(1)
         out[node.outputs[0]] = max(bits_for(int(lo), int(hi)) for lo, hi in zip(low, high))
     return out
 
@@ -108,11 +108,11 @@ def _quantized_input(graph: Graph, x: np.ndarray) -> np.ndarray:
 
 
 def _partial_sums(graph: Graph, node: Node, x: np.ndarray) -> np.ndarray:
-    """``[..., R + 1]``: the accumulator after the bias and after each of the R terms, for
-    every output value of the layer on int8 input ``x``."""
+    """``[..., R]``: the accumulator after each of the R terms, for every output value of the
+    layer on int8 input ``x``."""
     from edgekit.ops.util import windows
 
-    w, b, _, _ = _rows(graph, node)
+    w, _, _ = _rows(graph, node)
     zp = zero_point(graph.tensors[node.inputs[0]].quant)
     d = x.astype(np.int64) - zp
     if node.op == "linear":
@@ -134,8 +134,7 @@ def _partial_sums(graph: Graph, node: Node, x: np.ndarray) -> np.ndarray:
         win = win.reshape(n * oh * ow, groups, 1, -1)  # [M, G, 1, R] in torch order
         terms = (win * w.reshape(groups, cout // groups, -1)[None]).reshape(n * oh * ow, cout,
                                                                              -1)
-    sums = np.cumsum(terms, axis=-1) + b[None, :, None]
-    return np.concatenate([np.broadcast_to(b[None, :, None], (*sums.shape[:2], 1)), sums], -1)
+    return np.cumsum(terms, axis=-1)
 
 
 def summary(graph: Graph, x: Any, widths: tuple[int, ...] = (16, 12)) -> list[dict[str, Any]]:
