@@ -164,7 +164,10 @@ class _Fn(nn.Module):
 
 LEARNED = {"sigmoid": nn.Sigmoid(), "tanh": nn.Tanh(), "hardsigmoid": nn.Hardsigmoid(),
            "elu": nn.ELU(0.5), "selu": nn.SELU(), "exp": _Fn(torch.exp), "log": _Fn(torch.log),
-           "sqrt": _Fn(torch.sqrt)}
+           "sqrt": _Fn(torch.sqrt),
+           # their output does not give their input: the derivative reads the kept input
+           "gelu": nn.GELU(), "hardswish": nn.Hardswish(), "silu": nn.SiLU(),
+           "softplus": nn.Softplus(), "square": _Fn(torch.square)}
 
 
 @pytest.mark.parametrize("op", sorted(LEARNED))
@@ -200,14 +203,14 @@ def test_learning_gradients_equal_torch_autograd(op):
         np.testing.assert_allclose(grads[name], param.grad.numpy(), atol=1e-5, err_msg=name)
 
 
-def test_learning_refuses_an_op_whose_output_does_not_give_its_derivative():
+def test_learning_keeps_the_input_only_where_the_output_does_not_give_the_derivative():
     import edgekit
     from edgekit.learn.blocks import from_graph
 
-    net = nn.Sequential(nn.Linear(4, 4), nn.SiLU(), nn.Linear(4, 2))
-    graph = edgekit.from_torch(net.eval(), (torch.randn(1, 4),))
-    with pytest.raises(EdgekitError, match="silu.*does not determine its input"):
-        from_graph(graph)
+    for act, from_input in [(nn.SiLU(), True), (nn.Sigmoid(), False)]:
+        net = nn.Sequential(nn.Linear(4, 4), act, nn.Linear(4, 2))
+        blocks = from_graph(edgekit.from_torch(net.eval(), (torch.randn(1, 4),)))
+        assert blocks[0].pointwise.from_input is from_input
 
 
 def test_spiking_conversion_refuses_them():

@@ -234,6 +234,9 @@ def _residual(graph: Graph, start: int, fork: str, blocks: list) -> tuple[int, s
             break
         if node.inputs[0] not in reach:
             raise EdgekitError(f"{BRANCHES}; {_where(node)} branches off")
+        if any(i not in graph.params for i in node.inputs[1:]):
+            raise EdgekitError(f"{BRANCHES}; {_where(node)} joins two branches otherwise (a "
+                               "gate or a concat)")
         producer[node.outputs[0]] = node
         reach.add(node.outputs[0])
     else:
