@@ -379,3 +379,18 @@ def test_accumulator_widths_are_proven_and_counted_exactly():
     narrow = accumulators.overflows(q, x, 8)
     assert sum(c["saturate"] for c in narrow.values()) >= sum(c["wrap"] for c in narrow.values())
     assert sum(c["saturate"] for c in narrow.values()) > 0
+
+
+def test_fit_width_makes_the_proof_pass_and_refuses_what_cannot_fit():
+    from edgekit.quant import accumulators
+
+    rng = np.random.default_rng(14)
+    g, x = small_graph(rng), rng.standard_normal((6, 3, 7, 7)).astype(np.float32)
+    q = edgekit.quantize(g, x)
+    assert max(accumulators.required_bits(q).values()) > 16
+    fitted = accumulators.fit_width(q, g, 16)
+    assert max(accumulators.required_bits(fitted).values()) <= 16
+    assert all(c["saturate"] == 0 for c in accumulators.overflows(fitted, x, 16).values())
+    assert np.corrcoef(Executor(fitted).run(x).ravel(), Executor(g).run(x).ravel())[0, 1] > 0.9
+    with pytest.raises(EdgekitError, match="cannot fit a 10-bit accumulator"):
+        accumulators.fit_width(q, g, 10)
