@@ -70,7 +70,6 @@ def add_parser(sub: Any) -> None:
                     "half the fleet)")
     rn.add_argument("--round-timeout", type=float, help="seconds a round waits for replies "
                     "(default: 60 + 5 per device); a device silent by then counts as a failure")
-    rn.add_argument("--profiles", default="host", help=argparse.SUPPRESS)
     _training_args(rn)
     rn.add_argument("--tls-ca", help="CA certificate the server's is checked against")
     rn.add_argument("-o", "--out", required=True, help="the global model (.ekm)")
@@ -146,9 +145,9 @@ def cmd_run(args: argparse.Namespace) -> None:
     graph = load_model(args.model)
     x_test, y_test = _labelled(args.test, _load())
     cfg = runs.settings(nodes=args.clients, rounds=args.rounds, rule=args.rule,
-                        strategy=args.strategy, profiles=args.profiles.split(","),
-                        epochs=args.epochs, lr=args.lr, batch_size=args.batch_size,
-                        seed=args.seed, proximal_mu=args.proximal_mu, quorum=args.quorum,
+                        strategy=args.strategy, epochs=args.epochs, lr=args.lr,
+                        batch_size=args.batch_size, seed=args.seed,
+                        proximal_mu=args.proximal_mu, quorum=args.quorum,
                         timeout=args.round_timeout or 60.0 + 5.0 * args.clients)
     run = Path(tempfile.mkdtemp(prefix="edgekit-fleet-"))
     try:

@@ -52,7 +52,7 @@ def simulate(graph: Graph, x: np.ndarray, y: np.ndarray, *, clients: int = 10,
         cut = len(y) // 5
         test, x, y = (x[order[:cut]], y[order[:cut]]), x[order[cut:]], y[order[cut:]]
     shards = split(y, clients, partition, seed)
-    report: dict[str, Any] = {"clients_count": clients, "partition": partition,
+    report: dict[str, Any] = {"fleet_size": clients, "partition": partition,
                               "strategy": strategy, "rule": rule}
     if centralized:  # first: it checks the data against the model with finetune's messages
         pooled, _ = finetune(graph, x, y, rule=rule, epochs=rounds * epochs, lr=cfg["lr"],
@@ -82,7 +82,7 @@ def _run_engine(clients: int) -> None:
     from edgekit.fleet.server import app as server_app
 
     cores = max(1, min(len(os.sched_getaffinity(0)), clients))
-    quiet = logging.getLogger("flwr").level >= logging.WARNING
+    quiet = logging.getLogger("flwr").level >= logging.ERROR
     run_simulation(server_app=server_app, client_app=client_app, num_supernodes=clients,
                    backend_config={"client_resources": {"num_cpus": 1, "num_gpus": 0.0},
                                    "init_args": {"num_cpus": cores, "log_to_driver": not quiet,
@@ -95,7 +95,7 @@ def _quiet(on: bool) -> Iterator[None]:
     logger = logging.getLogger("flwr")
     level = logger.level
     if on:
-        logger.setLevel(logging.WARNING)
+        logger.setLevel(logging.ERROR)
     try:
         with warnings.catch_warnings():
             if on:
