@@ -256,6 +256,11 @@ def test_asr_train_transcribe_eval(tmp_path, cache, capsys):
     assert main(["asr", "eval", str(model), "--count", "10", "--policy", "exit:2", "--cache",
                  str(cache)]) == 0
     assert "exit:2" in capsys.readouterr().out
+    assert main(["asr", "calibrate", str(model), "-o", str(tmp_path / "fixed.ekm"), "--goal",
+                 "blocks:0.5", "--valid", "20", "--cache", str(cache)]) == 0
+    meta = edgekit.load(tmp_path / "fixed.ekm").metadata["early_exit"]
+    assert meta["calibration"]["goal"] == "blocks:0.5"
+    assert meta["calibration"]["valid"]["mean_blocks"] <= 2  # half the 4 blocks at most
 
 
 @pytest.mark.parametrize("argv, words", [

@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 from edgekit.errors import EdgekitError
+from edgekit.speech.exits import GOAL
 
 POLICY_HELP = "entropy:T, posterior:P or exit:K (default: the policy calibrated at training)"
 
@@ -32,7 +33,7 @@ def add_parser(sub) -> None:
     t.add_argument("--single-exit", action="store_true", help="train only the last exit (the "
                    "baseline an early-exit model is compared with)")
     t.add_argument("--quantize", choices=["int8"], help="also write <output>.int8.ekm")
-    t.add_argument("--goal", default="wer:0.01", help="calibration goal on the validation "
+    t.add_argument("--goal", default=GOAL, help="calibration goal on the validation "
                    "voices: wer:D (at most D above the last exit) or blocks:F (mean share)")
     t.add_argument("--cache", help="corpus cache folder (default $EDGEKIT_CACHE/speech)")
     t.set_defaults(func=cmd_train)
@@ -56,6 +57,15 @@ def add_parser(sub) -> None:
     e.add_argument("--cache", help="corpus cache folder (default $EDGEKIT_CACHE/speech)")
     e.add_argument("--json", action="store_true")
     e.set_defaults(func=cmd_eval)
+
+    c = actions.add_parser("calibrate", help="choose the stored policy anew for a goal")
+    c.add_argument("model")
+    c.add_argument("-o", "--output", required=True, help="the model with the new policy")
+    c.add_argument("--goal", default=GOAL, help="wer:D or blocks:F (as for train)")
+    c.add_argument("--valid", type=int, default=300, help="validation utterances")
+    c.add_argument("--seed", type=int, default=0)
+    c.add_argument("--cache", help="corpus cache folder (default $EDGEKIT_CACHE/speech)")
+    c.set_defaults(func=cmd_calibrate)
 
     x = actions.add_parser("export", help="each exit as a complete sub-model (ONNX, TFLite)")
     x.add_argument("model")
@@ -150,6 +160,24 @@ def cmd_eval(args: argparse.Namespace) -> None:
     noise = "clean" if args.snr is None else f"{args.noise} noise at {args.snr:g} dB"
     print(f"{args.count} utterances, {args.voices} voices, {noise}")
     print(table(["exit / policy", "blocks", "MACs", "WER", "CER", "WER digits"], rows))
+
+
+def cmd_calibrate(args: argparse.Namespace) -> None:
+    from edgekit.cli import load_model
+    from edgekit.fileio import check_file
+    from edgekit.speech import pipeline
+    from edgekit.speech.exits import META
+
+    check_file(args.output)
+    if not 10 <= args.valid <= 100_000:
+        raise EdgekitError(f"--valid must be from 10 to 100000, got {args.valid}")
+    graph = load_model(args.model)
+    x, texts = pipeline.split_features("valid", args.valid, args.seed, cache=args.cache)
+    pipeline.calibrate_graph(graph, x, texts, args.goal)
+    graph.save(args.output)
+    meta = graph.metadata[META]
+    print(f"policy {meta['policy']} on the validation voices: {meta['calibration']['valid']}; "
+          f"wrote {args.output}")
 
 
 def cmd_export(args: argparse.Namespace) -> None:

@@ -28,6 +28,10 @@ from edgekit.speech.ctc import edit_distance, greedy
 
 META = "early_exit"
 KINDS = ("entropy", "posterior", "exit")
+# Calibrate for half a point above the last exit on the validation voices, so the held-out
+# voices (another 300 utterances) stay within the issue's one point: wer:0.01 on validation
+# came out 1.1 points above on held-out voices, wer:0.005 0.5 (docs/speech.md).
+GOAL = "wer:0.005"
 
 
 @dataclass(frozen=True)
@@ -222,7 +226,7 @@ class Replay:
         return max(sum(len(r) for r in self.refs), 1)
 
 
-def calibrate(replay: Replay, goal: str = "wer:0.01") -> tuple[Policy, dict]:
+def calibrate(replay: Replay, goal: str = GOAL) -> tuple[Policy, dict]:
     """The policy (an entropy or posterior threshold, or a fixed exit) that meets ``goal`` on
     a validation replay with the least compute: ``wer:D``, WER at most D above the last
     exit's; or ``blocks:F``, mean blocks at most F of the encoder, with the lowest WER."""

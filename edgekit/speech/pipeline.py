@@ -14,7 +14,7 @@ import numpy as np
 from edgekit.graph import Graph
 from edgekit.speech import corpus, frontend
 from edgekit.speech.ctc import CHARS
-from edgekit.speech.exits import META, EarlyExit, Policy, Replay, calibrate, stored_policy
+from edgekit.speech.exits import GOAL, META, EarlyExit, Policy, Replay, calibrate, stored_policy
 
 VALID_UTTERANCES = 300
 CALIBRATION_SAMPLES = 200  # int8 activation ranges
@@ -55,7 +55,7 @@ def calibrate_graph(graph: Graph, x: np.ndarray, texts: list[str], goal: str) ->
     return replay
 
 
-def build(cfg, goal: str = "wer:0.01", cache=None, log=print) -> Graph:
+def build(cfg, goal: str = GOAL, cache=None, log=print) -> Graph:
     """Train (``cfg``: ``model.TrainConfig``), lower and calibrate the float Graph."""
     from edgekit.speech.model import train
 
@@ -68,7 +68,7 @@ def build(cfg, goal: str = "wer:0.01", cache=None, log=print) -> Graph:
     return graph
 
 
-def quantize(graph: Graph, seed: int = 0, goal: str = "wer:0.01", cache=None,
+def quantize(graph: Graph, seed: int = 0, goal: str = GOAL, cache=None,
              valid: int = VALID_UTTERANCES) -> Graph:
     """The int8 Graph (activation ranges from training clips), its policy calibrated anew on
     ``valid`` validation utterances."""
