@@ -14,13 +14,14 @@ from __future__ import annotations
 import hashlib
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 
 from edgekit.errors import EdgekitError
 from edgekit.fileio import atomic_write_bytes, check_folder
+from edgekit.firmware_bridge.ports import DEFAULT as DEFAULT_BOARD
 from edgekit.graph import Graph, Node
 from edgekit.ops import implementation, implementations
 from edgekit.runtime.planner import Buffer, GreedyPlanner, Plan
@@ -45,22 +46,48 @@ def _itemsize(graph: Graph) -> Callable[[str], int]:
 
 @dataclass(frozen=True)
 class Footprint:
-    """What a generated model takes on the board, from its writer's own plan (the numbers its
-    sources declare; no file written). SRAM: ``activation_bytes`` (the arena; a spiking model's
-    membranes too), ``scratch_bytes`` (the convolution's column buffer) and ``link_bytes`` (the
-    protocol server's frame buffers and per-step counters, sized by the model); flash:
-    ``const_bytes``, the constant arrays as written (weights, folded biases, multipliers and
-    shifts, tables). Not counted: the parameter structs (tens of bytes a step), the code and
-    the stack, which the device profile's ``runtime_overhead_bytes`` covers."""
+    """What a generated model's image takes on the board, from its writer's own plan (the
+    numbers its sources declare; no file written) and the firmware's measured sizes on the
+    board (``firmware_bridge.sizes``). SRAM: ``activation_bytes`` (the arena; a spiking model's
+    membranes too), ``scratch_bytes`` (the convolution's column buffer), ``link_bytes`` (the
+    protocol server's frame buffers and per-step counters, sized by the model) and
+    ``firmware_ram_bytes`` (the firmware's own state, its stack, what its kernels keep, and
+    alignment); flash: ``const_bytes``, the constant arrays as written (weights, folded biases,
+    multipliers and shifts, tables), and ``code_bytes``, the rest of the image (the firmware's
+    code, the kernels the model calls, its schedule, parameter structs and array padding)."""
 
     activation_bytes: int
     scratch_bytes: int
     link_bytes: int
     const_bytes: int
+    code_bytes: int = 0
+    firmware_ram_bytes: int = 0
 
     @property
     def sram_bytes(self) -> int:
-        return self.activation_bytes + self.scratch_bytes + self.link_bytes
+        """RAM of the image: ``.data`` + ``.bss`` + the stack."""
+        return (self.activation_bytes + self.scratch_bytes + self.link_bytes
+                + self.firmware_ram_bytes)
+
+    @property
+    def flash_bytes(self) -> int:
+        """Flash of the image: code, read-only data and ``.data``'s initialisers."""
+        return self.const_bytes + self.code_bytes
+
+
+def with_firmware(fp: Footprint, board: str, calls: str, structs: list[str],
+                  arrays: list[int], n_spans: int, more_code: int = 0) -> Footprint:
+    """``fp`` with the firmware's code and own RAM on ``board`` (a core of
+    ``firmware_bridge.ports``), from its measured sizes, for a model whose ``run_step`` body is
+    ``calls`` (plus ``more_code`` bytes of its own) with parameter structs ``structs``,
+    constant arrays of ``arrays`` bytes and ``n_spans`` spans."""
+    from edgekit.firmware_bridge.sizes import board_sizes
+
+    sizes = board_sizes(board)
+    flash = sizes.flash_bytes(calls, structs, arrays, n_spans) + more_code
+    ram = sizes.ram_bytes(calls, fp.activation_bytes + fp.scratch_bytes + fp.link_bytes)
+    return replace(fp, code_bytes=flash - fp.const_bytes,
+                   firmware_ram_bytes=ram - fp.sram_bytes)
 
 
 def link_bytes(max_payload_bytes: int, n_steps: int) -> int:
@@ -98,13 +125,16 @@ class _Writer:
         self.calls: list[str] = []
         self.col_bytes = 0
         self.const_bytes = 0
+        self.arrays: list[int] = []  # bytes of each constant array
+        self.structs: list[str] = []  # each step's parameter struct type
         self._arrays = 0
 
     def array(self, ctype: str, values: np.ndarray) -> str:
         name = f"k{self._arrays}"
         self._arrays += 1
         self.decls.append(_c_array(ctype, name, values))
-        self.const_bytes += C_BYTES[ctype] * max(np.size(values), 1)
+        self.arrays.append(C_BYTES[ctype] * max(np.size(values), 1))
+        self.const_bytes += self.arrays[-1]
         return name
 
     def at(self, tensor: str) -> str:
@@ -123,6 +153,7 @@ class _Writer:
     def struct(self, ctype: str, i: int, fields: dict[str, object]) -> str:
         """Declare step ``i``'s const parameter struct; returns its address as C."""
         self.decls.append(_struct(ctype, f"p{i}", fields))
+        self.structs.append(ctype)
         return f"&p{i}"
 
 
@@ -193,22 +224,25 @@ def memory_plan(graph: Graph, itemsize: int | Callable[[str], int] = 1,
     return plan, dict(zip(names, plan.offsets, strict=True))
 
 
-def _walk(graph: Graph) -> tuple[_Writer, Footprint]:
-    """Every step's call and declarations, and the footprint they add up to."""
+def _walk(graph: Graph, board: str = DEFAULT_BOARD) -> tuple[_Writer, Footprint]:
+    """Every step's call and declarations, and the footprint they add up to on ``board``."""
     check_supported(graph)
     payload = max_payload(graph)
     plan, offsets = memory_plan(graph, _itemsize(graph))
     w = _Writer(graph, plan, offsets)
     for i, node in enumerate(graph.nodes):
         w.calls.append(f"    case {i}: {_visitor(node.op)(w, i, node)} break;")
-    return w, Footprint(plan.size, max(w.col_bytes, 4), link_bytes(payload, len(graph.nodes)),
-                        w.const_bytes)
+    fp = Footprint(max(plan.size, 4), max(w.col_bytes, 4),
+                   link_bytes(payload, len(graph.nodes)), w.const_bytes)
+    spans = len(graph.inputs) + len(graph.outputs) + len(graph.nodes)
+    return w, with_firmware(fp, board, "\n".join(w.calls), w.structs, w.arrays, spans)
 
 
-def footprint(graph: Graph) -> Footprint:
-    """What ``generate(graph)`` would declare, without writing it: what the fit check of a
-    microcontroller profile counts."""
-    return _walk(graph)[1]
+def footprint(graph: Graph, board: str = DEFAULT_BOARD) -> Footprint:
+    """What the image of ``generate(graph)`` takes on ``board`` (a core of
+    ``firmware_bridge.ports``), without writing it: what the fit check of a microcontroller
+    profile counts."""
+    return _walk(graph, board)[1]
 
 
 def generate(graph: Graph) -> tuple[str, str, str]:

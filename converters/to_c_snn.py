@@ -45,12 +45,14 @@ import numpy as np
 
 from edgekit.converters.to_c import (
     C_BYTES,
+    DEFAULT_BOARD,
     Footprint,
     _struct,
     frame_payload,
     link_bytes,
     memory_plan,
     model_header,
+    with_firmware,
     write_model,
 )
 from edgekit.errors import EdgekitError
@@ -66,6 +68,11 @@ def _size(shape) -> int:
 
 _CTYPES = {"float32": "float", "int8": "int8_t", "int32": "int32_t"}
 _ITEMSIZE = {"float32": 4, "int8": 1, "int32": 4}
+# run_step's own code beyond its kernel calls (firmware_bridge.sizes bounds those): the time
+# loop, the output sum, the resets and the lap() after each call, bounded above from the
+# generated code's measured size on the Cortex-M3 (tests/test_profile.py holds it)
+LOOP_BYTES = 512
+LAP_BYTES = 32
 _SUFFIX = {"float32": "f32", "int8": "s8", "int32": "s32"}  # the kernel for that input dtype
 
 
@@ -87,6 +94,8 @@ class SpikingWriter:
         self.decls: list[str] = []
         self.resets: list[str] = []
         self.const_bytes = 0
+        self.arrays: list[int] = []  # bytes of each constant array
+        self.structs: list[str] = []  # each node's parameter struct type
 
     def dtype(self, tensor: str) -> str:
         return self.graph.tensors[tensor].dtype
@@ -112,7 +121,8 @@ class SpikingWriter:
     def const(self, name: str, values: np.ndarray, ctype: str = "float") -> str:
         self.decls.append(f"static const {ctype} {name}[{max(np.size(values), 1)}] = "
                           f"{{{_literals(values, ctype) or '0'}}};")
-        self.const_bytes += C_BYTES[ctype] * max(np.size(values), 1)
+        self.arrays.append(C_BYTES[ctype] * max(np.size(values), 1))
+        self.const_bytes += self.arrays[-1]
         return name
 
     def float_literal(self, value: float) -> str:
@@ -122,6 +132,7 @@ class SpikingWriter:
     def struct(self, ctype: str, i: int, fields: dict[str, object]) -> str:
         """Declare node i's parameter struct; its address."""
         self.decls.append(_struct(ctype, f"p{i}", fields))
+        self.structs.append(ctype)
         return f"&p{i}"
 
     def weights(self, name: str, values: np.ndarray) -> str:
@@ -215,10 +226,11 @@ def max_payload(graph: Graph) -> int:
     return frame_payload(max(2 + in_bytes, 8 + out_bytes), max(4 * (1 + len(graph.nodes)), 12))
 
 
-def _walk(graph: Graph) -> tuple[SpikingWriter, int, list[str], list[str], Footprint]:
+def _walk(graph: Graph, board: str = DEFAULT_BOARD
+          ) -> tuple[SpikingWriter, int, list[str], list[str], Footprint]:
     """The writer after every node's call, the arena's size, the calls run once and those of
-    each time step, and the footprint they add up to: the arena and the membranes, the link
-    buffers and the STATS counters, the constants."""
+    each time step, and the footprint they add up to on ``board``: the arena and the
+    membranes, the link buffers and the STATS counters, the constants, the firmware."""
     check_supported(graph)
     payload = max_payload(graph)
     plan = schedule(graph)  # which nodes run once, and whose SOPs count
@@ -231,15 +243,18 @@ def _walk(graph: Graph) -> tuple[SpikingWriter, int, list[str], list[str], Footp
         (once if plan.static[i] else calls).append(
             f"{'    ' if plan.static[i] else '        '}{call}; stats[{1 + i}] += lap();")
     counters = 4 * (1 + len(graph.nodes))
-    return w, arena_bytes, once, calls, Footprint(arena_bytes + membranes, 0,
-                                                  link_bytes(payload, 1) + counters,
-                                                  w.const_bytes)
+    fp = Footprint(arena_bytes + membranes, 0, link_bytes(payload, 1) + counters, w.const_bytes)
+    body = "\n".join([*once, *calls, *w.resets])
+    return w, arena_bytes, once, calls, with_firmware(
+        fp, board, body, w.structs, w.arrays, 3,
+        LOOP_BYTES + LAP_BYTES * len(graph.nodes))
 
 
-def footprint(graph: Graph) -> Footprint:
-    """What ``generate(graph)`` would declare, without writing it: what the fit check of a
-    microcontroller profile counts."""
-    return _walk(graph)[4]
+def footprint(graph: Graph, board: str = DEFAULT_BOARD) -> Footprint:
+    """What the image of ``generate(graph)`` takes on ``board`` (a core of
+    ``firmware_bridge.ports``), without writing it: what the fit check of a microcontroller
+    profile counts."""
+    return _walk(graph, board)[4]
 
 
 def generate(graph: Graph) -> tuple[str, str, str]:

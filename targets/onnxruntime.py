@@ -19,7 +19,10 @@ reads every layer from a second session with the same options whose outputs incl
 node's; ORT then fuses fewer QDQ groups (one feeding a graph output stays unfused), so with
 optimizations on its layers may not be what the model computes (on the VWW MobileNetV1 they
 are the unfused path's, and the last one differs from the model's output). ``edgekit.validate``
-compares the two (``layers_reproduce_outputs``) and says so in its notes.
+compares the two (``layers_reproduce_outputs``) and says so in its notes. Neither way round it
+works: a second DequantizeLinear per exposed tensor blocks the same fusions, and the optimized
+model ORT saves (``optimized_model_filepath``) keeps few of the Graph's tensor names (on the
+VWW MobileNetV1 1 of 31: its fused nodes are renamed, their activations uint8 and NHWC).
 """
 
 from __future__ import annotations

@@ -256,7 +256,7 @@ def test_too_small_a_device_fails_before_building(monkeypatch):
 
     monkeypatch.setattr(build, "build", no_build)
     graph = tiny_graph()
-    small = replace(load_profile("cortex-m3-qemu"), name="tiny-m0", sram_bytes=8 * 1024,
+    small = replace(load_profile("cortex-m3-qemu"), name="tiny-m0", sram_bytes=4 * 1024,
                     flash_bytes=64)
     with pytest.raises(EdgekitError, match=r"does not fit tiny-m0: flash: .* exceeds it by"
                                            r"[\s\S]*sram: .* exceeds it by"):

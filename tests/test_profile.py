@@ -300,6 +300,19 @@ def _declared(folder) -> dict[str, int]:
                 r"^static const (int8_t|int16_t|int32_t|float) \w+\[(\d+)\]", c, re.M))}
 
 
+def _firmware_own(graph, board: str) -> dict[str, int]:
+    """The firmware's own part of ``graph``'s image on ``board``, beside what the written
+    sources declare: its code, kernels and schedule (at least the empty firmware's, and every
+    kernel the model calls) and its state and stack (at least the empty firmware's)."""
+    from edgekit.converters import to_c, to_c_snn
+    from edgekit.firmware_bridge.sizes import board_sizes
+
+    fp = (to_c_snn if "timesteps" in graph.metadata else to_c).footprint(graph, board)
+    sizes = board_sizes(board)
+    assert fp.code_bytes > sizes.base_flash and fp.firmware_ram_bytes >= sizes.base_ram
+    return {"code": fp.code_bytes, "ram": fp.firmware_ram_bytes}
+
+
 @pytest.fixture(scope="module")
 def conv_net():
     """Two 3x3 convolutions on 3x32x32 images (float32, int8): the runtime's im2col scratch
@@ -326,10 +339,12 @@ def test_mcu_fit_counts_what_the_firmware_declares(conv_net, tmp_path):
     limits = {lim.name: lim for lim in check_fit(q, m7)}
     sram, flash = limits["sram"], limits["flash"]
     assert sram.memory == flash.memory == "firmware"
+    own = _firmware_own(q, "m3")  # a real board's profile: the portable Cortex-M3 build
     assert sram.needed_bytes == (written["arena"] + written["static"] + written["link"]
-                                 + m7.runtime_overhead_bytes)
+                                 + own["ram"])
     assert f"peak activations ({written['arena']:,} B) in the firmware's arena" in sram.what
-    assert flash.needed_bytes == written["consts"] > sum(q.tensors[p].nbytes for p in q.params)
+    assert flash.needed_bytes == written["consts"] + own["code"]
+    assert written["consts"] > sum(q.tensors[p].nbytes for p in q.params)
     r = profile(q, "cpu", device="cortex-m7")
     assert r["fits"]["sram"] == sram.to_json() and r["fits"]["sram"]["fits"]
     assert r["totals"]["peak_activation_bytes"] == runtime  # the runtime's own figure stays
@@ -368,10 +383,10 @@ def test_spiking_mcu_fit_counts_what_its_writer_declares(conv_net, tmp_path):
     written = _declared(to_c_snn(snn, tmp_path))
     limits = {lim.name: lim for lim in check_fit(snn, "cortex-m7")}
     assert limits["sram"].memory == "firmware"
+    own = _firmware_own(snn, "m3")
     assert limits["sram"].needed_bytes == (written["arena"] + written["static"]
-                                           + written["link"]
-                                           + load_profile("cortex-m7").runtime_overhead_bytes)
-    assert limits["flash"].needed_bytes == written["consts"]
+                                           + written["link"] + own["ram"])
+    assert limits["flash"].needed_bytes == written["consts"] + own["code"]
 
 
 def _mcu_or_skip():
@@ -387,7 +402,7 @@ def test_deploy_refuses_a_graph_that_does_not_fit(int8_graph, tmp_path):
     _mcu_or_skip()
     text = (resources.files("edgekit.targets") / "profiles" / "cortex-m4.toml").read_text()
     toml = tmp_path / "tiny.toml"
-    toml.write_text(text.replace("sram_bytes = 196_608", "sram_bytes = 16_000"))
+    toml.write_text(text.replace("sram_bytes = 196_608", "sram_bytes = 4_000"))
     with pytest.raises(edgekit.EdgekitError, match=r"does not fit cortex-m4: sram: .* exceeds "
                                                    r"it by [\d,]+ B"):
         edgekit.deploy(int8_graph, target="mcu:qemu", profile=str(toml)).close()
@@ -439,8 +454,9 @@ def test_one_fit_verdict_on_the_reference_models(name, tmp_path, capsys):
     ``edgekit profile --profile`` prints, and ``edgekit.profile`` reports, the bytes and
     verdicts of ``check_fit``; these are what the firmware's sources declare for the model
     (model.h's arena, the column buffer, the protocol's buffers, the constant arrays) plus
-    the profile's runtime overhead."""
+    the firmware's own code, state and stack on the profile's board."""
     from edgekit.converters.to_c import to_c
+    from edgekit.profile.fit import firmware_board
 
     q = _reference_int8(name)
     written = _declared(to_c(q, tmp_path / "src"))
@@ -448,10 +464,10 @@ def test_one_fit_verdict_on_the_reference_models(name, tmp_path, capsys):
     for prof in _profiles(q, tmp_path):
         limits = {lim.name: lim for lim in check_fit(q, prof)}
         assert {lim.memory for lim in limits.values()} == {"firmware"}
-        dev = load_profile(prof)
+        own = _firmware_own(q, firmware_board(load_profile(prof)))
         assert limits["sram"].needed_bytes == (written["arena"] + written["static"]
-                                               + written["link"] + dev.runtime_overhead_bytes)
-        assert limits["flash"].needed_bytes == written["consts"]
+                                               + written["link"] + own["ram"])
+        assert limits["flash"].needed_bytes == written["consts"] + own["code"]
         want = {k: (lim.needed_bytes, lim.fits) for k, lim in limits.items()}
         assert want["sram"][1] == want["flash"][1] == (not prof.endswith("short.toml"))
         assert {k: (v["needed_bytes"], v["fits"])
@@ -475,10 +491,13 @@ def test_deploy_and_the_built_firmware_agree_with_the_fit(name, tmp_path, monkey
     """``deploy(q, "mcu:qemu", profile=...)`` accepts the reference models exactly where
     ``check_fit`` says they fit and refuses them one byte short, naming the same bytes; the
     image it builds holds the planned arena, column and link buffers in its static RAM, and
-    its whole RAM (with the stack) is within what the fit counts."""
+    the fit's flash and RAM are the image's, from above: RAM within alignment
+    (``RAM_ALIGN_SLACK`` and the empty firmware's own), flash within 2 % (kernels sharing
+    helpers each count them; ``run_step`` is bounded per argument)."""
     _mcu_or_skip()
     from edgekit.converters.to_c import footprint
     from edgekit.firmware_bridge import board
+    from edgekit.firmware_bridge.sizes import RAM_ALIGN_SLACK
     from edgekit.targets.mcu import elf_sizes
 
     monkeypatch.setattr(board, "QemuBoard", _start_no_board)  # the fault: no board started
@@ -495,12 +514,44 @@ def test_deploy_and_the_built_firmware_agree_with_the_fit(name, tmp_path, monkey
         with pytest.raises(_BoardStarted) as started:
             edgekit.deploy(q, "mcu:qemu", profile=prof)
     sizes = elf_sizes(started.value.args[0])
+    fp = footprint(q)
     static = sizes["ram_bytes"] - sizes["stack_bytes"]  # .data + .bss
-    assert static >= footprint(q).sram_bytes
-    assert sizes["ram_bytes"] <= need["sram"]
-    print(f"\n{name}: fit needs SRAM {need['sram']:,} B, flash {need['flash']:,} B; firmware "
-          f"static RAM {static:,} B (planned {footprint(q).sram_bytes:,} B), RAM with stack "
-          f"{sizes['ram_bytes']:,} B, flash {sizes['flash_bytes']:,} B")
+    assert static >= fp.activation_bytes + fp.scratch_bytes + fp.link_bytes
+    assert sizes["ram_bytes"] <= need["sram"] <= sizes["ram_bytes"] + 2 * RAM_ALIGN_SLACK
+    assert sizes["flash_bytes"] <= need["flash"] <= sizes["flash_bytes"] * 1.02
+    print(f"\n{name}: fit needs SRAM {need['sram']:,} B, flash {need['flash']:,} B; the image "
+          f"RAM {sizes['ram_bytes']:,} B (static {static:,} B), flash "
+          f"{sizes['flash_bytes']:,} B")
+
+
+@pytest.mark.slow  # builds five images (~5 s each when not cached)
+def test_the_fit_bounds_the_image_on_every_core(conv_net):
+    """On the other cores' builds too (their own kernels, flags and board files) and for
+    spiking Graphs (``to_c_snn``'s time loop), the fit's flash and RAM are the built image's
+    from above: RAM within alignment, flash within 5 % (a spiking model's loop is bounded
+    coarsely, and identical constant arrays that GCC folds into one are each counted)."""
+    from edgekit.converters import to_c, to_c_snn
+    from edgekit.converters.snn import to_snn
+    from edgekit.firmware_bridge.build import build, toolchain_missing
+    from edgekit.firmware_bridge.ports import PORTS
+    from edgekit.firmware_bridge.sizes import RAM_ALIGN_SLACK, board_sizes, elf_sections
+
+    assert all(board_sizes(core) for core in PORTS)  # every core's sizes are measured
+    if toolchain_missing():
+        pytest.skip(toolchain_missing())
+    graph, q, x = conv_net
+    snn = to_snn(graph, x, 2)
+    cases = [(_reference_int8("kws_ds_cnn"), core) for core in PORTS if core != "m3"]
+    cases += [(snn, "m3"), (edgekit.quantize(snn, x), "m4")]
+    for model, core in cases:
+        writer = to_c_snn if "timesteps" in model.metadata else to_c
+        fp = writer.footprint(model, core)
+        image = elf_sections(build(*writer.generate(model), board=core).elf)
+        assert image["ram_bytes"] <= fp.sram_bytes <= image["ram_bytes"] + 2 * RAM_ALIGN_SLACK
+        assert image["flash_bytes"] <= fp.flash_bytes <= image["flash_bytes"] * 1.05, core
+        print(f"{writer.__name__.rsplit('.')[-1]} on {core}: fit flash {fp.flash_bytes:,} B, "
+              f"RAM {fp.sram_bytes:,} B; image {image['flash_bytes']:,} B, "
+              f"{image['ram_bytes']:,} B")
 
 
 def test_profile_on_the_emulated_board(int8_graph, tmp_path, capsys):

@@ -5,7 +5,9 @@ overshoots one (``require_fit``), naming the limit and by how much, before anyth
 On a microcontroller profile (``kind = "mcu"``) the figures are the firmware's: what the C
 writer (``converters.to_c``, ``to_c_snn``) declares for the Graph, from its own plan
 (``footprint``), since the firmware has no column buffers of the host runtime's size and
-holds its own link buffers. A Graph the firmware cannot run (a float32 CNN, an op without a
+holds its own link buffers, plus the firmware's own code, state and stack as measured from its
+built images on the profile's board (``firmware_bridge.sizes``): the image's flash and RAM,
+not a guessed overhead. A Graph the firmware cannot run (a float32 CNN, an op without a
 C kernel) is counted with edgekit's runtime arena instead; each limit says which (``memory``).
 """
 
@@ -55,12 +57,25 @@ class Limit:
                 f"{self.available_bytes:,} B, {state}")
 
 
-def firmware_footprint(graph: Graph) -> Footprint:
-    """What the firmware's C writer declares for ``graph`` (``EdgekitError`` where the firmware
-    cannot run it, saying why)."""
-    from edgekit.converters import to_c, to_c_snn
+def firmware_board(prof: DeviceProfile) -> str:
+    """The core whose firmware runs on ``prof``: the emulated board it describes
+    (``firmware_bridge.ports``), else the portable Cortex-M3 build a real board is flashed
+    with."""
+    from edgekit.firmware_bridge.ports import DEFAULT, PORTS
 
-    return (to_c_snn if is_spiking(graph) else to_c).footprint(graph)
+    return next((p.core for p in PORTS.values() if p.profile == prof.name), DEFAULT)
+
+
+def firmware_footprint(graph: Graph, profile: str | Path | DeviceProfile | None = None
+                       ) -> Footprint:
+    """What the image of ``graph``'s firmware takes on ``profile``'s board (the C writer's plan
+    and the firmware's measured sizes; ``EdgekitError`` where the firmware cannot run it,
+    saying why)."""
+    from edgekit.converters import to_c, to_c_snn
+    from edgekit.firmware_bridge.ports import DEFAULT
+
+    board = DEFAULT if profile is None else firmware_board(load_profile(profile))
+    return (to_c_snn if is_spiking(graph) else to_c).footprint(graph, board)
 
 
 def check_fit(graph: Graph, profile: str | Path | DeviceProfile,
@@ -77,10 +92,10 @@ def check_fit(graph: Graph, profile: str | Path | DeviceProfile,
     if memory not in (None, "firmware", "runtime"):
         raise EdgekitError(f"memory must be 'firmware' or 'runtime', got {memory!r}")
     if memory == "firmware":
-        return _firmware_limits(firmware_footprint(graph), prof)
+        return _firmware_limits(firmware_footprint(graph, prof), prof)
     if memory is None and prof.kind == "mcu":
         try:
-            return _firmware_limits(firmware_footprint(graph), prof)
+            return _firmware_limits(firmware_footprint(graph, prof), prof)
         except EdgekitError:
             pass  # the firmware cannot run it: the runtime's figures, marked as such
     if peak_activation_bytes is None:
@@ -97,14 +112,16 @@ def check_fit(graph: Graph, profile: str | Path | DeviceProfile,
 
 
 def _firmware_limits(fp: Footprint, prof: DeviceProfile) -> list[Limit]:
-    overhead = prof.runtime_overhead_bytes
+    """The image's flash and RAM (``converters.to_c.Footprint``): the firmware's measured code,
+    state and stack in place of the profile's ``runtime_overhead_bytes``."""
     return [
-        Limit("flash", fp.const_bytes, prof.flash_bytes,
-              "weights and constants as the firmware's C writer declares them", "firmware"),
-        Limit("sram", fp.sram_bytes + overhead, prof.sram_bytes,
+        Limit("flash", fp.flash_bytes, prof.flash_bytes,
+              f"weights and constants ({fp.const_bytes:,} B) + the firmware's code, kernels and "
+              f"schedule ({fp.code_bytes:,} B)", "firmware"),
+        Limit("sram", fp.sram_bytes, prof.sram_bytes,
               f"peak activations ({fp.activation_bytes:,} B) in the firmware's arena + its "
               f"column buffer ({fp.scratch_bytes:,} B) + link buffers ({fp.link_bytes:,} B) + "
-              f"runtime overhead ({overhead:,} B)", "firmware"),
+              f"the firmware's own state and stack ({fp.firmware_ram_bytes:,} B)", "firmware"),
     ]
 
 
