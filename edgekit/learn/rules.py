@@ -15,13 +15,14 @@ class Rule:
     setup: Callable  # (blocks, classes, rng, **options) -> RuleState
     step: Callable  # (blocks, state, x, y, phase, rng) -> (loss, logits)
     lr: float  # the default learning rate (benchmarks/learn_defaults.py chose them)
+    reads_data: bool = False  # setup takes the training data as ``sample=(x, y)``
 
 
 RULES = {
     "bp": Rule(bp.setup, bp.step, 1e-2),
-    "lls": Rule(partial(lls.setup, mode="plain"), lls.step, 1e-2),
-    "lls-m": Rule(partial(lls.setup, mode="m"), lls.step, 1e-2),
-    "lls-mxm": Rule(partial(lls.setup, mode="mxm"), lls.step, 1e-2),
+    "lls": Rule(partial(lls.setup, mode="plain"), lls.step, 1e-2, reads_data=True),
+    "lls-m": Rule(partial(lls.setup, mode="m"), lls.step, 1e-2, reads_data=True),
+    "lls-mxm": Rule(partial(lls.setup, mode="mxm"), lls.step, 1e-2, reads_data=True),
     "ff": Rule(ff.setup, ff.step, 3e-3),
     "dfa": Rule(dfa.setup, dfa.step, 1e-2),
 }

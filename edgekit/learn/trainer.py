@@ -87,7 +87,7 @@ def finetune(graph: Graph, x: np.ndarray, y: np.ndarray, rule: str = "lls", epoc
     blocks = from_graph(graph)
     x, y = _data(graph, blocks, x, y)
     learner = prepare(blocks, rule, layers, seed, Optimizer(optimizer, weight_decay), norm,
-                      **options)
+                      sample=(x, y), **options)
     params, opt = learner.params, learner.opt
     _check(math.isfinite(proximal_mu) and proximal_mu >= 0,
            f"proximal_mu must be a number >= 0, got {proximal_mu!r}")
@@ -174,13 +174,16 @@ class Learner:
 
 
 def prepare(blocks: list[Block], rule: str, layers: str | int = "all", seed: int = 0,
-            opt: Optimizer | None = None, norm: bool = False, **options: Any) -> Learner:
-    """Mark what trains, add norms, set the rule up (seeded): then per batch ``zero_grads``,
-    ``rule.step`` and ``apply``."""
+            opt: Optimizer | None = None, norm: bool = False,
+            sample: tuple[np.ndarray, np.ndarray] | None = None, **options: Any) -> Learner:
+    """Mark what trains, add norms, set the rule up (seeded; a rule that reads the training
+    data gets ``sample``): then per batch ``zero_grads``, ``rule.step`` and ``apply``."""
     found = get_rule(rule)
     mark_trainable(blocks, layers)
     if norm:
         add_norms(blocks)
+    if found.reads_data and sample is not None:
+        options = {**options, "sample": sample}
     try:
         state = found.setup(blocks, blocks[-1].z_shape[0],
                                   np.random.default_rng([seed, _SETUP]), **options)
