@@ -402,6 +402,22 @@ conv2d.implements("onnx")(_onnx)
 conv1d.implements("onnx")(_onnx)
 
 
+def scratch_bytes(xs, ys, wshape, groups, geometry) -> int:
+    """Bytes of the scratch ``col`` that ``ek_conv2d`` needs on every core (the generated model
+    is the same for all): a depthwise convolution keeps kh row pointers (8 bytes each, for the
+    host-compiled twin) and a ring of the (kh - 1) * dh + 1 input rows a window spans, each
+    zero-point padded to the padded width plus 4 bytes of slack, rounded to words; any other
+    keeps columns of ``depth`` = cin/groups * kh * kw bytes: four widened to int16 for SMLAD
+    and one int8 (9 * depth: Cortex-M4/M7; the M55 keeps four int8 columns, the M3 two). 8 more
+    bytes let the firmware align it."""
+    (_, sw), _, (dh, dw) = geometry
+    kh, kw = wshape[2], wshape[3]
+    if groups == xs[1] == ys[1]:
+        width = (ys[3] - 1) * sw + (kw - 1) * dw + 1 + 4
+        return 8 * kh + ((kh - 1) * dh + 1) * (-(-width // 4) * 4) + 8
+    return 9 * prod(wshape[1:]) + 8
+
+
 def _c(w, i, node):
     """``ek_conv2d``; conv1d as a conv2d of height 1. The firmware sums ``x * w`` over
     im2col columns (``col``, two of them) and adds the folded bias."""
@@ -418,7 +434,8 @@ def _c(w, i, node):
     p = conv_params(w.quant(node), weight, w.graph.params.get(node.inputs[2])
                     if len(node.inputs) > 2 else None, a["activation"])
     folded = p.folded_int32(f"node {node.name or node.op}")
-    w.col_bytes = max(w.col_bytes, 2 * prod(weight.shape[1:]))
+    w.col_bytes = max(w.col_bytes, scratch_bytes(xs, ys, weight.shape, a["groups"],
+                                                 geometry))
     fields = dict(cin=xs[1], h=xs[2], w=xs[3], cout=ys[1], oh=ys[2], ow=ys[3],
                   kh=weight.shape[2], kw=weight.shape[3], sh=sh, sw=sw, pt=pt, pl=pl, dh=dh,
                   dw=dw, groups=a["groups"], in_zp=p.in_zp, out_zp=p.out_zp, lo=p.lo, hi=p.hi,

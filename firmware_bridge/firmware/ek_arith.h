@@ -20,9 +20,30 @@ static inline int32_t ek_rdbpot(int32_t x, int n) {
     return (x >> n) + (rem > thr ? 1 : 0);
 }
 
+/* (a * b + 2^31) >> 32: SMMULR where the core has it. */
+static inline int32_t ek_mulhr(int32_t a, int32_t b) {
+#if defined(__ARM_FEATURE_DSP)
+    int32_t r;
+    __asm("smmulr %0, %1, %2" : "=r"(r) : "r"(a), "r"(b));
+    return r;
+#else
+    return (int32_t)(((int64_t)a * b + 0x80000000LL) >> 32);
+#endif
+}
+
+/* MultiplyByQuantizedMultiplier. Where |acc << left| < 2^30 (every accumulator of a real
+ * layer), a shorter form with the same result: SRDHM(x, m) = floor((x m + 2^30) / 2^31) (what
+ * TFLite's sign-dependent nudge and truncating division come to) = (2x m + 2^31) >> 32, and
+ * rounding half away from zero by 2^n is floor((r + 2^(n-1) - [r < 0]) / 2^n); neither
+ * overflows there. Elsewhere the reference form. */
 static inline int32_t ek_mbqm(int32_t acc, int32_t m, int32_t shift) {
     int left = shift > 0 ? shift : 0, right = shift < 0 ? -shift : 0;
-    return ek_rdbpot(ek_srdhm((int32_t)((uint32_t)acc << left), m), right);
+    const int32_t x = (int32_t)((uint32_t)acc << left);
+    if ((uint32_t)x + 0x40000000u < 0x80000000u) {
+        const int32_t r = ek_mulhr(x * 2, m);
+        return right ? (r + (1 << (right - 1)) + (r >> 31)) >> right : r;
+    }
+    return ek_rdbpot(ek_srdhm(x, m), right);
 }
 
 static inline int32_t ek_clamp(int32_t v, int32_t lo, int32_t hi) {

@@ -1,28 +1,262 @@
 /* int8 kernels: TFLite arithmetic (ek_arith.h), bit-exact with edgekit's numba runtime.
  *
- * Convolutions copy the windows of two output pixels into two small columns (cin/groups * kh * kw
- * bytes each, padding filled with the input zero point) and take dot products with the weight
- * rows of two output channels at a time. The input zero point is folded into the bias by converters/to_c.py
- * (b - zp * sum(w)): with padding equal to zp, sum(col * w) - zp * sum(w) = sum((col - zp) * w)
- * exactly, so the inner loop is load, load, multiply-accumulate. */
+ * Convolutions copy output pixels' windows into small columns (cin/groups * kh * kw bytes each,
+ * padding filled with the input zero point) and take dot products with the weight rows; the
+ * input zero point is folded into the bias by the C writer (b - zp * sum(w)): with padding equal
+ * to zp, sum(col * w) - zp * sum(w) = sum((col - zp) * w) exactly, so the inner loop is loads and
+ * multiply-accumulates. The convolution, depthwise and fully connected inner loops come per core
+ * (ek_simd.h: SMLAD on the Cortex-M4/M7, Helium on the M55, plain C on the M3). */
 #include <math.h>
 #include <string.h>
 
 #include "ek_arith.h"
 #include "ek_kernels.h"
+#include "ek_simd.h"
 
-/* Dot product of two int8 rows, 4 terms per pass: on a Cortex-M3 each term is two
- * post-incrementing LDRSB and one MLA. */
-static inline int32_t ek_dot(const int8_t *a, const int8_t *b, int32_t n, int32_t acc) {
-    for (; n >= 4; n -= 4, a += 4, b += 4)
-        acc += a[0] * b[0] + a[1] * b[1] + a[2] * b[2] + a[3] * b[3];
-    for (; n > 0; n--) acc += *a++ * *b++;
-    return acc;
+/* Requantization constants of one output channel (ek_arith.h's ek_requantize). */
+typedef struct { int32_t mult, shift, zp, lo, hi; } ek_rq_t;
+
+static inline int8_t ek_rq(int32_t acc, const ek_rq_t *q) {
+    return ek_requantize(acc, q->mult, q->shift, q->zp, q->lo, q->hi);
 }
 
+/* The scratch ``col`` (edgekit.ops.conv.scratch_bytes says how large) at an 8-byte boundary. */
+static inline void *ek_aligned(int8_t *p) {
+    return (void *)(((uintptr_t)p + 7u) & ~(uintptr_t)7u);
+}
+
+/* The window of output pixel ``pixel`` over group g's input channels, (ic, ky, kx) like the
+ * weights; taps outside the input hold the input zero point. Fields are read into locals once
+ * (a store through int8_t * may alias the struct, which would reload them per byte). */
+static void ek_column(const ek_conv_t *p, const int8_t *x, int32_t g, int32_t pixel,
+                      int8_t *c) {
+    const int32_t h = p->h, w = p->w, kh = p->kh, kw = p->kw, dh = p->dh, dw = p->dw;
+    const int32_t per_group = p->cin / p->groups, plane = h * w;
+    const int32_t y0 = pixel / p->ow * p->sh - p->pt, x0 = pixel % p->ow * p->sw - p->pl;
+    const int inside = y0 >= 0 && x0 >= 0 && y0 + (kh - 1) * dh < h && x0 + (kw - 1) * dw < w;
+    const int8_t *src = x + g * per_group * plane + y0 * w + x0;
+    if (inside && kh == 1 && kw == 1) {  /* pointwise: one tap per channel */
+        for (int32_t ic = 0; ic < per_group; ic++, src += plane) *c++ = *src;
+        return;
+    }
+    if (inside && kw == 3 && dw == 1) {
+        for (int32_t ic = 0; ic < per_group; ic++, src += plane) {
+            const int8_t *row = src;
+            for (int32_t ky = 0; ky < kh; ky++, row += dh * w, c += 3) {
+                c[0] = row[0];
+                c[1] = row[1];
+                c[2] = row[2];
+            }
+        }
+        return;
+    }
+    const int8_t zp = (int8_t)p->in_zp;
+    for (int32_t ic = 0; ic < per_group; ic++, src += plane) {
+        for (int32_t ky = 0; ky < kh; ky++) {
+            const int32_t iy = y0 + ky * dh;
+            const int8_t *row = src + ky * dh * w;
+            for (int32_t kx = 0; kx < kw; kx++) {
+                const int32_t ix = x0 + kx * dw;
+                *c++ = (iy >= 0 && iy < h && ix >= 0 && ix < w) ? row[kx * dw] : zp;
+            }
+        }
+    }
+}
+
+/* The taps k in [*k0, *k1) whose position base + k * d lies inside [0, size). */
+static void ek_taps(int32_t base, int32_t d, int32_t k, int32_t size, int32_t *k0, int32_t *k1) {
+    if (d == 1) {  /* no divisions */
+        *k0 = base < 0 ? -base : 0;
+        *k1 = size - base < k ? size - base : k;
+        if (*k1 < 0) *k1 = 0;
+        return;
+    }
+    *k0 = base < 0 ? (-base + d - 1) / d : 0;
+    *k1 = size - 1 - base < 0 ? 0 : (size - 1 - base) / d + 1;
+    if (*k1 > k) *k1 = k;
+}
+
+/* --- Dot products of columns and weight rows, per core -------------------------------------
+ * Convolutions copy output pixels' windows into columns (padding filled with the input zero
+ * point, which the bias compensates: converters fold b - zp * sum(w)) and take dot products with
+ * the weight rows: two pixels by two output channels on the Cortex-M3, so every load serves two
+ * multiply-adds; four pixels by one channel on the M4/M7 (the columns widened to int16 once) and
+ * the M55 (whose requantization then runs on one vector). */
+
+#if defined(EK_MVE)
+/* Four columns (c, c + depth, ...) times one weight row: sixteen taps per VMLADAVA, the last
+ * depth % 16 under a VCTP predicate. */
+static inline int32x4_t ek_dot4_mve(const int8_t *c, const int8_t *w, int32_t n, int32_t bias) {
+    const int8_t *c1 = c + n, *c2 = c1 + n, *c3 = c2 + n;
+    int32_t s0 = bias, s1 = bias, s2 = bias, s3 = bias, k = 0;
+    for (; k + 16 <= n; k += 16) {
+        int8x16_t wv = vld1q_s8(w + k);
+        s0 = vmladavaq_s8(s0, vld1q_s8(c + k), wv);
+        s1 = vmladavaq_s8(s1, vld1q_s8(c1 + k), wv);
+        s2 = vmladavaq_s8(s2, vld1q_s8(c2 + k), wv);
+        s3 = vmladavaq_s8(s3, vld1q_s8(c3 + k), wv);
+    }
+    if (k < n) {
+        mve_pred16_t pr = vctp8q((uint32_t)(n - k));
+        int8x16_t wv = vldrbq_z_s8(w + k, pr);
+        s0 = vmladavaq_p_s8(s0, vldrbq_z_s8(c + k, pr), wv, pr);
+        s1 = vmladavaq_p_s8(s1, vldrbq_z_s8(c1 + k, pr), wv, pr);
+        s2 = vmladavaq_p_s8(s2, vldrbq_z_s8(c2 + k, pr), wv, pr);
+        s3 = vmladavaq_p_s8(s3, vldrbq_z_s8(c3 + k, pr), wv, pr);
+    }
+    int32x4_t v = vdupq_n_s32(s0);
+    v = vsetq_lane_s32(s1, v, 1);
+    v = vsetq_lane_s32(s2, v, 2);
+    return vsetq_lane_s32(s3, v, 3);
+}
+
+/* ek_requantize on four lanes of one channel: VQRDMULH is TFLite's saturating rounding doubling
+ * high multiply exactly; the rounding right shift (half away from zero) is gemmlowp's
+ * RoundingDivideByPOT: negative lanes less one, then VRSHL's round half up. */
+static inline int32x4_t ek_requant4_mve(int32x4_t acc, const ek_rq_t *q) {
+    const int32_t left = q->shift > 0 ? q->shift : 0, right = q->shift > 0 ? 0 : -q->shift;
+    acc = vqrdmulhq_n_s32(vshlq_s32(acc, vdupq_n_s32(left)), q->mult);
+    const int32x4_t down = vdupq_n_s32(-right);
+    acc = vrshlq_s32(vqaddq_s32(acc, vshrq_n_s32(vandq_s32(acc, down), 31)), down);
+    acc = vaddq_n_s32(acc, q->zp);
+    return vminq_s32(vmaxq_s32(acc, vdupq_n_s32(q->lo)), vdupq_n_s32(q->hi));
+}
+
+__attribute__((noinline))
+static void ek_conv_cols(const ek_conv_t *p, int8_t *scratch, const int8_t *x, int8_t *y) {
+    const int32_t outs = p->cout / p->groups, pixels = p->oh * p->ow;
+    const int32_t depth = p->cin / p->groups * p->kh * p->kw;
+    int8_t *cols = scratch;  /* four columns */
+    for (int32_t g = 0; g < p->groups; g++) {
+        for (int32_t px = 0; px < pixels; px += 4) {
+            const int32_t n = pixels - px < 4 ? pixels - px : 4;
+            for (int32_t j = 0; j < 4; j++) ek_column(p, x, g, px + (j < n ? j : 0),
+                                                      cols + j * depth);
+            const mve_pred16_t keep = vctp32q((uint32_t)n);
+            for (int32_t o = g * outs; o < (g + 1) * outs; o++) {
+                const ek_rq_t q = {p->mult[o], p->shift[o], p->out_zp, p->lo, p->hi};
+                int32x4_t acc = ek_dot4_mve(cols, p->weight + o * depth, depth, p->bias[o]);
+                vstrbq_p_s32(y + o * pixels + px, ek_requant4_mve(acc, &q), keep);
+            }
+        }
+    }
+}
+
+/* Two weight rows times one input row, sixteen taps per VMLADAVA. */
+static void ek_dot2(const int8_t *a, const int8_t *b0, const int8_t *b1, int32_t n,
+                    int32_t *acc0, int32_t *acc1) {
+    int32_t s0 = *acc0, s1 = *acc1, k = 0;
+    for (; k + 16 <= n; k += 16) {
+        int8x16_t av = vld1q_s8(a + k);
+        s0 = vmladavaq_s8(s0, av, vld1q_s8(b0 + k));
+        s1 = vmladavaq_s8(s1, av, vld1q_s8(b1 + k));
+    }
+    if (k < n) {
+        mve_pred16_t pr = vctp8q((uint32_t)(n - k));
+        int8x16_t av = vldrbq_z_s8(a + k, pr);
+        s0 = vmladavaq_p_s8(s0, av, vldrbq_z_s8(b0 + k, pr), pr);
+        s1 = vmladavaq_p_s8(s1, av, vldrbq_z_s8(b1 + k, pr), pr);
+    }
+    *acc0 = s0;
+    *acc1 = s1;
+}
+
+#elif defined(EK_DSP)
+/* Column j of four, widened for SMLAD into ``wide``: per four taps k..k+3 a block of eight
+ * words, two per column, (c[k], c[k+2]) and (c[k+1], c[k+3]) (SXTB16's order; the weights are
+ * split the same way, so the products pair up); then per tap of the depth % 4 last two words,
+ * (c0, c1) and (c2, c3). */
+static void ek_widen(const int8_t *c, int32_t n, int32_t j, uint32_t *wide) {
+    int32_t k = 0;
+    for (uint32_t *out = wide + 2 * j; k + 4 <= n; k += 4, out += 8) {
+        const uint32_t a = ek_read4(c + k);
+        out[0] = ek_sxtb16(a);
+        out[1] = ek_sxtb16_ror8(a);
+    }
+    uint16_t *tail = (uint16_t *)(wide + 2 * k) + j;
+    for (; k < n; k++, tail += 4) *tail = (uint16_t)c[k];
+}
+
+/* Four widened columns times one weight row, requantized into y[0..n): per four taps one
+ * weight word split by SXTB16, four LDRDs of the columns and eight SMLADs, sixteen
+ * multiply-adds. */
+static inline void ek_dot4_dsp(const uint32_t *col, const int8_t *w, int32_t depth,
+                               int32_t bias, const ek_rq_t *q, int8_t *y, int32_t n) {
+    int32_t s0 = bias, s1 = bias, s2 = bias, s3 = bias;
+    const int8_t *end = w + (depth & ~3);
+    for (; w < end; w += 4) {
+        const uint32_t v = ek_read4(w), v02 = ek_sxtb16(v), v13 = ek_sxtb16_ror8(v);
+        uint32_t a, b;
+        ek_ldrd_post(&col, &a, &b);
+        s0 = ek_smlad(b, v13, ek_smlad(a, v02, s0));
+        ek_ldrd_post(&col, &a, &b);
+        s1 = ek_smlad(b, v13, ek_smlad(a, v02, s1));
+        ek_ldrd_post(&col, &a, &b);
+        s2 = ek_smlad(b, v13, ek_smlad(a, v02, s2));
+        ek_ldrd_post(&col, &a, &b);
+        s3 = ek_smlad(b, v13, ek_smlad(a, v02, s3));
+    }
+    for (const int16_t *t = (const int16_t *)col; w < end + (depth & 3); t += 4) {  /* tail */
+        const int32_t v = *w++;
+        s0 += t[0] * v;
+        s1 += t[1] * v;
+        s2 += t[2] * v;
+        s3 += t[3] * v;
+    }
+    y[0] = ek_rq(s0, q);
+    if (n > 1) y[1] = ek_rq(s1, q);
+    if (n > 2) y[2] = ek_rq(s2, q);
+    if (n > 3) y[3] = ek_rq(s3, q);
+}
+
+/* Output pixels four at a time (their columns widened once, then reused by every channel);
+ * the missing pixels of a last group repeat its first, computed and dropped. */
+__attribute__((noinline))
+static void ek_conv_cols(const ek_conv_t *p, int8_t *scratch, const int8_t *x, int8_t *y) {
+    const int32_t outs = p->cout / p->groups, pixels = p->oh * p->ow;
+    const int32_t depth = p->cin / p->groups * p->kh * p->kw;
+    uint32_t *wide = ek_aligned(scratch);
+    int8_t *c = (int8_t *)(wide + 2 * depth);
+    for (int32_t g = 0; g < p->groups; g++) {
+        for (int32_t px = 0; px < pixels; px += 4) {
+            const int32_t n = pixels - px < 4 ? pixels - px : 4;
+            for (int32_t j = 0; j < 4; j++) {
+                ek_column(p, x, g, px + (j < n ? j : 0), c);
+                ek_widen(c, depth, j, wide);
+            }
+            for (int32_t o = g * outs; o < (g + 1) * outs; o++) {
+                const ek_rq_t q = {p->mult[o], p->shift[o], p->out_zp, p->lo, p->hi};
+                ek_dot4_dsp(wide, p->weight + o * depth, depth, p->bias[o], &q,
+                            y + o * pixels + px, n);
+            }
+        }
+    }
+}
+
+/* Two weight rows times one input row: per four taps one input word and two weight words
+ * split by SXTB16, four SMLADs. */
+static void ek_dot2(const int8_t *a, const int8_t *b0, const int8_t *b1, int32_t n,
+                    int32_t *acc0, int32_t *acc1) {
+    int32_t s0 = *acc0, s1 = *acc1;
+    for (const int8_t *end = a + (n & ~3); a < end; a += 4, b0 += 4, b1 += 4) {
+        const uint32_t x = ek_read4(a), v = ek_read4(b0), u = ek_read4(b1);
+        const uint32_t x02 = ek_sxtb16(x), x13 = ek_sxtb16_ror8(x);
+        s0 = ek_smlad(x13, ek_sxtb16_ror8(v), ek_smlad(x02, ek_sxtb16(v), s0));
+        s1 = ek_smlad(x13, ek_sxtb16_ror8(u), ek_smlad(x02, ek_sxtb16(u), s1));
+    }
+    for (int32_t k = n & 3; k > 0; k--) {
+        const int32_t v = *a++;
+        s0 += v * *b0++;
+        s1 += v * *b1++;
+    }
+    *acc0 = s0;
+    *acc1 = s1;
+}
+
+#else
 /* a . b0 and a . b1 in one pass: each byte of a is loaded once for both. */
-static inline void ek_dot2(const int8_t *a, const int8_t *b0, const int8_t *b1, int32_t n,
-                           int32_t *acc0, int32_t *acc1) {
+static void ek_dot2(const int8_t *a, const int8_t *b0, const int8_t *b1, int32_t n,
+                    int32_t *acc0, int32_t *acc1) {
     int32_t s0 = *acc0, s1 = *acc1;
     for (const int8_t *end = a + n; a < end; a++) {
         int32_t v = *a;
@@ -51,163 +285,176 @@ static inline void ek_dot2x2(const int8_t *c0, const int8_t *c1, const int8_t *w
     acc[3] = s11;
 }
 
-/* The window of output pixel ``pixel`` over group g's input channels, (ic, ky, kx) like the
- * weights; taps outside the input hold the input zero point. */
-static void ek_column(const ek_conv_t *p, const int8_t *x, int32_t g, int32_t pixel,
-                      int8_t *c) {
-    const int32_t per_group = p->cin / p->groups;
-    const int32_t y0 = pixel / p->ow * p->sh - p->pt, x0 = pixel % p->ow * p->sw - p->pl;
-    const int inside = y0 >= 0 && x0 >= 0 && y0 + (p->kh - 1) * p->dh < p->h
-                       && x0 + (p->kw - 1) * p->dw < p->w;
-    if (inside && p->kh == 1 && p->kw == 1) {  /* pointwise: one tap per channel */
-        const int32_t plane_size = p->h * p->w;
-        const int8_t *src = x + g * per_group * plane_size + y0 * p->w + x0;
-        for (int32_t ic = 0; ic < per_group; ic++, src += plane_size) *c++ = *src;
-        return;
-    }
-    for (int32_t ic = g * per_group; ic < (g + 1) * per_group; ic++) {
-        const int8_t *plane = x + ic * p->h * p->w;
-        for (int32_t ky = 0; ky < p->kh; ky++) {
-            int32_t iy = y0 + ky * p->dh;
-            const int8_t *row = plane + iy * p->w + x0;
-            if (inside) {
-                for (int32_t kx = 0; kx < p->kw; kx++) *c++ = row[kx * p->dw];
-                continue;
-            }
-            for (int32_t kx = 0; kx < p->kw; kx++) {
-                int32_t ix = x0 + kx * p->dw;
-                *c++ = (iy >= 0 && iy < p->h && ix >= 0 && ix < p->w) ? row[kx * p->dw]
-                                                                       : (int8_t)p->in_zp;
-            }
-        }
-    }
-}
-
-/* The taps k in [*k0, *k1) whose position base + k * d lies inside [0, size). */
-static void ek_taps(int32_t base, int32_t d, int32_t k, int32_t size, int32_t *k0, int32_t *k1) {
-    if (d == 1) {  /* no divisions */
-        *k0 = base < 0 ? -base : 0;
-        *k1 = size - base < k ? size - base : k;
-        if (*k1 < 0) *k1 = 0;
-        return;
-    }
-    *k0 = base < 0 ? (-base + d - 1) / d : 0;
-    *k1 = size - 1 - base < 0 ? 0 : (size - 1 - base) / d + 1;
-    if (*k1 > k) *k1 = k;
-}
-
-static int32_t ek_sum(const int8_t *v, int32_t n) {
-    int32_t total = 0;
-    while (n--) total += *v++;
-    return total;
-}
-
-/* One input channel per output channel (depthwise, multiplier 1): the window is read in place.
- * The bias has the zero point folded in for every tap (b - zp * sum(w)), so a window that lies
- * inside the input is bias + sum(x * w), and a border window adds back zp * (the weights of
- * its taps outside the input, which add nothing). */
-static void ek_depthwise(const ek_conv_t *p, const int8_t *x, int8_t *y) {
-    /* Locals, not p->...: a store through int8_t * may alias anything, so the compiler would
-     * reload every field after each output byte. */
-    const int32_t h = p->h, w = p->w, oh = p->oh, ow = p->ow, kh = p->kh, kw = p->kw;
-    const int32_t sh = p->sh, sw = p->sw, pt = p->pt, pl = p->pl, dh = p->dh, dw = p->dw;
-    const int32_t zp = p->in_zp, out_zp = p->out_zp, lo = p->lo, hi = p->hi, taps = kh * kw;
-    for (int32_t c = 0; c < p->cout; c++, x += h * w) {
-        const int8_t *wc = p->weight + c * taps;
-        const int32_t wsum = ek_sum(wc, taps), bias = p->bias[c];
-        const int32_t mult = p->mult[c], shift = p->shift[c];
-        for (int32_t oy = 0; oy < oh; oy++) {
-            const int32_t by = oy * sh - pt;
-            const int full_y = by >= 0 && by + (kh - 1) * dh < h;
-            int32_t ky0 = 0, ky1 = kh;
-            if (!full_y) ek_taps(by, dh, kh, h, &ky0, &ky1);
-            for (int32_t ox = 0; ox < ow; ox++) {
-                const int32_t bx = ox * sw - pl;
-                int32_t acc = bias;
-                if (full_y && bx >= 0 && bx + (kw - 1) * dw < w) {  /* inside */
-                    const int8_t *row = x + by * w + bx, *wr = wc;
-                    for (int32_t ky = 0; ky < kh; ky++, row += dh * w, wr += kw) {
-                        if (kw == 3 && dw == 1)
-                            acc += row[0] * wr[0] + row[1] * wr[1] + row[2] * wr[2];
-                        else
-                            for (int32_t kx = 0; kx < kw; kx++) acc += row[kx * dw] * wr[kx];
-                    }
-                } else {
-                    int32_t kx0, kx1, part = 0;
-                    ek_taps(bx, dw, kw, w, &kx0, &kx1);
-                    for (int32_t ky = ky0; ky < ky1; ky++) {
-                        const int8_t *row = x + (by + ky * dh) * w + bx, *wr = wc + ky * kw;
-                        for (int32_t kx = kx0; kx < kx1; kx++) {
-                            acc += row[kx * dw] * wr[kx];
-                            part += wr[kx];
-                        }
-                    }
-                    acc += zp * (wsum - part);
-                }
-                *y++ = ek_requantize(acc, mult, shift, out_zp, lo, hi);
-            }
-        }
-    }
-}
-
-/* Output pixels two at a time (two columns in ``col``, 2 * cin/groups * kh * kw bytes), output
- * channels two at a time over them. Fields are read into locals once (int8 stores alias). */
-void ek_conv2d(const ek_conv_t *p, int8_t *col, const int8_t *x, int8_t *y) {
-    const int32_t outs = p->cout / p->groups, pixels = p->oh * p->ow, groups = p->groups;
+/* Output pixels two at a time, output channels two at a time over them; a lone last pixel or
+ * channel is computed twice, kept once. */
+__attribute__((noinline))
+static void ek_conv_cols(const ek_conv_t *p, int8_t *scratch, const int8_t *x, int8_t *y) {
+    const int32_t outs = p->cout / p->groups, pixels = p->oh * p->ow;
     const int32_t depth = p->cin / p->groups * p->kh * p->kw;
-    const int32_t zp = p->out_zp, lo = p->lo, hi = p->hi;
-    const int8_t *weight = p->weight;
-    const int32_t *bias = p->bias, *mult = p->mult, *shift = p->shift;
-    int8_t *col1 = col + depth;
-    if (depth == p->kh * p->kw && outs == 1) {
-        ek_depthwise(p, x, y);
-        return;
-    }
-    for (int32_t g = 0; g < groups; g++) {
+    int8_t *c0 = scratch, *c1 = c0 + depth;
+    for (int32_t g = 0; g < p->groups; g++) {
         for (int32_t px = 0; px < pixels; px += 2) {
             const int two = px + 1 < pixels;
-            ek_column(p, x, g, px, col);
-            if (two) ek_column(p, x, g, px + 1, col1);
-            int32_t o = g * outs;
-            for (; o + 1 < (g + 1) * outs; o += 2) {
-                const int8_t *w0 = weight + o * depth, *w1 = w0 + depth;
-                int32_t acc[4] = {bias[o], bias[o + 1], bias[o], bias[o + 1]};
-                if (two) ek_dot2x2(col, col1, w0, w1, depth, acc);
-                else ek_dot2(col, w0, w1, depth, &acc[0], &acc[1]);
-                int8_t *y0 = y + o * pixels + px, *y1 = y0 + pixels;
-                y0[0] = ek_requantize(acc[0], mult[o], shift[o], zp, lo, hi);
-                y1[0] = ek_requantize(acc[1], mult[o + 1], shift[o + 1], zp, lo, hi);
-                if (two) {
-                    y0[1] = ek_requantize(acc[2], mult[o], shift[o], zp, lo, hi);
-                    y1[1] = ek_requantize(acc[3], mult[o + 1], shift[o + 1], zp, lo, hi);
+            ek_column(p, x, g, px, c0);
+            if (two) ek_column(p, x, g, px + 1, c1);
+            for (int32_t o = g * outs; o < (g + 1) * outs; o += 2) {
+                const int pair = o + 1 < (g + 1) * outs;
+                const int8_t *w0 = p->weight + o * depth, *w1 = pair ? w0 + depth : w0;
+                int32_t acc[4] = {p->bias[o], p->bias[o + pair], p->bias[o], p->bias[o + pair]};
+                ek_dot2x2(c0, two ? c1 : c0, w0, w1, depth, acc);
+                const ek_rq_t q0 = {p->mult[o], p->shift[o], p->out_zp, p->lo, p->hi};
+                int8_t *y0 = y + o * pixels + px;
+                y0[0] = ek_rq(acc[0], &q0);
+                if (two) y0[1] = ek_rq(acc[2], &q0);
+                if (pair) {
+                    const ek_rq_t q1 = {p->mult[o + 1], p->shift[o + 1], p->out_zp, p->lo, p->hi};
+                    y0[pixels] = ek_rq(acc[1], &q1);
+                    if (two) y0[pixels + 1] = ek_rq(acc[3], &q1);
                 }
-            }
-            if (o < (g + 1) * outs) {  /* one channel left */
-                const int8_t *w = weight + o * depth;
-                int32_t a0 = bias[o], a1 = bias[o];
-                if (two) ek_dot2(w, col, col1, depth, &a0, &a1);
-                else a0 = ek_dot(col, w, depth, a0);
-                y[o * pixels + px] = ek_requantize(a0, mult[o], shift[o], zp, lo, hi);
-                if (two) y[o * pixels + px + 1] = ek_requantize(a1, mult[o], shift[o], zp, lo, hi);
             }
         }
     }
 }
+#endif
 
-/* Two output rows at a time over each input row. */
+/* --- Depthwise (one input channel per output channel, multiplier 1) ------------------------
+ * Each channel's input rows are copied once into a ring of the (kh - 1) * dh + 1 rows a window
+ * spans, each padded with the input zero point to the padded width (and 4 bytes of slack for
+ * word and vector reads past the last window), so every window, at the border or not, reads
+ * its kh x kw taps in place, and bias + sum(x * w) is exact (the bias holds -zp * sum(w)). One
+ * output row at a time, per core. */
+
+#define EK_DW_SLACK 4
+
+/* Generic: any kernel size, stride and dilation. */
+static void ek_dw_row_scalar(const ek_conv_t *p, const int8_t *const *rows, const int8_t *wc,
+                             int32_t bias, const ek_rq_t *q, int8_t *y) {
+    const int32_t kh = p->kh, kw = p->kw, sw = p->sw, dw = p->dw, ow = p->ow;
+    for (int32_t ox = 0; ox < ow; ox++) {
+        int32_t acc = bias;
+        const int8_t *wr = wc;
+        for (int32_t ky = 0; ky < kh; ky++, wr += kw) {
+            const int8_t *r = rows[ky] + ox * sw;
+            if (kw == 3 && dw == 1)
+                acc += r[0] * wr[0] + r[1] * wr[1] + r[2] * wr[2];
+            else
+                for (int32_t kx = 0; kx < kw; kx++) acc += r[kx * dw] * wr[kx];
+        }
+        y[ox] = ek_rq(acc, q);
+    }
+}
+
+#if defined(EK_MVE)
+/* Four outputs per vector (stride 1): per tap one widening load of four inputs and one
+ * vector multiply-add by the tap's weight, then one vector requantization. */
+static void ek_dw_row(const ek_conv_t *p, const int8_t *const *rows, const int8_t *wc,
+                      int32_t bias, const ek_rq_t *q, int8_t *y) {
+    const int32_t kh = p->kh, kw = p->kw, dw = p->dw, ow = p->ow;
+    if (p->sw != 1) {
+        ek_dw_row_scalar(p, rows, wc, bias, q, y);
+        return;
+    }
+    for (int32_t ox = 0; ox < ow; ox += 4) {
+        int32x4_t acc = vdupq_n_s32(bias);
+        const int8_t *wr = wc;
+        for (int32_t ky = 0; ky < kh; ky++, wr += kw) {
+            const int8_t *r = rows[ky] + ox;
+            for (int32_t kx = 0; kx < kw; kx++) acc = vmlaq_n_s32(acc, vldrbq_s32(r + kx * dw),
+                                                                  wr[kx]);
+        }
+        vstrbq_p_s32(y + ox, ek_requant4_mve(acc, q), vctp32q((uint32_t)(ow - ox)));
+    }
+}
+#elif defined(EK_DSP)
+/* 3x3, stride 1, no dilation: two outputs per step. A word r0..r3 of each row splits by SXTB16
+ * into (r0, r2) and (r1, r3); with the row's weights as (w0, w2) and w1, output ox is
+ * SMLAD((r0, r2), (w0, w2)) + SMLABB(r1, w1) and output ox + 1 SMLAD((r1, r3), (w0, w2)) +
+ * SMLATB(r2, w1): seven instructions for six multiply-adds. */
+static void ek_dw_row(const ek_conv_t *p, const int8_t *const *rows, const int8_t *wc,
+                      int32_t bias, const ek_rq_t *q, int8_t *y) {
+    if (p->kh != 3 || p->kw != 3 || p->sw != 1 || p->dw != 1) {
+        ek_dw_row_scalar(p, rows, wc, bias, q, y);
+        return;
+    }
+    const int8_t *r0 = rows[0], *r1 = rows[1], *r2 = rows[2];
+    const uint32_t w02a = (uint16_t)wc[0] | (uint32_t)(uint16_t)wc[2] << 16;
+    const uint32_t w02b = (uint16_t)wc[3] | (uint32_t)(uint16_t)wc[5] << 16;
+    const uint32_t w02c = (uint16_t)wc[6] | (uint32_t)(uint16_t)wc[8] << 16;
+    const int32_t w1a = wc[1], w1b = wc[4], w1c = wc[7], ow = p->ow;
+    for (int32_t ox = 0; ox < ow; ox += 2) {
+        uint32_t v = ek_read4(r0 + ox), e = ek_sxtb16(v), o = ek_sxtb16_ror8(v);
+        int32_t a0 = ek_smlabb(o, w1a, ek_smlad(e, w02a, bias));
+        int32_t a1 = ek_smlatb(e, w1a, ek_smlad(o, w02a, bias));
+        v = ek_read4(r1 + ox), e = ek_sxtb16(v), o = ek_sxtb16_ror8(v);
+        a0 = ek_smlabb(o, w1b, ek_smlad(e, w02b, a0));
+        a1 = ek_smlatb(e, w1b, ek_smlad(o, w02b, a1));
+        v = ek_read4(r2 + ox), e = ek_sxtb16(v), o = ek_sxtb16_ror8(v);
+        a0 = ek_smlabb(o, w1c, ek_smlad(e, w02c, a0));
+        a1 = ek_smlatb(e, w1c, ek_smlad(o, w02c, a1));
+        y[ox] = ek_rq(a0, q);
+        if (ox + 1 < ow) y[ox + 1] = ek_rq(a1, q);
+    }
+}
+#else
+#define ek_dw_row ek_dw_row_scalar
+#endif
+
+/* The ring's slot for padded input row r (r >= -pt), filled from the input (or the zero point
+ * above and below it). */
+static void ek_dw_fill(const ek_conv_t *p, const int8_t *plane, int32_t r, int8_t *slot,
+                       int32_t width) {
+    const int8_t zp = (int8_t)p->in_zp;
+    if (r < 0 || r >= p->h) {
+        memset(slot, zp, (size_t)width);
+        return;
+    }
+    const int32_t left = p->pl < width ? p->pl : width;
+    const int32_t body = p->w < width - left ? p->w : width - left;
+    memset(slot, zp, (size_t)left);
+    memcpy(slot + left, plane + r * p->w, (size_t)body);
+    memset(slot + left + body, zp, (size_t)(width - left - body));
+}
+
+__attribute__((noinline))
+static void ek_depthwise(const ek_conv_t *p, int8_t *scratch, const int8_t *x, int8_t *y) {
+    const int32_t kh = p->kh, dh = p->dh, span = (kh - 1) * dh + 1;
+    const int32_t width = (p->ow - 1) * p->sw + (p->kw - 1) * p->dw + 1 + EK_DW_SLACK;
+    const int32_t stride = (width + 3) & ~3;
+    const int8_t **rows = ek_aligned(scratch);  /* kh row pointers, then the ring */
+    int8_t *ring = (int8_t *)(rows + kh);
+    for (int32_t c = 0; c < p->cout; c++, x += p->h * p->w) {
+        const ek_rq_t q = {p->mult[c], p->shift[c], p->out_zp, p->lo, p->hi};
+        const int8_t *wc = p->weight + c * kh * p->kw;
+        int32_t loaded = -p->pt - 1;  /* the last padded row in the ring */
+        for (int32_t oy = 0; oy < p->oh; oy++, y += p->ow) {
+            const int32_t top = oy * p->sh - p->pt;
+            for (int32_t r = loaded + 1 > top ? loaded + 1 : top; r < top + span; r++)
+                ek_dw_fill(p, x, r, ring + (r + p->pt) % span * stride, width);
+            loaded = top + span - 1;
+            for (int32_t ky = 0; ky < kh; ky++)
+                rows[ky] = ring + (top + ky * dh + p->pt) % span * stride;
+            ek_dw_row(p, rows, wc, p->bias[c], &q, y);
+        }
+    }
+}
+
+void ek_conv2d(const ek_conv_t *p, int8_t *col, const int8_t *x, int8_t *y) {
+    if (p->groups == p->cin && p->cout == p->cin) ek_depthwise(p, col, x, y);
+    else ek_conv_cols(p, col, x, y);
+}
+
+/* Two output rows at a time over each input row (a lone last one twice, kept once). */
 void ek_linear(const ek_linear_t *p, const int8_t *x, int8_t *y) {
     for (int32_t r = 0; r < p->rows; r++, x += p->in, y += p->out) {
-        int32_t j = 0;
-        for (; j + 1 < p->out; j += 2) {
-            int32_t a0 = p->bias[j], a1 = p->bias[j + 1];
-            ek_dot2(x, p->weight + j * p->in, p->weight + (j + 1) * p->in, p->in, &a0, &a1);
+        for (int32_t j = 0; j < p->out; j += 2) {
+            const int pair = j + 1 < p->out;
+            const int8_t *w0 = p->weight + j * p->in, *w1 = pair ? w0 + p->in : w0;
+            int32_t a0 = p->bias[j], a1 = p->bias[j + pair];
+            ek_dot2(x, w0, w1, p->in, &a0, &a1);
             y[j] = ek_requantize(a0, p->mult[j], p->shift[j], p->out_zp, p->lo, p->hi);
-            y[j + 1] = ek_requantize(a1, p->mult[j + 1], p->shift[j + 1], p->out_zp, p->lo,
-                                     p->hi);
-        }
-        if (j < p->out) {
-            int32_t acc = ek_dot(x, p->weight + j * p->in, p->in, p->bias[j]);
-            y[j] = ek_requantize(acc, p->mult[j], p->shift[j], p->out_zp, p->lo, p->hi);
+            if (pair)
+                y[j + 1] = ek_requantize(a1, p->mult[j + 1], p->shift[j + 1], p->out_zp, p->lo,
+                                         p->hi);
         }
     }
 }

@@ -41,5 +41,8 @@ static void (*const vectors[16 + EK_UART_RX_IRQ2 + 1])(void) = {
     [5] = fault_handler, [6] = fault_handler, [7] = fault_handler,  /* BusFault, Usage, Secure */
     [11] = fault_handler, [12] = fault_handler, [14] = fault_handler,  /* SVC, Debug, PendSV */
     [15] = systick_handler,
-    [16 + EK_UART_RX_IRQ] = uart0_rx_handler, [16 + EK_UART_RX_IRQ2] = uart0_rx_handler,
+    [16 + EK_UART_RX_IRQ] = uart0_rx_handler,
+#if EK_UART_RX_IRQ2 != EK_UART_RX_IRQ
+    [16 + EK_UART_RX_IRQ2] = uart0_rx_handler,
+#endif
 };
