@@ -39,7 +39,7 @@ static inline int32_t ek_mulhr(int32_t a, int32_t b) {
 static inline int32_t ek_mbqm(int32_t acc, int32_t m, int32_t shift) {
     int left = shift > 0 ? shift : 0, right = shift < 0 ? -shift : 0;
     const int32_t x = (int32_t)((uint32_t)acc << left);
-    if ((uint32_t)x + 0x40000000u < 0x80000000u) {
+    if (__builtin_expect((uint32_t)x + 0x40000000u < 0x80000000u, 1)) {
         const int32_t r = ek_mulhr(x * 2, m);
         return right ? (r + (1 << (right - 1)) + (r >> 31)) >> right : r;
     }
