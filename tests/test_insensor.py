@@ -135,3 +135,16 @@ def test_cli_prints_the_table_and_writes_the_designs(tmp_path, snn, digits, caps
         err = capsys.readouterr().err
         assert err.count("\n") == 1 and what in err, err
     assert edgekit.load(tmp_path / "snn.ekm").metadata["timesteps"] == 4
+
+
+def test_sensor_data_sets():
+    from edgekit.sensor_data import digit_events, photo_patches
+
+    photos = photo_patches(size=8, per_class=10)
+    assert photos.x_train.shape[1:] == (3, 8, 8) and len(photos.y_train) + len(
+        photos.y_test) == 40
+    assert set(np.concatenate([photos.y_train, photos.y_test])) == {0, 1, 2, 3}
+    events = digit_events(size=8, shifts=2)
+    assert events.x_train.shape[1:] == (2, 8, 8) and events.x_train.max() == 1.0
+    on, off = ((events.x_train[:, c] > 0).mean() for c in (0, 1))
+    assert 0.01 < on < 0.9 and 0.01 < off < 0.9  # both polarities, not every pixel
