@@ -1,13 +1,14 @@
 """Below int8 on three networks: accuracy, model bytes and modelled energy per weight format.
 
     python benchmarks/low_bit.py [--only digits_cnn ds_cnn kws_ds_cnn] [--epochs 15]
-                                 [--kws-steps 150] [--qat-epochs 8] [--json out.json]
+                                 [--kws-steps 150] [--kws-test 512] [--qat-epochs 20]
+                                 [--json out.json]
 
 Networks: ``edgekit.models.digits_cnn`` and ``ds_cnn`` trained on the bundled 16x16 digits
 (1,437 train, 360 test), and the MLPerf Tiny keyword-spotting DS-CNN (``edgekit.zoo``,
 ``kws_ds_cnn``, 1 x 49 x 10 inputs) trained for ``--kws-steps`` Adam steps on ``zoo.task`` and
-tested on 512 held-out examples of it. Each float model goes through ``edgekit.from_torch``;
-every row is then a Graph run by edgekit's runtime on the test set:
+tested on ``--kws-test`` (512) held-out examples of it. Each float model goes through
+``edgekit.from_torch``; every row is then a Graph run by edgekit's runtime on the test set:
 
 - ``fp32``: the float Graph; ``int8``: ``edgekit.quantize`` (min/max over 256 training
   inputs; int8 activations too); ``fp16``, ``fp8_e4m3``, ``fp8_e5m2``, ``int4`` (per output
@@ -56,7 +57,7 @@ def dataset(name: str, args) -> tuple:
     torch.manual_seed(0)
     if name == "kws_ds_cnn":
         x, y = zoo.task(name, args.kws_steps * 32, seed=100)
-        xt, yt = zoo.task(name, 512, seed=999)
+        xt, yt = zoo.task(name, args.kws_test, seed=999)
         return zoo.trained(name, steps=args.kws_steps), x, y, xt, yt, True
     ds = data.digits(16)
     net = {"digits_cnn": models.digits_cnn, "ds_cnn": models.ds_cnn}[name](16)
@@ -107,6 +108,7 @@ def main() -> None:
     p.add_argument("--only", nargs="+", default=["digits_cnn", "ds_cnn", "kws_ds_cnn"])
     p.add_argument("--epochs", type=int, default=15)
     p.add_argument("--kws-steps", type=int, default=150)
+    p.add_argument("--kws-test", type=int, default=512, help="held-out KWS examples")
     p.add_argument("--qat-epochs", type=int, default=20)
     p.add_argument("--json")
     args = p.parse_args()

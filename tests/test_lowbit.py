@@ -322,12 +322,17 @@ def test_mixed_picks_a_format_per_layer_within_the_budget():
     assert np.allclose(Executor(tight).run(x), evaluate(dequantized(tight), {"x": x})["y"],
                        atol=1e-5)
     for options, match in (({"size_bytes": 100}, "no mix of .* fits 100 bytes"),
-                           ({}, "one budget"), ({"size_bytes": 1, "energy_uj": 1}, "one budget"),
+                           ({}, "takes one of"),
+                           ({"size_bytes": 1, "energy_uj": 1}, "takes one of"),
+                           ({"formats": {"w9": "int4"}}, "the weights are w1, w2, w3, w4"),
                            ({"energy_uj": -1.0}, "positive number")):
         with pytest.raises(EdgekitError, match=match):
             edgekit.quantize(g, x, scheme="mixed", **options)
-    with pytest.raises(EdgekitError, match="'mixed' scheme's budgets"):
+    with pytest.raises(EdgekitError, match="'mixed' scheme's options"):
         edgekit.quantize(g, x, scheme="int4", size_bytes=1000)
+    chosen = edgekit.quantize(g, x, scheme="mixed", formats={"w1": "int4", "w4": "ternary"})
+    assert [chosen.tensors[w].dtype for w in ("w1", "w2", "w3", "w4")] == [
+        "int4", "float32", "float32", "ternary"]
 
 
 def test_mixed_under_an_energy_budget_meets_it_in_the_profile_model():

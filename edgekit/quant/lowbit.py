@@ -34,8 +34,8 @@ def check_options(scheme: str, group_size: Any, rex: Any, budget: bool) -> None:
                            f"channel per scale), for the schemes {', '.join(GROUPED)} (not "
                            f"{scheme!r})")
     if budget and scheme != "mixed":
-        raise EdgekitError(f"size_bytes= and energy_uj= are the 'mixed' scheme's budgets, not "
-                           f"{scheme!r}'s")
+        raise EdgekitError(f"size_bytes=, energy_uj= and formats= are the 'mixed' scheme's "
+                           f"options, not {scheme!r}'s")
     if type(rex) is not int or not 1 <= rex <= formats.MAX_ORDERS or (
             rex > 1 and scheme not in EXPANDED):
         raise EdgekitError(f"rex={rex!r}: REx residual expansion takes 1..{formats.MAX_ORDERS} "

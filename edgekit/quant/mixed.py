@@ -25,7 +25,7 @@ import numpy as np
 from edgekit.errors import EdgekitError
 from edgekit.graph import Graph
 from edgekit.numerics import formats
-from edgekit.quant.lowbit import pack_weights, weight_names
+from edgekit.quant.lowbit import FORMAT, pack_weights, weight_names
 
 # cheapest first: ternary, int4, FP8, REx int4 x 2 (as many bits as FP8, and more scales), fp16
 CANDIDATES = (("ternary", 1), ("int4", 1), ("fp8_e4m3", 1), ("int4", 2), ("float16", 1))
@@ -33,12 +33,16 @@ SAMPLES = 64  # calibration inputs the sensitivity runs on
 
 
 def quantize_mixed(graph: Graph, feeds: dict[str, np.ndarray], size_bytes: Any = None,
-                   energy_uj: Any = None, device: str = "cortex-m4",
+                   energy_uj: Any = None, chosen: Any = None, device: str = "cortex-m4",
                    per_channel: bool = True) -> Graph:
-    """``graph`` with each conv/linear weight in the candidate format the search picked."""
-    if (size_bytes is None) == (energy_uj is None):
-        raise EdgekitError("scheme 'mixed' takes one budget: size_bytes= (model bytes) or "
-                           "energy_uj= (modelled energy per inference)")
+    """``graph`` with each conv/linear weight in the candidate format the search picked, or
+    in the scheme ``chosen`` names for it (the weights it does not name stay float32)."""
+    if sum(v is not None for v in (size_bytes, energy_uj, chosen)) != 1:
+        raise EdgekitError("scheme 'mixed' takes one of size_bytes= (model bytes), energy_uj= "
+                           "(modelled energy per inference) or formats= (weight name -> "
+                           "scheme)")
+    if chosen is not None:
+        return _as_chosen(graph, chosen, per_channel)
     budget = size_bytes if energy_uj is None else energy_uj
     if isinstance(budget, bool) or not isinstance(budget, (int, float)) or not budget > 0:
         raise EdgekitError(f"the mixed scheme's budget must be a positive number, got {budget!r}")
@@ -76,6 +80,18 @@ def quantize_mixed(graph: Graph, feeds: dict[str, np.ndarray], size_bytes: Any =
                         {"budget": {"size_bytes" if energy_uj is None else "energy_uj": budget},
                          "device": device, "modelled": total(), "unit": unit,
                          "sensitivity": {n: errors[(n, choice[n])] for n in names}})
+
+
+def _as_chosen(graph: Graph, chosen: Any, per_channel: bool) -> Graph:
+    names = weight_names(graph)
+    if not isinstance(chosen, dict) or not chosen:
+        raise EdgekitError(f"formats= maps weight names to schemes, got {chosen!r}")
+    for name, scheme in chosen.items():
+        if name not in names or scheme not in FORMAT:
+            raise EdgekitError(f"formats={{{name!r}: {scheme!r}}}: the weights are "
+                               f"{', '.join(names)}; the schemes {', '.join(FORMAT)}")
+    choice = {name: (FORMAT[scheme], 1) for name, scheme in chosen.items()}
+    return pack_weights(graph, choice, "mixed", None, per_channel, {"chosen": dict(chosen)})
 
 
 def _bytes(graph: Graph, name: str, candidate: tuple[str, int], per_channel: bool) -> int:

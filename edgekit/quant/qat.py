@@ -49,15 +49,21 @@ class FakeQuant(nn.Module):
         return w + (q.reshape(w.shape) - w).detach()
 
 
-def fake_quantized(model: nn.Module, scheme: str, group_size: int | None = None) -> nn.Module:
-    """A copy of ``model`` whose conv/linear weights go through ``FakeQuant``."""
-    if scheme not in SCHEMES:
-        raise EdgekitError(f"quantization-aware training takes {', '.join(SCHEMES)}, not "
-                           f"{scheme!r}")
+def fake_quantized(model: nn.Module, scheme: str, group_size: int | None = None,
+                   formats: dict[str, str] | None = None) -> nn.Module:
+    """A copy of ``model`` whose conv/linear weights go through ``FakeQuant``: in ``scheme``,
+    or in ``formats[name]`` for the weights it names (``"<module path>.weight"``, which is
+    also the weight's name in the Graph ``edgekit.from_torch`` makes)."""
+    formats = formats or {}
+    for name in (scheme, *formats.values()):
+        if name not in SCHEMES:
+            raise EdgekitError(f"quantization-aware training takes {', '.join(SCHEMES)}, not "
+                               f"{name!r}")
     student = copy.deepcopy(model)
-    for module in student.modules():
+    for path, module in student.named_modules():
         if isinstance(module, LAYERS):
-            parametrize.register_parametrization(module, "weight", FakeQuant(scheme, group_size))
+            chosen = formats.get(f"{path}.weight", scheme)
+            parametrize.register_parametrization(module, "weight", FakeQuant(chosen, group_size))
     return student
 
 
@@ -77,15 +83,18 @@ def _logits(out: torch.Tensor, probabilities: bool) -> torch.Tensor:
 def train(model: nn.Module, x: np.ndarray, y: np.ndarray, scheme: str, *, epochs: int = 20,
           lr: float = 3e-3, batch_size: int = 64, group_size: int | None = None,
           teacher: nn.Module | None = None, temperature: float = 4.0, alpha: float = 0.5,
-          probabilities: bool = False, seed: int = 0) -> nn.Module:
+          probabilities: bool = False, seed: int = 0,
+          formats: dict[str, str] | None = None) -> nn.Module:
     """Fine-tune a copy of the trained float ``model`` with its weights in ``scheme`` (QAT);
     with a ``teacher`` (the float model, usually), distil: the loss is ``alpha`` times the
     KL divergence to the teacher's outputs softened by ``temperature`` (times T^2, Hinton et
     al.) plus ``1 - alpha`` times cross-entropy on the labels. ``probabilities``: the models
     end in a softmax (the Keras MLPerf ones), so their logs are the logits. Returns the
-    student with its float master weights, in eval mode."""
+    student with its float master weights, in eval mode. ``formats`` gives some weights
+    another scheme (``fake_quantized``; ``quantize(scheme="mixed", formats=...)`` stores the
+    same)."""
     torch.manual_seed(seed)
-    student = fake_quantized(model, scheme, group_size).train()
+    student = fake_quantized(model, scheme, group_size, formats).train()
     xt, yt = torch.from_numpy(x), torch.from_numpy(y)
     opt = torch.optim.Adam(student.parameters(), lr=lr)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, epochs)

@@ -39,7 +39,7 @@ def quantize(graph: Graph, calibration_data: Any, scheme: str = "int8",
              calibration: str = "minmax", per_channel: bool = True,
              percentile: float = 99.99, *, group_size: int | None = None,
              rex: int = 1, size_bytes: float | None = None,
-             energy_uj: float | None = None) -> Graph:
+             energy_uj: float | None = None, formats: dict[str, str] | None = None) -> Graph:
     """The int8 version of ``graph`` (a new Graph; ``graph`` is left as it is); a spiking
     Graph (``metadata["timesteps"]``) becomes an int8 SNN (``quant.spiking.quantize_snn``).
 
@@ -55,10 +55,12 @@ def quantize(graph: Graph, calibration_data: Any, scheme: str = "int8",
     many weights of a channel, ``rex`` (int4) adds REx residual orders (2 or 3).
     ``"mixed"`` picks one of those formats per layer by a sensitivity search on the
     calibration data, within ``size_bytes`` (model bytes) or ``energy_uj`` (modelled energy
-    per inference on the cortex-m4 profile): ``quant.mixed``.
+    per inference on the cortex-m4 profile), or as ``formats`` says (weight name -> scheme):
+    ``quant.mixed``.
     """
     _check_options(graph, scheme, calibration, per_channel, percentile)
-    lowbit.check_options(scheme, group_size, rex, (size_bytes, energy_uj) != (None, None))
+    lowbit.check_options(scheme, group_size, rex,
+                         (size_bytes, energy_uj, formats) != (None, None, None))
     if scheme != "int8":
         if is_spiking(graph):
             raise EdgekitError(f"scheme {scheme!r} is for float Graphs; a spiking Graph "
@@ -69,7 +71,8 @@ def quantize(graph: Graph, calibration_data: Any, scheme: str = "int8",
         if scheme == "mixed":
             from edgekit.quant.mixed import quantize_mixed
 
-            return quantize_mixed(graph, feeds, size_bytes, energy_uj, per_channel=per_channel)
+            return quantize_mixed(graph, feeds, size_bytes, energy_uj, formats,
+                                  per_channel=per_channel)
         return lowbit.quantize_weights(graph, scheme, group_size, rex, per_channel)
     if is_spiking(graph):
         from edgekit.quant.spiking import quantize_snn
