@@ -36,6 +36,8 @@ def main() -> None:
     p.add_argument("--rules", default="lls,bp")
     p.add_argument("--alpha", type=float, default=0.3)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--only", help="rows by name, comma-separated: iid|skew-fedavg|fedprox-"
+                   "full|mixed (skew-fedprox-mixed, ...)")
     args = p.parse_args()
     torch.set_num_threads(1)
     torch.manual_seed(args.seed)
@@ -50,7 +52,10 @@ def main() -> None:
     before = score(graph, *test)[0]
     skew = f"label:{args.alpha:g}"
     settings = [("iid", "fedavg", "host"), (skew, "fedavg", "host"), (skew, "fedprox", "host"),
-                ("iid", "fedavg", "host,cortex-m4"), (skew, "fedprox", "host,cortex-m4")]
+                ("iid", "fedavg", "host,cortex-m4"), (skew, "fedavg", "host,cortex-m4"),
+                (skew, "fedprox", "host,cortex-m4")]
+    if args.only:
+        settings = [s for s in settings if _name(*s) in args.only.split(",")]
     rows = []
     for rule in args.rules.split(","):
         centralized = None
@@ -78,6 +83,11 @@ def main() -> None:
           f"{len(graph.params) // 2} layers")
     print(table(["rule", "partition", "strategy", "profiles", "head-only", "accuracy per round",
                  "final", "centralized", "Δ points", "s"], rows))
+
+
+def _name(partition: str, strategy: str, profiles: str) -> str:
+    return (f"{'iid' if partition == 'iid' else 'skew'}-{strategy}-"
+            f"{'mixed' if ',' in profiles else 'full'}")
 
 
 if __name__ == "__main__":

@@ -22,6 +22,7 @@ from flwr.clientapp import ClientApp
 import edgekit
 from edgekit.errors import EdgekitError
 from edgekit.fleet.devices import plan
+from edgekit.fleet.runs import rule_options
 from edgekit.graph import Graph
 from edgekit.learn import finetune
 
@@ -44,7 +45,7 @@ def train(msg: Message, context: Context) -> Message:
         lr=float(config["lr"]), batch_size=int(config["batch-size"]),
         layers="all" if device.layers == device.total else device.layers,
         seed=int(config["seed"]), schedule="constant",
-        proximal_mu=float(config.get("proximal-mu", 0.0)))
+        proximal_mu=float(config.get("proximal-mu", 0.0)), **rule_options(str(config["rule"])))
     last = history["epochs"][-1]
     arrays = ArrayRecord({name: Array(tuned.params[name]) for name in device.names})
     metrics = MetricRecord({"loss": last["loss"], "accuracy": last["accuracy"],

@@ -56,7 +56,7 @@ def simulate(graph: Graph, x: np.ndarray, y: np.ndarray, *, clients: int = 10,
                               "strategy": strategy, "rule": rule}
     if centralized:  # first: it checks the data against the model with finetune's messages
         pooled, _ = finetune(graph, x, y, rule=rule, epochs=rounds * epochs, lr=cfg["lr"],
-                             batch_size=batch_size, seed=seed)
+                             batch_size=batch_size, seed=seed, **runs.rule_options(rule))
         report["centralized_accuracy"] = score(pooled, *test)[0]
     run = Path(tempfile.mkdtemp(prefix="edgekit-fleet-"))
     try:
