@@ -688,7 +688,7 @@ def test_all_zero_tensor_gets_a_scale_and_a_warning():
 
 
 @pytest.mark.parametrize("kwargs, data, message", [
-    ({"scheme": "int4"}, None, "unknown quantization scheme 'int4'; known: int8"),
+    ({"scheme": "int2"}, None, "unknown quantization scheme 'int2'; known: int8, int4, "),
     ({"calibration": "kl"}, None, "unknown calibration 'kl'; known: minmax, percentile, mse"),
     ({"percentile": 20}, None, r"percentile must be a number in \(50, 100\]"),
     ({}, np.zeros((4, 2, 8, 7), np.float32), r"for input 'x': expected real numbers shaped "
