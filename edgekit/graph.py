@@ -269,9 +269,10 @@ def _validate(g: Graph) -> None:
     for name, t in g.tensors.items():
         _expect(isinstance(name, str) and name != "", "tensor names must be non-empty strings")
         low_bit = formats.weight_dtype(t.dtype) is not None  # a packed weight, params only
-        _expect(t.dtype in DTYPES or low_bit and name in g.params,
+        _expect(t.dtype in DTYPES or low_bit and name in g.params and len(t.shape) >= 1,
                 f"tensor {name!r}: dtype {t.dtype!r} not one of {DTYPES}"
-                + (" (low-bit dtypes are for weights, which are params)" if low_bit else ""))
+                + (" (low-bit dtypes are for weights, which are params with an output-channel "
+                   "axis)" if low_bit else ""))
         _expect(all(type(d) is int and d >= 1 for d in t.shape) and t.size < MAX_ELEMENTS,
                 f"tensor {name!r} has invalid shape {t.shape}")
         if t.quant is not None:

@@ -163,6 +163,10 @@ def test_bad_options_and_files_are_refused():
     q.tensors["a"].dtype = "int4"
     with pytest.raises(EdgekitError, match="low-bit dtypes are for weights"):
         q.validate()
+    q = edgekit.quantize(g, x, scheme="int4")
+    q.tensors["w1"].shape, q.params["w1"] = (), np.zeros((), np.uint8)  # a crafted file's
+    with pytest.raises(EdgekitError, match="output-channel axis"):
+        q.validate()
 
 
 def plain_graph(rng) -> Graph:
