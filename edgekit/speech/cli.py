@@ -42,7 +42,8 @@ def add_parser(sub) -> None:
     r.add_argument("model")
     r.add_argument("wavs", nargs="+", metavar="wav")
     r.add_argument("--policy", help=POLICY_HELP)
-    r.add_argument("--target", default="cpu", help="where it runs (cpu: the edgekit runtime)")
+    r.add_argument("--target", default="cpu", help="where it runs (cpu: the edgekit runtime; "
+                   "other targets run the Graph cut at its exits, segment by segment)")
     r.add_argument("--json", action="store_true")
     r.set_defaults(func=cmd_transcribe)
 
@@ -110,25 +111,27 @@ def cmd_train(args: argparse.Namespace) -> None:
 def cmd_transcribe(args: argparse.Namespace) -> None:
     from edgekit.cli import load_model
     from edgekit.speech import frontend
-    from edgekit.speech.exits import EarlyExit, Policy, stored_policy
+    from edgekit.speech.exits import EarlyExit, Policy, SegmentedExit, stored_policy
 
-    if args.target != "cpu":
-        raise EdgekitError(f"early exit runs on target 'cpu' (the edgekit runtime) for now, "
-                           f"not {args.target!r}")
     graph = load_model(args.model)
-    runner = EarlyExit(graph)
+    features = []
+    for wav in args.wavs:  # every file read before anything is deployed
+        try:
+            features.append(frontend.features(frontend.read_wav(wav)))
+        except EdgekitError as err:
+            raise EdgekitError(str(err) if str(err).startswith(wav) else f"{wav}: {err}") from None
+    # the edgekit runtime stops inside the one Graph; any other target runs it in segments
+    runner = EarlyExit(graph) if args.target == "cpu" else SegmentedExit(graph, args.target)
     policy = (stored_policy(graph) if args.policy is None
               else Policy.parse(args.policy, len(runner.exits)))
     results = []
-    for wav in args.wavs:
-        try:
-            x = frontend.features(frontend.read_wav(wav))
-        except EdgekitError as err:
-            raise EdgekitError(f"{wav}: {err}" if not str(err).startswith(str(wav)) else
-                               str(err)) from None
-        r = runner.transcribe(x, policy)
-        results.append({"file": wav, "text": r.text, "exit": r.exit, "blocks": r.blocks,
-                        "macs": r.macs})
+    try:
+        for wav, x in zip(args.wavs, features):
+            r = runner.transcribe(x, policy)
+            results.append({"file": wav, "text": r.text, "exit": r.exit, "blocks": r.blocks,
+                            "macs": r.macs})
+    finally:
+        runner.close()
     if args.json:
         print(json.dumps(results, indent=1))
         return

@@ -138,6 +138,9 @@ class EarlyExit:
                 return Result(greedy(lp), k + 1, ex.blocks, ex.macs)
         raise AssertionError("unreachable: the last exit always stops")
 
+    def close(self) -> None:
+        """Nothing to release (``SegmentedExit`` holds target sessions)."""
+
     def all_exits(self, x: np.ndarray, batch: int = 64) -> list[np.ndarray]:
         """Every exit's (N, frames, classes) log-posteriors for features ``x`` (N, MELS,
         FRAMES): the whole Graph, for evaluation and calibration."""
@@ -149,6 +152,41 @@ class EarlyExit:
             for k, ex in enumerate(self.exits):
                 outs[k].append(got[position[ex.output]])
         return [np.concatenate(o) for o in outs]
+
+
+class SegmentedExit:
+    """``EarlyExit`` on any target: the Graph cut at its exits (``export.segments``), each
+    segment deployed on ``target`` when first needed and run after the one before while the
+    policy says go on. The encoder state crosses between segments as float (an int8 one is
+    dequantized and quantized again with the same parameters, which gives the same int8)."""
+
+    def __init__(self, graph: Graph, target: str, **options):
+        from edgekit.speech.export import segments
+
+        self.graph = graph
+        self.exits = exits_of(graph)
+        self.segments = segments(graph)
+        self.target, self.options = target, options
+        self.sessions: list = [None] * len(self.segments)
+
+    def transcribe(self, features: np.ndarray, policy: Policy) -> Result:
+        import edgekit.targets
+
+        tensors = {self.graph.inputs[0]: np.ascontiguousarray(features[None], np.float32)}
+        for k, (ex, seg) in enumerate(zip(self.exits, self.segments)):
+            if self.sessions[k] is None:
+                self.sessions[k] = edgekit.targets.deploy(seg, self.target, **self.options)
+            outs = self.sessions[k].run({name: tensors[name] for name in seg.inputs})
+            tensors.update(zip(seg.outputs, outs if isinstance(outs, list) else [outs]))
+            lp = tensors[ex.output][0]
+            if k + 1 == len(self.exits) or policy.stops(k, float(scores(policy.kind, lp))):
+                return Result(greedy(lp), k + 1, ex.blocks, ex.macs)
+        raise AssertionError("unreachable: the last exit always stops")
+
+    def close(self) -> None:
+        for session in self.sessions:
+            if session is not None:
+                session.close()
 
 
 @dataclass

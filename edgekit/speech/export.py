@@ -1,9 +1,12 @@
-"""Each exit of an early-exit Graph as a complete sub-model, for runtimes that cannot stop
-half-way (ONNX Runtime, LiteRT): the nodes that exit's output depends on, and nothing else.
+"""An early-exit Graph cut for runtimes that cannot stop half-way (ONNX Runtime, LiteRT, a
+board): each exit as a complete sub-model (``exit_graph``, what ``asr export`` writes), or the
+encoder cut at its exits into consecutive segments (``segments``) that run one after another.
 
-A host or app that evaluates the policy itself runs the exit-1 model, then, if the policy says
-go on, the exit-2 model, and so on (recomputing the shared blocks); edgekit's own runtime does
-not need this (``Executor.staged`` stops and resumes in one Graph).
+A complete sub-model per exit suits an app that picks one exit for good; an app that evaluates
+the policy runs the segments instead: segment k takes what segment k-1 left (the encoder state
+after its blocks) and gives exit k's posteriors and the state for segment k+1, so nothing is
+computed twice and nothing past the accepted exit is computed. edgekit's own runtime needs
+neither (``Executor.staged`` stops and resumes in one Graph).
 """
 
 from __future__ import annotations
@@ -39,6 +42,32 @@ def exit_graph(graph: Graph, k: int) -> Graph:
                  {n: copy.deepcopy(t) for n, t in graph.tensors.items() if n in used},
                  copy.deepcopy(nodes),
                  {n: v for n, v in graph.params.items() if n in used}, meta).validate()
+
+
+def segments(graph: Graph) -> list[Graph]:
+    """The Graph's nodes cut after each exit's output, in order: segment k reads the graph
+    input (k = 1) or the tensors earlier segments produce and later nodes read, and gives exit
+    k's posteriors first, then the tensors later segments read."""
+    exits = exits_of(graph)
+    index = {node.outputs[0]: i for i, node in enumerate(graph.nodes)}
+    out, start = [], 0
+    for k, ex in enumerate(exits):
+        end = index[ex.output] + 1
+        nodes, later = graph.nodes[start:end], graph.nodes[end:]
+        made = {node.outputs[0] for node in nodes}
+        reads = dict.fromkeys(t for node in nodes for t in node.inputs
+                              if t not in made and t not in graph.params)
+        carry = dict.fromkeys(t for node in later for t in node.inputs if t in made)
+        outputs = [ex.output, *(t for t in carry if t != ex.output)]
+        used = made | set(reads) | {t for node in nodes for t in node.inputs}
+        meta = {key: v for key, v in graph.metadata.items() if key != META}
+        meta[META] = {"segment_of": k + 1, "outputs": [ex.output], "blocks": [ex.blocks]}
+        out.append(Graph(list(reads), outputs,
+                         {n: copy.deepcopy(t) for n, t in graph.tensors.items() if n in used},
+                         copy.deepcopy(nodes),
+                         {n: v for n, v in graph.params.items() if n in used}, meta).validate())
+        start = end
+    return out
 
 
 def export(graph: Graph, folder: str | Path, formats: tuple[str, ...] = ("onnx", "tflite"),
