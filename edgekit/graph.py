@@ -317,6 +317,9 @@ def _validate(g: Graph) -> None:
                 _expect((t.dtype == "int32" and t.quant is None) == (spec.indexed and slot == 0),
                         f"input {slot} ({name!r}) is {t.dtype}: int32 indices go to the first "
                         "input of an indexed op (embedding), and nothing else does")
+                _expect(not formats.weight_dtype(t.dtype) or spec.int8_weights and slot == 1,
+                        f"input {slot} ({name!r}) is {t.dtype}: low-bit formats hold the weight "
+                        "(input 1) of a conv or linear layer, nothing else")
                 if slot in spec.weight_inputs:
                     _expect(name in g.params, f"input {slot} ({name!r}) must be a param")
                     for z in g.tensors[name].quant.zero_point if g.tensors[name].quant else ():

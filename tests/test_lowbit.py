@@ -167,6 +167,10 @@ def test_bad_options_and_files_are_refused():
     q.tensors["w1"].shape, q.params["w1"] = (), np.zeros((), np.uint8)  # a crafted file's
     with pytest.raises(EdgekitError, match="output-channel axis"):
         q.validate()
+    q = edgekit.quantize(g, x, scheme="int4")
+    q.nodes[0].inputs[2] = "w4"  # a packed tensor as a bias
+    with pytest.raises(EdgekitError, match="low-bit formats hold the weight"):
+        q.validate()
 
 
 def plain_graph(rng) -> Graph:
