@@ -20,8 +20,13 @@ Each network goes through the public API as a user would: ``edgekit.from_torch``
 int8 outputs: ``=`` is bit-exact, else the largest difference in output steps, the share of
 outputs that differ and the rms difference), the three writers, ``edgekit.profile`` against
 every device profile (the fit, or the limit and its overshoot), and the emulated Cortex-M3
-(``mcu:qemu``) against the runtime where it fits, or the does-not-fit error. A stage that
+(``mcu:qemu``) against the runtime where it fits, or the does-not-fit error: its outputs, the
+instructions of one inference and the image's flash and RAM beside the fit's (``fit``: the
+``cortex-m3-qemu`` profile's, the firmware's own code, state and stack included). A stage that
 cannot run says why (an unsupported op names the op); later stages show ``-``.
+
+``--steps 0 --samples 2`` is the light run for the fit and board columns: they count shapes
+and instructions, which training does not change.
 """
 
 from __future__ import annotations
@@ -44,7 +49,7 @@ from edgekit.converters.to_c import to_c
 from edgekit.converters.to_onnx import to_onnx
 from edgekit.converters.to_tflite import to_tflite
 from edgekit.errors import EdgekitError, UnsupportedOpsError
-from edgekit.profile import profile_names
+from edgekit.profile import check_fit, profile_names
 from edgekit.quant import quantize_array
 from edgekit.targets import get_target
 
@@ -164,7 +169,9 @@ def run_network(name: str, train_steps: int, samples: int, board_samples: int,
         over = [f"{f['limit']} +{mb(f['overshoot_bytes'])}" for f in report["fits"].values()
                 if not f["fits"]]
         row[device] = "✗ " + ", ".join(over) if over else "fits"
-    row["board"] = board(q, xq[:board_samples], raw[:board_samples])
+    fit = {f.name: f.needed_bytes for f in check_fit(q, "cortex-m3-qemu")}
+    row["fit"] = f"{mb(fit['flash'])} / {mb(fit['sram'])}"
+    row["board"] = board(q, xq[:board_samples], raw[:board_samples], fit)
     row["seconds"] = round(time.perf_counter() - start, 1)
     return row
 
@@ -181,17 +188,23 @@ def task_cost(name: str, model, runtime, n: int = 256) -> str:
     return f"{acc[0]:.1f}% → {acc[1]:.1f}% ({acc[1] - acc[0]:+.1f})"
 
 
-def board(q, xq: np.ndarray, raw: np.ndarray) -> str:
+def board(q, xq: np.ndarray, raw: np.ndarray, fit: dict[str, int]) -> str:
+    """The board's outputs against the runtime's, the instructions of one inference, the
+    built image's flash / RAM and how many bytes the fit (``fit``) counts above them."""
     ok, why = get_target("mcu:qemu").available()
     if not ok:
         return f"n/a ({why})"
     try:
         with edgekit.deploy(q, "mcu:qemu", timeout=120.0) as session:
             got = np.concatenate([session.run(xq[i:i + 1], raw=True) for i in range(len(xq))])
+            run = session.device_profile(xq[:1])
     except EdgekitError as err:
         return gist(err)
     result = steps(raw, got)
-    return f"bit-exact ({len(xq)}/{len(xq)})" if result == "=" else result
+    image = (f"{run['instructions'] / 1e6:.1f} M instructions, image "
+             f"{mb(run['flash_bytes'])} / {mb(run['ram_bytes'])} (fit +"
+             f"{fit['flash'] - run['flash_bytes']:,} / +{fit['sram'] - run['ram_bytes']:,} B)")
+    return (f"bit-exact ({len(xq)}/{len(xq)})" if result == "=" else result) + f", {image}"
 
 
 def main() -> None:
@@ -202,6 +215,7 @@ def main() -> None:
     parser.add_argument("--board-samples", type=int, default=2)
     parser.add_argument("--json")
     args = parser.parse_args()
+    torch.set_num_threads(1)  # the figures are per network, not a race for cores
 
     try:
         zoo.torchvision_models()
@@ -219,7 +233,7 @@ def main() -> None:
             rows.append(row)
             print(json.dumps(row, ensure_ascii=False), flush=True)
     columns = ["network", "import", "task", "classes", "float", "int8", "backends", "writers",
-               *profile_names(), "board"]
+               *profile_names(), "fit", "board"]
     print()
     print("| " + " | ".join(columns) + " |")
     print("|" + "---|" * len(columns))
