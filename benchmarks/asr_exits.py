@@ -1,10 +1,11 @@
 """Early-exit speech recognition: WER per exit (float and int8, clean and at 10 dB SNR) on
 held-out voices, the entropy and posterior policy curves (WER against mean encoder blocks),
 the calibrated policy against the issue's goal, the single-exit baseline of the same depth,
-and batch-1 latency per exit on the edgekit runtime (it stops at the exit).
+batch-1 latency per exit on the edgekit runtime (it stops at the exit) and, with ``--board``,
+the int8 model's emulated instructions per exit on mcu:qemu (run segment by segment).
 
 Run: ``python benchmarks/asr_exits.py --model asr.ekm [--int8 asr.int8.ekm] [--baseline
-single.ekm] [--count 300] [--plot curves.png] [--json out.json]``. The models come from
+single.ekm] [--count 300] [--board] [--plot curves.png] [--json out.json]``. The models come from
 ``edgekit asr train -o asr.ekm --quantize int8`` and the baseline (only the last exit trained,
 same depth and epochs) from ``edgekit asr train -o single.ekm --single-exit``.
 """
@@ -50,6 +51,7 @@ def main() -> None:
     p.add_argument("--model", required=True, help="float early-exit model (.ekm)")
     p.add_argument("--int8", help="its int8 model (.ekm)")
     p.add_argument("--baseline", help="the single-exit model of the same depth (.ekm)")
+    p.add_argument("--board", action="store_true", help="instructions per exit on mcu:qemu")
     p.add_argument("--count", type=int, default=300, help="held-out utterances")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--plot", help="write the policy curves (.png)")
@@ -105,6 +107,19 @@ def main() -> None:
         results[f"latency_ms {g}"] = ms
         print(f"\n{g} batch-1 latency per exit (ms, cpu): "
               + ", ".join(f"exit {k + 1}: {t:.2f}" for k, t in enumerate(ms)))
+
+    if args.board and args.int8:
+        from edgekit.speech.exits import SegmentedExit
+
+        board = SegmentedExit(graphs["int8"], "mcu:qemu")
+        try:
+            counts = [board.transcribe(x[0], Policy("exit", k + 1)).instructions
+                      for k in range(len(board.exits))]
+        finally:
+            board.close()
+        results["board_instructions"] = counts
+        print("\nint8 on mcu:qemu (segments up to the exit), emulated instructions per exit: "
+              + ", ".join(f"exit {k + 1}: {c / 1e6:.1f} M" for k, c in enumerate(counts)))
 
     if args.baseline:
         base = edgekit.load(args.baseline)

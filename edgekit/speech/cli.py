@@ -129,7 +129,8 @@ def cmd_transcribe(args: argparse.Namespace) -> None:
         for wav, x in zip(args.wavs, features):
             r = runner.transcribe(x, policy)
             results.append({"file": wav, "text": r.text, "exit": r.exit, "blocks": r.blocks,
-                            "macs": r.macs})
+                            "macs": r.macs} | ({} if r.instructions is None
+                                               else {"instructions": r.instructions}))
     finally:
         runner.close()
     if args.json:

@@ -91,6 +91,7 @@ class Result:
     exit: int  # 1-based
     blocks: int
     macs: int
+    instructions: int | None = None  # emulated instructions, where the target counts them
 
 
 def exits_of(graph: Graph) -> list[Exit]:
@@ -173,14 +174,18 @@ class SegmentedExit:
         import edgekit.targets
 
         tensors = {self.graph.inputs[0]: np.ascontiguousarray(features[None], np.float32)}
+        instructions = 0
         for k, (ex, seg) in enumerate(zip(self.exits, self.segments)):
             if self.sessions[k] is None:
                 self.sessions[k] = edgekit.targets.deploy(seg, self.target, **self.options)
-            outs = self.sessions[k].run({name: tensors[name] for name in seg.inputs})
+            session = self.sessions[k]
+            outs = session.run({name: tensors[name] for name in seg.inputs})
             tensors.update(zip(seg.outputs, outs if isinstance(outs, list) else [outs]))
+            if getattr(session, "last_ticks", None) is not None:  # a board: its step timers
+                instructions += sum(map(session.instructions, session.last_ticks))
             lp = tensors[ex.output][0]
             if k + 1 == len(self.exits) or policy.stops(k, float(scores(policy.kind, lp))):
-                return Result(greedy(lp), k + 1, ex.blocks, ex.macs)
+                return Result(greedy(lp), k + 1, ex.blocks, ex.macs, instructions or None)
         raise AssertionError("unreachable: the last exit always stops")
 
     def close(self) -> None:
