@@ -391,7 +391,7 @@ def test_bad_inputs_are_edgekit_errors(cnn8, digits8):
         edgekit.finetune(cnn8, x, y + 10)
     with pytest.raises(EdgekitError, match="inputs have shape"):
         edgekit.finetune(cnn8, x[:, :, :4], y)
-    with pytest.raises(EdgekitError, match="residual blocks .* branches off"):
+    with pytest.raises(EdgekitError, match="residual blocks .* joins two branches"):
         edgekit.finetune(_graph(_Gated(), (1, 1, 8, 8)), x, y)
     with pytest.raises(EdgekitError, match="float"):
         edgekit.finetune(edgekit.quantize(cnn8, x), x, y)
