@@ -149,6 +149,9 @@ def test_fleet_simulate_cli_reports_rounds_clients_and_a_failing_device(mlp, dig
     assert sum(c["examples"] for c in report["clients"]) < 600
     tuned = edgekit.load(out)
     assert any(not np.array_equal(tuned.params[k], mlp.params[k]) for k in mlp.params)
+    with edgekit.deploy(edgekit.quantize(tuned, x[:64]), target="cpu") as session:
+        int8 = (session.run(x[600:900]).argmax(1) == y[600:900]).mean()
+    assert abs(int8 - report["rounds"][-1]["accuracy"]) < 0.05  # it quantizes and deploys
 
 
 @pytest.mark.parametrize("argv, message", [
@@ -244,3 +247,34 @@ def test_fleet_on_loopback_processes_survives_a_device_killed_mid_round(mlp, dig
     assert codes[0] == 0 and codes[2:] == [0, 0]  # the killed device's join exits 2, saying so
     time.sleep(1)
     assert _flower_processes(marker) == {}
+
+
+def test_ctrl_c_stops_a_server_and_a_device_and_every_process_they_started(digits, tmp_path):
+    import os
+    import signal
+    import time
+
+    x, y = digits
+    np.savez(tmp_path / "shard.npz", x=x[:20], y=y[:20])
+    from edgekit.fleet.deploy import free_port
+
+    port, marker = free_port(), str(tmp_path / "home")
+    cli = [sys.executable, "-m", "edgekit.cli", "fleet"]
+    procs = [subprocess.Popen([*cli, "serve", "--host", "127.0.0.1", "--port", str(port),
+                               "--home", f"{marker}/link"], stderr=subprocess.DEVNULL),
+             subprocess.Popen([*cli, "join", "--server", f"127.0.0.1:{port}", "--data",
+                               str(tmp_path / "shard.npz"), "--home", f"{marker}/node"],
+                              stderr=subprocess.DEVNULL)]
+    def running() -> bool:
+        names = {Path(w).name for cmd in _flower_processes(marker).values() for w in cmd.split()}
+        return {"flower-superlink", "flower-supernode"} <= names
+
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not running():
+        time.sleep(0.5)
+    assert running(), "Flower's programs never started"
+    for proc in procs:
+        proc.send_signal(signal.SIGINT)  # what Ctrl-C sends
+    assert [proc.wait(timeout=30) for proc in procs] == [0, 0]
+    assert _flower_processes(marker) == {}
+    assert os.path.isdir(f"{marker}/link")  # --home is kept when given
