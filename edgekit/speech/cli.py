@@ -103,7 +103,8 @@ def cmd_train(args: argparse.Namespace) -> None:
     graph.save(out)
     print(f"wrote {out} ({time.monotonic() - start:.0f} s)")
     if args.quantize:
-        q = pipeline.quantize(graph, args.seed, args.goal, args.cache, args.valid)
+        q = pipeline.quantize(graph, args.seed, args.goal, args.cache, args.valid,
+                              min(pipeline.CALIBRATION_SAMPLES, args.utterances))
         q.save(int8_out)
         print(f"wrote {int8_out}")
 

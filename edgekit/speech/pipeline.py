@@ -69,12 +69,12 @@ def build(cfg, goal: str = GOAL, cache=None, log=print) -> Graph:
 
 
 def quantize(graph: Graph, seed: int = 0, goal: str = GOAL, cache=None,
-             valid: int = VALID_UTTERANCES) -> Graph:
-    """The int8 Graph (activation ranges from training clips), its policy calibrated anew on
-    ``valid`` validation utterances."""
+             valid: int = VALID_UTTERANCES, samples: int = CALIBRATION_SAMPLES) -> Graph:
+    """The int8 Graph (activation ranges from ``samples`` training clips), its policy
+    calibrated anew on ``valid`` validation utterances."""
     import edgekit
 
-    calib, _ = split_features("train", CALIBRATION_SAMPLES, seed, cache=cache)
+    calib, _ = split_features("train", samples, seed, cache=cache)
     q = edgekit.quantize(graph, calib)
     x, texts = split_features("valid", valid, seed, cache=cache)
     calibrate_graph(q, x, texts, goal)
