@@ -8,12 +8,12 @@ Per data set (``edgekit.data.digits``, ``edgekit.sensor_data.photo_patches`` and
 ``digit_events``) and front-end (a ``stride`` x ``stride``-reaching convolution with
 ``channels`` outputs and its ReLU, then a fixed processor: 3x3 conv, ReLU, 2x2 average
 pool, linear), the ANN is trained once (torch), converted per T as ``convert --to-snn`` does
-(FAS, then surrogate-gradient fine-tuning on 512 labelled training images), split after its
-first layer (``converters.insensor``; the pipeline is checked equal to the unsplit SNN) and
-measured on the test split: bits per frame from its spikes (per frame the shorter of
-bit-packed and address events) against a 12-bit ADC readout, energy per frame with the host
-profile's coefficients (``edgekit.insensor``; the sensor's are inferred), accuracy against the
-ANN on a conventional sensor.
+(FAS, then surrogate-gradient fine-tuning on the first ``--finetune-samples`` labelled
+training images), split after its first layer (``converters.insensor``; the pipeline is
+checked equal to the unsplit SNN) and measured on the test split: bits per frame from its
+spikes (per frame the shorter of bit-packed and address events) against a 12-bit ADC
+readout, energy per frame with the host profile's coefficients (``edgekit.insensor``; the
+sensor's are inferred), accuracy against the ANN on a conventional sensor.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from edgekit.converters.snn import to_snn
 from edgekit.converters.snn_finetune import finetune_snn
 from edgekit.insensor import designs, measure, sensor_energy
 
-DATA = {"digits": lambda: data.digits(16), "photos": sensor_data.photo_patches,
+DATA = {"digits": data.digits, "photos": sensor_data.photo_patches,
         "events": sensor_data.digit_events}
 
 
@@ -56,6 +56,9 @@ def main() -> None:
     ap.add_argument("--timesteps", default="2,4")
     ap.add_argument("--epochs", type=int, default=15)
     ap.add_argument("--finetune-epochs", type=int, default=20)
+    ap.add_argument("--finetune-samples", type=int, default=512,
+                    help="labelled training images conversion calibrates and fine-tunes on")
+    ap.add_argument("--size", type=int, default=16, help="image side (digits: 8, 16 or 28)")
     ap.add_argument("--adc-bits", type=int, default=12)
     ap.add_argument("--bayer", action="store_true")
     args = ap.parse_args()
@@ -63,7 +66,7 @@ def main() -> None:
     energy = sensor_energy("host")
     rows = []
     for name in args.data.split(","):
-        ds = DATA[name]()
+        ds = DATA[name](args.size)
         in_ch, size = ds.x_train.shape[1], ds.x_train.shape[2]
         classes = int(ds.y_train.max()) + 1
         for stride in map(int, args.strides.split(",")):
@@ -74,7 +77,8 @@ def main() -> None:
                 ann = from_torch(net, torch.zeros(1, in_ch, size, size))
                 for steps in map(int, args.timesteps.split(",")):
                     start = time.perf_counter()
-                    x, y = ds.x_train[:512], ds.y_train[:512]
+                    x, y = (ds.x_train[:args.finetune_samples],
+                            ds.y_train[:args.finetune_samples])
                     snn = to_snn(ann, x, steps, calibrate="fas", check=0)
                     if args.finetune_epochs:
                         snn = finetune_snn(snn, x, y, epochs=args.finetune_epochs)
