@@ -52,8 +52,8 @@ def _torch():
 
 
 CASES: dict[str, Case] = {
-    # one group: TFLite has no grouped convolution and learn trains groups=1 only (grouped
-    # and depthwise forms are checked per backend in test_ops, test_quant and test_writers)
+    # one group: TFLite has no grouped convolution (grouped and depthwise forms are checked
+    # per backend in test_ops, test_quant, test_writers and, for learn, test_learn_units)
     "conv2d": Case([(2, 4, 9, 9)], [(6, 4, 3, 3), (6,)],
                    {"stride": [2, 1], "padding": [1, 1, 1, 1], "activation": "relu"},
                    lambda x, w, b: _F().relu(_F().conv2d(x, w, b, (2, 1), 1))),
