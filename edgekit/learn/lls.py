@@ -16,9 +16,9 @@ it pulls a pretrained block away from what the layers after it read, and every b
 relearns against a moving input (digits shifted one pixel, 5 epochs, seed 0: 82.2 % on a
 four-layer MLP where backprop reaches 89.1, 46.0 % against 91.4 on a depthwise-separable
 residual net, below the 82.5 % of training its classifier alone). Bases the features already
-point along keep what the pretrained network separates and sharpen it: 92.8, 72.1 (and on the
-8x8 CNN 96.7 against backprop's 97.5, from 89.7); from scratch too, on random features
-(``benchmarks/learn_defaults.py`` has the table).
+point along keep what the pretrained network separates and sharpen it: 92.5, 67.7 (and on the
+8x8 CNN 96.9 against backprop's 97.5, from 89.7); from scratch too, on random features
+(``benchmarks/learn_defaults.py`` has the table; ``docs/learning.md`` what else was tried).
 LLS-M scales the class scores by a learned vector m, LLS-MxM mixes them with a learned matrix M
 (both initialised 0.01 N(0, 1), as in the reference code). The classifier trains on
 cross-entropy. No error crosses blocks, so a block's tape dies before the next block runs: the
