@@ -90,7 +90,8 @@ def test_session_budget_picks_the_best_path_that_fits(tiny):
     session = edgekit.deploy(g, "cpu")
     for budget in ("100%", "50%", 1_000_000, str(g.metadata["anytime"]["full_macs"])):
         path = tbl.choose(g, budget)
-        assert tbl.path_macs(g, path) <= tbl.parse_budget(g, budget)
+        assert tbl.parse_budget(g, budget)[0] == "macs"
+        assert tbl.path_macs(g, path) <= tbl.parse_budget(g, budget)[1]
         np.testing.assert_array_equal(session.run(x, budget=budget),
                                       AnytimeRunner(g).run(x, path=path))
     np.testing.assert_array_equal(session.run(x), AnytimeRunner(g).run(x, path="22"))
@@ -112,10 +113,33 @@ def test_front_and_selection(tiny):
     assert [r["macs"] for r in rows] == sorted(r["macs"] for r in rows)
     assert all(a["accuracy"] < b["accuracy"] for a, b in zip(rows, rows[1:]))
     for row in select(g, ["25%", "60%", "100%"]):
-        assert row["macs"] <= row["budget_macs"]
+        assert row["macs"] <= row["limit"]["macs"]
         best = max(e["accuracy"] for e in g.metadata["anytime"]["paths"].values()
-                   if e["macs"] <= row["budget_macs"])
+                   if e["macs"] <= row["limit"]["macs"])
         assert row["accuracy"] == best
+    with pytest.raises(EdgekitError, match="no per-path latency_ms"):
+        select(g, ["2ms"])
+
+
+def test_latency_and_energy_budgets_on_a_device_profile(tiny):
+    from edgekit.anytime.costs import annotate
+
+    _, graph, x = tiny
+    g = annotate(measure(graph, x, np.array([0, 1, 2, 0, 1])), "cortex-m4")
+    paths = g.metadata["anytime"]["paths"]
+    by_macs = sorted(paths.values(), key=lambda e: e["macs"])
+    assert [e["latency_ms"] for e in by_macs] == sorted(e["latency_ms"] for e in by_macs)
+    assert all(e["energy_uj"] > 0 for e in by_macs)
+    mid = by_macs[len(by_macs) // 2]
+    for budget, key, limit in [(f"{mid['latency_ms']}ms", "latency_ms", mid["latency_ms"]),
+                               (f"{mid['latency_ms'] * 1e3}us", "latency_ms", mid["latency_ms"]),
+                               (f"{mid['energy_uj']}uJ", "energy_uj", mid["energy_uj"])]:
+        row = select(g, [budget])[0]
+        assert row["limit"] == {key: pytest.approx(limit)} and row[key] <= limit * (1 + 1e-9)
+        best = max(e["accuracy"] for e in paths.values() if e[key] <= limit * (1 + 1e-9))
+        assert row["accuracy"] == best
+    with pytest.raises(EdgekitError, match="below the smallest"):
+        tbl.choose(g, f"{by_macs[0]['energy_uj'] / 2}uJ")
 
 
 def test_int8_runs_every_path_on_one_int8_graph_as_its_extracted_graph(tiny):

@@ -40,7 +40,10 @@ def add_parser(sub: Any) -> None:
                    help="comma-separated: MACs or shares of the full network (50%%)")
     s.add_argument("--data", help=".npz with 'x' and 'y' (default: the accuracies stored at "
                    "training)")
-    s.add_argument("-o", "--output", help="write the model with the table measured on --data")
+    s.add_argument("--profile", help="device profile (cortex-m4, ...): per-path modelled "
+                   "latency and energy, for budgets such as 2ms or 30uJ")
+    s.add_argument("-o", "--output", help="write the model with the table measured here "
+                   "(accuracies on --data, costs on --profile)")
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_select)
 
@@ -108,7 +111,7 @@ def cmd_select(args: argparse.Namespace) -> None:
     if not budgets:
         raise EdgekitError("--budgets: give at least one budget (e.g. 25%,50%)")
     if args.output:
-        check_file(args.output, [args.model, args.data])
+        check_file(args.output, [args.model, args.data, args.profile])
     if args.data:
         x, y = load_data(args.data)
         if y is None:
@@ -116,15 +119,22 @@ def cmd_select(args: argparse.Namespace) -> None:
         measure(graph, x, y)
     elif any("accuracy" not in e for e in tbl.table(graph)["paths"].values()):
         raise EdgekitError("this model stores no accuracies per path; give --data val.npz")
+    if args.profile:
+        from edgekit.anytime.costs import annotate
+
+        annotate(graph, args.profile)
     rows = select(graph, budgets)
     if args.output:
         graph.save(args.output)
     if args.json:
         print(json.dumps(rows, indent=1))
         return
-    print(table(["budget", "budget MACs", "path", "MACs", "share", "accuracy"],
-                [(r["budget"], r["budget_macs"], r["path"], r["macs"], f"{r['share']:.0%}",
-                  f"{r['accuracy']:.2%}") for r in rows]))
+    costs = ["latency_ms", "energy_uj"] if "device" in tbl.table(graph) else []
+    print(table(["budget", "path", "MACs", "share", *costs, "accuracy"],
+                [(r["budget"], r["path"], r["macs"], f"{r['share']:.0%}",
+                  *(f"{r[c]:.4g}" for c in costs), f"{r['accuracy']:.2%}") for r in rows]))
+    if costs:
+        print(f"latency and energy: modelled on {tbl.table(graph)['device']}")
     if args.output:
         print(f"wrote {args.output}")
 

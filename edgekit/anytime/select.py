@@ -39,13 +39,13 @@ def front(graph: Graph) -> list[dict[str, Any]]:
 
 
 def select(graph: Graph, budgets: list[str]) -> list[dict[str, Any]]:
-    """Per budget: the best measured path within it, its MACs and accuracy."""
-    full = table(graph)["full_macs"]
+    """Per budget: the best measured path within it, its costs and accuracy."""
+    meta = table(graph)
     rows = []
     for budget in budgets:
-        macs = parse_budget(graph, budget)
+        key, limit = parse_budget(graph, budget)
         path = choose(graph, budget)
-        entry = table(graph)["paths"][path]
-        rows.append({"budget": budget, "budget_macs": macs, "path": path, "macs": entry["macs"],
-                     "share": entry["macs"] / full, "accuracy": entry.get("accuracy")})
+        entry = meta["paths"][path]
+        rows.append({"budget": budget, "limit": {key: limit}, "path": path, "share":
+                     entry["macs"] / meta["full_macs"], **entry})
     return rows

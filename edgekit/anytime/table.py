@@ -90,31 +90,46 @@ def path_macs(graph: Graph, path: str) -> int:
     return sum(graph.node_macs(graph.nodes[i]) for i in plan(graph, path).nodes)
 
 
-def parse_budget(graph: Graph, budget: Any) -> int:
-    """A budget in MACs: an int (MACs), or a string ``"50%"`` (of the full path's MACs) or
-    ``"120000"``."""
+UNITS = {"ms": "latency_ms", "us": "latency_ms", "uj": "energy_uj", "mj": "energy_uj"}
+SCALE = {"ms": 1.0, "us": 1e-3, "uj": 1.0, "mj": 1e3}
+
+
+def parse_budget(graph: Graph, budget: Any) -> tuple[str, float]:
+    """A budget as (the table's cost key, the limit): MACs as an int or ``"120000"``, a share of
+    the full path's MACs (``"50%"``), or, once the table holds a device's costs
+    (``costs.annotate``), a latency (``"2ms"``, ``"800us"``) or an energy (``"30uJ"``,
+    ``"0.1mJ"``)."""
     full = int(table(graph)["full_macs"])
-    text = str(budget).strip()
+    text = str(budget).strip().lower().replace("µ", "u")
+    key, scale, number = "macs", 1.0, text
+    if text.endswith("%"):
+        scale, number = full / 100, text[:-1]
+    elif text[-2:] in UNITS:
+        key, scale, number = UNITS[text[-2:]], SCALE[text[-2:]], text[:-2]
     try:
-        macs = float(text[:-1]) / 100 * full if text.endswith("%") else float(text)
+        limit = float(number) * scale
     except ValueError:
-        macs = -1.0
-    if isinstance(budget, bool) or not 0 < macs < math.inf:
-        raise EdgekitError(f"budget {budget!r}: give MACs (e.g. 120000) or a share of the full "
-                           f"network's {full:,} MACs (e.g. 50%)")
-    return int(macs)
+        limit = -1.0
+    if isinstance(budget, bool) or not 0 < limit < math.inf:
+        raise EdgekitError(f"budget {budget!r}: give MACs (e.g. 120000), a share of the full "
+                           f"network's {full:,} MACs (e.g. 50%), or a latency or energy on the "
+                           "model's device profile (2ms, 30uJ)")
+    if key != "macs" and key not in next(iter(table(graph)["paths"].values())):
+        raise EdgekitError(f"budget {budget!r}: this model holds no per-path {key} yet; give "
+                           "'edgekit anytime select --profile DEVICE' (e.g. cortex-m4)")
+    return key, limit
 
 
 def choose(graph: Graph, budget: Any) -> str:
-    """The path to run within ``budget``: the most accurate measured path whose MACs fit (the
+    """The path to run within ``budget``: the most accurate measured path whose cost fits (the
     largest when no accuracy is stored); a budget below the smallest path is an error."""
-    macs = parse_budget(graph, budget)
+    key, limit = parse_budget(graph, budget)
     paths = table(graph)["paths"]
-    fits = [path for path, entry in paths.items() if entry["macs"] <= macs]
+    fits = [path for path, entry in paths.items() if entry[key] <= limit]
     if not fits:
-        smallest = min(entry["macs"] for entry in paths.values())
-        raise EdgekitError(f"budget {budget!r} ({macs:,} MACs) is below the smallest "
-                           f"sub-network ({smallest:,} MACs)")
+        smallest = min(entry[key] for entry in paths.values())
+        raise EdgekitError(f"budget {budget!r} ({limit:,.6g} {key}) is below the smallest "
+                           f"sub-network ({smallest:,.6g} {key})")
     if all("accuracy" in paths[p] for p in fits):  # ties: the cheaper path
         return max(fits, key=lambda p: (paths[p]["accuracy"], -paths[p]["macs"], p))
     return max(fits, key=lambda p: (paths[p]["macs"], p))
