@@ -91,9 +91,10 @@ def main() -> None:
     ap.add_argument("--rules", default=",".join(RULES))
     ap.add_argument("--opt", action="append", default=[])
     ap.add_argument("--no-finetune", dest="finetune", action="store_false")
+    ap.add_argument("--no-scratch", dest="scratch", action="store_false")
     args = ap.parse_args()
     archs, rules, opts = args.archs.split(","), args.rules.split(","), options(args.opt)
-    settings = ["scratch", "finetune"] if args.finetune else ["scratch"]
+    settings = ["scratch"] * args.scratch + ["finetune"] * args.finetune
     acc = {(s, r, a): [] for s in settings for r in rules for a in archs}
     before = {a: [] for a in archs}
     start = time.perf_counter()
@@ -111,9 +112,10 @@ def main() -> None:
             before[arch].append(accuracy(pretrained, x_shift_test, ds.y_test))
             for rule in rules:
                 kw = {"rule": rule, "seed": seed, **opts.get(rule, {})}
-                tuned, _ = edgekit.finetune(scratch, ds.x_train, ds.y_train, epochs=args.epochs,
-                                            **kw)
-                acc["scratch", rule, arch].append(accuracy(tuned, ds.x_test, ds.y_test))
+                if args.scratch:
+                    tuned, _ = edgekit.finetune(scratch, ds.x_train, ds.y_train,
+                                                epochs=args.epochs, **kw)
+                    acc["scratch", rule, arch].append(accuracy(tuned, ds.x_test, ds.y_test))
                 if args.finetune:
                     tuned, _ = edgekit.finetune(pretrained, x_shift, ds.y_train,
                                                 epochs=args.ft_epochs, **kw)
