@@ -18,7 +18,9 @@ tested on ``--kws-test`` (512) held-out examples of it. Each float model goes th
 - ``ternary qat`` / ``int4 qat``: the float model fine-tuned ``--qat-epochs`` with its weights
   fake-quantized (straight-through; ``edgekit.quant.qat``, Adam lr 3e-3, cosine), then
   quantized as above; ``... distil``: the same with the float model as teacher (T = 4,
-  alpha = 0.5).
+  alpha = 0.5). ``ternary+int4 dw``: QAT for ``--long-qat-epochs`` with the layers of at most
+  9 weights a row (a one-channel first conv, depthwise convs) in int4 and the rest ternary,
+  stored with ``scheme="mixed", formats=...``.
 
 ``bytes``: every param as stored (packed weights and their float32 scales, float32 biases).
 The int8 model's accumulators (``edgekit.quant.accumulators``): per layer the width its weights
@@ -45,6 +47,7 @@ from edgekit.profile.counts import describe
 from edgekit.profile.devices import load_profile
 from edgekit.profile.energy import layer_energy_pj
 from edgekit.quant import accumulators, qat
+from edgekit.quant.lowbit import weight_names
 from edgekit.runtime.executor import Executor
 
 DEVICE = "cortex-m4"
@@ -98,6 +101,15 @@ def network(name: str, args) -> list[dict]:
             q = edgekit.quantize(edgekit.from_torch(student, example), calib, scheme=scheme)
             rows.append(row(f"{scheme} {'distil' if teacher is not None else 'qat'}", q, xt,
                             yt, device))
+    # BitNet-style: layers of at most 9 weights a row (a 3x3 kernel over one channel: the
+    # first conv of a 1-channel input, depthwise convs) keep int4, the rest is ternary
+    narrow = {n: "int4" for n in weight_names(g) if g.tensors[n].size // len(g.params[n]) <= 9}
+    student = qat.train(model, x, y, "ternary", epochs=args.long_qat_epochs, formats=narrow,
+                        probabilities=probs)
+    chosen = {n: narrow.get(n, "ternary") for n in weight_names(g)}
+    q = edgekit.quantize(edgekit.from_torch(student, example), calib, scheme="mixed",
+                         formats=chosen)
+    rows.append(row("ternary+int4 dw", q, xt, yt, device))
     for r in rows:
         r["network"] = name
     return rows
@@ -110,6 +122,7 @@ def main() -> None:
     p.add_argument("--kws-steps", type=int, default=150)
     p.add_argument("--kws-test", type=int, default=512, help="held-out KWS examples")
     p.add_argument("--qat-epochs", type=int, default=20)
+    p.add_argument("--long-qat-epochs", type=int, default=60, help="the ternary+int4 dw row")
     p.add_argument("--json")
     args = p.parse_args()
     torch.set_num_threads(1)

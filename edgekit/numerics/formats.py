@@ -115,7 +115,9 @@ def encode_fp8(x: np.ndarray, fmt: Fp8, saturate: bool = False) -> np.ndarray:
 # --- integer grids ---------------------------------------------------------------------------
 
 INT4_MAX = 7  # symmetric [-7, 7], zero point 0, as int8 uses [-127, 127]
-TERNARY_EPS = 1e-8  # BitNet b1.58's gamma + eps
+# BitNet b1.58 divides by gamma + eps; here eps only stands in for a zero gamma (the smallest
+# float32), so that scaling a channel (a batch norm folded into it) leaves its codes alone
+TERNARY_TINY = float(np.finfo(np.float32).tiny)
 
 
 @dataclass(frozen=True)
@@ -249,7 +251,7 @@ def _quantize_once(w: np.ndarray, counts: np.ndarray, fmt: str,
     if fmt == "ternary":
         gamma = (np.abs(w).sum(axis=2) / counts if per_channel
                  else np.full(w.shape[:2], np.abs(w).sum() / (counts.sum() * w.shape[0])))
-        scale = np.maximum(gamma + TERNARY_EPS, f32(np.finfo(f32).tiny)).astype(f32)
+        scale = np.maximum(gamma, TERNARY_TINY).astype(f32)
         return np.clip(np.rint(w / scale[..., None]), -1, 1), scale
     amax = np.abs(w).max(axis=2) if per_channel else np.full(w.shape[:2], np.abs(w).max())
     top = INT4_MAX if fmt == "int4" else FP8[fmt].max
@@ -266,12 +268,12 @@ def quantize_weight(w: np.ndarray, fmt: str, group_size: int | None = None, orde
 
     int4: symmetric ``[-7, 7]``, scale ``max|w| / 7`` per output channel, or per group of at
     most ``group_size`` consecutive weights. ternary: BitNet b1.58's absmean,
-    ``clip(round(w / (gamma + eps)), -1, 1)`` with ``gamma = mean|w|``. FP8: the scale maps
-    ``max|w|`` onto the format's largest value, then rounds to nearest even. float16: the
-    values themselves (scale 1, which the Graph does not store). ``orders`` > 1 is REx
-    residual expansion: order k quantizes what orders 1..k-1 left, ``R_k = Q(w - sum_{j<k}
-    R_j)``, each with its own scales. ``per_channel=False`` gives one scale to the whole
-    tensor (ternary as BitNet does)."""
+    ``clip(round(w / gamma), -1, 1)`` with ``gamma = mean|w|`` (``TERNARY_TINY`` if 0). FP8:
+    the scale maps ``max|w|`` onto the format's largest value, then rounds to nearest even.
+    float16: the values themselves (scale 1, which the Graph does not store). ``orders`` > 1 is
+    REx residual expansion: order k quantizes what orders 1..k-1 left, ``R_k = Q(w -
+    sum_{j<k} R_j)``, each with its own scales. ``per_channel=False`` gives one scale to the
+    whole tensor (ternary as BitNet does)."""
     if fmt == "float16":
         rows = w.reshape(w.shape[0], 1, -1).astype(np.float16)
         return rows.reshape(1, w.shape[0], -1), np.ones((1, w.shape[0], 1), np.float32)

@@ -40,7 +40,7 @@ class FakeQuant(nn.Module):
         group = self.group_size or rows.shape[1]
         g = rows.reshape(rows.shape[0], -1, group)
         if self.scheme == "ternary":
-            scale = g.abs().mean(-1, keepdim=True) + formats.TERNARY_EPS
+            scale = g.abs().mean(-1, keepdim=True).clamp_min(formats.TERNARY_TINY)
             q = torch.clamp(torch.round(g / scale), -1, 1) * scale
         else:
             amax = g.abs().amax(-1, keepdim=True)
