@@ -79,9 +79,6 @@ def cmd_train(args: argparse.Namespace) -> None:
     order = np.random.default_rng(args.seed).permutation(len(y))
     n_val = max(1, int(len(y) * VALIDATION_SHARE))
     val, fit = order[:n_val], order[n_val:]
-    import torch
-
-    torch.set_num_threads(1)
     start = time.perf_counter()
     net = train_supernet(x[fit], y[fit], args.sampling, args.epochs, args.seed,
                          sandwich=args.sandwich)
