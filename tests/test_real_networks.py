@@ -136,9 +136,9 @@ def test_resnet18_does_not_fit_the_board():
     naming the limit and the overshoot."""
     q = edgekit.quantize(imported("resnet18")[2], zoo.sample_inputs("resnet18", 2, seed=2))
     with pytest.raises(EdgekitError, match=r"does not fit cortex-m3-qemu: flash: weights and "
-                                           r"constants as the firmware's C writer declares them "
-                                           r"need [\d,]+ B of 4,194,304 B, exceeds it by "
-                                           r"[\d,]+ B"):
+                                           r"constants \([\d,]+ B\) \+ the firmware's code, "
+                                           r"kernels and schedule \([\d,]+ B\) need [\d,]+ B "
+                                           r"of 4,194,304 B, exceeds it by [\d,]+ B"):
         edgekit.deploy(q, "mcu:qemu")
 
 
