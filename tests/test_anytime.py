@@ -10,7 +10,7 @@ import edgekit
 from edgekit.anytime import table as tbl
 from edgekit.anytime.runtime import PLANNER, AnytimeRunner, PathSessions
 from edgekit.anytime.select import front, measure, select
-from edgekit.anytime.tips import dag, importance, tas
+from edgekit.anytime.tips import PathSampler, dag, importance, tas
 from edgekit.errors import EdgekitError
 
 torch = pytest.importorskip("torch")
@@ -32,6 +32,8 @@ def test_tips_samples_the_paths_carrying_most_signal_more_and_every_path_some():
     assert q.argmax() == len(q) - 1 and q.argmin() == 0  # "222" most, "000" least
     assert q.min() > 0.5 / len(q)
     assert np.allclose(importance(3, mix=0.0), 1 / len(q))
+    drawn = PathSampler(3, "uniform", sandwich=True, seed=1).draw(2)
+    assert drawn[:2] == ["222", "000"] and len(drawn) == 4  # the sandwich rule's ends, then 2
 
 
 @pytest.fixture(scope="module")
