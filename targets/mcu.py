@@ -24,7 +24,6 @@ up (``compute_timeout``) comes from the model's expected cost on the board
 from __future__ import annotations
 
 import math
-import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -64,19 +63,11 @@ def expected_seconds(graph: Graph, profile: Any, emulated: bool) -> float:
 
 
 def elf_sizes(elf: str | Path) -> dict[str, int]:
-    """Flash (text + rodata + data initialisers) and RAM (data + bss + stack) of an ELF."""
-    from edgekit.firmware_bridge.build import CC
+    """Flash (text + rodata + data initialisers) and RAM (data + bss + stack) of an ELF: what
+    the fit check's measured firmware sizes read too (``firmware_bridge.sizes``)."""
+    from edgekit.firmware_bridge.sizes import elf_sections
 
-    size_tool = CC.replace("gcc", "size")
-    out = subprocess.run([size_tool, "-A", str(elf)], capture_output=True, text=True, check=True)
-    sections = {}
-    for line in out.stdout.splitlines():
-        parts = line.split()
-        if len(parts) == 3 and parts[1].isdigit():
-            sections[parts[0]] = int(parts[1])
-    flash = sum(sections.get(name, 0) for name in (".text", ".rodata", ".ARM.exidx", ".data"))
-    ram = sections.get(".data", 0) + sections.get(".bss", 0) + sections.get(".stack", 0)
-    return {"flash_bytes": flash, "ram_bytes": ram, "stack_bytes": sections.get(".stack", 0)}
+    return elf_sections(elf)
 
 
 class McuSession(PeerSession):
