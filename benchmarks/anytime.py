@@ -1,4 +1,4 @@
-"""Anytime networks on digits: the numbers in the README ("Anytime networks").
+"""Anytime networks on digits: the numbers in docs/anytime.md.
 
     python benchmarks/anytime.py [--seeds 0,1,2] [--epochs 30] [--json out.json]
     python benchmarks/anytime.py --combine s0.json s1.json s2.json   # seeds run apart, one table

@@ -1,4 +1,4 @@
-"""New classes without training (edgekit.memory) on digits: the numbers in the README.
+"""New classes without training (edgekit.memory) on digits: the numbers in docs/learning.md.
 
     python benchmarks/memory_digits.py [--seeds 5] [--board] [--json out.json]
 

@@ -617,7 +617,7 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--runs", type=int, default=100)
     pr.add_argument("--warmup", type=int, default=10)
     pr.add_argument("--per-layer", action="store_true", help="table and timing per layer")
-    pr.add_argument("--json", metavar="OUT.json", help="write the report (schema: README)")
+    pr.add_argument("--json", metavar="OUT.json", help="write the report (docs/profiling.md)")
     pr.add_argument("--plot", metavar="OUT.png", help="per-layer plot, or Pareto with --compare")
     pr.add_argument("--compare", nargs="+", metavar="MODEL", help="models to compare")
     pr.add_argument("--labels", help=".npz with 'x' and 'y': accuracy in --compare")

@@ -13,7 +13,7 @@ class, the k-NN stays within 2 points of the head on the old classes (most of th
 images taken for a new class); the combination "the head's answer unless the k-NN names a new
 class" wins back only half a point, gets the new classes exactly as the k-NN does, needs both
 outputs from the board, and cannot remove one of the backbone's classes, which a memory can
-(``benchmarks/memory_digits.py``; README, "New classes without training").
+(``benchmarks/memory_digits.py``; docs/learning.md, "New classes without training").
 
 Features come from any Session that runs the cut Graph (``target``: the edgekit runtime, ONNX
 Runtime, LiteRT, the board): an int8 backbone's features stay int8 in the memory, with the

@@ -25,7 +25,7 @@ Five strategies, each a hypothesis test whose examples start from valid artefact
 
 Every in-process example runs under a time limit (a hang fails the test); subprocesses have
 timeouts. Outcomes are counted per strategy and printed when the module ends (run with ``-s``;
-the README's Reliability table quotes them). Under CI (``CI`` set) the examples are the same on
+docs/reliability.md's table quotes them). Under CI (``CI`` set) the examples are the same on
 every run (conftest's profile). The last part holds each defect the fuzzers found as its
 smallest reproduction."""
 

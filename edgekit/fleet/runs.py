@@ -90,7 +90,7 @@ def rule_options(rule: str) -> dict[str, Any]:
     """What every client, and the centralized baseline, passes to the rule. LLS's default class
     bases come from the data a device trains on (``edgekit.learn.lls``): in a fleet each shard
     would give other bases, and averaging layers trained towards different bases cost 3 points
-    under label skew (94.2 against 97.5 %, the README's benchmark settings); the reference's
+    under label skew (94.2 against 97.5 %, docs/fleet.md's benchmark settings); the reference's
     square waves are the same on every device."""
     return {"waveform": "square"} if rule in ("lls", "lls-m", "lls-mxm") else {}
 

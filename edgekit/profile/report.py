@@ -1,4 +1,4 @@
-"""The profile Report: one JSON document (schema below, documented in the README) and its
+"""The profile Report: one JSON document (schema below, documented in docs/profiling.md) and its
 terminal rendering. Every figure says what it is: latency ``source`` is ``measured``,
 ``emulated`` or ``estimated``; energy is split into ``model_*`` and ``measured_*`` fields.
 """
