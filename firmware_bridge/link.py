@@ -67,6 +67,11 @@ class Link:
         self.stats["dropped_frames"] = self.decoder.dropped
         return frames
 
+    def _drain(self) -> None:
+        """Take in what has already arrived, so that it counts as older than the next request."""
+        while self.port.in_waiting:
+            self.decoder.feed(self.port.read(self.port.in_waiting))
+
     def wait_hello(self, timeout: float) -> Hello:
         """The HELLO a board sends when it boots (or a reply to asking for one)."""
         deadline = time.monotonic() + timeout
@@ -93,12 +98,14 @@ class Link:
         for attempt in range(self.retries + 1):
             if attempt:
                 self.stats["retries"] += 1
-            seq = self._next_seq()
+            self._drain()
+            seq, since = self._next_seq(), self.decoder.position
             self.port.write(encode(Frame(cmd, seq, payload)))
-            outcome = self._await_reply(cmd, seq)
+            outcome = self._await_reply(cmd, seq, since)
             if isinstance(outcome, bytes):
                 return outcome
             problems.append(outcome)
+            self.decoder.resync()  # what it released began before the next attempt: stale
         silent = all(p.startswith("no reply") for p in problems)
         raise LinkError(f"command {Cmd(cmd).name} failed after {self.retries + 1} attempts "
                         f"({'; '.join(problems[-3:])}): {'no board answers; ' * silent}check "
@@ -115,8 +122,10 @@ class Link:
                     return self.last_hello
         raise LinkError(f"the board did not come back within {timeout:.1f} s of a RESET")
 
-    def _await_reply(self, cmd: int, seq: int) -> bytes | str:
-        """The reply payload, or why this attempt failed (a string)."""
+    def _await_reply(self, cmd: int, seq: int, since: int) -> bytes | str:
+        """The reply payload, or why this attempt failed (a string). Frames that began before
+        the request was sent (``since``, a stream position) are older than it: a sequence
+        number seen 255 requests ago, released late by the decoder, is not this reply."""
         deadline = time.monotonic() + self.timeout
         dropped = self.decoder.dropped
         acked: float | None = None  # when the board acknowledged the request
@@ -125,6 +134,8 @@ class Link:
             if self.decoder.dropped > dropped and not frames:  # likely our reply, corrupted
                 return "a corrupted frame arrived"
             for frame in frames:
+                if frame.at < since:
+                    continue
                 if frame.type == Cmd.HELLO:  # the board rebooted: the request was lost
                     self.stats["reboots"] += 1
                     self.last_hello = Hello.parse(frame.payload)
@@ -148,9 +159,9 @@ class Link:
             return f"no reply within {self.timeout:.2f} s"
         if self.decoder.buffer:  # part of a frame, the rest lost: likely our reply
             return "a corrupted frame arrived"
-        return self._busy_or_lost(cmd, seq, acked)
+        return self._busy_or_lost(cmd, seq, since, acked)
 
-    def _busy_or_lost(self, cmd: int, seq: int, acked: float) -> bytes | str:
+    def _busy_or_lost(self, cmd: int, seq: int, since: int, acked: float) -> bytes | str:
         """After an ACK and ``compute_timeout`` without a reply: PING the board. A board still
         computing cannot answer: ``BoardBusy``. One that answers has finished and its reply
         was lost: the request is sent again. The reply itself may still come meanwhile."""
@@ -159,6 +170,8 @@ class Link:
         deadline = time.monotonic() + self.timeout
         while time.monotonic() < deadline:
             for frame in self._read_frames(deadline):
+                if frame.at < since:
+                    continue
                 if frame.type == Cmd.HELLO:
                     self.stats["reboots"] += 1
                     self.last_hello = Hello.parse(frame.payload)

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import struct
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import IntEnum
 
 from edgekit.errors import EdgekitError
@@ -64,6 +64,7 @@ class Frame:
     type: int
     seq: int
     payload: bytes = b""
+    at: int = field(default=0, compare=False)  # where it began in the received stream
 
 
 def crc8(data: bytes) -> int:
@@ -86,12 +87,33 @@ def encode(frame: Frame) -> bytes:
 
 class Decoder:
     """Frames out of a byte stream: skips garbage, drops frames with a bad CRC and counts them,
-    and resynchronises on the next sync bytes."""
+    and resynchronises on the next sync bytes. A header that passes its CRC-8 by chance holds
+    the bytes after it until its length has arrived; the frames among them then come out late,
+    so each frame says where it began (``Frame.at``) and a reader can tell a reply from one
+    that was sent before its request (``position``)."""
 
     def __init__(self, max_payload: int = MAX_PAYLOAD) -> None:
         self.buffer = bytearray()
+        self.start = 0  # stream position of buffer[0]
         self.dropped = 0
         self.max_payload = max_payload
+
+    @property
+    def position(self) -> int:
+        """How many bytes have been received."""
+        return self.start + len(self.buffer)
+
+    def resync(self) -> None:
+        """Give up on the frame begun in the buffer (a header that passed its CRC-8 by chance
+        waits for a length that may never come) and read on from its next byte."""
+        if self.buffer:
+            self.dropped += 1
+            self._skip(1)
+            self.feed(b"")
+
+    def _skip(self, n: int) -> None:
+        del self.buffer[:n]
+        self.start += n
 
     def feed(self, data: bytes) -> list[Frame]:
         self.buffer += data
@@ -99,16 +121,17 @@ class Decoder:
         while True:
             start = self.buffer.find(SYNC)
             if start < 0:
-                del self.buffer[:-1 if self.buffer[-1:] == SYNC[:1] else len(self.buffer)]
+                self._skip(len(self.buffer) - 1 if self.buffer[-1:] == SYNC[:1]
+                           else len(self.buffer))
                 return frames
-            del self.buffer[:start]
+            self._skip(start)
             if len(self.buffer) < HEADER:
                 return frames
             head = bytes(self.buffer[2:6])
             length = struct.unpack("<H", head[2:])[0]
             if crc8(head) != self.buffer[6] or length > self.max_payload:
                 self.dropped += 1
-                del self.buffer[:1]
+                self._skip(1)
                 continue
             end = HEADER + length + TRAILER
             if len(self.buffer) < end:
@@ -117,10 +140,10 @@ class Decoder:
             (crc,) = struct.unpack("<I", self.buffer[end - TRAILER:end])
             if zlib.crc32(head + payload) != crc:
                 self.dropped += 1
-                del self.buffer[:1]
+                self._skip(1)
                 continue
-            del self.buffer[:end]
-            frames.append(Frame(head[0], head[1], payload))
+            frames.append(Frame(head[0], head[1], payload, self.start))
+            self._skip(end)
 
 
 @dataclass(frozen=True)

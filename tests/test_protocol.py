@@ -193,3 +193,37 @@ def test_firmware_of_another_protocol_is_refused():
                                            f"this edgekit speaks {PROTOCOL}: rebuild"):
         check_protocol(old)
     check_protocol(Hello.parse(struct.pack("<HHIIIIH", PROTOCOL, 64, 0, 1, 1, 1, 1) + bytes(16)))
+
+
+def test_a_frame_released_late_by_a_false_header_is_not_taken_for_the_reply():
+    """A header that passes its CRC-8 by chance holds the frames after it until its length has
+    arrived. One of them may carry the sequence number of a later request (after 255 requests
+    it comes round again): it was sent before that request, so it cannot be its reply."""
+    head = bytes([Cmd.PING | REPLY, 7]) + struct.pack("<H", 40)
+    false_header = SYNC + head + bytes([crc8(head)])
+
+    def respond(frame):
+        if frame.seq == 1:  # the reply, then a false header holding a stale frame with seq 2
+            return (echo(frame) + false_header
+                    + encode(Frame(Cmd.PING | REPLY, 2, b"stale")))
+        return bytes(40) + echo(frame)  # completes the false header's length, then the reply
+
+    link = Link(ScriptedPort(respond), timeout=0.05, retries=0)
+    assert link.request(Cmd.PING, b"one") == b"one"
+    assert link.request(Cmd.PING, b"two") == b"two"
+
+
+def test_a_false_header_costs_one_attempt_not_the_request():
+    """A header that passes its CRC-8 by chance and claims a long payload would hold every
+    reply behind it until that many bytes arrived; a failed attempt gives it up."""
+    head = bytes([Cmd.PING | REPLY, 7]) + struct.pack("<H", 4000)
+
+    def respond(frame):
+        if frame.seq == 1:
+            return echo(frame) + SYNC + head + bytes([crc8(head)])
+        return echo(frame)
+
+    link = Link(ScriptedPort(respond), timeout=0.05, retries=2)
+    assert link.request(Cmd.PING, b"one") == b"one"
+    assert link.request(Cmd.PING, b"two") == b"two"
+    assert link.stats["retries"] == 1
