@@ -116,6 +116,9 @@ def cmd_convert(args: argparse.Namespace) -> None:
                            f"got {args.to!r}")
     if args.report and not args.quantize:
         raise EdgekitError("--report compares float and int8 layers: add --quantize int8")
+    if args.to_snn and args.quantize not in (None, "int8"):
+        raise EdgekitError(f"--quantize {args.quantize} is for float Graphs; a spiking Graph "
+                           "(--to-snn) quantizes to int8")
     out = Path(args.output)
     single = formats == ["ekm"] and not args.quantize and out.suffix == ".ekm"
     paths = _convert_outputs(args, formats, out, single)

@@ -37,13 +37,13 @@ def _is_num(s: str) -> bool:
 
 
 def progress(items: Iterable[T], desc: str, total: int | None = None) -> Iterator[T]:
-    """Yield ``items`` while drawing a bar with the rate and the time left on stderr (a tty),
-    or one closing line (a log)."""
+    """Yield ``items`` while drawing a bar with the rate and the time left on stderr when it is
+    a terminal; quiet otherwise (a log or a caller reading stderr sees only results and
+    errors)."""
     items = list(items) if total is None else items
     total = len(items) if total is None else total  # type: ignore[arg-type]
     tty = sys.stderr.isatty()
     start = time.perf_counter()
-    done = 0
     for done, item in enumerate(items, 1):
         yield item
         if tty:
@@ -53,5 +53,5 @@ def progress(items: Iterable[T], desc: str, total: int | None = None) -> Iterato
             sys.stderr.write(f"\r{desc} [{bar:<24}] {done}/{total} {spent:5.1f}s "
                              f"{done / max(spent, 1e-9):.3g}/s ETA {eta:.0f}s ")
             sys.stderr.flush()
-    end = "\n" if tty else f"{desc}: {done}/{total} in {time.perf_counter() - start:.1f}s\n"
-    sys.stderr.write(end)
+    if tty:
+        sys.stderr.write("\n")
