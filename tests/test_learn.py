@@ -65,13 +65,19 @@ def test_backprop_gradients_equal_torch_autograd_on_every_layer_type():
     graph = _graph(net, (1, 1, 16, 16))
     x = torch.randn(5, 1, 16, 16)
     y = torch.tensor([0, 3, 9, 3, 7])
-    F.cross_entropy(net(x), y).backward()
     blocks = from_graph(graph)
     assert [b.pool.kind if b.pool else None for b in blocks] == ["max", "avg", "global", None,
                                                                   None]
+    assert_bp_matches_autograd(net, blocks, x, y, 10)
+
+
+def assert_bp_matches_autograd(net: nn.Module, blocks, x, y, classes: int) -> None:
+    """One bp step's loss and every weight's gradient equal torch autograd's on (x, y)."""
+    net.zero_grad()
+    F.cross_entropy(net(x), y).backward()
     for b in blocks:
         zero_grads(b)
-    loss, _ = bp.step(blocks, bp.setup(blocks, 10, None), x.numpy(), y.numpy(), 0.0, None)
+    loss, _ = bp.step(blocks, bp.setup(blocks, classes, None), x.numpy(), y.numpy(), 0.0, None)
     assert loss == pytest.approx(F.cross_entropy(net(x), y).item(), abs=1e-5)
     grads = {n: v for b in blocks for n, v in b.grads.items()}
     torch_grads = dict(net.named_parameters())

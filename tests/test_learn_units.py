@@ -9,12 +9,13 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from test_learn import assert_bp_matches_autograd
 from torch import nn
 
 import edgekit
 from edgekit import data, models, zoo
 from edgekit.errors import EdgekitError
-from edgekit.learn import RULES, bp
+from edgekit.learn import RULES
 from edgekit.learn import kernels as K
 from edgekit.learn.blocks import Unit, from_graph, zero_grads
 from edgekit.learn.memory import activation_peak
@@ -83,17 +84,8 @@ def test_backprop_through_units_and_the_op_sets_activations_equals_autograd():
              for b in blocks]
     assert kinds == [("Block", None), ("Block", None), ("Unit", True), ("Unit", True),
                      ("Unit", False), ("Block", None)]
-    x, y = torch.randn(5, 2, 16, 16), torch.tensor([0, 3, 9, 3, 7])
-    F.cross_entropy(net(x), y).backward()
-    for b in blocks:
-        zero_grads(b)
-    loss, _ = bp.step(blocks, bp.setup(blocks, 10, None), x.numpy(), y.numpy(), 0.0, None)
-    assert loss == pytest.approx(F.cross_entropy(net(x), y).item(), abs=1e-5)
-    grads = {n: v for b in blocks for n, v in b.grads.items()}
-    torch_grads = dict(net.named_parameters())
-    assert set(grads) == set(torch_grads)
-    for name, g in grads.items():
-        np.testing.assert_allclose(g, torch_grads[name].grad.numpy(), atol=1e-5, err_msg=name)
+    assert_bp_matches_autograd(net, blocks, torch.randn(5, 2, 16, 16),
+                               torch.tensor([0, 3, 9, 3, 7]), 10)
 
 
 @pytest.fixture(scope="module")
