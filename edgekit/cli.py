@@ -393,6 +393,7 @@ def cmd_profile(args: argparse.Namespace) -> None:
     from edgekit.profile import profile
     from edgekit.profile.compare import compare
     from edgekit.profile.plot import plot_format, plot_pareto
+    from edgekit.speech.cli import exit_options
 
     for out in (args.json, args.plot):
         if out:
@@ -426,7 +427,7 @@ def cmd_profile(args: argparse.Namespace) -> None:
     x = data[0][:1] if data else None
     report = profile(graph, args.target, x, args.runs, args.warmup, device=args.profile,
                      per_layer=args.per_layer, name=Path(args.model).stem,
-                     **target_options(args))
+                     **exit_options(args, graph, data), **target_options(args))
     print(report.text(per_layer=args.per_layer))
     if "anytime" in graph.metadata:
         from edgekit.anytime.cli import curve
@@ -630,6 +631,11 @@ def build_parser() -> argparse.ArgumentParser:
                     help="also the memory fine-tuning with this rule needs")
     pr.add_argument("--timeout", type=float, help=TIMEOUT_HELP)
     pr.add_argument("--litert-kernels", choices=LITERT_KERNELS, help=LITERT_KERNELS_HELP)
+    pr.add_argument("--policy", help="early-exit model: the policy whose expected compute to "
+                    "report (entropy:T, posterior:P, exit:K; default: the stored one)")
+    pr.add_argument("--voices", choices=["held-out", "valid", "train"], help="early-exit "
+                    "speech model: the policy's expected compute over 300 utterances of these "
+                    "voices (or over --labels' inputs)")
     pr.set_defaults(func=cmd_profile)
 
     ft = sub.add_parser("finetune", help="train on device with a local rule or backprop")

@@ -353,3 +353,71 @@ def test_transcribe_refuses_a_model_without_exits(tmp_path, capsys, graph):
     wav = frontend.write_wav(tmp_path / "a.wav", np.zeros(8000))
     assert main(["asr", "transcribe", str(tmp_path / "plain.ekm"), str(wav)]) == 2
     assert "not an early-exit speech model" in capsys.readouterr().err
+
+
+# ---- profile: cost per exit and a policy's expected cost ---------------------------------
+
+def test_profile_per_exit_macs_are_the_steps_a_staged_run_executes(graph):
+    """Each exit's MACs in the profile are the MACs of the steps a staged run actually calls
+    before it returns that exit; a policy's expected cost is its exits' costs weighted by how
+    often it stops at each, as the staged transcriptions themselves count it."""
+    import edgekit
+    from edgekit.runtime.executor import Executor
+
+    x = np.random.default_rng(6).standard_normal((8, frontend.MELS, frontend.FRAMES))
+    x = x.astype(np.float32)
+    runner = EarlyExit(graph)
+    mid = float(np.median(Replay.of(runner.exits, runner.all_exits(x), ["a"] * 8)
+                          .scores["entropy"][:, 0]))
+    policy = f"entropy:{mid!r}"
+    report = edgekit.profile(graph, "cpu", x[:1], runs=2, warmup=0, per_layer=False,
+                             exit_inputs=x, exit_policy=policy)
+    rows = report["early_exit"]["exits"]
+    macs = []
+    for k, row in enumerate(rows):
+        run, called = Executor(graph).staged(x[:1]), []
+        run.program.steps = [lambda i=i, step=step, seen=called: (seen.append(i), step())
+                             for i, step in enumerate(run.program.steps)]
+        run.until(graph.outputs[k])
+        assert row["macs"] == sum(graph.node_macs(graph.nodes[i]) for i in called)
+        assert row["steps"] == len(called) and row["latency_ms"]["p50"] > 0
+        macs.append(row["macs"])
+    assert macs == sorted(set(macs))  # each exit costs more than the one before
+    p = report["early_exit"]["policy"]
+    done = [runner.transcribe(xi, Policy.parse(policy, 3)) for xi in x]
+    assert p["mean_macs"] == pytest.approx(np.mean([r.macs for r in done]))
+    assert p["mean_blocks"] == pytest.approx(np.mean([r.blocks for r in done]))
+    assert 0 < p["exit_share"][0] < 1  # the threshold splits the inputs
+    from edgekit.profile.report import validate
+
+    validate(report.data)
+    assert "early exits" in report.text()
+
+
+def test_the_boards_integer_policy_decides_as_the_host_on_int8_log_posteriors():
+    """``fixed_point``'s table sums decide exactly as the host's float scores on the same int8
+    log-posteriors, thresholds set at utterances' own scores (exact ties) included."""
+    from edgekit.graph import QuantParams
+    from edgekit.quant.edge import dequantizer
+    from edgekit.speech.exits import fixed_point, scores
+
+    rng = np.random.default_rng(7)
+    frames, classes = 64, ctc.CLASSES
+    logits = rng.standard_normal((400, frames, classes)) * rng.uniform(0.5, 6, (400, 1, 1))
+    lp = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
+    q = np.clip(np.round(lp * 16) + 127, -128, 127).astype(np.int8)  # int8 log_softmax
+    dq = dequantizer(QuantParams([1 / 16], [127]))
+    values, lp8 = dq(np.arange(-128, 128).astype(np.int8)), dq(q)
+    for kind in ("entropy", "posterior"):
+        s = scores(kind, lp8)
+        for value in [*np.quantile(s, [0.1, 0.5, 0.9]), *s[:20]]:
+            policy = Policy(kind, float(value))
+            table, threshold = fixed_point(policy, values, frames, classes)
+            idx = q.astype(np.int64) + 128
+            if kind == "entropy":
+                board = table[idx].sum((1, 2)) <= threshold
+            else:
+                board = table[idx.max(-1)].sum(-1) >= threshold
+            host = np.array([policy.stops(0, float(v)) for v in s])
+            np.testing.assert_array_equal(board, host)
+            assert 0 < host.sum() < len(host) or value in s[:20]

@@ -17,7 +17,7 @@ import numpy as np
 
 from edgekit.errors import EdgekitError
 from edgekit.graph import Graph, load
-from edgekit.profile import counts, energy, latency, spiking
+from edgekit.profile import counts, energy, exits, latency, spiking
 from edgekit.profile.devices import DeviceProfile, load_profile, profile_names
 from edgekit.profile.fit import Limit, check_fit, firmware_footprint, require_fit
 from edgekit.profile.report import Report
@@ -43,7 +43,8 @@ def default_device(target: str) -> str:
 def profile(graph: Graph | str | Path, target: str = "cpu", inputs: Any = None,
             runs: int = 100, warmup: int = 10, *, device: str | Path | DeviceProfile | None = None,
             per_layer: bool = True, name: str | None = None,
-            timeout: float | None = None, **options: Any) -> Report:
+            timeout: float | None = None, exit_inputs: np.ndarray | None = None,
+            exit_policy: str | None = None, **options: Any) -> Report:
     """Profile ``graph`` on ``target``: counts, memory fit and modelled energy always; latency
     from ``runs`` timed runs after ``warmup`` (per layer where the backend allows) and measured
     energy where a counter is readable.
@@ -53,6 +54,8 @@ def profile(graph: Graph | str | Path, target: str = "cpu", inputs: Any = None,
     from its clock and cycles per MAC and every such figure says so. ``timeout``: seconds an
     inference may take on a board (``mcu:*``; default: from the model's expected cost).
     ``options`` go to the target's ``compile`` (``kernels="reference"`` for ``cpu:litert``).
+    An early-exit Graph also gets ``early_exit`` (``profile/exits.py``): each exit's cost, and
+    the policy's (``exit_policy``, else the stored one) expected cost over ``exit_inputs``.
     """
     if isinstance(runs, bool) or not isinstance(runs, int) or runs < 1:
         raise EdgekitError(f"runs must be a whole number of timed runs >= 1, got {runs!r}")
@@ -102,6 +105,9 @@ def profile(graph: Graph | str | Path, target: str = "cpu", inputs: Any = None,
                  timeout, **options)
     else:
         _estimate(data, dev)
+    if exits.is_early_exit(graph):
+        exits.add_to(data, graph, _inputs(graph, inputs), runs, warmup, exit_inputs,
+                     exit_policy)
     return Report(data)
 
 

@@ -78,6 +78,11 @@ SCHEMA: dict[str, Any] = {
                                           "required": ["identical", "max_abs_error"],
                                           "properties": {"identical": {"type": "boolean"},
                                                          "max_abs_error": _NUM}}}},
+        "early_exit": {"type": "object", "required": ["exits", "policy"],
+                       "properties": {"exits": {"type": "array", "items": {
+                           "type": "object", "required": ["exit", "blocks", "steps", "macs",
+                                                          "energy_model_uj", "latency_ms"],
+                           "properties": {"macs": _INT, "steps": _INT}}}}},
         "notes": {"type": "array", "items": {"type": "string"}},
     },
 }
@@ -172,6 +177,10 @@ class Report:
             *_spiking_rows(d),
             *_device_run_rows(d.get("device_run")),
         ])]
+        if "early_exit" in d:
+            from edgekit.profile.exits import text
+
+            lines.append(text(d))
         lines += [f"note: {n}" for n in d["notes"]]
         return "\n".join(lines)
 

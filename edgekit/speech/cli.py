@@ -195,3 +195,27 @@ def cmd_export(args: argparse.Namespace) -> None:
     paths = export(graph, args.out, tuple(f.strip() for f in args.to.split(",")),
                    Path(args.model).stem.split(".")[0])
     print("\n".join(f"wrote {p}" for p in paths))
+
+
+PROFILE_UTTERANCES = 300
+
+
+def exit_options(args: argparse.Namespace, graph, data) -> dict:
+    """``edgekit profile``'s early-exit options: the policy (``--policy``) and the inputs its
+    expected compute is taken over (``--voices``' features, or the ``--labels`` inputs)."""
+    from edgekit.profile.exits import is_early_exit
+
+    if not is_early_exit(graph):
+        if args.policy or args.voices:
+            raise EdgekitError("--policy and --voices apply to early-exit models (made by "
+                               "`edgekit asr train`)")
+        return {}
+    if args.voices and data:
+        raise EdgekitError("give --voices or --labels, not both")
+    inputs = data[0] if data else None
+    if args.voices:
+        from edgekit.speech import corpus, pipeline
+
+        corpus.require_tools()
+        inputs, _ = pipeline.split_features(args.voices, PROFILE_UTTERANCES)
+    return {"exit_inputs": inputs, "exit_policy": args.policy}

@@ -69,13 +69,72 @@ class Policy:
 def scores(kind: str, log_probs: np.ndarray) -> np.ndarray:
     """Each utterance's confidence at one exit from its (..., frames, classes) log-posteriors:
     mean frame entropy for ``entropy``, best-path probability for ``posterior`` (0 for
-    ``exit``, which looks at no score)."""
+    ``exit``, which looks at no score).
+
+    Both are sums a board can redo exactly in integers on int8 log-posteriors
+    (``fixed_point``): each entropy term -p log p is rounded to a 2^-ENTROPY_BITS grid (the
+    sums of grid values are then exact), and an int8 exit's log-posteriors are multiples of
+    its scale (1/16, a power of two), whose sums are exact too."""
     lp = np.asarray(log_probs, np.float64)
     if kind == "entropy":
-        return -(np.exp(lp) * lp).sum(-1).mean(-1)
+        return _entropy_terms(lp).sum(-1).mean(-1) / 2.0 ** ENTROPY_BITS
     if kind == "posterior":
         return np.exp(lp.max(-1).sum(-1))
     return np.zeros(lp.shape[:-2])
+
+
+ENTROPY_BITS = 20
+
+
+def _entropy_terms(lp: np.ndarray) -> np.ndarray:
+    """-p log p of each log-posterior, in units of 2^-ENTROPY_BITS, rounded (whole numbers)."""
+    return np.round(-(np.exp(lp) * lp) * 2.0 ** ENTROPY_BITS)
+
+
+def fixed_point(policy: Policy, values: np.ndarray, frames: int,
+                classes: int) -> tuple[np.ndarray, int]:
+    """The policy as a board evaluates it on int8 log-posteriors: a table of 256 whole
+    numbers (by int8 value + 128) and a threshold, such that summing the table over every
+    (frame, class) value of the (frames, classes) exit (``entropy``: stop when the sum is at
+    most the threshold) or over each frame's largest value (``posterior``: stop when at
+    least) decides exactly as ``scores`` and ``Policy.stops`` do on the dequantized values
+    (``values``: the 256 int8 values dequantized, float32, as the runtime dequantizes them).
+
+    Exact, not within a tolerance: the host's scores are functions of these integer sums (the
+    entropy's mean is sum / frames, a correctly rounded division; the posterior's sum of
+    multiples of a power of two is exact), and the threshold is found by searching the sums
+    with the same float operations the host applies to them."""
+    v = np.asarray(values, np.float32).astype(np.float64)
+    if policy.kind == "exit":
+        return np.zeros(256, np.int64), 0
+    if policy.kind == "entropy":
+        table = _entropy_terms(v)
+        score = lambda s: np.float64(s) / frames / 2.0 ** ENTROPY_BITS  # noqa: E731
+        stops = lambda s: score(s) <= policy.value  # noqa: E731
+        n = frames * classes
+        return table.astype(np.int64), _last_true(stops, int(table.min()) * n,
+                                                  int(table.max()) * n)
+    bits = next((b for b in range(64) if np.all(v * 2.0 ** b == np.round(v * 2.0 ** b))), None)
+    if bits is None or np.abs(v).max() * 2.0 ** bits * frames >= 2.0 ** 53:
+        raise EdgekitError("the exit's int8 scale is not a power of two: a board cannot sum "
+                           "its log-posteriors exactly")
+    table = np.round(v * 2.0 ** bits)
+    stops = lambda s: np.exp(np.float64(s) / 2.0 ** bits) >= policy.value  # noqa: E731
+    lo, hi = int(table.min()) * frames, int(table.max()) * frames
+    # posterior stops from some sum on: the first whole number that stops (hi + 1: none)
+    first = _last_true(lambda s: not stops(s), lo - 1, hi) + 1
+    return table.astype(np.int64), first
+
+
+def _last_true(test, lo: int, hi: int) -> int:
+    """The largest whole number s in [lo, hi] with ``test(s)`` for a test true up to some
+    point and false after it (lo - 1 when none is)."""
+    if not test(lo):
+        return lo - 1
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        lo, hi = (mid, hi) if test(mid) else (lo, mid - 1)
+    return lo
 
 
 @dataclass(frozen=True)
