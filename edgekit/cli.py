@@ -21,6 +21,7 @@ from edgekit.console import table
 from edgekit.errors import EdgekitError
 from edgekit.fileio import atomic_write, atomic_write_bytes, check_file, check_folder
 from edgekit.graph import Graph
+from edgekit.limits import check_npz
 from edgekit.profile.counts import describe
 from edgekit.targets.litert import KERNELS as LITERT_KERNELS
 
@@ -64,6 +65,7 @@ def load_array(path: str | Path) -> np.ndarray:
 def _read_data(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
     """``x`` (real numbers with a batch axis) and ``y`` as stored; never unpickles."""
     try:
+        check_npz(path)
         data = np.load(path, allow_pickle=False)
         if isinstance(data, np.lib.npyio.NpzFile):
             with data:

@@ -79,3 +79,34 @@ def inflate(zf: zipfile.ZipFile, info: zipfile.ZipInfo, where: str) -> bytearray
         raise EdgekitError(f"{where}: member {info.filename!r} is {got:,} bytes, its header "
                            f"claims {info.file_size:,}")
     return out
+
+
+def available_memory() -> int | None:
+    """Bytes this machine can still give (``MemAvailable``), or None where it does not say."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def check_npz(path, where: str | None = None) -> None:
+    """Refuse an ``.npz`` whose arrays, by the sizes its zip claims, cannot fit in the memory
+    this machine has free, before numpy inflates them: data and checkpoints have no fixed
+    size limit (a user's data may be large), but one that cannot be held is only a crash or a
+    swap storm later. A file that is not a zip is left to its reader."""
+    where = where or str(path)
+    try:
+        if not zipfile.is_zipfile(path):
+            return
+        with zipfile.ZipFile(path) as zf:
+            claimed = sum(info.file_size for info in zf.infolist())
+    except (OSError, zipfile.BadZipFile):
+        return  # the reader says what is wrong with it
+    free = available_memory()
+    if free is not None and claimed > free:
+        raise EdgekitError(f"{where}: its arrays claim {claimed:,} bytes inflated, more than "
+                           f"the {free:,} bytes of memory free on this machine")

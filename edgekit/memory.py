@@ -41,6 +41,7 @@ import numpy as np
 from edgekit.errors import EdgekitError
 from edgekit.fileio import atomic_write
 from edgekit.graph import Graph, QuantParams
+from edgekit.limits import check_npz
 
 FORMAT = 1
 METRICS = ("cosine", "l2")
@@ -306,6 +307,7 @@ def _target_profile(target: str) -> str:
 
 
 def _read(path: Path) -> dict[str, np.ndarray]:
+    check_npz(path)
     try:
         with np.load(path, allow_pickle=False) as data:
             missing = {"features", "labels", "header"} - set(data.files)

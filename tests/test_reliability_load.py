@@ -274,6 +274,19 @@ def test_a_zip_bomb_inside_params_npz_is_refused_before_inflating(tmp_path, floa
     assert peak_while_refused(path, "params.npz", "max_decompressed_bytes") < 16 << 20
 
 
+def test_a_data_file_that_cannot_fit_in_free_memory_is_refused_before_inflating(
+        tmp_path, float_ekm, capsys, monkeypatch):
+    path = tmp_path / "bomb.npz"
+    path.write_bytes(handmade_zip({"x.npy": deflated_zeros(1024)}))  # claims 1 GiB
+    monkeypatch.setattr("edgekit.limits.available_memory", lambda: 256 << 20)  # a small board
+    tracemalloc.start()
+    try:
+        refused_by_main(capsys, ["run", float_ekm, "--input", path], "1,073,741,824 bytes",
+                        "268,435,456 bytes of memory free")
+        assert tracemalloc.get_traced_memory()[1] < 64 << 20  # the command's own, not 1 GiB
+    finally:
+        tracemalloc.stop()
+
 def relu_chain(shape: tuple[int, ...], depth: int) -> edgekit.Graph:
     b = GraphBuilder()
     y = b.input("x", shape)

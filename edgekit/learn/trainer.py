@@ -30,6 +30,7 @@ from edgekit.learn.norm import Norm, chain_grads, update
 from edgekit.learn.optim import Optimizer
 from edgekit.learn.rules import RULES, Rule
 from edgekit.learn.state import RuleState
+from edgekit.limits import check_npz
 
 _SHUFFLE, _SETUP, _STEP = 0, 1, 2  # purposes, so no two draws share a stream
 
@@ -270,6 +271,7 @@ def _load(path: Path, config: dict, params: dict, buffers: dict,
     """Continue from the checkpoint at ``path``: checked in full (model, run, every array's
     name, shape, dtype and values) before anything is copied, since numpy would broadcast a
     wrong shape into a weight and the kernels write wherever a wrong optimizer state says."""
+    check_npz(path)
     try:
         with np.load(path, allow_pickle=False) as z:
             meta = json.loads(str(z["meta"]))
