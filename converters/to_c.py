@@ -200,12 +200,15 @@ def max_payload(graph: Graph) -> int:
 
 
 def memory_plan(graph: Graph, itemsize: int | Callable[[str], int] = 1,
-                held: Sequence[str] = ()) -> tuple[Plan, dict[str, int]]:
+                held: Sequence[str] = (), reads: dict[str, int] | None = None
+                ) -> tuple[Plan, dict[str, int]]:
     """Arena offsets of every activation at batch 1 (GreedyPlanner; no kernel needs scratch in
     the arena: the convolution's column buffer is a separate static array). ``itemsize``: bytes
     per element (4 for a float32 spiking Graph), or a function of the tensor's name (an int8
     spiking Graph's int8 spikes and int32 currents); ``held``: tensors that live through the
-    whole schedule (in a spiking Graph, what the time loop reads again at every step)."""
+    whole schedule (in a spiking Graph, what the time loop reads again at every step);
+    ``reads``: per tensor, the last step that reads it beyond the Graph's own reads (an anytime
+    path reads a block's input where the full network reads a left-out add: ``to_c_anytime``)."""
     size_of = itemsize if callable(itemsize) else lambda name: itemsize
     last = len(graph.nodes)
     first_use = {n: 0 for n in (*graph.inputs, *held)}
@@ -217,6 +220,8 @@ def memory_plan(graph: Graph, itemsize: int | Callable[[str], int] = 1,
         for t in node.outputs:
             first_use.setdefault(t, i)
             last_use.setdefault(t, i)
+    for t, i in (reads or {}).items():
+        last_use[t] = max(last_use[t], i)
     names = list(first_use)
     buffers = [Buffer(n, size_of(n) * _size(graph.tensors[n].shape), first_use[n], last_use[n])
                for n in names]
@@ -228,8 +233,13 @@ def _walk(graph: Graph, board: str = DEFAULT_BOARD) -> tuple[_Writer, Footprint]
     """Every step's call and declarations, and the footprint they add up to on ``board``."""
     check_supported(graph)
     payload = max_payload(graph)
-    plan, offsets = memory_plan(graph, _itemsize(graph))
-    w = _Writer(graph, plan, offsets)
+    if "anytime" in graph.metadata:  # one image for every path: converters.to_c_anytime
+        from edgekit.converters.to_c_anytime import writer
+
+        w = writer(graph)
+    else:
+        w = _Writer(graph, *memory_plan(graph, _itemsize(graph)))
+    plan = w.plan
     for i, node in enumerate(graph.nodes):
         w.calls.append(f"    case {i}: {_visitor(node.op)(w, i, node)} break;")
     fp = Footprint(max(plan.size, 4), max(w.col_bytes, 4),

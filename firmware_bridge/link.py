@@ -29,7 +29,12 @@ class LinkError(EdgekitError):
 
 
 class BoardError(EdgekitError):
-    """The board understood a request and refused it (wrong input size, no such step)."""
+    """The board understood a request and refused it (wrong input size, no such step);
+    ``code``: the error frame's code (``protocol.ERRORS``)."""
+
+    def __init__(self, message: str, code: int = 0):
+        super().__init__(message)
+        self.code = code
 
 
 class TransferLost(LinkError):
@@ -149,7 +154,7 @@ class Link:
                     why = frame.payload[1:].decode("ascii", "replace")
                     if code == _LOST:
                         raise TransferLost(f"{Cmd(cmd).name}: {why}")
-                    raise BoardError(f"the board refused {Cmd(cmd).name}: {why}")
+                    raise BoardError(f"the board refused {Cmd(cmd).name}: {why}", code)
                 if frame.type == Cmd.ACK and acked is None:
                     acked = time.monotonic()
                     deadline = acked + self.compute_timeout

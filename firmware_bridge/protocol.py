@@ -20,6 +20,10 @@ then carry the CRC-32 of all of them instead, which the board checks against wha
 reply whose tensor does not fit carries its CRC-32, and READ (u16 what: ``OUTPUTS`` or a step,
 u32 offset, u16 length) reads it in chunks. Every request that computes is first acknowledged
 (an ``ACK`` frame with its seq), so the host knows the board is alive and busy while it waits.
+
+INFER_PATH (an anytime model, ``converters.to_c_anytime``): u16 path index in the model's
+sub-network table, then as INFER; the reply is INFER's, with the ticks of that path's steps
+only. A firmware built before it answers error 3 (unknown command); the host says to rebuild.
 """
 
 from __future__ import annotations
@@ -50,6 +54,7 @@ class Cmd(IntEnum):
     STATS = 0x07  # the model's counters of the last inference
     LOAD = 0x08  # protocol 3: write a chunk of the inputs
     READ = 0x09  # protocol 3: read a chunk of the outputs or of a step's output
+    INFER_PATH = 0x0A  # an anytime model's path: the firmware runs only that path's steps
     ACK = 0x7E  # protocol 3: sent by the board when it starts computing a request
     ERROR = 0x7F
 

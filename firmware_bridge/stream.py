@@ -22,14 +22,17 @@ from edgekit.firmware_bridge.protocol import OUTPUTS, Cmd, parse_infer
 T = TypeVar("T")
 
 
-def infer(link: Link, sample: bytes) -> tuple[int, list[int], bytes]:
-    """INFER one sample: (total ticks, ticks per step, the outputs' bytes)."""
+def infer(link: Link, sample: bytes, path: tuple[int, int] | None = None
+          ) -> tuple[int, list[int], bytes]:
+    """INFER one sample: (total ticks, ticks per step, the outputs' bytes). ``path``: (index,
+    steps) of an anytime model's path: INFER_PATH, which runs only that path's ``steps``."""
     hello = link.last_hello
+    cmd, head, steps = ((Cmd.INFER, b"", hello.steps) if path is None else
+                        (Cmd.INFER_PATH, struct.pack("<H", path[0]), path[1]))
 
     def attempt() -> tuple[int, list[int], bytes]:
-        total, ticks, rest = parse_infer(link.request(Cmd.INFER, _inputs(link, b"", sample)),
-                                         hello.steps)
-        if 4 * (hello.steps + 1) + hello.output_bytes <= hello.max_payload:
+        total, ticks, rest = parse_infer(link.request(cmd, _inputs(link, head, sample)), steps)
+        if 4 * (steps + 1) + hello.output_bytes <= hello.max_payload:
             return total, ticks, rest
         return total, ticks, _read(link, OUTPUTS, hello.output_bytes, rest)
 

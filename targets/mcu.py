@@ -90,11 +90,9 @@ class McuSession(PeerSession):
         return b"".join(np.ascontiguousarray(x[b]).tobytes() for x in feeds)
 
     def _run(self, feeds: list[np.ndarray]) -> list[np.ndarray]:
-        from edgekit.firmware_bridge import stream
-
         outs: list[list[np.ndarray]] = [[] for _ in self.graph.outputs]
         for b in range(feeds[0].shape[0]):
-            _, self.last_ticks, data = stream.infer(self.board.link, self._sample_bytes(feeds, b))
+            _, self.last_ticks, data = self._infer(self._sample_bytes(feeds, b))
             offset = 0
             for i, name in enumerate(self.graph.outputs):
                 info = self.graph.tensors[name]
@@ -103,6 +101,13 @@ class McuSession(PeerSession):
                                .reshape(1, *info.shape[1:]))
                 offset += n
         return [np.concatenate(o) for o in outs]
+
+    def _infer(self, sample: bytes) -> tuple[int, list[int], bytes]:
+        """One sample's inference on the board: (total ticks, ticks per step, output bytes)
+        (an anytime model's session sends its path: ``anytime.board``)."""
+        from edgekit.firmware_bridge import stream
+
+        return stream.infer(self.board.link, sample)
 
     def _run_layers(self, feeds: list[np.ndarray]) -> dict[str, np.ndarray]:
         """Every step's output through INFER_LAYERS (the board runs the schedule up to it)."""
@@ -224,4 +229,8 @@ class McuTarget(Target):
             raise EdgekitError(f"the board on {self.port} runs model {board.hello.model_hash}, "
                                f"not this one ({firmware.model_hash}): flash {firmware.elf} "
                                "first (README, 'Microcontrollers')")
+        if "anytime" in graph.metadata:  # run(x, budget=...) runs one path of the image
+            from edgekit.anytime.board import AnytimeMcuSession
+
+            return AnytimeMcuSession(graph, board, firmware)
         return McuSession(graph, board, firmware)

@@ -236,3 +236,67 @@ def test_cli_train_select_run_profile(tmp_path, capsys):
         assert main(list(args)) == 2
         err = capsys.readouterr().err
         assert message in err and len(err.strip().splitlines()) == 1, err
+
+
+def _board_missing() -> str | None:
+    from edgekit.firmware_bridge.board import qemu_missing
+    from edgekit.firmware_bridge.build import toolchain_missing
+
+    return toolchain_missing() or qemu_missing()
+
+
+@pytest.fixture(scope="module")
+def tiny_on_board(tiny):
+    """The tiny supernet's int8 Graph, its int8 test inputs and one board running its one
+    anytime image (every path's steps, the shared weights, the sub-network table)."""
+    if _board_missing():
+        pytest.skip(f"MCU target unavailable: {_board_missing()}")
+    _, graph, x = tiny
+    q = edgekit.quantize(graph, np.random.default_rng(1).random((32, 1, 8, 8), np.float32))
+    xq = edgekit.quant.quantize_array(x, q.tensors[q.inputs[0]].quant)
+    session = edgekit.deploy(q, "mcu:qemu")
+    try:
+        yield q, xq, session
+    finally:
+        session.close()
+
+
+def test_the_board_runs_only_the_requested_path_bit_exact(tiny_on_board, monkeypatch):
+    from edgekit.firmware_bridge import stream
+    from edgekit.firmware_bridge.protocol import Cmd
+
+    q, xq, board = tiny_on_board
+    runner = AnytimeRunner(q)
+    for path in q.metadata["anytime"]["paths"]:
+        np.testing.assert_array_equal(board.run(xq[:2], raw=True, path=path),
+                                      runner.run(xq[:2], path=path, raw=True))
+        assert board.last_path == path and len(board.last_ticks) == len(tbl.plan(q, path).nodes)
+    for budget in ("30%", "100%"):
+        np.testing.assert_array_equal(board.run(xq[2:3], raw=True, budget=budget),
+                                      runner.run(xq[2:3], budget, raw=True))
+    np.testing.assert_array_equal(board.run(xq, raw=True), runner.run(xq, path="22", raw=True))
+    assert board.last_path is None and len(board.last_ticks) == len(q.nodes)  # INFER: all
+    with pytest.raises(EdgekitError, match="not in this model's table"):
+        board.run(xq[:1], path="33")
+
+    class Before:  # a firmware built before INFER_PATH: it answers any other code "unknown"
+        INFER, LOAD, READ, INFER_PATH = Cmd.INFER, Cmd.LOAD, Cmd.READ, Cmd.ACK
+
+    monkeypatch.setattr(stream, "Cmd", Before)
+    with pytest.raises(EdgekitError, match="does not run anytime paths") as err:
+        board.run(xq[:1], path="10")
+    assert len(str(err.value).splitlines()) == 1
+    np.testing.assert_array_equal(board.run(xq[:1], raw=True), runner.run(xq[:1], raw=True,
+                                                                          path="22"))
+
+
+@pytest.mark.slow
+def test_a_path_costs_on_the_board_what_its_plain_model_costs(tiny_on_board):
+    q, xq, board = tiny_on_board
+    for path in ("00", "12", "22"):
+        y = board.run(xq[:1], raw=True, path=path)
+        anytime = board.instructions(sum(board.last_ticks))
+        with edgekit.deploy(tbl.extract(q, path), "mcu:qemu") as plain:
+            np.testing.assert_array_equal(plain.run(xq[:1], raw=True), y)
+            alone = plain.instructions(sum(plain.last_ticks))
+        assert 0 <= anytime - alone <= 0.01 * alone, (path, anytime, alone)

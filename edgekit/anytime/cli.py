@@ -138,14 +138,15 @@ def cmd_select(args: argparse.Namespace) -> None:
 
 def run_budget(graph: Graph, target: str, x: np.ndarray, budget: str,
                timeout: float | None) -> tuple[Any, str]:
-    """``edgekit run --budget``: on ``cpu`` the session runs the path on the shared weights;
-    on any other target the path's plain Graph is deployed (``runtime.PathSessions``)."""
+    """``edgekit run --budget``: on ``cpu`` the session runs the path on the shared weights,
+    on a board (``mcu:...``) the firmware's one image runs only that path (``board``); on any
+    other target the path's plain Graph is deployed (``runtime.PathSessions``)."""
     import edgekit
     from edgekit.anytime.runtime import PathSessions
 
     path = tbl.choose(graph, budget)
-    if target == "cpu":
-        with edgekit.deploy(graph, target=target) as session:
+    if target == "cpu" or target.startswith("mcu:"):
+        with edgekit.deploy(graph, target=target, timeout=timeout) as session:
             return session.run(x, budget=budget), path
     with PathSessions(graph, target, timeout=timeout) as sessions:
         return sessions.run(x, budget), path

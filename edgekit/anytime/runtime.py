@@ -65,11 +65,11 @@ def _copy(src: np.ndarray, dst: np.ndarray):
 
 
 class PathSessions:
-    """Any path per call on a target other than ``cpu`` (ONNX Runtime, LiteRT, tflite-micro,
-    gpu, a board): each path's plain Graph (``table.extract``) is compiled on the target the
-    first time a budget picks it, and its Session kept. Nothing is reloaded per call, but each
-    compiled path holds its own copy of its weights inside that runtime: sharing one set across
-    paths needs the runtime to run part of a model, which only the cpu runtime does here."""
+    """Any path per call on a target that cannot run part of a model (ONNX Runtime, LiteRT,
+    tflite-micro, gpu; ``cpu`` and boards run paths of the one Graph: ``AnytimeRunner``,
+    ``board``): each path's plain Graph (``table.extract``) is compiled on the target the first
+    time a budget picks it, and its Session kept. Nothing is reloaded per call, but each
+    compiled path holds its own copy of its weights inside that runtime."""
 
     def __init__(self, graph: Graph, target: str, **options: Any):
         self.graph, self.target, self.options = graph, target, options

@@ -3,6 +3,7 @@
  * bytes stop arriving for EK_INTER_BYTE_TIMEOUT_MS) and the command handlers. */
 #include <string.h>
 
+#include "ek_anytime.h"
 #include "ek_board.h"
 #include "ek_model.h"
 #include "ek_protocol.h"
@@ -129,13 +130,14 @@ static uint8_t *put_result(uint8_t *p, const ek_span_t *spans, uint16_t count) {
     return p + 4;
 }
 
-/* INFER: the inputs (or the CRC-32 of the loaded ones); reply u32 total ticks, u32 ticks per
- * step, then the outputs (or their CRC-32). */
-static void infer(uint8_t seq, uint8_t *data, uint32_t n) {
-    if (!take_inputs(seq, data, n)) return;
-    uint64_t start = board_ticks(), last = start;
-    for (uint16_t s = 0; s < ek_model.n_steps; s++) {
-        ek_model.run_step(s);
+/* Run ``count`` steps (``steps[0..count)``, or 0 .. count - 1 without a list), each timed from
+ * ``start``, and reply ``type``: u32 total ticks, u32 ticks per step run, then the outputs (or
+ * their CRC-32). */
+static void run_and_reply(uint8_t type, uint8_t seq, uint64_t start, const uint16_t *steps,
+                          uint16_t count) {
+    uint64_t last = start;
+    for (uint16_t s = 0; s < count; s++) {
+        ek_model.run_step(steps ? steps[s] : s);
         uint64_t now = board_ticks();
         step_ticks[s] = (uint32_t)(now - last);
         last = now;
@@ -143,9 +145,35 @@ static void infer(uint8_t seq, uint8_t *data, uint32_t n) {
     held = ek_model.n_steps - 1;
     put32(tx, (uint32_t)(last - start));
     uint8_t *p = tx + 4;
-    for (uint16_t s = 0; s < ek_model.n_steps; s++, p += 4) put32(p, step_ticks[s]);
+    for (uint16_t s = 0; s < count; s++, p += 4) put32(p, step_ticks[s]);
     p = put_result(p, ek_model.outputs, ek_model.n_outputs);
-    send(EK_INFER | EK_REPLY, seq, tx, (uint32_t)(p - tx));
+    send(type, seq, tx, (uint32_t)(p - tx));
+}
+
+/* INFER: the inputs (or the CRC-32 of the loaded ones); reply u32 total ticks, u32 ticks per
+ * step, then the outputs (or their CRC-32). */
+static void infer(uint8_t seq, uint8_t *data, uint32_t n) {
+    if (!take_inputs(seq, data, n)) return;
+    run_and_reply(EK_INFER | EK_REPLY, seq, board_ticks(), 0, ek_model.n_steps);
+}
+
+/* INFER_PATH: u16 path of an anytime model's table (ek_anytime.h), then as INFER; only that
+ * path's steps run (its first step's ticks include pointing its left-out adds at what stands
+ * for them); reply as INFER, with the ticks of the path's steps. */
+static void infer_path(uint8_t seq, uint8_t *data, uint32_t n) {
+    if (n < 2) { send_error(seq, EK_ERR_SIZE, "missing path index"); return; }
+    uint16_t path = (uint16_t)get16(data);
+    if (path >= ek_paths.n_paths) {
+        send_error(seq, EK_ERR_STEP, ek_paths.n_paths ? "no such path"
+                                                      : "the model has no sub-network table");
+        return;
+    }
+    if (!take_inputs(seq, data + 2, n - 2)) return;
+    uint64_t start = board_ticks();
+    ek_paths.use(path);
+    run_and_reply(EK_INFER_PATH | EK_REPLY, seq, start, ek_paths.steps + ek_paths.starts[path],
+                  (uint16_t)(ek_paths.starts[path + 1] - ek_paths.starts[path]));
+    ek_paths.use(ek_paths.full);  /* INFER and INFER_LAYERS run the full schedule */
 }
 
 /* INFER_LAYERS: u16 step, then as INFER; reply u16 step, then that step's output (or its
@@ -211,6 +239,7 @@ static void dispatch(uint8_t type, uint8_t seq, uint8_t *payload, uint32_t n) {
     case EK_PING: send(EK_PING | EK_REPLY, seq, payload, n); break;
     case EK_INFER: infer(seq, payload, n); break;
     case EK_INFER_LAYERS: infer_layers(seq, payload, n); break;
+    case EK_INFER_PATH: infer_path(seq, payload, n); break;
     case EK_STATS: stats(seq); break;
     case EK_LOAD: load(seq, payload, n); break;
     case EK_READ: read_result(seq, payload, n); break;

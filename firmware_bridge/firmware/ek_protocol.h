@@ -17,7 +17,9 @@
 
 enum {
     EK_HELLO = 0x01, EK_PING = 0x02, EK_INFER = 0x03, EK_INFER_LAYERS = 0x04, EK_RESET = 0x05,
-    EK_SHUTDOWN = 0x06, EK_STATS = 0x07, EK_LOAD = 0x08, EK_READ = 0x09, EK_REPLY = 0x80,
+    EK_SHUTDOWN = 0x06, EK_STATS = 0x07, EK_LOAD = 0x08, EK_READ = 0x09,
+    EK_INFER_PATH = 0x0A,  /* an anytime model's path (ek_anytime.h) */
+    EK_REPLY = 0x80,
     EK_ACK = 0x7E, EK_ERROR = 0x7F,
 };
 enum { EK_ERR_CRC = 1, EK_ERR_LENGTH = 2, EK_ERR_TYPE = 3, EK_ERR_SIZE = 4, EK_ERR_STEP = 5,
