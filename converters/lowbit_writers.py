@@ -10,7 +10,9 @@ make, where the file format has the type and its runtime runs it; anything else 
   initializers in place of the float ones. Ternary has no ONNX type.
 - TFLite: float16 weights (FLOAT16 buffers, DEQUANTIZE to float32: TFLite's float16
   quantization, which LiteRT runs). LiteRT's int4 and FP8 are not written.
-- C firmware: none yet.
+- C firmware: int4 and ternary weights of int8 Graphs (the ``*_a8`` schemes), packed as
+  stored (``to_c_lowbit``); float-activation low-bit Graphs are refused. The other writers
+  refuse packed weights in int8 Graphs (their int8 layers take int8 weights).
 """
 
 from __future__ import annotations
@@ -35,10 +37,26 @@ def low_bit_weights(graph: Graph) -> dict[str, tuple[str, int]]:
             if formats.weight_dtype(t.dtype)}
 
 
+INT8_WRITERS = {"c": ("int4", "ternary")}  # packed weights of int8 Graphs (*_a8 schemes)
+
+
 def require(graph: Graph, writer: str) -> dict[str, tuple[str, int]]:
     """The Graph's packed weights, after checking ``writer`` can write every one of them."""
     weights = low_bit_weights(graph)
-    missing = sorted({fmt for fmt, _ in weights.values()} - set(WRITERS[writer]))
+    int8 = graph.metadata.get("quantized") == "int8"
+    takes = INT8_WRITERS.get(writer, ()) if int8 else WRITERS[writer]
+    missing = sorted({fmt for fmt, _ in weights.values()} - set(takes))
+    if missing and int8:
+        scheme = graph.metadata.get("quantization", {}).get("scheme", "int8")
+        raise EdgekitError(f"the {writer} writer cannot write the {scheme!r} scheme's "
+                           f"{'/'.join(missing)} weights in an int8 Graph (the c writer, for "
+                           "the microcontroller firmware, can); run it on the edgekit runtime "
+                           "(target cpu) or quantize to int8")
+    if writer == "c" and weights and not int8:
+        raise EdgekitError(f"the c writer cannot write the {graph.metadata.get('quantized')!r} "
+                           "scheme's float-activation weights: the firmware runs int4 and "
+                           "ternary weights with int8 activations, quantize with scheme "
+                           "'int4_a8' or 'ternary_a8'")
     if missing:
         scheme = graph.metadata.get("quantized", missing[0])
         takes = ", ".join(WRITERS[writer]) or "none"

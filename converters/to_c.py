@@ -26,12 +26,13 @@ from edgekit.graph import Graph, Node
 from edgekit.ops import implementation, implementations
 from edgekit.runtime.planner import Buffer, GreedyPlanner, Plan
 
-from . import lowbit_writers
+from . import lowbit_writers, to_c_lowbit
 
 MAX_DIMS = 6  # EK_MAX_DIMS in ek_kernels.h
 LINK_PAYLOAD_LIMIT = 65535  # the frame's u16 length field
 LINK_CHUNK_BYTES = 4096  # the firmware's frame buffers hold at most this; longer tensors stream
-C_BYTES = {"int8_t": 1, "int16_t": 2, "int32_t": 4, "float": 4}  # sizeof each constant's type
+# sizeof each constant's type
+C_BYTES = {"int8_t": 1, "uint8_t": 1, "int16_t": 2, "int32_t": 4, "float": 4}
 
 
 def _size(shape) -> int:
@@ -241,7 +242,8 @@ def _walk(graph: Graph, board: str = DEFAULT_BOARD) -> tuple[_Writer, Footprint]
         w = _Writer(graph, *memory_plan(graph, _itemsize(graph)))
     plan = w.plan
     for i, node in enumerate(graph.nodes):
-        w.calls.append(f"    case {i}: {_visitor(node.op)(w, i, node)} break;")
+        call = to_c_lowbit.call(w, i, node) or _visitor(node.op)(w, i, node)  # rows: ek_lowbit
+        w.calls.append(f"    case {i}: {call} break;")
     fp = Footprint(max(plan.size, 4), max(w.col_bytes, 4),
                    link_bytes(payload, len(graph.nodes)), w.const_bytes)
     spans = len(graph.inputs) + len(graph.outputs) + len(graph.nodes)

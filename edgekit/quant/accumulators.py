@@ -17,6 +17,11 @@ bounds and the sum of the positive ones; the width that holds both cannot overfl
 saturating or wrapping. ``overflows`` counts what a width does on data:
 where no sum of a layer overflows, a narrow accumulator computes exactly the int32 result, so
 the int8 model's outputs, and its accuracy, are unchanged.
+
+``narrow`` makes the widths executed: it sets the Graph attribute ``metadata["accumulators"]``
+(``{layer output: {"bits": n, "mode": "saturate" | "wrap"}}``) for every layer the proof
+passes at ``n`` bits, and the runtime (``runtime.lowbit``) and the firmware (``ek_lowbit.c``)
+then sum those layers in an ``n``-bit accumulator, in the order above (``width`` reads it).
 """
 
 from __future__ import annotations
@@ -30,12 +35,51 @@ from edgekit.numerics.params import activation_bounds, zero_point
 from edgekit.ops import OPS
 
 LAYERS = ("conv1d", "conv2d", "linear")
+MODES = ("saturate", "wrap")
+WIDTHS = range(8, 33)  # accumulator bits a layer may be given
 MOVES_VALUES = ("first_input", "all_inputs")  # ops whose output holds values of their inputs
 
 
 def _layers(graph: Graph) -> list[Node]:
+    """The int8 conv/linear layers: int8 inputs, int8 or packed int4/ternary weights."""
     return [n for n in graph.nodes if n.op in LAYERS
-            and graph.tensors[n.inputs[1]].dtype == "int8"]
+            and graph.tensors[n.inputs[0]].dtype == "int8"
+            and graph.tensors[n.inputs[1]].dtype in ("int8", "int4", "ternary")]
+
+
+def width(graph: Graph, node: Node) -> tuple[int, str] | None:
+    """``(bits, mode)`` of ``node``'s accumulator as the Graph attribute sets it (``narrow``),
+    or None: an int32 accumulator, as every int8 backend's. A malformed entry is an
+    EdgekitError (the runtime and the C writer read it)."""
+    from edgekit.errors import EdgekitError
+
+    entry = graph.metadata.get("accumulators", {}).get(node.outputs[0])
+    if entry is None:
+        return None
+    if (not isinstance(entry, dict) or type(entry.get("bits")) is not int
+            or entry["bits"] not in WIDTHS or entry.get("mode") not in MODES
+            or node.op not in LAYERS):
+        raise EdgekitError(f"accumulator of {node.outputs[0]!r}: {entry!r}; a conv/linear "
+                           f"layer's is {{'bits': {WIDTHS.start}..{WIDTHS.stop - 1}, 'mode': "
+                           f"{' or '.join(map(repr, MODES))}}}")
+    return entry["bits"], entry["mode"]
+
+
+def narrow(graph: Graph, bits: int, mode: str = "saturate") -> Graph:
+    """A copy of int8 ``graph`` whose layers the static proof passes at ``bits`` run with a
+    ``bits``-wide accumulator (``mode``: saturate or wrap); the others keep int32. Returns the
+    copy; ``metadata["accumulators"]`` says which layer got what."""
+    import copy
+
+    from edgekit.errors import EdgekitError
+
+    if type(bits) is not int or bits not in WIDTHS or mode not in MODES:
+        raise EdgekitError(f"accumulators of {bits!r} bits, {mode!r}: bits in "
+                           f"{WIDTHS.start}..{WIDTHS.stop - 1}, mode {' or '.join(MODES)}")
+    g = copy.deepcopy(graph)
+    g.metadata["accumulators"] = {name: {"bits": bits, "mode": mode}
+                                  for name, need in required_bits(g).items() if need <= bits}
+    return g
 
 
 def input_range(graph: Graph, name: str) -> tuple[int, int]:
@@ -54,10 +98,15 @@ def input_range(graph: Graph, name: str) -> tuple[int, int]:
 
 
 def _rows(graph: Graph, node: Node) -> tuple[np.ndarray, int, int]:
-    """int64 weight rows [C, R] and the range of ``x - zp_in``."""
-    w = graph.params[node.inputs[1]]
+    """int64 weight rows [C, R] (packed ones unpacked) and the range of ``x - zp_in``."""
+    from edgekit.numerics import formats
+
+    info, w = graph.tensors[node.inputs[1]], graph.params[node.inputs[1]]
     lo, hi = input_range(graph, node.inputs[0])
     zp = zero_point(graph.tensors[node.inputs[0]].quant)
+    row = int(np.prod(info.shape[1:]))
+    if info.dtype != "int8":
+        w = formats.unpack(w[0], info.dtype, row)
     return w.reshape(len(w), -1).astype(np.int64), lo - zp, hi - zp
 
 
@@ -161,8 +210,8 @@ def fit_width(q: Graph, float_graph: Graph, bits: int) -> Graph:
     limit = 2 ** (bits - 1) - 1
     proven = required_bits(g)
     for node in _layers(g):
-        if proven[node.outputs[0]] <= bits:
-            continue
+        if proven[node.outputs[0]] <= bits or g.tensors[node.inputs[1]].dtype != "int8":
+            continue  # packed int4/ternary rows keep their codes (the check below names them)
         _, dlo, dhi = _rows(g, node)
         reach = max(abs(dlo), abs(dhi))
         w = float_graph.params[node.inputs[1]].astype(np.float64)

@@ -7,12 +7,21 @@ leaves the activations, biases and every other op float32: the product is float3
 weight what its codes and scales stand for, and the runtime unpacks a row at a time in the
 kernel (``runtime.lowbit``). These are weight formats, as TFLite's float16 and LiteRT's
 int4 weight-only schemes are; the calibration data is checked but not needed.
+
+``"int4_a8"`` and ``"ternary_a8"`` are the integer-activation variants the microcontroller
+firmware runs: an int8 Graph (``docs/quantized-graph.md``: int8 activations, int32 biases,
+TFLite's requantization) whose conv/linear weights are int4 or ternary codes, stored packed,
+with one scale per output channel (``int8_weight``). A code times its channel's scale is the
+weight, exactly as an int8 weight times its scale is, so every int8 backend's arithmetic holds;
+the runtime (``runtime.lowbit``) and the firmware (``ek_lowbit.c``) unpack one row at a time.
 """
 
 from __future__ import annotations
 
 import copy
 from typing import Any
+
+import numpy as np
 
 from edgekit.errors import EdgekitError
 from edgekit.graph import Graph, QuantParams
@@ -23,11 +32,15 @@ FORMAT = {"int4": "int4", "ternary": "ternary", "fp8_e4m3": "fp8_e4m3",
 WEIGHTED = ("conv1d", "conv2d", "linear")  # the ops whose packed weights the runtime runs
 GROUPED = ("int4", "ternary", "fp8_e4m3", "fp8_e5m2")  # group_size= applies
 EXPANDED = ("int4",)  # rex= applies
+INT8_ACTIVATIONS = {"int4_a8": "int4", "ternary_a8": "ternary"}  # scheme -> weight format
 
 
 def check_options(scheme: str, group_size: Any, rex: Any, budget: bool) -> None:
     """``group_size``, ``rex`` and a budget (``size_bytes``/``energy_uj``) where the scheme
     takes them."""
+    if scheme in INT8_ACTIVATIONS and (group_size is not None or rex != 1):
+        raise EdgekitError(f"{scheme!r} keeps one scale per output channel (the int8 "
+                           "requantization's): no group_size= or rex=")
     if group_size is not None and (type(group_size) is not int or group_size < 1
                                    or scheme not in GROUPED):
         raise EdgekitError(f"group_size={group_size!r}: a positive int (the most weights of a "
@@ -40,6 +53,14 @@ def check_options(scheme: str, group_size: Any, rex: Any, budget: bool) -> None:
             rex > 1 and scheme not in EXPANDED):
         raise EdgekitError(f"rex={rex!r}: REx residual expansion takes 1..{formats.MAX_ORDERS} "
                            f"orders, for the schemes {', '.join(EXPANDED)} (not {scheme!r})")
+
+
+def int8_weight(w: np.ndarray, fmt: str, per_channel: bool) -> tuple[np.ndarray, np.ndarray]:
+    """``(storage [1, C, row_bytes], scales [C] float32)`` of a ``*_a8`` scheme's weight: the
+    format's codes (``formats.quantize_weight``, one scale per output channel, or one for the
+    tensor), which the int8 kernels read as integer weights in [-7, 7] or [-1, 1]."""
+    storage, scales = formats.quantize_weight(w, fmt, None, 1, per_channel)
+    return storage, scales.reshape(-1)
 
 
 def weight_names(graph: Graph) -> list[str]:

@@ -27,7 +27,7 @@ from edgekit.quant.edge import quantize_array
 from edgekit.spiking import is_spiking
 
 # the weight formats below int8 (quant.lowbit), and a format per layer (quant.mixed)
-SCHEMES = ("int8", *lowbit.FORMAT, "mixed")
+SCHEMES = ("int8", *lowbit.FORMAT, "mixed", *lowbit.INT8_ACTIVATIONS)
 # How an op's output quantization is chosen is its OpDef's ``quant``: calibrated, kept from the
 # inputs of ops that move values without rescaling, or fixed (softmax, as TFLite's).
 SHARED_INPUTS = {"first_input": slice(0, 1), "all_inputs": slice(None)}
@@ -56,12 +56,15 @@ def quantize(graph: Graph, calibration_data: Any, scheme: str = "int8",
     ``"mixed"`` picks one of those formats per layer by a sensitivity search on the
     calibration data, within ``size_bytes`` (model bytes) or ``energy_uj`` (modelled energy
     per inference on the cortex-m4 profile), or as ``formats`` says (weight name -> scheme):
-    ``quant.mixed``.
+    ``quant.mixed``. ``"int4_a8"`` and ``"ternary_a8"`` are int8 Graphs whose conv/linear
+    weights are int4 or ternary codes stored packed (int8 activations: what the
+    microcontroller firmware runs, ``quant.lowbit``).
     """
     _check_options(graph, scheme, calibration, per_channel, percentile)
     lowbit.check_options(scheme, group_size, rex,
                          (size_bytes, energy_uj, formats) != (None, None, None))
-    if scheme != "int8":
+    weight_format = lowbit.INT8_ACTIVATIONS.get(scheme)
+    if scheme != "int8" and weight_format is None:
         if is_spiking(graph):
             raise EdgekitError(f"scheme {scheme!r} is for float Graphs; a spiking Graph "
                                "quantizes to int8")
@@ -75,6 +78,9 @@ def quantize(graph: Graph, calibration_data: Any, scheme: str = "int8",
                                   per_channel=per_channel)
         return lowbit.quantize_weights(graph, scheme, group_size, rex, per_channel)
     if is_spiking(graph):
+        if weight_format:
+            raise EdgekitError(f"scheme {scheme!r} is for float Graphs; a spiking Graph "
+                               "quantizes to int8")
         from edgekit.quant.spiking import quantize_snn
 
         return quantize_snn(graph, calibration_data, calibration, per_channel, percentile)
@@ -89,11 +95,14 @@ def quantize(graph: Graph, calibration_data: Any, scheme: str = "int8",
             g.params[name] = quantize_array(g.params[name], quant)
     for node in g.nodes:
         if OPS[node.op].int8_weights:
-            quantize_weights(g, node, graph.params, per_channel)
+            quantize_weights(g, node, graph.params, per_channel,
+                             weight_format=weight_format if node.op in lowbit.WEIGHTED else None)
     _drop_unused_params(g)
     g.metadata["quantized"] = "int8"
     g.metadata["quantization"] = {"calibration": calibration, "per_channel": per_channel,
                                   "samples": int(next(iter(feeds.values())).shape[0])}
+    if weight_format:
+        g.metadata["quantization"].update(scheme=scheme, weights=weight_format)
     return g.validate()
 
 
@@ -228,10 +237,13 @@ def _group_quant(rep: str, rng: Range, fixed: tuple[float, int] | None,
 # --- weights and biases ----------------------------------------------------------------------
 
 def quantize_weights(g: Graph, node: Node, float_params: dict[str, np.ndarray],
-                     per_channel: bool, weight_scale: float | None = None) -> None:
+                     per_channel: bool, weight_scale: float | None = None,
+                     weight_format: str | None = None) -> None:
     """Weight int8 symmetric per output channel (axis 0, [-127, 127]); bias int32 at scale
     ``s_in * s_w``, created as zeros when the layer had none. ``weight_scale`` imposes one
-    per-tensor scale instead (an int8 SNN aligns a current with a spike tensor that way).
+    per-tensor scale instead (an int8 SNN aligns a current with a spike tensor that way);
+    ``weight_format`` (``"int4"``, ``"ternary"``) stores the weight packed in that format
+    (``lowbit.int8_weight``), its scales being the format's.
 
     A channel whose bias would not fit the int32 headroom at ``s_in * max|w| / 127`` (weights
     tiny next to the bias, as batch-norm folding leaves a dead channel) gets the larger weight
@@ -255,11 +267,22 @@ def quantize_weights(g: Graph, node: Node, float_params: dict[str, np.ndarray],
     s_w = s_w.astype(np.float32).astype(np.float64)
     axis = 0 if per_channel else None
     per_row = s_w.reshape(-1, *[1] * (w.ndim - 1))
-    _set(g, node.inputs[1], np.clip(np.rint(w / per_row), -127, 127).astype(np.int8),
-         QuantParams([float(s) for s in s_w], [0] * len(s_w), axis))
+    if weight_format:
+        storage, scales = lowbit.int8_weight(w, weight_format, per_channel)
+        s_w, axis = scales.astype(np.float64), 0
+        g.params[node.inputs[1]] = storage
+        g.tensors[node.inputs[1]].dtype = weight_format
+        g.tensors[node.inputs[1]].quant = QuantParams([float(s) for s in s_w], [0] * len(s_w), 0)
+    else:
+        _set(g, node.inputs[1], np.clip(np.rint(w / per_row), -127, 127).astype(np.int8),
+             QuantParams([float(s) for s in s_w], [0] * len(s_w), axis))
     bias_scale = s_in * s_w
+    bias = np.rint(b / bias_scale)
+    if weight_format and np.abs(bias).max(initial=0) >= BIAS_LIMIT:
+        raise EdgekitError(f"node {node.name or node.outputs[0]!r}: its bias needs more than "
+                           f"int32 at the {weight_format} weights' scales; quantize it to int8")
     bias_name = _bias_name(g, node)
-    _set(g, bias_name, np.rint(b / bias_scale).astype(np.int32),
+    _set(g, bias_name, bias.astype(np.int32),
          QuantParams([float(np.float32(s)) for s in bias_scale], [0] * len(s_w), axis))
 
 
@@ -271,7 +294,7 @@ def _bias_name(g: Graph, node: Node) -> str:
     name = f"{node.outputs[0]}.bias"
     while name in g.tensors:
         name += "_"
-    g.tensors[name] = TensorInfo((g.params[node.inputs[1]].shape[0],))
+    g.tensors[name] = TensorInfo((g.tensors[node.inputs[1]].shape[0],))
     node.inputs[2:] = [name]
     return name
 

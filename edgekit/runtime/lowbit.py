@@ -7,6 +7,13 @@ whole weight at load. Activations are float32 throughout (the schemes are weight
 ``quant.lowbit``). Convolutions take the float32 path's padded channels-last copy and window
 rows (``ops.conv``), so the rows are ordered (ky, kx, channel) and each unpacked weight is put
 where they expect it (``_order``).
+
+int8 layers take ``kernels.lowbit.gemm_int8_rows`` (``kernel_for`` picks it by the input's
+dtype): the ``*_a8`` schemes' int4/ternary rows, and any int8 layer the Graph gives a narrow
+accumulator (``quant.accumulators.width``), its int8 weight read as rows of one code per
+byte. Each row is summed in torch order, ``(x - zp) * w`` one weight at a time, as the
+firmware's ``ek_lowbit.c`` does, so a saturating accumulator clamps the same partial sums
+on both.
 """
 
 from __future__ import annotations
@@ -32,14 +39,29 @@ def weight_format(graph: Graph, node: Node) -> str | None:
     return dtype if formats.weight_dtype(dtype) else None
 
 
+INT8_FORMATS = ("int4", "ternary")  # the packed formats int8 layers read (the *_a8 schemes)
+
+
 def kernel_for(graph: Graph, node: Node) -> Kernel | None:
-    """The packed-weight kernel of ``node``, or None when its weight is not low-bit."""
-    if weight_format(graph, node) is None:
+    """The packed-weight kernel of ``node``, or None when its weight is not low-bit and its
+    accumulator is not narrow."""
+    from edgekit.quant.accumulators import width
+
+    fmt, acc = weight_format(graph, node), width(graph, node)
+    if fmt is None and acc is None:
         return None
     if node.op not in OPS:
         raise EdgekitError(f"the edgekit runtime runs low-bit weights in {', '.join(OPS)} only, "
                            f"not in {node.op} ({node.name!r})")
     info = graph.tensors[node.inputs[1]]
+    if graph.tensors[node.inputs[0]].dtype == "int8":
+        if fmt not in (None, *INT8_FORMATS):
+            raise EdgekitError(f"int8 layers read int8, {' or '.join(INT8_FORMATS)} weights, "
+                               f"not {fmt} ({node.name!r})")
+        return Kernel(partial(_prepare_int8, node.op, info, acc or (32, "wrap")),
+                      partial(_scratch_int8, node.op, info), "int8")
+    if acc is not None:
+        raise EdgekitError(f"narrow accumulators are for int8 layers; {node.name!r} is float32")
     return Kernel(partial(_prepare, node.op, info), partial(_scratch, node.op, info))
 
 
@@ -72,6 +94,61 @@ def _scratch(op: str, info: TensorInfo, shapes, out_shape, **attrs) -> int:
     return row + 4 * sum(prod(p) for p in parts)
 
 
+def _scratch_int8(op: str, info: TensorInfo, shapes, out_shape, **attrs) -> int:
+    """One int32 row of weights; a convolution adds the padded channels-last sample less its
+    zero point and one group's window rows (int16, as the int8 convolution's)."""
+    from edgekit.runtime.int8 import scratch_bytes
+
+    return scratch_bytes(*_int8_parts(op, info, shapes, out_shape, attrs))
+
+
+def _int8_parts(op: str, info: TensorInfo, shapes, out_shape, attrs) -> list[tuple]:
+    row = [((prod(info.shape[1:]),), np.int32)]
+    if op == "linear":
+        return row
+    a = _geometry(op, info, attrs)
+    parts = _conv_parts(_as_2d(shapes[0]), _weight_2d(info), _as_2d(out_shape), a["padding"])
+    return row + [(p, np.int16) for p in parts]
+
+
+def int8_rows(info: TensorInfo, storage: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
+    """(codes ``[C, bytes]`` uint8, int32 decode table ``[256, per]``, codes per byte) of an
+    int8 layer's weight: the packed storage itself, or the int8 weight's bytes, one a row
+    position."""
+    if info.dtype == "int8":
+        table = np.arange(256).astype(np.uint8).view(np.int8).astype(np.int32)[:, None]
+        return storage.reshape(info.shape[0], -1).view(np.uint8), table, 1
+    fmt = formats.weight_dtype(info.dtype)[0]
+    return storage[0], formats.decode_table(fmt).astype(np.int32), formats.FORMATS[fmt].per_byte
+
+
+def _prepare_int8(op: str, info: TensorInfo, acc: tuple[int, str], ins, out, *, activation,
+                  quant, scratch, **attrs) -> Step:
+    from edgekit.numerics.params import conv_params
+    from edgekit.runtime.int8 import carve
+    from edgekit.runtime.kernels.lowbit import gemm_int8_rows
+
+    codes, table, per = int8_rows(info, ins[1])
+    # the folded bias is not used (the rows subtract the zero point): no weight values needed
+    p = conv_params(quant, np.zeros((info.shape[0], 1), np.int8),
+                    ins[2] if len(ins) > 2 else None, activation, fully_connected=op == "linear")
+    row, *work = carve(scratch, *_int8_parts(op, info, [ins[0].shape], out.shape, attrs))
+    bits, saturate = acc[0], acc[1] == "saturate"
+
+    def product(part: slice, order: np.ndarray, a: np.ndarray, zp: int) -> tuple:
+        return (gemm_int8_rows, codes[part], table, per, order, a, zp, ins[2][part],
+                op != "linear", p.mult[part], p.shift[part], p.out_zp, p.lo, p.hi, bits,
+                saturate, row)
+
+    if op == "linear":
+        x = ins[0]
+        return sequence([(*product(slice(None), np.arange(row.shape[0]),
+                                   x.reshape(-1, x.shape[-1]), p.in_zp),
+                          out.reshape(-1, out.shape[-1]))])
+    return _conv(_weight_2d(info), product, work, p.in_zp, _as_2d_view(ins[0]),
+                 _as_2d_view(out), **_geometry(op, info, attrs))
+
+
 def _weight_2d(info: TensorInfo) -> TensorInfo:
     return TensorInfo(_as_2d(info.shape), info.dtype, info.quant)
 
@@ -93,12 +170,22 @@ def _prepare(op: str, info: TensorInfo, ins, out, *, activation, scratch, **attr
     bias, bounds = float_bias(ins, info.shape[0]), ACTIVATION_BOUNDS[activation]
     width = prod(info.shape[1:])
     row, rest = np.split(scratch.view(np.float32), [width])
+
+    def product(part: slice, order: np.ndarray, a: np.ndarray, zp: int) -> tuple:
+        return (gemm_packed, codes[:, part], table, per, scales[:, part], order, a, bias[part],
+                op != "linear", *bounds, row)
+
     if op == "linear":
         x = ins[0]
-        return sequence([(gemm_packed, codes, table, per, scales, np.arange(width), x.reshape(
-            -1, x.shape[-1]), bias, False, *bounds, row, out.reshape(-1, out.shape[-1]))])
-    return _conv(_weight_2d(info), codes, table, per, scales, bias, bounds, row, rest,
-                 _as_2d_view(ins[0]), _as_2d_view(out), **_geometry(op, info, attrs))
+        return sequence([(*product(slice(None), np.arange(width), x.reshape(-1, x.shape[-1]),
+                                   0), out.reshape(-1, out.shape[-1]))])
+    a = _geometry(op, info, attrs)
+    padded_shape, rows_shape = _conv_parts(_as_2d(ins[0].shape), _weight_2d(info),
+                                           _as_2d(out.shape), a["padding"])
+    padded, rows = np.split(rest, [prod(padded_shape)])
+    work = (padded.reshape(padded_shape), rows.reshape(rows_shape))
+    return _conv(_weight_2d(info), product, work, 0, _as_2d_view(ins[0]), _as_2d_view(out),
+                 **a)
 
 
 def _as_2d_view(a: np.ndarray) -> np.ndarray:
@@ -111,24 +198,22 @@ def _order(per_group: int, kh: int, kw: int) -> np.ndarray:
     return np.arange(per_group * kh * kw).reshape(kh, kw, per_group).transpose(2, 0, 1).ravel()
 
 
-def _conv(info, codes, table, per, scales, bias, bounds, row, rest, x, out, *, stride,
-          padding, dilation, groups) -> Step:
+def _conv(info, product, work, zp, x, out, *, stride, padding, dilation, groups) -> Step:
+    """Per sample: the padded channels-last copy (less the zero point ``zp``), then per group
+    its window rows and ``product(channels, order, rows, 0)``: the call that multiplies them
+    by those output channels' packed rows, up to its output."""
     from edgekit.runtime.kernels import int8_conv
-    from edgekit.runtime.kernels.lowbit import gemm_packed
 
-    padded_shape, rows_shape = _conv_parts(x.shape, info, out.shape, padding)
-    padded, rows = np.split(rest, [prod(padded_shape)])
-    padded, rows = padded.reshape(padded_shape), rows.reshape(rows_shape)
+    padded, rows = work
     channels, per_group, kh, kw = info.shape
     per_out = channels // groups
     order, calls = _order(per_group, kh, kw), []
     for n in range(x.shape[0]):
         outs = out[n].reshape(groups, -1, rows.shape[0])
-        calls.append((int8_conv.pad_channels_last, x[n], 0, padding[0], padding[1], padded))
+        calls.append((int8_conv.pad_channels_last, x[n], zp, padding[0], padding[1], padded))
         for g in range(groups):
-            part = slice(g * per_out, (g + 1) * per_out)
             calls += [(int8_conv.window_rows, padded, (kh, kw), tuple(stride), tuple(dilation),
                        g * per_group, per_group, out.shape[3], rows),
-                      (gemm_packed, codes[:, part], table, per, scales[:, part], order, rows,
-                       bias[part], True, *bounds, row, outs[g])]
+                      (*product(slice(g * per_out, (g + 1) * per_out), order, rows, 0),
+                       outs[g])]
     return sequence(calls)

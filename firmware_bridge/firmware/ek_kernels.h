@@ -111,4 +111,5 @@ void ek_scaled_add_s32(int32_t size, const int8_t *spikes, int32_t m, const int3
 #include "ek_matmul.h"
 #include "ek_resize.h"
 #include "ek_transpose_conv.h"
+#include "ek_lowbit.h"
 #endif

@@ -1,11 +1,15 @@
 """Products with packed low-bit weights (``numerics.formats``): each output channel's row is
 unpacked from its codes into a one-row buffer just before it is used, so a layer never holds
-more than one float row of its weights (the storage stays packed in memory, as on a board)."""
+more than one float row of its weights (the storage stays packed in memory, as on a board).
+int8 layers (the ``*_a8`` schemes, and narrow accumulators) unpack an integer row the same way
+(``gemm_int8_rows``)."""
 
 from __future__ import annotations
 
 import numpy as np
 from numba import njit
+
+from edgekit.numerics.arith import requantize
 
 
 @njit(cache=True)
@@ -32,6 +36,39 @@ def gemm_packed(codes, table, per, scales, order, a, bias, channels_first, amin,
             for j in range(row.shape[0]):
                 s += a[p, j] * row[j]
             v = min(max(s + bias[c], amin), amax)
+            if channels_first:
+                out[c, p] = v
+            else:
+                out[p, c] = v
+
+
+@njit(cache=True)
+def gemm_int8_rows(codes, table, per, order, a, zp, bias, channels_first, multiplier, shift,
+                   zero_point, lo, hi, bits, saturate, row, out):
+    """int8 layers with packed (or int8) weight rows and a ``bits``-wide accumulator:
+    ``requantize(acc[c, p] + bias[c])`` into ``out[c, p]`` (``channels_first``) or
+    ``out[p, c]``, where ``acc`` adds ``(a[p, order[j]] - zp) * w[c, j]`` for j in the row's
+    (torch) order, clamping every partial sum to ``bits`` (``saturate``) or wrapping the
+    total modulo 2^bits; the bias joins in 32 bits. ``w[c, j] = table[codes[c, j // per],
+    j % per]``, unpacked one channel at a time into ``row`` (int32). The firmware's
+    ``ek_lowbit.c`` adds in the same order, so saturation clamps the same partial sums."""
+    n = order.shape[0]
+    top = (np.int64(1) << (bits - 1)) - 1
+    bottom = -top - 1
+    span = np.int64(1) << bits
+    for c in range(codes.shape[0]):
+        for j in range(n):
+            row[j] = table[codes[c, j // per], j % per]
+        for p in range(a.shape[0]):
+            acc = np.int64(0)
+            for j in range(n):
+                acc += (np.int64(a[p, order[j]]) - zp) * row[j]
+                if saturate:
+                    acc = min(max(acc, bottom), top)
+            if not saturate:
+                acc = (acc - bottom) % span + bottom
+            total = np.int32((acc + bias[c] + 2**31) % 2**32 - 2**31)
+            v = requantize(total, multiplier[c], shift[c], zero_point, lo, hi)
             if channels_first:
                 out[c, p] = v
             else:
