@@ -223,33 +223,37 @@ def test_segments_chain_to_the_same_exits_on_other_targets(graph):
 
 
 @pytest.mark.slow
-def test_the_board_runs_the_int8_segments_up_to_the_exit(graph):
-    """On mcu:qemu each segment is a firmware image: the board computes up to the accepted
-    exit and the host evaluates the policy between segments; same exits and text as the
-    edgekit runtime's int8 staged run (the firmware is bit-exact with it)."""
+def test_the_board_evaluates_the_policy_and_stops_there(graph):
+    """One firmware image holds the whole int8 model and decides after each exit's head in
+    integers: over many inputs the board stops at the exit the host's staged run picks, with
+    the same text, and the instructions it runs grow with the exit it stopped at."""
     from edgekit.firmware_bridge.board import qemu_missing
     from edgekit.firmware_bridge.build import toolchain_missing
-    from edgekit.speech.exits import SegmentedExit
+    from edgekit.speech.board import BoardExit
 
     missing = toolchain_missing() or qemu_missing()
     if missing:
         pytest.skip(f"MCU target unavailable: {missing}")
     import edgekit
 
-    x = np.random.default_rng(5).standard_normal((4, frontend.MELS, frontend.FRAMES))
-    x = x.astype(np.float32)
+    x = np.random.default_rng(5).standard_normal((32, frontend.MELS, frontend.FRAMES))
+    x = (x * np.random.default_rng(6).uniform(0.2, 3, (32, 1, 1))).astype(np.float32)
     g8 = edgekit.quantize(graph, x)
-    staged, board = EarlyExit(g8), SegmentedExit(g8, "mcu:qemu")
+    staged = EarlyExit(g8)
+    entropy = Replay.of(staged.exits, staged.all_exits(x), ["a"] * len(x)).scores["entropy"]
+    policy = Policy("entropy", float(np.median(entropy[:, 0])))  # a tie at the median too
+    board = BoardExit(g8, "mcu:qemu")
     try:
-        counted = []
-        for xi, k in zip(x, (1, 2)):  # two segments: two firmware images to build
-            got, want = board.transcribe(xi, Policy("exit", k)), staged.transcribe(
-                xi, Policy("exit", k))
-            assert (got.text, got.exit, got.macs) == (want.text, want.exit, want.macs)
-            counted.append(got.instructions)
-        assert 0 < counted[0] < counted[1]  # the board stopped after exit 1's segment
+        counted: dict[int, list[int]] = {}
+        for xi in x:
+            got, want = board.transcribe(xi, policy), staged.transcribe(xi, policy)
+            assert (got.exit, got.text, got.macs) == (want.exit, want.text, want.macs)
+            counted.setdefault(got.exit, []).append(got.instructions)
     finally:
         board.close()
+    assert len(counted) >= 2, counted  # the threshold splits the inputs between exits
+    spans = [(min(c), max(c)) for _, c in sorted(counted.items())]
+    assert all(a[1] < b[0] for a, b in zip(spans, spans[1:]))  # deeper exit, more instructions
 
 
 def _has(module: str) -> bool:

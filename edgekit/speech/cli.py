@@ -43,7 +43,8 @@ def add_parser(sub) -> None:
     r.add_argument("wavs", nargs="+", metavar="wav")
     r.add_argument("--policy", help=POLICY_HELP)
     r.add_argument("--target", default="cpu", help="where it runs (cpu: the edgekit runtime; "
-                   "other targets run the Graph cut at its exits, segment by segment)")
+                   "mcu:*: one image that evaluates the policy itself; other targets run the "
+                   "Graph cut at its exits, segment by segment)")
     r.add_argument("--json", action="store_true")
     r.set_defaults(func=cmd_transcribe)
 
@@ -112,6 +113,7 @@ def cmd_train(args: argparse.Namespace) -> None:
 def cmd_transcribe(args: argparse.Namespace) -> None:
     from edgekit.cli import load_model
     from edgekit.speech import frontend
+    from edgekit.speech.board import BoardExit
     from edgekit.speech.exits import EarlyExit, Policy, SegmentedExit, stored_policy
 
     graph = load_model(args.model)
@@ -121,8 +123,10 @@ def cmd_transcribe(args: argparse.Namespace) -> None:
             features.append(frontend.features(frontend.read_wav(wav)))
         except EdgekitError as err:
             raise EdgekitError(str(err) if str(err).startswith(wav) else f"{wav}: {err}") from None
-    # the edgekit runtime stops inside the one Graph; any other target runs it in segments
-    runner = EarlyExit(graph) if args.target == "cpu" else SegmentedExit(graph, args.target)
+    # the edgekit runtime stops inside the one Graph; a board runs the whole model and decides
+    # itself (one image); any other target runs it in segments, the host deciding between them
+    runner = (EarlyExit(graph) if args.target == "cpu" else BoardExit(graph, args.target)
+              if args.target.startswith("mcu:") else SegmentedExit(graph, args.target))
     policy = (stored_policy(graph) if args.policy is None
               else Policy.parse(args.policy, len(runner.exits)))
     results = []
