@@ -83,13 +83,15 @@ def _home_arg(p: argparse.ArgumentParser) -> None:
 
 def _training_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--rule", default="lls", choices=RULES)
-    p.add_argument("--strategy", default="fedavg", choices=["fedavg", "fedprox"])
+    p.add_argument("--strategy", default="fedavg", help="fedavg, fedprox or fedadam")
     p.add_argument("--epochs", type=int, default=1, help="local epochs per round")
     p.add_argument("--lr", type=float, help="learning rate (default: the rule's own), decayed "
                    "over the rounds")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--proximal-mu", type=float, default=0.1, help="FedProx's pull towards the "
                    "global weights")
+    p.add_argument("--server-lr", type=float, help="FedAdam's server-side learning rate "
+                   "(default 0.01)")
     p.add_argument("--seed", type=int, default=0)
 
 
@@ -108,8 +110,8 @@ def cmd_simulate(args: argparse.Namespace) -> None:
         graph, x, y, clients=args.clients, rounds=args.rounds, rule=args.rule,
         partition=args.partition, strategy=args.strategy, profiles=args.profiles.split(","),
         epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, seed=args.seed,
-        proximal_mu=args.proximal_mu, test=test, centralized=not args.no_centralized,
-        quiet=args.json)
+        proximal_mu=args.proximal_mu, server_lr=args.server_lr, test=test,
+        centralized=not args.no_centralized, quiet=args.json)
     tuned.save(args.out)
     show(report, args.json, f"wrote {args.out}")
 
@@ -147,7 +149,8 @@ def cmd_run(args: argparse.Namespace) -> None:
     cfg = runs.settings(nodes=args.clients, rounds=args.rounds, rule=args.rule,
                         strategy=args.strategy, epochs=args.epochs, lr=args.lr,
                         batch_size=args.batch_size, seed=args.seed,
-                        proximal_mu=args.proximal_mu, quorum=args.quorum,
+                        proximal_mu=args.proximal_mu, server_lr=args.server_lr,
+                        quorum=args.quorum,
                         timeout=args.round_timeout or 60.0 + 5.0 * args.clients)
     run = Path(tempfile.mkdtemp(prefix="edgekit-fleet-"))
     try:

@@ -20,7 +20,8 @@ from edgekit.graph import Graph
 from edgekit.learn.trainer import get_rule
 from edgekit.profile.devices import load_profile
 
-STRATEGIES = ("fedavg", "fedprox")
+STRATEGIES = ("fedavg", "fedprox", "fedadam")
+SERVER_LR = 0.01  # FedAdam's server-side rate (eta)
 # Flower phones home, checks for updates and, on a SuperLink, installs each app's dependencies
 # from the package index unless told not to; ray reports usage likewise
 QUIET_ENV = {"FLWR_TELEMETRY_ENABLED": "0", "FLWR_DISABLE_UPDATE_CHECK": "1",
@@ -58,7 +59,8 @@ def require_flower() -> None:
 def settings(*, nodes: int, rounds: int, rule: str, strategy: str = "fedavg",
              profiles: list[str] | tuple[str, ...] = ("host",), epochs: int = 1,
              lr: float | None = None, batch_size: int = 32, seed: int = 0,
-             proximal_mu: float = 0.1, quorum: int | None = None, timeout: float = 3600.0,
+             proximal_mu: float = 0.1, server_lr: float | None = None,
+             quorum: int | None = None, timeout: float = 3600.0,
              shards: str = "") -> dict[str, Any]:
     """The run's settings, checked: every user error here, before any process starts."""
     def check(ok: bool, msg: str) -> None:
@@ -77,13 +79,16 @@ def settings(*, nodes: int, rounds: int, rule: str, strategy: str = "fedavg",
     lr = get_rule(rule).lr if lr is None else lr
     check(lr > 0 and np.isfinite(lr), f"lr must be a positive number, got {lr!r}")
     check(proximal_mu >= 0 and np.isfinite(proximal_mu), "proximal mu must be >= 0")
+    server_lr = SERVER_LR if server_lr is None else server_lr
+    check(server_lr > 0 and np.isfinite(server_lr),
+          f"the server lr must be a positive number, got {server_lr!r}")
     check(timeout > 0, f"the round timeout must be positive, got {timeout!r}")
     quorum = max(1, nodes // 2) if quorum is None else quorum
     check(1 <= quorum <= nodes, f"quorum must be 1..{nodes}, got {quorum}")
     return {"nodes": nodes, "rounds": rounds, "rule": rule, "strategy": strategy,
             "profiles": ",".join(profiles), "epochs": epochs, "lr": lr,
             "batch_size": batch_size, "seed": seed, "proximal_mu": proximal_mu,
-            "quorum": quorum, "timeout": timeout, "shards": shards}
+            "server_lr": server_lr, "quorum": quorum, "timeout": timeout, "shards": shards}
 
 
 def rule_options(rule: str) -> dict[str, Any]:

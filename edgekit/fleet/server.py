@@ -37,7 +37,8 @@ def main(grid: Grid, context: Context) -> None:
     graph = edgekit.load(cfg["model"])
     with np.load(cfg["test"], allow_pickle=False) as z:
         x_test, y_test = z["x"], z["y"]
-    extra = {"proximal_mu": cfg["proximal_mu"]} if cfg["strategy"] == "fedprox" else {}
+    extra = {"fedavg": {}, "fedprox": {"proximal_mu": cfg["proximal_mu"]},
+             "fedadam": {"eta": cfg["server_lr"], "eta_l": cfg["lr"]}}[cfg["strategy"]]
     strategy = STRATEGIES[cfg["strategy"]](
         fraction_train=1.0, fraction_evaluate=0.0, min_train_nodes=cfg["nodes"],
         min_available_nodes=cfg["nodes"], lr=cfg["lr"], rounds=cfg["rounds"],
@@ -69,8 +70,10 @@ def main(grid: Grid, context: Context) -> None:
 
 
 def with_arrays(graph: Graph, arrays: ArrayRecord) -> Graph:
-    """A copy of ``graph`` holding ``arrays`` as its float weights."""
-    return replace(graph, params={**graph.params, **{k: a.numpy() for k, a in arrays.items()}})
+    """A copy of ``graph`` holding ``arrays`` as its float weights (in the graph's dtypes:
+    FedAdam's step computes in float64)."""
+    return replace(graph, params={**graph.params, **{
+        k: a.numpy().astype(graph.params[k].dtype, copy=False) for k, a in arrays.items()}})
 
 
 def score(graph: Graph, x: np.ndarray, y: np.ndarray) -> tuple[float, float]:

@@ -32,7 +32,8 @@ def simulate(graph: Graph, x: np.ndarray, y: np.ndarray, *, clients: int = 10,
              rounds: int = 5, rule: str = "lls", partition: str = "iid",
              strategy: str = "fedavg", profiles: list[str] | tuple[str, ...] = ("host",),
              epochs: int = 1, lr: float | None = None, batch_size: int = 32, seed: int = 0,
-             proximal_mu: float = 0.1, test: tuple[np.ndarray, np.ndarray] | None = None,
+             proximal_mu: float = 0.1, server_lr: float | None = None,
+             test: tuple[np.ndarray, np.ndarray] | None = None,
              centralized: bool = True, quiet: bool = False) -> tuple[Graph, dict[str, Any]]:
     """Federated fine-tuning of ``graph`` on (x, y) split over ``clients``; returns the global
     Graph and the report: per round the global model's held-out ``accuracy`` and ``loss``,
@@ -45,7 +46,8 @@ def simulate(graph: Graph, x: np.ndarray, y: np.ndarray, *, clients: int = 10,
     runs.require_flower()
     cfg = runs.settings(nodes=clients, rounds=rounds, rule=rule, strategy=strategy,
                         profiles=profiles, epochs=epochs, lr=lr, batch_size=batch_size,
-                        seed=seed, proximal_mu=proximal_mu, quorum=clients)
+                        seed=seed, proximal_mu=proximal_mu, server_lr=server_lr,
+                        quorum=clients)
     x, y = np.asarray(x), np.asarray(y)
     if test is None:
         order = np.random.default_rng([seed, 1]).permutation(len(y))

@@ -1,7 +1,12 @@
-"""Flower's FedAvg and FedProx with what a fleet of unequal devices needs: each layer averaged
-over the clients that trained it (weighted by their examples), a learning rate that decays
-over the rounds as centralized training's does over its epochs, and a record of every round
-(replies, failures, seconds) and every client (profile, layers trained, examples).
+"""Flower's FedAvg, FedProx and FedAdam with what a fleet of unequal devices needs: each layer
+averaged over the clients that trained it (weighted by their examples), a learning rate that
+decays over the rounds as centralized training's does over its epochs, and a record of every
+round (replies, failures, seconds) and every client (profile, layers trained, examples).
+
+The layer-wise average replaces FedAvg's at the bottom of every class (``LayerwiseFedAvg``),
+so a Flower strategy built on FedAvg runs unchanged on top of it: FedProx adds its
+``proximal-mu`` to the round's settings, FedAdam takes its server-side Adam step from the
+layer-wise average (Reddi et al. 2021; ``flwr.serverapp.strategy.FedAdam``).
 
 A client sends only the arrays it trained; a layer no client trained in a round keeps its
 global value. A sampled client that never answers within the round's timeout is dropped by
@@ -18,7 +23,7 @@ from typing import Any
 import numpy as np
 from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord
 from flwr.serverapp import Grid
-from flwr.serverapp.strategy import FedAvg, FedProx
+from flwr.serverapp.strategy import FedAdam, FedAvg, FedProx
 
 
 def aggregate_layers(current: ArrayRecord, replies: list[Any],
@@ -59,7 +64,8 @@ def _malformed(content: Any, current: ArrayRecord, weight_key: str) -> str | Non
 
 
 class FleetMixin:
-    """Put before a Flower strategy class: ``class FleetFedAvg(FleetMixin, FedAvg)``."""
+    """The rounds' record and learning rate; first among a fleet strategy's bases, the Flower
+    strategy next, ``LayerwiseFedAvg`` last (``FleetFedAdam`` below)."""
 
     def __init__(self, *args: Any, lr: float, rounds: int, quorum: int, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -78,6 +84,11 @@ class FleetMixin:
         # the first round waits for the whole fleet; later ones go on with the survivors
         self.min_available_nodes = self.min_train_nodes = self.quorum
         return messages
+
+
+class LayerwiseFedAvg(FedAvg):
+    """FedAvg whose average is ``aggregate_layers`` over the replies that can be aggregated;
+    the others are counted in the round's record (``FleetMixin``)."""
 
     def aggregate_train(self, server_round: int, replies: Iterable[Message]
                         ) -> tuple[ArrayRecord | None, MetricRecord | None]:
@@ -113,12 +124,17 @@ class FleetMixin:
         seen["rounds"] += 1
 
 
-class FleetFedAvg(FleetMixin, FedAvg):
+class FleetFedAvg(FleetMixin, LayerwiseFedAvg):
     """FedAvg, layer by layer over the clients that trained each layer."""
 
 
-class FleetFedProx(FleetMixin, FedProx):
+class FleetFedProx(FleetMixin, FedProx, LayerwiseFedAvg):
     """FedProx (clients pulled towards the global weights by ``proximal-mu``), layer by layer."""
 
 
-STRATEGIES = {"fedavg": FleetFedAvg, "fedprox": FleetFedProx}
+class FleetFedAdam(FleetMixin, FedAdam, LayerwiseFedAvg):
+    """FedAdam: the global weights move by a server-side Adam step (rate ``eta``) along the
+    change the layer-wise average asks for."""
+
+
+STRATEGIES = {"fedavg": FleetFedAvg, "fedprox": FleetFedProx, "fedadam": FleetFedAdam}
