@@ -2,7 +2,8 @@
 
     python benchmarks/low_bit.py [--only digits_cnn ds_cnn kws_ds_cnn] [--epochs 15]
                                  [--kws-steps 150] [--kws-test 512] [--qat-epochs 20]
-                                 [--json out.json]
+                                 [--kws-qat-epochs 3] [--long-qat-epochs 60]
+                                 [--kws-long-qat-epochs 6] [--json out.json]
 
 Networks: ``edgekit.models.digits_cnn`` and ``ds_cnn`` trained on the bundled 16x16 digits
 (1,437 train, 360 test), and the MLPerf Tiny keyword-spotting DS-CNN (``edgekit.zoo``,
@@ -20,7 +21,23 @@ tested on ``--kws-test`` (512) held-out examples of it. Each float model goes th
   quantized as above; ``... distil``: the same with the float model as teacher (T = 4,
   alpha = 0.5). ``ternary+int4 dw``: QAT for ``--long-qat-epochs`` with the layers of at most
   9 weights a row (a one-channel first conv, depthwise convs) in int4 and the rest ternary,
-  stored with ``scheme="mixed", formats=...``.
+  stored with ``scheme="mixed", formats=...``. ``ternary bitnet``: the same with the first
+  and last layers kept float (stored float16, as BitNet keeps them in high precision), lr 1e-3
+  and the float model as teacher. KWS trains ``--kws-qat-epochs`` and
+  ``--kws-long-qat-epochs`` instead (its epochs are 3x the digits' examples on a 30x larger
+  net: the committed defaults run end to end in about an hour on one core).
+- ``int4_a8`` / ``ternary_a8``: int8 Graphs (int8 activations) whose conv/linear weights are
+  int4 / ternary codes stored packed, what the microcontroller firmware runs (post-training,
+  and ``... qat`` / ``... distil``: the QAT students above stored this way). ``flash``: the
+  firmware image (``converters.to_c`` + ``firmware_bridge.build`` for the default core,
+  ``elf_sizes``) of the int8, int4_a8 and ternary_a8 models, where arm-none-eabi-gcc is here.
+- ``int8 acc16`` / ``int8 acc12``: the int8 model with every layer's rows bounded for a 16- or
+  12-bit accumulator (``accumulators.fit_width``, A2Q: the static proof passes by
+  construction) and run with that accumulator, saturating (``accumulators.narrow``):
+  ``ptq`` from the float model, ``a2q`` after ``--qat-epochs`` of training those bounded
+  int8 rows (``qat.train(scheme="int8", accumulator_bits=n)``, float teacher). Each row
+  reports its overflows on the test set (values whose partial sums saturate) and the widest
+  proven layer.
 
 ``bytes``: every param as stored (packed weights and their float32 scales, float32 biases).
 The int8 model's accumulators (``edgekit.quant.accumulators``): per layer the width its weights
@@ -49,6 +66,7 @@ from edgekit.profile.energy import layer_energy_pj
 from edgekit.quant import accumulators, qat
 from edgekit.quant.lowbit import weight_names
 from edgekit.runtime.executor import Executor
+from edgekit.targets.mcu import elf_sizes
 
 DEVICE = "cortex-m4"
 PTQ = [("fp16", {}), ("fp8_e4m3", {}), ("fp8_e5m2", {}), ("int4", {}),
@@ -78,6 +96,37 @@ def row(label: str, graph, x_test, y_test, device) -> dict:
             "energy_uj": energy / 1e6, "seconds": round(time.time() - t, 1)}
 
 
+def flash_bytes(graph) -> int | None:
+    """The firmware image's flash for ``graph`` on the default core, or None without arm-gcc."""
+    from edgekit.converters.to_c import generate
+    from edgekit.firmware_bridge.build import build, toolchain_missing
+
+    if toolchain_missing():
+        return None
+    return elf_sizes(build(*generate(graph)).elf)["flash_bytes"]
+
+
+def narrow_rows(name: str, model, g, x, y, calib, xt, yt, device, epochs, probs) -> list[dict]:
+    """The int8 model with 16- and 12-bit accumulators (A2Q rows), post-training and trained."""
+    example = torch.from_numpy(xt[:1])
+    int8 = edgekit.quantize(g, calib)
+    rows = []
+    for bits in (16, 12):
+        student = qat.train(model, x, y, "int8", accumulator_bits=bits, epochs=epochs,
+                            teacher=model, probabilities=probs)
+        gs = edgekit.from_torch(student, example)
+        for kind, (q, source) in {"ptq": (int8, g),
+                                  "a2q": (edgekit.quantize(gs, calib), gs)}.items():
+            fitted = accumulators.fit_width(q, source, bits)
+            rows.append(row(f"int8 acc{bits} {kind}", accumulators.narrow(fitted, bits), xt, yt,
+                            device))
+            found = accumulators.overflows(fitted, xt, bits)
+            rows[-1].update(overflows=sum(c["saturate"] for c in found.values()),
+                            values=sum(c["values"] for c in found.values()),
+                            proven_bits=max(accumulators.required_bits(fitted).values()))
+    return rows
+
+
 def network(name: str, args) -> list[dict]:
     model, x, y, xt, yt, probs = dataset(name, args)
     model.eval()
@@ -91,25 +140,39 @@ def network(name: str, args) -> list[dict]:
     for label, options in PTQ:
         rows.append(row(label, edgekit.quantize(g, calib, scheme=label.split()[0], **options),
                         xt, yt, device))
+    rows[1]["flash"] = flash_bytes(int8)
+    for label in ("int4_a8", "ternary_a8"):
+        q = edgekit.quantize(g, calib, scheme=label)
+        rows.append(row(label, q, xt, yt, device))
+        rows[-1]["flash"] = flash_bytes(q)
+    long = args.kws_long_qat_epochs if name == "kws_ds_cnn" else args.long_qat_epochs
+    epochs = args.kws_qat_epochs if name == "kws_ds_cnn" else args.qat_epochs
     int4 = next(r for r in rows if r["format"] == "int4")
     rows.append(row("mixed @int4", edgekit.quantize(g, calib, scheme="mixed",
                                                     size_bytes=int4["bytes"]), xt, yt, device))
     for scheme in ("ternary", "int4"):
         for teacher in (None, model):
-            student = qat.train(model, x, y, scheme, epochs=args.qat_epochs, teacher=teacher,
+            student = qat.train(model, x, y, scheme, epochs=epochs, teacher=teacher,
                                 probabilities=probs)
-            q = edgekit.quantize(edgekit.from_torch(student, example), calib, scheme=scheme)
-            rows.append(row(f"{scheme} {'distil' if teacher is not None else 'qat'}", q, xt,
-                            yt, device))
+            kind = "distil" if teacher is not None else "qat"
+            gs = edgekit.from_torch(student, example)
+            for stored in (scheme, f"{scheme}_a8"):
+                rows.append(row(f"{stored} {kind}", edgekit.quantize(gs, calib, scheme=stored),
+                                xt, yt, device))
     # BitNet-style: layers of at most 9 weights a row (a 3x3 kernel over one channel: the
     # first conv of a 1-channel input, depthwise convs) keep int4, the rest is ternary
     narrow = {n: "int4" for n in weight_names(g) if g.tensors[n].size // len(g.params[n]) <= 9}
-    student = qat.train(model, x, y, "ternary", epochs=args.long_qat_epochs, formats=narrow,
-                        probabilities=probs)
-    chosen = {n: narrow.get(n, "ternary") for n in weight_names(g)}
-    q = edgekit.quantize(edgekit.from_torch(student, example), calib, scheme="mixed",
-                         formats=chosen)
-    rows.append(row("ternary+int4 dw", q, xt, yt, device))
+    names = weight_names(g)
+    bitnet = {**narrow, names[0]: "fp16", names[-1]: "fp16"}
+    for label, chosen, options in (("ternary+int4 dw", narrow, {}),
+                                   ("ternary bitnet", bitnet, {"lr": 1e-3, "teacher": model})):
+        student = qat.train(model, x, y, "ternary", epochs=long, formats=chosen,
+                            probabilities=probs, **options)
+        stored = {n: chosen.get(n, "ternary") for n in names}
+        q = edgekit.quantize(edgekit.from_torch(student, example), calib, scheme="mixed",
+                             formats=stored)
+        rows.append(row(label, q, xt, yt, device))
+    rows += narrow_rows(name, model, g, x, y, calib, xt, yt, device, epochs, probs)
     for r in rows:
         r["network"] = name
     return rows
@@ -123,6 +186,8 @@ def main() -> None:
     p.add_argument("--kws-test", type=int, default=512, help="held-out KWS examples")
     p.add_argument("--qat-epochs", type=int, default=20)
     p.add_argument("--long-qat-epochs", type=int, default=60, help="the ternary+int4 dw row")
+    p.add_argument("--kws-qat-epochs", type=int, default=3)
+    p.add_argument("--kws-long-qat-epochs", type=int, default=6)
     p.add_argument("--json")
     args = p.parse_args()
     torch.set_num_threads(1)
@@ -130,13 +195,17 @@ def main() -> None:
     for name in args.only:
         rows += network(name, args)
         fp32 = next(r for r in rows if r["network"] == name and r["format"] == "fp32")
-        print(f"\n{name}\n{'format':<16}{'accuracy':>9}{'vs fp32':>9}{'bytes':>9}"
-              f"{'energy uJ':>11}")
+        print(f"\n{name}\n{'format':<18}{'accuracy':>9}{'vs fp32':>9}{'bytes':>9}"
+              f"{'energy uJ':>11}{'flash':>9}")
         for r in rows:
             if r["network"] == name:
-                print(f"{r['format']:<16}{100 * r['accuracy']:>8.1f}%"
+                extra = f"{r['flash']:>9,}" if r.get("flash") else ""
+                if "overflows" in r:
+                    extra = (f"  overflows {r['overflows']:,} of {r['values']:,}, proven "
+                             f"<= {r['proven_bits']} bits")
+                print(f"{r['format']:<18}{100 * r['accuracy']:>8.1f}%"
                       f"{100 * (r['accuracy'] - fp32['accuracy']):>+8.1f} {r['bytes']:>8,}"
-                      f"{r['energy_uj']:>11.2f}", flush=True)
+                      f"{r['energy_uj']:>11.2f}{extra}", flush=True)
         layers = next(r for r in rows if r["network"] == name and r["format"] == "int8")
         print(f"int8 accumulators: {'layer':<24}{'proven bits':>12}  16-bit / 12-bit overflows "
               "(saturate, wrap) of values")

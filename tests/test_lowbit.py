@@ -390,7 +390,9 @@ def test_accumulator_widths_are_proven_and_counted_exactly():
     assert sum(c["saturate"] for c in narrow.values()) > 0
 
 
-def test_fit_width_makes_the_proof_pass_and_refuses_what_cannot_fit():
+def test_fit_width_makes_the_proof_pass_at_any_width():
+    """A2Q rows (scale from the row's L1 norm, codes rounded toward zero): the static proof
+    passes by construction, and no input overflows, saturating or wrapping."""
     from edgekit.quant import accumulators
 
     rng = np.random.default_rng(14)
@@ -401,5 +403,37 @@ def test_fit_width_makes_the_proof_pass_and_refuses_what_cannot_fit():
     assert max(accumulators.required_bits(fitted).values()) <= 16
     assert all(c["saturate"] == 0 for c in accumulators.overflows(fitted, x, 16).values())
     assert np.corrcoef(Executor(fitted).run(x).ravel(), Executor(g).run(x).ravel())[0, 1] > 0.9
-    with pytest.raises(EdgekitError, match="cannot fit a 10-bit accumulator"):
-        accumulators.fit_width(q, g, 10)
+    tight = accumulators.fit_width(q, g, 10)
+    rows = np.abs(tight.params["w4"].astype(np.int64)).sum(1)
+    assert rows.max() * 255 <= 2 ** 9 - 1 and max(accumulators.required_bits(tight).values()) <= 10
+    with pytest.raises(EdgekitError, match="fit_width takes 8..32 bits"):
+        accumulators.fit_width(q, g, 40)
+
+
+def test_accumulator_aware_qat_trains_the_codes_fit_width_stores():
+    """``qat.AccumulatorQuant`` forward = the int8 Graph ``fit_width`` makes of the trained
+    model (up to the int8 activations' rounding), and its rows fit the width."""
+    torch = pytest.importorskip("torch")
+    from edgekit.quant import accumulators, qat
+
+    torch.manual_seed(1)
+    model = torch.nn.Sequential(torch.nn.Conv2d(2, 6, 3), torch.nn.ReLU(), torch.nn.Flatten(),
+                                torch.nn.Linear(6 * 16, 4))
+    student = qat.fake_quantized(model, "int8", accumulator_bits=12).eval()
+    x = torch.randn(64, 2, 6, 6)
+    with torch.no_grad():
+        want = student(x).numpy()
+    g = edgekit.from_torch(qat.released(student), x[:1])  # the float master weights
+    q = accumulators.fit_width(edgekit.quantize(g, x.numpy()), g, 12)
+    for name in ("0.weight", "3.weight"):
+        codes = q.params[name].astype(np.float64)
+        scales = np.array(q.tensors[name].quant.scale).reshape(-1, *[1] * (codes.ndim - 1))
+        with torch.no_grad():
+            trained = qat.AccumulatorQuant(12)(torch.from_numpy(
+                g.params[name])).numpy()
+        assert np.allclose(codes * scales, trained, atol=1e-6)
+    assert max(accumulators.required_bits(q).values()) <= 12
+    got = Executor(accumulators.narrow(q, 12)).run(x.numpy())
+    assert np.corrcoef(got.ravel(), want.ravel())[0, 1] > 0.99
+    with pytest.raises(EdgekitError, match="accumulator_bits= goes with scheme 'int8'"):
+        qat.fake_quantized(model, "int4", accumulator_bits=12)

@@ -194,39 +194,38 @@ def summary(graph: Graph, x: Any, widths: tuple[int, ...] = (16, 12)) -> list[di
              **{f"{bits}_bit": found[bits][name] for bits in widths}} for name in proven]
 
 
+REACH = 255  # the widest |x - zp| of an int8 input: what fit_width's rows are bounded for
+
+
 def fit_width(q: Graph, float_graph: Graph, bits: int) -> Graph:
-    """A copy of int8 Graph ``q`` (quantized from ``float_graph``) whose every conv/linear
-    layer ``required_bits`` proves safe at ``bits``: a layer that needs more gets coarser
-    weight scales, per output channel, until ``sum_j |w_j| * max|x - zp|`` fits, as A2Q
-    (accumulator-aware quantization) bounds a row's L1 norm; the bias is requantized to the
-    new scales. Post-training only: the coarser weights cost accuracy that fine-tuning with
-    the same bound would win back (not done here)."""
+    """A copy of int8 Graph ``q`` (quantized from ``float_graph``) whose every int8 conv/linear
+    layer ``required_bits`` proves safe at ``bits`` for any int8 input, as A2Q
+    (accumulator-aware quantization) bounds each row's L1 norm: per output channel the scale
+    ``max(max|w| / 127, sum|w| * 255 / (2^(bits-1) - 1))`` and codes rounded toward zero, so
+    ``sum|q| * 255`` fits; the bias is requantized to the new scales. Every such layer is
+    requantized this way (the codes ``qat.AccumulatorQuant`` trains), and
+    ``metadata["accumulator_bits"]`` records ``bits``; ``narrow`` then runs them at it."""
     import copy
 
     from edgekit.errors import EdgekitError
     from edgekit.graph import QuantParams
 
+    if type(bits) is not int or bits not in WIDTHS:
+        raise EdgekitError(f"fit_width takes {WIDTHS.start}..{WIDTHS.stop - 1} bits, not {bits!r}")
     g = copy.deepcopy(q)
-    limit = 2 ** (bits - 1) - 1
-    proven = required_bits(g)
+    room = (2 ** (bits - 1) - 1) / REACH
     for node in _layers(g):
-        if proven[node.outputs[0]] <= bits or g.tensors[node.inputs[1]].dtype != "int8":
+        if g.tensors[node.inputs[1]].dtype != "int8":
             continue  # packed int4/ternary rows keep their codes (the check below names them)
-        _, dlo, dhi = _rows(g, node)
-        reach = max(abs(dlo), abs(dhi))
         w = float_graph.params[node.inputs[1]].astype(np.float64)
-        rows = w.reshape(len(w), -1)
-        room = limit / reach - rows.shape[1] / 2  # sum|rint(w/s)| <= sum|w|/s + R/2
-        if room <= 0:
-            raise EdgekitError(f"layer {node.outputs[0]!r}: {rows.shape[1]} weights times inputs "
-                               f"up to {reach} cannot fit a {bits}-bit accumulator")
-        wq, bq = g.tensors[node.inputs[1]].quant, g.tensors[node.inputs[2]].quant
+        rows = np.abs(w.reshape(len(w), -1))
+        s = np.maximum(rows.max(1) / 127, rows.sum(1) / room)
+        s = np.where(s > 0, s, 1.0).astype(np.float32).astype(np.float64)
+        bq = g.tensors[node.inputs[2]].quant
         s_in = g.tensors[node.inputs[0]].quant.scale[0]
-        s = np.maximum(np.array(wq.scale, np.float64), np.abs(rows).sum(1) / room)
-        s = np.broadcast_to(s, (len(w),)).astype(np.float32).astype(np.float64)
         bias = np.array(g.params[node.inputs[2]], np.float64) * np.array(bq.scale, np.float64)
         per_row = s.reshape(-1, *[1] * (w.ndim - 1))
-        g.params[node.inputs[1]] = np.clip(np.rint(w / per_row), -127, 127).astype(np.int8)
+        g.params[node.inputs[1]] = np.clip(np.trunc(w / per_row), -127, 127).astype(np.int8)
         g.params[node.inputs[2]] = np.rint(bias / (s_in * s)).astype(np.int32)
         g.tensors[node.inputs[1]].quant = QuantParams([float(v) for v in s], [0] * len(s), 0)
         g.tensors[node.inputs[2]].quant = QuantParams([float(np.float32(s_in * v)) for v in s],

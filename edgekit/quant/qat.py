@@ -24,7 +24,7 @@ from torch.nn.utils import parametrize
 from edgekit.errors import EdgekitError
 from edgekit.numerics import formats
 
-SCHEMES = ("int4", "ternary")
+SCHEMES = ("int4", "ternary", "int8")  # int8: with accumulator_bits, A2Q's bounded rows
 LAYERS = (nn.Conv1d, nn.Conv2d, nn.Linear)
 
 
@@ -49,21 +49,51 @@ class FakeQuant(nn.Module):
         return w + (q.reshape(w.shape) - w).detach()
 
 
+class AccumulatorQuant(nn.Module):
+    """int8 weight rows whose codes fit an accumulator of ``bits`` for any int8 input
+    (``quant.accumulators.fit_width``, A2Q): scale ``max(max|w| / 127, sum|w| * 255 /
+    (2^(bits-1) - 1))`` per output channel, codes rounded toward zero, so ``sum|q| * 255``
+    stays within the accumulator; straight-through backward."""
+
+    def __init__(self, bits: int):
+        super().__init__()
+        self.room = (2 ** (bits - 1) - 1) / 255
+
+    def forward(self, w: torch.Tensor) -> torch.Tensor:
+        rows = w.reshape(w.shape[0], -1)
+        scale = torch.maximum(rows.abs().amax(1, keepdim=True) / 127,
+                              rows.abs().sum(1, keepdim=True) / self.room)
+        scale = scale.clamp_min(formats.TERNARY_TINY)
+        q = torch.clamp(torch.trunc(rows / scale), -127, 127) * scale
+        return w + (q.reshape(w.shape) - w).detach()
+
+
 def fake_quantized(model: nn.Module, scheme: str, group_size: int | None = None,
-                   formats: dict[str, str] | None = None) -> nn.Module:
+                   formats: dict[str, str] | None = None,
+                   accumulator_bits: int | None = None) -> nn.Module:
     """A copy of ``model`` whose conv/linear weights go through ``FakeQuant``: in ``scheme``,
     or in ``formats[name]`` for the weights it names (``"<module path>.weight"``, which is
-    also the weight's name in the Graph ``edgekit.from_torch`` makes)."""
-    formats = formats or {}
+    also the weight's name in the Graph ``edgekit.from_torch`` makes); ``"fp16"`` there
+    leaves a weight float (BitNet keeps the first and last layers in high precision; stored
+    as float16 by ``quantize(scheme="mixed")``). ``"int8"`` takes
+    ``accumulator_bits`` (``AccumulatorQuant``) and applies to every layer."""
+    formats = dict(formats or {})
+    kept = {name for name, f in formats.items() if f == "fp16"}  # trained in float32
+    formats = {name: f for name, f in formats.items() if name not in kept}
+    if (scheme == "int8") != (accumulator_bits is not None) or (formats and scheme == "int8"):
+        raise EdgekitError("accumulator_bits= goes with scheme 'int8' (every layer), and "
+                           "scheme 'int8' with accumulator_bits=")
     for name in (scheme, *formats.values()):
-        if name not in SCHEMES:
-            raise EdgekitError(f"quantization-aware training takes {', '.join(SCHEMES)}, not "
-                               f"{name!r}")
+        if name not in (SCHEMES if name == scheme else ("int4", "ternary")):
+            raise EdgekitError(f"quantization-aware training takes {', '.join(SCHEMES)} (a "
+                               f"layer of formats=: int4, ternary or fp16), not {name!r}")
     student = copy.deepcopy(model)
     for path, module in student.named_modules():
-        if isinstance(module, LAYERS):
+        if isinstance(module, LAYERS) and f"{path}.weight" not in kept:
             chosen = formats.get(f"{path}.weight", scheme)
-            parametrize.register_parametrization(module, "weight", FakeQuant(chosen, group_size))
+            quantizer = (AccumulatorQuant(accumulator_bits) if scheme == "int8"
+                         else FakeQuant(chosen, group_size))
+            parametrize.register_parametrization(module, "weight", quantizer)
     return student
 
 
@@ -84,7 +114,8 @@ def train(model: nn.Module, x: np.ndarray, y: np.ndarray, scheme: str, *, epochs
           lr: float = 3e-3, batch_size: int = 64, group_size: int | None = None,
           teacher: nn.Module | None = None, temperature: float = 4.0, alpha: float = 0.5,
           probabilities: bool = False, seed: int = 0,
-          formats: dict[str, str] | None = None) -> nn.Module:
+          formats: dict[str, str] | None = None,
+          accumulator_bits: int | None = None) -> nn.Module:
     """Fine-tune a copy of the trained float ``model`` with its weights in ``scheme`` (QAT);
     with a ``teacher`` (the float model, usually), distil: the loss is ``alpha`` times the
     KL divergence to the teacher's outputs softened by ``temperature`` (times T^2, Hinton et
@@ -92,9 +123,11 @@ def train(model: nn.Module, x: np.ndarray, y: np.ndarray, scheme: str, *, epochs
     end in a softmax (the Keras MLPerf ones), so their logs are the logits. Returns the
     student with its float master weights, in eval mode. ``formats`` gives some weights
     another scheme (``fake_quantized``; ``quantize(scheme="mixed", formats=...)`` stores the
-    same)."""
+    same). ``scheme="int8", accumulator_bits=n`` trains rows that fit an n-bit accumulator
+    (``AccumulatorQuant``; ``accumulators.fit_width`` of the int8 Graph stores the same
+    codes)."""
     torch.manual_seed(seed)
-    student = fake_quantized(model, scheme, group_size, formats).train()
+    student = fake_quantized(model, scheme, group_size, formats, accumulator_bits).train()
     xt, yt = torch.from_numpy(x), torch.from_numpy(y)
     opt = torch.optim.Adam(student.parameters(), lr=lr)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, epochs)
