@@ -464,8 +464,12 @@ def cmd_finetune(args: argparse.Namespace) -> None:
     def report(r: dict) -> None:
         if not args.json:
             print(f"epoch {r['epoch']}: loss {r['loss']:.4f}, train accuracy {r['accuracy']:.2%}"
-                  f", lr {r['lr']:.3g}, {r['seconds']:.1f}s", flush=True)
+                  f", lr {r['lr']:.3g}" + (f", {r['seconds']:.1f}s" if "seconds" in r else
+                                           f", {r['head_instructions']:,.0f} instructions per "
+                                           "sample in the head"), flush=True)
 
+    if args.target:
+        return finetune_board(args, graph, x, y, report)
     tuned, history = finetune(
         graph, x, y, rule=args.rule, epochs=args.epochs, lr=args.lr, batch_size=args.batch_size,
         layers=layers, seed=args.seed, online=args.online, norm=args.norm,
@@ -479,6 +483,31 @@ def cmd_finetune(args: argparse.Namespace) -> None:
     mem = history["memory"]
     print(f"wrote {args.out}; training memory ({args.rule}, batch {mem['batch']}): "
           f"{mem['total']:,} B, of which activations {mem['activations']:,} B")
+
+
+def finetune_board(args: argparse.Namespace, graph, x, y, report) -> None:
+    """``edgekit finetune --target mcu:...``: the head trains on the board
+    (``edgekit.learn.board``): backprop, the frozen backbone int8, the head in float."""
+    from edgekit.console import progress
+    from edgekit.learn.board import finetune_on_board
+
+    if args.rule != "bp" or args.norm or args.resume:
+        raise EdgekitError("on the board the head trains with backprop (--rule bp), without "
+                           "--norm or --resume")
+    tuned, history = finetune_on_board(
+        graph, x, y, args.target, layers="head" if args.layers == "all" else
+        (int(args.layers) if args.layers.isdigit() else args.layers),
+        epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, seed=args.seed,
+        online=args.online, timeout=args.timeout,
+        progress=lambda epochs: progress(epochs, desc="finetune (bp, on the board)"),
+        on_epoch=report)
+    tuned.save(args.out)
+    if args.json:
+        print(json.dumps({"out": str(args.out), **history}, indent=1, default=float))
+        return
+    mem, image = history["memory"], history["image"]
+    print(f"wrote {args.out}; trained on {args.target}: image {image['flash_bytes']:,} B flash, "
+          f"{image['ram_bytes']:,} B RAM, of which training buffers {mem['training']:,} B")
 
 
 def cmd_memory(args: argparse.Namespace) -> None:
@@ -648,7 +677,11 @@ def build_parser() -> argparse.ArgumentParser:
     ft.add_argument("--epochs", type=int, default=5)
     ft.add_argument("--lr", type=float, help="learning rate (default: the rule's own)")
     ft.add_argument("--batch-size", type=int, default=32)
-    ft.add_argument("--layers", default="all", help="all, head, or the last N layers")
+    ft.add_argument("--layers", default="all",
+                    help="all, head, or the last N layers (on a board: head unless N)")
+    ft.add_argument("--target", help="mcu:qemu[:core] or mcu:PORT: train the head on the board "
+                                     "over its frozen int8 backbone (--rule bp)")
+    ft.add_argument("--timeout", type=float, help=TIMEOUT_HELP)
     ft.add_argument("--seed", type=int, default=0)
     ft.add_argument("--online", action="store_true", help="one sample at a time, in order")
     ft.add_argument("--norm", action="store_true",

@@ -24,6 +24,13 @@ u32 offset, u16 length) reads it in chunks. Every request that computes is first
 INFER_PATH (an anytime model, ``converters.to_c_anytime``): u16 path index in the model's
 sub-network table, then as INFER; the reply is INFER's, with the ticks of that path's steps
 only. A firmware built before it answers error 3 (unknown command); the host says to rebuild.
+
+TRAIN_CONFIG..TRAIN_INFER (0x0B..0x0F; a model with a trainable float head over its int8
+backbone, ``converters.to_c_train``, ``edgekit.learn.board``): TRAIN_CONFIG sets the optimizer
+and clears the training state; TRAIN_STEP (u32 index, flags, label, mini-batch count, lr, then
+the inputs as INFER) trains on one sample, and a repeated index is answered, not applied
+again; TRAIN_READ/TRAIN_WRITE move the head's float32 weights in chunks; TRAIN_INFER gives the
+head's logits. A firmware without a trainable head answers error 3 (unknown command).
 """
 
 from __future__ import annotations
@@ -55,6 +62,11 @@ class Cmd(IntEnum):
     LOAD = 0x08  # protocol 3: write a chunk of the inputs
     READ = 0x09  # protocol 3: read a chunk of the outputs or of a step's output
     INFER_PATH = 0x0A  # an anytime model's path: the firmware runs only that path's steps
+    TRAIN_CONFIG = 0x0B  # a trainable head's optimizer; clears its training state
+    TRAIN_STEP = 0x0C  # one sample's forward, backward and (a mini-batch's last) update
+    TRAIN_READ = 0x0D  # a chunk of the head's float32 weights
+    TRAIN_WRITE = 0x0E  # write a chunk of them
+    TRAIN_INFER = 0x0F  # the backbone and the float head: logits
     ACK = 0x7E  # protocol 3: sent by the board when it starts computing a request
     ERROR = 0x7F
 

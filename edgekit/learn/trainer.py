@@ -104,9 +104,8 @@ def finetune(graph: Graph, x: np.ndarray, y: np.ndarray, rule: str = "lls", epoc
         history = _load(path, config, params, buffers, opt)
     for epoch in progress(range(len(history), epochs)):
         start = time.perf_counter()
-        rate = lr if schedule == "constant" else lr * (1 + math.cos(math.pi * epoch / epochs)) / 2
-        order = (np.arange(len(y)) if online
-                 else np.random.default_rng([seed, _SHUFFLE, epoch]).permutation(len(y)))
+        rate = epoch_rate(lr, schedule, epoch, epochs)
+        order = epoch_order(seed, epoch, len(y), online)
         total = correct = 0.0
         for b, first in enumerate(range(0, len(y), batch_size)):
             idx = order[first:first + batch_size]
@@ -132,6 +131,18 @@ def finetune(graph: Graph, x: np.ndarray, y: np.ndarray, rule: str = "lls", epoc
             on_epoch(record)
     memory = training_memory(blocks, rule, batch_size, opt.state_bytes(params), learner.state)
     return to_graph(graph, blocks), {"rule": rule, "epochs": history, "memory": memory}
+
+
+def epoch_rate(lr: float, schedule: str, epoch: int, epochs: int) -> float:
+    """The learning rate of (0-based) ``epoch``: constant, or cosine-annealed from ``lr``."""
+    return lr if schedule == "constant" else lr * (1 + math.cos(math.pi * epoch / epochs)) / 2
+
+
+def epoch_order(seed: int, epoch: int, n: int, online: bool) -> np.ndarray:
+    """The order of the ``n`` samples in ``epoch``: as given (online), else shuffled by
+    (seed, epoch). A learner elsewhere (the board, ``learn.board``) visits them so too."""
+    return (np.arange(n) if online
+            else np.random.default_rng([seed, _SHUFFLE, epoch]).permutation(n))
 
 
 @dataclass

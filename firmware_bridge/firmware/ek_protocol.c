@@ -7,6 +7,7 @@
 #include "ek_board.h"
 #include "ek_model.h"
 #include "ek_protocol.h"
+#include "ek_train.h"
 
 #define EK_FIRMWARE_VERSION "edgekit-fw 0.1"
 
@@ -227,6 +228,25 @@ static void read_result(uint8_t seq, const uint8_t *data, uint32_t n) {
     send(EK_READ | EK_REPLY, seq, tx, len);
 }
 
+#ifdef EK_TRAIN
+/* The backbone pass of a training command (ek_train_serve.c): the inputs as INFER takes them,
+ * then every step; its ticks, or -1 when the inputs were refused (and answered). */
+static int64_t run_backbone(uint8_t seq, uint8_t *data, uint32_t n) {
+    if (!take_inputs(seq, data, n)) return -1;
+    uint64_t start = board_ticks();
+    for (uint16_t s = 0; s < ek_model.n_steps; s++) ek_model.run_step(s);
+    held = ek_model.n_steps - 1;
+    return (int64_t)(board_ticks() - start);
+}
+
+static void train(uint8_t type, uint8_t seq, uint8_t *data, uint32_t n) {
+    const char *why = "";
+    int32_t len = ek_train_command(type, seq, data, n, tx, run_backbone, &why);
+    if (len >= 0) send(type | EK_REPLY, seq, tx, (uint32_t)len);
+    else if (len != EK_TRAIN_ANSWERED) send_error(seq, (uint8_t)-len, why);
+}
+#endif
+
 /* STATS reply: the model's counters of the last inference, u32 each (none for int8 models). */
 static void stats(uint8_t seq) {
     for (uint16_t i = 0; i < ek_model.n_stats; i++) put32(tx + 4 * i, ek_model.stats[i]);
@@ -240,6 +260,10 @@ static void dispatch(uint8_t type, uint8_t seq, uint8_t *payload, uint32_t n) {
     case EK_INFER: infer(seq, payload, n); break;
     case EK_INFER_LAYERS: infer_layers(seq, payload, n); break;
     case EK_INFER_PATH: infer_path(seq, payload, n); break;
+#ifdef EK_TRAIN  /* a model with a trainable head: converters/to_c_train.py */
+    case EK_TRAIN_CONFIG: case EK_TRAIN_STEP: case EK_TRAIN_READ: case EK_TRAIN_WRITE:
+    case EK_TRAIN_INFER: train(type, seq, payload, n); break;
+#endif
     case EK_STATS: stats(seq); break;
     case EK_LOAD: load(seq, payload, n); break;
     case EK_READ: read_result(seq, payload, n); break;

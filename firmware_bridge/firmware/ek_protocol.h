@@ -19,6 +19,8 @@ enum {
     EK_HELLO = 0x01, EK_PING = 0x02, EK_INFER = 0x03, EK_INFER_LAYERS = 0x04, EK_RESET = 0x05,
     EK_SHUTDOWN = 0x06, EK_STATS = 0x07, EK_LOAD = 0x08, EK_READ = 0x09,
     EK_INFER_PATH = 0x0A,  /* an anytime model's path (ek_anytime.h) */
+    EK_TRAIN_CONFIG = 0x0B, EK_TRAIN_STEP = 0x0C, EK_TRAIN_READ = 0x0D, EK_TRAIN_WRITE = 0x0E,
+    EK_TRAIN_INFER = 0x0F,  /* a model with a trainable head (ek_train.h) */
     EK_REPLY = 0x80,
     EK_ACK = 0x7E, EK_ERROR = 0x7F,
 };
