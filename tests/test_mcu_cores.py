@@ -88,8 +88,9 @@ def assert_image_sits_where_its_profile_says(core, elf):
 def kernels_graph():
     """An int8 Graph over every shape case of the per-core kernels: 3x3 and 1x1 convolutions
     with depths and channel and pixel counts that leave remainders (of 2, 4 and 16), strided,
-    grouped and dilated ones, depthwise 3x3 at strides 1 and 2 and dilated, 5x3 depthwise, and
-    fully connected layers with odd widths; then average pool and add."""
+    grouped and dilated ones, depthwise 3x3 at strides 1 and 2, dilated and on rows longer than
+    a block of outputs (81), 5x3 depthwise, and fully connected layers with odd widths; then
+    average pool and add."""
     torch = pytest.importorskip("torch")
     from torch import nn
 
@@ -101,6 +102,7 @@ def kernels_graph():
             self.dw2 = nn.Conv2d(7, 7, 3, stride=2, padding=1, groups=7)
             self.dwd = nn.Conv2d(7, 7, 3, padding=2, dilation=2, groups=7)
             self.dw53 = nn.Conv2d(7, 7, (5, 3), padding=(2, 1), groups=7)
+            self.dwwide = nn.Conv2d(7, 7, 3, padding=1, groups=7)           # rows of 81
             self.pw = nn.Conv2d(7, 18, 1)                                    # depth 7
             self.c3s = nn.Conv2d(18, 5, 3, stride=2, padding=1)             # depth 162
             self.grp = nn.Conv2d(18, 6, 3, padding=1, groups=3)
@@ -109,7 +111,8 @@ def kernels_graph():
 
         def forward(self, x):
             a = torch.relu(self.c3(x))
-            b = self.dw(a) + self.dwd(a) + self.dw53(a)
+            wide = self.dwwide(a.reshape(1, 7, 1, 81)).reshape(1, 7, 9, 9)
+            b = self.dw(a) + self.dwd(a) + self.dw53(a) + wide
             c = torch.relu(self.pw(nn.functional.avg_pool2d(self.dw2(b), 2, 1, 1)))
             d = self.c3s(c + torch.cat([torch.relu(self.grp(c))] * 3, 1))
             return self.fc2(torch.relu(self.fc1(d.flatten(1))))

@@ -31,19 +31,24 @@ static inline int32_t ek_mulhr(int32_t a, int32_t b) {
 #endif
 }
 
-/* MultiplyByQuantizedMultiplier. Where |acc << left| < 2^30 (every accumulator of a real
- * layer), a shorter form with the same result: SRDHM(x, m) = floor((x m + 2^30) / 2^31) (what
- * TFLite's sign-dependent nudge and truncating division come to) = (2x m + 2^31) >> 32, and
- * rounding half away from zero by 2^n is floor((r + 2^(n-1) - [r < 0]) / 2^n); neither
- * overflows there. Elsewhere the reference form. */
-static inline int32_t ek_mbqm(int32_t acc, int32_t m, int32_t shift) {
-    int left = shift > 0 ? shift : 0, right = shift < 0 ? -shift : 0;
+/* MultiplyByQuantizedMultiplier with the shift split into its left and right parts. Where
+ * |acc << left| < 2^30 (every accumulator of a real layer), a shorter form with the same
+ * result: SRDHM(x, m) = floor((x m + 2^30) / 2^31) (what TFLite's sign-dependent nudge and
+ * truncating division come to) = (2x m + 2^31) >> 32, and rounding half away from zero by 2^n
+ * is floor((r + 2^(n-1) - [r < 0]) / 2^n); neither overflows there. Elsewhere the reference
+ * form. Loops over one channel call it with left and right invariant (and right known to be
+ * positive where they test it first), so the compiler keeps both out of the loop. */
+static inline int32_t ek_mbqm_lr(int32_t acc, int32_t m, int32_t left, int32_t right) {
     const int32_t x = (int32_t)((uint32_t)acc << left);
     if (__builtin_expect((uint32_t)x + 0x40000000u < 0x80000000u, 1)) {
         const int32_t r = ek_mulhr(x * 2, m);
         return right ? (r + (1 << (right - 1)) + (r >> 31)) >> right : r;
     }
     return ek_rdbpot(ek_srdhm(x, m), right);
+}
+
+static inline int32_t ek_mbqm(int32_t acc, int32_t m, int32_t shift) {
+    return ek_mbqm_lr(acc, m, shift > 0 ? shift : 0, shift < 0 ? -shift : 0);
 }
 
 static inline int32_t ek_clamp(int32_t v, int32_t lo, int32_t hi) {

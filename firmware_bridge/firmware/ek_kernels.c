@@ -20,6 +20,23 @@ static inline int8_t ek_rq(int32_t acc, const ek_rq_t *q) {
     return ek_requantize(acc, q->mult, q->shift, q->zp, q->lo, q->hi);
 }
 
+/* y[i] = ek_rq(acc[i] + bias, q) for i < n: a pass of its own (and a function of its own), so
+ * one channel's constants stay in registers; kernels whose multiply-accumulate loops need all
+ * the registers fill acc first. */
+__attribute__((noinline))
+static void ek_rq_run(const int32_t *acc, int32_t n, int32_t bias, const ek_rq_t *q,
+                      int8_t *y) {
+    const int32_t m = q->mult, zp = q->zp, lo = q->lo, hi = q->hi;
+    const int32_t left = q->shift > 0 ? q->shift : 0, right = q->shift < 0 ? -q->shift : 0;
+    if (right > 0) {
+        for (int32_t i = 0; i < n; i++)
+            y[i] = (int8_t)ek_clamp(ek_mbqm_lr(acc[i] + bias, m, left, right) + zp, lo, hi);
+    } else {
+        for (int32_t i = 0; i < n; i++)
+            y[i] = (int8_t)ek_clamp(ek_mbqm_lr(acc[i] + bias, m, left, 0) + zp, lo, hi);
+    }
+}
+
 /* The scratch ``col`` (edgekit.ops.conv.scratch_bytes says how large) at an 8-byte boundary. */
 static inline void *ek_aligned(int8_t *p) {
     return (void *)(((uintptr_t)p + 7u) & ~(uintptr_t)7u);
@@ -366,33 +383,44 @@ static void ek_dw_row(const ek_conv_t *p, const int8_t *const *rows, const int8_
     }
 }
 #elif defined(EK_DSP)
-/* 3x3, stride 1, no dilation: two outputs per step. A word r0..r3 of each row splits by SXTB16
+/* 3x3, stride 1, no dilation: two outputs per step, in two passes per block of EK_DW_BLOCK
+ * outputs (so neither pass runs out of registers: the MAC pass keeps the nine weights in five,
+ * the requantization pass one channel's constants). A word r0..r3 of each row splits by SXTB16
  * into (r0, r2) and (r1, r3); with the row's weights as (w0, w2) and w1, output ox is
- * SMLAD((r0, r2), (w0, w2)) + SMLABB(r1, w1) and output ox + 1 SMLAD((r1, r3), (w0, w2)) +
- * SMLATB(r2, w1): seven instructions for six multiply-adds. */
+ * SMLAD((r0, r2), (w0, w2)) + r1 * w1 (SMLABB) and output ox + 1 SMLAD((r1, r3), (w0, w2)) +
+ * r2 * w1 (SMLATB): seven instructions for six multiply-adds. The middle weights of the first
+ * two rows share a word (SMLAxT reads its top half); the bias is added on requantization. */
+#define EK_DW_BLOCK 32
+
+static inline uint32_t ek_pack16(int32_t lo, int32_t hi) {
+    return (uint32_t)(uint16_t)lo | (uint32_t)(uint16_t)hi << 16;
+}
+
 static void ek_dw_row(const ek_conv_t *p, const int8_t *const *rows, const int8_t *wc,
                       int32_t bias, const ek_rq_t *q, int8_t *y) {
     if (p->kh != 3 || p->kw != 3 || p->sw != 1 || p->dw != 1) {
         ek_dw_row_scalar(p, rows, wc, bias, q, y);
         return;
     }
-    const int8_t *r0 = rows[0], *r1 = rows[1], *r2 = rows[2];
-    const uint32_t w02a = (uint16_t)wc[0] | (uint32_t)(uint16_t)wc[2] << 16;
-    const uint32_t w02b = (uint16_t)wc[3] | (uint32_t)(uint16_t)wc[5] << 16;
-    const uint32_t w02c = (uint16_t)wc[6] | (uint32_t)(uint16_t)wc[8] << 16;
-    const int32_t w1a = wc[1], w1b = wc[4], w1c = wc[7], ow = p->ow;
-    for (int32_t ox = 0; ox < ow; ox += 2) {
-        uint32_t v = ek_read4(r0 + ox), e = ek_sxtb16(v), o = ek_sxtb16_ror8(v);
-        int32_t a0 = ek_smlabb(o, w1a, ek_smlad(e, w02a, bias));
-        int32_t a1 = ek_smlatb(e, w1a, ek_smlad(o, w02a, bias));
-        v = ek_read4(r1 + ox), e = ek_sxtb16(v), o = ek_sxtb16_ror8(v);
-        a0 = ek_smlabb(o, w1b, ek_smlad(e, w02b, a0));
-        a1 = ek_smlatb(e, w1b, ek_smlad(o, w02b, a1));
-        v = ek_read4(r2 + ox), e = ek_sxtb16(v), o = ek_sxtb16_ror8(v);
-        a0 = ek_smlabb(o, w1c, ek_smlad(e, w02c, a0));
-        a1 = ek_smlatb(e, w1c, ek_smlad(o, w02c, a1));
-        y[ox] = ek_rq(a0, q);
-        if (ox + 1 < ow) y[ox + 1] = ek_rq(a1, q);
+    const uint32_t w02a = ek_pack16(wc[0], wc[2]), w02b = ek_pack16(wc[3], wc[5]);
+    const uint32_t w02c = ek_pack16(wc[6], wc[8]), w1ab = ek_pack16(wc[1], wc[4]);
+    const int32_t w1c = wc[7], ow = p->ow;
+    int32_t acc[EK_DW_BLOCK];
+    for (int32_t ox = 0; ox < ow; ox += EK_DW_BLOCK) {
+        const int32_t n = ow - ox < EK_DW_BLOCK ? ow - ox : EK_DW_BLOCK;
+        const int8_t *r0 = rows[0] + ox, *r1 = rows[1] + ox, *r2 = rows[2] + ox;
+        for (int32_t *a = acc, *end = acc + n; a < end; a += 2, r0 += 2, r1 += 2, r2 += 2) {
+            uint32_t v = ek_read4(r0), e = ek_sxtb16(v), o = ek_sxtb16_ror8(v);
+            int32_t a0 = ek_smlabb(o, (int32_t)w1ab, ek_smuad(e, w02a));
+            int32_t a1 = ek_smlatb(e, (int32_t)w1ab, ek_smuad(o, w02a));
+            v = ek_read4(r1), e = ek_sxtb16(v), o = ek_sxtb16_ror8(v);
+            a0 = ek_smlabt(o, w1ab, ek_smlad(e, w02b, a0));
+            a1 = ek_smlatt(e, w1ab, ek_smlad(o, w02b, a1));
+            v = ek_read4(r2), e = ek_sxtb16(v), o = ek_sxtb16_ror8(v);
+            a[0] = ek_smlabb(o, w1c, ek_smlad(e, w02c, a0));
+            a[1] = ek_smlatb(e, w1c, ek_smlad(o, w02c, a1));
+        }
+        ek_rq_run(acc, n, bias, q, y + ox);
     }
 }
 #else
@@ -400,7 +428,8 @@ static void ek_dw_row(const ek_conv_t *p, const int8_t *const *rows, const int8_
 #endif
 
 /* The ring's slot for padded input row r (r >= -pt), filled from the input (or the zero point
- * above and below it). */
+ * above and below it). The side padding is a few bytes: stored in place (volatile keeps the
+ * compiler from turning the loops back into memset calls, which cost more than they store). */
 static void ek_dw_fill(const ek_conv_t *p, const int8_t *plane, int32_t r, int8_t *slot,
                        int32_t width) {
     const int8_t zp = (int8_t)p->in_zp;
@@ -410,9 +439,10 @@ static void ek_dw_fill(const ek_conv_t *p, const int8_t *plane, int32_t r, int8_
     }
     const int32_t left = p->pl < width ? p->pl : width;
     const int32_t body = p->w < width - left ? p->w : width - left;
-    memset(slot, zp, (size_t)left);
-    memcpy(slot + left, plane + r * p->w, (size_t)body);
-    memset(slot + left + body, zp, (size_t)(width - left - body));
+    int8_t *end = slot + width;
+    for (int8_t *pad = slot + left; slot < pad; slot++) *(volatile int8_t *)slot = zp;
+    memcpy(slot, plane + r * p->w, (size_t)body);
+    for (slot += body; slot < end; slot++) *(volatile int8_t *)slot = zp;
 }
 
 __attribute__((noinline))
@@ -428,11 +458,14 @@ static void ek_depthwise(const ek_conv_t *p, int8_t *scratch, const int8_t *x, i
         int32_t loaded = -p->pt - 1;  /* the last padded row in the ring */
         for (int32_t oy = 0; oy < p->oh; oy++, y += p->ow) {
             const int32_t top = oy * p->sh - p->pt;
-            for (int32_t r = loaded + 1 > top ? loaded + 1 : top; r < top + span; r++)
-                ek_dw_fill(p, x, r, ring + (r + p->pt) % span * stride, width);
+            int32_t slot = (top + p->pt) % span;  /* row top's slot; the next ones follow */
+            for (int32_t r = top, s = slot; r < top + span; r++, s = s + 1 < span ? s + 1 : 0)
+                if (r > loaded) ek_dw_fill(p, x, r, ring + s * stride, width);
             loaded = top + span - 1;
-            for (int32_t ky = 0; ky < kh; ky++)
-                rows[ky] = ring + (top + ky * dh + p->pt) % span * stride;
+            for (int32_t ky = 0; ky < kh; ky++) {
+                rows[ky] = ring + slot * stride;
+                slot = slot + dh < span ? slot + dh : slot + dh - span;
+            }
             ek_dw_row(p, rows, wc, p->bias[c], &q, y);
         }
     }

@@ -51,6 +51,13 @@ static inline void ek_ldrd_post(const uint32_t **p, uint32_t *a, uint32_t *b) {
 static inline int32_t ek_smlatb(uint32_t a, int32_t b, int32_t acc) {
     return __smlatb((int32_t)a, b, acc);
 }
+static inline int32_t ek_smlabt(uint32_t a, uint32_t b, int32_t acc) {
+    return __smlabt((int32_t)a, (int32_t)b, acc);
+}
+static inline int32_t ek_smlatt(uint32_t a, uint32_t b, int32_t acc) {
+    return __smlatt((int32_t)a, (int32_t)b, acc);
+}
+static inline int32_t ek_smuad(uint32_t a, uint32_t b) { return __smuad(a, b); }
 #elif defined(EK_DSP)
 /* SXTB16: the halves are the sign-extended bytes 0 and 2. */
 static inline uint32_t ek_sxtb16(uint32_t v) {
@@ -76,6 +83,14 @@ static inline int32_t ek_smlabb(uint32_t a, int32_t b, int32_t acc) {
 static inline int32_t ek_smlatb(uint32_t a, int32_t b, int32_t acc) {
     return (int32_t)((uint32_t)acc + (uint32_t)((int16_t)(a >> 16) * (int16_t)b));
 }
+/* SMLABT / SMLATT: the bottom / top half of a times the top half of b; SMUAD: SMLAD from 0. */
+static inline int32_t ek_smlabt(uint32_t a, uint32_t b, int32_t acc) {
+    return ek_smlabb(a, (int32_t)(b >> 16), acc);
+}
+static inline int32_t ek_smlatt(uint32_t a, uint32_t b, int32_t acc) {
+    return ek_smlatb(a, (int32_t)(b >> 16), acc);
+}
+static inline int32_t ek_smuad(uint32_t a, uint32_t b) { return ek_smlad(a, b, 0); }
 #endif
 
 #if defined(EK_MVE) && defined(__ARM_FEATURE_MVE)
