@@ -22,10 +22,10 @@ tested on ``--kws-test`` (512) held-out examples of it. Each float model goes th
   alpha = 0.5). ``ternary+int4 dw``: QAT for ``--long-qat-epochs`` with the layers of at most
   9 weights a row (a one-channel first conv, depthwise convs) in int4 and the rest ternary,
   stored with ``scheme="mixed", formats=...``. ``ternary bitnet``: the same with the first
-  and last layers kept float (stored float16, as BitNet keeps them in high precision), lr 1e-3
-  and the float model as teacher. KWS trains ``--kws-qat-epochs`` and
-  ``--kws-long-qat-epochs`` instead (its epochs are 3x the digits' examples on a 30x larger
-  net: the committed defaults run end to end in about an hour on one core).
+  and last layers kept float (stored float16, as BitNet keeps them in high precision) and lr
+  1e-3 (on ds_cnn, 40 epochs: 90.8 %, where the float teacher gave 86.6 %). KWS trains
+  ``--kws-qat-epochs`` and ``--kws-long-qat-epochs`` instead (its epochs are 3x the digits'
+  examples on a 30x larger net: the committed defaults run end to end in about an hour).
 - ``int4_a8`` / ``ternary_a8``: int8 Graphs (int8 activations) whose conv/linear weights are
   int4 / ternary codes stored packed, what the microcontroller firmware runs (post-training,
   and ``... qat`` / ``... distil``: the QAT students above stored this way). ``flash``: the
@@ -91,7 +91,9 @@ def row(label: str, graph, x_test, y_test, device) -> dict:
     y = Executor(graph).run(x_test)
     counts = describe(graph, device)
     energy = sum(sum(layer_energy_pj(la, device).values()) for la in counts["layers"])
-    return {"format": label, "accuracy": float((y.argmax(-1) == y_test).mean()),
+    accuracy = float((y.argmax(-1) == y_test).mean())
+    print(f"  {label}: {100 * accuracy:.1f}%", flush=True)  # progress; the table follows
+    return {"format": label, "accuracy": accuracy,
             "bytes": int(sum(graph.tensors[p].nbytes for p in graph.params)),
             "energy_uj": energy / 1e6, "seconds": round(time.time() - t, 1)}
 
@@ -120,7 +122,7 @@ def narrow_rows(name: str, model, g, x, y, calib, xt, yt, device, epochs, probs)
             fitted = accumulators.fit_width(q, source, bits)
             rows.append(row(f"int8 acc{bits} {kind}", accumulators.narrow(fitted, bits), xt, yt,
                             device))
-            found = accumulators.overflows(fitted, xt, bits)
+            found = accumulators.overflows(fitted, xt, bits, batch=4)
             rows[-1].update(overflows=sum(c["saturate"] for c in found.values()),
                             values=sum(c["values"] for c in found.values()),
                             proven_bits=max(accumulators.required_bits(fitted).values()))
@@ -165,7 +167,7 @@ def network(name: str, args) -> list[dict]:
     names = weight_names(g)
     bitnet = {**narrow, names[0]: "fp16", names[-1]: "fp16"}
     for label, chosen, options in (("ternary+int4 dw", narrow, {}),
-                                   ("ternary bitnet", bitnet, {"lr": 1e-3, "teacher": model})):
+                                   ("ternary bitnet", bitnet, {"lr": 1e-3})):
         student = qat.train(model, x, y, "ternary", epochs=long, formats=chosen,
                             probabilities=probs, **options)
         stored = {n: chosen.get(n, "ternary") for n in names}
