@@ -226,15 +226,27 @@ def _board_missing() -> str | None:
 
 @pytest.mark.slow
 @pytest.mark.skipif(bool(_board_missing()), reason=f"MCU target unavailable: {_board_missing()}")
-def test_board_fine_tunes_the_head_as_the_host_learner(pretrained, digits):
-    """``edgekit finetune --target mcu:qemu:m4``'s path: the head trains on the emulated
-    Cortex-M4 over the serial link and the tuned Graph's head equals the host learner's
-    within float tolerance; the image's measured sizes stay within the fit check's count."""
+def test_board_fine_tunes_the_head_as_the_host_learner(tmp_path, capsys, pretrained, digits):
+    """``edgekit finetune --target mcu:qemu:m4``: the head trains on the emulated Cortex-M4
+    over the serial link and the tuned Graph's head equals the host learner's within float
+    tolerance; the image's measured sizes stay within the fit check's count."""
+    import json
+
+    import edgekit
+    from edgekit.cli import main
+
     x, y = digits
     x = np.roll(x.reshape(-1, 8, 8), 1, axis=2).reshape(len(x), -1)[:96]
     hyper = {**HYPER, "batch_size": 32}
-    tuned, history = board.finetune_on_board(pretrained, x, y[:96], "mcu:qemu:m4", layers=2,
-                                             optimizer="adam", **hyper)
+    model, npz, out = tmp_path / "m.ekm", tmp_path / "d.npz", tmp_path / "tuned.ekm"
+    pretrained.save(model)
+    np.savez(npz, x=x, y=y[:96])
+    capsys.readouterr()
+    assert main(["finetune", str(model), "--data", str(npz), "--target", "mcu:qemu:m4",
+                 "--rule", "bp", "--layers", "2", "--epochs", "2", "--lr", "0.01",
+                 "--batch-size", "32", "--out", str(out), "--json"]) == 0
+    history = json.loads(capsys.readouterr().out)
+    tuned = edgekit.load(out)
     s = board.split(pretrained, x, layers=2)
     reference, host = board.host_reference(s, x, y[:96], optimizer="adam", **hyper)
     on_board = [(tuned.params[b.weight_name], tuned.params[b.bias_name]) for b in s.head]
