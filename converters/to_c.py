@@ -262,24 +262,25 @@ def generate(graph: Graph) -> tuple[str, str, str]:
     return assemble(graph, *_walk(graph))
 
 
-def assemble(graph: Graph, w: _Writer, fp: Footprint, outputs: list | None = None,
+def assemble(graph: Graph, w: _Writer, fp: Footprint, spans: dict[str, list] | None = None,
              more: Sequence[str] = (), head: str = "", arena_bytes: int | None = None
              ) -> tuple[str, str, str]:
     """The sources of a walked Graph (``_walk``). A writer that adds to the model's code
-    (``to_c_exits``) passes ``outputs``, the (offset, size) spans INFER returns in place of
-    the graph outputs' (declared writable: its code may move them), ``more`` declarations after
-    the spans, ``head``, C run first in ``run_step``, and ``arena_bytes`` past the plan's."""
+    (``to_c_exits``) passes ``spans``, the (offset, size) spans of what the host sends
+    (``inputs``) or INFER returns (``outputs``) in place of the graph's (declared writable: its
+    code may move them), ``more`` declarations after the spans, ``head``, C run first in
+    ``run_step``, and ``arena_bytes`` past the plan's."""
     plan, offsets = w.plan, w.offsets
     arena = arena_bytes or plan.size
+    own = spans or {}
     spans = {
         "inputs": [(offsets[n], _itemsize(graph)(n) * _size(graph.tensors[n].shape))
                    for n in graph.inputs],
-        "outputs": outputs or [(offsets[n], _size(graph.tensors[n].shape))
-                               for n in graph.outputs],
+        "outputs": [(offsets[n], _size(graph.tensors[n].shape)) for n in graph.outputs],
         "steps": [(offsets[n.outputs[0]], _size(graph.tensors[n.outputs[0]].shape))
                   for n in graph.nodes],
-    }
-    span_decls = [f"static {'' if k == 'outputs' and outputs else 'const '}ek_span_t "
+    } | own
+    span_decls = [f"static {'' if k in own else 'const '}ek_span_t "
                   f"{k}[{len(v)}] = {{" + ", ".join(f"{{{o}, {s}}}" for o, s in v) + "};"
                   for k, v in spans.items()]
     body = "\n".join([
@@ -293,7 +294,7 @@ def assemble(graph: Graph, w: _Writer, fp: Footprint, outputs: list | None = Non
     source = body + "\n".join([
         "const ek_model_t ek_model = {",
         f'    .hash = "{digest}", .arena_bytes = {arena},',
-        f"    .n_inputs = {len(graph.inputs)}, .n_outputs = {len(spans['outputs'])}, "
+        f"    .n_inputs = {len(spans['inputs'])}, .n_outputs = {len(spans['outputs'])}, "
         f".n_steps = {len(graph.nodes)},",
         "    .inputs = inputs, .outputs = outputs, .steps = steps,",
         "    .arena = arena, .run_step = run_step,", "};", "",

@@ -13,6 +13,8 @@ and threshold are built from the host's own scores (``fixed_point``).
 What INFER returns (no protocol change: the firmware's outputs are the model's spans): one byte,
 the 1-based exit it stopped at, then that exit's (frames, classes) int8 log-posteriors (the
 span's offset moves to the accepted exit's output in the arena; the byte lives past the plan).
+With ``frontend`` the host sends audio instead of features: the board computes the log-mels in
+float (``firmware/ek_logmel.c``, within float32 rounding of numpy's) and quantizes them itself.
 """
 
 from __future__ import annotations
@@ -27,9 +29,10 @@ from . import to_c
 FUNCTION = "exit_decide"
 
 
-def generate(graph: Graph, policy) -> tuple[str, str, str]:
+def generate(graph: Graph, policy, frontend: bool = False) -> tuple[str, str, str]:
     """``(model.c, model.h, hash)`` of ``graph`` deciding with ``policy``
-    (``edgekit.speech.exits.Policy``) after each exit."""
+    (``edgekit.speech.exits.Policy``) after each exit; with ``frontend`` the board also
+    computes the features from audio (``audio_frontend``)."""
     from edgekit.quant.edge import dequantizer
     from edgekit.speech.exits import exits_of
 
@@ -63,8 +66,43 @@ def generate(graph: Graph, policy) -> tuple[str, str, str]:
             "outputs[1].offset = at; }",
             "}"]
     head = "    if (step == 0) exit_done = 0;\n    if (exit_done) return;"
-    outputs = [(decision, 1), (w.offsets[exits[0].output], frames * classes)]
-    return to_c.assemble(graph, w, fp, outputs, more, head, decision + 4)
+    spans = {"outputs": [(decision, 1), (w.offsets[exits[0].output], frames * classes)]}
+    arena = decision + 4
+    if frontend:
+        code, spans["inputs"], arena = audio_frontend(graph, w.offsets[graph.inputs[0]], arena)
+        more = [*code, *more]
+        head = "    if (step == 0) frontend();\n" + head
+    return to_c.assemble(graph, w, fp, spans, more, head, arena)
+
+
+def audio_frontend(graph: Graph, features_at: int, audio_at: int) -> tuple[list[str], list,
+                                                                           int]:
+    """C of ``frontend()``, which turns the audio the host sent into the model's int8 input
+    (``firmware/ek_logmel.c`` in float, then quantized as the host's edge does: half away
+    from zero), the input span (a u32 sample count, then 16-bit PCM up to the window's
+    samples, at ``audio_at`` past the plan) and the arena's new size."""
+    from edgekit.speech import frontend, logmel_c
+
+    info = graph.tensors[graph.inputs[0]]
+    if tuple(info.shape[1:]) != (frontend.MELS, frontend.FRAMES) or info.quant is None:
+        raise EdgekitError(f"the board's front-end makes ({frontend.MELS}, {frontend.FRAMES}) "
+                           f"int8 log-mels; the model takes {info.shape[1:]}")
+    size = 4 + 2 * frontend.MAX_SAMPLES
+    n = frontend.MELS * frontend.FRAMES
+    code = ['#include <math.h>', '#include "ek_logmel.h"', *logmel_c.declarations(),
+            f"static float features[{n}], fft_work[2 * EK_LOGMEL_FFT];",
+            "static void frontend(void) {",
+            f"    const uint8_t *at = (const uint8_t *)arena + {audio_at};",
+            "    uint32_t n = at[0] | at[1] << 8 | (uint32_t)at[2] << 16 | (uint32_t)at[3] << 24;",
+            f"    if (n > {frontend.MAX_SAMPLES}u) n = {frontend.MAX_SAMPLES}u;",
+            "    ek_logmel(&logmel, (const int16_t *)(at + 4), n, features, fft_work);",
+            f"    int8_t *q = arena + {features_at};",
+            f"    for (uint32_t i = 0; i < {n}u; i++) {{",
+            f"        float v = features[i] / {float(info.quant.scale[0])!r}f, "
+            "r = floorf(fabsf(v) + 0.5f);",
+            f"        int32_t k = (int32_t)(v < 0 ? -r : r) + {int(info.quant.zero_point[0])};",
+            "        q[i] = (int8_t)(k < -128 ? -128 : k > 127 ? 127 : k);", "    }", "}"]
+    return code, [(audio_at, size)], audio_at + size
 
 
 def _fixed_point(policy, values: np.ndarray, frames: int, classes: int) -> tuple[list, int]:

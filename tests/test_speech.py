@@ -3,6 +3,8 @@ runtime that stops at an exit, and the ``edgekit asr`` commands on a small corpu
 
 import json
 import shutil
+import tempfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -254,6 +256,94 @@ def test_the_board_evaluates_the_policy_and_stops_there(graph):
     assert len(counted) >= 2, counted  # the threshold splits the inputs between exits
     spans = [(min(c), max(c)) for _, c in sorted(counted.items())]
     assert all(a[1] < b[0] for a, b in zip(spans, spans[1:]))  # deeper exit, more instructions
+
+
+def _c_logmel():
+    """``firmware/ek_logmel.c`` compiled for this machine, called through ctypes: the board's
+    front-end code on the host's float32."""
+    import ctypes
+    import subprocess
+
+    from edgekit.firmware_bridge.build import FIRMWARE
+    from edgekit.speech import logmel_c
+
+    cc = shutil.which("cc") or shutil.which("gcc")
+    if cc is None:
+        pytest.skip("no C compiler on this machine")
+    lib_path = Path(tempfile.mkdtemp()) / "logmel.so"
+    subprocess.run([cc, "-O2", "-shared", "-fPIC", "-ffp-contract=off", "-o", str(lib_path),
+                    str(FIRMWARE / "ek_logmel.c"), "-lm"], check=True)
+    lib = ctypes.CDLL(str(lib_path))
+    tables = logmel_c.tables()
+    ptr = ctypes.c_void_p
+
+    class Params(ctypes.Structure):  # ek_logmel_t
+        _fields_ = [(f, ctypes.c_uint16) for f in ("window", "hop", "mels", "frames")] + [
+            (f, ptr) for f in tables] + [("floor", ctypes.c_float), ("scale", ctypes.c_float)]
+
+    params = Params(frontend.WINDOW, frontend.HOP, frontend.MELS, frontend.FRAMES,
+                    *[t.ctypes.data for t in tables.values()], 1e-6, 1 / frontend.SCALE)
+
+    def features(audio):
+        pcm = np.clip(np.round(audio * 32768.0), -32768, 32767).astype(np.int16)
+        out = np.zeros((frontend.MELS, frontend.FRAMES), np.float32)
+        work = np.zeros(1024, np.float32)
+        frames = lib.ek_logmel(ctypes.byref(params), pcm.ctypes.data_as(ptr),
+                               ctypes.c_uint32(len(pcm)), out.ctypes.data_as(ptr),
+                               work.ctypes.data_as(ptr))
+        return out, frames, tables
+
+    return features
+
+
+def test_the_c_front_end_matches_numpy():
+    """The board's log-mel front-end in float (ek_logmel.c) gives numpy's features within
+    float32 rounding: short, long and silent-tailed clips, tones and noise."""
+    c_features = _c_logmel()
+    rng = np.random.default_rng(8)
+    t = np.arange(frontend.MAX_SAMPLES) / frontend.SAMPLE_RATE
+    for n in (200, 400, 4001, 16000, frontend.MAX_SAMPLES):
+        audio = 0.3 * np.sin(2 * np.pi * rng.uniform(100, 3000) * t[:n]) * np.exp(-t[:n])
+        audio = (audio + rng.standard_normal(n) * 0.01 * rng.uniform(0, 1)).astype(np.float32)
+        audio = np.round(audio * 32768) / 32768  # what a 16-bit WAV holds
+        got, frames, _ = c_features(audio)
+        want = frontend.features(audio)
+        assert frames == max(1, 1 + (n - frontend.WINDOW) // frontend.HOP)
+        np.testing.assert_allclose(got, want, atol=2e-4)
+        assert not got[:, frames:].any()
+
+
+@pytest.mark.slow
+def test_the_board_computes_the_front_end_itself(graph):
+    """On a core with an FPU the host sends audio and the board computes the log-mels, quantizes
+    them and runs the model: the exit's log-posteriors are the host's on numpy's features up to
+    the few int8 inputs that float32 rounding moves across a rounding boundary."""
+    from edgekit.firmware_bridge.board import qemu_missing
+    from edgekit.firmware_bridge.build import toolchain_missing
+    from edgekit.speech.board import BoardExit
+
+    missing = toolchain_missing() or qemu_missing()
+    if missing:
+        pytest.skip(f"MCU target unavailable: {missing}")
+    import edgekit
+
+    rng = np.random.default_rng(9)
+    clips = [(0.2 * np.sin(np.arange(n) * rng.uniform(0.05, 0.5)) + 0.02 * rng.standard_normal(n))
+             .astype(np.float32) for n in (6000, frontend.MAX_SAMPLES)]
+    clips = [np.round(a * 32768) / 32768 for a in clips]
+    x = np.stack([frontend.features(a) for a in clips])
+    g8 = edgekit.quantize(graph, x)
+    host, board = EarlyExit(g8), BoardExit(g8, "mcu:qemu:m4", frontend=True)
+    try:
+        for audio, xi in zip(clips, x):
+            got = board.transcribe_audio(audio, Policy("exit", 2))
+            run = host.executor.staged(xi[None])
+            want = run.until(g8.outputs[1])[0]
+            assert got.exit == 2 and got.instructions > 0
+            diff = np.abs(board.last_log_probs - want)
+            assert diff.max() <= 0.25 and diff.mean() <= 0.01, (diff.max(), diff.mean())
+    finally:
+        board.close()
 
 
 def _has(module: str) -> bool:

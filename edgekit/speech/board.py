@@ -4,6 +4,8 @@ sends the features and reads back which exit the board stopped at, that exit's l
 and the instructions it took. Nothing is decided on the host: the board's exit is the answer.
 
 One image per policy (the policy's table and threshold are compiled in; builds are cached).
+With ``frontend`` the host sends the audio itself and the board computes the log-mels too
+(``transcribe_audio``; float, best on a core with an FPU: ``mcu:qemu:m4``, ``m7``, ``m55``).
 """
 
 from __future__ import annotations
@@ -19,7 +21,8 @@ from edgekit.speech.exits import Policy, Result, exits_of
 
 
 class BoardExit:
-    def __init__(self, graph: Graph, target: str, timeout: float | None = None):
+    def __init__(self, graph: Graph, target: str, timeout: float | None = None,
+                 frontend: bool = False):
         from edgekit.converters.to_c import check_supported
         from edgekit.targets.mcu import McuTarget
 
@@ -31,16 +34,38 @@ class BoardExit:
         ok, why = self.mcu.available()
         if not ok:
             raise EdgekitError(f"target {target} is not available here: {why}")
-        self.timeout = timeout
+        self.timeout, self.frontend = timeout, frontend
         self.boards: dict[str, Any] = {}  # str(policy) -> the board running its image
 
     def transcribe(self, features: np.ndarray, policy: Policy) -> Result:
+        """One utterance's (MELS, FRAMES) features, computed on the host."""
+        from edgekit.quant.edge import graph_feeds
+
+        if self.frontend:
+            raise EdgekitError("this board computes the features itself: transcribe_audio")
+        x = graph_feeds(self.graph, np.ascontiguousarray(features[None], np.float32))
+        return self._infer(policy, next(iter(x.values())).tobytes())
+
+    def transcribe_audio(self, audio: np.ndarray, policy: Policy) -> Result:
+        """One clip's 16 kHz samples in [-1, 1]: the board computes the log-mels itself."""
+        import struct
+
+        from edgekit.speech import frontend
+
+        if not self.frontend:
+            raise EdgekitError("this board takes features: make it with frontend=True")
+        frontend.features(audio)  # refuses a clip longer than the window, as the host does
+        pcm = np.clip(np.round(np.asarray(audio, np.float64) * 32768), -32768, 32767)
+        padded = np.zeros(frontend.MAX_SAMPLES, "<i2")
+        padded[:len(pcm)] = pcm
+        return self._infer(policy, struct.pack("<I", len(pcm)) + padded.tobytes())
+
+    def _infer(self, policy: Policy, sample: bytes) -> Result:
         from edgekit.firmware_bridge import stream
-        from edgekit.quant.edge import dequantizer, graph_feeds
+        from edgekit.quant.edge import dequantizer
 
         board = self._board(policy)
-        x = graph_feeds(self.graph, np.ascontiguousarray(features[None], np.float32))
-        total, _, data = stream.infer(board.link, next(iter(x.values())).tobytes())
+        total, _, data = stream.infer(board.link, sample)
         k = data[0]
         if not 1 <= k <= len(self.exits):
             raise EdgekitError(f"the board answered exit {k}; the model has "
@@ -48,6 +73,7 @@ class BoardExit:
         ex = self.exits[k - 1]
         info = self.graph.tensors[ex.output]
         lp = dequantizer(info.quant)(np.frombuffer(data[1:], np.int8).reshape(info.shape[1:]))
+        self.last_log_probs = lp  # the accepted exit's, as the board computed them
         return Result(greedy(lp), k, ex.blocks, ex.macs, self._instructions(board, total))
 
     def _board(self, policy: Policy):
@@ -63,7 +89,8 @@ class BoardExit:
         if key in self.boards:
             return self.boards[key]
         require_fit(self.graph, self.mcu.profile, memory="firmware")
-        firmware = build(*to_c_exits.generate(self.graph, policy), board=self.mcu.core)
+        firmware = build(*to_c_exits.generate(self.graph, policy, self.frontend),
+                         board=self.mcu.core)
         qemu = self.mcu.port == "qemu"
         expected = expected_seconds(self.graph, self.mcu.profile, emulated=qemu)
         link = {"timeout": LINK_TIMEOUT, "compute_timeout": self.timeout
