@@ -1,6 +1,7 @@
 """Anytime networks: TIPS scores, the sub-network table, running any path per call on one set of
 weights (float and int8), extraction to plain models, selection and the command line."""
 
+import copy
 import json
 
 import numpy as np
@@ -154,6 +155,23 @@ def test_int8_runs_every_path_on_one_int8_graph_as_its_extracted_graph(tiny):
         np.testing.assert_array_equal(raw, edgekit.deploy(tbl.extract(q, path)).run(xq, raw=True))
     np.testing.assert_array_equal(session.run(x, budget="100%"), runner.run(x, path=tbl.choose(
         q, "100%")))
+
+
+def test_int8_calibration_observes_the_paths_budgets_choose(tiny):
+    """Calibrated on the full path alone, most of the tiny net's paths clipped their logits
+    (errors of 100-450 output steps); over the paths, each path is within a few steps."""
+    _, measured, x = tiny
+    graph = copy.deepcopy(measured)  # no accuracies (other tests measure the fixture): all paths
+    for entry in graph.metadata["anytime"]["paths"].values():
+        entry.pop("accuracy", None)
+    q = edgekit.quantize(graph, np.random.default_rng(1).random((32, 1, 8, 8), np.float32))
+    step = float(np.max(q.tensors[q.outputs[0]].quant.scale))
+    fl, i8 = AnytimeRunner(graph), AnytimeRunner(q)
+    for path in graph.metadata["anytime"]["paths"]:
+        assert np.abs(i8.run(x, path=path) - fl.run(x, path=path)).max() <= 3 * step, path
+    g = measure(graph, x, np.arange(5) % 3)  # measured: the front's paths, and the full path
+    chosen = [p.metadata["anytime_path"] for p in tbl.calibration_graphs(g)]
+    assert chosen == list(dict.fromkeys(["22", *(r["path"] for r in front(g))]))
 
 
 def test_a_path_exports_as_a_plain_model(tiny, tmp_path):

@@ -86,6 +86,20 @@ def extract(graph: Graph, path: str) -> Graph:
                  {n: v for n, v in graph.params.items() if n in used}, metadata).validate()
 
 
+def calibration_graphs(graph: Graph) -> list[Graph]:
+    """The paths int8 calibration observes (``quant.calibrate``), as plain Graphs: those of the
+    accuracy-cost front once accuracies are measured (the paths budgets choose), else every
+    path; the full path always."""
+    meta = table(graph)
+    paths = list(meta["paths"])
+    if all("accuracy" in e for e in meta["paths"].values()):
+        from edgekit.anytime.select import front
+
+        paths = [row["path"] for row in front(graph)]
+    full = max(meta["paths"], key=lambda p: meta["paths"][p]["macs"])
+    return [extract(graph, p) for p in dict.fromkeys([full, *paths])]
+
+
 def path_macs(graph: Graph, path: str) -> int:
     return sum(graph.node_macs(graph.nodes[i]) for i in plan(graph, path).nodes)
 

@@ -29,18 +29,15 @@ Histograms = tuple[np.ndarray, np.ndarray]  # counts of x > 0 over [0, hi], of -
 def activation_ranges(graph: Graph, feeds: dict[str, np.ndarray], method: str,
                       percentile: float) -> dict[str, Range]:
     """(lo, hi) with lo <= 0 <= hi for every graph input and node output, by tensor name."""
-    from edgekit.runtime import Executor
-
-    executor = Executor(graph)
     extremes: dict[str, Range] = {}
-    for values in _batches(executor, feeds):
+    for values in _observed(graph, feeds):
         for name, v in values.items():
             lo, hi = extremes.get(name, (0.0, 0.0))
             extremes[name] = (min(lo, float(v.min())), max(hi, float(v.max())))
     if method == "minmax":
         return extremes
     hists = {name: (np.zeros(BINS), np.zeros(BINS)) for name in extremes}
-    for values in _batches(executor, feeds):
+    for values in _observed(graph, feeds):
         for name, v in values.items():
             lo, hi = extremes[name]
             hists[name][0][:] += np.histogram(v[v > 0], BINS, (0.0, hi or 1.0))[0]
@@ -55,6 +52,22 @@ def range_scale_zero_point(lo: Any, hi: Any) -> tuple[np.ndarray, np.ndarray]:
     scale = np.asarray((np.asarray(hi, np.float64) - lo) / 255, np.float32).astype(np.float64)
     zero_point = np.clip(np.floor(-128 - np.asarray(lo) / scale + 0.5), -128, 127)
     return scale, zero_point
+
+
+def _observed(graph: Graph, feeds: dict[str, np.ndarray]) -> Iterator[dict[str, np.ndarray]]:
+    """Every activation for each batch; for an anytime Graph, of each path a budget can choose
+    (``anytime.table.calibration_graphs``): a small path's tensors (its logits, a block reading
+    an earlier block's input) hold other values than the full path's, and its grids must
+    hold them too."""
+    from edgekit.runtime import Executor
+
+    graphs = [graph]
+    if "anytime" in graph.metadata:
+        from edgekit.anytime.table import calibration_graphs
+
+        graphs = calibration_graphs(graph)
+    for g in graphs:
+        yield from _batches(Executor(g), feeds)
 
 
 def _batches(executor, feeds: dict[str, np.ndarray]) -> Iterator[dict[str, np.ndarray]]:
