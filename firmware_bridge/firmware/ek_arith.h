@@ -31,6 +31,29 @@ static inline int32_t ek_mulhr(int32_t a, int32_t b) {
 #endif
 }
 
+/* c + ((a * b + 2^31) >> 32): SMMLAR where the core has it (adding c to the high word before
+ * the rounding shift leaves the low word, so the rounding, alone). */
+static inline int32_t ek_mulhr_add(int32_t a, int32_t b, int32_t c) {
+#if defined(__ARM_FEATURE_DSP)
+    int32_t r;
+    __asm("smmlar %0, %1, %2, %3" : "=r"(r) : "r"(a), "r"(b), "r"(c));
+    return r;
+#else
+    return (int32_t)((uint32_t)c + (uint32_t)ek_mulhr(a, b));
+#endif
+}
+
+/* v clamped to [-128, 127]: one SSAT where the core has it. */
+static inline int32_t ek_sat8(int32_t v) {
+#if defined(__ARM_FEATURE_SAT)
+    int32_t r;
+    __asm("ssat %0, #8, %1" : "=r"(r) : "r"(v));
+    return r;
+#else
+    return v < -128 ? -128 : v > 127 ? 127 : v;
+#endif
+}
+
 /* MultiplyByQuantizedMultiplier with the shift split into its left and right parts. Where
  * |acc << left| < 2^30 (every accumulator of a real layer), a shorter form with the same
  * result: SRDHM(x, m) = floor((x m + 2^30) / 2^31) (what TFLite's sign-dependent nudge and

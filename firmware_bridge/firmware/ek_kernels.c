@@ -22,18 +22,28 @@ static inline int8_t ek_rq(int32_t acc, const ek_rq_t *q) {
 
 /* y[i] = ek_rq(acc[i] + bias, q) for i < n: a pass of its own (and a function of its own), so
  * one channel's constants stay in registers; kernels whose multiply-accumulate loops need all
- * the registers fill acc first. */
+ * the registers fill acc first. Where the shift is to the right and the output range the whole
+ * of int8 (no activation, or a ReLU whose zero point is -128), ek_mbqm_lr's short form takes
+ * two instructions less: the rounding's -[r < 0] is -[x < 0] (the multiplier is never
+ * negative, and where x < 0 gives r = 0 both round to 0), so it is added with the nudge inside
+ * SMMLAR; the clamp is one SSAT. */
 __attribute__((noinline))
 static void ek_rq_run(const int32_t *acc, int32_t n, int32_t bias, const ek_rq_t *q,
                       int8_t *y) {
     const int32_t m = q->mult, zp = q->zp, lo = q->lo, hi = q->hi;
     const int32_t left = q->shift > 0 ? q->shift : 0, right = q->shift < 0 ? -q->shift : 0;
-    if (right > 0) {
-        for (int32_t i = 0; i < n; i++)
-            y[i] = (int8_t)ek_clamp(ek_mbqm_lr(acc[i] + bias, m, left, right) + zp, lo, hi);
+    if (right > 0 && lo == -128 && hi == 127) {
+        const int32_t round = 1 << (right - 1);
+        for (int32_t i = 0; i < n; i++) {
+            const int32_t x = (int32_t)((uint32_t)(acc[i] + bias) << left);
+            const int32_t v = __builtin_expect((uint32_t)x + 0x40000000u < 0x80000000u, 1)
+                                  ? ek_mulhr_add(x * 2, m, round + (x >> 31)) >> right
+                                  : ek_rdbpot(ek_srdhm(x, m), right);
+            y[i] = (int8_t)ek_sat8(v + zp);
+        }
     } else {
         for (int32_t i = 0; i < n; i++)
-            y[i] = (int8_t)ek_clamp(ek_mbqm_lr(acc[i] + bias, m, left, 0) + zp, lo, hi);
+            y[i] = (int8_t)ek_clamp(ek_mbqm_lr(acc[i] + bias, m, left, right) + zp, lo, hi);
     }
 }
 
@@ -396,15 +406,19 @@ static inline uint32_t ek_pack16(int32_t lo, int32_t hi) {
     return (uint32_t)(uint16_t)lo | (uint32_t)(uint16_t)hi << 16;
 }
 
-static void ek_dw_row(const ek_conv_t *p, const int8_t *const *rows, const int8_t *wc,
-                      int32_t bias, const ek_rq_t *q, int8_t *y) {
-    if (p->kh != 3 || p->kw != 3 || p->sw != 1 || p->dw != 1) {
-        ek_dw_row_scalar(p, rows, wc, bias, q, y);
-        return;
-    }
-    const uint32_t w02a = ek_pack16(wc[0], wc[2]), w02b = ek_pack16(wc[3], wc[5]);
-    const uint32_t w02c = ek_pack16(wc[6], wc[8]), w1ab = ek_pack16(wc[1], wc[4]);
-    const int32_t w1c = wc[7], ow = p->ow;
+/* One channel's 3x3 weights as the row kernel takes them, packed once per channel. */
+typedef struct { uint32_t w02a, w02b, w02c, w1ab; int32_t w1c; } ek_dw3_t;
+
+static inline ek_dw3_t ek_dw3_pack(const int8_t *wc) {
+    const ek_dw3_t k = {ek_pack16(wc[0], wc[2]), ek_pack16(wc[3], wc[5]),
+                        ek_pack16(wc[6], wc[8]), ek_pack16(wc[1], wc[4]), wc[7]};
+    return k;
+}
+
+static void ek_dw3_row(const int8_t *const *rows, const ek_dw3_t *k, int32_t ow, int32_t bias,
+                       const ek_rq_t *q, int8_t *y) {
+    const uint32_t w02a = k->w02a, w02b = k->w02b, w02c = k->w02c, w1ab = k->w1ab;
+    const int32_t w1c = k->w1c;
     int32_t acc[EK_DW_BLOCK];
     for (int32_t ox = 0; ox < ow; ox += EK_DW_BLOCK) {
         const int32_t n = ow - ox < EK_DW_BLOCK ? ow - ox : EK_DW_BLOCK;
@@ -423,6 +437,8 @@ static void ek_dw_row(const ek_conv_t *p, const int8_t *const *rows, const int8_
         ek_rq_run(acc, n, bias, q, y + ox);
     }
 }
+#define EK_DW3 1
+#define ek_dw_row ek_dw_row_scalar
 #else
 #define ek_dw_row ek_dw_row_scalar
 #endif
@@ -452,9 +468,15 @@ static void ek_depthwise(const ek_conv_t *p, int8_t *scratch, const int8_t *x, i
     const int32_t stride = (width + 3) & ~3;
     const int8_t **rows = ek_aligned(scratch);  /* kh row pointers, then the ring */
     int8_t *ring = (int8_t *)(rows + kh);
+#if defined(EK_DW3)
+    const int dw3 = kh == 3 && p->kw == 3 && p->sw == 1 && p->dw == 1;
+#endif
     for (int32_t c = 0; c < p->cout; c++, x += p->h * p->w) {
         const ek_rq_t q = {p->mult[c], p->shift[c], p->out_zp, p->lo, p->hi};
         const int8_t *wc = p->weight + c * kh * p->kw;
+#if defined(EK_DW3)
+        const ek_dw3_t k3 = ek_dw3_pack(wc);
+#endif
         int32_t loaded = -p->pt - 1;  /* the last padded row in the ring */
         for (int32_t oy = 0; oy < p->oh; oy++, y += p->ow) {
             const int32_t top = oy * p->sh - p->pt;
@@ -466,6 +488,12 @@ static void ek_depthwise(const ek_conv_t *p, int8_t *scratch, const int8_t *x, i
                 rows[ky] = ring + slot * stride;
                 slot = slot + dh < span ? slot + dh : slot + dh - span;
             }
+#if defined(EK_DW3)
+            if (dw3) {
+                ek_dw3_row(rows, &k3, p->ow, p->bias[c], &q, y);
+                continue;
+            }
+#endif
             ek_dw_row(p, rows, wc, p->bias[c], &q, y);
         }
     }
