@@ -2,10 +2,11 @@
 held-out voices, the entropy and posterior policy curves (WER against mean encoder blocks),
 the calibrated policy against the issue's goal, the single-exit baseline of the same depth,
 batch-1 latency per exit on the edgekit runtime (it stops at the exit) and, with ``--board``,
-the int8 model's emulated instructions per exit on mcu:qemu (run segment by segment).
+the int8 model on mcu:qemu deciding the policy on the board itself (its exits against the
+host's, its emulated instructions by exit).
 
 Run: ``python benchmarks/asr_exits.py --model asr.ekm [--int8 asr.int8.ekm] [--baseline
-single.ekm] [--count 300] [--board] [--plot curves.png] [--json out.json]``. The models come from
+single.ekm] [--count 300] [--board N] [--plot curves.png] [--json out.json]``. The models come from
 ``edgekit asr train -o asr.ekm --quantize int8`` and the baseline (only the last exit trained,
 same depth and epochs) from ``edgekit asr train -o single.ekm --single-exit``.
 """
@@ -46,12 +47,44 @@ def latency_ms(graph, x, repeats: int = 20) -> list[float]:
     return out
 
 
+def board_run(graph, x, policies: list[str]) -> list[dict]:
+    """The int8 model on mcu:qemu, one image per policy that decides on the board itself:
+    whether its exit and text equal the host's staged run's, and its emulated instructions by
+    the exit it stopped at."""
+    from edgekit.speech.board import BoardExit
+
+    host, out = EarlyExit(graph), []
+    for text in policies or [str(stored_policy(graph))]:
+        policy = Policy.parse(text, len(host.exits))
+        board, same, by_exit = BoardExit(graph, "mcu:qemu"), 0, {}
+        try:
+            for xi in x:
+                got, want = board.transcribe(xi, policy), host.transcribe(xi, policy)
+                same += (got.exit, got.text) == (want.exit, want.text)
+                by_exit.setdefault(got.exit, []).append(got.instructions)
+        finally:
+            board.close()
+        rows = {k: {"utterances": len(v), "mean": float(np.mean(v)), "min": min(v),
+                    "max": max(v)} for k, v in sorted(by_exit.items())}
+        out.append({"policy": str(policy), "utterances": len(x), "same_exit_and_text": same,
+                    "instructions_by_exit": rows})
+        print(f"\nint8 on mcu:qemu, {policy} decided on the board: exit and text equal to the "
+              f"host's on {same} of {len(x)} utterances; emulated instructions by exit")
+        print(table(["exit", "utterances", "mean M", "min M", "max M"],
+                    [(k, r["utterances"], r["mean"] / 1e6, r["min"] / 1e6, r["max"] / 1e6)
+                     for k, r in rows.items()]))
+    return out
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", required=True, help="float early-exit model (.ekm)")
     p.add_argument("--int8", help="its int8 model (.ekm)")
     p.add_argument("--baseline", help="the single-exit model of the same depth (.ekm)")
-    p.add_argument("--board", action="store_true", help="instructions per exit on mcu:qemu")
+    p.add_argument("--board", type=int, nargs="?", const=100, default=0, metavar="N",
+                   help="N clean utterances on mcu:qemu, the board deciding (default 100)")
+    p.add_argument("--board-policy", action="append", default=[], help="policy for --board "
+                   "(repeatable; default the int8 model's stored one)")
     p.add_argument("--count", type=int, default=300, help="held-out utterances")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--plot", help="write the policy curves (.png)")
@@ -109,17 +142,7 @@ def main() -> None:
               + ", ".join(f"exit {k + 1}: {t:.2f}" for k, t in enumerate(ms)))
 
     if args.board and args.int8:
-        from edgekit.speech.exits import SegmentedExit
-
-        board = SegmentedExit(graphs["int8"], "mcu:qemu")
-        try:
-            counts = [board.transcribe(x[0], Policy("exit", k + 1)).instructions
-                      for k in range(len(board.exits))]
-        finally:
-            board.close()
-        results["board_instructions"] = counts
-        print("\nint8 on mcu:qemu (segments up to the exit), emulated instructions per exit: "
-              + ", ".join(f"exit {k + 1}: {c / 1e6:.1f} M" for k, c in enumerate(counts)))
+        results["board"] = board_run(graphs["int8"], x[:args.board], args.board_policy)
 
     if args.baseline:
         base = edgekit.load(args.baseline)

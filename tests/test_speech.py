@@ -429,6 +429,7 @@ def test_asr_train_transcribe_eval(tmp_path, cache, capsys):
     (["asr", "transcribe", "missing.ekm", "a.wav"], ["no such file"]),
     (["asr", "train", "-o", "m.ekm", "--blocks", "3"], ["--blocks"]),
     (["asr", "eval", "m.ekm", "--count", "0"], ["--count"]),
+    (["asr", "transcribe", "m.ekm", "a.wav", "--frontend", "board"], ["--target mcu"]),
 ])
 def test_asr_user_errors_are_one_line(capsys, argv, words):
     from edgekit.cli import main
@@ -447,6 +448,8 @@ def test_transcribe_refuses_a_model_without_exits(tmp_path, capsys, graph):
     wav = frontend.write_wav(tmp_path / "a.wav", np.zeros(8000))
     assert main(["asr", "transcribe", str(tmp_path / "plain.ekm"), str(wav)]) == 2
     assert "not an early-exit speech model" in capsys.readouterr().err
+    assert main(["profile", str(tmp_path / "plain.ekm"), "--policy", "exit:1"]) == 2
+    assert "apply to early-exit models" in capsys.readouterr().err
 
 
 # ---- profile: cost per exit and a policy's expected cost ---------------------------------

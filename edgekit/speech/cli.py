@@ -45,6 +45,9 @@ def add_parser(sub) -> None:
     r.add_argument("--target", default="cpu", help="where it runs (cpu: the edgekit runtime; "
                    "mcu:*: one image that evaluates the policy itself; other targets run the "
                    "Graph cut at its exits, segment by segment)")
+    r.add_argument("--frontend", choices=["host", "board"], default="host", help="where the "
+                   "log-mels are computed (board: on an mcu target, in float; best on a core "
+                   "with an FPU, mcu:qemu:m4)")
     r.add_argument("--json", action="store_true")
     r.set_defaults(func=cmd_transcribe)
 
@@ -116,23 +119,29 @@ def cmd_transcribe(args: argparse.Namespace) -> None:
     from edgekit.speech.board import BoardExit
     from edgekit.speech.exits import EarlyExit, Policy, SegmentedExit, stored_policy
 
+    on_board = args.frontend == "board"
+    if on_board and not args.target.startswith("mcu:"):
+        raise EdgekitError("--frontend board runs the log-mels on a microcontroller: use it "
+                           "with --target mcu:qemu[:core]")
     graph = load_model(args.model)
-    features = []
+    clips = []
     for wav in args.wavs:  # every file read before anything is deployed
         try:
-            features.append(frontend.features(frontend.read_wav(wav)))
+            audio = frontend.read_wav(wav)
+            clips.append((audio, frontend.features(audio)))
         except EdgekitError as err:
             raise EdgekitError(str(err) if str(err).startswith(wav) else f"{wav}: {err}") from None
     # the edgekit runtime stops inside the one Graph; a board runs the whole model and decides
     # itself (one image); any other target runs it in segments, the host deciding between them
-    runner = (EarlyExit(graph) if args.target == "cpu" else BoardExit(graph, args.target)
+    runner = (EarlyExit(graph) if args.target == "cpu" else
+              BoardExit(graph, args.target, frontend=on_board)
               if args.target.startswith("mcu:") else SegmentedExit(graph, args.target))
     policy = (stored_policy(graph) if args.policy is None
               else Policy.parse(args.policy, len(runner.exits)))
     results = []
     try:
-        for wav, x in zip(args.wavs, features):
-            r = runner.transcribe(x, policy)
+        for wav, (audio, x) in zip(args.wavs, clips):
+            r = runner.transcribe_audio(audio, policy) if on_board else runner.transcribe(x, policy)
             results.append({"file": wav, "text": r.text, "exit": r.exit, "blocks": r.blocks,
                             "macs": r.macs} | ({} if r.instructions is None
                                                else {"instructions": r.instructions}))
