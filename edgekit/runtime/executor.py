@@ -21,6 +21,7 @@ from edgekit.errors import EdgekitError
 from edgekit.graph import Graph
 from edgekit.ops import OPS, implementations
 from edgekit.quant.edge import dequantizer, graph_feeds, quantizer, require_finite_outputs
+from edgekit.runtime.fused import Fuser, fuse_after_default
 from edgekit.runtime.lowbit import kernel_for as packed_weight_kernel
 from edgekit.runtime.planner import Buffer, GreedyPlanner, NaivePlanner, Plan, Planner
 from edgekit.runtime.registry import Kernel, Step
@@ -51,6 +52,9 @@ class Executor:
     # Activations whose buffers live to the last step, like the outputs: a spiking Graph's
     # time-invariant tensors, computed once and read at every time step.
     held: frozenset[str] = frozenset()
+    # ``run`` calls of one batch size after which its Program is compiled into one function
+    # (``edgekit/runtime/fused.py``); None: never. Default: $EDGEKIT_FUSE_AFTER, else 50
+    fuse_after: int | None = fuse_after_default()
 
     def __init__(self, graph: Graph, planner: Planner | None = None):
         self.graph = graph.validate()
@@ -58,6 +62,7 @@ class Executor:
         self.planner = planner or GreedyPlanner()
         self._programs: dict[tuple[int, Planner], Program] = {}
         self._edge = _Edge(graph)
+        self._fuser = Fuser(self)
 
     def _select_kernels(self, graph: Graph) -> list[Kernel]:
         """Each node's kernel; a subclass may bind others (the spiking executor does)."""
@@ -76,6 +81,7 @@ class Executor:
         """Drop the prepared programs and their arenas (the next call prepares again): for a
         caller that holds many executors but runs one at a time (``converters.snn``)."""
         self._programs.clear()
+        self._fuser.clear()
 
     def peak_activation_bytes(self, batch: int = 1) -> int:
         """Bytes of the arena that holds every activation and scratch buffer at this batch."""
@@ -90,6 +96,10 @@ class Executor:
         unless ``allow_nonfinite`` (float32 Graphs only; ``edgekit.quant.edge.graph_feeds``),
         and so are NaN or inf outputs (``require_finite_outputs``).
         """
+        if type(inputs) is np.ndarray and not allow_nonfinite:
+            fused = self._fuser.run(inputs, raw)
+            if fused is not None:
+                return fused
         program = self._load_array(inputs, raw) or self._load(inputs, raw, None, allow_nonfinite)
         program.run()
         return require_finite_outputs(self.graph.outputs, self._edge.results(program, raw),

@@ -49,13 +49,19 @@ def bind(kernel: Callable, *args) -> Step:
     The arguments are bound for good, so their types cannot change."""
     from numba.core.dispatcher import Dispatcher
 
+    if not args and hasattr(kernel, "calls"):  # a step bound already
+        return kernel
     if not isinstance(kernel, Dispatcher):
-        return partial(kernel, *args)
+        step = partial(kernel, *args)
+        step.calls = ((kernel, *args),)
+        return step
     from numba import typeof
 
     signature = tuple(typeof(a) for a in args)
     kernel.compile(signature)
-    return partial(kernel.overloads[signature].entry_point, *args)
+    step = partial(kernel.overloads[signature].entry_point, *args)
+    step.calls = ((kernel, *args),)  # what ``runtime.fused`` writes into one function
+    return step
 
 
 def sequence(calls: list[tuple]) -> Step:
@@ -70,4 +76,6 @@ def sequence(calls: list[tuple]) -> Step:
         for call in bound:
             call()
 
+    if all(hasattr(call, "calls") for call in bound):
+        step.calls = tuple(c for call in bound for c in call.calls)
     return step
