@@ -518,3 +518,31 @@ def test_the_boards_integer_policy_decides_as_the_host_on_int8_log_posteriors():
             host = np.array([policy.stops(0, float(v)) for v in s])
             np.testing.assert_array_equal(board, host)
             assert 0 < host.sum() < len(host) or value in s[:20]
+
+
+def test_conformer_blocks_lower_with_their_exits():
+    """The small conformer encoder lowers to one Graph (attention written out per head): the
+    runtime gives torch's exits, int8 covers every exit, and the firmware has every op."""
+    import torch
+
+    import edgekit
+    from edgekit.converters.to_c import check_supported
+    from edgekit.runtime.executor import Executor
+    from edgekit.speech.model import EarlyExitCTC
+    from edgekit.speech.pipeline import to_graph
+
+    torch.manual_seed(1)
+    model = EarlyExitCTC(blocks=4, channels=16, block="conformer").eval()
+    graph = to_graph(model, exit_every=2)
+    assert {"softmax", "matmul", "layernorm"} <= {n.op for n in graph.nodes}
+    x = np.random.default_rng(10).standard_normal((2, frontend.MELS, frontend.FRAMES))
+    x = x.astype(np.float32)
+    with torch.no_grad():
+        want = [o.numpy() for o in model(torch.from_numpy(x))]
+    got = Executor(graph).run(x)
+    for g, w in zip(got, want):
+        np.testing.assert_allclose(g, w, atol=1e-4)
+    g8 = edgekit.quantize(graph, x)
+    assert all(g8.tensors[o].dtype == "int8" for o in g8.outputs)
+    check_supported(g8)
+    assert [e.blocks for e in exits_of(g8)] == [2, 4]

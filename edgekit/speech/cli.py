@@ -29,6 +29,8 @@ def add_parser(sub) -> None:
     t.add_argument("--utterances", type=int, default=2000, help="training utterances")
     t.add_argument("--valid", type=int, default=300, help="validation utterances (calibration)")
     t.add_argument("--channels", type=int, default=64, help="encoder width")
+    t.add_argument("--block", choices=["dsconv", "conformer"], default="dsconv",
+                   help="encoder block: depthwise-separable convolution or a small conformer")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--single-exit", action="store_true", help="train only the last exit (the "
                    "baseline an early-exit model is compared with)")
@@ -101,7 +103,7 @@ def cmd_train(args: argparse.Namespace) -> None:
     cfg = TrainConfig(blocks=args.blocks, channels=args.channels, epochs=args.epochs,
                       minutes=args.minutes, train_utterances=args.utterances,
                       valid_utterances=args.valid, seed=args.seed,
-                      single_exit=args.single_exit)
+                      single_exit=args.single_exit, block=args.block)
     start = time.monotonic()
     graph = pipeline.build(cfg, args.goal, args.cache)
     graph.save(out)

@@ -37,12 +37,58 @@ class Block(nn.Module):
         return x + self.body(x)
 
 
+class ConformerBlock(nn.Module):
+    """A small conformer layer (Gulati et al. 2020) in the ops edgekit lowers: half-step
+    feed-forward (SiLU), multi-head self-attention written out per head (linear, slice, matmul,
+    softmax, concat; ``nn.MultiheadAttention`` does not lower), the convolution module
+    (pointwise to 2C, GLU, depthwise k, BN, SiLU, pointwise), half-step feed-forward, each
+    with a residual, then LayerNorm. (N, C, T) in and out, like ``Block``."""
+
+    def __init__(self, channels: int, kernel: int, dropout: float, heads: int = 2):
+        super().__init__()
+        c = channels
+        self.heads = heads
+        self.ff1, self.ff2 = (nn.Sequential(nn.LayerNorm(c), nn.Linear(c, 2 * c), nn.SiLU(),
+                                            nn.Dropout(dropout), nn.Linear(2 * c, c))
+                              for _ in range(2))
+        self.norm_att, self.norm_conv, self.norm = nn.LayerNorm(c), nn.LayerNorm(c), \
+            nn.LayerNorm(c)
+        self.qkv, self.out = nn.Linear(c, 3 * c), nn.Linear(c, c)
+        self.pw1 = nn.Conv1d(c, 2 * c, 1)
+        self.dw = nn.Conv1d(c, c, kernel, padding=kernel // 2, groups=c)
+        self.bn, self.pw2 = nn.BatchNorm1d(c), nn.Conv1d(c, c, 1)
+        self.drop = nn.Dropout(dropout)
+
+    def attend(self, h: torch.Tensor) -> torch.Tensor:
+        c = h.shape[-1]
+        d = c // self.heads
+        q, k, v = self.qkv(h).split(c, dim=-1)
+        heads = [torch.softmax(q[..., i * d:(i + 1) * d] @ k[..., i * d:(i + 1) * d]
+                               .transpose(1, 2) / d ** 0.5, dim=-1) @ v[..., i * d:(i + 1) * d]
+                 for i in range(self.heads)]
+        return self.out(torch.cat(heads, dim=-1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.transpose(1, 2)  # (N, T, C)
+        x = x + 0.5 * self.ff1(x)
+        x = x + self.drop(self.attend(self.norm_att(x)))
+        h = nn.functional.glu(self.pw1(self.norm_conv(x).transpose(1, 2)), dim=1)
+        h = self.pw2(nn.functional.silu(self.bn(self.dw(h))))
+        x = x + self.drop(h.transpose(1, 2))
+        x = x + 0.5 * self.ff2(x)
+        return self.norm(x).transpose(1, 2)
+
+
+BLOCKS = {"dsconv": Block, "conformer": ConformerBlock}
+
+
 class EarlyExitCTC(nn.Module):
     """(N, MELS, FRAMES) log-mels in; a tuple of every exit's (N, FRAMES / 4, CLASSES)
     log-posteriors out, shallowest first."""
 
     def __init__(self, blocks: int = 12, exit_every: int = 2, channels: int = 64,
-                 kernel: int = 9, mels: int = frontend.MELS, dropout: float = 0.1):
+                 kernel: int = 9, mels: int = frontend.MELS, dropout: float = 0.1,
+                 block: str = "dsconv"):
         super().__init__()
         if blocks < 1 or exit_every < 1 or blocks % exit_every:
             raise ValueError(f"blocks ({blocks}) must be a positive multiple of exit_every "
@@ -53,7 +99,8 @@ class EarlyExitCTC(nn.Module):
             nn.ReLU(),
             nn.Conv1d(channels, channels, 3, stride=2, padding=1, groups=channels),
             nn.Conv1d(channels, channels, 1), nn.BatchNorm1d(channels), nn.ReLU())
-        self.blocks = nn.ModuleList(Block(channels, kernel, dropout) for _ in range(blocks))
+        self.blocks = nn.ModuleList(BLOCKS[block](channels, kernel, dropout)
+                                    for _ in range(blocks))
         self.exits = nn.ModuleList(nn.Linear(channels, CLASSES)
                                    for _ in range(blocks // exit_every))
 
@@ -81,6 +128,7 @@ class TrainConfig:
     lr: float = 3e-3
     seed: int = 0
     single_exit: bool = False  # train only the last exit (the baseline of the same depth)
+    block: str = "dsconv"  # or "conformer" (BLOCKS)
 
 
 def training_features(cfg: TrainConfig, cache=None) -> tuple[np.ndarray, list[str]]:
@@ -100,7 +148,7 @@ def train(cfg: TrainConfig, cache=None, log=print) -> EarlyExitCTC:
     start = time.monotonic()
     x, texts = training_features(cfg, cache)
     targets = [torch.from_numpy(encode(t)) for t in texts]
-    model = EarlyExitCTC(cfg.blocks, cfg.exit_every, cfg.channels)
+    model = EarlyExitCTC(cfg.blocks, cfg.exit_every, cfg.channels, block=cfg.block)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=1e-2)
     ctc = nn.CTCLoss(blank=0, zero_infinity=True)
     steps_per_epoch = math.ceil(len(x) / cfg.batch)
