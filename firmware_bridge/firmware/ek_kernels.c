@@ -204,25 +204,59 @@ static void ek_widen(const int8_t *c, int32_t n, int32_t j, uint32_t *wide) {
     for (; k < n; k++, tail += 4) *tail = (uint16_t)c[k];
 }
 
-/* Four widened columns times one weight row, requantized into y[0..n): per four taps one
- * weight word split by SXTB16, four LDRDs of the columns and eight SMLADs, sixteen
- * multiply-adds. */
-static inline void ek_dot4_dsp(const uint32_t *col, const int8_t *w, int32_t depth,
-                               int32_t bias, const ek_rq_t *q, int8_t *y, int32_t n) {
-    int32_t s0 = bias, s1 = bias, s2 = bias, s3 = bias;
-    const int8_t *end = w + (depth & ~3);
-    for (; w < end; w += 4) {
-        const uint32_t v = ek_read4(w), v02 = ek_sxtb16(v), v13 = ek_sxtb16_ror8(v);
-        uint32_t a, b;
-        ek_ldrd_post(&col, &a, &b);
-        s0 = ek_smlad(b, v13, ek_smlad(a, v02, s0));
-        ek_ldrd_post(&col, &a, &b);
-        s1 = ek_smlad(b, v13, ek_smlad(a, v02, s1));
-        ek_ldrd_post(&col, &a, &b);
-        s2 = ek_smlad(b, v13, ek_smlad(a, v02, s2));
-        ek_ldrd_post(&col, &a, &b);
-        s3 = ek_smlad(b, v13, ek_smlad(a, v02, s3));
+/* The four widened columns of a pointwise convolution's pixels px..px+3 (stride 1, no
+ * padding: each input channel's plane holds them side by side), straight from the planes: per
+ * four channels four words, split by SXTB16 and regrouped by PKHBT/PKHTB into the eight words
+ * ek_widen would write (no byte copies, no int8 column). */
+static inline uint32_t ek_pkhbt(uint32_t lo, uint32_t hi) { return (lo & 0xFFFFu) | hi << 16; }
+static inline uint32_t ek_pkhtb(uint32_t hi, uint32_t lo) {
+    return (hi & 0xFFFF0000u) | lo >> 16;
+}
+
+static void ek_widen_pointwise(const int8_t *x, int32_t plane, int32_t n, uint32_t *wide) {
+    int32_t k = 0;
+    for (; k + 4 <= n; k += 4, x += 4 * plane, wide += 8) {
+        const uint32_t a = ek_read4(x), b = ek_read4(x + plane);
+        const uint32_t c = ek_read4(x + 2 * plane), d = ek_read4(x + 3 * plane);
+        const uint32_t ae = ek_sxtb16(a), ao = ek_sxtb16_ror8(a);
+        const uint32_t be = ek_sxtb16(b), bo = ek_sxtb16_ror8(b);
+        const uint32_t ce = ek_sxtb16(c), co = ek_sxtb16_ror8(c);
+        const uint32_t de = ek_sxtb16(d), dof = ek_sxtb16_ror8(d);
+        wide[0] = ek_pkhbt(ae, ce), wide[1] = ek_pkhbt(be, de);    /* pixel 0 */
+        wide[2] = ek_pkhbt(ao, co), wide[3] = ek_pkhbt(bo, dof);   /* pixel 1 */
+        wide[4] = ek_pkhtb(ce, ae), wide[5] = ek_pkhtb(de, be);    /* pixel 2 */
+        wide[6] = ek_pkhtb(co, ao), wide[7] = ek_pkhtb(dof, bo);   /* pixel 3 */
     }
+    for (int16_t *tail = (int16_t *)wide; k < n; k++, x += plane, tail += 4)
+        tail[0] = x[0], tail[1] = x[1], tail[2] = x[2], tail[3] = x[3];
+}
+
+/* The sums of four widened columns times one weight row into s[0..4): per four taps one weight
+ * word split by SXTB16, four LDRDs of the columns and eight SMLADs, sixteen multiply-adds;
+ * eight taps a pass. */
+static void ek_dot4_dsp(const uint32_t *col, const int8_t *w, int32_t depth, int32_t s[4]) {
+    int32_t s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+    const int8_t *end = w + (depth & ~3);
+#define EK_DOT4_TAPS4()                                                                 \
+    do {                                                                                \
+        const uint32_t v = ek_read4(w), v02 = ek_sxtb16(v), v13 = ek_sxtb16_ror8(v);    \
+        uint32_t a, b;                                                                  \
+        w += 4;                                                                         \
+        ek_ldrd_post(&col, &a, &b);                                                     \
+        s0 = ek_smlad(b, v13, ek_smlad(a, v02, s0));                                    \
+        ek_ldrd_post(&col, &a, &b);                                                     \
+        s1 = ek_smlad(b, v13, ek_smlad(a, v02, s1));                                    \
+        ek_ldrd_post(&col, &a, &b);                                                     \
+        s2 = ek_smlad(b, v13, ek_smlad(a, v02, s2));                                    \
+        ek_ldrd_post(&col, &a, &b);                                                     \
+        s3 = ek_smlad(b, v13, ek_smlad(a, v02, s3));                                    \
+    } while (0)
+    for (const int8_t *end8 = w + (depth & ~7); w < end8;) {
+        EK_DOT4_TAPS4();
+        EK_DOT4_TAPS4();
+    }
+    if (w < end) EK_DOT4_TAPS4();
+#undef EK_DOT4_TAPS4
     for (const int16_t *t = (const int16_t *)col; w < end + (depth & 3); t += 4) {  /* tail */
         const int32_t v = *w++;
         s0 += t[0] * v;
@@ -230,31 +264,44 @@ static inline void ek_dot4_dsp(const uint32_t *col, const int8_t *w, int32_t dep
         s2 += t[2] * v;
         s3 += t[3] * v;
     }
-    y[0] = ek_rq(s0, q);
-    if (n > 1) y[1] = ek_rq(s1, q);
-    if (n > 2) y[2] = ek_rq(s2, q);
-    if (n > 3) y[3] = ek_rq(s3, q);
+    s[0] = s0, s[1] = s1, s[2] = s2, s[3] = s3;
 }
 
-/* Output pixels four at a time (their columns widened once, then reused by every channel);
- * the missing pixels of a last group repeat its first, computed and dropped. */
+/* Output pixels four at a time (their columns widened once, then reused by every channel),
+ * the missing pixels of a last group repeating its first, computed and dropped; per block of
+ * EK_CONV_BLOCK channels the sums first, then each channel's requantization run (two passes:
+ * neither needs more registers than the core has). */
+#define EK_CONV_BLOCK 16
+
 __attribute__((noinline))
 static void ek_conv_cols(const ek_conv_t *p, int8_t *scratch, const int8_t *x, int8_t *y) {
     const int32_t outs = p->cout / p->groups, pixels = p->oh * p->ow;
-    const int32_t depth = p->cin / p->groups * p->kh * p->kw;
+    const int32_t per_group = p->cin / p->groups, depth = per_group * p->kh * p->kw;
+    const int pointwise = p->kh == 1 && p->kw == 1 && p->sh == 1 && p->sw == 1 && p->pt == 0 &&
+                          p->pl == 0 && p->oh == p->h && p->ow == p->w;
     uint32_t *wide = ek_aligned(scratch);
     int8_t *c = (int8_t *)(wide + 2 * depth);
+    int32_t acc[4 * EK_CONV_BLOCK];
     for (int32_t g = 0; g < p->groups; g++) {
         for (int32_t px = 0; px < pixels; px += 4) {
             const int32_t n = pixels - px < 4 ? pixels - px : 4;
-            for (int32_t j = 0; j < 4; j++) {
-                ek_column(p, x, g, px + (j < n ? j : 0), c);
-                ek_widen(c, depth, j, wide);
+            if (pointwise && n == 4) {
+                ek_widen_pointwise(x + g * per_group * pixels + px, pixels, depth, wide);
+            } else {
+                for (int32_t j = 0; j < 4; j++) {
+                    ek_column(p, x, g, px + (j < n ? j : 0), c);
+                    ek_widen(c, depth, j, wide);
+                }
             }
-            for (int32_t o = g * outs; o < (g + 1) * outs; o++) {
-                const ek_rq_t q = {p->mult[o], p->shift[o], p->out_zp, p->lo, p->hi};
-                ek_dot4_dsp(wide, p->weight + o * depth, depth, p->bias[o], &q,
-                            y + o * pixels + px, n);
+            for (int32_t o0 = g * outs; o0 < (g + 1) * outs; o0 += EK_CONV_BLOCK) {
+                const int32_t o1 = o0 + EK_CONV_BLOCK < (g + 1) * outs ? o0 + EK_CONV_BLOCK
+                                                                      : (g + 1) * outs;
+                for (int32_t o = o0; o < o1; o++)
+                    ek_dot4_dsp(wide, p->weight + o * depth, depth, acc + 4 * (o - o0));
+                for (int32_t o = o0; o < o1; o++) {
+                    const ek_rq_t q = {p->mult[o], p->shift[o], p->out_zp, p->lo, p->hi};
+                    ek_rq_run(acc + 4 * (o - o0), n, p->bias[o], &q, y + o * pixels + px);
+                }
             }
         }
     }
