@@ -189,8 +189,8 @@ def test_fit_check_counts_the_training_buffers(pretrained, digits):
 
     x, _ = digits
     s = board.split(pretrained, x[:100], layers=2)
-    adam = to_c_train.footprint(s.backbone, s.layers(), adam=True)
-    sgd = to_c_train.footprint(s.backbone, s.layers(), adam=False)
+    adam = to_c_train.footprint(s.backbone, s.layers(), adam=True, board="m4")
+    sgd = to_c_train.footprint(s.backbone, s.layers(), adam=False, board="m4")
     params = 4 * (32 * 16 + 16 + 16 * 10 + 10)
     assert (adam.weight_bytes, adam.gradient_bytes, adam.optimizer_bytes) == (
         params, params, 2 * params)
@@ -286,3 +286,31 @@ def test_cli_finetune_on_the_board_refuses_local_rules(tmp_path, pretrained, dig
                  "--rule", "lls", "--out", str(tmp_path / "o.ekm")]) == 2
     assert not (tmp_path / "o.ekm").exists()
 
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(bool(_board_missing()), reason=f"MCU target unavailable: {_board_missing()}")
+def test_a_repeated_step_is_answered_not_applied_again(pretrained, digits):
+    """The link resends a request whose reply was lost: the board answers a TRAIN_STEP it has
+    done from the reply it kept, leaving the weights as one step left them; a step out of
+    order (after a reboot the board has done none) is refused in one line."""
+    import struct
+
+    from edgekit.firmware_bridge import stream
+
+    x, y = digits
+    s = board.split(pretrained, x[:100])
+    with board.BoardHead(s, "mcu:qemu:m4", "sgd") as head:
+        head.configure()
+        xq = board.quantized_inputs(s, x[:2])
+        payload = stream._inputs(head.link, struct.pack("<IBxHH2xf", 1, 3, int(y[0]), 1, 0.5),
+                                 xq[0].tobytes())
+        first = head.link.request(board.Cmd.TRAIN_STEP, payload)
+        head.steps = 1  # what the board has done: read_params checks it
+        once = head.read_params()
+        assert head.link.request(board.Cmd.TRAIN_STEP, payload) == first
+        assert head.read_params() == once != b"".join(
+            np.asarray(a, "<f4").tobytes() for lay in s.layers() for a in (lay.weight, lay.bias))
+        head.steps = 5
+        with pytest.raises(EdgekitError, match="lost its training state"):
+            head.step(xq[1], int(y[1]), 1, 0.5, True, True)

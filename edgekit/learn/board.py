@@ -166,6 +166,9 @@ def request(link: Any, cmd: int, payload: bytes) -> bytes:
                                " unknown): it was built without a trainable head; build and "
                                "flash the training image (edgekit finetune --target "
                                "mcu:...)") from None
+        if "not the next training step" in str(err):
+            raise EdgekitError("the board lost its training state (it rebooted, or another "
+                               "host trains it): train again") from None
         raise
 
 

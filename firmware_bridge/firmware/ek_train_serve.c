@@ -45,7 +45,8 @@ static void param_copy(uint32_t offset, uint8_t *buf, uint32_t n, int into_param
         for (int i = 0; i < 2 && n; i++) {
             if (offset >= size[i]) { offset -= size[i]; continue; }
             uint32_t k = size[i] - offset < n ? size[i] - offset : n;
-            if (into_params) memcpy(part[i] + offset, buf, k); else memcpy(buf, part[i] + offset, k);
+            if (into_params) memcpy(part[i] + offset, buf, k);
+            else memcpy(buf, part[i] + offset, k);
             buf += k;
             n -= k;
             offset = 0;
@@ -103,17 +104,25 @@ static int32_t config(const uint8_t *in, uint32_t n, uint8_t *out, const char **
  * f32 loss, u16 predicted class, u16 pad. */
 static int32_t step(uint8_t seq, uint8_t *in, uint32_t n, uint8_t *out,
                     ek_backbone_fn backbone, const char **why) {
-    static const char *order = "not the next training step: the board rebooted or another host "
-                               "trains it (TRAIN_CONFIG starts again)";
-    if (n < STEP_HEAD) { *why = "TRAIN_STEP takes index, flags, label, count, lr, inputs"; return -EK_ERR_SIZE; }
+    static const char *order = "not the next training step (rebooted?)";  /* < 64 B: any frame */
+    if (n < STEP_HEAD) {
+        *why = "TRAIN_STEP takes index, flags, label, count, lr, inputs";
+        return -EK_ERR_SIZE;
+    }
     uint32_t index = u32(in);
     uint16_t label = u16(in + 6), count = u16(in + 8);
-    if (!configured || (index != done + 1 && (index != done || !done))) { *why = order; return -EK_ERR_RANGE; }
+    if (!configured || (index != done + 1 && (index != done || !done))) {
+        *why = order;
+        return -EK_ERR_RANGE;
+    }
     if (index == done) {
         memcpy(out, step_reply, STEP_REPLY);
         return STEP_REPLY;
     }
-    if (label >= classes() || count == 0) { *why = "label or batch count out of range"; return -EK_ERR_RANGE; }
+    if (label >= classes() || count == 0) {
+        *why = "label or batch count out of range";
+        return -EK_ERR_RANGE;
+    }
     int64_t ticks = backbone(seq, in + STEP_HEAD, n - STEP_HEAD);
     if (ticks < 0) return EK_TRAIN_ANSWERED;
     uint64_t start = board_ticks();
@@ -153,7 +162,10 @@ static int32_t infer(uint8_t seq, uint8_t *in, uint32_t n, uint8_t *out, ek_back
  * TRAIN_WRITE: u32 offset, the bytes; reply u32 steps done. */
 static int32_t params(uint8_t type, uint8_t *in, uint32_t n, uint8_t *out, const char **why) {
     int reading = type == EK_TRAIN_READ;
-    if (n < 4 || (reading && n != 6)) { *why = "TRAIN_READ/WRITE takes offset and length/bytes"; return -EK_ERR_SIZE; }
+    if (n < 4 || (reading && n != 6)) {
+        *why = "TRAIN_READ/WRITE takes offset and length/bytes";
+        return -EK_ERR_SIZE;
+    }
     uint32_t offset = u32(in), len = reading ? u16(in + 4) : n - 4, size = param_bytes();
     if (offset > size || len > size - offset || 4 + len > EK_MAX_PAYLOAD) {
         *why = "outside the head's parameters";
