@@ -50,6 +50,7 @@ static void send(uint8_t type, uint8_t seq, const uint8_t *payload, uint32_t n) 
 
 static void send_error(uint8_t seq, uint8_t code, const char *why) {
     uint32_t n = (uint32_t)strlen(why);
+    if (n > EK_MAX_PAYLOAD - 1) n = EK_MAX_PAYLOAD - 1;  /* a frame (the host drops longer) */
     tx[0] = code;
     memcpy(tx + 1, why, n);
     send(EK_ERROR, seq, tx, n + 1);
