@@ -71,13 +71,16 @@ def accuracy(graph: edgekit.Graph, x: np.ndarray, y: np.ndarray) -> float:
     return float((Executor(graph).run(x).argmax(1) == y).mean())
 
 
-def options(specs: list[str]) -> dict[str, dict[str, float]]:
-    """``rule.key=value`` strings as {rule: {key: value}}."""
-    out: dict[str, dict[str, float]] = {}
+def options(specs: list[str]) -> dict[str, dict[str, float | str]]:
+    """``rule.key=value`` strings as {rule: {key: value}} (a number where it reads as one)."""
+    out: dict[str, dict[str, float | str]] = {}
     for spec in specs:
         target, value = spec.split("=")
         rule, key = target.rsplit(".", 1)
-        out.setdefault(rule, {})[key] = float(value)
+        try:
+            out.setdefault(rule, {})[key] = float(value)
+        except ValueError:
+            out.setdefault(rule, {})[key] = value
     return out
 
 

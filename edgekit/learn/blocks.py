@@ -82,6 +82,7 @@ class Block:
     trainable: bool = True
     norm: Norm | None = None
     grads: dict[str, np.ndarray] = field(default_factory=dict)
+    output: str = ""  # the Graph tensor the block ends at (an exit's head reads it)
 
     @property
     def params(self) -> dict[str, np.ndarray]:
@@ -124,6 +125,7 @@ class Unit:
         self.fused, self.act, self.alpha = fused, K.ACT_CODES[fused], 0.0
         self.pointwise: Pointwise | None = None
         self.pool: Pool | None = None
+        self.output = body[-1].output
 
     def layers(self) -> list[Block]:
         return [*self.body, *(self.shortcut or [])]
@@ -220,6 +222,8 @@ def _join(graph: Graph, node, current: str, blocks: list) -> str:
     impl.fn(blocks, graph, node, where)
     if blocks and not impl.options.get("keeps_block_shape"):
         blocks[-1].out_shape = graph.tensors[node.outputs[0]].shape[1:]
+    if blocks:
+        blocks[-1].output = node.outputs[0]
     return node.outputs[0]
 
 
@@ -264,6 +268,7 @@ def _residual(graph: Graph, start: int, fork: str, blocks: list) -> tuple[int, s
     blocks.append(Unit(parts[0][0].name, parts[0], parts[1],
                        graph.tensors[node.outputs[0]].shape[1:],
                        node.attrs.get("activation", "none")))
+    blocks[-1].output = node.outputs[0]
     return j + 1, node.outputs[0]
 
 
@@ -491,10 +496,10 @@ def backward(block, tape: Tape, dy: np.ndarray | Callable[[int], np.ndarray],
     dx = np.zeros((batch, *block.in_shape), np.float32) if need_dx else None
     if block.op == "linear":
         dz = np.empty_like(dy)
-        v = tape.a if tape.a is not None else tape.y
+        v = whole(tape.a if tape.a is not None else tape.y)
         _act_grad(block, v.reshape(-1), dy.reshape(-1), dz.reshape(-1))
         if dw is not None:
-            K.matmul_acc(dz.T, tape.x, dw)
+            K.matmul_acc(dz.T, whole(tape.x).reshape(batch, -1), dw)
             if db is not None:
                 K.row_sum_acc(dz.T, db)
         if dx is not None:
@@ -528,6 +533,11 @@ def backward(block, tape: Tape, dy: np.ndarray | Callable[[int], np.ndarray],
                 K.matmul_acc(dz2.T, w2, drows)
                 K.row2im(drows, block.weight.shape[2:], *geometry, ow, dx[n])
     return dx
+
+
+def whole(a) -> np.ndarray:
+    """A tape's array in float32: as it is, or unpacked (``edgekit.learn.dual``)."""
+    return a if isinstance(a, np.ndarray) else a.full()
 
 
 def _unit_backward(unit: Unit, tape: Tape, dy: np.ndarray, need_dx: bool) -> np.ndarray | None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from edgekit.learn.blocks import Block, backward, forward
+from edgekit.learn.dual import kept
 from edgekit.learn.losses import cross_entropy
 from edgekit.learn.state import RuleState
 
@@ -21,10 +22,10 @@ def step(blocks: list[Block], state: RuleState, x: np.ndarray, y: np.ndarray,
          phase: float, rng: np.random.Generator) -> tuple[float, np.ndarray]:
     """One update's gradients (into the blocks' and state's grads): (loss, logits)."""
     first = next(i for i, b in enumerate(blocks) if b.trainable)
-    tapes = []
+    tapes, dual = [], state.config.get("dual", False)
     for i, block in enumerate(blocks):
         x, tape = forward(block, x, keep=i >= first)
-        tapes.append(tape)
+        tapes.append(kept(tape, dual, tapes[-1].y if dual and i > first else None))
     loss, error = cross_entropy(x, y)
     for i in range(len(blocks) - 1, first - 1, -1):
         error = backward(blocks[i], tapes[i], error, need_dx=i > first)

@@ -361,6 +361,43 @@ def goodness_loss(h, theta, dh):
 
 
 @njit(cache=True)
+def group_goodness_loss(h, labels, group, sizes, dh):
+    """Channel-wise competitive forward-forward: feature ``f`` of a sample belongs to class
+    ``group[f]``; class k's goodness is ``G_k = mean(h^2)`` over its ``sizes[k]`` features, and the
+    loss is the mean cross-entropy of the goodnesses as logits. ``dh`` gets its gradient."""
+    batch, width = h.shape
+    classes = sizes.shape[0]
+    g = np.empty(classes)
+    loss = 0.0
+    for n in range(batch):
+        g[:] = 0.0
+        for f in range(width):
+            g[group[f]] += h[n, f] * h[n, f]
+        for k in range(classes):
+            g[k] /= sizes[k]
+        peak = g.max()
+        total = 0.0
+        for k in range(classes):
+            total += np.exp(g[k] - peak)
+        loss += np.log(total) + peak - g[labels[n]]
+        for k in range(classes):
+            g[k] = (np.exp(g[k] - peak) / total - (1.0 if k == labels[n] else 0.0)) / (
+                sizes[k] * batch)
+        for f in range(width):
+            dh[n, f] = g[group[f]] * 2.0 * h[n, f]
+    return loss / batch
+
+
+@njit(cache=True)
+def group_goodness(h, group, sizes, out):
+    """``out[n, k] += G_k``: each class's goodness (``group_goodness_loss``), summed over
+    layers."""
+    for n in range(h.shape[0]):
+        for f in range(h.shape[1]):
+            out[n, group[f]] += h[n, f] * h[n, f] / sizes[group[f]]
+
+
+@njit(cache=True)
 def goodness(h, out):
     """``out[n] += mean(h[n]^2)``: forward-forward's per-sample goodness, summed over layers."""
     for n in range(h.shape[0]):
@@ -368,6 +405,31 @@ def goodness(h, out):
         for i in range(h.shape[1]):
             total += h[n, i] * h[n, i]
         out[n] += total / h.shape[1]
+
+
+@njit(cache=True)
+def pack_rows(v, codes, lo, step):
+    """8-bit codes of each row of ``v`` ``(rows, cols)`` over the row's own range:
+    ``v ~= lo + code * step`` (dual activation precision); writes ``codes``, ``lo``, ``step``.
+    Only the row's minimum gets code 0, so a ReLU output's zeros, and only they, read back as
+    zeros (its derivative mask stays exact)."""
+    for r in range(v.shape[0]):
+        a, b = v[r, 0], v[r, 0]
+        for c in range(v.shape[1]):
+            a, b = min(a, v[r, c]), max(b, v[r, c])
+        s = (b - a) / 255.0 if b > a else 1.0
+        lo[r], step[r] = a, s
+        for c in range(v.shape[1]):
+            q = min(255.0, max(0.0, np.rint((v[r, c] - a) / s)))
+            codes[r, c] = np.uint8(1.0 if q == 0.0 and v[r, c] > a else q)
+
+
+@njit(cache=True)
+def unpack_rows(codes, lo, step, out):
+    """``out = lo + codes * step`` row by row (``pack_rows`` undone)."""
+    for r in range(codes.shape[0]):
+        for c in range(codes.shape[1]):
+            out[r, c] = lo[r] + codes[r, c] * step[r]
 
 
 @njit(cache=True)

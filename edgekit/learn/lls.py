@@ -37,6 +37,7 @@ import numpy as np
 
 from edgekit.learn import kernels as K
 from edgekit.learn.blocks import Block, backward, forward
+from edgekit.learn.dual import kept
 from edgekit.learn.losses import cross_entropy
 from edgekit.learn.state import RuleState
 
@@ -159,6 +160,7 @@ def step(blocks: list[Block], state: RuleState, x: np.ndarray, y: np.ndarray,
     total = 0.0
     for block in blocks[:-1]:
         x, tape = forward(block, x, keep=block.trainable)
+        tape = kept(tape, cfg.get("dual", False), outputs=False)
         if block.trainable:
             name = f"lls.{cfg['mode']}/{block.name}"
             local = LocalLoss(x, y, state.fixed[f"lls.B/{block.name}"],

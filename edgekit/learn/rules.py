@@ -7,7 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 
-from edgekit.learn import bp, dfa, ff, lls
+from edgekit.learn import bp, dfa, ff, hedge, lls
 
 
 @dataclass(frozen=True)
@@ -16,6 +16,7 @@ class Rule:
     step: Callable  # (blocks, state, x, y, phase, rng) -> (loss, logits)
     lr: float  # the default learning rate (benchmarks/learn_defaults.py chose them)
     reads_data: bool = False  # setup takes the training data as ``sample=(x, y)``
+    export: Callable | None = None  # (graph, blocks, state) -> (Graph to deploy, history extras)
 
 
 RULES = {
@@ -24,5 +25,6 @@ RULES = {
     "lls-m": Rule(partial(lls.setup, mode="m"), lls.step, 1e-2, reads_data=True),
     "lls-mxm": Rule(partial(lls.setup, mode="mxm"), lls.step, 1e-2, reads_data=True),
     "ff": Rule(ff.setup, ff.step, 3e-3),
-    "dfa": Rule(dfa.setup, dfa.step, 1e-2),
+    "dfa": Rule(dfa.setup, dfa.step, 1e-2, reads_data=True),
+    "hedge": Rule(hedge.setup, hedge.step, 1e-2, export=hedge.export),
 }

@@ -54,6 +54,7 @@ def finetune(graph: Graph, x: np.ndarray, y: np.ndarray, rule: str = "lls", epoc
              seed: int = 0,
              optimizer: str = "adam", weight_decay: float = 0.0, schedule: str = "cosine",
              online: bool = False, norm: bool = False, proximal_mu: float = 0.0,
+             dual_precision: bool = False,
              checkpoint: str | Path | None = None, resume: bool = False,
              progress: Callable[[Iterable[int]], Iterable[int]] = iter,
              on_epoch: Callable[[dict[str, Any]], None] | None = None,
@@ -68,7 +69,8 @@ def finetune(graph: Graph, x: np.ndarray, y: np.ndarray, rule: str = "lls", epoc
     trainable hidden layer a running-statistics normalisation (``edgekit.learn.norm``: for
     training from scratch, folded into the weights on export); ``proximal_mu`` > 0 adds
     FedProx's pull ``mu * (w - w0)`` towards the starting weights to every trainable weight's
-    gradient (a fleet client keeps near the global model); ``checkpoint`` is
+    gradient (a fleet client keeps near the global model); ``dual_precision`` keeps the tapes
+    the backward pass reads as 8-bit copies (``edgekit.learn.dual``); ``checkpoint`` is
     rewritten atomically after every epoch and, with ``resume``, continued from. ``options``
     go to the rule (LLS: temperature, pool, waveform; FF: theta, greedy). A non-finite loss or
     weight stops training with ``EdgekitError``, leaving the last good checkpoint in place.
@@ -88,16 +90,18 @@ def finetune(graph: Graph, x: np.ndarray, y: np.ndarray, rule: str = "lls", epoc
     blocks = from_graph(graph)
     x, y = _data(graph, blocks, x, y)
     learner = prepare(blocks, rule, layers, seed, Optimizer(optimizer, weight_decay), norm,
-                      sample=(x, y), **options)
+                      sample=(x, y), dual_precision=dual_precision, **options)
     params, opt = learner.params, learner.opt
     _check(math.isfinite(proximal_mu) and proximal_mu >= 0,
            f"proximal_mu must be a number >= 0, got {proximal_mu!r}")
     anchor = {k: v.copy() for k, v in params.items()} if proximal_mu else {}
     buffers = {f"norm.{k}/{b.name}": getattr(b.norm, k) for b in dense_layers(blocks) if b.norm
                for k in ("mean", "var")}
+    buffers.update(learner.state.buffers)
     config = {"model": structure_id(graph), "rule": rule, "seed": seed,
               "batch_size": batch_size, "layers": layers, "online": online,
-              "optimizer": optimizer, "norm": norm, "samples": len(y), "options": options}
+              "optimizer": optimizer, "norm": norm, "samples": len(y), "options": options,
+              **({"dual_precision": True} if dual_precision else {})}
     history: list[dict[str, Any]] = []
     path = Path(checkpoint) if checkpoint else None
     if resume and path and path.exists():
@@ -129,8 +133,11 @@ def finetune(graph: Graph, x: np.ndarray, y: np.ndarray, rule: str = "lls", epoc
             _save(path, config, params, buffers, opt, history)
         if on_epoch:
             on_epoch(record)
-    memory = training_memory(blocks, rule, batch_size, opt.state_bytes(params), learner.state)
-    return to_graph(graph, blocks), {"rule": rule, "epochs": history, "memory": memory}
+    memory = training_memory(blocks, rule, batch_size, opt.state_bytes(params), learner.state,
+                             dual_precision)
+    out, extras = (learner.rule.export(graph, blocks, learner.state) if learner.rule.export
+                   else (to_graph(graph, blocks), {}))
+    return out, {"rule": rule, "epochs": history, "memory": memory, **extras}
 
 
 def epoch_rate(lr: float, schedule: str, epoch: int, epochs: int) -> float:
@@ -187,7 +194,8 @@ class Learner:
 
 def prepare(blocks: list[Block], rule: str, layers: str | int = "all", seed: int = 0,
             opt: Optimizer | None = None, norm: bool = False,
-            sample: tuple[np.ndarray, np.ndarray] | None = None, **options: Any) -> Learner:
+            sample: tuple[np.ndarray, np.ndarray] | None = None, dual_precision: bool = False,
+            **options: Any) -> Learner:
     """Mark what trains, add norms, set the rule up (seeded; a rule that reads the training
     data gets ``sample``): then per batch ``zero_grads``, ``rule.step`` and ``apply``."""
     found = get_rule(rule)
@@ -201,6 +209,7 @@ def prepare(blocks: list[Block], rule: str, layers: str | int = "all", seed: int
                                   np.random.default_rng([seed, _SETUP]), **options)
     except TypeError as err:
         raise EdgekitError(f"rule {rule!r}: {err}") from None
+    state.config["dual"] = dual_precision
     params = {name: value for b in dense_layers(blocks) if b.trainable
               for name, value in b.params.items()}
     return Learner(blocks, found, state, {**params, **state.params}, opt or Optimizer())
@@ -223,12 +232,13 @@ def add_norms(blocks: list[Block]) -> None:
 
 
 def memory_for(graph: Graph, rule: str, batch_size: int = 32, layers: str | int = "all",
-               optimizer: str = "adam", norm: bool = False) -> dict[str, Any]:
+               optimizer: str = "adam", norm: bool = False,
+               dual_precision: bool = False) -> dict[str, Any]:
     """A rule's training memory on a Graph without training: what ``profile --training``
     shows, so one can see which rule fits a device's SRAM before fine-tuning there."""
     learner = prepare(from_graph(graph), rule, layers, 0, Optimizer(optimizer), norm)
     return training_memory(learner.blocks, rule, batch_size,
-                           learner.opt.state_bytes(learner.params), learner.state)
+                           learner.opt.state_bytes(learner.params), learner.state, dual_precision)
 
 
 def _check(ok: bool, msg: str) -> None:
