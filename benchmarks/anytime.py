@@ -47,7 +47,15 @@ from edgekit.anytime.train import train_supernet
 from edgekit.console import table
 from edgekit.fileio import atomic_write_bytes
 
-BUDGETS = ["3%", "15%", "25%", "50%", "75%", "100%"]
+BUDGETS = ["3%", "15%", "25%", "50%", "75%", "100%"]  # the first: the smallest path on digits
+
+
+def budgets(graph: edgekit.Graph) -> list[str]:
+    """``BUDGETS``, the first raised to the smallest path's share in whole percent (a 2-channel
+    stem makes the smallest path of the event frames 4 % of the full one)."""
+    meta = tbl.table(graph)
+    least = -(-100 * min(e["macs"] for e in meta["paths"].values()) // meta["full_macs"])
+    return [f"{max(int(BUDGETS[0][:-1]), least)}%", *BUDGETS[1:]]
 TASKS = {"digits": data.digits, "events": lambda: sensor_data.digit_events(size=8)}
 
 
@@ -58,11 +66,11 @@ def accuracy(graph: edgekit.Graph, path: str, x: np.ndarray, y: np.ndarray) -> f
 def latency(graph: edgekit.Graph, x: np.ndarray, calls: int) -> list[dict]:
     """Per budget: µs per call switching budgets every call, and of the plain path alone."""
     session = edgekit.deploy(graph, "cpu")
-    paths = {b: tbl.choose(graph, b) for b in BUDGETS}
+    paths = {b: tbl.choose(graph, b) for b in budgets(graph)}
     plain = {b: edgekit.deploy(tbl.extract(graph, p), "cpu") for b, p in paths.items()}
     times: dict[tuple[str, str], list[float]] = {}
     for _ in range(calls):
-        for b in BUDGETS:
+        for b in paths:
             t = time.perf_counter()
             session.run(x, budget=b)
             t1 = time.perf_counter()
@@ -72,7 +80,7 @@ def latency(graph: edgekit.Graph, x: np.ndarray, calls: int) -> list[dict]:
             times.setdefault(("plain", b), []).append(t2 - t1)
     return [{"budget": b, "path": paths[b], "macs": tbl.path_macs(graph, paths[b]),
              "anytime_us": 1e6 * float(np.median(times["anytime", b])),
-             "plain_us": 1e6 * float(np.median(times["plain", b]))} for b in BUDGETS]
+             "plain_us": 1e6 * float(np.median(times["plain", b]))} for b in paths]
 
 
 def main() -> None:
@@ -116,7 +124,7 @@ def main() -> None:
             q = measure(edgekit.quantize(g, d.x_train[fit][:256]), d.x_train[val],
                         d.y_train[val])
             seconds = time.perf_counter() - t
-            for b in BUDGETS:
+            for b in budgets(g):
                 path = tbl.choose(g, b)
                 chosen[sampling, b] = path
                 rows.append({"seed": seed, "method": sampling, "budget": b, "path": path,
@@ -130,7 +138,7 @@ def main() -> None:
                 timing = latency(g, d.x_test[:1], args.calls)
             print(f"seed {seed} {sampling}: {seconds:.0f} s", flush=True)
         alone: dict[str, float] = {}  # path -> test accuracy, trained alone once
-        for b in BUDGETS:
+        for b in budgets(g):
             path = chosen["tips", b]
             if path not in alone:
                 net = train_supernet(d.x_train[fit], d.y_train[fit], "uniform", args.epochs,
@@ -155,7 +163,7 @@ def requant(folder: str, d: data.Dataset, out: str | None) -> None:
         full_only = edgekit.quantize(plain, d.x_train[:256])
         full_only.metadata["anytime"] = g.metadata["anytime"]
         paths = edgekit.quantize(g, d.x_train[:256])
-        for b in BUDGETS:
+        for b in budgets(g):
             p = tbl.choose(g, b)
             rows.append({"model": path.stem, "budget": b, "path": p,
                          "float": accuracy(g, p, d.x_test, d.y_test),
@@ -182,7 +190,7 @@ def board(graph: edgekit.Graph, d: data.Dataset, n: int, out: str | None) -> Non
     x = edgekit.quant.quantize_array(d.x_test[:n], q.tensors[q.inputs[0]].quant)
     rows = []
     with edgekit.deploy(q, "mcu:qemu") as session:
-        for b in BUDGETS:
+        for b in budgets(q):
             path = tbl.choose(q, b)
             t = time.perf_counter()
             counts, same = [], 0
@@ -217,7 +225,7 @@ def board(graph: edgekit.Graph, d: data.Dataset, n: int, out: str | None) -> Non
 def report(rows: list[dict], timing: list[dict], out: str | None) -> None:
     summary = []
     for method in ("tips", "uniform", "independent"):
-        for b in BUDGETS:
+        for b in dict.fromkeys(r["budget"] for r in rows):
             sel = [r for r in rows if r["method"] == method and r["budget"] == b]
             f = np.array([r["float"] for r in sel]) * 100
             entry = {"method": method, "budget": b,
