@@ -20,16 +20,16 @@ static inline int8_t ek_rq(int32_t acc, const ek_rq_t *q) {
     return ek_requantize(acc, q->mult, q->shift, q->zp, q->lo, q->hi);
 }
 
-/* y[i] = ek_rq(acc[i] + bias, q) for i < n: a pass of its own (and a function of its own), so
- * one channel's constants stay in registers; kernels whose multiply-accumulate loops need all
- * the registers fill acc first. Where the shift is to the right and the output range the whole
- * of int8 (no activation, or a ReLU whose zero point is -128), ek_mbqm_lr's short form takes
- * two instructions less: the rounding's -[r < 0] is -[x < 0] (the multiplier is never
- * negative, and where x < 0 gives r = 0 both round to 0), so it is added with the nudge inside
- * SMMLAR; the clamp is one SSAT. */
-__attribute__((noinline))
-static void ek_rq_run(const int32_t *acc, int32_t n, int32_t bias, const ek_rq_t *q,
-                      int8_t *y) {
+/* y[i] = ek_rq(acc[i] + bias, q) for i < n, a pass of its own, so that one channel's constants
+ * stay in registers (kernels whose multiply-accumulate loops need all the registers fill acc
+ * first: ek_rq_run for one channel, ek_rq_block for several). Where the shift is to the right
+ * and the output range the whole of int8 (no activation, or a ReLU whose zero point is -128),
+ * ek_mbqm_lr's short form takes two instructions less: the rounding's -[r < 0] is -[x < 0]
+ * (the multiplier is never negative, and where x < 0 gives r = 0 both round to 0), so it is
+ * added with the nudge inside SMMLAR; the clamp is one SSAT. */
+static inline __attribute__((always_inline)) void ek_rq_span(const int32_t *acc, int32_t n,
+                                                             int32_t bias, const ek_rq_t *q,
+                                                             int8_t *y) {
     const int32_t m = q->mult, zp = q->zp, lo = q->lo, hi = q->hi;
     const int32_t left = q->shift > 0 ? q->shift : 0, right = q->shift < 0 ? -q->shift : 0;
     if (right > 0 && lo == -128 && hi == 127) {
@@ -46,6 +46,26 @@ static void ek_rq_run(const int32_t *acc, int32_t n, int32_t bias, const ek_rq_t
             y[i] = (int8_t)ek_clamp(ek_mbqm_lr(acc[i] + bias, m, left, right) + zp, lo, hi);
     }
 }
+
+#if defined(EK_DSP)
+__attribute__((noinline))
+static void ek_rq_run(const int32_t *acc, int32_t n, int32_t bias, const ek_rq_t *q,
+                      int8_t *y) {
+    ek_rq_span(acc, n, bias, q, y);
+}
+
+/* Channels o0..o1 of a convolution, n outputs each from acc[step * (o - o0)], into
+ * y + o * stride. */
+__attribute__((noinline))
+static void ek_rq_block(const ek_conv_t *p, const int32_t *acc, int32_t step, int32_t o0,
+                        int32_t o1, int32_t n, int8_t *y, int32_t stride) {
+    const int32_t zp = p->out_zp, lo = p->lo, hi = p->hi;
+    for (int32_t o = o0; o < o1; o++, acc += step) {
+        const ek_rq_t q = {p->mult[o], p->shift[o], zp, lo, hi};
+        ek_rq_span(acc, n, p->bias[o], &q, y + o * stride);
+    }
+}
+#endif
 
 /* The scratch ``col`` (edgekit.ops.conv.scratch_bytes says how large) at an 8-byte boundary. */
 static inline void *ek_aligned(int8_t *p) {
@@ -298,10 +318,7 @@ static void ek_conv_cols(const ek_conv_t *p, int8_t *scratch, const int8_t *x, i
                                                                       : (g + 1) * outs;
                 for (int32_t o = o0; o < o1; o++)
                     ek_dot4_dsp(wide, p->weight + o * depth, depth, acc + 4 * (o - o0));
-                for (int32_t o = o0; o < o1; o++) {
-                    const ek_rq_t q = {p->mult[o], p->shift[o], p->out_zp, p->lo, p->hi};
-                    ek_rq_run(acc + 4 * (o - o0), n, p->bias[o], &q, y + o * pixels + px);
-                }
+                ek_rq_block(p, acc, 4, o0, o1, n, y + px, pixels);
             }
         }
     }
