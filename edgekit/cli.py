@@ -473,7 +473,7 @@ def cmd_finetune(args: argparse.Namespace) -> None:
     tuned, history = finetune(
         graph, x, y, rule=args.rule, epochs=args.epochs, lr=args.lr, batch_size=args.batch_size,
         layers=layers, seed=args.seed, online=args.online, norm=args.norm,
-        checkpoint=checkpoint, resume=args.resume,
+        dual_precision=args.dual_precision, checkpoint=checkpoint, resume=args.resume,
         progress=lambda epochs: progress(epochs, desc=f"finetune ({args.rule})"),
         on_epoch=report)
     tuned.save(args.out)
@@ -673,7 +673,7 @@ def build_parser() -> argparse.ArgumentParser:
     ft.add_argument("model")
     ft.add_argument("--data", required=True, help=".npz with inputs 'x' and labels 'y'")
     ft.add_argument("--rule", default="lls",
-                    choices=["lls", "lls-m", "lls-mxm", "ff", "dfa", "bp"])
+                    choices=["lls", "lls-m", "lls-mxm", "ff", "dfa", "bp", "hedge"])
     ft.add_argument("--epochs", type=int, default=5)
     ft.add_argument("--lr", type=float, help="learning rate (default: the rule's own)")
     ft.add_argument("--batch-size", type=int, default=32)
@@ -686,6 +686,8 @@ def build_parser() -> argparse.ArgumentParser:
     ft.add_argument("--online", action="store_true", help="one sample at a time, in order")
     ft.add_argument("--norm", action="store_true",
                     help="running-statistics norm in hidden layers (training from scratch)")
+    ft.add_argument("--dual-precision", action="store_true",
+                    help="keep the activations the backward pass reads as 8-bit copies")
     ft.add_argument("--out", required=True, help="the fine-tuned model (.ekm)")
     ft.add_argument("--checkpoint", help="per-epoch checkpoint (default: OUT.ckpt)")
     ft.add_argument("--resume", action="store_true", help="continue from the checkpoint")
