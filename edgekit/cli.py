@@ -366,10 +366,14 @@ def cmd_run(args: argparse.Namespace) -> None:
 
 
 def cmd_targets(args: argparse.Namespace) -> None:
+    from edgekit.firmware_bridge.ports import DEFAULT, PORTS
     from edgekit.targets import get_target, target_names
 
     rows = []
-    for name in target_names():
+    # the emulated boards per core too (not in target_names(): every-target loops such as the
+    # demo's profile would build and run four boards)
+    boards = [f"mcu:qemu:{core}" for core in PORTS if core != DEFAULT]
+    for name in sorted([*target_names(), *boards]):
         try:
             ok, why = get_target(name).available()
         except Exception as err:  # a broken third-party plugin must not hide the others

@@ -51,6 +51,15 @@ def test_unknown_core_names_the_known_ones():
         get_target("mcu:qemu:m0")
 
 
+def test_targets_command_lists_every_core_board():
+    import json
+
+    from test_cli import cli
+
+    names = {row["target"] for row in json.loads(cli("targets", "--json").stdout)}
+    assert {f"mcu:qemu:{core}" for core in PORTS if core != "m3"} | {"mcu:qemu"} <= names
+
+
 def sections(elf) -> dict[str, tuple[int, int]]:
     """Allocated sections of an ELF: name -> (address, size)."""
     out = subprocess.run([CC.replace("gcc", "objdump"), "-h", str(elf)], capture_output=True,
