@@ -17,6 +17,7 @@ install: .venv/.installed
 
 demo: install speech-tools
 	.venv/bin/edgekit demo
+	.venv/bin/edgekit demo --asr
 
 test: install mcu-tools speech-tools
 	$(PY) -m pytest -q

@@ -390,7 +390,12 @@ def cmd_demo(args: argparse.Namespace) -> None:
     from edgekit.demo import run_demo
 
     check_folder(args.out, create=True)
-    report = run_demo(Path(args.out))
+    if args.asr:  # the speech stage alone (make demo runs it after the main demo)
+        from edgekit.speech.demo import run
+
+        report = run(Path(args.out))
+    else:
+        report = run_demo(Path(args.out))
     if args.json:
         print(json.dumps(report, indent=1))
 
@@ -648,6 +653,8 @@ def build_parser() -> argparse.ArgumentParser:
     d = sub.add_parser("demo", help="train, convert and run the digits CNN end to end")
     d.add_argument("--out", default="edgekit-demo")
     d.add_argument("--json", action="store_true")
+    d.add_argument("--asr", action="store_true", help="the early-exit speech stage alone: a "
+                   "small recognizer trained briefly, its exits, int8 and the board")
     d.set_defaults(func=cmd_demo)
 
     pr = sub.add_parser("profile", help="latency percentiles, MACs, memory, energy, fit check")

@@ -5,7 +5,9 @@ runtime and prints how the two agree; then quantizes it to int8 and deploys the 
 Graph on every CPU backend this machine has, with accuracy and agreement per backend; profiles
 it on every target, fine-tunes it on the device, runs it as firmware on the emulated Cortex-M3,
 and converts an average-pooling twin into a spiking network. Each feature joins here as it
-lands, so the demo shows everything edgekit does.
+lands, so the demo shows everything edgekit does; the early-exit speech stage, which
+synthesizes its own corpus and trains, runs as ``edgekit demo --asr`` (``edgekit.speech.demo``;
+``make demo`` runs both).
 """
 
 from __future__ import annotations

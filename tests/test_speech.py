@@ -425,6 +425,21 @@ def test_asr_train_transcribe_eval(tmp_path, cache, capsys):
     assert meta["calibration"]["valid"]["mean_blocks"] <= 2  # half the 4 blocks at most
 
 
+@needs_espeak
+def test_the_demo_speech_stage(tmp_path, cache, capsys):
+    """``edgekit demo --asr``'s stage, at a toy size: the models written, WER per exit and for
+    the policy, transcriptions that stop at the policy's exit."""
+    from edgekit.speech.demo import run
+    from edgekit.speech.model import TrainConfig
+
+    cfg = TrainConfig(blocks=2, channels=8, train_utterances=20, valid_utterances=10,
+                      epochs=1, batch=16)
+    report = run(tmp_path, cfg, held_out=4, board=0, cache=cache)
+    assert (tmp_path / "asr.ekm").exists() and (tmp_path / "asr.int8.ekm").exists()
+    assert [e["exit"] for e in report["int8"]["exits"]] == [1]
+    assert len(report["transcribed"]) == 3 and "WER" in capsys.readouterr().out
+
+
 @pytest.mark.parametrize("argv, words", [
     (["asr", "transcribe", "missing.ekm", "a.wav"], ["no such file"]),
     (["asr", "train", "-o", "m.ekm", "--blocks", "3"], ["--blocks"]),

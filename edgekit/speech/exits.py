@@ -311,6 +311,8 @@ class Replay:
         before the last: the operating points from (nearly) always going on to always
         stopping at exit 1."""
         s = self.scores[kind][:, :-1].ravel()
+        if not s.size:  # one exit (or no utterances): nothing to choose
+            return []
         quantiles = np.quantile(s, np.linspace(0, 1, points))
         values = quantiles + 1e-9 if kind == "entropy" else np.clip(quantiles - 1e-12, 0, 1)
         return [Policy(kind, float(t)) for t in np.unique(values)]
