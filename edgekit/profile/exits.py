@@ -45,7 +45,7 @@ def add_to(data: dict[str, Any], graph: Graph, x: Any, runs: int, warmup: int,
                      "steps": len(prefix), "macs": sum(la["macs"] for la in prefix),
                      "energy_model_uj": sum(la["energy_model_uj"] for la in prefix),
                      "latency_ms": timed[k]})
-    data[META] = {"exits": rows, "latency_source": timed and _source(data),
+    data[META] = {"exits": rows, "latency_source": _source(data) if any(timed) else None,
                   "policy": _policy(graph, rows, inputs, policy)}
 
 
