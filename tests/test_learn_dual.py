@@ -60,6 +60,7 @@ def test_dual_precision_gradients_stay_close_and_memory_drops(build, digits16):
             assert on < 0.92 * off and counted_on < 0.92 * counted_off, rule
 
 
+@pytest.mark.slow
 def test_finetune_with_dual_precision_reports_less_memory_and_learns(digits16):
     torch.manual_seed(0)
     graph = _graph(models.digits_cnn(16), (1, 1, 16, 16))

@@ -42,6 +42,7 @@ def test_dfa_data_feedback_is_the_mean_jacobian_of_the_logits():
                                    torch.stack(rows).detach().numpy(), atol=1e-5)
 
 
+@pytest.mark.slow
 def test_dfa_fine_tunes_a_pretrained_mlp_better_with_data_feedback():
     """A four-layer MLP trained in torch meets the digits moved one pixel: random feedback
     pushes its blocks along directions the pretrained layers after them do not read."""
@@ -83,6 +84,7 @@ def test_group_goodness_loss_gradient_equals_autograd():
     np.testing.assert_allclose(dh, ht.grad.numpy(), atol=1e-6)
 
 
+@pytest.mark.slow
 def test_channel_wise_forward_forward_trains_and_infers_by_class_goodness():
     ds = data.digits(8)
     torch.manual_seed(0)
