@@ -18,7 +18,17 @@ to a function's own file, not to the files of the functions it calls.
 
 from __future__ import annotations
 
+import numpy as np
 from numba import njit
+
+
+@njit(cache=True, inline="always")
+def _axpy(acc, scale, src, start, n):
+    """``acc[:n] += scale * src[start:start + n]`` on flat arrays. Unsigned indices spare
+    numba's negative-index checks, so the loop vectorizes (2-3x faster than on slices); the
+    sums are the same, in the same order."""
+    for i in range(n):
+        acc[np.uint64(i)] += scale * src[np.uint64(start + i)]
 
 
 @njit(cache=True)
@@ -69,21 +79,19 @@ def depthwise_planes(x, top, left, w, bias, dilation, amin, amax, plane, acc, ou
     repeat = out.shape[0] // x.shape[0]
     plane[:] = 0.0
     for o in range(out.shape[0]):
-        if o % repeat == 0:
+        if o % repeat == 0:  # element loops: a slice assignment per row cost 2x the kernel
             for y in range(x.shape[1]):
-                base = (top + y) * pw + left
-                plane[base:base + x.shape[2]] = x[o // repeat, y]
+                base, src = (top + y) * pw + left, x[o // repeat, y]
+                for i in range(x.shape[2]):
+                    plane[np.uint64(base + i)] = src[np.uint64(i)]
         acc[:] = bias[o]
         for ky in range(w.shape[1]):
             for kx in range(w.shape[2]):
-                scale, start = w[o, ky, kx], ky * dh * pw + kx * dw
-                seg = plane[start:start + n]
-                for i in range(n):
-                    acc[i] += scale * seg[i]
+                _axpy(acc, w[o, ky, kx], plane, ky * dh * pw + kx * dw, n)
         for oy in range(out.shape[1]):
-            row, dst = acc[oy * pw:], out[o, oy]
+            dst = out[o, oy]
             for ox in range(out.shape[2]):
-                dst[ox] = min(max(row[ox], amin), amax)
+                dst[np.uint64(ox)] = min(max(acc[np.uint64(oy * pw + ox)], amin), amax)
 
 
 @njit(cache=True)
@@ -117,10 +125,7 @@ def strided_depthwise(x, top, left, w, bias, stride, dilation, amin, amax, phase
         for ky in range(w.shape[1]):
             for kx in range(w.shape[2]):
                 (qy, py), (qx, px) = divmod(ky * dh, sh), divmod(kx * dw, sw)
-                start = ((py * sw + px) * qh + qy) * qw + qx
-                scale, seg = w[o, ky, kx], flat[start:start + n]
-                for i in range(n):
-                    acc[i] += scale * seg[i]
+                _axpy(acc, w[o, ky, kx], flat, ((py * sw + px) * qh + qy) * qw + qx, n)
         for oy in range(out_h):
             row, dst = acc[oy * qw:], out[o, oy]
             for ox in range(out_w):
@@ -131,13 +136,28 @@ def strided_depthwise(x, top, left, w, bias, stride, dilation, amin, amax, phase
 def pointwise(x, w, bias, amin, amax, out):
     """A 1x1 stride-1 unpadded convolution of one sample, ``x`` (C, P) -> ``out`` (O, P):
     ``out[o] = act(bias[o] + sum_c w[o, c] * x[c])``, each weight scaling a contiguous input
-    plane into the output row (a loop LLVM vectorizes), the channels summed in order."""
-    for o in range(out.shape[0]):
-        dst = out[o]
-        dst[:] = bias[o]
-        for c in range(x.shape[0]):
-            scale, src = w[o, c], x[c]
-            for p in range(dst.size):
-                dst[p] += scale * src[p]
-        for p in range(dst.size):
-            dst[p] = min(max(dst[p], amin), amax)
+    plane into the output row (a loop LLVM vectorizes), the channels summed in order. Four
+    output rows at a time share each load of an input plane (a quarter of the memory traffic;
+    every sum still runs over the channels in order, so the results are unchanged)."""
+    n_out, size = out.shape[0], out.shape[1]
+    flat = out.reshape(-1)
+    for o in range(n_out):
+        flat[o * size:(o + 1) * size] = bias[o]
+    o = 0
+    while o + 4 <= n_out:
+        a, b, c, d = (np.uint64(o * size), np.uint64((o + 1) * size),
+                      np.uint64((o + 2) * size), np.uint64((o + 3) * size))
+        for ch in range(x.shape[0]):
+            wa, wb, wc, wd, src = w[o, ch], w[o + 1, ch], w[o + 2, ch], w[o + 3, ch], x[ch]
+            for p in range(size):
+                v, q = src[np.uint64(p)], np.uint64(p)
+                flat[a + q] += wa * v
+                flat[b + q] += wb * v
+                flat[c + q] += wc * v
+                flat[d + q] += wd * v
+        o += 4
+    for r in range(o, n_out):
+        for ch in range(x.shape[0]):
+            _axpy(out[r], w[r, ch], x[ch], 0, size)
+    for i in range(flat.size):
+        flat[np.uint64(i)] = min(max(flat[np.uint64(i)], amin), amax)
