@@ -238,8 +238,8 @@ def test_the_board_evaluates_the_policy_and_stops_there(graph):
         pytest.skip(f"MCU target unavailable: {missing}")
     import edgekit
 
-    x = np.random.default_rng(5).standard_normal((32, frontend.MELS, frontend.FRAMES))
-    x = (x * np.random.default_rng(6).uniform(0.2, 3, (32, 1, 1))).astype(np.float32)
+    x = np.random.default_rng(5).standard_normal((24, frontend.MELS, frontend.FRAMES))
+    x = (x * np.random.default_rng(6).uniform(0.2, 3, (24, 1, 1))).astype(np.float32)
     g8 = edgekit.quantize(graph, x)
     staged = EarlyExit(g8)
     entropy = Replay.of(staged.exits, staged.all_exits(x), ["a"] * len(x)).scores["entropy"]
