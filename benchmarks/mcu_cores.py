@@ -12,12 +12,21 @@ Goals (issue 16): M4/M7 3x3 and 1x1 convolution and fully connected <= 1.5 instr
 depthwise <= 4; M55 convolution and fully connected <= 0.5.
 
 Run: ``NUMBA_CACHE_DIR=.numba_cache .venv/bin/python benchmarks/mcu_cores.py [--inputs 200]
-[--cores m3,m4,m7,m55]`` (docs/mcu.md has its table).
+[--cores m3,m4,m7,m55]`` (docs/mcu.md has its table). ``--where KERNEL`` instead says where one
+kernel's instructions go on each core: per firmware function, and the function's hottest loop
+(the instructions that ran most often), counted by a QEMU TCG plugin
+(``benchmarks/qemu_insn_plugin.c``, built here with the host's gcc) over one inference.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import shutil
+import subprocess
+import tempfile
+from collections import Counter
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -26,6 +35,7 @@ from torch import nn
 import edgekit
 from edgekit import models, zoo
 from edgekit.console import table
+from edgekit.firmware_bridge.build import CC
 from edgekit.firmware_bridge.ports import PORTS
 from edgekit.quant.edge import quantize_array
 
@@ -102,14 +112,74 @@ def model_rows(name: str, cores: list[str], inputs: int) -> list[list[str]]:
     return rows
 
 
+PROTOCOL = ("ek_serve", "ek_crc8", "ek_crc32")  # the firmware's serving, not kernels
+
+
+def where(name: str, cores: list[str]) -> None:
+    """Per core, the kernel's instructions per MAC (per output without MACs) in each firmware
+    function of one inference, from per-address execution counts (a QEMU plugin, put on QEMU's
+    command line by a wrapper first on PATH) and the ELF's symbols."""
+    build, shape, op = KERNELS[name]
+    torch.manual_seed(0)
+    graph = int8(build(), shape)
+    node = next(n for n in graph.nodes if n.op == op)
+    per = graph.node_macs(node) or int(np.prod(graph.tensors[node.outputs[0]].shape[1:]))
+    x = np.random.default_rng(1).standard_normal((1, *shape)).astype(np.float32)
+    xq = quantize_array(x, graph.tensors[graph.inputs[0]].quant)
+    qemu = shutil.which("qemu-system-arm")
+    with tempfile.TemporaryDirectory() as tmp:
+        plugin = Path(tmp) / "libinsn.so"
+        subprocess.run(["gcc", "-O2", "-shared", "-fPIC", "-o", str(plugin),
+                        str(Path(__file__).with_name("qemu_insn_plugin.c"))], check=True)
+        wrapper = Path(tmp) / "qemu-system-arm"
+        wrapper.write_text(f'#!/bin/sh\nexec {qemu} -plugin {plugin},out="$EK_INSN_OUT" "$@"\n')
+        wrapper.chmod(0o755)
+        os.environ["PATH"] = f"{tmp}{os.pathsep}{os.environ['PATH']}"
+        rows = []
+        for core in cores:
+            os.environ["EK_INSN_OUT"] = counts_file = f"{tmp}/{core}.txt"
+            with edgekit.deploy(graph, f"mcu:qemu:{core}") as session:
+                session.run(xq, raw=True)
+                elf = session.firmware.elf
+            counts: Counter = Counter()
+            for line in Path(counts_file).read_text().splitlines():
+                address, count = line.split()
+                counts[int(address, 16)] += int(count)
+            symbols = [(int(f[0], 16), int(f[1], 16), f[3]) for f in (
+                line.split() for line in subprocess.run(
+                    [CC.replace("gcc", "nm"), "-S", str(elf)], capture_output=True, text=True,
+                    check=True).stdout.splitlines()) if len(f) == 4 and f[2] in "tT"]
+            by_function: dict[str, Counter] = {}
+            for address, count in counts.items():
+                for start, size, symbol in symbols:
+                    if start <= address < start + size:
+                        by_function.setdefault(symbol, Counter())[address] = count
+                        break
+            for symbol, hits in sorted(by_function.items(), key=lambda kv: -sum(kv[1].values())):
+                total = sum(hits.values())
+                if symbol in PROTOCOL or not symbol.startswith("ek_") or total < per / 200:
+                    continue
+                top = max(hits.values())
+                loop = sum(1 for c in hits.values() if c == top)
+                rows.append([core, symbol, f"{total / per:.3f}",
+                             f"{loop} x {top:,} = {loop * top / per:.3f}"])
+    print(f"{name}: emulated instructions per {'MAC' if graph.node_macs(node) else 'output'} "
+          f"in each kernel function, one inference")
+    print(table(["core", "function", "instr/MAC", "hottest loop: instructions x runs"], rows))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--inputs", type=int, default=200)
     ap.add_argument("--cores", default=",".join(PORTS))
     ap.add_argument("--kernels-only", action="store_true")
+    ap.add_argument("--where", choices=list(KERNELS), help="where one kernel's instructions go")
     args = ap.parse_args()
     torch.set_num_threads(1)
     cores = args.cores.split(",")
+    if args.where:
+        where(args.where, cores)
+        return
     print("Kernels: emulated instructions per MAC (per output element for pool and add)")
     print(table(["kernel", "work", *cores], [kernel_row(k, cores) for k in KERNELS]))
     if args.kernels_only:
