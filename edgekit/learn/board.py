@@ -236,10 +236,13 @@ class BoardHead:
 
     def configure(self, weight_decay: float = 0.0, betas: tuple[float, float] = (0.9, 0.999),
                   eps: float = 1e-8) -> None:
-        """TRAIN_CONFIG: the optimizer; clears gradients, moments and the step count."""
+        """TRAIN_CONFIG: the optimizer; clears gradients, moments and the step count. Then
+        the head's starting weights (the model's): a real board keeps in RAM what an earlier
+        run trained until it is reset."""
         self._request(Cmd.TRAIN_CONFIG, struct.pack(
             "<B3xffffff", OPTIMIZERS.index(self.optimizer), weight_decay, *betas, eps,
             1 - betas[0], 1 - betas[1]))
+        self.write_params(self.split.layers())
         self.steps = 0
 
     def _computing(self, cmd: int, head: bytes, sample: np.ndarray) -> bytes:
