@@ -123,8 +123,9 @@ def test_the_client_side_never_imports_torch():
 @pytest.mark.slow
 def test_fleet_simulate_cli_reports_rounds_clients_and_a_failing_device(mlp, digits, tmp_path,
                                                                       capsys):
-    """Three clients on Flower's simulation engine: a host trains every layer, a cortex-m4
-    fewer, a device too small for even the head fails each round and is counted, not fatal."""
+    """Three clients on Flower's simulation engine under Flower's FedAdam: a host trains every
+    layer, a cortex-m4 fewer, a device too small for even the head fails each round and is
+    counted, not fatal."""
     x, y = digits
     mlp.save(tmp_path / "m.ekm")
     np.savez(tmp_path / "train.npz", x=x[:600], y=y[:600])
@@ -134,15 +135,15 @@ def test_fleet_simulate_cli_reports_rounds_clients_and_a_failing_device(mlp, dig
     assert main(["fleet", "simulate", str(tmp_path / "m.ekm"), "--data",
                  str(tmp_path / "train.npz"), "--test", str(tmp_path / "test.npz"),
                  "--clients", "3", "--rounds", "2", "--epochs", "2", "--rule", "lls",
-                 "--partition", "label:1", "--strategy", "fedprox", "--profiles",
-                 f"host,cortex-m4,{tiny}", "-o", str(out), "--json"]) == 0
+                 "--partition", "label:1", "--strategy", "fedadam", "--server-lr", "0.1",
+                 "--profiles", f"host,cortex-m4,{tiny}", "-o", str(out), "--json"]) == 0
     report = json.loads(capsys.readouterr().out)  # nothing but the report on stdout
     assert [r["round"] for r in report["rounds"]] == [1, 2]
     for r in report["rounds"]:
         assert (r["clients"], r["failures"]) == (2, 1)
         assert set(r) >= {"accuracy", "loss", "seconds"}
         assert "tiny" in r["errors"][0]
-    assert report["rounds"][-1]["accuracy"] > report["initial_accuracy"] + 0.2
+    assert report["rounds"][-1]["accuracy"] > report["initial_accuracy"] + 0.1
     assert 0 < report["centralized_accuracy"] <= 1
     assert [(c["profile"], c["layers_trained"]) for c in report["clients"]] == [
         ("host", 3), ("cortex-m4", 2)]
@@ -158,6 +159,8 @@ def test_fleet_simulate_cli_reports_rounds_clients_and_a_failing_device(mlp, dig
     (["--partition", "label:0"], "partition must be"),
     (["--clients", "0"], "clients must be a positive int"),
     (["--profiles", "cortex-m9"], "unknown device profile"),
+    (["--strategy", "fedsgd"], "unknown strategy 'fedsgd'; strategies: fedavg, fedprox, fedadam"),
+    (["--strategy", "fedadam", "--server-lr", "0"], "the server lr must be a positive number"),
 ])
 def test_fleet_simulate_user_errors_are_one_line(mlp, digits, tmp_path, capsys, argv, message):
     x, y = digits
@@ -186,11 +189,63 @@ def _flower_processes(marker: str) -> dict[int, str]:
     return found
 
 
+def _certificates(folder: Path) -> tuple[Path, Path, Path]:
+    """A CA, and a certificate for 127.0.0.1 it signs with the server's key: what an operator
+    makes once for a fleet (``openssl req``, or any CA). Returns the CA's, the server's
+    certificate and the server's key, as PEM files."""
+    pytest.importorskip("cryptography", reason="the test's TLS certificates are made with the "
+                        "'cryptography' package (a dependency of flwr)")
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    now = datetime.datetime.now(datetime.UTC)
+    ca_key, key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
+
+    def name(common: str) -> x509.Name:
+        return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common)])
+
+    def certificate(subject: str, public, extensions) -> x509.Certificate:
+        builder = (x509.CertificateBuilder().subject_name(name(subject))
+                   .issuer_name(name("edgekit test CA")).public_key(public)
+                   .serial_number(x509.random_serial_number())
+                   .not_valid_before(now - datetime.timedelta(minutes=5))
+                   .not_valid_after(now + datetime.timedelta(days=1)))
+        for extension, critical in extensions:
+            builder = builder.add_extension(extension, critical)
+        return builder.sign(ca_key, hashes.SHA256())
+
+    ca = certificate("edgekit test CA", ca_key.public_key(), [
+        (x509.BasicConstraints(ca=True, path_length=None), True),
+        (x509.KeyUsage(digital_signature=True, key_cert_sign=True, crl_sign=True,
+                       content_commitment=False, key_encipherment=False,
+                       data_encipherment=False, key_agreement=False, encipher_only=False,
+                       decipher_only=False), True)])
+    server = certificate("127.0.0.1", key.public_key(), [
+        (x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
+                                      x509.DNSName("localhost")]), False)])
+    paths = folder / "ca.pem", folder / "server.pem", folder / "server.key"
+    paths[0].write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    paths[1].write_bytes(server.public_bytes(serialization.Encoding.PEM))
+    paths[2].write_bytes(key.private_bytes(serialization.Encoding.PEM,
+                                           serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    return paths
+
+
 @pytest.mark.slow
-def test_fleet_on_loopback_processes_survives_a_device_killed_mid_round(mlp, digits, tmp_path):
-    """A SuperLink (`fleet serve`), three SuperNodes (`fleet join`), `fleet run`: the first
-    device is SIGKILLed while its ClientApp trains; the round ends at its timeout with the two
-    others' weights, the report counts the failure, and no process is left afterwards."""
+def test_fleet_over_tls_on_loopback_survives_a_device_killed_mid_round(mlp, digits, tmp_path):
+    """A SuperLink (`fleet serve`) with a certificate made here, three SuperNodes (`fleet
+    join`) and `fleet run` checking it against the CA, FedProx: the first device is SIGKILLed
+    while its ClientApp trains; when its heartbeat is overdue (36-60 s) Flower answers for it
+    with an error, and the round ends with the two others' weights (however long they take, up
+    to the round timeout) and the failure in the report. Then Ctrl-C stops the server and one
+    device, SIGTERM the other, each with every process it started, and the server's --home
+    stays."""
     import os
     import signal
     import time
@@ -200,25 +255,27 @@ def test_fleet_on_loopback_processes_survives_a_device_killed_mid_round(mlp, dig
     for i, idx in enumerate(partition(y, 3)):
         np.savez(tmp_path / f"shard{i}.npz", x=x[idx], y=y[idx])
     np.savez(tmp_path / "test.npz", x=x[:300], y=y[:300])
+    ca, cert, key = _certificates(tmp_path)
     from edgekit.fleet.deploy import free_port
 
     port, marker = free_port(), str(tmp_path / "home")
     edgekit_cli = [sys.executable, "-m", "edgekit.cli", "fleet"]
     env = {**os.environ, "NUMBA_CACHE_DIR": os.environ.get("NUMBA_CACHE_DIR", "")}
     server = f"127.0.0.1:{port}"
+    quiet = {"env": env, "stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
     started = [subprocess.Popen([*edgekit_cli, "serve", "--host", "127.0.0.1", "--port",
-                                 str(port), "--home", f"{marker}/link"], env=env,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)]
+                                 str(port), "--home", f"{marker}/link", "--tls-cert", str(cert),
+                                 "--tls-key", str(key), "--tls-ca", str(ca)], **quiet)]
     started += [subprocess.Popen([*edgekit_cli, "join", "--server", server, "--data",
                                   str(tmp_path / f"shard{i}.npz"), "--id", str(i), "--home",
-                                  f"{marker}/node{i}"], env=env, stdout=subprocess.DEVNULL,
-                                 stderr=subprocess.DEVNULL) for i in range(3)]
+                                  f"{marker}/node{i}", "--tls-ca", str(ca)], **quiet)
+                for i in range(3)]
     log = (tmp_path / "run.log").open("w")
     run = subprocess.Popen([*edgekit_cli, "run", str(tmp_path / "m.ekm"), "--server", server,
-                            "--test", str(tmp_path / "test.npz"), "--clients", "3",
-                            "--rounds", "1", "--epochs", "2", "--round-timeout", "30",
-                            "-o", str(tmp_path / "g.ekm"), "--json"], env=env,
-                           stdout=subprocess.PIPE, stderr=log, text=True)
+                            "--tls-ca", str(ca), "--test", str(tmp_path / "test.npz"),
+                            "--clients", "3", "--rounds", "1", "--epochs", "2", "--strategy",
+                            "fedprox", "--round-timeout", "180", "-o", str(tmp_path / "g.ekm"),
+                            "--json"], env=env, stdout=subprocess.PIPE, stderr=log, text=True)
     try:
         deadline = time.monotonic() + 120
         victim = None
@@ -229,11 +286,12 @@ def test_fleet_on_loopback_processes_survives_a_device_killed_mid_round(mlp, dig
                 os.kill(victim, signal.SIGKILL)
             time.sleep(0.2)
         assert victim, f"device 0 never started training: {(tmp_path / 'run.log').read_text()}"
-        out, _ = run.communicate(timeout=150)
+        out, _ = run.communicate(timeout=240)
         assert run.returncode == 0, (tmp_path / "run.log").read_text()[-2000:]
         report = json.loads(out)
         (only,) = report["rounds"]
         assert (only["clients"], only["failures"]) == (2, 1)
+        assert "Node Unavailable" in only["errors"][0]
         assert only["accuracy"] > report["initial_accuracy"]
         assert sorted(c["examples"] for c in report["clients"]) == sorted(
             len(s) for s in partition(y, 3)[1:])
@@ -241,40 +299,11 @@ def test_fleet_on_loopback_processes_survives_a_device_killed_mid_round(mlp, dig
     finally:
         run.kill()
         log.close()
-        for proc in started:
-            proc.send_signal(signal.SIGTERM)
+        for proc, sig in zip(started, [signal.SIGINT, signal.SIGTERM, signal.SIGINT,
+                                       signal.SIGTERM], strict=True):  # SIGINT: Ctrl-C
+            proc.send_signal(sig)
         codes = [proc.wait(timeout=30) for proc in started]
     assert codes[0] == 0 and codes[2:] == [0, 0]  # the killed device's join exits 2, saying so
     time.sleep(1)
-    assert _flower_processes(marker) == {}
-
-
-def test_ctrl_c_stops_a_server_and_a_device_and_every_process_they_started(digits, tmp_path):
-    import os
-    import signal
-    import time
-
-    x, y = digits
-    np.savez(tmp_path / "shard.npz", x=x[:20], y=y[:20])
-    from edgekit.fleet.deploy import free_port
-
-    port, marker = free_port(), str(tmp_path / "home")
-    cli = [sys.executable, "-m", "edgekit.cli", "fleet"]
-    procs = [subprocess.Popen([*cli, "serve", "--host", "127.0.0.1", "--port", str(port),
-                               "--home", f"{marker}/link"], stderr=subprocess.DEVNULL),
-             subprocess.Popen([*cli, "join", "--server", f"127.0.0.1:{port}", "--data",
-                               str(tmp_path / "shard.npz"), "--home", f"{marker}/node"],
-                              stderr=subprocess.DEVNULL)]
-    def running() -> bool:
-        names = {Path(w).name for cmd in _flower_processes(marker).values() for w in cmd.split()}
-        return {"flower-superlink", "flower-supernode"} <= names
-
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and not running():
-        time.sleep(0.5)
-    assert running(), "Flower's programs never started"
-    for proc in procs:
-        proc.send_signal(signal.SIGINT)  # what Ctrl-C sends
-    assert [proc.wait(timeout=30) for proc in procs] == [0, 0]
     assert _flower_processes(marker) == {}
     assert os.path.isdir(f"{marker}/link")  # --home is kept when given

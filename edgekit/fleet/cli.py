@@ -91,7 +91,7 @@ def _training_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--proximal-mu", type=float, default=0.1, help="FedProx's pull towards the "
                    "global weights")
     p.add_argument("--server-lr", type=float, help="FedAdam's server-side learning rate "
-                   "(default 0.01)")
+                   "(default 0.03)")
     p.add_argument("--seed", type=int, default=0)
 
 

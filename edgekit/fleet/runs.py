@@ -21,7 +21,9 @@ from edgekit.learn.trainer import get_rule
 from edgekit.profile.devices import load_profile
 
 STRATEGIES = ("fedavg", "fedprox", "fedadam")
-SERVER_LR = 0.01  # FedAdam's server-side rate (eta)
+# FedAdam's server-side rate (eta): on the digits benchmark under label skew 0.03 ended at
+# 95.3 %, 0.01 at 81.9 % (too slow in 20 rounds), 0.1 decayed with the clients' rate at 94.4 %
+SERVER_LR = 0.03
 # Flower phones home, checks for updates and, on a SuperLink, installs each app's dependencies
 # from the package index unless told not to; ray reports usage likewise
 QUIET_ENV = {"FLWR_TELEMETRY_ENABLED": "0", "FLWR_DISABLE_UPDATE_CHECK": "1",
