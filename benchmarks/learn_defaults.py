@@ -71,16 +71,19 @@ def accuracy(graph: edgekit.Graph, x: np.ndarray, y: np.ndarray) -> float:
     return float((Executor(graph).run(x).argmax(1) == y).mean())
 
 
-def options(specs: list[str]) -> dict[str, dict[str, float | str]]:
-    """``rule.key=value`` strings as {rule: {key: value}} (a number where it reads as one)."""
-    out: dict[str, dict[str, float | str]] = {}
+def options(specs: list[str]) -> dict[str, dict[str, int | float | str]]:
+    """``rule.key=value`` strings as {rule: {key: value}} (an int or float where it reads as
+    one)."""
+    out: dict[str, dict[str, int | float | str]] = {}
     for spec in specs:
         target, value = spec.split("=")
         rule, key = target.rsplit(".", 1)
-        try:
-            out.setdefault(rule, {})[key] = float(value)
-        except ValueError:
-            out.setdefault(rule, {})[key] = value
+        for kind in (int, float, str):
+            try:
+                out.setdefault(rule, {})[key] = kind(value)
+                break
+            except ValueError:
+                continue
     return out
 
 

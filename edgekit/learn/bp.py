@@ -21,23 +21,18 @@ def setup(blocks: list[Block], classes: int, rng: np.random.Generator) -> RuleSt
 
 
 def step(blocks: list[Block], state: RuleState, x: np.ndarray, y: np.ndarray,
-         phase: float, rng: np.random.Generator) -> tuple[float, np.ndarray]:
-    """One update's gradients (into the blocks' and state's grads): (loss, logits)."""
-    return train(blocks, x, lambda logits: cross_entropy(logits, y),
-                 state.config.get("dual", False))
-
-
-def train(blocks: list[Block], x: np.ndarray,
-          loss: Callable[[np.ndarray], tuple[float, np.ndarray]],
-          dual: bool = False) -> tuple[float, np.ndarray]:
-    """Backprop of any loss of the logits (``loss(logits)`` -> (value, dL/dlogits)): the
-    gradients into the blocks' grads; returns (loss, logits)."""
+         phase: float, rng: np.random.Generator | None,
+         loss: Callable[[np.ndarray], tuple[float, np.ndarray]] | None = None
+         ) -> tuple[float, np.ndarray]:
+    """One update's gradients (into the blocks' and state's grads): (loss, logits). ``loss``
+    (logits -> (value, dL/dlogits)) replaces cross-entropy on ``y``. The batch ``x`` is handed
+    over: no caller keeps it, so it is freed once the first block has read it."""
     first = next(i for i, b in enumerate(blocks) if b.trainable)
-    tapes = []
+    tapes, dual = [], state.config.get("dual", False)
     for i, block in enumerate(blocks):
         x, tape = forward(block, x, keep=i >= first)
         tapes.append(kept(tape, dual, tapes[-1].y if dual and i > first else None))
-    value, error = loss(x)
+    value, error = loss(x) if loss else cross_entropy(x, y)
     for i in range(len(blocks) - 1, first - 1, -1):
         error = backward(blocks[i], tapes[i], error, need_dx=i > first)
         tapes[i] = None  # free the tape as soon as its block is done

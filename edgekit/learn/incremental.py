@@ -94,8 +94,8 @@ def learn_task(graph: Graph, x: np.ndarray, y: np.ndarray, seen: list[int],
             idx = order[first:first + batch_size]
             learner.zero_grads()
             part = None if targets is None else targets[idx]
-            bp.train(blocks, x[idx], lambda z, i=idx, t=part: _loss(z, y[i], seen_, old_, t,
-                                                                    share))
+            bp.step(blocks, learner.state, x[idx], y[idx], 0.0, None,
+                    lambda z, i=idx, t=part: _loss(z, y[i], seen_, old_, t, share))
             learner.apply(rate)
             if clip:
                 np.maximum(head, 0.0, out=head)
