@@ -296,16 +296,18 @@ def test_online_mode_learns_one_sample_at_a_time(cnn8, digits8):
     assert changed == {"10.weight", "10.bias"}
 
 
-@pytest.mark.parametrize("rule, norm", [("lls-mxm", False), ("ff", False), ("bp", True)])
+@pytest.mark.parametrize("rule, norm", [("lls-mxm", False), ("ff", False), ("bp", True),
+                                        ("hedge", False)])
 def test_resume_continues_exactly(rule, norm, cnn8, digits8, tmp_path):
     args = dict(rule=rule, epochs=3, lr=1e-2, seed=3, norm=norm)
-    whole, _ = edgekit.finetune(cnn8, digits8.x_train, digits8.y_train, **args)
+    whole, whole_history = edgekit.finetune(cnn8, digits8.x_train, digits8.y_train, **args)
     ckpt = tmp_path / "run.ckpt"  # a run stopped after its first epoch (the lr at epoch 1
     edgekit.finetune(cnn8, digits8.x_train, digits8.y_train, checkpoint=ckpt,  # is the same)
                      **{**args, "epochs": 1})
     resumed, history = edgekit.finetune(cnn8, digits8.x_train, digits8.y_train,
                                         checkpoint=ckpt, resume=True, **args)
     assert [r["epoch"] for r in history["epochs"]] == [1, 2, 3]
+    assert history.get("hedge") == whole_history.get("hedge")  # hedge's alpha resumes too
     for name in whole.params:
         assert np.array_equal(whole.params[name], resumed.params[name]), name
 
