@@ -51,12 +51,13 @@ def test_unknown_core_names_the_known_ones():
         get_target("mcu:qemu:m0")
 
 
-def test_targets_command_lists_every_core_board():
+def test_targets_command_lists_every_core_board(capsys):
     import json
 
-    from test_cli import cli
+    from edgekit.cli import main
 
-    names = {row["target"] for row in json.loads(cli("targets", "--json").stdout)}
+    main(["targets", "--json"])
+    names = {row["target"] for row in json.loads(capsys.readouterr().out)}
     assert {f"mcu:qemu:{core}" for core in PORTS if core != "m3"} | {"mcu:qemu"} <= names
 
 
