@@ -21,7 +21,7 @@ batch size under the cache folder (``$EDGEKIT_CACHE/fused``, else ``~/.cache/edg
 named by its hash, atomically (safe with parallel processes), and numba caches the compiled
 function next to it. Where that folder cannot be written, it compiles without a disk cache;
 where anything cannot be fused (a step that is not a bound numba kernel call, a non-contiguous
-view), the Program keeps running step by step. Compiling takes a second or two, so a Program is
+view), the Program keeps running step by step. Compiling takes seconds, so a Program is
 fused only once it has run ``Executor.fuse_after`` times.
 """
 
