@@ -498,10 +498,13 @@ def backward(block, tape: Tape, dy: np.ndarray | Callable[[int], np.ndarray],
         dz = np.empty_like(dy)
         v = whole(tape.a if tape.a is not None else tape.y)
         _act_grad(block, v.reshape(-1), dy.reshape(-1), dz.reshape(-1))
-        if dw is not None:
-            K.matmul_acc(dz.T, whole(tape.x).reshape(batch, -1), dw)
-            if db is not None:
-                K.row_sum_acc(dz.T, db)
+        if dw is not None and isinstance(tape.x, np.ndarray):
+            K.matmul_acc(dz.T, tape.x.reshape(batch, -1), dw)
+        elif dw is not None:  # a packed input, read back one sample at a time
+            for n in range(batch):
+                K.matmul_acc(dz[n:n + 1].T, tape.x[n].reshape(1, -1), dw)
+        if dw is not None and db is not None:
+            K.row_sum_acc(dz.T, db)
         if dx is not None:
             K.matmul_acc(dz, block.kernel_weights()[0], dx)
         return dx

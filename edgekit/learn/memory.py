@@ -101,12 +101,13 @@ def _joins(b: Block | Unit, batch: int) -> int:
 
 
 def _unpacked(b: Block | Unit, batch: int) -> int:
-    """Float32 copies the backward makes of a packed tape: a linear layer's input and output
-    whole, a conv's one sample at a time (a unit's layers one after another)."""
+    """Float32 copies the backward makes of a packed tape: a linear layer's output whole and
+    its input one sample at a time, a conv's both one sample at a time (a unit's layers one
+    after another)."""
     if isinstance(b, Unit):
         return max(_unpacked(x, batch) for x in b.layers())
-    size = (math.prod(b.in_shape) + b.out_size) * F32
-    return batch * size if b.op == "linear" else size
+    outputs = b.out_size * F32 * (batch if b.op == "linear" else 1)
+    return math.prod(b.in_shape) * F32 + outputs
 
 
 def _dual_peak(blocks: list, rule: str, batch: int, ins: list[int], outs: list[int],
