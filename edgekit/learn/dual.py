@@ -7,8 +7,8 @@ the range starts at zero (a ReLU's output), so the activation derivative read fr
 is exact where it matters most. DIVISION keeps a float low-frequency part beside the
 low-precision residual; at 8 bits with a range per channel the copy alone is within the
 accuracy budget (``benchmarks/learn_dual.py``), so edgekit keeps the one copy. The backward
-pass reads one sample of a conv block's tape at a time (``Packed[n]``) and a linear block's
-tape whole, so float32 copies exist for one block at a time.
+pass reads one sample of a conv block's tape at a time (``Packed[n]``), and of a linear
+block's input (its output whole), so float32 copies exist for one block at a time.
 
 Tensors that are views of one another are packed once: inside a tape by their memory, across
 blocks by the rule handing the previous block's packed output on (``pack_tape(tape, x=...)``).
