@@ -52,9 +52,6 @@ class Executor:
     # Activations whose buffers live to the last step, like the outputs: a spiking Graph's
     # time-invariant tensors, computed once and read at every time step.
     held: frozenset[str] = frozenset()
-    # ``run`` calls of one batch size after which its Program is compiled into one function
-    # (``edgekit/runtime/fused.py``); None: never. Default: $EDGEKIT_FUSE_AFTER, else 50
-    fuse_after: int | None = fuse_after_default()
 
     def __init__(self, graph: Graph, planner: Planner | None = None):
         self.graph = graph.validate()
@@ -62,6 +59,9 @@ class Executor:
         self.planner = planner or GreedyPlanner()
         self._programs: dict[tuple[int, Planner], Program] = {}
         self._edge = _Edge(graph)
+        # ``run`` calls of one batch size after which its Program is compiled into one
+        # function (``edgekit/runtime/fused.py``); None: never. $EDGEKIT_FUSE_AFTER, else 50
+        self.fuse_after: int | None = fuse_after_default()
         self._fuser = Fuser(self)
 
     def _select_kernels(self, graph: Graph) -> list[Kernel]:
