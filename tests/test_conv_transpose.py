@@ -270,10 +270,9 @@ def test_shape_rule_refuses_impossible_geometry(attrs, message):
 def test_firmware_kernel_matches_the_runtime(tmp_path):
     """ek_conv_transpose2d against the numba kernel on the host (gcc): groups, dilation,
     uneven padding, output_padding, input zero points at the int8 edges."""
-    from test_firmware_kernels import MODEL_HARNESS, compile_library, ptr
+    from test_firmware_kernels import MODEL_HARNESS, compile_library, kernel_sources, ptr
 
     from edgekit.converters.to_c import to_c
-    from edgekit.firmware_bridge.build import FIRMWARE
     from edgekit.graph import QuantParams
     from edgekit.quant import quantize_array
 
@@ -287,8 +286,7 @@ def test_firmware_kernel_matches_the_runtime(tmp_path):
         work = tmp_path / str(zero_point)  # a library of its own: dlopen reuses a loaded path
         work.mkdir()
         to_c(q, work)
-        kernels = [str(p) for p in sorted(FIRMWARE.glob("ek_*.c"))
-                   if p.name not in ("ek_main.c", "ek_protocol.c")]
+        kernels = kernel_sources()
         lib = compile_library(work, MODEL_HARNESS, *kernels, str(work / "model.c"))
         raw = quantize_array(x + shift, q.tensors[q.inputs[0]].quant)
         want = Executor(q).run(raw, raw=True)

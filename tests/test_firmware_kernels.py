@@ -52,6 +52,14 @@ def compile_library(tmp_path, harness: str, *sources: str) -> ctypes.CDLL:
     return ctypes.CDLL(str(lib))
 
 
+def kernel_sources() -> list[str]:
+    """The firmware's C files that compute (for a host library): not the board's serving
+    (``ek_main.c``, ``ek_protocol.c``, ``ek_train_serve.c``), which calls the board's UART and
+    ticks. The kernels call one another, so a generated model links against all of them."""
+    serving = {"ek_main.c", "ek_protocol.c", "ek_train_serve.c"}
+    return [str(f) for f in sorted(FIRMWARE.glob("ek_*.c")) if f.name not in serving]
+
+
 def ptr(a: np.ndarray):
     return a.ctypes.data_as(ctypes.c_void_p)
 
@@ -227,8 +235,7 @@ def test_resize_matches_numba(tmp_path, mode, align_corners, half_pixel):
     from edgekit.converters.to_c import to_c
     from edgekit.runtime.executor import Executor
 
-    kernels = [str(f) for f in sorted(FIRMWARE.glob("ek_*.c"))
-               if f.name not in ("ek_main.c", "ek_protocol.c")]  # ek_kernels.c calls others
+    kernels = kernel_sources()
     rng = np.random.default_rng(5)
     for i, (hw, size) in enumerate((((5, 7), [8, 10]), ((9, 6), [4, 5]))):
         b = GraphBuilder()

@@ -126,16 +126,14 @@ def _moves_graph():
 @pytest.mark.skipif(shutil.which("gcc") is None, reason="no host C compiler (gcc)")
 def test_firmware_strided_copy_matches_the_runtime(tmp_path):
     """ek_layout.c compiled for this host through converters.to_c's schedule, step by step."""
-    from test_firmware_kernels import MODEL_HARNESS, compile_library, ptr
+    from test_firmware_kernels import MODEL_HARNESS, compile_library, kernel_sources, ptr
 
     from edgekit.converters.to_c import to_c
-    from edgekit.firmware_bridge.build import FIRMWARE
     from edgekit.runtime import Executor
 
     graph = _moves_graph()
     to_c(graph, tmp_path)
-    kernels = [str(f) for f in sorted(FIRMWARE.glob("ek_*.c"))
-               if f.name not in ("ek_main.c", "ek_protocol.c")]  # the board's, not kernels
+    kernels = kernel_sources()
     lib = compile_library(tmp_path, MODEL_HARNESS, *kernels, str(tmp_path / "model.c"))
     x = _x(3, 4, 6, 5, seed=4)
     for sample in quantize_array(x, graph.tensors["x"].quant):

@@ -131,14 +131,12 @@ def test_products_the_graph_cannot_hold_are_refused():
 
 def _host_model(tmp_path, q):
     """``q`` as the firmware's C, compiled for this host: ``run(sample bytes) -> int8 output``."""
-    from test_firmware_kernels import MODEL_HARNESS, compile_library, ptr
+    from test_firmware_kernels import MODEL_HARNESS, compile_library, kernel_sources, ptr
 
     from edgekit.converters.to_c import to_c
-    from edgekit.firmware_bridge.build import FIRMWARE
 
     to_c(q, tmp_path)
-    kernels = [str(p) for p in sorted(FIRMWARE.glob("ek_*.c"))
-               if p.name not in ("ek_main.c", "ek_protocol.c")]
+    kernels = kernel_sources()
     lib = compile_library(tmp_path, MODEL_HARNESS, *kernels, str(tmp_path / "model.c"))
     size = int(np.prod(q.tensors[q.outputs[0]].shape))
 

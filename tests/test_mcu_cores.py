@@ -140,7 +140,7 @@ def test_core_kernels_match_the_runtime_on_the_host(tmp_path, emulate, kernels_g
     """The kernels each core builds (the M3's plain C; the M4/M7's and the M55's with their
     SIMD instructions emulated in C by ek_simd.h) against the numba runtime, every layer, bit
     for bit, compiled for this host."""
-    from test_firmware_kernels import MODEL_HARNESS, all_ops_graph, ptr
+    from test_firmware_kernels import MODEL_HARNESS, all_ops_graph, kernel_sources, ptr
 
     from edgekit.converters.to_c import to_c
     from edgekit.firmware_bridge.build import FIRMWARE
@@ -154,8 +154,7 @@ def test_core_kernels_match_the_runtime_on_the_host(tmp_path, emulate, kernels_g
         to_c(graph, tmp_path)
         (tmp_path / "harness.c").write_text(MODEL_HARNESS)
         lib = tmp_path / f"lib{len(shape)}{shape[1]}.so"
-        sources = [str(f) for f in FIRMWARE.glob("ek_*.c")  # kernels, not the board's serving
-                   if f.name not in ("ek_main.c", "ek_protocol.c", "ek_train_serve.c")]
+        sources = kernel_sources()
         subprocess.run(["gcc", "-std=c99", "-O2", "-shared", "-fPIC", *filter(None, [emulate]),
                         f"-I{FIRMWARE}", f"-I{tmp_path}", str(tmp_path / "harness.c"), *sources,
                         str(tmp_path / "model.c"), "-lm", "-o", str(lib)], check=True,
