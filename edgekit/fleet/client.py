@@ -25,6 +25,7 @@ from edgekit.fleet.devices import plan
 from edgekit.fleet.runs import rule_options
 from edgekit.graph import Graph
 from edgekit.learn import finetune
+from edgekit.limits import check_npz
 
 app = ClientApp()
 
@@ -79,6 +80,7 @@ def shard(node: dict, config: dict, pid: int) -> tuple[np.ndarray, np.ndarray]:
     path = Path(str(node["data"])) if node.get("data") else \
         Path(str(config["shards"])) / f"{pid}.npz"
     try:
+        check_npz(path)
         with np.load(path, allow_pickle=False) as z:
             return z["x"], z["y"]
     except (OSError, KeyError, ValueError) as err:

@@ -25,6 +25,7 @@ import edgekit
 from edgekit.fileio import atomic_write_bytes
 from edgekit.fleet.strategy import STRATEGIES
 from edgekit.graph import Graph
+from edgekit.limits import check_npz
 from edgekit.runtime import Executor
 
 app = ServerApp()
@@ -35,6 +36,7 @@ def main(grid: Grid, context: Context) -> None:
     run = Path(str(context.run_config.get("run-dir") or os.environ["EDGEKIT_FLEET_RUN"]))
     cfg = json.loads((run / "run.json").read_text())
     graph = edgekit.load(cfg["model"])
+    check_npz(cfg["test"])
     with np.load(cfg["test"], allow_pickle=False) as z:
         x_test, y_test = z["x"], z["y"]
     extra = {"fedavg": {}, "fedprox": {"proximal_mu": cfg["proximal_mu"]},
