@@ -182,13 +182,13 @@ def _depthwise_float32(x, w, b, bounds, stride, padding, dilation, scratch, out)
 def _int8_parts(x_shape, w_shape, out_shape, groups, padding, stride, dilation) -> list[tuple]:
     """Per-sample scratch: with one input channel per output channel, the padded plane split
     by stride phase (int16) and its sums at the phase width (int32); for a pointwise
-    convolution one plane of int32 sums; else the padded channels-last input less its zero
-    point (int16) and one group's window rows (int16)."""
+    convolution four planes of int32 sums (four output channels at a time); else the padded
+    channels-last input less its zero point (int16) and one group's window rows (int16)."""
     if w_shape[1] == 1:
         phases = _phases_shape(w_shape, out_shape, stride, dilation)
         return [(phases, np.int16), ((out_shape[2] * phases[2],), np.int32)]
     if _pointwise(w_shape, stride, padding, groups):
-        return [((prod(x_shape[2:]),), np.int32)]
+        return [((4 * prod(x_shape[2:]),), np.int32)]
     return [(shape, np.int16) for shape in _channels_last_parts(x_shape, w_shape, out_shape,
                                                                 padding)]
 

@@ -5,7 +5,8 @@
   becomes a row (``window_rows``), multiplied with the weight rows in
   ``int8_gemm.gemm_requant``;
 - pointwise (1x1, stride 1, one group): no padded copy at all; whole NCHW planes are
-  accumulated per output channel (``pointwise``), the input zero point folded into the bias;
+  accumulated four output channels at a time (``pointwise``), the input zero point folded
+  into the bias;
 - one input channel per output channel at stride 1 (depthwise, and any convolution of a
   single input channel; ``depthwise_planes``): channel by channel on a padded plane, each tap
   one long contiguous multiply-add over the plane's rows at the padded width;
@@ -76,15 +77,41 @@ def window_rows(xpad, kernel, stride, dilation, first, channels, out_w, rows):
 @njit(cache=True)
 def pointwise(x, weights, bias, multiplier, shift, zero_point, lo, hi, acc, out):
     """``out[o] = requantize(bias[o] + sum_c weights[o, c] * x[c])`` on one sample's planes,
-    ``x`` (C, P) and ``out`` (O, P): each weight scales a contiguous input plane into the int32
-    row ``acc`` (P), a loop LLVM vectorizes; ``bias`` already holds ``- zp_in * sum_c w[o, c]``."""
-    for o in range(out.shape[0]):
-        acc[:] = bias[o]
-        for c in range(x.shape[0]):
-            _mac(acc, np.int32(weights[o, c]), x[c], 0, acc.size)
-        m, s, dst = multiplier[o], shift[o], out[o]
-        for p in range(acc.size):
-            dst[p] = requantize(acc[p], m, s, zero_point, lo, hi)
+    ``x`` (C, P) and ``out`` (O, P): each weight scales a contiguous input plane into int32
+    sums, a loop LLVM vectorizes; ``bias`` already holds ``- zp_in * sum_c w[o, c]``. ``acc``
+    (4 * P) holds the sums of four output rows, which share each load of an input plane (a
+    quarter of the memory traffic; integer sums, so the results are those of one row at a
+    time)."""
+    n_out, size = out.shape[0], x.shape[1]
+    o = 0
+    while o < n_out:
+        rows = min(4, n_out - o)
+        for r in range(rows):
+            for p in range(size):
+                acc[np.uint64(r * size + p)] = bias[o + r]
+        if rows == 4:
+            b, c, d = np.uint64(size), np.uint64(2 * size), np.uint64(3 * size)
+            for ch in range(x.shape[0]):
+                wa, wb = np.int32(weights[o, ch]), np.int32(weights[o + 1, ch])
+                wc, wd, src = np.int32(weights[o + 2, ch]), np.int32(weights[o + 3, ch]), x[ch]
+                for p in range(size):
+                    q = np.uint64(p)
+                    v = np.int32(src[q])
+                    acc[q] = np.int32(acc[q] + wa * v)
+                    acc[b + q] = np.int32(acc[b + q] + wb * v)
+                    acc[c + q] = np.int32(acc[c + q] + wc * v)
+                    acc[d + q] = np.int32(acc[d + q] + wd * v)
+        else:
+            for r in range(rows):
+                row = acc[r * size:(r + 1) * size]
+                for ch in range(x.shape[0]):
+                    _mac(row, np.int32(weights[o + r, ch]), x[ch], 0, size)
+        for r in range(rows):
+            m, s, dst = multiplier[o + r], shift[o + r], out[o + r]
+            for p in range(size):
+                dst[np.uint64(p)] = requantize(acc[np.uint64(r * size + p)], m, s, zero_point,
+                                               lo, hi)
+        o += rows
 
 
 @njit(cache=True)
@@ -102,20 +129,22 @@ def depthwise_planes(x, zero_point_in, top, left, taps, bias, dilation, multipli
     repeat = out.shape[0] // x.shape[0]
     plane[:] = 0
     for o in range(out.shape[0]):
-        if o % repeat == 0:
+        if o % repeat == 0:  # element loops, unsigned indices: no slice views per row
             for y in range(x.shape[1]):
                 src, base = x[o // repeat, y], (top + y) * pw + left
                 for i in range(x.shape[2]):
-                    plane[np.uint64(base + i)] = src[i] - zero_point_in
-        acc[:] = bias[o]
+                    plane[np.uint64(base + i)] = src[np.uint64(i)] - zero_point_in
+        for i in range(acc.size):
+            acc[np.uint64(i)] = bias[o]
         for ky in range(taps.shape[1]):
             for kx in range(taps.shape[2]):
                 _mac(acc, taps[o, ky, kx], plane, ky * dh * pw + kx * dw, n)
         m, s = multiplier[o], shift[o]
         for oy in range(out.shape[1]):
-            row, dst = acc[oy * pw:], out[o, oy]
+            dst = out[o, oy]
             for ox in range(out.shape[2]):
-                dst[ox] = requantize(row[ox], m, s, zero_point, lo, hi)
+                dst[np.uint64(ox)] = requantize(acc[np.uint64(oy * pw + ox)], m, s, zero_point,
+                                                lo, hi)
 
 
 @njit(cache=True)
@@ -149,13 +178,15 @@ def strided_depthwise(x, zero_point_in, top, left, taps, bias, stride, dilation,
                 py += 1
                 if py == sh:  # divmod(top + y, sh) without a division per row
                     qr, py = qr + 1, 0
-        acc[:] = bias[o]
+        for i in range(acc.size):
+            acc[np.uint64(i)] = bias[o]
         for ky in range(taps.shape[1]):
             for kx in range(taps.shape[2]):
                 (qy, py), (qx, px) = divmod(ky * dh, sh), divmod(kx * dw, sw)
                 _mac(acc, taps[o, ky, kx], flat, ((py * sw + px) * qh + qy) * qw + qx, n)
         m, s = multiplier[o], shift[o]
-        for oy in range(out_h):
-            row, dst = acc[oy * qw:], out[o, oy]
+        for oy in range(out_h):  # no slice views per row (as in depthwise_planes)
+            dst = out[o, oy]
             for ox in range(out_w):
-                dst[ox] = requantize(row[ox], m, s, zero_point, lo, hi)
+                dst[np.uint64(ox)] = requantize(acc[np.uint64(oy * qw + ox)], m, s, zero_point,
+                                                lo, hi)
