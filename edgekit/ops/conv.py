@@ -181,12 +181,14 @@ def _depthwise_float32(x, w, b, bounds, stride, padding, dilation, scratch, out)
 
 def _int8_parts(x_shape, w_shape, out_shape, groups, padding, stride, dilation) -> list[tuple]:
     """Per-sample scratch: with one input channel per output channel, the padded plane split
-    by stride phase (int16) and its sums at the phase width (int32); for a pointwise
-    convolution four planes of int32 sums (four output channels at a time); else the padded
-    channels-last input less its zero point (int16) and one group's window rows (int16)."""
+    by stride phase (int16) and its sums at the phase width (int32; four output channels' at
+    other strides when each input channel feeds a multiple of 4: ``strided_depthwise``); for a
+    pointwise convolution four planes of int32 sums (four output channels at a time); else the
+    padded channels-last input less its zero point (int16) and one group's window rows (int16)."""
     if w_shape[1] == 1:
         phases = _phases_shape(w_shape, out_shape, stride, dilation)
-        return [(phases, np.int16), ((out_shape[2] * phases[2],), np.int32)]
+        group = 4 if tuple(stride) != (1, 1) and (w_shape[0] // x_shape[1]) % 4 == 0 else 1
+        return [(phases, np.int16), ((group * out_shape[2] * phases[2],), np.int32)]
     if _pointwise(w_shape, stride, padding, groups):
         return [((4 * prod(x_shape[2:]),), np.int32)]
     return [(shape, np.int16) for shape in _channels_last_parts(x_shape, w_shape, out_shape,

@@ -53,6 +53,21 @@ def _mac(acc, w, src, start, n):
         acc[np.uint64(i)] = np.int32(acc[np.uint64(i)] + w * np.int32(src[np.uint64(start + i)]))
 
 
+@njit(cache=True, inline="always")
+def _mac4(acc, size, w, src, start, n):
+    """``_mac`` for four output channels reading the same input (``w`` their four taps), their
+    sums ``size`` apart in ``acc``: each input value loaded once for the four."""
+    wa, wb, wc, wd = np.int32(w[0]), np.int32(w[1]), np.int32(w[2]), np.int32(w[3])
+    b, c, d = np.uint64(size), np.uint64(2 * size), np.uint64(3 * size)
+    for i in range(n):
+        q = np.uint64(i)
+        v = np.int32(src[np.uint64(start + i)])
+        acc[q] = np.int32(acc[q] + wa * v)
+        acc[b + q] = np.int32(acc[b + q] + wb * v)
+        acc[c + q] = np.int32(acc[c + q] + wc * v)
+        acc[d + q] = np.int32(acc[d + q] + wd * v)
+
+
 @njit(cache=True)
 def window_rows(xpad, kernel, stride, dilation, first, channels, out_w, rows):
     """``rows[p]`` = the window of output pixel p over channels ``first .. first + channels``
@@ -158,18 +173,22 @@ def strided_depthwise(x, zero_point_in, top, left, taps, bias, stride, dilation,
     ``(r % SH) * SW + c % SW`` at (r // SH, c // SW), so every tap of every output reads one
     phase at the output's own (oy, ox) plus a fixed offset. The sums are kept at the phase
     width, ``acc[oy * QW + ox]``, making each tap a single contiguous multiply-add of
-    ``(OH - 1) * QW + OW`` values (the columns past OW are never read back)."""
+    ``(OH - 1) * QW + OW`` values (the columns past OW are never read back). When ``acc``
+    holds four planes of sums (``OH * QW`` each; the caller gives them when each input channel
+    feeds a multiple of 4 output channels, as in a first layer of one input channel), four
+    output channels are summed at once, each input value loaded once for the four."""
     (sh, sw), (dh, dw), (qh, qw) = stride, dilation, phases.shape[1:]
     out_h, out_w = out.shape[1], out.shape[2]
-    n = (out_h - 1) * qw + out_w
+    n, size = (out_h - 1) * qw + out_w, out_h * qw
     repeat, flat = out.shape[0] // x.shape[0], phases.reshape(-1)
+    group = acc.size // size  # output channels summed at once: 4 or 1 (see _mac4)
     rows, cols = min(x.shape[1], qh * sh - top), min(x.shape[2], qw * sw - left)
     flat[:] = 0
-    for o in range(out.shape[0]):
-        if o % repeat == 0:
+    for o0 in range(0, out.shape[0], group):
+        if o0 % repeat == 0:
             qr, py = divmod(top, sh)
             for y in range(rows):
-                src = x[o // repeat, y]
+                src = x[o0 // repeat, y]
                 for px in range(sw):
                     first = (px - left) % sw
                     dst = phases[py * sw + px, qr, (left + first) // sw:]
@@ -178,15 +197,22 @@ def strided_depthwise(x, zero_point_in, top, left, taps, bias, stride, dilation,
                 py += 1
                 if py == sh:  # divmod(top + y, sh) without a division per row
                     qr, py = qr + 1, 0
-        for i in range(acc.size):
-            acc[np.uint64(i)] = bias[o]
+        for r in range(group):
+            for i in range(size):
+                acc[np.uint64(r * size + i)] = bias[o0 + r]
         for ky in range(taps.shape[1]):
             for kx in range(taps.shape[2]):
                 (qy, py), (qx, px) = divmod(ky * dh, sh), divmod(kx * dw, sw)
-                _mac(acc, taps[o, ky, kx], flat, ((py * sw + px) * qh + qy) * qw + qx, n)
-        m, s = multiplier[o], shift[o]
-        for oy in range(out_h):  # no slice views per row (as in depthwise_planes)
-            dst = out[o, oy]
-            for ox in range(out_w):
-                dst[np.uint64(ox)] = requantize(acc[np.uint64(oy * qw + ox)], m, s, zero_point,
-                                                lo, hi)
+                start = ((py * sw + px) * qh + qy) * qw + qx
+                if group == 4:
+                    _mac4(acc, size, taps[o0:o0 + 4, ky, kx], flat, start, n)
+                else:
+                    _mac(acc, taps[o0, ky, kx], flat, start, n)
+        for r in range(group):  # no slice views per row (as in depthwise_planes)
+            o = o0 + r
+            m, s = multiplier[o], shift[o]
+            for oy in range(out_h):
+                dst = out[o, oy]
+                for ox in range(out_w):
+                    dst[np.uint64(ox)] = requantize(acc[np.uint64(r * size + oy * qw + ox)], m,
+                                                    s, zero_point, lo, hi)
