@@ -21,6 +21,7 @@ import numpy as np
 
 import edgekit
 from edgekit.console import table
+from edgekit.fileio import atomic_write_bytes
 from edgekit.speech import pipeline
 from edgekit.speech.corpus import DIGITS
 from edgekit.speech.exits import EarlyExit, Policy, Replay, stored_policy
@@ -170,8 +171,7 @@ def main() -> None:
         fig.tight_layout()
         fig.savefig(args.plot, dpi=120)
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump(results, f, indent=1)
+        atomic_write_bytes(args.json, json.dumps(results, indent=1).encode())
 
 
 if __name__ == "__main__":

@@ -29,6 +29,7 @@ import torch
 import edgekit
 from edgekit import models, zoo
 from edgekit.console import table
+from edgekit.fileio import atomic_write_bytes
 from edgekit.quant import quantize_array
 
 
@@ -147,8 +148,7 @@ def main() -> None:
                   f"{r['edgekit'] / r['litert']:.2f}", f"{r['edgekit'] / r['ort']:.2f}")
                  for r in rows]))
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump(rows, f, indent=1)
+        atomic_write_bytes(args.json, json.dumps(rows, indent=1).encode())
 
 
 if __name__ == "__main__":

@@ -20,6 +20,7 @@ import torch
 import edgekit
 from edgekit import data, metrics, models
 from edgekit.console import table
+from edgekit.fileio import atomic_write_bytes
 from edgekit.targets import get_target
 
 BACKENDS = ["cpu", "cpu:onnxruntime", "cpu:litert", "cpu:tflite-micro"]
@@ -86,8 +87,7 @@ def main() -> None:
                                                               "cpu:litert") if b in backends])
                  for r in results]))
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump(results, f, indent=1)
+        atomic_write_bytes(args.json, json.dumps(results, indent=1).encode())
 
 
 if __name__ == "__main__":

@@ -62,6 +62,7 @@ import torch
 
 import edgekit
 from edgekit import data, models, zoo
+from edgekit.fileio import atomic_write_bytes
 from edgekit.profile.counts import describe
 from edgekit.profile.devices import load_profile
 from edgekit.profile.energy import layer_energy_pj
@@ -221,8 +222,7 @@ def main() -> None:
                   + " / ".join(f"{a[k]['saturate']}, {a[k]['wrap']} of {a[k]['values']}"
                                for k in ("16_bit", "12_bit")))
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump(rows, f, indent=1)
+        atomic_write_bytes(args.json, json.dumps(rows, indent=1).encode())
 
 
 if __name__ == "__main__":
